@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine: `make report MODELS=...` and `make test`.
+# Both create .venv on first use (pinned torch, torchvision and the five counters).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODELS ?= resnet18,vgg16
+INPUT ?=
+TOOLS ?=
+OUT ?= reports
+
+REPORT_ARGS := $(if $(INPUT),--input-shape $(INPUT),) $(if $(TOOLS),--tools $(TOOLS),)
+
+.PHONY: setup report test bench zoo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[tools,test]'
+	touch $(STAMP)
+
+report: $(STAMP)
+	$(PY) -m reconcile report $(MODELS) --out $(OUT) $(REPORT_ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
+
+zoo: $(STAMP)
+	$(PY) -m reconcile zoo --out $(OUT)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

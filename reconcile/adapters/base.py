@@ -1,0 +1,124 @@
+"""What every tool adapter is, and the small helpers they share.
+
+An adapter runs one counting tool the way its users run it and returns a ``ToolRun`` holding
+exactly what the tool computed. Adapters run inside a worker process (see ``reconcile.runner``):
+they may be clumsy with globals there, but they must still not let the tool print to the
+terminal, and they import their tool lazily inside ``run``. Adapters never import each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable, Iterator
+
+from reconcile.records import ToolRun
+
+
+def version_of(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+@dataclass
+class Captured:
+    """Text a tool printed or logged, and the warnings it raised, while captured."""
+
+    stdout: str = ""
+    stderr: str = ""
+    warnings: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def capture_output(loggers: tuple[str, ...] = ()) -> Iterator[Captured]:
+    """Swallow stdout, stderr, ``warnings`` and the named loggers; hand them back as data."""
+    cap = Captured()
+    out, err = io.StringIO(), io.StringIO()
+    handler = _ListHandler(cap.log)
+    saved = []
+    for name in loggers:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.propagate, lg.level))
+        lg.addHandler(handler)
+        lg.propagate = False
+        lg.setLevel(logging.DEBUG)
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            warnings.simplefilter("always")
+            yield cap
+        cap.warnings.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+    finally:
+        for lg, propagate, level in saved:
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+            lg.setLevel(level)
+        cap.stdout, cap.stderr = out.getvalue(), err.getvalue()
+
+
+def module_names(model: Any) -> dict[int, str]:
+    """``id(module) -> named_modules() name`` (first name for a module registered twice)."""
+    names: dict[int, str] = {}
+    for name, mod in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(mod), name)
+    return names
+
+
+class Adapter:
+    """One counting tool. Subclasses set ``name`` and ``distribution`` and implement ``_run``."""
+
+    name: str = ""
+    distribution: str = ""  # the pip distribution whose version is reported
+
+    def version(self) -> str:
+        return version_of(self.distribution)
+
+    def run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
+        """Run the tool on ``model`` (eval mode, CPU) with ``inputs``. A tool's own exception
+        becomes a ``failed`` run; the adapter's bugs surface the same way but keep their type."""
+        start = time.perf_counter()
+        try:
+            run = self._run(model, inputs)
+        except Exception as exc:  # the tool crashed: record it, never crash the harness
+            return ToolRun(
+                tool=self.name,
+                version=self.version(),
+                status="failed",
+                error_type=type(exc).__name__,
+                error_message=str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc),
+                attempted=self.attempted(),
+                seconds=time.perf_counter() - start,
+            )
+        return _with_seconds(run, time.perf_counter() - start)
+
+    def attempted(self) -> str:
+        """One line saying what was called, for failure records."""
+        return self.name
+
+    def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
+        raise NotImplementedError
+
+
+def _with_seconds(run: ToolRun, seconds: float) -> ToolRun:
+    from dataclasses import replace
+
+    return replace(run, seconds=seconds)
+
+
+AdapterFactory = Callable[[], Adapter]

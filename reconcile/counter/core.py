@@ -1,0 +1,355 @@
+"""The native counter: exact per-module counts at the aten level.
+
+Guarantees:
+- Every aten op that runs during the forward is charged to the innermost module executing it
+  (functional calls and work in a parent's own ``forward`` included); ops with no rule are listed
+  per module with call counts, never silently dropped.
+- Counts depend on shapes only: the same model counts the same on the meta device and on CPU.
+  To make that true, the counter runs the reference path of ops whose kernels differ by device
+  (MHA / TransformerEncoderLayer fast paths off, scaled-dot-product attention on its math
+  backend) and counts recurrent layers with module-level rules (``modules.py``).
+- The model is left as it was found: training flags restored, hooks removed, buffers restored
+  when counting in train mode; global torch flags touched here are restored on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter, defaultdict
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from reconcile.counter import formulas, modules
+from reconcile.counter.tracker import CallFrame, ModuleStack, tensor_bytes, tensor_metas
+from reconcile.errors import ReconcileError
+from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo
+
+MODES = ("eval", "train", "as-is")
+
+
+class _Acc:
+    """Mutable per-module accumulator; frozen into a ``ModuleRow`` at the end."""
+
+    __slots__ = ("components", "ops", "op_components", "zero_ops", "unknown_ops", "activations",
+                 "bytes_read", "bytes_written", "output_elements", "calls")
+
+    def __init__(self) -> None:
+        self.components: Counter = Counter()
+        self.ops: Counter = Counter()
+        self.op_components: dict[str, Counter] = defaultdict(Counter)
+        self.zero_ops: Counter = Counter()
+        self.unknown_ops: Counter = Counter()
+        self.activations = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.output_elements = 0
+        self.calls: list[CallRecord] = []
+
+
+def _io(args: Sequence[Any], kwargs: dict, out: Any) -> tuple[int, int, int]:
+    """Bytes read (tensor arguments), bytes written and elements written (tensor outputs)."""
+    read = 0
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            read += a.numel() * a.element_size()
+        elif isinstance(a, (list, tuple)):
+            for t in a:
+                if isinstance(t, torch.Tensor):
+                    read += t.numel() * t.element_size()
+    for a in kwargs.values():
+        if isinstance(a, torch.Tensor):
+            read += a.numel() * a.element_size()
+    written = elements = 0
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    for t in outs:
+        if isinstance(t, torch.Tensor):
+            n = t.numel()
+            elements += n
+            written += n * t.element_size()
+    return read, written, elements
+
+
+class _CountingMode(TorchDispatchMode):
+    def __init__(self, stack: ModuleStack, accs: dict[str, _Acc]) -> None:
+        super().__init__()
+        self.stack = stack
+        self.accs = accs
+        self._cache: dict[Any, tuple[str, Any, str]] = {}
+
+    def _classify(self, func: Any) -> tuple[str, Any, str]:
+        name = func._schema.name
+        kind, rule = formulas.lookup(name)
+        if kind == "unknown" and getattr(func, "is_view", False):
+            kind = "view"
+        entry = (kind, rule.fn if rule is not None else None, name)
+        self._cache[func] = entry
+        return entry
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        frame = self.stack.top
+        if frame.suppressed:
+            return out
+        kind, fn, name = self._cache.get(func) or self._classify(func)
+        acc = self.accs[frame.module]
+        if kind == "view":
+            acc.zero_ops[name] += 1
+            return out
+        read, written, elements = _io(args, kwargs, out)
+        acc.bytes_read += read
+        acc.bytes_written += written
+        acc.activations += elements
+        if kind == "rule":
+            comps = fn(args, kwargs, out)
+            acc.ops[name] += 1
+            opc = acc.op_components[name]
+            fc = frame.components
+            for k, v in comps.items():
+                if v:
+                    opc[k] += v
+                    fc[k] = fc.get(k, 0) + v
+        elif kind == "unknown":
+            acc.unknown_ops[name] += 1
+        else:
+            acc.zero_ops[name] += 1
+        return out
+
+
+@contextlib.contextmanager
+def _reference_paths() -> Iterator[None]:
+    """Run the device-independent reference path of ops whose kernels differ by device."""
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _as_inputs(inputs: Any) -> tuple[Any, ...]:
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,)
+    if isinstance(inputs, list):
+        return tuple(inputs)
+    if isinstance(inputs, tuple):
+        return inputs
+    raise ReconcileError(
+        f"inputs must be a tensor or a tuple of tensors, got {type(inputs).__name__}: pass e.g. (x,)"
+    )
+
+
+def _device_of(model: nn.Module, inputs: tuple[Any, ...]) -> str:
+    for t in list(model.parameters()) + [i for i in inputs if isinstance(i, torch.Tensor)]:
+        return t.device.type
+    return "cpu"
+
+
+_SIMPLE = (int, float, bool, str, type(None))
+
+
+def _attrs(mod: nn.Module) -> dict[str, Any]:
+    """Simple public attributes the counting rules of other tools need (kernel, groups, ...)."""
+    attrs: dict[str, Any] = {}
+    for k, v in vars(mod).items():
+        if k.startswith("_") or k == "training":
+            continue
+        if isinstance(v, _SIMPLE) or (isinstance(v, tuple) and all(isinstance(x, _SIMPLE) for x in v)):
+            attrs[k] = v
+    for k in ("weight", "bias"):
+        if hasattr(mod, k) and k not in attrs:
+            attrs[f"has_{k}"] = getattr(mod, k, None) is not None
+    attrs["training"] = mod.training
+    return attrs
+
+
+def _tensor_groups(named: Iterator[tuple[str, torch.Tensor]]) -> list[tuple[torch.Tensor, list[str]]]:
+    groups: dict[int, tuple[torch.Tensor, list[str]]] = {}
+    for name, t in named:
+        groups.setdefault(id(t), (t, []))[1].append(name)
+    return list(groups.values())
+
+
+def _infos(groups: list[tuple[torch.Tensor, list[str]]]) -> tuple[ParamInfo, ...]:
+    return tuple(
+        ParamInfo(
+            name=names[0],
+            numel=t.numel(),
+            dtype=str(t.dtype).removeprefix("torch."),
+            nbytes=t.numel() * t.element_size(),
+            trainable=bool(t.requires_grad),
+            aliases=tuple(names[1:]),
+        )
+        for t, names in groups
+    )
+
+
+def _owner(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
+def count(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    name: str = "model",
+    mode: str = "eval",
+) -> NativeCount:
+    """Count one forward of ``model(*inputs)`` at the aten level.
+
+    ``mode``: "eval" (default) or "train" counts in that mode and restores every module's flag
+    afterwards; "as-is" keeps the model's current flags. Runs under ``torch.no_grad()`` on
+    whatever device the model and inputs are on (meta is free and exact)."""
+    if mode not in MODES:
+        raise ReconcileError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not isinstance(model, nn.Module):
+        raise ReconcileError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    inputs = _as_inputs(inputs)
+
+    flags = [(m, m.training) for m in model.modules()]
+    saved_buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if mode == "train":
+        saved_buffers = [(b, b.detach().clone()) for b in model.buffers() if b.device.type != "meta"]
+    accs: dict[str, _Acc] = defaultdict(_Acc)
+    call_records: dict[str, list[CallRecord]] = defaultdict(list)
+    module_bytes: dict[int, int] = {}
+
+    def on_exit(frame: CallFrame, mod: nn.Module, output: Any) -> None:
+        outs = tensor_metas(output)
+        acc = accs[frame.module]
+        n_out = sum(t.numel for t in outs)
+        acc.output_elements += n_out
+        if frame.ruled:
+            # counted by a module-level rule: one fused unit reading inputs and weights once
+            if id(mod) not in module_bytes:
+                module_bytes[id(mod)] = sum(p.numel() * p.element_size() for p in mod.parameters())
+            acc.bytes_read += frame.input_bytes + module_bytes[id(mod)]
+            acc.bytes_written += tensor_bytes(output)
+            acc.activations += n_out
+            acc.components.update(frame.components)
+            for k, v in frame.components.items():
+                acc.op_components[f"module::{type(mod).__name__}"][k] += v
+            acc.ops[f"module::{type(mod).__name__}"] += 1
+        elif not frame.suppressed:
+            acc.components.update(frame.components)
+        call_records[frame.module].append(
+            CallRecord(
+                index=frame.index,
+                order=frame.order,
+                inputs=frame.inputs,
+                outputs=outs,
+                components=dict(frame.components),
+                kwargs_only=frame.kwargs_only,
+            )
+        )
+
+    stack = ModuleStack(model, on_exit, modules.module_rule)
+    try:
+        if mode == "eval":
+            model.eval()
+        elif mode == "train":
+            model.train()
+        with _reference_paths(), torch.no_grad(), stack, _CountingMode(stack, accs):
+            try:
+                model(*inputs)
+            except ReconcileError:
+                raise
+            except Exception as exc:
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise ReconcileError(
+                    f"the forward of {name} raised {type(exc).__name__}: {msg} "
+                    "(check the input shape and dtype with --input-shape / --input-dtype)"
+                ) from exc
+    finally:
+        for m, flag in flags:
+            m.training = flag
+        for b, saved in saved_buffers:
+            b.copy_(saved)
+    # work charged to the root outside any module call (none for a plain forward)
+    accs[""].components.update(stack.root.components)
+    return _freeze(model, name, inputs, accs, call_records, stack.calls)
+
+
+def _freeze(
+    model: nn.Module,
+    name: str,
+    inputs: tuple[Any, ...],
+    accs: dict[str, _Acc],
+    call_records: dict[str, list[CallRecord]],
+    calls: dict[str, int],
+) -> NativeCount:
+    param_groups = _tensor_groups(model.named_parameters(remove_duplicate=False))
+    buffer_groups = _tensor_groups(model.named_buffers(remove_duplicate=False))
+    params = _infos(param_groups)
+    buffers = _infos(buffer_groups)
+    own_params: dict[str, list[ParamInfo]] = defaultdict(list)
+    for p in params:
+        own_params[_owner(p.name)].append(p)
+    own_buffers: dict[str, int] = Counter()
+    for b in buffers:
+        own_buffers[_owner(b.name)] += b.numel
+
+    rows = []
+    for mod_name, mod in model.named_modules():
+        acc = accs.get(mod_name) or _Acc()
+        comps = {k: v for k, v in acc.components.items() if v}
+        ps = own_params.get(mod_name, [])
+        rows.append(
+            ModuleRow(
+                name=mod_name,
+                type=type(mod).__name__,
+                depth=0 if mod_name == "" else mod_name.count(".") + 1,
+                calls=calls.get(mod_name, 0),
+                attrs=_attrs(mod),
+                call_records=tuple(sorted(call_records.get(mod_name, []), key=lambda c: c.index)),
+                components=comps,
+                flops=formulas.flops_of(comps),
+                ops=dict(acc.ops),
+                op_components={k: dict(v) for k, v in acc.op_components.items()},
+                zero_cost_ops=dict(acc.zero_ops),
+                unknown_ops=dict(acc.unknown_ops),
+                params=sum(p.numel for p in ps),
+                params_trainable=sum(p.numel for p in ps if p.trainable),
+                params_frozen=sum(p.numel for p in ps if not p.trainable),
+                buffers=own_buffers.get(mod_name, 0),
+                output_elements=acc.output_elements,
+                activations=acc.activations,
+                bytes_read=acc.bytes_read,
+                bytes_written=acc.bytes_written,
+            )
+        )
+    components: Counter = Counter()
+    for r in rows:
+        components.update(r.components)
+    components = {k: v for k, v in components.items() if v}
+    totals = {
+        "macs": components.get("macs", 0),
+        "flops": formulas.flops_of(components),
+        "params": sum(p.numel for p in params),
+        "params_trainable": sum(p.numel for p in params if p.trainable),
+        "params_frozen": sum(p.numel for p in params if not p.trainable),
+        "buffers": sum(b.numel for b in buffers),
+        "activations": sum(r.activations for r in rows),
+        "bytes_read": sum(r.bytes_read for r in rows),
+        "bytes_written": sum(r.bytes_written for r in rows),
+        "unknown_ops": sum(sum(r.unknown_ops.values()) for r in rows),
+    }
+    tensors = [i for i in inputs if isinstance(i, torch.Tensor)]
+    return NativeCount(
+        model=name,
+        input_shapes=tuple(tuple(int(d) for d in t.shape) for t in tensors),
+        input_dtypes=tuple(str(t.dtype).removeprefix("torch.") for t in tensors),
+        device=_device_of(model, inputs),
+        rows=tuple(rows),
+        params=params,
+        buffers=buffers,
+        tied=tuple(tuple([p.name, *p.aliases]) for p in params if p.aliases),
+        totals=totals,
+        components=components,
+    )

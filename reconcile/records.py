@@ -1,0 +1,183 @@
+"""Frozen result types shared by every stage: counter, adapters, reconcile, report.
+
+Guarantees: every count is an exact ``int`` (or a ``fractions.Fraction`` where a tool divides);
+nothing here is formatted for display; nothing here imports torch. Module names are
+``named_modules()`` names with the root as ``""`` everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from fractions import Fraction
+from typing import Any, Mapping
+
+Number = int | Fraction
+
+# Component names of the native count. ``macs`` is the torchvision ``_ops`` convention;
+# every other component is a count of elementwise arithmetic operations of that family.
+COMPONENTS = (
+    "macs",  # multiply-accumulates of conv / linear / matmul / bmm / einsum / attention / RNN gates
+    "bias",  # bias additions fused into conv / linear / addmm / baddbmm (1 per output element)
+    "norm",  # batch / layer / group / instance norm arithmetic
+    "activation",  # relu, gelu, silu, sigmoid, tanh, hardswish, ... (per element, see formulas)
+    "pool",  # max / avg / adaptive pools (window reads compared or summed)
+    "elementwise",  # add, sub, mul, div, residual adds, scaling, clamps
+    "reduction",  # sum, mean, amax, var, norms of tensors
+    "softmax",  # softmax / log_softmax
+    "interpolate",  # upsample / interpolate
+    "attention",  # non-MAC arithmetic inside fused attention (scale, softmax, mask)
+    "rnn",  # non-MAC arithmetic inside recurrent cells (gate activations, state updates)
+    "other",  # arithmetic of op families not listed above (embedding bag sums, cumsum, ...)
+)
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """Shape and dtype of one tensor seen at a module boundary."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One call of one module: what went in, what came out, and the exclusive work done."""
+
+    index: int  # 0-based call number of this module
+    order: int  # global 0-based position of this call's start among all module calls
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    components: Mapping[str, int]  # exclusive work (ops run while this module was innermost)
+    kwargs_only: bool = False  # True when the call passed tensors only as keyword arguments
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One parameter or buffer tensor, named by its first (canonical) path."""
+
+    name: str
+    numel: int
+    dtype: str
+    nbytes: int
+    trainable: bool
+    aliases: tuple[str, ...] = ()  # other names under which the same tensor is registered
+
+
+@dataclass(frozen=True)
+class ModuleRow:
+    """Per-module native counts. ``components``, ``flops``, ``ops`` are exclusive: only work done
+    while this module was the innermost one executing. Inclusive views are computed on demand."""
+
+    name: str
+    type: str
+    depth: int
+    calls: int
+    attrs: Mapping[str, Any]  # simple module attributes the counting rules need (kernel, groups, ...)
+    call_records: tuple[CallRecord, ...]
+    components: Mapping[str, int]
+    flops: int
+    ops: Mapping[str, int]  # aten op -> call count, arithmetic ops with a rule
+    op_components: Mapping[str, Mapping[str, int]]  # aten op -> its components (exclusive)
+    zero_cost_ops: Mapping[str, int]  # aten op -> call count, known to do no arithmetic
+    unknown_ops: Mapping[str, int]  # aten op -> call count, no rule: NOT counted
+    params: int  # parameters owned directly by this module (each tensor once, at its canonical owner)
+    params_trainable: int
+    params_frozen: int
+    buffers: int
+    output_elements: int  # elements of this module's tensor outputs, summed over calls
+    activations: int  # elements written by the ops counted here (exclusive)
+    bytes_read: int
+    bytes_written: int
+
+    @property
+    def macs(self) -> int:
+        return self.components.get("macs", 0)
+
+
+@dataclass(frozen=True)
+class NativeCount:
+    """Result of ``reconcile.count``. ``rows`` are in ``named_modules()`` order."""
+
+    model: str
+    input_shapes: tuple[tuple[int, ...], ...]
+    input_dtypes: tuple[str, ...]
+    device: str
+    rows: tuple[ModuleRow, ...]
+    params: tuple[ParamInfo, ...]
+    buffers: tuple[ParamInfo, ...]
+    tied: tuple[tuple[str, ...], ...]  # groups of parameter names sharing one tensor
+    totals: Mapping[str, int]
+    components: Mapping[str, int]
+
+    def row(self, name: str) -> ModuleRow:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+# ----- tool runs (adapters) -----------------------------------------------------------------
+
+STATUSES = ("ok", "failed", "timeout")
+
+
+@dataclass(frozen=True)
+class ToolLayer:
+    """One per-layer row as the tool reported it, re-keyed to a ``named_modules()`` name.
+
+    ``raw`` holds the tool's own numbers for that layer under the tool's own names
+    (e.g. ``{"MAdd": 118013952, "Flops": 118013952}``); ``key`` is the tool's own row key.
+    ``call`` is set when the tool keeps one row per call (torchsummary), else ``None``."""
+
+    module: str
+    type: str
+    calls: int
+    raw: Mapping[str, Number]
+    key: str = ""
+    call: int | None = None
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """Everything one tool reported for one model, exactly as it reported it."""
+
+    tool: str
+    version: str
+    status: str
+    headline: Mapping[str, Number | str] = field(default_factory=dict)
+    units: Mapping[str, str] = field(default_factory=dict)
+    layers: tuple[ToolLayer, ...] = ()
+    unattributed: Mapping[str, Number] = field(default_factory=dict)  # counts only in the total
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # how the tool was run when it differs from its public entry point
+    error_type: str = ""
+    error_message: str = ""
+    attempted: str = ""
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+
+# ----- plain-data conversion (JSON / pickling across processes) ------------------------------
+
+
+def to_plain(obj: Any) -> Any:
+    """Convert records to JSON-ready data. Fractions that are not integers become ``"n/d"``."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, Fraction):
+        return int(obj) if obj.denominator == 1 else f"{obj.numerator}/{obj.denominator}"
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
