@@ -122,6 +122,37 @@ class NativeCount:
                 return r
         raise KeyError(name)
 
+    # Views live in ``reconcile.views``; these delegate so users can discover them on the result.
+    def to_frame(self, include_inclusive: bool = True):
+        """Per-module rows as a pandas DataFrame indexed by module name."""
+        from reconcile import views
+
+        return views.to_frame(self, include_inclusive)
+
+    def by_depth(self, depth: int) -> list[dict[str, Any]]:
+        """Modules at depth <= ``depth`` with inclusive totals."""
+        from reconcile import views
+
+        return views.by_depth(self, depth)
+
+    def by_operator(self) -> dict[str, dict[str, int]]:
+        """aten op -> calls and components summed over modules."""
+        from reconcile import views
+
+        return views.by_operator(self)
+
+    def inclusive(self) -> dict[str, dict[str, int]]:
+        """Per module: own work plus all descendants'."""
+        from reconcile import views
+
+        return views.inclusive(self)
+
+    @property
+    def intensity(self) -> Fraction | None:
+        """Arithmetic intensity of the whole forward: FLOPs per byte read or written."""
+        moved = self.totals["bytes_read"] + self.totals["bytes_written"]
+        return Fraction(self.totals["flops"], moved) if moved else None
+
 
 # ----- tool runs (adapters) -----------------------------------------------------------------
 

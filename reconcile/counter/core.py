@@ -49,7 +49,7 @@ class _Acc:
         self.calls: list[CallRecord] = []
 
 
-def _io(args: Sequence[Any], kwargs: dict, out: Any) -> tuple[int, int, int]:
+def _io(args: Sequence[Any], kwargs: dict, out: Any, primary_only: bool) -> tuple[int, int, int]:
     """Bytes read (tensor arguments), bytes written and elements written (tensor outputs)."""
     read = 0
     for a in args:
@@ -64,6 +64,8 @@ def _io(args: Sequence[Any], kwargs: dict, out: Any) -> tuple[int, int, int]:
             read += a.numel() * a.element_size()
     written = elements = 0
     outs = out if isinstance(out, (tuple, list)) else (out,)
+    if primary_only:
+        outs = outs[:1]
     for t in outs:
         if isinstance(t, torch.Tensor):
             n = t.numel()
@@ -72,19 +74,25 @@ def _io(args: Sequence[Any], kwargs: dict, out: Any) -> tuple[int, int, int]:
     return read, written, elements
 
 
+_ADDS = frozenset(("aten::add", "aten::add_"))
+
+
 class _CountingMode(TorchDispatchMode):
-    def __init__(self, stack: ModuleStack, accs: dict[str, _Acc]) -> None:
+    def __init__(self, stack: ModuleStack, accs: dict[str, _Acc], bias_ids: frozenset[int]) -> None:
         super().__init__()
         self.stack = stack
         self.accs = accs
-        self._cache: dict[Any, tuple[str, Any, str]] = {}
+        # ``linear`` on a non-contiguous N-d input runs as matmul then ``add(bias)``: an add whose
+        # operand is a parameter registered as a bias is a bias add, whatever path produced it.
+        self.bias_ids = bias_ids
+        self._cache: dict[Any, tuple[str, Any, str, bool]] = {}
 
-    def _classify(self, func: Any) -> tuple[str, Any, str]:
+    def _classify(self, func: Any) -> tuple[str, Any, str, bool]:
         name = func._schema.name
         kind, rule = formulas.lookup(name)
         if kind == "unknown" and getattr(func, "is_view", False):
             kind = "view"
-        entry = (kind, rule.fn if rule is not None else None, name)
+        entry = (kind, rule.fn if rule is not None else None, name, name in formulas.PRIMARY_OUTPUT_ONLY)
         self._cache[func] = entry
         return entry
 
@@ -94,17 +102,19 @@ class _CountingMode(TorchDispatchMode):
         frame = self.stack.top
         if frame.suppressed:
             return out
-        kind, fn, name = self._cache.get(func) or self._classify(func)
+        kind, fn, name, primary_only = self._cache.get(func) or self._classify(func)
         acc = self.accs[frame.module]
-        if kind == "view":
+        if kind == "view" or kind == "alloc":
             acc.zero_ops[name] += 1
             return out
-        read, written, elements = _io(args, kwargs, out)
+        read, written, elements = _io(args, kwargs, out, primary_only)
         acc.bytes_read += read
         acc.bytes_written += written
         acc.activations += elements
         if kind == "rule":
             comps = fn(args, kwargs, out)
+            if name in _ADDS and self.bias_ids and any(id(a) in self.bias_ids for a in args[:2]):
+                comps = {"bias": comps["elementwise"]}
             acc.ops[name] += 1
             opc = acc.op_components[name]
             fc = frame.components
@@ -250,12 +260,13 @@ def count(
         )
 
     stack = ModuleStack(model, on_exit, modules.module_rule)
+    bias_ids = frozenset(id(p) for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].endswith("bias"))
     try:
         if mode == "eval":
             model.eval()
         elif mode == "train":
             model.train()
-        with _reference_paths(), torch.no_grad(), stack, _CountingMode(stack, accs):
+        with _reference_paths(), torch.no_grad(), stack, _CountingMode(stack, accs, bias_ids):
             try:
                 model(*inputs)
             except ReconcileError:

@@ -380,18 +380,36 @@ zero_cost(
     "clamp_tensor_copy",
 )
 zero_cost(
-    "alloc",
-    "zeros", "zeros_like", "ones", "ones_like", "empty", "empty_like", "empty_strided", "full",
-    "full_like", "fill_", "zero_", "new_zeros", "new_ones", "new_empty", "new_empty_strided",
-    "new_full", "arange", "linspace", "scalar_tensor", "_local_scalar_dense", "rand", "randn",
-    "rand_like", "randn_like", "randint", "normal_", "uniform_", "bernoulli", "bernoulli_",
-    "eye", "tensor", "_assert_async", "_assert_tensor_metadata", "sym_size", "sym_numel", "sym_stride",
-    "set_", "resize_", "record_stream", "_foreach_zero_", "item", "is_nonzero", "equal",
+    "copy",  # fills write memory: bytes counted, no arithmetic
+    "zeros", "zeros_like", "ones", "ones_like", "full", "full_like", "fill_", "zero_", "new_zeros",
+    "new_ones", "new_full", "arange", "linspace", "rand", "randn", "rand_like", "randn_like", "randint",
+    "normal_", "uniform_", "bernoulli", "bernoulli_", "eye", "_foreach_zero_",
+)
+zero_cost(
+    "alloc",  # uninitialized allocations and metadata: no bytes moved
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "scalar_tensor",
+    "_local_scalar_dense", "tensor", "_assert_async", "_assert_tensor_metadata", "sym_size",
+    "sym_numel", "sym_stride", "set_", "resize_", "record_stream", "item", "is_nonzero", "equal",
+)
+
+# Multi-output ops whose extra outputs exist only for backward (norm statistics, pool indices,
+# dropout masks, attention log-sum-exp): only the first output counts as written. Without this the
+# same forward would write different bytes on CPU (empty statistics in inference) and meta.
+PRIMARY_OUTPUT_ONLY = frozenset(
+    f"aten::{op}"
+    for op in (
+        "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+        "native_layer_norm", "native_group_norm", "_fused_rms_norm", "native_dropout",
+        "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
+        "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+        "_scaled_dot_product_flash_attention_for_cpu",
+    )
 )
 
 
 def lookup(op: str) -> tuple[str, Rule | None]:
-    """Classify an aten schema name: ("rule", rule) / ("view"|"copy"|"alloc", None) / ("unknown", None)."""
+    """Classify an aten schema name: ("rule", rule) / ("view"|"copy"|"alloc", None) / ("unknown", None).
+    Bytes are counted for "rule", "copy" and "unknown" ops, never for "view" and "alloc"."""
     r = RULES.get(op)
     if r is not None:
         return "rule", r
