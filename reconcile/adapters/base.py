@@ -85,6 +85,7 @@ class Adapter:
 
     name: str = ""
     distribution: str = ""  # the pip distribution whose version is reported
+    device: str = "cpu"  # where the runner builds the model and inputs for this tool
 
     def version(self) -> str:
         return version_of(self.distribution)

@@ -176,7 +176,14 @@ def _attrs(mod: nn.Module) -> dict[str, Any]:
         if hasattr(mod, k) and k not in attrs:
             attrs[f"has_{k}"] = getattr(mod, k, None) is not None
     attrs["training"] = mod.training
+    # exact class and its bases, so "matches this type exactly" and "is a subclass" rules are checkable
+    attrs["class"] = _qualname(type(mod))
+    attrs["bases"] = tuple(_qualname(c) for c in type(mod).__mro__[1:] if issubclass(c, nn.Module))
     return attrs
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _tensor_groups(named: Iterator[tuple[str, torch.Tensor]]) -> list[tuple[torch.Tensor, list[str]]]:

@@ -1,0 +1,130 @@
+"""reconcile's speed and memory targets, measured side by side in one invocation (`make bench`).
+
+Every target is a ratio against a baseline measured in the same run (or an absolute budget where
+the issue sets one), so the numbers mean the same on a slow or a busy machine. Prints one line per
+measurement and exits 1 if any target is missed. Not a test: timings never gate `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RESULTS: list[tuple[str, str, bool]] = []
+
+
+def report(name: str, detail: str, ok: bool) -> None:
+    RESULTS.append((name, detail, ok))
+    print(f"{'ok    ' if ok else 'MISSED'}  {name}: {detail}", flush=True)
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench_native_vs_flopcounter(repeat: int) -> None:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from reconcile import models
+    from reconcile.counter import count
+
+    for name in ("resnet50", "vit_b_16"):
+        spec = models.resolve(name)
+        inp = models.default_input(spec)
+        for device in ("meta", "cpu"):
+            model = models.build(spec, device=device)
+            x = models.make_inputs(inp, device=device)
+
+            def native() -> None:
+                count(model, x, name=name)
+
+            def torch_counter() -> None:
+                with torch.no_grad(), FlopCounterMode(display=False):
+                    model(*x)
+
+            native()  # warm-up both (lazy imports, allocator)
+            torch_counter()
+            # interleave the two so machine noise hits both alike
+            t_native, t_torch = [], []
+            for _ in range(repeat):
+                t_native.append(best_of(native, 1))
+                t_torch.append(best_of(torch_counter, 1))
+            a, b = min(t_native), min(t_torch)
+            report(f"native vs FlopCounterMode, {name} on {device}",
+                   f"{a * 1000:.1f} ms vs {b * 1000:.1f} ms = {a / b:.2f}x (target <= 1.20x)", a / b <= 1.2)
+
+
+_VGG_MEMORY = r"""
+import json, resource, time, sys
+sys.path.insert(0, sys.argv[1])
+import torch, torchvision
+from reconcile import models
+from reconcile.counter import count
+spec = models.resolve("vgg16"); inp = models.default_input(spec)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+model = models.build(spec, device="meta")
+built = time.perf_counter() - t
+t = time.perf_counter()
+r = count(model, models.make_inputs(inp, device="meta"), name="vgg16")
+counted = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"build": built, "count": counted, "kib": peak - base, "macs": r.totals["macs"]}))
+"""
+
+
+def bench_vgg_meta() -> None:
+    out = subprocess.run([sys.executable, "-c", _VGG_MEMORY, str(ROOT)], capture_output=True, text=True, check=True)
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    mb = m["kib"] / 1024
+    report("VGG-16 counted on meta", f"{m['count'] * 1000:.1f} ms (target < 100 ms; build {m['build'] * 1000:.0f} ms)",
+           m["count"] < 0.1)
+    report("VGG-16 on meta, peak memory above the import baseline", f"{mb:.1f} MB (target < 200 MB)", mb < 200)
+
+
+def bench_zoo() -> None:
+    from reconcile import models
+    from reconcile.counter import count
+
+    t = time.perf_counter()
+    per = []
+    for name in models.torchvision_names():
+        spec = models.resolve(name)
+        t1 = time.perf_counter()
+        count(models.build(spec, device="meta"), models.make_inputs(models.default_input(spec), device="meta"), name=name)
+        per.append((time.perf_counter() - t1, name))
+    total = time.perf_counter() - t
+    slowest = ", ".join(f"{n} {s:.2f}s" for s, n in sorted(per, reverse=True)[:3])
+    report("all 80 torchvision models built and counted on meta",
+           f"{total:.1f} s (target < 60 s; median {statistics.median(s for s, _ in per) * 1000:.0f} ms; slowest {slowest})",
+           total < 60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=5, help="timed repetitions per measurement (best is kept)")
+    ns = parser.parse_args()
+    bench_vgg_meta()
+    bench_native_vs_flopcounter(ns.repeat)
+    bench_zoo()
+    missed = [n for n, _, ok in RESULTS if not ok]
+    print(f"\n{len(RESULTS) - len(missed)} of {len(RESULTS)} targets met" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

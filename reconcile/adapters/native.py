@@ -1,0 +1,42 @@
+"""The native counter as a tool run, so reports list it beside the other tools.
+
+Rows are exclusive (only the work done while that module was innermost), one per module that
+ran or owns parameters, so rows sum exactly to the headline totals. It asks the runner for a
+model built on the meta device (``device = "meta"``): shapes decide every number, so it needs
+neither a CPU forward nor weights. Given a CPU model it counts on CPU, with the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconcile.adapters.base import Adapter
+from reconcile.records import ToolLayer, ToolRun
+
+
+class NativeAdapter(Adapter):
+    name = "native"
+    distribution = "reconcile"
+    device = "meta"
+
+    def attempted(self) -> str:
+        return "reconcile.count(model, inputs)"
+
+    def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
+        from reconcile.counter import count
+
+        result = count(model, inputs, name="model")
+        layers = []
+        for r in result.rows:
+            if not (r.calls or r.params or r.components):
+                continue
+            raw = {"macs": r.macs, "flops": r.flops, "params": r.params, **{k: v for k, v in r.components.items() if k != "macs"}}
+            layers.append(ToolLayer(module=r.name, type=r.type, calls=r.calls, raw=raw, key=r.name))
+        headline = {k: v for k, v in result.totals.items()}
+        units = {"macs": "MAC", "flops": "FLOP", "params": "parameters", "activations": "elements",
+                 "bytes_read": "bytes", "bytes_written": "bytes"}
+        unknown = sorted({op for r in result.rows for op in r.unknown_ops})
+        warnings = tuple(f"no rule for {op}: not counted" for op in unknown)
+        return ToolRun(tool=self.name, version=self.version(), status="ok", headline=headline, units=units,
+                       layers=tuple(layers), warnings=warnings,
+                       notes=(f"counted on the {result.device} device: counts depend on shapes only",))

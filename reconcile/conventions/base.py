@@ -1,0 +1,172 @@
+"""What a tool's counting convention is, as data: predictions built from the native count alone.
+
+A ``Convention`` predicts, for every row a tool reports, each raw number the tool would print,
+as a native *reference* plus named *terms*. Each term is one cause of disagreement with the
+reference, with an exact amount and a sentence. The explain stage compares predictions with a
+real run: residual = raw - predicted, and the goal is zero everywhere.
+
+References (what a term is measured against):
+- op counts: the native ``macs`` of the same scope (torchvision's ``_ops`` convention);
+- parameter counts: the native parameter count of the same scope, each tensor once;
+- memory figures: the native bytes of the same scope (see each convention).
+
+Nothing here imports torch or any counting tool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Mapping
+
+from reconcile.records import CallRecord, ModuleRow, NativeCount
+
+Number = int | Fraction
+
+# The causes a term may name. kind "convention": a different counting rule for work the tool
+# saw (normalization removes it); kind "coverage": work the tool did not see or saw twice
+# (normalization keeps it, as a gap the user should know about).
+CAUSES: dict[str, tuple[str, str]] = {
+    "mac_vs_flop": ("convention", "counts a multiply and an add separately (2 per MAC) instead of one MAC"),
+    "per_output_minus_one": ("convention", "counts k-1 adds per output instead of k (torchstat MAdd)"),
+    "bias": ("convention", "counts bias adds, which the MAC reference leaves out"),
+    "norm": ("convention", "counts normalization arithmetic, which the MAC reference leaves out"),
+    "activation": ("convention", "counts activation functions, which the MAC reference leaves out"),
+    "pool": ("convention", "counts pooling arithmetic, which the MAC reference leaves out"),
+    "elementwise": ("convention", "counts elementwise arithmetic, which the MAC reference leaves out"),
+    "reduction": ("convention", "counts reductions, which the MAC reference leaves out"),
+    "softmax": ("convention", "counts softmax arithmetic, which the MAC reference leaves out"),
+    "interpolate": ("convention", "counts interpolation arithmetic, which the MAC reference leaves out"),
+    "rnn_gates": ("convention", "counts recurrent gate arithmetic, which the MAC reference leaves out"),
+    "formula": ("convention", "uses a different formula for this layer type"),
+    "per_sample": ("convention", "reports per sample (divides by the batch size)"),
+    "batch_differs": ("convention", "runs its own input with a different batch size"),
+    "functional_not_seen": ("coverage", "cannot see work done by functional calls or a parent's own forward"),
+    "unsupported_module": ("coverage", "has no rule for this module type (or matches types exactly, so subclasses miss)"),
+    "unsupported_op": ("coverage", "has no rule for this operator and counts it as zero"),
+    "fast_path": ("coverage", "misses work fused into an eval fast path"),
+    "double_count": ("coverage", "counts the same work twice (a module hook plus a patched functional)"),
+    "repeated_calls": ("coverage", "handles a module called several times differently (last call only, or once per call)"),
+    "params_tied": ("coverage", "counts a tied or shared parameter more than once"),
+    "params_missed": ("coverage", "misses parameters (not held by a module it reads, or a module it skips)"),
+    "params_frozen": ("coverage", "leaves out frozen parameters (requires_grad=False)"),
+    "memory_model": ("convention", "estimates memory with its own model (bytes per element, x2 for gradients, MiB)"),
+}
+
+
+@dataclass(frozen=True)
+class Term:
+    """One cause of disagreement on one row. ``amount`` is in the tool's unit, relative to the
+    reference. ``flops`` is what the cause changes in the ``flops`` convention for coverage causes:
+    minus the native FLOPs of work the tool did not see (a missed residual add is 0 MACs but
+    real FLOPs); 0 for convention causes and for work seen twice."""
+
+    cause: str
+    amount: Number
+    text: str  # one sentence with this layer's numbers, e.g. "BatchNorm2d counted as 4 ops per element: 4 x 200,704"
+    flops: Number = 0
+
+    def __post_init__(self) -> None:
+        if self.cause not in CAUSES:
+            raise ValueError(f"unknown cause {self.cause!r}")
+
+
+@dataclass(frozen=True)
+class LayerPrediction:
+    """Predicted raw numbers for one row the tool reports. For every metric in ``predicted``:
+    ``predicted[m] == reference[m] + sum(t.amount for t in terms.get(m, ()))``."""
+
+    module: str
+    type: str
+    calls: int
+    reference: Mapping[str, Number]
+    predicted: Mapping[str, Number]
+    terms: Mapping[str, tuple[Term, ...]] = field(default_factory=dict)
+    call: int | None = None  # set for tools that keep one row per call
+
+
+OUTSIDE = "(outside rows)"  # pseudo-row: native work in no row the tool reports
+INCLUSIVE = "_inclusive"  # reference key marking a row that nests other rows (fvcore by_module)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Everything a tool would report for one model, predicted from the native count alone.
+
+    Row invariants: the references of the non-nesting rows (plus ``OUTSIDE``) partition the
+    native totals exactly, so their terms add up to the tool's whole gap. ``headline`` maps each
+    headline key to its predicted value; ``headline_terms`` holds only causes that live at the
+    headline and in no row (e.g. dividing the total by the batch), and ``headline_reference`` is
+    what the rows and the total-only record add up to before those terms."""
+
+    tool: str
+    metric: str  # the raw key of the tool's main op count in rows, e.g. "ops", "macs", "flops", "MAdd"
+    unit: str
+    layers: tuple[LayerPrediction, ...]
+    headline: Mapping[str, Number]  # predicted headline numbers (same keys as ToolRun.headline)
+    unattributed: Mapping[str, Number] = field(default_factory=dict)
+    unattributed_terms: Mapping[str, tuple[Term, ...]] = field(default_factory=dict)
+    headline_terms: Mapping[str, tuple[Term, ...]] = field(default_factory=dict)
+    headline_reference: Mapping[str, Number] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuleDoc:
+    """One line of a tool's convention table: what it counts for a layer or op family."""
+
+    family: str
+    counts: str
+
+
+class Convention:
+    """A tool's counting rules. Subclasses set the class attributes and implement ``predict``."""
+
+    tool: str = ""
+    unit: str = ""  # unit of the main metric as the tool names it ("MACs", "GMac", "MAdd", ...)
+    metric: str = ""
+    headline_metric: str = ""  # headline key of the main total
+    # headline key -> row key, for every metric explained (main op count first, then params, ...)
+    metrics: Mapping[str, str] = {}
+    per_sample: bool = False  # the main total is divided by the batch
+    macs_per_unit: Fraction = Fraction(1)  # how many MACs one unit of the metric is (MAdd: 1/2)
+    rules: tuple[RuleDoc, ...] = ()
+
+    def predict(self, native: NativeCount) -> Prediction:
+        raise NotImplementedError
+
+
+# ----- helpers the conventions share ------------------------------------------------------------
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def n_in(call: CallRecord) -> int:
+    """Elements of the first input tensor of a call (0 when the call had none)."""
+    return call.inputs[0].numel if call.inputs else 0
+
+
+def n_out(call: CallRecord) -> int:
+    return call.outputs[0].numel if call.outputs else 0
+
+
+def subtree(native: NativeCount, name: str) -> list[ModuleRow]:
+    """The row of ``name`` and all its descendants."""
+    if name == "":
+        return list(native.rows)
+    prefix = name + "."
+    return [r for r in native.rows if r.name == name or r.name.startswith(prefix)]
+
+
+def component(rows: list[ModuleRow], key: str) -> int:
+    return sum(r.components.get(key, 0) for r in rows)
+
+
+def children_of(native: NativeCount, name: str) -> list[ModuleRow]:
+    depth = 0 if name == "" else name.count(".") + 1
+    prefix = "" if name == "" else name + "."
+    return [r for r in native.rows if r.depth == depth + 1 and r.name.startswith(prefix)]

@@ -1,0 +1,126 @@
+"""Pieces every convention needs: the module tree over native rows, scoped sums, the
+"(outside rows)" pseudo-row and parameter terms. Pure functions over records."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+from reconcile.conventions.base import LayerPrediction, Term
+from reconcile.records import ModuleRow, NativeCount
+from reconcile.report.numbers import exact
+
+
+class Tree:
+    """Native rows as a tree, with inclusive sums by subtree (cached)."""
+
+    def __init__(self, native: NativeCount) -> None:
+        self.native = native
+        self.rows: dict[str, ModuleRow] = {r.name: r for r in native.rows}
+        self.children: dict[str, list[str]] = {r.name: [] for r in native.rows}
+        for r in native.rows:
+            if r.name:
+                parent = r.name.rsplit(".", 1)[0] if "." in r.name else ""
+                self.children.setdefault(parent, []).append(r.name)
+        self._incl = native.inclusive()
+
+    def subtree(self, name: str) -> Iterator[ModuleRow]:
+        yield self.rows[name]
+        for c in self.children.get(name, ()):
+            yield from self.subtree(c)
+
+    def macs(self, name: str) -> int:
+        return self._incl[name]["macs"]
+
+    def flops(self, name: str) -> int:
+        return self._incl[name]["flops"]
+
+    def component(self, name: str, key: str) -> int:
+        return self._incl[name].get(key, 0)
+
+    def params(self, name: str) -> int:
+        """Parameters owned (canonically, each tensor once) by the subtree."""
+        return self._incl[name]["params"]
+
+    def params_with_aliases(self, name: str) -> int:
+        """What ``module.parameters()`` of the subtree holds: every tensor registered anywhere in it
+        (under its canonical name or an alias), each once."""
+        prefix = name + "." if name else ""
+        total = 0
+        for p in self.native.params:
+            if any(n.startswith(prefix) for n in (p.name, *p.aliases)):
+                total += p.numel
+        return total
+
+    def terminal(self, stops: Callable[[ModuleRow], bool], start: str = "") -> list[ModuleRow]:
+        """Pre-order walk below ``start`` that stops at modules for which ``stops`` is true or
+        that have no children; returns those modules (a hook tool's atomic rows)."""
+        out: list[ModuleRow] = []
+        for c in self.children.get(start, ()):
+            row = self.rows[c]
+            if stops(row) or not self.children.get(c):
+                out.append(row)
+            else:
+                out.extend(self.terminal(stops, c))
+        return out
+
+
+def _builtin_compute(row: ModuleRow) -> bool:
+    """A torch.nn module that computes in its own forward (MultiheadAttention, Transformer...)
+    rather than a user container whose forward calls functionals."""
+    cls = row.attrs.get("class", "")
+    return cls.startswith("torch.nn.modules.") and not cls.startswith("torch.nn.modules.container.")
+
+
+def uncovered_rows(tree: Tree, layers: list[LayerPrediction], ops_key: str, params_key: str | None,
+                   tool: str) -> list[LayerPrediction]:
+    """One pseudo-row per module whose own work or own parameters fall in no reported row:
+    the tool cannot see them. With the reported rows they partition the native totals."""
+    covered: set[str] = set()
+    for p in layers:
+        if p.module in tree.rows:
+            covered.update(r.name for r in tree.subtree(p.module))
+    out = []
+    for r in tree.native.rows:
+        if r.name in covered or not (r.macs or r.flops or (params_key and r.params)):
+            continue
+        terms: dict[str, tuple[Term, ...]] = {}
+        if r.macs or r.flops:
+            if _builtin_compute(r):
+                terms[ops_key] = (Term("unsupported_module", -r.macs,
+                                       f"{tool} has no rule for {r.type}: {exact(r.macs)} MACs "
+                                       f"({exact(r.flops)} FLOPs) in its forward are not counted", flops=-r.flops),)
+            else:
+                terms[ops_key] = (Term("functional_not_seen", -r.macs,
+                                       f"{tool} cannot see the functional work in {r.type}.forward: "
+                                       f"{exact(r.macs)} MACs, {exact(r.flops)} FLOPs ({_families(r)})", flops=-r.flops),)
+        reference = {ops_key: r.macs}
+        predicted = {ops_key: 0}
+        if params_key:
+            reference[params_key] = r.params
+            predicted[params_key] = 0
+            if r.params:
+                terms[params_key] = (Term("params_missed", -r.params,
+                                          f"{tool} misses the {exact(r.params)} parameters held directly by {r.type} "
+                                          "(it only reads modules it hooks)"),)
+        out.append(LayerPrediction(r.name, r.type, r.calls, reference, predicted, terms))
+    return out
+
+
+def _families(r: ModuleRow) -> str:
+    return ", ".join(f"{k} {exact(v)}" for k, v in r.components.items()) or "no arithmetic"
+
+
+def param_terms(tool: str, row: ModuleRow, counted: int, reference: int, *, registered: bool) -> tuple[Term, ...]:
+    """Why a tool's parameter count for a row differs from the native one (each tensor once)."""
+    if counted == reference:
+        return ()
+    if not registered:
+        return (Term("params_missed", counted - reference, f"{tool} has no rule for {row.type}, so its "
+                     f"{exact(reference)} parameters are not counted"),)
+    if row.calls == 0:
+        return (Term("params_missed", counted - reference, f"{row.type} never ran, so {tool} did not count its "
+                     f"{exact(reference)} parameters"),)
+    if counted > reference:
+        return (Term("params_tied", counted - reference, f"{tool} counts {exact(counted - reference)} parameters "
+                     "that are tied to (registered first under) another module"),)
+    return (Term("params_missed", counted - reference, f"{tool} misses {exact(reference - counted)} parameters of {row.type}"),)

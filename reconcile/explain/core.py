@@ -1,0 +1,194 @@
+"""Explain a tool's numbers: align its rows with the convention's predictions, split every gap
+into named causes, and keep whatever is left as an unexplained residual.
+
+Guarantees: for every row and metric, ``raw == reference + sum(causes) + residual`` exactly;
+a nonzero residual is reported, never hidden; rows the tool has and the prediction lacks (or the
+reverse) still appear, with the whole difference as residual. Pure functions over records.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Mapping
+
+from reconcile.conventions.base import CAUSES, INCLUSIVE, Convention, LayerPrediction, Prediction, Term
+from reconcile.records import NativeCount, ToolRun
+
+Number = int | Fraction
+
+
+@dataclass(frozen=True)
+class Cause:
+    id: str
+    kind: str  # "convention" or "coverage"
+    amount: Number
+    text: str
+    flops: Number = 0
+
+
+@dataclass(frozen=True)
+class LayerExplanation:
+    module: str
+    type: str
+    calls: int
+    call: int | None
+    raw: Mapping[str, Number]
+    predicted: Mapping[str, Number]
+    reference: Mapping[str, Number]
+    residual: Mapping[str, Number]
+    causes: Mapping[str, tuple[Cause, ...]]  # metric -> causes
+
+    def gap(self, metric: str) -> Number:
+        return self.raw.get(metric, 0) - self.reference.get(metric, 0)
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """One explained metric of one tool over the whole model (e.g. thop "macs" from rows "ops")."""
+
+    headline_key: str
+    row_key: str
+    raw_total: Number | None
+    reference: Number  # native value of the same quantity (macs for op counts, params for params)
+    causes: Mapping[str, Number]  # cause id -> amount, summed over non-nesting rows + headline
+    residual: Number  # sum of |residual| over rows, the total-only record and the headline
+
+
+@dataclass(frozen=True)
+class ToolExplanation:
+    tool: str
+    version: str
+    status: str
+    metric: str
+    unit: str
+    run: ToolRun
+    layers: tuple[LayerExplanation, ...] = ()
+    unattributed: LayerExplanation | None = None
+    headline: LayerExplanation | None = None  # headline numbers against prediction
+    summaries: Mapping[str, MetricSummary] = field(default_factory=dict)  # headline key -> summary
+    main: str = ""  # headline key of the main op count
+    normalized: Mapping[str, Number | None] = field(default_factory=dict)  # "macs", "flops"
+    native_macs: int = 0
+
+    @property
+    def causes(self) -> Mapping[str, Number]:
+        return self.summaries[self.main].causes if self.main in self.summaries else {}
+
+    @property
+    def residual(self) -> Number:
+        """Sum of absolute residuals over every explained metric."""
+        return sum((abs(s.residual) for s in self.summaries.values()), 0)
+
+    @property
+    def raw_total(self) -> Number | None:
+        return self.summaries[self.main].raw_total if self.main in self.summaries else None
+
+    @property
+    def explained(self) -> bool:
+        return self.status == "ok" and self.residual == 0
+
+    def explained_share(self) -> Fraction | None:
+        """Share of the main total's gap to native macs that named causes account for."""
+        if self.main not in self.summaries or self.raw_total is None:
+            return None
+        s = self.summaries[self.main]
+        gap = abs(Fraction(self.raw_total) - s.reference)
+        if gap == 0:
+            return Fraction(1) if s.residual == 0 else Fraction(0)
+        return max(Fraction(0), 1 - Fraction(s.residual) / gap)
+
+
+def _causes(terms: tuple[Term, ...]) -> tuple[Cause, ...]:
+    return tuple(Cause(t.cause, CAUSES[t.cause][0], t.amount, t.text, t.flops) for t in terms if t.amount or t.flops)
+
+
+def _explain_row(raw: Mapping[str, Number], pred: LayerPrediction | None, module: str, type_: str,
+                 calls: int, call: int | None) -> LayerExplanation:
+    predicted = dict(pred.predicted) if pred else {}
+    reference = dict(pred.reference) if pred else {}
+    keys = list(dict.fromkeys([*predicted, *(k for k in raw if isinstance(raw[k], (int, Fraction)))]))
+    residual = {k: raw.get(k, 0) - predicted.get(k, 0) for k in keys if k in raw or k in predicted}
+    causes = {m: _causes(ts) for m, ts in (pred.terms.items() if pred else ())}
+    return LayerExplanation(module, type_, calls, call, dict(raw), predicted, reference, residual, causes)
+
+
+def explain_run(run: ToolRun, prediction: Prediction | None, convention: Convention | None,
+                native: NativeCount) -> ToolExplanation:
+    """Explain one tool run against its convention's prediction (None: the tool failed/has none)."""
+    metric = prediction.metric if prediction else (convention.metric if convention else "")
+    unit = prediction.unit if prediction else (convention.unit if convention else "")
+    main = convention.headline_metric if convention else ""
+    native_macs = native.totals["macs"]
+    if run.status != "ok" or prediction is None or convention is None:
+        return ToolExplanation(run.tool, run.version, run.status, metric, unit, run, main=main,
+                               native_macs=native_macs)
+
+    preds = {(p.module, p.call): p for p in prediction.layers}
+    layers = []
+    seen = set()
+    for row in run.layers:
+        key = (row.module, row.call)
+        seen.add(key)
+        layers.append(_explain_row(row.raw, preds.get(key), row.module, row.type, row.calls, row.call))
+    for key, p in preds.items():
+        if key not in seen:  # predicted a row the tool did not report (or the OUTSIDE pseudo-row)
+            layers.append(_explain_row({}, p, p.module, p.type, p.calls, p.call))
+
+    unattributed = None
+    if run.unattributed or prediction.unattributed:
+        up = LayerPrediction("(total only)", "", 0, {k: 0 for k in prediction.unattributed},
+                             dict(prediction.unattributed), dict(prediction.unattributed_terms))
+        unattributed = _explain_row(run.unattributed, up, "(total only)", "", 0, None)
+
+    hp = LayerPrediction("(headline)", "", 0, dict(prediction.headline_reference), dict(prediction.headline),
+                         dict(prediction.headline_terms))
+    numeric_headline = {k: v for k, v in run.headline.items() if isinstance(v, (int, Fraction))}
+    headline = _explain_row(numeric_headline, hp, "(headline)", "", 0, None)
+
+    summaries = {}
+    missed_flops: Number = 0
+    for hkey, rkey in convention.metrics.items():
+        causes: dict[str, Number] = defaultdict(int)
+        residual: Number = 0
+        reference: Number = 0
+        for le in layers + ([unattributed] if unattributed else []):
+            if le.reference.get(INCLUSIVE):
+                continue
+            reference += le.reference.get(rkey, 0)
+            for c in le.causes.get(rkey, ()):
+                causes[c.id] += c.amount
+                if hkey == main:
+                    missed_flops += c.flops
+            residual += abs(le.residual.get(rkey, 0))
+        for c in headline.causes.get(hkey, ()):
+            causes[c.id] += c.amount
+            if hkey == main:
+                missed_flops += c.flops
+        residual += abs(headline.residual.get(hkey, 0))
+        raw_total = run.headline.get(hkey)
+        summaries[hkey] = MetricSummary(hkey, rkey, raw_total if isinstance(raw_total, (int, Fraction)) else None,
+                                        reference, dict(causes), residual)
+    normalized = {}
+    if main in summaries and summaries[main].raw_total is not None:
+        normalized = _normalize(summaries[main].raw_total, summaries[main].causes, missed_flops, native)
+    return ToolExplanation(
+        run.tool, run.version, run.status, metric, unit, run, tuple(layers), unattributed, headline,
+        summaries, main, normalized, native_macs,
+    )
+
+
+def _normalize(raw_total: Number, causes: Mapping[str, Number], missed_flops: Number,
+               native: NativeCount) -> dict[str, Number | None]:
+    """The tool's total in the ``macs`` and ``flops`` conventions: convention causes removed,
+    coverage gaps (work it did not see, or saw twice) kept. ``flops`` is the native FLOPs of the
+    work the tool saw: native FLOPs plus the (negative) FLOPs of coverage causes."""
+    convention_part = sum((v for k, v in causes.items() if CAUSES[k][0] == "convention"), Fraction(0))
+    macs = Fraction(raw_total) - convention_part
+    flops = Fraction(native.totals["flops"]) + missed_flops
+    return {"macs": _int_if_whole(macs), "flops": _int_if_whole(flops)}
+
+
+def _int_if_whole(x: Fraction) -> Number:
+    return int(x) if x.denominator == 1 else x

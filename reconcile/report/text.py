@@ -1,0 +1,52 @@
+"""Plain-text tables for the terminal. Pure functions of plain data; imports no torch."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from reconcile.report import numbers
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
+    widths = [len(h) for h in headers]
+    for r in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, r)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+
+    out = [line(headers), line(["-" * w for w in widths])]
+    out.extend(line(r) for r in rows)
+    return "\n".join(out)
+
+
+def count_table(model: str, input_shapes: Sequence[Sequence[int]], device: str, totals: dict[str, int],
+                rows: Sequence[dict[str, Any]]) -> str:
+    """Per-module table of a native count: inclusive totals per module, indented by depth."""
+    headers = ["module", "type", "calls", "params", "MACs", "FLOPs", "activations", "FLOP/B", "unknown ops"]
+    right = [False, False, True, True, True, True, True, True, True]
+    body = []
+    for r in rows:
+        label = ("  " * r["depth"]) + (r["module"].rsplit(".", 1)[-1] if r["module"] else "(model)")
+        moved = r["bytes_read"] + r["bytes_written"]
+        body.append([
+            label,
+            r["type"],
+            str(r["calls"]),
+            numbers.si(r["params"]),
+            numbers.si(r["macs"]),
+            numbers.si(r["flops"]),
+            numbers.si(r["activations"]),
+            numbers.ratio(r["flops"] / moved if moved else None),
+            str(r["unknown_ops"]) if r["unknown_ops"] else "",
+        ])
+    shapes = ", ".join("x".join(str(d) for d in s) for s in input_shapes)
+    head = f"{model}  input {shapes}  (counted on {device})"
+    foot = (
+        f"total: {numbers.exact(totals['macs'])} MACs, {numbers.exact(totals['flops'])} FLOPs, "
+        f"{numbers.exact(totals['params'])} params, {numbers.exact(totals['activations'])} elements written, "
+        f"{numbers.mib(totals['bytes_read'])} read, {numbers.mib(totals['bytes_written'])} written"
+    )
+    if totals.get("unknown_ops"):
+        foot += f"; {totals['unknown_ops']} op calls had no rule and were NOT counted (see --format json)"
+    return "\n".join([head, table(headers, body, right), foot])
