@@ -127,6 +127,11 @@ class Convention:
     headline_metric: str = ""  # headline key of the main total
     # headline key -> row key, for every metric explained (main op count first, then params, ...)
     metrics: Mapping[str, str] = {}
+    # headline keys that count operations (normalizable to macs / flops); default: the main one
+    op_metrics: tuple[str, ...] = ()
+
+    def operation_metrics(self) -> tuple[str, ...]:
+        return self.op_metrics or (self.headline_metric,)
     per_sample: bool = False  # the main total is divided by the batch
     macs_per_unit: Fraction = Fraction(1)  # how many MACs one unit of the metric is (MAdd: 1/2)
     rules: tuple[RuleDoc, ...] = ()

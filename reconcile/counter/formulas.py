@@ -364,7 +364,7 @@ zero_cost(
     "view", "_unsafe_view", "reshape", "_reshape_alias", "expand", "permute", "transpose", "t",
     "squeeze", "unsqueeze", "select", "slice", "narrow", "split", "split_with_sizes", "unsafe_split",
     "unsafe_split_with_sizes", "unbind", "chunk", "alias", "detach", "as_strided", "unfold",
-    "view_as_real", "view_as_complex", "diagonal", "movedim", "flatten", "unflatten", "expand_as",
+    "view_as_real", "view_as_complex", "diagonal", "movedim", "flatten", "unflatten", "expand_as", "as_strided_",
     "lift_fresh", "_conj", "resolve_conj", "resolve_neg", "numpy_T", "matrix_H", "mT",
 )
 zero_cost(

@@ -54,6 +54,18 @@ class MetricSummary:
     reference: Number  # native value of the same quantity (macs for op counts, params for params)
     causes: Mapping[str, Number]  # cause id -> amount, summed over non-nesting rows + headline
     residual: Number  # sum of |residual| over rows, the total-only record and the headline
+    missed_flops: Number = 0  # FLOPs of work the tool did not see (coverage causes), <= 0
+    normalized: Mapping[str, Number] = field(default_factory=dict)  # op metrics: "macs", "flops"
+    is_ops: bool = False  # an operation count (normalizable), not params or memory
+
+    def explained_share(self) -> Fraction | None:
+        """Share of the gap to the native reference that named causes account for."""
+        if self.raw_total is None:
+            return None
+        gap = abs(Fraction(self.raw_total) - self.reference)
+        if gap == 0:
+            return Fraction(1) if self.residual == 0 else Fraction(0)
+        return max(Fraction(0), 1 - Fraction(self.residual) / gap)
 
 
 @dataclass(frozen=True)
@@ -69,8 +81,11 @@ class ToolExplanation:
     headline: LayerExplanation | None = None  # headline numbers against prediction
     summaries: Mapping[str, MetricSummary] = field(default_factory=dict)  # headline key -> summary
     main: str = ""  # headline key of the main op count
-    normalized: Mapping[str, Number | None] = field(default_factory=dict)  # "macs", "flops"
     native_macs: int = 0
+
+    @property
+    def normalized(self) -> Mapping[str, Number]:
+        return self.summaries[self.main].normalized if self.main in self.summaries else {}
 
     @property
     def causes(self) -> Mapping[str, Number]:
@@ -91,13 +106,7 @@ class ToolExplanation:
 
     def explained_share(self) -> Fraction | None:
         """Share of the main total's gap to native macs that named causes account for."""
-        if self.main not in self.summaries or self.raw_total is None:
-            return None
-        s = self.summaries[self.main]
-        gap = abs(Fraction(self.raw_total) - s.reference)
-        if gap == 0:
-            return Fraction(1) if s.residual == 0 else Fraction(0)
-        return max(Fraction(0), 1 - Fraction(s.residual) / gap)
+        return self.summaries[self.main].explained_share() if self.main in self.summaries else None
 
 
 def _causes(terms: tuple[Term, ...]) -> tuple[Cause, ...]:
@@ -148,34 +157,33 @@ def explain_run(run: ToolRun, prediction: Prediction | None, convention: Convent
     headline = _explain_row(numeric_headline, hp, "(headline)", "", 0, None)
 
     summaries = {}
-    missed_flops: Number = 0
+    op_metrics = convention.operation_metrics()
     for hkey, rkey in convention.metrics.items():
         causes: dict[str, Number] = defaultdict(int)
         residual: Number = 0
         reference: Number = 0
+        missed_flops: Number = 0
         for le in layers + ([unattributed] if unattributed else []):
             if le.reference.get(INCLUSIVE):
                 continue
             reference += le.reference.get(rkey, 0)
             for c in le.causes.get(rkey, ()):
                 causes[c.id] += c.amount
-                if hkey == main:
-                    missed_flops += c.flops
+                missed_flops += c.flops
             residual += abs(le.residual.get(rkey, 0))
         for c in headline.causes.get(hkey, ()):
             causes[c.id] += c.amount
-            if hkey == main:
-                missed_flops += c.flops
+            missed_flops += c.flops
         residual += abs(headline.residual.get(hkey, 0))
-        raw_total = run.headline.get(hkey)
-        summaries[hkey] = MetricSummary(hkey, rkey, raw_total if isinstance(raw_total, (int, Fraction)) else None,
-                                        reference, dict(causes), residual)
-    normalized = {}
-    if main in summaries and summaries[main].raw_total is not None:
-        normalized = _normalize(summaries[main].raw_total, summaries[main].causes, missed_flops, native)
+        raw = run.headline.get(hkey)
+        raw_total = raw if isinstance(raw, (int, Fraction)) else None
+        is_ops = hkey in op_metrics
+        normalized = _normalize(raw_total, causes, missed_flops, native) if is_ops and raw_total is not None else {}
+        summaries[hkey] = MetricSummary(hkey, rkey, raw_total, reference, dict(causes), residual,
+                                        missed_flops, normalized, is_ops)
     return ToolExplanation(
         run.tool, run.version, run.status, metric, unit, run, tuple(layers), unattributed, headline,
-        summaries, main, normalized, native_macs,
+        summaries, main, native_macs,
     )
 
 

@@ -1,0 +1,105 @@
+"""JSON (the contract for automation) and per-layer CSV. Pure functions; imports no torch.
+
+JSON keeps at least: ``model``, ``input_shape``, ``native.totals``, and per tool in ``tools``:
+``status``, ``version``, ``unit``, ``total`` (raw), ``normalized`` (``macs``, ``flops``),
+``residual`` (sum of absolute per-layer residuals), and ``layers`` with ``module``, ``type``,
+``calls``, ``raw``, ``predicted``, ``residual``, ``causes`` (each ``id``, ``amount``, ``text``).
+Non-integer exact values are strings ``"n/d"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from fractions import Fraction
+from typing import Any
+
+from reconcile.explain.core import LayerExplanation, ToolExplanation
+from reconcile.records import to_plain
+from reconcile.report.model import ModelReport
+
+
+def _num(x: Any) -> Any:
+    if isinstance(x, Fraction):
+        return int(x) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+    return x
+
+
+def _layer(le: LayerExplanation, metric: str) -> dict[str, Any]:
+    causes = [{"metric": m, "id": c.id, "kind": c.kind, "amount": _num(c.amount), "flops": _num(c.flops), "text": c.text}
+              for m, cs in le.causes.items() for c in cs]
+    return {
+        "module": le.module,
+        "type": le.type,
+        "calls": le.calls,
+        "call": le.call,
+        "raw": {k: _num(v) for k, v in le.raw.items()},
+        "predicted": {k: _num(v) for k, v in le.predicted.items()},
+        "reference": {k: _num(v) for k, v in le.reference.items() if not k.startswith("_")},
+        "residual": {k: _num(v) for k, v in le.residual.items()},
+        "causes": causes,
+    }
+
+
+def _tool(t: ToolExplanation) -> dict[str, Any]:
+    run = t.run
+    d: dict[str, Any] = {
+        "status": t.status,
+        "version": t.version,
+        "unit": run.units.get(t.main, t.unit),
+        "total": _num(t.raw_total),
+        "normalized": {k: _num(v) for k, v in t.normalized.items()},
+        "residual": _num(t.residual),
+        "explained_share": _num(t.explained_share()),
+        "headline": {k: _num(v) for k, v in run.headline.items()},
+        "units": dict(run.units),
+        "metrics": {
+            k: {"row_key": s.row_key, "total": _num(s.raw_total), "reference": _num(s.reference),
+                "causes": {c: _num(v) for c, v in s.causes.items()}, "residual": _num(s.residual),
+                "normalized": {n: _num(v) for n, v in s.normalized.items()}}
+            for k, s in t.summaries.items()
+        },
+        "layers": [_layer(le, t.metric) for le in t.layers],
+        "unattributed": _layer(t.unattributed, t.metric) if t.unattributed else None,
+        "warnings": list(run.warnings),
+        "notes": list(run.notes),
+        "seconds": None,  # timings are left out so that reports are byte-identical across runs
+    }
+    if t.status != "ok":
+        d["error"] = {"type": run.error_type, "message": run.error_message, "attempted": run.attempted}
+    return d
+
+
+def model_json(r: ModelReport) -> str:
+    obj = {
+        "model": r.model,
+        "input_shape": list(r.input_shape),
+        "input_dtype": r.input_dtype,
+        "versions": dict(r.versions),
+        "published": to_plain(dict(r.published)),
+        "native": {"totals": dict(r.native_totals), "components": dict(r.native_components)},
+        "tools": {t.tool: _tool(t) for t in r.tools},
+    }
+    if r.error:
+        obj["error"] = r.error
+    return json.dumps(obj, indent=1, sort_keys=False) + "\n"
+
+
+CSV_FIELDS = ("model", "tool", "module", "type", "calls", "call", "metric", "raw", "predicted", "reference",
+              "residual", "causes")
+
+
+def layers_csv(r: ModelReport) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
+    for t in r.tools:
+        rows = list(t.layers) + ([t.unattributed] if t.unattributed else [])
+        for le in rows:
+            for metric in sorted(set(le.raw) | set(le.predicted)):
+                causes = ";".join(f"{c.id}={_num(c.amount)}" for c in le.causes.get(metric, ()))
+                w.writerow([r.model, t.tool, le.module, le.type, le.calls, "" if le.call is None else le.call, metric,
+                            _num(le.raw.get(metric, "")), _num(le.predicted.get(metric, "")),
+                            _num(le.reference.get(metric, "")), _num(le.residual.get(metric, "")), causes])
+    return buf.getvalue()

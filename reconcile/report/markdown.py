@@ -1,0 +1,273 @@
+"""Markdown reports: a pure function from ``ModelReport`` to text that reads well on GitHub.
+
+Deterministic: the same report data gives byte-identical text (no timestamps, no timings, stable
+ordering). Imports no torch.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Iterable, Sequence
+
+from reconcile.conventions.base import CAUSES, OUTSIDE
+from reconcile.explain.core import LayerExplanation, MetricSummary, ToolExplanation
+from reconcile.report import numbers
+from reconcile.report.model import ModelReport
+
+MAX_LAYER_ROWS = 400
+
+
+def _n(x: object) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, (int, Fraction)):
+        return numbers.exact(x)
+    return str(x)
+
+
+def _signed(x: int | Fraction) -> str:
+    if x == 0:
+        return "0"
+    return ("+" if x > 0 else "−") + numbers.exact(abs(x))
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], align: str) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |",
+           "|" + "|".join("---:" if a == "r" else ":---" for a in align) + "|"]
+    out.extend("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows)
+    return out
+
+
+def _share(s: MetricSummary) -> str:
+    share = s.explained_share()
+    return "—" if share is None else numbers.percent(share, 1)
+
+
+def _ok(tools: Sequence[ToolExplanation]) -> list[ToolExplanation]:
+    return [t for t in tools if t.status == "ok" and t.summaries]
+
+
+def summary_section(r: ModelReport) -> list[str]:
+    rows = []
+    for t in r.tools:
+        if t.status != "ok":
+            rows.append([t.tool, f"**{t.status}**", "—", "—", "—", "—", "—", "—", "—"])
+            continue
+        for hkey in [k for k, s in t.summaries.items() if s.is_ops]:
+            s = t.summaries[hkey]
+            unit = t.run.units.get(hkey, "")
+            label = t.tool if hkey == t.main else f"{t.tool} ({hkey})"
+            rows.append([
+                label, "ok", f"{_n(s.raw_total)} {unit}".strip(),
+                _n(s.normalized.get("macs")), _n(s.normalized.get("flops")),
+                _signed(s.raw_total - s.reference) if s.raw_total is not None else "—",
+                _share(s), _n(s.residual), numbers.si(s.raw_total) if s.raw_total is not None else "—",
+            ])
+    head = ["tool", "status", "reported (unit as the tool names it)", "as MACs", "as FLOPs",
+            "gap to native MACs", "explained", "residual", "short"]
+    out = ["## Summary", "",
+           f"Native reference: **{_n(r.native_totals['macs'])} MACs** (torchvision's `_ops` convention), "
+           f"{_n(r.native_totals['flops'])} FLOPs, {_n(r.native_totals['params'])} parameters.", ""]
+    pub = r.published
+    if pub:
+        out += [f"Published by torchvision for these weights: `_ops` {pub.get('_ops')} G, `num_params` "
+                f"{_n(pub.get('num_params'))}.", ""]
+    out += _table(head, rows, "llrrrrrrr")
+    out += ["", "*as MACs*: the tool's total with its convention differences removed (bias, norms, activations, "
+            "MAC vs FLOP, per-sample); work it could not see stays missing. *as FLOPs*: the native FLOPs of the "
+            "work the tool saw. *explained*: share of the gap to native MACs that named causes account for; "
+            "*residual*: what no cause explains (sum of absolute per-layer residuals).", ""]
+    return out
+
+
+def causes_section(r: ModelReport) -> list[str]:
+    tools = _ok(r.tools)
+    columns = []
+    for t in tools:
+        for hkey, s in t.summaries.items():
+            if s.is_ops:
+                columns.append((t, hkey, s))
+    amounts: dict[str, dict[int, int | Fraction]] = {}
+    for i, (_, _, s) in enumerate(columns):
+        for cid, v in s.causes.items():
+            if v:
+                amounts.setdefault(cid, {})[i] = v
+        if s.missed_flops:
+            amounts.setdefault("_missed_flops", {})[i] = s.missed_flops
+    missed = amounts.pop("_missed_flops", {})
+    ranked = sorted(amounts, key=lambda c: (-max(abs(v) for v in amounts[c].values()), c))
+    out = ["## Why the totals differ", ""]
+    if not ranked and not missed:
+        return out + ["Every tool that ran agrees with the native MAC count exactly.", ""]
+    head = ["cause"] + [t.tool if h == t.main else f"{t.tool} ({h})" for t, h, _ in columns]
+    rows = []
+    for cid in ranked:
+        rows.append([f"**{cid}**: {CAUSES[cid][1]}"] + [_signed(amounts[cid][i]) if i in amounts[cid] else "" for i in range(len(columns))])
+    if missed:
+        rows.append(["*FLOPs of work not seen* (not in MACs)"] + [_signed(missed[i]) if i in missed else "" for i in range(len(columns))])
+    out += ["Each cell is the cause's amount in that tool's own unit, summed over the model, relative to the "
+            "native MAC count. Causes are ranked by their largest amount.", ""]
+    out += _table(head, rows, "l" + "r" * len(columns))
+    return out + [""]
+
+
+def _cause_text(le: LayerExplanation, metric: str) -> str:
+    return "; ".join(c.text for c in le.causes.get(metric, ()))
+
+
+def layers_section(r: ModelReport) -> list[str]:
+    tools = [t for t in _ok(r.tools) if t.metric]
+    by_module: dict[str, dict[str, LayerExplanation]] = {}
+    order: list[str] = []
+    types: dict[str, str] = {}
+    references: dict[str, int | Fraction] = {}
+    for t in tools:
+        for le in t.layers:
+            if le.call is not None:
+                continue
+            if le.module not in by_module:
+                by_module[le.module] = {}
+                order.append(le.module)
+            by_module[le.module][t.tool] = le
+            types.setdefault(le.module, le.type)
+            if t.metric in le.reference and not le.reference.get("_inclusive"):
+                references.setdefault(le.module, le.reference[t.metric])
+    differing = []
+    for m in order:
+        cells = by_module[m]
+        if any((le.causes.get(_metric(tools, tool)) or le.residual.get(_metric(tools, tool), 0))
+               for tool, le in cells.items()):
+            differing.append(m)
+    out = ["## Per-layer differences", ""]
+    if not differing:
+        return out + ["No layer differs from the native count in any tool.", ""]
+    out += [f"{len(differing)} modules where at least one tool differs from the native MAC count. A cell is the "
+            "tool's own number for that module (— : the tool has no row for it); *why* names every cause with "
+            "its amount; a residual, if any, is marked **unexplained**.", ""]
+    head = ["module", "type", "native MACs"] + [t.tool for t in tools] + ["why"]
+    rows = []
+    for m in differing[:MAX_LAYER_ROWS]:
+        cells = by_module[m]
+        why = []
+        row = [f"`{m}`" if m and m != OUTSIDE else ("(model)" if m == "" else m), types.get(m, ""), _n(references.get(m))]
+        for t in tools:
+            le = cells.get(t.tool)
+            if le is None:
+                row.append("—")
+                continue
+            raw = le.raw.get(t.metric)
+            row.append(_n(raw) if raw is not None else "—")
+            text = _cause_text(le, t.metric)
+            res = le.residual.get(t.metric, 0)
+            if text:
+                why.append(f"{t.tool}: {text}")
+            if res:
+                why.append(f"{t.tool}: **unexplained {_signed(res)}**")
+        row.append("<br>".join(why))
+        rows.append(row)
+    out += _table(head, rows, "llr" + "r" * len(tools) + "l")
+    if len(differing) > MAX_LAYER_ROWS:
+        out += ["", f"({len(differing) - MAX_LAYER_ROWS} more modules in the JSON and CSV files.)"]
+    return out + [""]
+
+
+def _metric(tools: Sequence[ToolExplanation], tool: str) -> str:
+    for t in tools:
+        if t.tool == tool:
+            return t.metric
+    return ""
+
+
+def other_metrics_section(r: ModelReport) -> list[str]:
+    rows = []
+    for t in _ok(r.tools):
+        for hkey, s in t.summaries.items():
+            if s.is_ops:
+                continue
+            causes = "; ".join(f"{cid} {_signed(v)}" for cid, v in sorted(s.causes.items(), key=lambda kv: -abs(kv[1])) if v)
+            unit = t.run.units.get(hkey, "")
+            rows.append([t.tool, hkey, f"{_n(s.raw_total)} {unit}".strip(), _n(s.reference),
+                         _signed(s.raw_total - s.reference) if s.raw_total is not None else "—",
+                         causes or "—", _n(s.residual)])
+    out = ["## Parameters and memory", "",
+           f"Native: {_n(r.native_totals['params'])} parameters ({_n(r.native_totals['params_trainable'])} trainable, "
+           f"{_n(r.native_totals['params_frozen'])} frozen, each tied tensor once), {_n(r.native_totals['buffers'])} "
+           f"buffer elements; the forward reads {numbers.mib(r.native_totals['bytes_read'])} and writes "
+           f"{numbers.mib(r.native_totals['bytes_written'])} ({_n(r.native_totals['activations'])} elements).", ""]
+    if rows:
+        out += _table(["tool", "figure", "reported", "native reference", "gap", "causes", "residual"], rows, "llrrrlr")
+    return out + [""]
+
+
+def failures_section(r: ModelReport) -> list[str]:
+    failed = [t for t in r.tools if t.status != "ok"]
+    if not failed:
+        return []
+    out = ["## Tools that did not finish", ""]
+    for t in failed:
+        run = t.run
+        out.append(f"- **{t.tool}** {run.version}: {t.status}. `{run.error_type}`: {run.error_message} "
+                   f"(attempted: `{run.attempted}`)")
+    return out + [""]
+
+
+def notes_section(r: ModelReport) -> list[str]:
+    out = ["## How each tool was run", ""]
+    for t in r.tools:
+        notes = "; ".join(t.run.notes) if t.run.notes else "its public entry point, as documented"
+        warn = f" It warned {len(t.run.warnings)} time(s): " + "; ".join(f"`{w}`" for w in t.run.warnings[:5]) if t.run.warnings else ""
+        if len(t.run.warnings) > 5:
+            warn += f" (+{len(t.run.warnings) - 5} more in the JSON)"
+        out.append(f"- **{t.tool}** {t.run.version}: {notes}.{warn}")
+    return out + [""]
+
+
+def model_markdown(r: ModelReport) -> str:
+    shape = "x".join(str(d) for d in r.input_shape)
+    versions = ", ".join(f"{k} {v}" for k, v in r.versions.items())
+    tool_versions = ", ".join(f"{t.tool} {t.version}" for t in r.tools)
+    lines = [f"# {r.model}: one model, {len(r.tools)} counters, every difference explained", "",
+             f"Input {shape} ({r.input_dtype}), eval mode, CPU. {versions}.", "",
+             f"Tools: {tool_versions}.", ""]
+    if r.error:
+        return "\n".join(lines + [f"**Could not be counted:** {r.error}", ""])
+    lines += summary_section(r)
+    lines += causes_section(r)
+    lines += layers_section(r)
+    lines += other_metrics_section(r)
+    lines += failures_section(r)
+    lines += notes_section(r)
+    lines += ["Regenerate with `make report MODELS=" + r.model + "` (or `reconcile report " + r.model + "`)."]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def index_markdown(reports: Sequence[ModelReport]) -> str:
+    tools: list[str] = []
+    for r in reports:
+        for t in r.tools:
+            if t.tool not in tools:
+                tools.append(t.tool)
+    head = ["model", "input", "native MACs", "native params"] + tools
+    rows = []
+    for r in reports:
+        row = [f"[{r.model}]({r.model}.md)", "x".join(str(d) for d in r.input_shape),
+               _n(r.native_totals.get("macs")) if not r.error else "—", _n(r.native_totals.get("params")) if not r.error else "—"]
+        by = {t.tool: t for t in r.tools}
+        for name in tools:
+            t = by.get(name)
+            if t is None:
+                row.append("")
+            elif t.status != "ok":
+                row.append(t.status)
+            elif t.raw_total is None:
+                row.append("ok" if t.residual == 0 else f"residual {_n(t.residual)}")
+            else:
+                mark = "" if t.residual == 0 else f" (residual {_n(t.residual)})"
+                row.append(f"{numbers.si(t.raw_total)}{mark}")
+        rows.append(row)
+    out = ["# reconcile: all models", "",
+           "Each tool's main total as it reports it (MACs for most; torchstat MAdd; torchsummary reports no "
+           "operations). Every number is explained per layer in the model's own report; a residual means a "
+           "difference no named cause accounts for.", ""]
+    out += _table(head, rows, "llrr" + "r" * len(tools))
+    return "\n".join(out) + "\n"
