@@ -1,0 +1,39 @@
+"""Each tool's counting convention, written once and used both to predict its numbers and to
+explain them. ``get(tool)`` imports the convention lazily; none imports torch or the tool."""
+
+from __future__ import annotations
+
+import importlib
+
+from reconcile.conventions.base import Convention
+
+# tool name -> "module:attribute" of its Convention instance
+REGISTRY: dict[str, str] = {
+    "native": "reconcile.conventions.native:CONVENTION",
+    "thop": "reconcile.conventions.thop:CONVENTION",
+    "ptflops": "reconcile.conventions.ptflops:CONVENTION",
+    "ptflops-aten": "reconcile.conventions.ptflops:ATEN_CONVENTION",
+    "torchstat": "reconcile.conventions.torchstat:CONVENTION",
+    "torchsummary": "reconcile.conventions.torchsummary:CONVENTION",
+    "fvcore": "reconcile.conventions.fvcore:CONVENTION",
+}
+
+
+def get(tool: str) -> Convention:
+    if tool not in REGISTRY:
+        from reconcile.errors import ReconcileError
+
+        raise ReconcileError(f"unknown tool {tool!r}: choose from {', '.join(REGISTRY)}")
+    module, _, attr = REGISTRY[tool].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def available() -> dict[str, Convention]:
+    """Every convention that is implemented, by tool name."""
+    out = {}
+    for tool in REGISTRY:
+        try:
+            out[tool] = get(tool)
+        except (ImportError, AttributeError):
+            continue
+    return out
