@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 from reconcile.config import DEVICES, FORMATS, RunConfig
 from reconcile.errors import ReconcileError
 
+TOOL_NAMES = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
+
 
 def _err(msg: str) -> None:
     print(f"reconcile: error: {msg}", file=sys.stderr)
@@ -122,6 +124,133 @@ def _json_row(r: dict) -> dict:
     return d
 
 
+def _tools_text(ns: argparse.Namespace) -> tuple[str, ...]:
+    from reconcile.pipeline import parse_tools
+
+    return parse_tools(getattr(ns, "tools", None))
+
+
+def cmd_tools(ns: argparse.Namespace) -> int:
+    """Each tool's raw results, exactly as the tools reported them."""
+    cfg = _config(ns)
+    from reconcile import models, pipeline
+    from reconcile.records import to_plain
+    from reconcile.report import numbers
+    from reconcile.report.text import table
+
+    tools = _tools_text(ns)
+    if "native" not in (ns.tools or "native"):
+        tools = tuple(t for t in tools if t != "native")
+    results = pipeline.collect(models.split_specs(ns.specs), tools, input_shape=cfg.input_shape,
+                               input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout)
+    failed = 0
+    for mr in results:
+        if mr.error and not mr.runs:
+            _err(mr.error)
+            failed += 1
+            continue
+        if cfg.format == "json":
+            obj = {"model": mr.name, "input_shape": list(mr.input.shape), "input_dtype": mr.input.dtype,
+                   "tools": {r.tool: to_plain(r) for r in mr.runs}}
+            print(json.dumps(obj))
+        else:
+            rows = []
+            for r in mr.runs:
+                head = ", ".join(f"{k} {numbers.exact(v) if not isinstance(v, str) else v}" for k, v in r.headline.items()
+                                 if not k.startswith("unsupported")) if r.status == "ok" else f"{r.error_type}: {r.error_message}"
+                rows.append([r.tool, r.version, r.status, f"{r.seconds:.1f}s", head])
+            print(f"{mr.name}  input {'x'.join(map(str, mr.input.shape))}")
+            print(table(["tool", "version", "status", "time", "headline (as the tool reports it)"], rows,
+                        [False, False, False, True, False]))
+            print()
+        sys.stdout.flush()
+    return 2 if failed else 0
+
+
+def cmd_report(ns: argparse.Namespace) -> int:
+    cfg = _config(ns)
+    from reconcile import models, pipeline
+    from reconcile.report.markdown import index_markdown
+
+    folder = pipeline.check_writable(cfg.out)
+    tools = _tools_text(ns)
+    results = pipeline.collect(models.split_specs(ns.specs), tools, input_shape=cfg.input_shape,
+                               input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout)
+    reports = []
+    failed = 0
+    for mr in results:
+        if mr.error:
+            _err(mr.error)
+            failed += 1
+            continue
+        report = pipeline.reconcile_model(mr)
+        pipeline.write_files(folder, pipeline.render_model(report))
+        reports.append(report)
+        unexplained = [t.tool for t in report.tools if t.status == "ok" and t.residual]
+        note = f"; unexplained residual in {', '.join(unexplained)}" if unexplained else ""
+        bad = [t.tool for t in report.tools if t.status != "ok"]
+        note += f"; {', '.join(bad)} did not finish" if bad else ""
+        print(f"wrote {folder / pipeline.file_stem(mr.name)}.md (.json, .csv){note}")
+    if reports:
+        pipeline.write_files(folder, {"index.md": index_markdown(reports)})
+        print(f"wrote {folder / 'index.md'}")
+    return 2 if failed else 0
+
+
+def cmd_predict(ns: argparse.Namespace) -> int:
+    """What a tool would report, predicted from the native count alone (the tool is not run)."""
+    cfg = _config(ns)
+    from reconcile import conventions, models, pipeline
+    from reconcile.counter import count
+    from reconcile.records import to_plain
+    from reconcile.report import numbers
+    from reconcile.report.text import table
+
+    conv = conventions.get(ns.tool)
+
+    def work(spec) -> None:
+        inp = pipeline.input_for(spec, cfg.input_shape, cfg.input_dtype, cfg.input_high)
+        native = count(models.build(spec, device="meta"), models.make_inputs(inp, device="meta"), name=spec.name)
+        pred = conv.predict(native)
+        from reconcile.conventions.base import OUTSIDE  # noqa: F401  (documented pseudo-row)
+
+        if cfg.format == "json":
+            print(json.dumps({"model": spec.name, "tool": conv.tool, "input_shape": list(inp.shape),
+                              "unit": conv.unit, "headline": to_plain(dict(pred.headline)),
+                              "unattributed": to_plain(dict(pred.unattributed)),
+                              "layers": [{"module": p.module, "type": p.type, "calls": p.calls, "call": p.call,
+                                          "predicted": to_plain(dict(p.predicted)),
+                                          "terms": {m: [{"cause": t.cause, "amount": to_plain(t.amount), "text": t.text}
+                                                        for t in ts] for m, ts in p.terms.items()}}
+                                         for p in pred.layers]}))
+            return
+        metric = conv.metric
+        rows = [[p.module or "(model)", p.type, str(p.calls) + ("" if p.call is None else f" #{p.call}"),
+                 numbers.exact(p.predicted.get(metric, 0)),
+                 "; ".join(t.text for t in p.terms.get(metric, ()))] for p in pred.layers]
+        print(f"{spec.name}: what {conv.tool} would report (predicted from the native count; {conv.tool} was not run)")
+        print(table(["module", "type", "calls", metric, "why it differs from native MACs"], rows,
+                    [False, False, True, True, False]))
+        print("headline: " + ", ".join(f"{k} {numbers.exact(v)}" for k, v in pred.headline.items()))
+        print()
+
+    return _each_model(ns.specs, work)
+
+
+def cmd_conventions(ns: argparse.Namespace) -> int:
+    from reconcile import conventions
+    from reconcile.conventions.base import CAUSES
+    from reconcile.report.text import table
+
+    for tool, conv in conventions.available().items():
+        print(f"{tool}: unit {conv.unit}" + (", per sample" if conv.per_sample else ""))
+        print(table(["layer / op family", "what it counts"], [[r.family, r.counts] for r in conv.rules], [False, False]))
+        print()
+    print("causes of disagreement")
+    print(table(["cause", "kind", "meaning"], [[k, kind, text] for k, (kind, text) in CAUSES.items()], [False, False, False]))
+    return 0
+
+
 def cmd_models(ns: argparse.Namespace) -> int:
     from reconcile import models
 
@@ -146,6 +275,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, metavar="N", help="show modules down to depth N (default: all)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
     p.set_defaults(func=cmd_count)
+
+    p = sub.add_parser("tools", help="run the counting tools and print their raw results")
+    _add_model_args(p)
+    p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all): " + ", ".join(TOOL_NAMES))
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
+    p.set_defaults(func=cmd_tools)
+
+    p = sub.add_parser("report", help="run every tool, explain every difference, write Markdown/JSON/CSV reports")
+    _add_model_args(p)
+    p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all; native always runs)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
+    p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("predict", help="predict a tool's numbers from the native count, without running the tool")
+    _add_model_args(p)
+    p.add_argument("--tool", required=True, choices=TOOL_NAMES, help="the tool to predict")
+    p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("conventions", help="print each tool's counting rules and the causes of disagreement")
+    p.set_defaults(func=cmd_conventions)
 
     p = sub.add_parser("models", help="list the torchvision models and their default inputs")
     p.set_defaults(func=cmd_models)

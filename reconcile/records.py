@@ -192,6 +192,9 @@ class ToolRun:
     error_message: str = ""
     attempted: str = ""
     seconds: float = 0.0
+    # tool-specific structured result kept beside the raw numbers (native: its NativeCount);
+    # left out of JSON, which holds the raw numbers above
+    detail: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -202,9 +205,10 @@ class ToolRun:
 
 
 def to_plain(obj: Any) -> Any:
-    """Convert records to JSON-ready data. Fractions that are not integers become ``"n/d"``."""
+    """Convert records to JSON-ready data. Fractions that are not integers become ``"n/d"``.
+    A ``ToolRun``'s ``detail`` is left out (it is a structured record of its own)."""
     if is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}
+        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj) if f.name != "detail"}
     if isinstance(obj, Fraction):
         return int(obj) if obj.denominator == 1 else f"{obj.numerator}/{obj.denominator}"
     if isinstance(obj, Mapping):

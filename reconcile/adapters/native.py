@@ -38,5 +38,5 @@ class NativeAdapter(Adapter):
         unknown = sorted({op for r in result.rows for op in r.unknown_ops})
         warnings = tuple(f"no rule for {op}: not counted" for op in unknown)
         return ToolRun(tool=self.name, version=self.version(), status="ok", headline=headline, units=units,
-                       layers=tuple(layers), warnings=warnings,
+                       layers=tuple(layers), warnings=warnings, detail=result,
                        notes=(f"counted on the {result.device} device: counts depend on shapes only",))

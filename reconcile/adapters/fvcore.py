@@ -1,0 +1,151 @@
+"""Adapter for fvcore 0.1.5 (``FlopCountAnalysis``, ``ActivationCountAnalysis``,
+``parameter_count``), run the way its users run it: one analysis object each, queried after
+the trace, on a copy of the model in the mode the caller gave (eval).
+
+Guarantees, for a run with status ``ok``:
+
+* ``headline``: ``flops`` (``FlopCountAnalysis.total()``; fvcore's "flop" is one fused
+  multiply-add, so these are MACs), ``activations`` (``ActivationCountAnalysis.total()``),
+  ``params`` (``parameter_count(model)[""]``), each an exact int (a ``Fraction`` only if a handle
+  returns a non-integral float, e.g. fvcore's einsum path estimate). Unsupported operators are
+  data too: ``"unsupported:aten::add_": 8`` is ``FlopCountAnalysis.unsupported_ops()`` (calls, unit
+  ``"calls"``), ``"unsupported_activations:aten::batch_norm": 20`` the same for the activation
+  analysis. These are op-call counts, not part of any total.
+* ``layers``: one row per module of ``by_module()`` (every ``named_modules()`` module, named by
+  fvcore's canonical = first name), **inclusive** of descendants, as fvcore reports them:
+  ``raw = {"flops", "activations", "params"}`` from the three analyses' per-module views, plus
+  ``"unsupported:<op>"`` call counts for that module's subtree. Ops run in a parent's own
+  ``forward`` (the residual ``add_`` in a ``BasicBlock``) are charged to the parent.
+  ``calls`` counts forward calls during the flop trace (hooks on the copy; 0 = uncalled).
+* Reconciliation: row ``""`` holds the whole model, so ``layers[""].raw["flops"] +
+  sum(unattributed.values()) == headline["flops"]``; equivalently the exclusive values (a row
+  minus its direct children) sum to the total. fvcore charges every traced op at least to the
+  root, so ``unattributed`` is empty; if the root row ever fell short of the total, the
+  difference would be recorded there as ``"no_module"``.
+* ``warnings``: fvcore's logger records ("Unsupported operator aten::X encountered N time(s)",
+  uncalled submodules) and Python warnings, each prefixed with the analysis that raised it
+  (``"FlopCountAnalysis: "``, ``"ActivationCountAnalysis: "``, ``"import: "``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from fractions import Fraction
+from typing import Any, Iterator
+
+from reconcile.adapters.base import Adapter, capture_output, module_names
+from reconcile.records import Number, ToolLayer, ToolRun
+
+_LOGGERS = ("fvcore",)
+
+
+def _exact(value: Any) -> Number:
+    if hasattr(value, "item"):  # numpy scalars from fvcore handles
+        value = value.item()
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else Fraction(value)
+    return int(value)
+
+
+@contextlib.contextmanager
+def _counting_calls(model: Any) -> Iterator[dict[int, int]]:
+    """Count forward calls per module object (``id -> calls``); hooks are removed on exit."""
+    counts: dict[int, int] = {}
+    handles = []
+    for mod in model.modules():
+        counts[id(mod)] = 0
+
+        def hook(m: Any, args: Any, out: Any, key: int = id(mod)) -> None:
+            counts[key] += 1
+
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        yield counts
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _messages(prefix: str, cap: Any) -> list[str]:
+    printed = [line.strip() for text in (cap.stdout, cap.stderr) for line in text.splitlines() if line.strip()]
+    return [f"{prefix}: {m}" for m in (*cap.warnings, *cap.log, *printed)]
+
+
+class FvcoreAdapter(Adapter):
+    name = "fvcore"
+    distribution = "fvcore"
+
+    def attempted(self) -> str:
+        return "fvcore.nn.FlopCountAnalysis / ActivationCountAnalysis / parameter_count on deepcopy(model)"
+
+    def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
+        # fvcore removes its scope hooks after a successful trace only; a copy keeps a failed
+        # trace from leaving them on the caller's model.
+        work = copy.deepcopy(model)
+        names = module_names(work)
+        inputs = tuple(inputs)
+        warnings: list[str] = []
+
+        with capture_output(loggers=_LOGGERS) as cap:
+            # import fvcore.nn scripts functions at import time, which warns on recent torch
+            from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis, parameter_count
+        warnings += _messages("import", cap)
+
+        with capture_output(loggers=_LOGGERS) as cap:
+            flops = FlopCountAnalysis(work, inputs)
+            with _counting_calls(work) as calls:
+                flop_total = flops.total()  # the trace runs here, lazily
+            flop_by_module = flops.by_module()
+            unsupported = {name: flops.unsupported_ops(name) for name in flop_by_module}
+        warnings += _messages("FlopCountAnalysis", cap)
+
+        with capture_output(loggers=_LOGGERS) as cap:
+            acts = ActivationCountAnalysis(work, inputs)
+            act_total = acts.total()
+            act_by_module = acts.by_module()
+            act_unsupported = acts.unsupported_ops()
+        warnings += _messages("ActivationCountAnalysis", cap)
+
+        with capture_output(loggers=_LOGGERS) as cap:
+            params = parameter_count(work)
+        warnings += _messages("parameter_count", cap)
+
+        layers: list[ToolLayer] = []
+        for key, value in flop_by_module.items():
+            module = work.get_submodule(key)
+            raw: dict[str, Number] = {
+                "flops": _exact(value),
+                "activations": _exact(act_by_module.get(key, 0)),
+                "params": int(params.get(key, 0)),
+            }
+            raw.update({f"unsupported:{op}": int(n) for op, n in sorted(unsupported[key].items())})
+            layers.append(
+                ToolLayer(module=names[id(module)], type=type(module).__name__, calls=calls[id(module)], raw=raw, key=key)
+            )
+
+        total = _exact(flop_total)
+        root = next((layer for layer in layers if layer.key == ""), None)
+        shortfall = total - (root.raw["flops"] if root is not None else 0)
+        headline: dict[str, Number] = {"flops": total, "activations": _exact(act_total), "params": int(params[""])}
+        units = {"flops": "flops", "activations": "activations", "params": "params"}
+        for op, n in sorted(flops.unsupported_ops().items()):
+            headline[f"unsupported:{op}"] = int(n)
+            units[f"unsupported:{op}"] = "calls"
+        for op, n in sorted(act_unsupported.items()):
+            headline[f"unsupported_activations:{op}"] = int(n)
+            units[f"unsupported_activations:{op}"] = "calls"
+        return ToolRun(
+            tool=self.name,
+            version=self.version(),
+            status="ok",
+            headline=headline,
+            units=units,
+            layers=tuple(layers),
+            unattributed={"no_module": shortfall} if shortfall else {},
+            warnings=tuple(warnings),
+            notes=(
+                "run on a deepcopy: a failed fvcore trace leaves its scope hooks on every module",
+                "temporary forward hooks on the copy count each module's calls during the flop trace",
+            ),
+        )
