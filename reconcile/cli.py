@@ -34,7 +34,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _config(ns: argparse.Namespace) -> RunConfig:
     from reconcile import models
 
-    shape = models.parse_input_shape(ns.input_shape) if getattr(ns, "input_shape", None) else None
+    shape = models.parse_input_shape(ns.input_shape) if getattr(ns, "input_shape", None) is not None else None
     dtype = models.parse_dtype(ns.input_dtype) if getattr(ns, "input_dtype", None) else "float32"
     tools = tuple(t.strip() for t in ns.tools.split(",") if t.strip()) if getattr(ns, "tools", None) else ()
     return RunConfig(

@@ -116,7 +116,8 @@ def _cause_text(le: LayerExplanation, metric: str) -> str:
 
 
 def layers_section(r: ModelReport) -> list[str]:
-    tools = [t for t in _ok(r.tools) if t.metric]
+    # native is the reference column itself; every other tool gets a column
+    tools = [t for t in _ok(r.tools) if t.metric and t.tool != "native"]
     by_module: dict[str, dict[str, LayerExplanation]] = {}
     order: list[str] = []
     types: dict[str, str] = {}
@@ -160,7 +161,8 @@ def layers_section(r: ModelReport) -> list[str]:
             text = _cause_text(le, t.metric)
             res = le.residual.get(t.metric, 0)
             if text:
-                why.append(f"{t.tool}: {text}")
+                # texts usually name their tool ("thop has no rule ..."): no second prefix then
+                why.append(text if text.startswith(t.tool + " ") else f"{t.tool}: {text}")
             if res:
                 why.append(f"{t.tool}: **unexplained {_signed(res)}**")
         row.append("<br>".join(why))
