@@ -1,15 +1,77 @@
-"""reconcile: run every PyTorch cost counter on one model and explain every difference."""
+"""reconcile: run every PyTorch cost counter on one model and explain every difference.
+
+The Python API (none of these imports torch until it has to count):
+
+- ``count(model, inputs)`` -> ``NativeCount``: the exact native count, per module.
+- ``compare("resnet18,vgg16", tools=None)`` -> one ``ModelReport`` per model: every tool run in
+  its own process, predicted from the native count and explained layer by layer.
+- ``conventions()`` -> each tool's ``Convention`` (its rules as data, and ``predict``).
+- ``predict(native, "thop")`` -> what a tool would report, from the native count alone.
+- ``normalize(explanation, to="macs")`` -> a tool's total in another convention.
+- ``explain(a, b)`` -> why two tools disagree, per module and per cause.
+"""
 
 from __future__ import annotations
 
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Sequence
+
+from reconcile import conventions  # a callable module: reconcile.conventions() is the table
 from reconcile.errors import ReconcileError
 
-__all__ = ["ReconcileError", "count", "__version__"]
+if TYPE_CHECKING:  # pragma: no cover
+    from reconcile.conventions.base import Prediction
+    from reconcile.explain.core import ToolExplanation
+    from reconcile.explain.pair import PairExplanation
+    from reconcile.records import NativeCount
+    from reconcile.report.model import ModelReport
+
+__all__ = ["ReconcileError", "compare", "conventions", "count", "explain", "normalize", "predict", "__version__"]
 __version__ = "0.1.0"
 
 
-def count(model, inputs, **kwargs):
-    """Count ``model`` on ``inputs`` with the native counter. See ``reconcile.counter.count``."""
+def count(model: Any, inputs: Any, **kwargs: Any) -> "NativeCount":
+    """Count ``model(*inputs)`` with the native counter (see ``reconcile.counter.core.count``)."""
     from reconcile.counter import count as _count
 
     return _count(model, inputs, **kwargs)
+
+
+def predict(native: "NativeCount", tool: str) -> "Prediction":
+    """What ``tool`` would report for the counted model, per layer and in total, without running it."""
+    return conventions.get(tool).predict(native)
+
+
+def compare(specs: str | Sequence[str], tools: str | Sequence[str] | None = None, *,
+            input_shape: tuple[int, ...] | None = None, input_dtype: str = "float32",
+            input_high: int | None = None, timeout: float = 300.0) -> list["ModelReport"]:
+    """Run the tools on each model spec (torchvision name or ``package.module:callable``), each in
+    its own worker process, and explain every number. Nothing is written to disk."""
+    from reconcile import models, pipeline
+
+    names = models.split_specs(specs) if isinstance(specs, str) else list(specs)
+    runs = pipeline.collect(names, pipeline.parse_tools(tools), input_shape=input_shape,
+                            input_dtype=input_dtype, input_high=input_high, timeout=timeout)
+    return [pipeline.reconcile_model(mr) for mr in runs]
+
+
+def normalize(explanation: "ToolExplanation", to: str = "macs") -> int | Fraction:
+    """A tool's main total converted to ``to``: "macs" (its convention differences removed; work
+    it did not see stays missing), "flops" (the native FLOPs of the work it saw), or another
+    tool's name (what that tool reports for the same model, from its convention)."""
+    if explanation.status != "ok":
+        raise ReconcileError(f"{explanation.tool} did not finish ({explanation.status}): nothing to normalize")
+    if to in ("macs", "flops"):
+        value = explanation.normalized.get(to)
+        if value is None:
+            raise ReconcileError(f"{explanation.tool} reports no operation count to normalize")
+        return value
+    raise ReconcileError(f"normalize to 'macs' or 'flops', got {to!r}; to see another tool's number, "
+                         "use that tool's explanation (or reconcile.predict(native, tool))")
+
+
+def explain(a: "ToolExplanation", b: "ToolExplanation") -> "PairExplanation":
+    """Why tool ``a`` and tool ``b`` disagree on the same model: per module and per cause."""
+    from reconcile.explain.pair import explain_pair
+
+    return explain_pair(a, b)

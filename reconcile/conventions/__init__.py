@@ -37,3 +37,21 @@ def available() -> dict[str, Convention]:
         except (ImportError, AttributeError):
             continue
     return out
+
+
+def table() -> dict[str, Convention]:
+    """``reconcile.conventions()``: every implemented convention, by tool name."""
+    return available()
+
+
+class _CallableModule(type(importlib)):
+    """Lets ``reconcile.conventions()`` return the table while ``reconcile.conventions.get`` and
+    the submodules stay reachable under the same name."""
+
+    def __call__(self) -> dict[str, Convention]:
+        return table()
+
+
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__].__class__ = _CallableModule

@@ -15,7 +15,14 @@ class NativeConvention(Convention):
     headline_metric = "macs"
     metrics = {"macs": "macs", "flops": "flops", "params": "params"}
     op_metrics = ("macs",)
-    rules = tuple(RuleDoc(family, doc) for family, (_, doc) in COSTS.items())
+    rules = (
+        RuleDoc("unit", "MACs of conv / transposed conv / linear / matmul / bmm / einsum / attention / RNN gates "
+                "(torchvision's _ops convention); FLOPs = 2 per MAC + every other arithmetic op below"),
+        RuleDoc("matching", "every aten op that runs, charged to the innermost module executing it"),
+        *(RuleDoc(family, doc) for family, (_, doc) in COSTS.items()),
+        RuleDoc("params", "each tensor once (tied groups named), trainable and frozen apart, buffers apart"),
+        RuleDoc("batch", "whole batch"),
+    )
 
     def predict(self, native: NativeCount) -> Prediction:
         layers = []
