@@ -251,6 +251,29 @@ def cmd_conventions(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zoo(ns: argparse.Namespace) -> int:
+    from reconcile import models, pipeline, zoo
+
+    folder = pipeline.check_writable(ns.out)
+    names = list(zoo.ZOO_CI) if ns.subset == "ci" else models.torchvision_names()
+    tools = _tools_text(ns)
+    reports, errors = [], []
+    # one model at a time keeps the peak memory of the largest models (vit_h_14) bounded
+    for name in names:
+        for mr in pipeline.collect([name], tools, timeout=ns.timeout):
+            if mr.error:
+                errors.append((mr.name, mr.error))
+                _err(mr.error)
+                continue
+            report = pipeline.reconcile_model(mr)
+            reports.append(report)
+            cells = ", ".join(f"{t.tool} {zoo.share(t).text()}" for t in report.tools)
+            print(f"{mr.name}: {cells}", flush=True)
+    pipeline.write_files(folder, {"zoo.md": zoo.zoo_markdown(reports, errors)})
+    print(f"wrote {folder / 'zoo.md'}")
+    return 2 if errors else 0
+
+
 def cmd_models(ns: argparse.Namespace) -> int:
     from reconcile import models
 
@@ -298,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("conventions", help="print each tool's counting rules and the causes of disagreement")
     p.set_defaults(func=cmd_conventions)
+
+    p = sub.add_parser("zoo", help="every tool on every torchvision model: share of layers explained")
+    p.add_argument("--subset", choices=("all", "ci"), default="all", help="all 80 models (default) or the CI subset")
+    p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all)")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds per tool and model (default 600)")
+    p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
+    p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("models", help="list the torchvision models and their default inputs")
     p.set_defaults(func=cmd_models)

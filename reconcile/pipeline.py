@@ -105,7 +105,9 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, input_shape: tuple[in
 
 def reconcile_model(mr: ModelRuns) -> ModelReport:
     """Predict every tool from the native count and explain its run. Pure."""
-    versions = {"torch": _version("torch"), "torchvision": _version("torchvision"), "reconcile": _version("reconcile")}
+    from reconcile import __version__
+
+    versions = {"torch": _version("torch"), "torchvision": _version("torchvision"), "reconcile": __version__}
     if mr.native is None:
         return ModelReport(mr.name, mr.input.shape, mr.input.dtype, versions, {}, {}, (), mr.published, mr.error)
     explanations: list[ToolExplanation] = []

@@ -19,6 +19,11 @@ class NativeAdapter(Adapter):
     distribution = "reconcile"
     device = "meta"
 
+    def version(self) -> str:
+        from reconcile import __version__
+
+        return __version__
+
     def attempted(self) -> str:
         return "reconcile.count(model, inputs)"
 

@@ -1,0 +1,238 @@
+"""The runner: one throwaway process per job, results in order, timeouts and crashes recorded.
+
+Test adapters and model builders live at module level here, so workers can import them by name
+(``f"{__name__}:Class"``); they are registered per test with ``monkeypatch.setitem(ADAPTERS, ...)``,
+which works because the parent passes each job's adapter spec to its worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from reconcile import runner
+from reconcile.adapters.base import Adapter
+from reconcile.errors import ReconcileError
+from reconcile.records import ToolRun
+from reconcile.runner import Job, run_jobs
+
+HERE = Path(__file__).resolve().parent
+SHAPE = (1, 3, 8, 8)
+
+
+# ----- what the workers import -------------------------------------------------------------
+
+
+def make_tiny(name: str, device: str):
+    """Model builder for tests: ``tiny`` is conv -> bn -> relu; ``oom`` fails like a big model."""
+    import torch
+    from torch import nn
+
+    if name == "oom":
+        raise MemoryError("simulated: cannot allocate the model")
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).to(device)
+
+
+class _TestAdapter(Adapter):
+    distribution = "pytest"
+
+    def _ok(self, **headline) -> ToolRun:
+        return ToolRun(tool=self.name, version=self.version(), status="ok", headline=headline)
+
+
+class SleepAdapter(_TestAdapter):
+    name = "sleepy"
+
+    def _run(self, model, inputs):
+        time.sleep(120)
+        return self._ok()
+
+
+class ExitAdapter(_TestAdapter):
+    name = "exits"
+
+    def _run(self, model, inputs):
+        os._exit(3)
+
+
+class SegfaultAdapter(_TestAdapter):
+    name = "segfaults"
+
+    def _run(self, model, inputs):
+        import ctypes
+
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+        return self._ok()
+
+
+class OomAdapter(_TestAdapter):
+    name = "oom"
+
+    def _run(self, model, inputs):
+        raise MemoryError("simulated: tool ran out of memory")
+
+
+class PatchAdapter(_TestAdapter):
+    """Patches globals the way torchstat and ptflops do, and reports whether it found them clean."""
+
+    name = "patcher"
+
+    def _run(self, model, inputs):
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+        clean = (
+            nn.Module.__call__.__name__ == "_wrapped_call_impl"
+            and "__call__" not in vars(nn.Conv2d)
+            and F.relu.__module__ == "torch.nn.functional"
+        )
+        original = nn.Module.__call__
+
+        def patched(self, *args, **kwargs):
+            return original(self, *args, **kwargs)
+
+        nn.Module.__call__ = patched
+        nn.Conv2d.__call__ = patched
+        F.relu = lambda x, inplace=False: torch.relu(x)
+        model(*inputs)
+        return self._ok(clean=int(clean), pid=os.getpid())
+
+
+class PrintAdapter(_TestAdapter):
+    """Writes to stdout and stderr at the Python and at the OS level, and warns."""
+
+    name = "printer"
+
+    def _run(self, model, inputs):
+        import warnings
+
+        print("python-level stdout")
+        print("python-level stderr", file=sys.stderr)
+        os.write(1, b"fd-level stdout\n")
+        os.write(2, b"fd-level stderr\n")
+        warnings.warn("a warning")
+        return self._ok(pid=os.getpid())
+
+
+TEST_ADAPTERS = {cls.name: f"{__name__}:{cls.__name__}" for cls in
+                 (SleepAdapter, ExitAdapter, SegfaultAdapter, OomAdapter, PatchAdapter, PrintAdapter)}
+
+
+@pytest.fixture
+def adapters(monkeypatch):
+    for name, spec in TEST_ADAPTERS.items():
+        monkeypatch.setitem(runner.ADAPTERS, name, spec)
+
+
+BUILD = f"{__name__}:make_tiny"
+
+
+# ----- tests -------------------------------------------------------------------------------
+
+
+def test_crashes_are_recorded_in_order_and_the_rest_still_run(adapters):
+    jobs = [
+        Job("tiny", "torchsummary", SHAPE),
+        Job("tiny", "exits", SHAPE),
+        Job("tiny", "segfaults", SHAPE),
+        Job("oom", "torchstat", SHAPE),  # MemoryError while building: outside the adapter
+        Job("tiny", "oom", SHAPE),  # MemoryError inside the adapter
+        Job("tiny", "torchstat", SHAPE),
+    ]
+    runs = run_jobs(jobs, build=BUILD, timeout=60)
+    assert [r.tool for r in runs] == [j.tool for j in jobs]
+    assert [r.status for r in runs] == ["ok", "failed", "failed", "failed", "failed", "ok"]
+
+    # the two real tools: conv 3->4 k3 on 8x8 gives 4x6x6; params 4*3*9 + 4 bias = 112 (+8 bn)
+    assert runs[0].headline["Total params"] == 120
+    assert runs[5].headline["Total params"] == 120
+    # torchstat MAdd of the conv: (2*27 - 1 + 1 bias) * 144 outputs = 7776
+    assert runs[5].layers[0].raw["MAdd"] == 54 * 144 == 7776
+
+    exited, segv, oom_build, oom_tool = runs[1:5]
+    assert exited.error_type == "WorkerDied"
+    assert exited.error_message == "worker exited with code 3 while running exits, without a result"
+    assert segv.error_type == "WorkerDied"
+    assert segv.error_message == "worker killed by signal SIGSEGV while running segfaults, without a result"
+    assert any("Segmentation fault" in w for w in segv.warnings)  # faulthandler's report, from the worker's fd 2
+    assert (oom_build.error_type, oom_build.error_message) == ("MemoryError", "simulated: cannot allocate the model")
+    assert "building model 'oom'" in oom_build.attempted
+    assert (oom_tool.error_type, oom_tool.error_message) == ("MemoryError", "simulated: tool ran out of memory")
+    assert exited.version == segv.version != ""  # reported by the worker before it died
+
+
+def test_a_hanging_tool_times_out_and_the_others_finish(adapters):
+    jobs = [Job("tiny", "sleepy", SHAPE), Job("tiny", "torchsummary", SHAPE), Job("tiny", "sleepy", SHAPE)]
+    start = time.monotonic()
+    runs = run_jobs(jobs, build=BUILD, timeout=3, workers=2)
+    elapsed = time.monotonic() - start
+    assert [r.status for r in runs] == ["timeout", "ok", "timeout"]
+    assert runs[0].error_message == "no result after 3 s while running sleepy; worker killed"
+    assert 3 <= runs[0].seconds < 10
+    assert elapsed < 20  # two 3 s timeouts, two at a time, not 120 s sleeps
+
+
+def test_tools_cannot_change_the_caller_or_each_other(adapters):
+    import torch.nn.functional as F
+    from torch import nn
+
+    module_call, relu = nn.Module.__call__, F.relu
+    jobs = [Job("tiny", "patcher", SHAPE), Job("tiny", "patcher", SHAPE), Job("tiny", "torchstat", SHAPE)]
+    runs = run_jobs(jobs, build=BUILD, timeout=60, workers=1)  # one after another
+    assert [r.status for r in runs] == ["ok", "ok", "ok"]
+    assert [r.headline["clean"] for r in runs[:2]] == [1, 1]  # the second saw no trace of the first
+    assert runs[0].headline["pid"] != runs[1].headline["pid"] != os.getpid()
+    assert nn.Module.__call__ is module_call and F.relu is relu
+    assert "__call__" not in vars(nn.Conv2d)
+
+
+def test_default_builder_runs_torchvision_models():
+    runs = run_jobs(
+        [Job("resnet18", "torchstat", (1, 3, 224, 224)), Job("resnet18", "torchsummary", (1, 3, 224, 224))], timeout=120
+    )
+    assert [r.status for r in runs] == ["ok", "ok"]
+    assert runs[0].headline["Total MAdd"] == 3_638_757_912
+    assert runs[1].headline["Forward/backward pass size (MB)"] == "62.79"
+
+
+def test_unknown_model_is_a_failed_run_with_the_reason():
+    (run,) = run_jobs([Job("no_such_net", "torchstat", SHAPE)], timeout=60)
+    assert (run.status, run.error_type) == ("failed", "ReconcileError")
+    assert "no_such_net" in run.error_message
+
+
+def test_parent_imports_no_torch_and_prints_nothing():
+    """A fresh interpreter runs a printing tool: its own output must be exactly what it printed."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from reconcile import runner
+        runner.ADAPTERS["printer"] = {TEST_ADAPTERS["printer"]!r}
+        runs = runner.run_jobs([runner.Job("tiny", "printer", {SHAPE!r})], build={BUILD!r}, timeout=60)
+        print(json.dumps({{"status": runs[0].status, "torch": "torch" in sys.modules,
+                           "warnings": list(runs[0].warnings)}}))
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stderr == ""
+    out = json.loads(done.stdout)  # the only line on stdout
+    assert out["status"] == "ok" and out["torch"] is False
+    assert out["warnings"] == []  # the test adapter does not capture; nothing leaked either way
+
+
+def test_bad_jobs_are_rejected_before_anything_runs():
+    with pytest.raises(ReconcileError, match="unknown tool 'nope'"):
+        run_jobs([Job("tiny", "nope", SHAPE)])
+    with pytest.raises(ReconcileError, match="dtype"):
+        Job("tiny", "thop", SHAPE, input_dtype="complex64")
+    assert run_jobs([]) == []
