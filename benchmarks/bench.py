@@ -114,13 +114,47 @@ def bench_zoo() -> None:
            total < 60)
 
 
+def _wall(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def bench_against_plain_script(repeat: int) -> None:
+    """`reconcile tools` (all seven) and `reconcile report` on resnet18,vgg16 against the plain
+    one-process script, each a fresh process, interleaved so load hits all three alike."""
+    import tempfile
+
+    models = "resnet18,vgg16"
+    plain = [sys.executable, str(ROOT / "benchmarks" / "plain_tools.py"), models]
+    with tempfile.TemporaryDirectory() as out:
+        tools_cmd = [sys.executable, "-m", "reconcile", "tools", models, "--format", "json"]
+        report_cmd = [sys.executable, "-m", "reconcile", "report", models, "--out", out]
+        times: dict[str, list[float]] = {"plain": [], "tools": [], "report": []}
+        for _ in range(repeat):
+            times["plain"].append(_wall(plain))
+            times["tools"].append(_wall(tools_cmd))
+            times["report"].append(_wall(report_cmd))
+    base = min(times["plain"])
+    for key, label in (("tools", "reconcile tools resnet18,vgg16 (7 tools)"),
+                       ("report", "reconcile report resnet18,vgg16 (7 tools, explained, written)")):
+        t = min(times[key])
+        report(label, f"{t:.1f} s vs plain one-process script {base:.1f} s = {t / base:.2f}x (target <= 0.50x)",
+               t / base <= 0.5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions per measurement (best is kept)")
+    parser.add_argument("--only", choices=("counter", "tools", "zoo"), help="run one group of measurements")
     ns = parser.parse_args()
-    bench_vgg_meta()
-    bench_native_vs_flopcounter(ns.repeat)
-    bench_zoo()
+    if ns.only in (None, "counter"):
+        bench_vgg_meta()
+        bench_native_vs_flopcounter(ns.repeat)
+    if ns.only in (None, "tools"):
+        bench_against_plain_script(max(1, ns.repeat // 2))
+    if ns.only in (None, "zoo"):
+        bench_zoo()
     missed = [n for n, _, ok in RESULTS if not ok]
     print(f"\n{len(RESULTS) - len(missed)} of {len(RESULTS)} targets met" + (f"; missed: {', '.join(missed)}" if missed else ""))
     return 1 if missed else 0

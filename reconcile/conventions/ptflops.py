@@ -1,0 +1,881 @@
+"""ptflops 0.7.5, both backends: their rules, written once, predicting ``get_model_complexity_info``.
+
+``CONVENTION`` (tool "ptflops": ``backend='pytorch'``, ``count_functional`` on, as shipped).
+Rows are the modules whose *exact* type has a hook, found the way ptflops' ``accumulate_flops``
+walks ``children()`` from the root: a hooked module is atomic, a module reached by two paths is
+two rows, a hooked module below another hooked one is "shadowed" (a row outside the total).
+A row's ``__flops__`` is its hook count summed over its calls, whole batch; its ``macs`` is that
+divided by the batch (the ``per_sample`` term sits on each row). The patched
+``torch.nn.functional`` and tensor ops add whole-batch counts that belong to no row: they are
+predicted per label in ``unattributed``. Only the ``int()`` truncation of the total is a
+headline term.
+
+``ATEN_CONVENTION`` (tool "ptflops-aten"): rows are the root's direct children, each inclusive of
+its subtree; only aten ``mm``, ``bmm``, ``addmm`` and ``convolution`` count (``addmm`` and
+``convolution`` with their bias), whole batch; ``Global:<op>`` is the root's own work.
+
+References: native MACs of the same scope for op counts, native parameters (each tensor once)
+for params. Both predict from the ``NativeCount`` alone. In a user-written ``forward`` an aten
+op does not say which Python call produced it (``torch.matmul`` or ``@``, ``F.relu`` or
+``torch.relu``): the idiomatic patched call is assumed (``USER_OPS``); a wrong guess shows as a
+residual, never as a silent match.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Mapping
+
+from reconcile.conventions import common
+from reconcile.conventions.base import (
+    INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, numel,
+)
+from reconcile.counter.formulas import flops_of
+from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo
+from reconcile.report.numbers import exact
+
+_NN = "torch.nn.modules."
+
+# Work ptflops counts, but only in its total and in no per-layer row (a patched functional in an
+# unhooked forward, the aten backend's 'Global' bucket): a pair of terms with this cause moves it
+# from the module's pseudo-row (-) to the total-only record (+), so per cause they cancel.
+# There is no dedicated cause id for "total only"; the pair nets to zero under this one.
+_TOTAL_ONLY = "functional_not_seen"
+
+
+def _types(module: str, *names: str) -> list[str]:
+    return [f"{_NN}{module}.{n}" for n in names]
+
+
+def _call_shape(call: CallRecord, i: int = 0) -> tuple[int, ...]:
+    return call.inputs[i].shape if len(call.inputs) > i else ()
+
+
+def _out_shape(call: CallRecord) -> tuple[int, ...]:
+    return call.outputs[0].shape if call.outputs else ()
+
+
+# ===== pytorch backend: module hooks (``pytorch_ops.MODULES_MAPPING``) ==========================
+
+# "macs" or a cause id -> (amount over all calls of the module, whole batch; how ptflops got it)
+Parts = dict[str, tuple[int, str]]
+
+
+@dataclass(frozen=True)
+class Hook:
+    doc: str
+    fn: Callable[[ModuleRow, frozenset[str]], Parts]
+
+
+def _conv(row: ModuleRow, _names: frozenset[str]) -> Parts:
+    """K * Cin * (Cout/g) per output position (transposed: per input position) x B, + N_out bias."""
+    a = row.attrs
+    per = numel(a["kernel_size"]) * a["in_channels"] * (a["out_channels"] // a["groups"])
+    transposed = row.attrs["class"].rsplit(".", 1)[-1].startswith("ConvTranspose")
+    macs = bias = 0
+    for c in row.call_records:
+        x, out = _call_shape(c), _out_shape(c)
+        macs += per * x[0] * numel((x if transposed else out)[2:])
+        if a.get("has_bias"):
+            bias += x[0] * numel(out[1:])
+    return {"macs": (macs, "K x Cin x Cout/g per position"), "bias": (bias, "one add per output element")}
+
+
+def _deform_conv(row: ModuleRow, names: frozenset[str]) -> Parts:
+    """torchvision DeformConv2d: conv plus (24, or 25 with a mask) x K per output position."""
+    a = row.attrs
+    k = numel(a["kernel_size"])
+    per = k * a["in_channels"] * (a["out_channels"] // a["groups"])
+    macs = extra = bias = 0
+    for c in row.call_records:
+        x, out = _call_shape(c), _out_shape(c)
+        positions = x[0] * numel(out[2:])
+        macs += per * positions
+        extra += k * (24 + (1 if len(c.inputs) >= 3 else 0)) * positions
+        if a.get("has_bias"):
+            bias += x[0] * numel(out[1:])
+    return {"macs": (macs, "K x Cin x Cout/g per position"), "formula": (extra, "bilinear sampling at 24-25 per tap"),
+            "bias": (bias, "one add per output element")}
+
+
+def _linear(row: ModuleRow, _names: frozenset[str]) -> Parts:
+    """(in x out + out bias) x prod(input.shape[:-1])."""
+    macs = bias = 0
+    for c in row.call_records:
+        x, out = _call_shape(c), _out_shape(c)
+        rows_ = numel(x[:-1])
+        macs += x[-1] * out[-1] * rows_
+        if row.attrs.get("has_bias"):
+            bias += out[-1] * rows_
+    return {"macs": (macs, "in x out per row"), "bias": (bias, "one add per output element")}
+
+
+def _activation(row: ModuleRow, _names: frozenset[str]) -> Parts:
+    """output.numel()."""
+    return {"activation": (sum(numel(_out_shape(c)) for c in row.call_records), "1 per output element")}
+
+
+def _pool(row: ModuleRow, _names: frozenset[str]) -> Parts:
+    """input.numel()."""
+    return {"pool": (sum(n_in(c) for c in row.call_records), "1 per input element")}
+
+
+def _norm(row: ModuleRow, _names: frozenset[str]) -> Parts:
+    """input.numel(), doubled when the module has ``affine`` set (LayerNorm has no such attribute)."""
+    k = 2 if row.attrs.get("affine") else 1
+    elements = sum(n_in(c) for c in row.call_records)
+    how = "2 per element (affine)" if k == 2 else "1 per element" + (
+        " (LayerNorm has elementwise_affine, not affine)" if "elementwise_affine" in row.attrs else "")
+    return {"norm": (k * elements, f"{how}: {k} x {exact(elements)}")}
+
+
+def _upsample(row: ModuleRow, _names: frozenset[str]) -> Parts:
+    """output[0].numel(): the first sample's elements only."""
+    return {"interpolate": (sum(numel(_out_shape(c)[1:]) for c in row.call_records), "1 per output element of the first sample")}
+
+
+_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "GRU": 3, "LSTM": 4}
+_GATE_OPS = {"RNN_TANH": 1, "RNN_RELU": 1, "GRU": 7, "LSTM": 10}  # ptflops' rnn_flops: H, 7H, 10H per step
+
+
+def _rnn(row: ModuleRow, _names: frozenset[str]) -> Parts:
+    """per layer |W_ih| + |W_hh| + gate ops (H, 7H, 10H) + |b_ih| + |b_hh|, x shape[0] x shape[1] (x2 bidirectional)."""
+    a = row.attrs
+    mode, h = a["mode"], a["hidden_size"]
+    g, out_h = _GATES[mode], a.get("proj_size") or h
+    dirs = 2 if a["bidirectional"] else 1
+    w = gates = b = 0
+    for layer in range(a["num_layers"]):  # ptflops reads the forward direction's weights only
+        w += g * h * ((a["input_size"] if layer == 0 else out_h * dirs) + out_h)
+        gates += _GATE_OPS[mode] * h
+        b += 2 * g * h if a["bias"] else 0
+    units = sum(_call_shape(c)[0] * _call_shape(c)[1] * dirs for c in row.call_records)
+    return {"macs": (w * units, "|W_ih| + |W_hh| per step"), "bias": (b * units, "|b_ih| + |b_hh| per step"),
+            "rnn_gates": (gates * units, f"{_GATE_OPS[mode]}H gate operations per step")}
+
+
+_CELL_MODES = {"RNNCell": "RNN_TANH", "GRUCell": "GRU", "LSTMCell": "LSTM"}
+
+
+def _rnn_cell(row: ModuleRow, _names: frozenset[str]) -> Parts:
+    """|W_ih| + |W_hh| + gate ops + |b_ih| + |b_hh|, x input.shape[0]."""
+    a = row.attrs
+    mode, h = _CELL_MODES[row.type], a["hidden_size"]
+    g = _GATES[mode]
+    units = sum(_call_shape(c)[0] for c in row.call_records)
+    return {"macs": (g * h * (a["input_size"] + h) * units, "|W_ih| + |W_hh| per sample"),
+            "bias": ((2 * g * h if a["bias"] else 0) * units, "|b_ih| + |b_hh| per sample"),
+            "rnn_gates": (_GATE_OPS[mode] * h * units, f"{_GATE_OPS[mode]}H gate operations per sample")}
+
+
+def _mha(row: ModuleRow, names: frozenset[str]) -> Parts:
+    """B x [L*E q scaling + L*E^2 + S*kdim^2 + S*vdim^2 + (L+2S)*E in-proj bias + h*(L*S*dh + L*S + L*S*dv) + L*vdim*(vdim+1)]."""
+    a = row.attrs
+    in_bias = f"{row.name}.in_proj_bias" in names
+    macs = bias = scale = softmax = 0
+    for c in row.call_records:
+        q, k, v = (_call_shape(c, i) for i in range(3))
+        b, li = (q[0], 1) if a.get("batch_first") else (q[1], 0)
+        e, kd, vd = q[2], k[2], v[2]
+        ql, kl, vl = q[li], k[li], v[li]
+        h = a["num_heads"]
+        macs += b * (ql * e * e + kl * kd * kd + vl * vd * vd + h * ql * kl * (e // h + vd // h) + ql * vd * vd)
+        bias += b * (((ql + kl + vl) * e if in_bias else 0) + ql * vd)
+        scale += b * ql * e
+        softmax += b * h * ql * kl
+    return {"macs": (macs, "projections and attention products"),
+            "bias": (bias, "in-projection bias (if any) and out-projection bias (always)"),
+            "elementwise": (scale, "query scaling, 1 per query element"),
+            "softmax": (softmax, "1 per attention score")}
+
+
+HOOKS: dict[str, Hook] = {}
+for _cls in _types("conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"):
+    HOOKS[_cls] = Hook("Conv / ConvTranspose: K x Cin x Cout/g x B x S_out (transposed: S_in) + N_out bias", _conv)
+for _cls in _types("activation", "ReLU", "PReLU", "ELU", "LeakyReLU", "ReLU6", "GELU"):
+    HOOKS[_cls] = Hook("ReLU / PReLU / ELU / LeakyReLU / ReLU6 / GELU: N_out", _activation)
+for _d in (1, 2, 3):
+    for _cls in _types("pooling", f"MaxPool{_d}d", f"AvgPool{_d}d", f"AdaptiveMaxPool{_d}d", f"AdaptiveAvgPool{_d}d"):
+        HOOKS[_cls] = Hook("Max / Avg / AdaptiveMax / AdaptiveAvg pools: N_in", _pool)
+for _cls in (_types("batchnorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
+             + _types("instancenorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")
+             + _types("normalization", "GroupNorm", "LayerNorm")):
+    HOOKS[_cls] = Hook("BatchNorm / InstanceNorm / GroupNorm / LayerNorm: N_in, x2 when `affine` (never for LayerNorm)", _norm)
+HOOKS[f"{_NN}linear.Linear"] = Hook("Linear: (in x out + out bias) x prod(input.shape[:-1])", _linear)
+HOOKS[f"{_NN}upsampling.Upsample"] = Hook("Upsample (exact type): output[0].numel(), the first sample only", _upsample)
+for _cls in _types("rnn", "RNN", "GRU", "LSTM"):
+    HOOKS[_cls] = Hook("RNN / GRU / LSTM: per layer |W_ih|+|W_hh| + H/7H/10H + biases, x shape[0] x shape[1] (x2 bidirectional)", _rnn)
+for _cls in _types("rnn", "RNNCell", "GRUCell", "LSTMCell"):
+    HOOKS[_cls] = Hook("RNN / GRU / LSTM cells: |W_ih|+|W_hh| + H/7H/10H + biases, x batch", _rnn_cell)
+HOOKS[f"{_NN}activation.MultiheadAttention"] = Hook(
+    "MultiheadAttention: B x [L*E + L*E^2 + S*kdim^2 + S*vdim^2 + (L+2S)*E + h*(L*S*dh + L*S + L*S*dv) + L*vdim*(vdim+1)]", _mha)
+HOOKS["torchvision.ops.deform_conv.DeformConv2d"] = Hook("torchvision DeformConv2d: conv + (24, 25 with mask) x K per position", _deform_conv)
+
+
+def _hooked(row: ModuleRow) -> bool:
+    return row.attrs.get("class") in HOOKS
+
+
+# ===== pytorch backend: patched functionals and tensor ops (``patch_functional``) ===============
+
+# torch.nn classes whose forward is one call of a patched function: label -> count per call N_in.
+_F_BY_MODULE: dict[str, str] = {
+    **dict.fromkeys(_types("activation", "ReLU"), "F.relu"),
+    **dict.fromkeys(_types("activation", "ELU"), "F.elu"),
+    **dict.fromkeys(_types("activation", "GELU"), "F.gelu"),
+    **dict.fromkeys(_types("activation", "SiLU"), "F.silu"),
+    **dict.fromkeys(_types("activation", "PReLU"), "F.prelu"),
+    **dict.fromkeys(_types("activation", "Softmax", "Softmax2d"), "F.softmax"),
+    **{c: f"F.{kind}_pool{d}d" for d in (1, 2, 3) for kind, name in
+       (("max", "MaxPool"), ("avg", "AvgPool"), ("adaptive_avg", "AdaptiveAvgPool"), ("adaptive_max", "AdaptiveMaxPool"))
+       for c in _types("pooling", f"{name}{d}d")},
+}
+_UPSAMPLE = f"{_NN}upsampling.Upsample"  # forward calls F.interpolate(input, size, scale_factor, ...)
+_MHA = f"{_NN}activation.MultiheadAttention"  # F.multi_head_attention_forward
+
+# In a user-written forward: aten op -> (patched function assumed to have produced it, component
+# whose amount equals ptflops' count, divisor). Activations: 1 per element = N_in; softmax: 5 per
+# element; bilinear/bicubic/...: (2 taps - 1) per output element = N_out, which is ptflops' count
+# for size= or an integer scale. None: the count cannot be read from the native record.
+USER_OPS: dict[str, tuple[str, str | None, int]] = {
+    **{f"aten::{op}": ("F.relu", "activation", 1) for op in ("relu", "relu_")},
+    **{f"aten::{op}": ("F.gelu", "activation", 1) for op in ("gelu", "gelu_")},
+    **{f"aten::{op}": ("F.elu", "activation", 1) for op in ("elu", "elu_")},
+    **{f"aten::{op}": ("F.silu", "activation", 1) for op in ("silu", "silu_")},
+    **{f"aten::{op}": ("F.relu6", "activation", 1) for op in ("hardtanh", "hardtanh_")},
+    "aten::_prelu_kernel": ("F.prelu", "activation", 1),
+    "aten::_softmax": ("F.softmax", "softmax", 5),
+    **{f"aten::{op}": ("F.interpolate", "interpolate", cost) for op, cost in (
+        ("upsample_linear1d", 3), ("upsample_bilinear2d", 7), ("_upsample_bilinear2d_aa", 7),
+        ("upsample_trilinear3d", 15), ("upsample_bicubic2d", 31), ("_upsample_bicubic2d_aa", 31))},
+    **{f"aten::{op}": ("F.interpolate", None, 1) for op in (
+        "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d",
+        "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d")},
+    # avg and adaptive-avg pools: the window sum equals N_in when windows tile the input exactly
+    **{f"aten::avg_pool{d}d": (f"F.avg_pool{d}d", "pool", 1) for d in (1, 2, 3)},
+    **{f"aten::_adaptive_avg_pool{d}d": (f"F.adaptive_avg_pool{d}d", "pool", 1) for d in (1, 2, 3)},
+    **{f"aten::{op}": (f"F.max_pool{d}d", None, 1) for d in (1, 2, 3) for op in (f"max_pool{d}d", f"max_pool{d}d_with_indices")},
+    **{f"aten::adaptive_max_pool{d}d": (f"F.adaptive_max_pool{d}d", None, 1) for d in (1, 2, 3)},
+    # matrix products: torch.matmul assumed (not `@`, not F.linear); counted as prod(A) x B[-1] = MACs
+    "aten::mm": ("torch.matmul", "macs", 1),
+    "aten::bmm": ("torch.matmul", "macs", 1),
+}
+_SDPA_MARK = "aten::_safe_softmax"  # scaled_dot_product_attention's math path: its bmm are SDPA's
+
+_FAMILY = {"F.relu": "activation", "F.gelu": "activation", "F.elu": "activation", "F.silu": "activation",
+           "F.prelu": "activation", "F.relu6": "activation", "F.softmax": "softmax", "F.interpolate": "interpolate"}
+
+
+def _family(fname: str) -> str:
+    if "pool" in fname:
+        return "pool"
+    return _FAMILY.get(fname, "formula")
+
+
+def _label(fname: str) -> str:
+    return f"functional:{fname}" if fname.startswith("F.") else f"tensor_op:{fname}"
+
+
+@dataclass(frozen=True)
+class Caught:
+    """One patched function's count of one module's own work."""
+
+    fname: str  # "F.relu", "torch.matmul", ...
+    count: Number | None  # ptflops' count; None when the native record cannot tell it
+    macs: int  # native MACs of the work
+    flops: int  # native FLOPs of the work
+    ops: tuple[str, ...]  # aten ops of the work
+
+
+def _forward_class(row: ModuleRow) -> str:
+    """The class whose forward ran: the module's own, or the first torch.nn base that patches."""
+    for cls in (row.attrs.get("class", ""), *row.attrs.get("bases", ())):
+        if cls in _F_BY_MODULE or cls in (_UPSAMPLE, _MHA):
+            return cls
+    return row.attrs.get("class", "")
+
+
+def _user_forward(row: ModuleRow) -> bool:
+    """A forward written outside torch.nn (containers and torch.nn layers call no patched function)."""
+    classes = (row.attrs.get("class", ""), *row.attrs.get("bases", ()))
+    return not any(c.startswith(_NN) and c != f"{_NN}module.Module" for c in classes)
+
+
+def _interpolate_count(a: Mapping, x: tuple[int, ...]) -> Number:
+    """ptflops' ``_interpolate_functional_flops_hook`` for F.interpolate(x, size, scale_factor, ...)."""
+    d = len(x) - 2
+    size, scale = a.get("size"), a.get("scale_factor")
+    if size is not None:
+        return (numel(size) if isinstance(size, tuple) else int(size) ** d) * x[0] * x[1]
+    if isinstance(scale, tuple) and len(scale) == d:
+        return numel(x) * numel(tuple(int(s) for s in scale))  # np.prod(..., dtype=int64) truncates each factor
+    v = numel(x) * scale ** d  # a float, as in ptflops
+    return int(v) if float(v).is_integer() else Fraction(v)
+
+
+def patched_calls(row: ModuleRow) -> list[Caught]:
+    """What ptflops' patched functions count of this module's own (exclusive) work."""
+    if not row.calls:
+        return []
+    fwd = _forward_class(row)
+    if fwd in _F_BY_MODULE:
+        return [Caught(_F_BY_MODULE[fwd], sum(n_in(c) for c in row.call_records), row.macs, row.flops, tuple(row.ops))]
+    if fwd == _UPSAMPLE:
+        count = sum((_interpolate_count(row.attrs, _call_shape(c)) for c in row.call_records), 0)
+        return [Caught("F.interpolate", count, row.macs, row.flops, tuple(row.ops))]
+    if fwd == _MHA:
+        # need_weights=True runs torch.bmm (torch.baddbmm with a mask) and softmax; otherwise SDPA
+        if "aten::_softmax" not in row.ops:
+            return []
+        out = []
+        for op, fname in (("aten::bmm", "torch.bmm"), ("aten::baddbmm", "torch.baddbmm"), ("aten::_softmax", "F.softmax")):
+            comps = row.op_components.get(op)
+            if comps is None:
+                continue
+            count = comps.get("macs", 0) + comps.get("bias", 0) if op != "aten::_softmax" else comps.get("softmax", 0) // 5
+            out.append(Caught(fname, count, comps.get("macs", 0), flops_of(dict(comps)), (op,)))
+        return out
+    if not _user_forward(row):
+        return []
+    sdpa = _SDPA_MARK in row.ops
+    by_fname: dict[str, list] = defaultdict(lambda: [0, 0, 0, []])  # count, macs, flops, ops
+    unknown: dict[str, list[str]] = defaultdict(list)
+    for op, comps in row.op_components.items():
+        rule = USER_OPS.get(op)
+        if rule is None or (sdpa and op in ("aten::bmm", "aten::mm")):
+            continue
+        fname, comp, divisor = rule
+        if comp is None:
+            unknown[fname].append(op)
+            continue
+        acc = by_fname[fname]
+        acc[0] += comps.get(comp, 0) // divisor
+        acc[1] += comps.get("macs", 0)
+        acc[2] += flops_of(dict(comps))
+        acc[3].append(op)
+    out = [Caught(f, c, m, fl, tuple(ops)) for f, (c, m, fl, ops) in by_fname.items()]
+    for fname, ops in unknown.items():
+        comps = [row.op_components.get(op, {}) for op in ops]
+        out.append(Caught(fname, None, sum(c.get("macs", 0) for c in comps), sum(flops_of(dict(c)) for c in comps), tuple(ops)))
+    return out
+
+
+# ===== shared pieces ================================================================================
+
+
+def _registered(native: NativeCount, name: str) -> list[ParamInfo]:
+    """The tensors ``module.parameters()`` yields: registered in the subtree under any name."""
+    prefix = name + "." if name else ""
+    return [p for p in native.params if any(n.startswith(prefix) for n in (p.name, *p.aliases))]
+
+
+def _owned(native: NativeCount, name: str) -> list[ParamInfo]:
+    prefix = name + "." if name else ""
+    return [p for p in native.params if p.name.startswith(prefix)]
+
+
+def _who(rows: list[tuple[str, str, int]]) -> str:
+    """'ReLU relu (2 calls)' or '9 modules: ReLU x 9 (17 calls)'."""
+    calls = sum(c for _, _, c in rows)
+    if len(rows) == 1:
+        name, type_, _ = rows[0]
+        where = f"{type_} {name}" if name else f"{type_}.forward (the model itself)"
+        return f"{where} ({calls} call{'s' if calls != 1 else ''})"
+    types: dict[str, int] = defaultdict(int)
+    for _, t, _ in rows:
+        types[t] += 1
+    kinds = ", ".join(f"{t} x {n}" for t, n in types.items())
+    return f"{len(rows)} modules: {kinds} ({calls} calls)"
+
+
+def _scale(terms: list[Term], k: int) -> list[Term]:
+    if k == 1:
+        return terms
+    return [Term(t.cause, _whole(Fraction(t.amount) / k), t.text + f" (1/{k} on each of its {k} rows)",
+                 flops=_whole(Fraction(t.flops) / k)) for t in terms]
+
+
+def _whole(x: Fraction | int) -> Number:
+    x = Fraction(x)
+    return int(x) if x.denominator == 1 else x
+
+
+class _Unattributed:
+    """Total-only counts by label, with the terms explaining them, grouped by cause."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Number] = defaultdict(int)
+        self._parts: dict[tuple[str, str], list] = {}
+
+    def add(self, label: str, cause: str, amount: Number, value: Number, row: ModuleRow, flops: Number = 0) -> None:
+        self.values[label] += value
+        key = (label, cause)
+        part = self._parts.setdefault(key, [0, 0, []])
+        part[0] += amount
+        part[1] += flops
+        part[2].append((row.name, row.type, row.calls))
+
+    def terms(self, text: Callable[[str, str, Number, str], str]) -> dict[str, tuple[Term, ...]]:
+        out: dict[str, list[Term]] = defaultdict(list)
+        for (label, cause), (amount, flops, rows) in self._parts.items():
+            if amount or flops:
+                out[label].append(Term(cause, amount, text(label, cause, amount, _who(rows)), flops=flops))
+        return {k: tuple(v) for k, v in out.items()}
+
+
+def _params_row_terms(tool: str, row: ModuleRow, native: NativeCount) -> tuple[int, tuple[Term, ...]]:
+    """ptflops' row params: trainable tensors of ``module.parameters()``; terms against the native
+    parameters owned by the subtree (each tensor once)."""
+    registered = _registered(native, row.name)
+    prefix = row.name + "." if row.name else ""
+    counted = sum(p.numel for p in registered if p.trainable)
+    frozen = sum(p.numel for p in registered if p.name.startswith(prefix) and not p.trainable)
+    borrowed = [p for p in registered if not p.name.startswith(prefix) and p.trainable]
+    terms = []
+    if frozen:
+        terms.append(Term("params_frozen", -frozen, f"{tool} leaves out the {exact(frozen)} frozen parameters "
+                          f"(requires_grad=False) of {row.type}"))
+    if borrowed:
+        n = sum(p.numel for p in borrowed)
+        terms.append(Term("params_tied", n, f"{tool} counts {exact(n)} parameters that {row.type} shares with "
+                          f"{', '.join(sorted({p.name for p in borrowed}))} (owned there)"))
+    return counted, tuple(terms)
+
+
+# ===== the pytorch backend ============================================================================
+
+
+class PtflopsConvention(Convention):
+    tool = "ptflops"
+    unit = "Mac"
+    metric = "macs"
+    headline_metric = "macs"
+    metrics = {"macs": "macs", "params": "params"}
+    per_sample = True
+    rules = (
+        RuleDoc("unit", "MACs; bias adds, norms, activations and pools counted as listed; module counts per sample"),
+        RuleDoc("matching", "forward hooks on modules whose exact type has a rule; a hooked module is atomic (its children are not summed)"),
+        *{h.doc: RuleDoc(h.doc.split(":")[0], h.doc.split(":", 1)[1].strip()) for h in HOOKS.values()}.values(),
+        RuleDoc("patched functionals (count_functional)", "F.relu/elu/gelu/silu/prelu/relu6/softmax and every F.*pool*: N_in; "
+                "F.interpolate: prod(size) x B x C or N_in x scale^d; torch.matmul/mm/bmm: prod(A) x B[-1]; "
+                "addmm/baddbmm: + numel(input); torch.add/mul: broadcast numel; all whole batch, in no row"),
+        RuleDoc("double counting", "nn.ReLU/ELU/GELU/PReLU, pools, Upsample and MHA with need_weights call a patched function: "
+                "counted by the hook and again in the total"),
+        RuleDoc("not seen", "operators (x + y, @), einsum, SDPA, sigmoid/tanh/hardswish, F.linear, embedding; "
+                "modules without a hook (Softmax, SiLU and UpsamplingNearest2d only through their functional)"),
+        RuleDoc("params", "trainable only (frozen left out): per row sum(module.parameters()); total once per tensor"),
+        RuleDoc("repeated modules", "counts summed over calls; a module reached by two paths is a row (and summed) twice"),
+        RuleDoc("batch", "module counts divided by len(input[0]) (1 when inputs go in as keywords); functional counts "
+                "whole batch; total int()-truncated"),
+    )
+
+    def predict(self, native: NativeCount) -> Prediction:
+        tree = common.Tree(native)
+        names = frozenset(n for p in native.params for n in (p.name, *p.aliases))
+        batch = _batch_counter(native)
+        reached, shadowed = _hook_rows(tree)
+        row_names = set(tree.rows)
+        covered: set[str] = set()
+        for r in (*reached, *shadowed):
+            covered.update(s.name for s in tree.subtree(r.name))
+
+        layers: list[LayerPrediction] = []
+        module_sum = 0  # sum of __flops__ over the rows in the total (each path)
+        params_rows: dict[str, int] = defaultdict(int)  # tensor name -> rows counting it
+        params_sum = 0
+        for row in reached:
+            k = _paths(native, row_names, row.name)
+            pred, whole = self._hooked(tree, row, batch, k, names, shadowed=False)
+            layers.append(pred)
+            module_sum += k * whole
+            params_sum += k * pred.predicted["params"]
+            for p in _registered(native, row.name):
+                if p.trainable:
+                    params_rows[p.name] += k
+        for row in shadowed:
+            layers.append(self._hooked(tree, row, batch, 1, names, shadowed=True)[0])
+
+        unattributed = _Unattributed()
+        hook_owner = {s.name: r for r in (*reached, *shadowed) for s in tree.subtree(r.name)}
+        for row in native.rows:
+            caught = patched_calls(row)
+            if row.name in covered:
+                for c in caught:
+                    if c.count is not None:
+                        unattributed.add(_label(c.fname), "double_count", c.count, c.count, hook_owner[row.name])
+                continue
+            for c in caught:
+                if c.count is None:
+                    continue
+                if c.macs:
+                    unattributed.add(_label(c.fname), _TOTAL_ONLY, c.macs, c.count, row)
+                    if c.count != c.macs:
+                        unattributed.add(_label(c.fname), "formula", c.count - c.macs, 0, row)
+                else:
+                    unattributed.add(_label(c.fname), _family(c.fname), c.count, c.count, row)
+            pseudo = self._outside(tree, row, caught)
+            if pseudo is not None:
+                layers.append(pseudo)
+
+        values = {k: _whole(v) for k, v in unattributed.values.items()}
+        functional = sum((v for k, v in values.items() if k.startswith("functional:")), Fraction(0))
+        tensor_ops = sum((v for k, v in values.items() if not k.startswith("functional:")), Fraction(0))
+        macs_exact = _whole(Fraction(module_sum, batch) + functional + tensor_ops)
+        x = module_sum / batch  # ptflops' float arithmetic, then int()
+        x += float(functional)
+        x += float(tensor_ops)
+        macs = int(x)
+        headline_terms: dict[str, tuple[Term, ...]] = {}
+        if macs != macs_exact:
+            headline_terms["macs"] = (Term("per_sample", macs - macs_exact, f"ptflops truncates its total "
+                                           f"{exact(macs_exact)} to an int: {exact(macs - macs_exact)}"),)
+        params_total = sum(p.numel for p in native.params if p.trainable)
+        p_terms = _params_headline_terms(native, params_rows)
+        if p_terms:
+            headline_terms["params"] = p_terms
+        return Prediction(
+            self.tool, self.metric, self.unit, tuple(layers),
+            headline={"macs": macs, "macs_exact": macs_exact, "params": params_total, "batch_counter": batch},
+            unattributed=values,
+            unattributed_terms=unattributed.terms(_unattributed_text),
+            headline_terms=headline_terms,
+            headline_reference={"macs": macs_exact, "macs_exact": macs_exact, "params": params_sum, "batch_counter": batch},
+        )
+
+    def _hooked(self, tree: common.Tree, row: ModuleRow, batch: int, k: int, names: frozenset[str],
+                shadowed: bool) -> tuple[LayerPrediction, int]:
+        """A hooked module's row: its hook count (whole batch) split into causes against the native
+        MACs of its subtree, then divided by the batch. ``k``: paths reaching it (rows it gets)."""
+        parts = HOOKS[row.attrs["class"]].fn(row, names)
+        whole = sum(v for v, _ in parts.values())
+        ref = tree.macs(row.name)
+        terms: list[Term] = []
+        macs_part = parts.get("macs", (0, ""))[0]
+        if macs_part != ref:
+            terms.append(Term("formula", macs_part - ref, f"ptflops' {row.type} formula gives {exact(macs_part)} MACs "
+                              f"where the MAC count is {exact(ref)}"))
+        for cause, (amount, how) in parts.items():
+            if cause != "macs" and amount:
+                terms.append(Term(cause, amount, f"ptflops counts {row.type}'s {cause if cause != 'formula' else 'extra work'} "
+                                  f"({how}): {exact(amount)}"))
+        per_sample = _whole(Fraction(whole, batch)) - whole
+        macs = _whole(Fraction(whole, batch))
+        sample_terms = [Term("per_sample", per_sample, f"ptflops divides module counts by the batch ({batch}): "
+                             f"{exact(whole)} / {batch} = {exact(macs)}")] if per_sample else []
+        params, p_terms = _params_row_terms(self.tool, row, tree.native)
+        ref_params = tree.params(row.name)
+        reference: dict[str, Number] = {"macs": ref, "__flops__": ref, "params": ref_params}
+        predicted: dict[str, Number] = {"macs": macs, "__flops__": whole, "params": params}
+        by_metric = {"macs": terms + sample_terms, "__flops__": terms, "params": list(p_terms)}
+        if k > 1:
+            reference = {m: _whole(Fraction(v) / k) for m, v in reference.items()}
+            for m, cause in (("macs", "double_count"), ("__flops__", "double_count"), ("params", "params_tied")):
+                extra = _whole(Fraction(predicted[m]) * (k - 1) / k)
+                by_metric[m] = _scale(by_metric[m], k)
+                if extra:
+                    by_metric[m].append(Term(cause, extra, f"{row.type} is reached by {k} paths and ptflops sums "
+                                             f"it once per path: {exact(predicted[m])} on each of {k} rows"))
+        if shadowed:
+            reference[INCLUSIVE] = 1
+            predicted["shadowed"] = 1
+        terms_out = {m: tuple(ts) for m, ts in by_metric.items() if ts}
+        return LayerPrediction(row.name, row.type, row.calls, reference, predicted, terms_out), whole
+
+    def _outside(self, tree: common.Tree, row: ModuleRow, caught: list[Caught]) -> LayerPrediction | None:
+        """A module in no row: its own work (seen only through patched functions, or not at all)
+        and its own parameters, against what ptflops shows for it (nothing)."""
+        seen = [c for c in caught if c.count is not None]
+        seen_macs = sum(c.macs for c in seen)
+        seen_flops = sum(c.flops for c in seen)
+        seen_ops = {op for c in seen for op in c.ops}
+        rest = {k: v for k, v in row.components.items()}
+        for op in seen_ops:
+            for k, v in row.op_components.get(op, {}).items():
+                rest[k] = rest.get(k, 0) - v
+        rest = {k: v for k, v in rest.items() if v}
+        if not rest and not caught:
+            rest = dict(row.components)  # module-table forwards: caught covers the whole row
+        missed_macs, missed_flops = row.macs - seen_macs, row.flops - seen_flops
+        terms: list[Term] = []
+        if seen_macs:
+            fnames = ", ".join(sorted({c.fname for c in seen if c.macs}))
+            terms.append(Term(_TOTAL_ONLY, -seen_macs, f"ptflops has no row for {row.type}.forward: the patched "
+                              f"{fnames} count its {exact(seen_macs)} MACs in the total only"))
+        if missed_macs or missed_flops:
+            families = ", ".join(f"{k} {exact(v)}" for k, v in rest.items()) or "no arithmetic"
+            if common._builtin_compute(row):
+                terms.append(Term("unsupported_module", -missed_macs, f"ptflops has no hook for {row.type}: "
+                                  f"{exact(missed_macs)} MACs ({exact(missed_flops)} FLOPs: {families}) in its "
+                                  "forward are not counted", flops=-missed_flops))
+            else:
+                terms.append(Term("functional_not_seen", -missed_macs, f"ptflops cannot see the work in "
+                                  f"{row.type}.forward that no patched function does: {exact(missed_macs)} MACs, "
+                                  f"{exact(missed_flops)} FLOPs ({families})", flops=-missed_flops))
+        p_terms = []
+        trainable = sum(p.numel for p in _owned_directly(tree.native, row.name) if p.trainable)
+        frozen = row.params - trainable
+        if trainable:
+            p_terms.append(Term("params_missed", -trainable, f"ptflops has no row for {row.type}, so its "
+                                f"{exact(trainable)} parameters are in no row (its total counts them)"))
+        if frozen:
+            p_terms.append(Term("params_frozen", -frozen, f"ptflops leaves out the {exact(frozen)} frozen "
+                                f"parameters of {row.type}"))
+        if not (row.macs or terms or row.params):
+            return None
+        out_terms = {"macs": tuple(terms)} if terms else {}
+        if p_terms:
+            out_terms["params"] = tuple(p_terms)
+        return LayerPrediction(row.name, row.type, row.calls, {"macs": row.macs, "params": row.params},
+                               {"macs": 0, "params": 0}, out_terms)
+
+
+def _owned_directly(native: NativeCount, name: str) -> list[ParamInfo]:
+    return [p for p in native.params if (p.name.rsplit(".", 1)[0] if "." in p.name else "") == name]
+
+
+def _unattributed_text(label: str, cause: str, amount: Number, who: str) -> str:
+    fname = label.split(":", 1)[1]
+    if cause == "double_count":
+        return f"{fname} counted by the hook of {who} and again by the patched {fname}: +{exact(amount)}"
+    if cause == _TOTAL_ONLY:
+        return f"the patched {fname} counts the {exact(amount)} MACs of {who} in the total, outside any row"
+    if cause == "formula":
+        return f"the patched {fname} formula differs from the MAC count in {who}: {exact(amount)}"
+    return f"functional {fname} counted outside any module, in {who}: {exact(amount)}"
+
+
+def _params_headline_terms(native: NativeCount, rows: Mapping[str, int]) -> tuple[Term, ...]:
+    """ptflops' total counts each trainable tensor once, whatever rows hold it."""
+    missed = [p for p in native.params if p.trainable and rows.get(p.name, 0) == 0]
+    multi = [(p, rows[p.name]) for p in native.params if p.trainable and rows.get(p.name, 0) > 1]
+    terms = []
+    if missed:
+        n = sum(p.numel for p in missed)
+        terms.append(Term("params_missed", n, f"ptflops' total counts {exact(n)} trainable parameters that no row "
+                          f"holds ({', '.join(p.name for p in missed[:4])}{', ...' if len(missed) > 4 else ''})"))
+    if multi:
+        n = sum(p.numel * (c - 1) for p, c in multi)
+        terms.append(Term("params_tied", -n, f"ptflops' total counts once the {exact(n)} parameters that several "
+                          "rows each count"))
+    return tuple(terms)
+
+
+def _batch_counter(native: NativeCount) -> int:
+    """``__batch_counter__``: len(input[0]) of the root's one call; several inputs go in as
+    keywords, which leaves no positional input and a batch of 1."""
+    if len(native.input_shapes) == 1 and native.input_shapes[0]:
+        return native.input_shapes[0][0]
+    return 1
+
+
+def _hook_rows(tree: common.Tree) -> tuple[list[ModuleRow], list[ModuleRow]]:
+    """ptflops' ``accumulate_flops`` walk: the hooked modules in the total, and the shadowed ones."""
+    reached: list[ModuleRow] = []
+
+    def walk(name: str) -> None:
+        row = tree.rows[name]
+        if _hooked(row):
+            reached.append(row)
+            return
+        for child in tree.children.get(name, ()):
+            walk(child)
+
+    walk("")
+    names = {r.name for r in reached}
+    return reached, [r for r in tree.native.rows if _hooked(r) and r.name not in names]
+
+
+def _paths(native: NativeCount, row_names: set[str], name: str) -> int:
+    """How many ``children()`` paths reach the module: its parameters' aliases that name no module
+    of their own are the same module registered under another parent."""
+    if not name:
+        return 1
+    prefix = name + "."
+    others = set()
+    for p in native.params:
+        if not p.name.startswith(prefix):
+            continue
+        local = p.name[len(prefix):]
+        for alias in p.aliases:
+            if alias.endswith("." + local) and alias[: -len(local) - 1] not in row_names:
+                others.add(alias[: -len(local) - 1])
+    return 1 + len(others)
+
+
+# ===== the aten backend ===============================================================================
+
+# aten op -> the components ptflops' ``ATEN_OPS_MAPPING`` counts (mm / bmm: MACs; addmm and
+# convolution: MACs + one bias add per output element)
+ATEN_COUNTED: dict[str, tuple[str, ...]] = {
+    "aten::mm": ("macs",),
+    "aten::bmm": ("macs",),
+    "aten::addmm": ("macs", "bias"),
+    "aten::convolution": ("macs", "bias"),
+    "aten::_convolution": ("macs", "bias"),
+}
+
+
+def _aten_key(op: str) -> str:
+    return op.replace("::", ".")
+
+
+class _AtenWork:
+    """What the aten backend counts of a set of native rows: per-op buckets, the bias inside them,
+    and the MAC work it does not count, by reason."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, int] = defaultdict(int)
+        self.bias = 0
+        self.counted_macs = 0
+        self.missed: dict[str, list[int]] = {}  # reason -> [macs, flops]
+
+    def miss(self, reason: str, macs: int, flops: int) -> None:
+        m = self.missed.setdefault(reason, [0, 0])
+        m[0] += macs
+        m[1] += flops
+
+    def add_row(self, native: NativeCount, row: ModuleRow) -> None:
+        sdpa = _SDPA_MARK in row.ops
+        for op, comps in row.op_components.items():
+            if op.startswith("module::"):
+                self._recurrent(native, row, op)
+            elif op == "aten::bmm" and sdpa:
+                extra = flops_of(dict(row.op_components.get(_SDPA_MARK, {})))
+                self.miss("scaled_dot_product_attention runs as one fused CPU kernel (no rule)",
+                          comps.get("macs", 0), flops_of(dict(comps)) + extra)
+            elif op in ATEN_COUNTED:
+                value = sum(comps.get(c, 0) for c in ATEN_COUNTED[op])
+                self.buckets[_aten_key(op)] += value
+                self.bias += value - comps.get("macs", 0)
+                self.counted_macs += comps.get("macs", 0)
+            elif comps.get("macs"):
+                self.miss(f"{op} has no rule", comps["macs"], flops_of(dict(comps)))
+
+    def _recurrent(self, native: NativeCount, row: ModuleRow, op: str) -> None:
+        """CPU recurrent layers: LSTM (no projection) is one fused mkldnn_rnn_layer (no rule); the
+        others run per-gate linears: the layer-0 input projection over the whole sequence (addmm,
+        or mm + an uncounted add when the time-major input is not contiguous), the hidden
+        projection per step (addmm; mm without bias) and LSTM's h projection (mm)."""
+        a = row.attrs
+        if a["mode"] == "LSTM" and not a.get("proj_size"):
+            self.miss("LSTM runs as one fused mkldnn_rnn_layer on CPU (no rule)", row.macs, row.flops)
+            return
+        g, h = _GATES[a["mode"]], a["hidden_size"]
+        out_h = a.get("proj_size") or h
+        dirs = 2 if a["bidirectional"] else 1
+        for call in row.call_records:
+            x = _call_shape(call)
+            steps = x[0] * x[1] if len(x) == 3 else x[0]
+            strided = len(x) == 3 and x[0] > 1 and x[1] > 1 and a["batch_first"] != _rnn_batch_first_output(native, call)
+            for layer in range(a["num_layers"]):
+                in_l = a["input_size"] if layer == 0 else out_h * dirs
+                b = steps * g * h * dirs if a["bias"] else 0
+                for macs, bias in ((steps * g * h * in_l * dirs, 0 if layer == 0 and strided else b),
+                                   (steps * g * h * out_h * dirs, b)):
+                    self.buckets["aten.addmm" if bias else "aten.mm"] += macs + bias
+                    self.bias += bias
+                    self.counted_macs += macs
+                if out_h != h:
+                    self.buckets["aten.mm"] += steps * h * out_h * dirs
+                    self.counted_macs += steps * h * out_h * dirs
+
+
+def _rnn_batch_first_output(native: NativeCount, call: CallRecord) -> bool:
+    """Whether this call's input is the output of the module call just before it, a batch_first
+    recurrent layer: that output is a transposed view, so the time-major input is contiguous."""
+    if not call.inputs:
+        return False
+    for row in native.rows:
+        for prev in row.call_records:
+            if prev.order == call.order - 1:
+                return (row.attrs.get("mode") in _GATES and bool(row.attrs.get("batch_first"))
+                        and bool(prev.outputs) and prev.outputs[0].shape == call.inputs[0].shape)
+    return False
+
+
+class PtflopsAtenConvention(Convention):
+    tool = "ptflops-aten"
+    unit = "Mac"
+    metric = "macs"
+    headline_metric = "macs"
+    metrics = {"macs": "macs", "params": "params"}
+    per_sample = False
+    rules = (
+        RuleDoc("unit", "MACs of the aten ops below, whole batch"),
+        RuleDoc("matching", "TorchDispatchMode over aten ops; per-op buckets for each direct child of the root "
+                "(inclusive of its subtree) and 'Global'"),
+        RuleDoc("mm / bmm", "prod(A) x B[-1]: the MACs"),
+        RuleDoc("addmm", "MACs + rows x out (the bias; F.linear with a bias on 2-D or contiguous input)"),
+        RuleDoc("convolution", "B x prod(w) x S_out (transposed: S_in) + N_out when there is a bias"),
+        RuleDoc("everything else", "0: norms, activations, pools, add/mul, baddbmm, fused SDPA and the fused CPU LSTM; "
+                "F.linear on a non-contiguous N-d input runs as mm + add, so its bias is not counted"),
+        RuleDoc("RNN / GRU (CPU)", "per-gate addmm/mm: MACs + biases, but the layer-0 input bias is an uncounted add "
+                "when the time-major input is not contiguous"),
+        RuleDoc("params", "trainable only (frozen left out), each tensor once; no per-layer params"),
+        RuleDoc("batch", "whole batch"),
+    )
+
+    def predict(self, native: NativeCount) -> Prediction:
+        tree = common.Tree(native)
+        layers: list[LayerPrediction] = []
+        total = 0
+        for child in (tree.rows[n] for n in tree.children.get("", ())):
+            work = _AtenWork()
+            for r in tree.subtree(child.name):
+                work.add_row(native, r)
+            ref = tree.macs(child.name)
+            predicted: dict[str, Number] = dict(work.buckets)
+            predicted["macs"] = sum(work.buckets.values())
+            total += predicted["macs"]
+            terms = self._terms(work, child)
+            layers.append(LayerPrediction(child.name, child.type, child.calls,
+                                          {"macs": ref, "params": tree.params(child.name)}, predicted,
+                                          {"macs": terms} if terms else {}))
+        root = tree.rows[""]
+        work = _AtenWork()
+        work.add_row(native, root)
+        unattributed = {f"Global:{op}": v for op, v in work.buckets.items() if v}
+        u_terms: dict[str, tuple[Term, ...]] = {}
+        for op in unattributed:
+            key = op.removeprefix("Global:")
+            macs = sum(c.get("macs", 0) for o, c in root.op_components.items() if _aten_key(o) == key)
+            if not macs and key in ("aten.mm", "aten.addmm"):  # recurrent root: all in the bucket
+                macs = work.counted_macs
+            ts = [Term(_TOTAL_ONLY, macs, f"the {exact(macs)} MACs of {key} in {root.type}.forward (outside any "
+                       "direct child) are counted in 'Global' only")]
+            if unattributed[op] != macs:
+                ts.append(Term("bias", unattributed[op] - macs, f"{key} counts its bias adds: {exact(unattributed[op] - macs)}"))
+            u_terms[op] = tuple(ts)
+        total += sum(unattributed.values())
+        terms = self._terms(work, root)
+        if work.counted_macs:
+            terms = (Term(_TOTAL_ONLY, -work.counted_macs, f"ptflops-aten names only the root's direct children: the "
+                          f"{exact(work.counted_macs)} MACs of {root.type}.forward itself are in 'Global' only"),
+                     *(t for t in terms if t.cause != "bias"))
+        if root.macs or terms or root.params:
+            layers.append(LayerPrediction("", root.type, root.calls, {"macs": root.macs, "params": root.params},
+                                          {"macs": 0}, {"macs": terms} if terms else {}))
+        params = sum(p.numel for p in native.params if p.trainable)
+        frozen = native.totals["params"] - params
+        headline_terms = {"params": (Term("params_frozen", -frozen, f"ptflops leaves out {exact(frozen)} frozen "
+                                          "parameters (requires_grad=False)"),)} if frozen else {}
+        return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline={"macs": total, "params": params},
+                          unattributed=unattributed, unattributed_terms=u_terms, headline_terms=headline_terms,
+                          headline_reference={"macs": total, "params": native.totals["params"]})
+
+    @staticmethod
+    def _terms(work: _AtenWork, row: ModuleRow) -> tuple[Term, ...]:
+        terms = []
+        if work.bias:
+            terms.append(Term("bias", work.bias, f"aten addmm / convolution in {row.type} count their bias adds: "
+                              f"{exact(work.bias)}"))
+        for reason, (macs, flops) in work.missed.items():
+            terms.append(Term("unsupported_op", -macs, f"ptflops-aten misses {exact(macs)} MACs ({exact(flops)} FLOPs) "
+                              f"in {row.type}: {reason}", flops=-flops))
+        return tuple(terms)
+
+
+CONVENTION = PtflopsConvention()
+ATEN_CONVENTION = PtflopsAtenConvention()
