@@ -95,6 +95,9 @@ class ModuleRow:
     activations: int  # elements written by the ops counted here (exclusive)
     bytes_read: int
     bytes_written: int
+    # aten op -> (elements of its first tensor input, elements of its output(s)), summed over the
+    # op's calls here: what rules that count per input or per output element of an op need
+    op_elements: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def macs(self) -> int:

@@ -65,6 +65,9 @@ class Term:
     amount: Number
     text: str  # one sentence with this layer's numbers, e.g. "BatchNorm2d counted as 4 ops per element: 4 x 200,704"
     flops: Number = 0
+    # coverage causes only: the part of ``amount`` that is multiply-accumulates (None: all of it).
+    # A ReLU counted twice is a coverage gap of 0 MACs: ``macs`` normalization drops it.
+    macs: Number | None = None
 
     def __post_init__(self) -> None:
         if self.cause not in CAUSES:

@@ -16,9 +16,9 @@ layers), then fvcore's handle for that op is applied. References: op counts agai
 bmm, baddbmm, attention's two products, a recurrent layer's output sequence), which is what
 ``ActivationCountAnalysis`` means by an activation.
 
-Known limits (each shows as a residual, nothing is hidden). The native record keeps no per-op
-output sizes, so output elements of a functional ``mm`` / ``bmm`` / bias-free conv run in a
-parent's ``forward`` are taken as 0 (fvcore counts them as activations). A functional
+Known limits (each shows as a residual, nothing is hidden). Output elements of a functional
+``mm`` / ``bmm`` / bias-free conv run in a parent's ``forward`` come from the native record's
+per-op element counts (``ModuleRow.op_elements``). A functional
 ``adaptive_avg_pool2d`` to 1x1 reaches native as ``aten::mean``, indistinguishable from a real
 mean, and is predicted as an unsupported mean (mobilenet_v2, densenet). Work the trace drops as
 dead code (outputs the model never uses) cannot be known, except MultiheadAttention's averaged
@@ -217,7 +217,17 @@ def _call_inputs(row: ModuleRow) -> int:
     return sum(n_in(c) for c in row.call_records)
 
 
-def _conv_outputs(row: ModuleRow, comps: dict[str, int]) -> int:
+def _op_outputs(row: ModuleRow, op: str, calls: int) -> int:
+    """Output elements of ``calls`` calls of aten ``op`` in this module's own work (pro rata when
+    only some of its calls are taken, like the components)."""
+    elements = row.op_elements.get(op)
+    have = row.ops.get(op, 0)
+    if elements is None or not have:
+        return 0
+    return elements[1] * min(calls, have) // have
+
+
+def _conv_outputs(row: ModuleRow, op: str, calls: int, comps: dict[str, int]) -> int:
     if "bias" in comps:  # one bias add per output element
         return comps["bias"]
     a = row.attrs
@@ -225,7 +235,7 @@ def _conv_outputs(row: ModuleRow, comps: dict[str, int]) -> int:
         return comps["macs"] // (a["in_channels"] // a["groups"] * numel(a["kernel_size"]))
     if _isa(row, *_CONV_T):
         return _call_outputs(row)
-    return 0  # a functional conv without bias in a parent's forward: not recoverable
+    return _op_outputs(row, op, calls)  # a functional conv without bias in a parent's forward
 
 
 def _norm_affine(row: ModuleRow) -> tuple[int, bool]:
@@ -274,11 +284,11 @@ def _matmul(traced: str, calls: int, comps: dict[str, int], out: int) -> Work:
 def _handled(row: ModuleRow, op: str, traced: str, calls: int, comps: dict[str, int]) -> Work:
     """A traced op with a flop handle."""
     if traced == "aten::_convolution":
-        return _matmul(traced, calls, comps, _conv_outputs(row, comps))
+        return _matmul(traced, calls, comps, _conv_outputs(row, op, calls, comps))
     if traced == "aten::linear":  # addmm: one bias add per output element
         return _matmul(traced, calls, comps, comps.get("bias", 0))
-    if traced == "aten::matmul":  # a functional matmul's output size is not in the native record
-        return _matmul(traced, calls, comps, 0)
+    if traced == "aten::matmul":  # a functional matmul: the output size of the aten op behind it
+        return _matmul(traced, calls, comps, _op_outputs(row, op, calls))
     if traced in ("aten::batch_norm", "aten::instance_norm"):
         return _batch_norm(row, calls, comps)
     if traced in ("aten::layer_norm", "aten::group_norm"):
@@ -288,7 +298,7 @@ def _handled(row: ModuleRow, op: str, traced: str, calls: int, comps: dict[str, 
     if traced in ("aten::upsample_bilinear2d", "aten::grid_sampler"):  # native: 7 per output element
         return _per_element(traced, calls, comps, 4, comps.get("interpolate", 0) // 7, "output", "interpolate")
     if traced == "aten::upsample_nearest2d":  # native counts nearest as 0: sizes from the module's calls
-        n = _call_outputs(row) if _isa(row, _UPSAMPLE) else 0
+        n = _call_outputs(row) if _isa(row, _UPSAMPLE) else _op_outputs(row, op, calls)
         return _per_element(traced, calls, comps, 1, n, "output", "interpolate")
     if traced == "aten::adaptive_avg_pool2d":
         if op == "aten::mean":  # a 1x1 adaptive pool reaches native as mean: 1 per input element

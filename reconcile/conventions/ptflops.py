@@ -238,7 +238,8 @@ _MHA = f"{_NN}activation.MultiheadAttention"  # F.multi_head_attention_forward
 # In a user-written forward: aten op -> (patched function assumed to have produced it, component
 # whose amount equals ptflops' count, divisor). Activations: 1 per element = N_in; softmax: 5 per
 # element; bilinear/bicubic/...: (2 taps - 1) per output element = N_out, which is ptflops' count
-# for size= or an integer scale. None: the count cannot be read from the native record.
+# for size= or an integer scale; nearest modes and pools: the op's output / input elements.
+IN, OUT = "@in", "@out"  # the op's first-input / output elements (``ModuleRow.op_elements``)
 USER_OPS: dict[str, tuple[str, str | None, int]] = {
     **{f"aten::{op}": ("F.relu", "activation", 1) for op in ("relu", "relu_")},
     **{f"aten::{op}": ("F.gelu", "activation", 1) for op in ("gelu", "gelu_")},
@@ -250,14 +251,13 @@ USER_OPS: dict[str, tuple[str, str | None, int]] = {
     **{f"aten::{op}": ("F.interpolate", "interpolate", cost) for op, cost in (
         ("upsample_linear1d", 3), ("upsample_bilinear2d", 7), ("_upsample_bilinear2d_aa", 7),
         ("upsample_trilinear3d", 15), ("upsample_bicubic2d", 31), ("_upsample_bicubic2d_aa", 31))},
-    **{f"aten::{op}": ("F.interpolate", None, 1) for op in (
+    **{f"aten::{op}": ("F.interpolate", OUT, 1) for op in (
         "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d",
         "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d")},
-    # avg and adaptive-avg pools: the window sum equals N_in when windows tile the input exactly
-    **{f"aten::avg_pool{d}d": (f"F.avg_pool{d}d", "pool", 1) for d in (1, 2, 3)},
-    **{f"aten::_adaptive_avg_pool{d}d": (f"F.adaptive_avg_pool{d}d", "pool", 1) for d in (1, 2, 3)},
-    **{f"aten::{op}": (f"F.max_pool{d}d", None, 1) for d in (1, 2, 3) for op in (f"max_pool{d}d", f"max_pool{d}d_with_indices")},
-    **{f"aten::adaptive_max_pool{d}d": (f"F.adaptive_max_pool{d}d", None, 1) for d in (1, 2, 3)},
+    # pools: ptflops' ``_numel_functional_flops_hook`` counts the input's elements
+    **{f"aten::{op}": (f"F.{op.strip('_')}", IN, 1) for d in (1, 2, 3) for op in (
+        f"avg_pool{d}d", f"_adaptive_avg_pool{d}d", f"adaptive_max_pool{d}d")},
+    **{f"aten::{op}": (f"F.max_pool{d}d", IN, 1) for d in (1, 2, 3) for op in (f"max_pool{d}d", f"max_pool{d}d_with_indices")},
     # matrix products: torch.matmul assumed (not `@`, not F.linear); counted as prod(A) x B[-1] = MACs
     "aten::mm": ("torch.matmul", "macs", 1),
     "aten::bmm": ("torch.matmul", "macs", 1),
@@ -351,7 +351,14 @@ def patched_calls(row: ModuleRow) -> list[Caught]:
             unknown[fname].append(op)
             continue
         acc = by_fname[fname]
-        acc[0] += comps.get(comp, 0) // divisor
+        if comp in (IN, OUT):
+            elements = row.op_elements.get(op)
+            if elements is None:
+                unknown[fname].append(op)
+                continue
+            acc[0] += elements[0 if comp == IN else 1] // divisor
+        else:
+            acc[0] += comps.get(comp, 0) // divisor
         acc[1] += comps.get("macs", 0)
         acc[2] += flops_of(dict(comps))
         acc[3].append(op)
@@ -409,19 +416,22 @@ class _Unattributed:
         self.values: dict[str, Number] = defaultdict(int)
         self._parts: dict[tuple[str, str], list] = {}
 
-    def add(self, label: str, cause: str, amount: Number, value: Number, row: ModuleRow, flops: Number = 0) -> None:
+    def add(self, label: str, cause: str, amount: Number, value: Number, row: ModuleRow, flops: Number = 0,
+            macs: Number | None = None) -> None:
         self.values[label] += value
         key = (label, cause)
-        part = self._parts.setdefault(key, [0, 0, []])
+        part = self._parts.setdefault(key, [0, 0, [], None])
         part[0] += amount
         part[1] += flops
         part[2].append((row.name, row.type, row.calls))
+        if macs is not None:
+            part[3] = (part[3] or 0) + macs
 
     def terms(self, text: Callable[[str, str, Number, str], str]) -> dict[str, tuple[Term, ...]]:
         out: dict[str, list[Term]] = defaultdict(list)
-        for (label, cause), (amount, flops, rows) in self._parts.items():
+        for (label, cause), (amount, flops, rows, macs) in self._parts.items():
             if amount or flops:
-                out[label].append(Term(cause, amount, text(label, cause, amount, _who(rows)), flops=flops))
+                out[label].append(Term(cause, amount, text(label, cause, amount, _who(rows)), flops=flops, macs=macs))
         return {k: tuple(v) for k, v in out.items()}
 
 
@@ -504,7 +514,8 @@ class PtflopsConvention(Convention):
             if row.name in covered:
                 for c in caught:
                     if c.count is not None:
-                        unattributed.add(_label(c.fname), "double_count", c.count, c.count, hook_owner[row.name])
+                        unattributed.add(_label(c.fname), "double_count", c.count, c.count, hook_owner[row.name],
+                                         macs=c.macs)
                 continue
             for c in caught:
                 if c.count is None:

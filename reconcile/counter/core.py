@@ -33,13 +33,14 @@ MODES = ("eval", "train", "as-is")
 class _Acc:
     """Mutable per-module accumulator; frozen into a ``ModuleRow`` at the end."""
 
-    __slots__ = ("components", "ops", "op_components", "zero_ops", "unknown_ops", "activations",
+    __slots__ = ("components", "ops", "op_components", "op_elements", "zero_ops", "unknown_ops", "activations",
                  "bytes_read", "bytes_written", "output_elements", "calls")
 
     def __init__(self) -> None:
         self.components: Counter = Counter()
         self.ops: Counter = Counter()
         self.op_components: dict[str, Counter] = defaultdict(Counter)
+        self.op_elements: dict[str, list[int]] = {}
         self.zero_ops: Counter = Counter()
         self.unknown_ops: Counter = Counter()
         self.activations = 0
@@ -116,6 +117,14 @@ class _CountingMode(TorchDispatchMode):
             if name in _ADDS and self.bias_ids and any(id(a) in self.bias_ids for a in args[:2]):
                 comps = {"bias": comps["elementwise"]}
             acc.ops[name] += 1
+            first = args[0] if args else None
+            n_first = first.numel() if isinstance(first, torch.Tensor) else 0
+            el = acc.op_elements.get(name)
+            if el is None:
+                acc.op_elements[name] = [n_first, elements]
+            else:
+                el[0] += n_first
+                el[1] += elements
             opc = acc.op_components[name]
             fc = frame.components
             for k, v in comps.items():
@@ -330,6 +339,7 @@ def _freeze(
                 flops=formulas.flops_of(comps),
                 ops=dict(acc.ops),
                 op_components={k: dict(v) for k, v in acc.op_components.items()},
+                op_elements={k: (v[0], v[1]) for k, v in acc.op_elements.items()},
                 zero_cost_ops=dict(acc.zero_ops),
                 unknown_ops=dict(acc.unknown_ops),
                 params=sum(p.numel for p in ps),

@@ -26,6 +26,7 @@ class Cause:
     amount: Number
     text: str
     flops: Number = 0
+    macs: Number | None = None  # coverage causes: the MAC part of ``amount`` (None: all of it)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class MetricSummary:
     causes: Mapping[str, Number]  # cause id -> amount, summed over non-nesting rows + headline
     residual: Number  # sum of |residual| over rows, the total-only record and the headline
     missed_flops: Number = 0  # FLOPs of work the tool did not see (coverage causes), <= 0
+    non_mac_coverage: Number = 0  # coverage amounts that are not MACs (an activation counted twice)
     normalized: Mapping[str, Number] = field(default_factory=dict)  # op metrics: "macs", "flops"
     is_ops: bool = False  # an operation count (normalizable), not params or memory
 
@@ -110,7 +112,8 @@ class ToolExplanation:
 
 
 def _causes(terms: tuple[Term, ...]) -> tuple[Cause, ...]:
-    return tuple(Cause(t.cause, CAUSES[t.cause][0], t.amount, t.text, t.flops) for t in terms if t.amount or t.flops)
+    return tuple(Cause(t.cause, CAUSES[t.cause][0], t.amount, t.text, t.flops, t.macs)
+                 for t in terms if t.amount or t.flops)
 
 
 def _explain_row(raw: Mapping[str, Number], pred: LayerPrediction | None, module: str, type_: str,
@@ -163,37 +166,54 @@ def explain_run(run: ToolRun, prediction: Prediction | None, convention: Convent
         residual: Number = 0
         reference: Number = 0
         missed_flops: Number = 0
-        for le in layers + ([unattributed] if unattributed else []):
+        non_mac: Number = 0
+
+        def add(c: Cause) -> None:
+            nonlocal missed_flops, non_mac
+            causes[c.id] += c.amount
+            missed_flops += c.flops
+            if c.macs is not None and c.kind == "coverage":
+                non_mac += c.amount - c.macs
+
+        for le in layers:
             if le.reference.get(INCLUSIVE):
                 continue
             reference += le.reference.get(rkey, 0)
             for c in le.causes.get(rkey, ()):
-                causes[c.id] += c.amount
-                missed_flops += c.flops
+                add(c)
             residual += abs(le.residual.get(rkey, 0))
+        if unattributed is not None and hkey == convention.headline_metric:
+            # the total-only record is keyed by label ("functional:F.relu"); all of it adds into
+            # the main total
+            reference += sum(unattributed.reference.values(), 0)
+            for cs in unattributed.causes.values():
+                for c in cs:
+                    add(c)
+            residual += sum((abs(v) for v in unattributed.residual.values()), 0)
         for c in headline.causes.get(hkey, ()):
-            causes[c.id] += c.amount
-            missed_flops += c.flops
+            add(c)
         residual += abs(headline.residual.get(hkey, 0))
         raw = run.headline.get(hkey)
         raw_total = raw if isinstance(raw, (int, Fraction)) else None
         is_ops = hkey in op_metrics
-        normalized = _normalize(raw_total, causes, missed_flops, native) if is_ops and raw_total is not None else {}
+        normalized = (_normalize(raw_total, causes, missed_flops, non_mac, native)
+                      if is_ops and raw_total is not None else {})
         summaries[hkey] = MetricSummary(hkey, rkey, raw_total, reference, dict(causes), residual,
-                                        missed_flops, normalized, is_ops)
+                                        missed_flops, non_mac, normalized, is_ops)
     return ToolExplanation(
         run.tool, run.version, run.status, metric, unit, run, tuple(layers), unattributed, headline,
         summaries, main, native_macs,
     )
 
 
-def _normalize(raw_total: Number, causes: Mapping[str, Number], missed_flops: Number,
+def _normalize(raw_total: Number, causes: Mapping[str, Number], missed_flops: Number, non_mac: Number,
                native: NativeCount) -> dict[str, Number | None]:
     """The tool's total in the ``macs`` and ``flops`` conventions: convention causes removed,
-    coverage gaps (work it did not see, or saw twice) kept. ``flops`` is the native FLOPs of the
-    work the tool saw: native FLOPs plus the (negative) FLOPs of coverage causes."""
+    coverage gaps in MACs (work it did not see, or saw twice) kept, coverage of non-MAC work
+    (a ReLU counted twice) removed. ``flops`` is the native FLOPs of the work the tool saw:
+    native FLOPs plus the (negative) FLOPs of coverage causes."""
     convention_part = sum((v for k, v in causes.items() if CAUSES[k][0] == "convention"), Fraction(0))
-    macs = Fraction(raw_total) - convention_part
+    macs = Fraction(raw_total) - convention_part - non_mac
     flops = Fraction(native.totals["flops"]) + missed_flops
     return {"macs": _int_if_whole(macs), "flops": _int_if_whole(flops)}
 
