@@ -255,7 +255,10 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
     from reconcile import models, pipeline, zoo
 
     folder = pipeline.check_writable(ns.out)
-    names = list(zoo.ZOO_CI) if ns.subset == "ci" else models.torchvision_names()
+    if ns.models:
+        names = [m for m in ns.models.split(",") if m]
+    else:
+        names = list(zoo.ZOO_CI) if ns.subset == "ci" else models.torchvision_names()
     tools = _tools_text(ns)
     reports, errors = [], []
     # one model at a time keeps the peak memory of the largest models (vit_h_14) bounded
@@ -324,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("zoo", help="every tool on every torchvision model: share of layers explained")
     p.add_argument("--subset", choices=("all", "ci"), default="all", help="all 80 models (default) or the CI subset")
+    p.add_argument("--models", metavar="SPEC[,SPEC...]", help="these models instead of a subset")
     p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds per tool and model (default 600)")
     p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")

@@ -23,7 +23,8 @@ only multi-input form ptflops supports).
   ``accumulate_flops``: its row has ``raw["shadowed"] = 1`` and is not part of the total.
 * ``unattributed``: the patched functional and tensor-op counts, which ptflops adds to the total
   without any module: ``"functional:F.relu"``, ``"functional:F.max_pool2d"``,
-  ``"tensor_op:torch.matmul"``, ``"tensor_op:Tensor.add"``, ... summed over calls.
+  ``"tensor_op:matmul"`` (``torch.matmul`` and ``Tensor.matmul`` alike), ``"tensor_op:add"``, ...
+  summed over calls.
 * Reconciliation: ``sum(raw["macs"] of rows without "shadowed") + sum(unattributed.values())
   == headline["macs_exact"]``, and ``int(macs_exact) == macs``.
 
@@ -142,6 +143,8 @@ def _labelled_handlers(mapping: dict, namespaces: tuple[tuple[str, Any], ...], p
     originals = dict(mapping)
     for fn, handler in originals.items():
         label = _function_name(fn, namespaces)
+        if prefix == "tensor_op":  # torch.X and Tensor.X: one handler, one label ("tensor_op:matmul")
+            label = label.rsplit(".", 1)[-1]
 
         def labelled(*args: Any, _h: Callable = handler, _label: str = f"{prefix}:{label}", **kwargs: Any) -> Any:
             value = _h(*args, **kwargs)

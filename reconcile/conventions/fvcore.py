@@ -19,8 +19,9 @@ bmm, baddbmm, attention's two products, a recurrent layer's output sequence), wh
 Known limits (each shows as a residual, nothing is hidden). Output elements of a functional
 ``mm`` / ``bmm`` / bias-free conv run in a parent's ``forward`` come from the native record's
 per-op element counts (``ModuleRow.op_elements``). A functional
-``adaptive_avg_pool2d`` to 1x1 reaches native as ``aten::mean``, indistinguishable from a real
-mean, and is predicted as an unsupported mean (mobilenet_v2, densenet). Work the trace drops as
+``adaptive_avg_pool2d`` to 1x1 reaches native as a keepdim ``aten::mean`` over the last two
+dims, filed apart as ``POOL_MEAN``; a user's own ``x.mean((-1, -2), keepdim=True)`` is
+indistinguishable from it and would be predicted as a pool. Work the trace drops as
 dead code (outputs the model never uses) cannot be known, except MultiheadAttention's averaged
 weights, assumed unused. Size arithmetic in user code (``h * w`` on traced shapes) is traced as
 unsupported ``aten::mul`` / ``div`` calls native never sees (vit_b_16: 1 mul; swin_t). ``einsum``
@@ -37,6 +38,7 @@ from reconcile.conventions import common
 from reconcile.conventions.base import (
     INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, n_out, numel,
 )
+from reconcile.counter.formulas import POOL_MEAN, flops_of
 from reconcile.records import ModuleRow, NativeCount
 from reconcile.report.numbers import exact
 
@@ -134,12 +136,6 @@ _DROPOUT_TRACED = {
 # num_heads`` as ``aten::div``; the packed in-projection's ``unflatten``.
 _MHA_SIZE_MULS = 4
 _MHA_SIZE_DIVS = 1
-
-
-def flops_of(components: dict[str, int]) -> int:
-    """Native FLOPs of some components: 2 per MAC plus every other operation (as the counter's
-    ``formulas.flops_of``, restated so this module does not import the counter, hence torch)."""
-    return sum(v for k, v in components.items() if k != "macs") + 2 * components.get("macs", 0)
 
 
 def _isa(row: ModuleRow, *classes: str) -> bool:
@@ -301,7 +297,7 @@ def _handled(row: ModuleRow, op: str, traced: str, calls: int, comps: dict[str, 
         n = _call_outputs(row) if _isa(row, _UPSAMPLE) else _op_outputs(row, op, calls)
         return _per_element(traced, calls, comps, 1, n, "output", "interpolate")
     if traced == "aten::adaptive_avg_pool2d":
-        if op == "aten::mean":  # a 1x1 adaptive pool reaches native as mean: 1 per input element
+        if op in ("aten::mean", POOL_MEAN):  # a 1x1 adaptive pool reaches native as mean: 1 per input element
             n = comps.get("reduction", 0)
         else:  # native: the window of every output element, N_in when the windows tile the input
             n = _call_inputs(row) if _isa(row, _ADAPTIVE_AVG2D) else comps.get("pool", 0)
@@ -314,7 +310,7 @@ def _one(row: ModuleRow, op: str, calls: int, comps: dict[str, int]) -> Work:
     if op.startswith("module::"):
         return _recurrent(row, op, calls, comps)
     traced = _TRACED.get(op, op)
-    if op == "aten::mean" and _isa(row, _ADAPTIVE_AVG2D):
+    if op == POOL_MEAN or (op == "aten::mean" and _isa(row, _ADAPTIVE_AVG2D)):
         traced = "aten::adaptive_avg_pool2d"
     elif op in ("aten::native_batch_norm", "aten::_native_batch_norm_legit",
                 "aten::_native_batch_norm_legit_no_training") and _isa(row, _INSTANCE_NORM):

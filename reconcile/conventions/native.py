@@ -29,9 +29,10 @@ class NativeConvention(Convention):
         for r in native.rows:
             if not (r.calls or r.params or r.components):
                 continue
-            values = {"macs": r.macs, "flops": r.flops, "params": r.params}
+            values = {"macs": r.macs, "flops": r.flops, "params": r.params,
+                      **{k: v for k, v in r.components.items() if k != "macs"}}
             layers.append(LayerPrediction(r.name, r.type, r.calls, dict(values), dict(values)))
-        totals = {k: native.totals[k] for k in ("macs", "flops", "params")}
+        totals = dict(native.totals)
         return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline=totals, headline_reference=totals)
 
 

@@ -32,7 +32,7 @@ from reconcile.conventions import common
 from reconcile.conventions.base import (
     INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, numel,
 )
-from reconcile.counter.formulas import flops_of
+from reconcile.counter.formulas import POOL_MEAN, flops_of
 from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo
 from reconcile.report.numbers import exact
 
@@ -254,7 +254,9 @@ USER_OPS: dict[str, tuple[str, str | None, int]] = {
     **{f"aten::{op}": ("F.interpolate", OUT, 1) for op in (
         "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d",
         "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d")},
-    # pools: ptflops' ``_numel_functional_flops_hook`` counts the input's elements
+    # pools: ptflops' ``_numel_functional_flops_hook`` counts the input's elements; a 1x1
+    # F.adaptive_avg_pool2d reaches native as a keepdim mean (POOL_MEAN); a plain mean is not patched
+    POOL_MEAN: ("F.adaptive_avg_pool2d", IN, 1),
     **{f"aten::{op}": (f"F.{op.strip('_')}", IN, 1) for d in (1, 2, 3) for op in (
         f"avg_pool{d}d", f"_adaptive_avg_pool{d}d", f"adaptive_max_pool{d}d")},
     **{f"aten::{op}": (f"F.max_pool{d}d", IN, 1) for d in (1, 2, 3) for op in (f"max_pool{d}d", f"max_pool{d}d_with_indices")},
@@ -275,7 +277,7 @@ def _family(fname: str) -> str:
 
 
 def _label(fname: str) -> str:
-    return f"functional:{fname}" if fname.startswith("F.") else f"tensor_op:{fname}"
+    return f"functional:{fname}" if fname.startswith("F.") else f"tensor_op:{fname.rsplit('.', 1)[-1]}"
 
 
 @dataclass(frozen=True)
@@ -740,6 +742,7 @@ class _AtenWork:
         self.buckets: dict[str, int] = defaultdict(int)
         self.bias = 0
         self.counted_macs = 0
+        self.macs_by_key: dict[str, int] = defaultdict(int)  # bucket -> the MACs in it
         self.missed: dict[str, list[int]] = {}  # reason -> [macs, flops]
 
     def miss(self, reason: str, macs: int, flops: int) -> None:
@@ -761,6 +764,7 @@ class _AtenWork:
                 self.buckets[_aten_key(op)] += value
                 self.bias += value - comps.get("macs", 0)
                 self.counted_macs += comps.get("macs", 0)
+                self.macs_by_key[_aten_key(op)] += comps.get("macs", 0)
             elif comps.get("macs"):
                 self.miss(f"{op} has no rule", comps["macs"], flops_of(dict(comps)))
 
@@ -785,12 +789,15 @@ class _AtenWork:
                 b = steps * g * h * dirs if a["bias"] else 0
                 for macs, bias in ((steps * g * h * in_l * dirs, 0 if layer == 0 and strided else b),
                                    (steps * g * h * out_h * dirs, b)):
-                    self.buckets["aten.addmm" if bias else "aten.mm"] += macs + bias
+                    key = "aten.addmm" if bias else "aten.mm"
+                    self.buckets[key] += macs + bias
                     self.bias += bias
                     self.counted_macs += macs
+                    self.macs_by_key[key] += macs
                 if out_h != h:
                     self.buckets["aten.mm"] += steps * h * out_h * dirs
                     self.counted_macs += steps * h * out_h * dirs
+                    self.macs_by_key["aten.mm"] += steps * h * out_h * dirs
 
 
 def _rnn_batch_first_output(native: NativeCount, call: CallRecord) -> bool:
@@ -832,30 +839,47 @@ class PtflopsAtenConvention(Convention):
         tree = common.Tree(native)
         layers: list[LayerPrediction] = []
         total = 0
+        root = tree.rows[""]
+        uncalled = _AtenWork()  # subtrees of direct children that never run their own forward
         for child in (tree.rows[n] for n in tree.children.get("", ())):
             work = _AtenWork()
             for r in tree.subtree(child.name):
                 work.add_row(native, r)
             ref = tree.macs(child.name)
+            reference = {"macs": ref, "params": tree.params(child.name)}
+            if not child.calls and work.buckets:
+                # its pre-hook never fires (a ModuleList whose members the root calls directly):
+                # the work of its subtree is counted in 'Global'
+                for r in tree.subtree(child.name):
+                    uncalled.add_row(native, r)
+                terms = (Term(_TOTAL_ONLY, -work.counted_macs, f"{child.type} {child.name} is never called itself, so "
+                              f"the {exact(work.counted_macs)} MACs of its members are counted in 'Global' only"),
+                         *(t for t in self._terms(work, child) if t.cause != "bias"))
+                layers.append(LayerPrediction(child.name, child.type, child.calls, reference, {"macs": 0},
+                                              {"macs": terms}))
+                continue
             predicted: dict[str, Number] = dict(work.buckets)
             predicted["macs"] = sum(work.buckets.values())
             total += predicted["macs"]
             terms = self._terms(work, child)
-            layers.append(LayerPrediction(child.name, child.type, child.calls,
-                                          {"macs": ref, "params": tree.params(child.name)}, predicted,
+            layers.append(LayerPrediction(child.name, child.type, child.calls, reference, predicted,
                                           {"macs": terms} if terms else {}))
-        root = tree.rows[""]
         work = _AtenWork()
         work.add_row(native, root)
-        unattributed = {f"Global:{op}": v for op, v in work.buckets.items() if v}
+        glob: dict[str, int] = defaultdict(int)
+        glob_macs: dict[str, int] = defaultdict(int)
+        for w in (work, uncalled):
+            for k, v in w.buckets.items():
+                glob[k] += v
+            for k, v in w.macs_by_key.items():
+                glob_macs[k] += v
+        unattributed = {f"Global:{op}": v for op, v in glob.items() if v}
         u_terms: dict[str, tuple[Term, ...]] = {}
         for op in unattributed:
             key = op.removeprefix("Global:")
-            macs = sum(c.get("macs", 0) for o, c in root.op_components.items() if _aten_key(o) == key)
-            if not macs and key in ("aten.mm", "aten.addmm"):  # recurrent root: all in the bucket
-                macs = work.counted_macs
-            ts = [Term(_TOTAL_ONLY, macs, f"the {exact(macs)} MACs of {key} in {root.type}.forward (outside any "
-                       "direct child) are counted in 'Global' only")]
+            macs = glob_macs.get(key, 0)
+            ts = [Term(_TOTAL_ONLY, macs, f"the {exact(macs)} MACs of {key} outside any called direct child of "
+                       f"{root.type} are counted in 'Global' only")]
             if unattributed[op] != macs:
                 ts.append(Term("bias", unattributed[op] - macs, f"{key} counts its bias adds: {exact(unattributed[op] - macs)}"))
             u_terms[op] = tuple(ts)

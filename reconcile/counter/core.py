@@ -116,6 +116,8 @@ class _CountingMode(TorchDispatchMode):
             comps = fn(args, kwargs, out)
             if name in _ADDS and self.bias_ids and any(id(a) in self.bias_ids for a in args[:2]):
                 comps = {"bias": comps["elementwise"]}
+            if name == "aten::mean" and formulas.is_pool_mean(name, args):
+                name = formulas.POOL_MEAN
             acc.ops[name] += 1
             first = args[0] if args else None
             n_first = first.numel() if isinstance(first, torch.Tensor) else 0

@@ -395,6 +395,16 @@ zero_cost(
 # Multi-output ops whose extra outputs exist only for backward (norm statistics, pool indices,
 # dropout masks, attention log-sum-exp): only the first output counts as written. Without this the
 # same forward would write different bytes on CPU (empty statistics in inference) and meta.
+# F.adaptive_avg_pool2d(x, 1) (and nn.AdaptiveAvgPool2d(1)) dispatches to aten::mean over dims
+# [-1, -2] with keepdim: the counter files those calls under this name, apart from a user's own
+# mean, because the tools that see Python-level calls count the pool (1 per input element).
+POOL_MEAN = "aten::mean[adaptive_avg_pool 1x1]"
+
+
+def is_pool_mean(name: str, args: tuple) -> bool:
+    return name == "aten::mean" and len(args) > 2 and args[2] is True and list(args[1]) == [-1, -2]
+
+
 PRIMARY_OUTPUT_ONLY = frozenset(
     f"aten::{op}"
     for op in (
