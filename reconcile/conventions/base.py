@@ -51,6 +51,7 @@ CAUSES: dict[str, tuple[str, str]] = {
     "params_missed": ("coverage", "misses parameters (not held by a module it reads, or a module it skips)"),
     "params_frozen": ("coverage", "leaves out frozen parameters (requires_grad=False)"),
     "memory_model": ("convention", "estimates memory with its own model (bytes per element, x2 for gradients, MiB)"),
+    "total_not_sum": ("convention", "prints a total that is not the sum of its rows (e.g. the last row's value)"),
 }
 
 
@@ -128,7 +129,8 @@ class Convention:
     unit: str = ""  # unit of the main metric as the tool names it ("MACs", "GMac", "MAdd", ...)
     metric: str = ""
     headline_metric: str = ""  # headline key of the main total
-    # headline key -> row key, for every metric explained (main op count first, then params, ...)
+    # headline key -> row key, for every metric explained (main op count first, then params, ...);
+    # row key "": a headline-only figure, explained against ``Prediction.headline_reference``
     metrics: Mapping[str, str] = {}
     # headline keys that count operations (normalizable to macs / flops); default: the main one
     op_metrics: tuple[str, ...] = ()

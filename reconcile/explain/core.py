@@ -182,6 +182,8 @@ def explain_run(run: ToolRun, prediction: Prediction | None, convention: Convent
             for c in le.causes.get(rkey, ()):
                 add(c)
             residual += abs(le.residual.get(rkey, 0))
+        if not rkey:  # a headline-only figure (row key ""): its native reference is the prediction's
+            reference = headline.reference.get(hkey, 0)
         if unattributed is not None and hkey == convention.headline_metric:
             # the total-only record is keyed by label ("functional:F.relu"); all of it adds into
             # the main total
