@@ -224,13 +224,15 @@ def cmd_predict(ns: argparse.Namespace) -> int:
                                                         for t in ts] for m, ts in p.terms.items()}}
                                          for p in pred.layers]}))
             return
-        metric = conv.metric
+        # the tool's row metrics: its main op count first (torchsummary has none: params, outputs)
+        keys = list(dict.fromkeys(k for k in conv.metrics.values() if k))
+        keys = [k for k in keys if any(k in p.predicted for p in pred.layers)] or [conv.metric]
         rows = [[p.module or "(model)", p.type, str(p.calls) + ("" if p.call is None else f" #{p.call}"),
-                 numbers.exact(p.predicted.get(metric, 0)),
-                 "; ".join(t.text for t in p.terms.get(metric, ()))] for p in pred.layers]
+                 *(numbers.exact(p.predicted.get(k, 0)) for k in keys),
+                 "; ".join(t.text for k in keys for t in p.terms.get(k, ()))] for p in pred.layers]
         print(f"{spec.name}: what {conv.tool} would report (predicted from the native count; {conv.tool} was not run)")
-        print(table(["module", "type", "calls", metric, "why it differs from native MACs"], rows,
-                    [False, False, True, True, False]))
+        print(table(["module", "type", "calls", *keys, "why it differs from native"], rows,
+                    [False, False, True, *([True] * len(keys)), False]))
         print("headline: " + ", ".join(f"{k} {numbers.exact(v)}" for k, v in pred.headline.items()))
         print()
 

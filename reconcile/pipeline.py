@@ -59,6 +59,17 @@ def input_for(spec: models.ModelSpec, shape: tuple[int, ...] | None, dtype: str,
     return models.InputSpec(shape, dtype, high)
 
 
+# relative run time of each tool on the same model, measured on resnet18/vgg16 (native runs on meta)
+_TOOL_COST = {"native": 0.1, "thop": 1.0, "ptflops": 1.2, "ptflops-aten": 1.2, "torchstat": 1.5,
+              "torchsummary": 2.0, "fvcore": 2.5}
+
+
+def _expected_size(spec: models.ModelSpec) -> float:
+    """A model's expected cost: its published GMACs plus a constant per model (building, tracing)."""
+    ops = models.published(spec.name).get("_ops") if spec.kind == "torchvision" else None
+    return 1.0 + float(ops or 1.0)
+
+
 def collect(specs: Sequence[str], tools: Sequence[str], *, input_shape: tuple[int, ...] | None = None,
             input_dtype: str = "float32", input_high: int | None = None, timeout: float = 300.0,
             workers: int = 2) -> list[ModelRuns]:
@@ -77,8 +88,9 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, input_shape: tuple[in
     for i, (_, spec, inp, err) in enumerate(prepared):
         if err:
             continue
+        size = _expected_size(spec)
         for tool in tools:
-            jobs.append(Job(spec.text, tool, inp.shape, inp.dtype, inp.high))
+            jobs.append(Job(spec.text, tool, inp.shape, inp.dtype, inp.high, cost=size * _TOOL_COST.get(tool, 1.0)))
             owners.append(i)
     runs = run_jobs(jobs, timeout=timeout, workers=workers) if jobs else []
     by_model: dict[int, list[ToolRun]] = {}

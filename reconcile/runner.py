@@ -52,7 +52,9 @@ ADAPTERS: dict[str, str] = {
 # imported once by the forkserver. Only ImportError is tolerated there, so only modules that are
 # stable and cheap to keep importable belong here; numpy and pandas make torchstat's import free.
 # "__main__" keeps the caller's main module imported once in the server, not once per job.
-PRELOAD = ("__main__", "torch", "torchvision", "numpy", "pandas", "reconcile.runner")
+# imported once by the fork server, so no worker pays for them (a missing one is skipped)
+PRELOAD = ("__main__", "torch", "torchvision", "numpy", "pandas", "reconcile.runner", "reconcile.counter.core",
+           "thop", "ptflops", "fvcore.nn", "torchsummary", "torchstat")
 
 _RESULT_GRACE = 5.0  # seconds a worker that sent its result gets to exit before it is killed
 _OUTPUT_TAIL = 10  # lines of a dead worker's output kept in its ToolRun
@@ -67,6 +69,7 @@ class Job:
     input_shape: tuple[int, ...]
     input_dtype: str = "float32"
     input_high: int | None = None  # exclusive upper bound of integer inputs (token ids, ...)
+    cost: float = 0.0  # expected run time, any unit: the costliest jobs start first
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
@@ -119,7 +122,8 @@ def run_jobs(
     ctx = _forkserver_context()
 
     results: list[ToolRun | None] = [None] * len(jobs)
-    pending = deque(range(len(jobs)))
+    # longest first, so two workers finish together (results stay in job order)
+    pending = deque(sorted(range(len(jobs)), key=lambda i: -jobs[i].cost))
     running: list[_Worker] = []
     try:
         while pending or running:
