@@ -34,7 +34,6 @@ CAUSES: dict[str, tuple[str, str]] = {
     "activation": ("convention", "counts activation functions, which the MAC reference leaves out"),
     "pool": ("convention", "counts pooling arithmetic, which the MAC reference leaves out"),
     "elementwise": ("convention", "counts elementwise arithmetic, which the MAC reference leaves out"),
-    "reduction": ("convention", "counts reductions, which the MAC reference leaves out"),
     "softmax": ("convention", "counts softmax arithmetic, which the MAC reference leaves out"),
     "interpolate": ("convention", "counts interpolation arithmetic, which the MAC reference leaves out"),
     "rnn_gates": ("convention", "counts recurrent gate arithmetic, which the MAC reference leaves out"),

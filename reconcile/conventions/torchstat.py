@@ -1,0 +1,553 @@
+"""torchstat 0.0.7: its rules, written once, predicting ``ModelStat(model, (C, H, W))._analyze_model()``
+and the totals of its reporter, as the torchstat adapter reports them.
+
+Rows: every *leaf* module (no children), in ``named_modules()`` order, whether it ran or not.
+torchstat replaces the ``__call__`` of every leaf class; each call overwrites the leaf's buffers, so
+a row holds the numbers of the module's **last call** only. It feeds its own ``torch.rand(1, C, H,
+W)``: every number is for **one sample** (``per_sample``; the batch the native count ran with is
+divided out). Type matching is ``isinstance``, so subclasses of a supported class are matched.
+Work in a non-leaf module's own ``forward`` (residual adds, functional calls) and parameters held
+by non-leaf modules are in no row: they get pseudo-rows named after the module, predicted 0.
+
+Metrics of a row, each predicted as native reference + terms:
+
+- ``MAdd`` and ``Flops`` against native MACs of the leaf. Terms in this order: ``repeated_calls``
+  (the MACs of calls before the last, dropped), then the convention causes that turn the last
+  call's MACs into torchstat's count of the whole batch (or ``unsupported_module`` when the class
+  has no rule), then ``per_sample`` (the count for one sample). Any remainder of a formula against
+  the MAC count is ``formula``.
+- ``params`` against the native parameters owned by the leaf (each tensor once): torchstat sums
+  ``module._parameters`` of a leaf that ran (tied aliases again, frozen included).
+- ``MemRead`` / ``MemWrite`` / ``MemR+W`` against the native bytes read / written by the leaf's
+  ops; ``memory_bytes`` and ``memory`` (MiB) against the native bytes written. Terms in this
+  order: ``memory_model`` (torchstat's element model, summed over all calls, whole batch, minus
+  the native bytes), ``repeated_calls`` (calls before the last dropped), ``per_sample``, and a
+  last ``memory_model`` term for the storage: ``MemRead``/``MemWrite`` are ``np.int32`` (wrap on
+  overflow), ``memory`` is a float32 number of MiB. A leaf whose class has no memory rule reads
+  and writes 0 (``unsupported_module``).
+
+Headline: every total is the sum of its rows, except "Total MemRead(B)" and "Total MemWrite(B)",
+which are the last row's values (the reporter reuses its loop variables): a ``total_not_sum``
+headline term. "Total memory (MB)" is a formatted string: only its rows are explained.
+
+Known limits: shapes of torchstat's batch-1 run are the native shapes with the first dimension
+divided by the native batch; a module whose first dimension is not the batch (or not a multiple
+of it) is taken as is. The itemsize of MemRead/MemWrite is the native input's (torchstat always
+feeds float32, so a model counted natively at another dtype would differ).
+"""
+
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+from typing import Callable, Mapping
+
+from reconcile.conventions import common
+from reconcile.conventions.base import (
+    Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, numel,
+)
+from reconcile.records import CallRecord, ModuleRow, NativeCount
+from reconcile.report.numbers import exact
+
+_NN = "torch.nn.modules."
+MIB = 2**20
+
+
+def _t(module: str, *names: str) -> tuple[str, ...]:
+    return tuple(f"{_NN}{module}.{n}" for n in names)
+
+
+CONV2D = _t("conv", "Conv2d")
+CONV_T2D = _t("conv", "ConvTranspose2d")
+BN2D = _t("batchnorm", "BatchNorm2d")
+MAXPOOL2D = _t("pooling", "MaxPool2d")
+AVGPOOL2D = _t("pooling", "AvgPool2d")
+RELU = _t("activation", "ReLU", "ReLU6")
+RELU_FAMILY = _t("activation", "ReLU", "ReLU6", "ELU", "LeakyReLU")
+PRELU = _t("activation", "PReLU")
+SOFTMAX = _t("activation", "Softmax")
+LINEAR = _t("linear", "Linear")
+BILINEAR = _t("linear", "Bilinear")
+UPSAMPLE = _t("upsampling", "Upsample")
+
+# dtype name (as TensorMeta spells it) -> numpy itemsize; torchstat multiplies MemRead/MemWrite
+# element counts by the itemsize of the leaf's first input
+_ITEMSIZE = {
+    "float64": 8, "float32": 4, "float16": 2, "complex128": 16, "complex64": 8,
+    "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1,
+}
+
+
+def _mro(row: ModuleRow) -> tuple[str, ...]:
+    return (row.attrs.get("class", ""), *row.attrs.get("bases", ()))
+
+
+def _isa(row: ModuleRow, classes: tuple[str, ...]) -> bool:
+    """``isinstance(module, classes)``, from the class names the native record keeps."""
+    return any(c in classes for c in _mro(row))
+
+
+def flops_of(components: Mapping[str, int]) -> int:
+    """Native FLOPs of some components: 2 per MAC plus every other operation (the counter's
+    ``formulas.flops_of``, restated so this module does not import the counter)."""
+    return sum(v for k, v in components.items() if k != "macs") + 2 * components.get("macs", 0)
+
+
+def _wrap_int32(x: int) -> int:
+    return (x + 2**31) % 2**32 - 2**31
+
+
+def _float32(x: float) -> Fraction:
+    """The float32 nearest ``x`` (numpy's ``np.array([x], dtype=np.float32)``), exactly."""
+    return Fraction(struct.unpack("f", struct.pack("f", x))[0])
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+# ----- one call as torchstat sees it --------------------------------------------------------------
+
+
+class Call:
+    """One call with the shapes torchstat's own batch-1 run gives it: the native shapes with the
+    first dimension divided by the native batch (``(B, C, H, W)`` -> ``(1, C, H, W)``)."""
+
+    def __init__(self, record: CallRecord, batch: int) -> None:
+        self.record = record
+        self.inputs = [_per_sample(t.shape, batch) for t in record.inputs]
+        self.outputs = [_per_sample(t.shape, batch) for t in record.outputs]
+        self.dtype = record.inputs[0].dtype if record.inputs else "float32"
+
+    @property
+    def x(self) -> tuple[int, ...]:
+        return self.inputs[0] if self.inputs else (1,)
+
+    @property
+    def y(self) -> tuple[int, ...]:
+        return self.outputs[0] if self.outputs else (1,)
+
+    @property
+    def macs(self) -> int:
+        return self.record.components.get("macs", 0)
+
+    @property
+    def flops(self) -> int:
+        return flops_of(self.record.components)
+
+
+def _per_sample(shape: tuple[int, ...], batch: int) -> tuple[int, ...]:
+    if shape and batch > 1 and shape[0] % batch == 0:
+        return (shape[0] // batch, *shape[1:])
+    return tuple(shape)
+
+
+# A rule returns torchstat's number for one call at batch 1 and the named parts of it that are not
+# multiply-accumulates: [(cause, amount, sentence)]. The rest of the number is the MACs (or, when
+# that differs from the native MACs, a "formula" remainder).
+Parts = list[tuple[str, int, str]]
+Rule = Callable[[ModuleRow, Call], tuple[int, Parts]]
+
+
+def _conv_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    """compute_Conv2d_madd / compute_ConvTranspose2d_madd: (2 K Cin/g - 1 + bias) per output
+    (transposed: per input position and output channel), multiplies and adds apart."""
+    a = row.attrs
+    kh, kw = _pair(a["kernel_size"])
+    g = a["groups"]
+    cin = c.x[1]
+    cout = c.y[1]
+    mul = kh * kw * (cin // g)
+    bias = 1 if a.get("has_bias") else 0
+    if _isa(row, CONV_T2D):
+        positions = c.x[2] * c.x[3] * (cout // g) * g
+        where = f"{exact(positions)} input positions x output channels"
+    else:
+        positions = c.y[2] * c.y[3] * (cout // g) * g
+        where = f"{exact(positions)} outputs"
+    value = (2 * mul - 1 + bias) * positions
+    parts = [("mac_vs_flop", mul * positions, f"multiplies and adds counted apart: {mul} adds per output beside "
+              f"{mul} multiplies, x {where}"),
+             ("per_output_minus_one", -positions, f"k-1 = {mul - 1} adds per output, not k = {mul}: -1 x {where}")]
+    if bias:
+        parts.append(("bias", positions, f"one bias add per output: {where}"))
+    return value, parts
+
+
+def _conv_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    """compute_Conv2d_flops: K Cin (Cout/g) per output position (the MACs), + Cout per position with bias."""
+    a = row.attrs
+    kh, kw = _pair(a["kernel_size"])
+    b, cin = c.x[0], c.x[1]
+    cout, oh, ow = c.y[1], c.y[2], c.y[3]
+    active = b * oh * ow
+    value = kh * kw * cin * (cout // a["groups"]) * active
+    parts: Parts = []
+    if a.get("has_bias"):
+        value += cout * active
+        parts.append(("bias", cout * active, f"one bias add per output: {cout} x {exact(active)} = {exact(cout * active)}"))
+    return value, parts
+
+
+def _bn_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    n = numel(c.x[1:])
+    return 4 * n, [("norm", 4 * n, f"BatchNorm2d counted as 4 ops per element (affine or not): 4 x {exact(n)}")]
+
+
+def _bn_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    n = numel(c.x)
+    k = 2 if row.attrs.get("affine") else 1
+    return k * n, [("norm", k * n, f"BatchNorm2d counted as {k} op{'s' if k > 1 else ''} per element: {k} x {exact(n)}")]
+
+
+def _maxpool_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    kh, kw = _pair(row.attrs["kernel_size"])
+    n = numel(c.y[1:])
+    v = (kh * kw - 1) * n
+    return v, [("pool", v, f"MaxPool2d counted as k-1 = {kh * kw - 1} compares per output: x {exact(n)}")]
+
+
+def _avgpool_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    kh, kw = _pair(row.attrs["kernel_size"])
+    n = numel(c.y[1:])
+    v = kh * kw * n
+    return v, [("pool", v, f"AvgPool2d counted as k = {kh * kw} ops per output (k-1 adds, 1 divide): x {exact(n)}")]
+
+
+def _pool_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    n = numel(c.x)
+    return n, [("pool", n, f"{row.type} counted as 1 op per input element: {exact(n)}")]
+
+
+def _relu_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    n = numel(c.x[1:])
+    return n, [("activation", n, f"{row.type} counted as 1 op per element: {exact(n)}")]
+
+
+def _relu_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    n = numel(c.x)
+    return n, [("activation", n, f"{row.type} counted as 1 op per element: {exact(n)}")]
+
+
+def _softmax_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    n = numel(c.x[1:])
+    v = 3 * n - 1
+    return v, [("softmax", v, f"Softmax counted as exp, add, divide over all {exact(n)} elements of a sample as one "
+                f"softmax, whatever its dim: 3n - 1 = {exact(v)}")]
+
+
+def _linear_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    i, o = c.x[1], c.y[1]
+    return o * (2 * i - 1), [
+        ("mac_vs_flop", o * i, f"multiplies and adds counted apart: {i} adds per output beside {i} multiplies, x {o} outputs"),
+        ("per_output_minus_one", -o, f"in-1 = {i - 1} adds per output, not {i}, and no bias: -1 x {o} outputs"),
+    ]
+
+
+def _linear_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    return c.x[0] * c.x[1] * c.y[1], []  # batch * in * out: the MACs, bias left out
+
+
+def _bilinear_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    i1, i2 = c.x[1], c.inputs[1][1] if len(c.inputs) > 1 else 0
+    o = c.y[1]
+    mul = i1 * i2 + i2
+    return o * (2 * mul - 1), [
+        ("mac_vs_flop", o * mul, f"multiplies and adds counted apart: {exact(mul)} adds per output beside "
+         f"{exact(mul)} multiplies, x {o} outputs"),
+        ("per_output_minus_one", -o, f"k-1 adds per output, not k: -1 x {o} outputs"),
+    ]
+
+
+def _upsample_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
+    n = c.x[0] * numel(c.y[2:])  # batch * prod(out[0].shape[1:]): the channels are left out
+    return n, [("interpolate", n, f"Upsample counted as 1 op per output position, channels left out: "
+                f"{' x '.join(str(d) for d in c.y[2:]) or '1'} = {exact(n)}")]
+
+
+# compute_madd.compute_madd and compute_flops.compute_flops, in their isinstance order
+MADD_RULES: tuple[tuple[tuple[str, ...], Rule], ...] = (
+    (CONV2D, _conv_madd), (CONV_T2D, _conv_madd), (BN2D, _bn_madd), (MAXPOOL2D, _maxpool_madd),
+    (AVGPOOL2D, _avgpool_madd), (RELU, _relu_madd), (SOFTMAX, _softmax_madd), (LINEAR, _linear_madd),
+    (BILINEAR, _bilinear_madd),
+)
+FLOPS_RULES: tuple[tuple[tuple[str, ...], Rule], ...] = (
+    (CONV2D, _conv_flops), (BN2D, _bn_flops), (AVGPOOL2D + MAXPOOL2D, _pool_flops),
+    (RELU_FAMILY + PRELU, _relu_flops), (UPSAMPLE, _upsample_flops), (LINEAR, _linear_flops),
+)
+
+
+def _rule(row: ModuleRow, rules: tuple[tuple[tuple[str, ...], Rule], ...]) -> Rule | None:
+    for classes, rule in rules:
+        if _isa(row, classes):
+            return rule
+    return None
+
+
+# ----- memory: compute_memory.py, element counts at batch 1 ---------------------------------------
+
+
+def _memory_elements(row: ModuleRow, c: Call, trainable: int) -> tuple[int, int, str] | None:
+    """(elements read, elements written, what is read) of one call, or None: no memory rule."""
+    b = c.x[0]
+    n_in, n_out = numel(c.x[1:]), numel(c.y[1:])
+    if _isa(row, RELU_FAMILY):
+        return b * n_in, b * n_in, "the input"
+    if _isa(row, PRELU):
+        return b * (n_in + trainable), b * n_in, f"the input and {trainable} trainable parameters"
+    if _isa(row, CONV2D):
+        return b * (n_in + trainable), b * n_out, f"the input and {exact(trainable)} trainable parameters"
+    if _isa(row, BN2D):
+        ch = c.x[1]
+        return b * (n_in + 2 * ch), numel(c.x), f"the input and 2 x {ch} channel statistics"
+    if _isa(row, LINEAR):
+        return b * (n_in + trainable), numel(c.y), f"the input and {exact(trainable)} trainable parameters"
+    if _isa(row, AVGPOOL2D + MAXPOOL2D):
+        return b * n_in, b * n_out, "the input"
+    return None
+
+
+# ----- the convention -----------------------------------------------------------------------------
+
+
+def _calls(n: int) -> str:
+    return f"{n} call" + ("" if n == 1 else "s")
+
+
+class TorchstatConvention(Convention):
+    tool = "torchstat"
+    unit = "MAdd"
+    metric = "MAdd"
+    headline_metric = "Total MAdd"
+    metrics = {
+        "Total MAdd": "MAdd", "Total Flops": "Flops", "Total params": "params",
+        "Total memory (bytes)": "memory_bytes", "Total memory (MB)": "memory",
+        "Total MemRead(B)": "MemRead", "Total MemWrite(B)": "MemWrite", "Total MemR+W(B)": "MemR+W",
+    }
+    op_metrics = ("Total MAdd", "Total Flops")
+    per_sample = True
+    macs_per_unit = Fraction(1, 2)
+    rules = (
+        RuleDoc("mechanism", "replaces __call__ of every leaf class; rows are all leaf modules, last call only; "
+                "isinstance matching; non-leaf forwards (residual adds, functionals) are invisible"),
+        RuleDoc("batch", "its own torch.rand(1, C, H, W) input: every number is per sample; "
+                "ModelStat asserts a 3-dim (C, H, W) input size"),
+        RuleDoc("MAdd: Conv2d", "(2 K Cin/g - 1 + bias) per output element (multiplies and adds apart)"),
+        RuleDoc("MAdd: ConvTranspose2d", "(2 K Cin/g - 1 + bias) x H_in W_in Cout"),
+        RuleDoc("MAdd: Linear", "out x (2 in - 1), no bias; asserts a 2-D input"),
+        RuleDoc("MAdd: Bilinear", "out x (2 (in1 in2 + in2) - 1)"),
+        RuleDoc("MAdd: BatchNorm2d", "4 per element, affine or not"),
+        RuleDoc("MAdd: MaxPool2d / AvgPool2d", "(k_h k_w - 1) / k_h k_w per output element"),
+        RuleDoc("MAdd: ReLU, ReLU6", "1 per element"),
+        RuleDoc("MAdd: Softmax", "3n - 1 over all n elements of a sample, whatever dim"),
+        RuleDoc("Flops: Conv2d", "the MACs + 1 bias add per output element"),
+        RuleDoc("Flops: Linear", "batch x in x out (the MACs, no bias)"),
+        RuleDoc("Flops: BatchNorm2d", "1 per element, 2 if affine"),
+        RuleDoc("Flops: MaxPool2d / AvgPool2d", "1 per input element"),
+        RuleDoc("Flops: ReLU, ReLU6, PReLU, ELU, LeakyReLU", "1 per element"),
+        RuleDoc("Flops: Upsample", "batch x H_out x W_out: the channels are left out"),
+        RuleDoc("no rule (0, printed 'is not supported')", "MAdd: everything else (Conv1d/3d, BN1d, LayerNorm, GroupNorm, "
+                "adaptive pools, GELU, PReLU, ...); Flops: also ConvTranspose2d, Softmax, Bilinear"),
+        RuleDoc("params", "sum of module._parameters of each leaf that ran: frozen included, tied aliases again, "
+                "parameters of non-leaf modules missed"),
+        RuleDoc("memory / memory_bytes", "output elements x 4 B (whatever the dtype), per leaf, as float32 MiB"),
+        RuleDoc("MemRead / MemWrite", "elements x itemsize of the first input, np.int32: Conv2d/Linear/PReLU read input + "
+                "trainable params, BatchNorm2d input + 2C; ReLU family and pools read the input; others 0"),
+        RuleDoc("totals", "sums of rows, but Total MemRead/MemWrite are the last row's values (reporter bug)"),
+    )
+
+    def predict(self, native: NativeCount) -> Prediction:
+        tree = common.Tree(native)
+        batch = native.input_shapes[0][0] if native.input_shapes and native.input_shapes[0] else 1
+        leaves = [r for r in native.rows if not tree.children.get(r.name)]
+        layers = [self._leaf(native, r, batch) for r in leaves]
+        for r in native.rows:
+            if tree.children.get(r.name):
+                outside = self._outside(r)
+                if outside is not None:
+                    layers.append(outside)
+
+        sums = {h: sum((p.predicted[k] for p in layers), 0) for h, k in self.metrics.items() if k != "memory"}
+        headline = dict(sums)
+        headline_terms: dict[str, tuple[Term, ...]] = {}
+        if leaves:
+            last = layers[len(leaves) - 1]
+            for h, k in (("Total MemRead(B)", "MemRead"), ("Total MemWrite(B)", "MemWrite")):
+                headline[h] = last.predicted[k]
+                diff = headline[h] - sums[h]
+                if diff:
+                    headline_terms[h] = (Term("total_not_sum", diff, f"torchstat's total row shows the last row's "
+                                              f"{k} ({last.module}: {exact(headline[h])} B), not the sum of the rows "
+                                              f"({exact(sums[h])} B)"),)
+        return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline=headline,
+                          headline_terms=headline_terms, headline_reference=sums)
+
+    # ----- a leaf: a row torchstat reports -----
+
+    def _leaf(self, native: NativeCount, row: ModuleRow, batch: int) -> LayerPrediction:
+        calls = [Call(c, batch) for c in row.call_records]
+        reference: dict[str, Number] = {}
+        predicted: dict[str, Number] = {}
+        terms: dict[str, tuple[Term, ...]] = {}
+        for key, rules in (("MAdd", MADD_RULES), ("Flops", FLOPS_RULES)):
+            reference[key] = row.macs
+            predicted[key], terms[key] = self._ops(row, calls, _rule(row, rules), batch, key)
+
+        direct, trainable = _direct_params(native, row.name)
+        reference["params"] = row.params
+        predicted["params"] = direct if row.calls else 0
+        terms["params"] = common.param_terms(self.tool, row, predicted["params"], row.params, registered=True)
+
+        read, write, mem_bytes, mem = self._memory(row, calls, trainable, batch)
+        for key, (ref, value, ts) in (("MemRead", read), ("MemWrite", write), ("memory_bytes", mem_bytes),
+                                      ("memory", mem)):
+            reference[key], predicted[key], terms[key] = ref, value, ts
+        reference["MemR+W"] = read[0] + write[0]
+        predicted["MemR+W"] = read[1] + write[1]
+        terms["MemR+W"] = read[2] + write[2]
+        return LayerPrediction(row.name, row.type, row.calls, reference, predicted, terms)
+
+    def _ops(self, row: ModuleRow, calls: list[Call], rule: Rule | None, batch: int,
+             key: str) -> tuple[int, tuple[Term, ...]]:
+        """torchstat's MAdd or Flops of a leaf: its last call, batch 1, as terms over native MACs."""
+        if not calls:
+            return 0, ()
+        if rule is None:
+            macs = sum(c.macs for c in calls)
+            flops = sum(c.flops for c in calls)
+            if not (macs or flops):
+                return 0, ()
+            return 0, (Term("unsupported_module", -macs, f"torchstat has no {key} rule for {row.type}: its "
+                            f"{exact(macs)} MACs ({exact(flops)} FLOPs) are not counted", flops=-flops),)
+        terms: list[Term] = []
+        last = calls[-1]
+        if len(calls) > 1:
+            earlier = calls[:-1]
+            terms.append(Term("repeated_calls", -sum(c.macs for c in earlier),
+                              f"{row.type} ran {_calls(len(calls))}; torchstat keeps the last one only, leaving out "
+                              f"{exact(sum(c.macs for c in earlier))} MACs ({exact(sum(c.flops for c in earlier))} FLOPs)",
+                              flops=-sum(c.flops for c in earlier)))
+        one, parts = rule(row, last)
+        named = 0
+        for cause, amount, text in parts:
+            terms.append(Term(cause, batch * amount, text + (f" per sample, x {batch} samples" if batch > 1 else "")))
+            named += batch * amount
+        rest = batch * one - last.macs - named
+        if rest:
+            terms.append(Term("formula", rest, f"torchstat's {row.type} {key} formula counts {exact(batch * one - named)} "
+                              f"multiplies where the MAC count is {exact(last.macs)}"))
+        if batch > 1:
+            terms.append(Term("per_sample", one - batch * one, f"torchstat runs one sample: "
+                              f"{exact(batch * one)} / {batch} = {exact(one)}"))
+        return one, tuple(terms)
+
+    def _memory(self, row: ModuleRow, calls: list[Call], trainable: int, batch: int):
+        """(reference, predicted, terms) of MemRead, MemWrite, memory_bytes and memory (MiB)."""
+        ref_r, ref_w = row.bytes_read, row.bytes_written
+        out: list[tuple[Number, Number, tuple[Term, ...]]] = []
+        model = [(_memory_elements(row, c, trainable), _ITEMSIZE.get(c.dtype, 4)) for c in calls]
+        for i, (what, ref) in enumerate((("MemRead", ref_r), ("MemWrite", ref_w))):
+            if not calls:
+                out.append((ref, 0, ()))
+                continue
+            if model[-1][0] is None:
+                terms = (Term("unsupported_module", -ref, f"torchstat has no memory rule for {row.type}: "
+                              f"{what} 0 where its ops {'read' if i == 0 else 'wrote'} {exact(ref)} B"),) if ref else ()
+                out.append((ref, 0, terms))
+                continue
+            per_call = [(m[i] if m else 0) * size for m, size in model]
+            desc = model[-1][0][2] if i == 0 else "the output"
+            elements = model[-1][0][i]
+            size = model[-1][1]
+            out.append(self._memory_terms(row, what, ref, per_call, batch, _wrap_int32,
+                                          f"{exact(elements)} elements ({desc}) x {size} B",
+                                          "read" if i == 0 else "wrote", "np.int32"))
+        n_out = [numel(c.y[1:]) * 4 for c in calls]
+        out.append(self._memory_terms(row, "memory", ref_w, n_out, batch, None,
+                                      f"{exact(n_out[-1] // 4)} output elements x 4 B" if calls else "", "wrote", ""))
+        mib_terms = tuple(Term(t.cause, Fraction(t.amount, MIB), t.text + " (in MiB)") for t in out[-1][2])
+        exact_mib = Fraction(n_out[-1], MIB) if calls else Fraction(0)
+        stored = _float32(n_out[-1] / MIB) if calls else Fraction(0)
+        if stored != exact_mib:
+            mib_terms += (Term("memory_model", stored - exact_mib, f"stored as float32: {exact(n_out[-1])} B / 2**20 "
+                               f"= {exact(exact_mib)} MiB rounds to {float(stored)!r}"),)
+        out.append((Fraction(ref_w, MIB), stored, mib_terms))
+        return tuple(out)
+
+    @staticmethod
+    def _memory_terms(row: ModuleRow, what: str, ref: int, per_call: list[int], batch: int,
+                      store: Callable[[int], int] | None, model_text: str, verb: str,
+                      store_name: str) -> tuple[int, int, tuple[Term, ...]]:
+        """Native bytes -> torchstat's model over every call, whole batch -> the last call ->
+        one sample -> its storage type. ``per_call``: torchstat's bytes of each call, one sample."""
+        if not per_call:
+            return ref, 0, ()
+        whole = [batch * v for v in per_call]
+        scope = (f", x {batch} samples" if batch > 1 else "") + (f", summed over {_calls(len(whole))}" if len(whole) > 1 else "")
+        terms = [Term("memory_model", sum(whole) - ref, f"torchstat's {what} model (last call, one sample: {model_text})"
+                      f"{scope}: {exact(sum(whole))} B, where its ops {verb} {exact(ref)} B")]
+        if len(whole) > 1:
+            terms.append(Term("repeated_calls", whole[-1] - sum(whole), f"{row.type} ran {_calls(len(whole))}; "
+                              f"torchstat keeps the last one only: {exact(whole[-1])} B of {exact(sum(whole))} B"))
+        one = per_call[-1]
+        if batch > 1:
+            terms.append(Term("per_sample", one - whole[-1], f"torchstat runs one sample: "
+                              f"{exact(whole[-1])} B / {batch} = {exact(one)} B"))
+        value = one
+        if store is not None and store(one) != one:
+            value = store(one)
+            terms.append(Term("memory_model", value - one, f"{exact(one)} B overflows {store_name}: "
+                              f"stored as {exact(value)}"))
+        return ref, value, tuple(t for t in terms if t.amount)
+
+    # ----- a non-leaf module: its own work and parameters are in no row -----
+
+    def _outside(self, row: ModuleRow) -> LayerPrediction | None:
+        if not (row.macs or row.flops or row.params or row.bytes_read or row.bytes_written):
+            return None
+        own_forward = _builtin(row)
+        cause = "unsupported_module" if own_forward else "functional_not_seen"
+        why = (f"torchstat only sees leaf modules, and {row.type} has children"
+               if own_forward else f"torchstat cannot see the work in {row.type}.forward (it only hooks leaf modules)")
+        reference: dict[str, Number] = {
+            "MAdd": row.macs, "Flops": row.macs, "params": row.params,
+            "MemRead": row.bytes_read, "MemWrite": row.bytes_written, "MemR+W": row.bytes_read + row.bytes_written,
+            "memory_bytes": row.bytes_written, "memory": Fraction(row.bytes_written, MIB),
+        }
+        terms: dict[str, tuple[Term, ...]] = {}
+        if row.macs or row.flops:
+            t = Term(cause, -row.macs, f"{why}: {exact(row.macs)} MACs, {exact(row.flops)} FLOPs "
+                     f"({', '.join(f'{k} {exact(v)}' for k, v in row.components.items())})", flops=-row.flops)
+            terms["MAdd"] = terms["Flops"] = (t,)
+        if row.params:
+            terms["params"] = (Term("params_missed", -row.params, f"torchstat misses the {exact(row.params)} parameters "
+                                    f"held directly by {row.type} (it only reads leaf modules)"),)
+        read = (Term(cause, -row.bytes_read, f"{why}: its ops read {exact(row.bytes_read)} B"),) if row.bytes_read else ()
+        write = (Term(cause, -row.bytes_written, f"{why}: its ops wrote {exact(row.bytes_written)} B"),) \
+            if row.bytes_written else ()
+        terms["MemRead"], terms["MemWrite"], terms["MemR+W"] = read, write, read + write
+        terms["memory_bytes"] = write
+        terms["memory"] = tuple(Term(t.cause, Fraction(t.amount, MIB), t.text + " (in MiB)") for t in write)
+        predicted = {k: (Fraction(0) if k == "memory" else 0) for k in reference}
+        return LayerPrediction(row.name, row.type, row.calls, reference, predicted, terms)
+
+
+def _builtin(row: ModuleRow) -> bool:
+    """A torch.nn module that computes in its own forward (MultiheadAttention, Transformer...)."""
+    cls = row.attrs.get("class", "")
+    return cls.startswith(_NN) and not cls.startswith(f"{_NN}container.")
+
+
+def _direct_params(native: NativeCount, name: str) -> tuple[int, int]:
+    """(sum over ``module._parameters`` of the module ``name``, every registered name counted;
+    elements of ``module.parameters()`` that require grad, each tensor once)."""
+    direct = trainable = 0
+    for p in native.params:
+        hits = sum(1 for n in (p.name, *p.aliases) if (n.rsplit(".", 1)[0] if "." in n else "") == name)
+        direct += hits * p.numel
+        if hits and p.trainable:
+            trainable += p.numel
+    return direct, trainable
+
+
+CONVENTION = TorchstatConvention()
