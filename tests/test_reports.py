@@ -82,3 +82,14 @@ def test_markdown_names_every_tool_and_no_unexplained_rows(fresh):
     for tool in TOOLS:
         assert f"| {tool} |" in text
     assert "**unexplained " not in text  # how a row with a residual is marked
+
+
+def test_readme_sample_is_the_committed_report():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import readme_sample
+    finally:
+        sys.path.pop(0)
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(readme_sample.BEGIN)[1].split(readme_sample.END)[0]
+    assert block.strip("\n") == readme_sample.sample(), "run `python scripts/readme_sample.py` after `make report`"
