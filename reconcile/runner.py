@@ -49,10 +49,10 @@ ADAPTERS: dict[str, str] = {
     "native": "reconcile.adapters.native:NativeAdapter",
 }
 
-# imported once by the forkserver. Only ImportError is tolerated there, so only modules that are
-# stable and cheap to keep importable belong here; numpy and pandas make torchstat's import free.
+# imported once by the forkserver, so no worker pays for them. Only ImportError is tolerated
+# there (a tool that is not installed is skipped), so only modules whose import has no side
+# effects belong here: importing the tools changes nothing until they are called.
 # "__main__" keeps the caller's main module imported once in the server, not once per job.
-# imported once by the fork server, so no worker pays for them (a missing one is skipped)
 PRELOAD = ("__main__", "torch", "torchvision", "numpy", "pandas", "reconcile.runner", "reconcile.counter.core",
            "thop", "ptflops", "fvcore.nn", "torchsummary", "torchstat")
 
