@@ -212,8 +212,6 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         inp = pipeline.input_for(spec, cfg.input_shape, cfg.input_dtype, cfg.input_high)
         native = count(models.build(spec, device="meta"), models.make_inputs(inp, device="meta"), name=spec.name)
         pred = conv.predict(native)
-        from reconcile.conventions.base import OUTSIDE  # noqa: F401  (documented pseudo-row)
-
         if cfg.format == "json":
             print(json.dumps({"model": spec.name, "tool": conv.tool, "input_shape": list(inp.shape),
                               "unit": conv.unit, "headline": to_plain(dict(pred.headline)),

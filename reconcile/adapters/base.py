@@ -14,10 +14,42 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, field
+from fractions import Fraction
 from importlib import metadata
 from typing import Any, Callable, Iterator
 
-from reconcile.records import ToolRun
+from reconcile.records import Number, ToolRun
+
+
+def exact_number(value: Any) -> Number:
+    """A tool's number, exactly: numpy scalars unwrapped, integral floats and fractions as ints,
+    other floats as their exact ``Fraction``."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else Fraction(value)
+    if isinstance(value, Fraction):
+        return int(value) if value.denominator == 1 else value
+    return int(value)
+
+
+@contextlib.contextmanager
+def counting_calls(model: Any) -> Iterator[dict[int, int]]:
+    """Count forward calls per module object (``id -> calls``); hooks are removed on exit."""
+    counts: dict[int, int] = {}
+    handles = []
+    for mod in model.modules():
+        counts[id(mod)] = 0
+
+        def hook(m: Any, args: Any, out: Any, key: int = id(mod)) -> None:
+            counts[key] += 1
+
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        yield counts
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def version_of(distribution: str) -> str:

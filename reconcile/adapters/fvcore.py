@@ -29,42 +29,13 @@ Guarantees, for a run with status ``ok``:
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from fractions import Fraction
-from typing import Any, Iterator
+from typing import Any
 
-from reconcile.adapters.base import Adapter, capture_output, module_names
+from reconcile.adapters.base import Adapter, capture_output, counting_calls, exact_number, module_names
 from reconcile.records import Number, ToolLayer, ToolRun
 
 _LOGGERS = ("fvcore",)
-
-
-def _exact(value: Any) -> Number:
-    if hasattr(value, "item"):  # numpy scalars from fvcore handles
-        value = value.item()
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else Fraction(value)
-    return int(value)
-
-
-@contextlib.contextmanager
-def _counting_calls(model: Any) -> Iterator[dict[int, int]]:
-    """Count forward calls per module object (``id -> calls``); hooks are removed on exit."""
-    counts: dict[int, int] = {}
-    handles = []
-    for mod in model.modules():
-        counts[id(mod)] = 0
-
-        def hook(m: Any, args: Any, out: Any, key: int = id(mod)) -> None:
-            counts[key] += 1
-
-        handles.append(mod.register_forward_hook(hook))
-    try:
-        yield counts
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _messages(prefix: str, cap: Any) -> list[str]:
@@ -94,7 +65,7 @@ class FvcoreAdapter(Adapter):
 
         with capture_output(loggers=_LOGGERS) as cap:
             flops = FlopCountAnalysis(work, inputs)
-            with _counting_calls(work) as calls:
+            with counting_calls(work) as calls:
                 flop_total = flops.total()  # the trace runs here, lazily
             flop_by_module = flops.by_module()
             unsupported = {name: flops.unsupported_ops(name) for name in flop_by_module}
@@ -115,8 +86,8 @@ class FvcoreAdapter(Adapter):
         for key, value in flop_by_module.items():
             module = work.get_submodule(key)
             raw: dict[str, Number] = {
-                "flops": _exact(value),
-                "activations": _exact(act_by_module.get(key, 0)),
+                "flops": exact_number(value),
+                "activations": exact_number(act_by_module.get(key, 0)),
                 "params": int(params.get(key, 0)),
             }
             raw.update({f"unsupported:{op}": int(n) for op, n in sorted(unsupported[key].items())})
@@ -124,10 +95,10 @@ class FvcoreAdapter(Adapter):
                 ToolLayer(module=names[id(module)], type=type(module).__name__, calls=calls[id(module)], raw=raw, key=key)
             )
 
-        total = _exact(flop_total)
+        total = exact_number(flop_total)
         root = next((layer for layer in layers if layer.key == ""), None)
         shortfall = total - (root.raw["flops"] if root is not None else 0)
-        headline: dict[str, Number] = {"flops": total, "activations": _exact(act_total), "params": int(params[""])}
+        headline: dict[str, Number] = {"flops": total, "activations": exact_number(act_total), "params": int(params[""])}
         units = {"flops": "flops", "activations": "activations", "params": "params"}
         for op, n in sorted(flops.unsupported_ops().items()):
             headline[f"unsupported:{op}"] = int(n)

@@ -49,43 +49,18 @@ warnings. A ``None`` result (ptflops catches the model's exception, prints it an
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 import io
 from fractions import Fraction
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from reconcile.adapters.base import Adapter, capture_output, module_names
+from reconcile.adapters.base import Adapter, capture_output, counting_calls, exact_number, module_names
 from reconcile.records import Number, ToolLayer, ToolRun
 
 
 class PtflopsReturnedNone(RuntimeError):
     """ptflops caught an exception from the forward pass, printed it and returned ``None``."""
-
-
-def _exact(value: Fraction | int) -> Number:
-    value = Fraction(value)
-    return int(value) if value.denominator == 1 else value
-
-
-@contextlib.contextmanager
-def _counting_calls(model: Any) -> Iterator[dict[int, int]]:
-    """Count forward calls per module object (``id -> calls``); hooks are removed on exit."""
-    counts: dict[int, int] = {}
-    handles = []
-    for mod in model.modules():
-        counts[id(mod)] = 0
-
-        def hook(m: Any, args: Any, out: Any, key: int = id(mod)) -> None:
-            counts[key] += 1
-
-        handles.append(mod.register_forward_hook(hook))
-    try:
-        yield counts
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _input_constructor(model: Any, inputs: tuple[Any, ...]) -> tuple[Callable[[tuple], Any], tuple[str, ...]]:
@@ -163,16 +138,6 @@ def _function_name(fn: Any, namespaces: tuple[tuple[str, Any], ...]) -> str:
     return getattr(fn, "__qualname__", repr(fn))
 
 
-def _count(value: Any) -> Number:
-    """ptflops' counts are Python or numpy ints (``np.prod``), or floats where it multiplies by a
-    scale factor (``F.interpolate``): integral values become ints, others their exact Fraction."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not value.is_integer():
-        return Fraction(value)
-    return int(value)
-
-
 class PtflopsAdapter(Adapter):
     """ptflops, pytorch backend, with its default ``count_functional=True``."""
 
@@ -206,7 +171,7 @@ class PtflopsAdapter(Adapter):
             originals_f = _labelled_handlers(pytorch_ops.FUNCTIONAL_MAPPING, namespaces, "functional", log)
             originals_t = _labelled_handlers(pytorch_ops.TENSOR_OPS_MAPPING, namespaces, "tensor_op", log)
             try:
-                with _counting_calls(work) as calls:
+                with counting_calls(work) as calls:
                     macs, params = get_model_complexity_info(
                         work,
                         _input_res(inputs),
@@ -243,7 +208,7 @@ class PtflopsAdapter(Adapter):
 
         unattributed: dict[str, Number] = {}
         for label, value in log:
-            unattributed[label] = unattributed.get(label, 0) + _count(value)
+            unattributed[label] = unattributed.get(label, 0) + exact_number(value)
         module_sum = sum(layer.raw["__flops__"] for layer in layers if "shadowed" not in layer.raw)
         exact = Fraction(module_sum, batch) + sum(unattributed.values())
         notes = [
@@ -261,7 +226,7 @@ class PtflopsAdapter(Adapter):
             tool=self.name,
             version=self.version(),
             status="ok",
-            headline={"macs": int(macs), "macs_exact": _exact(exact), "params": int(params), "batch_counter": batch},
+            headline={"macs": int(macs), "macs_exact": exact_number(exact), "params": int(params), "batch_counter": batch},
             units={"macs": "Mac", "macs_exact": "Mac", "params": "params", "batch_counter": "samples"},
             layers=tuple(layers),
             unattributed=unattributed,
@@ -280,7 +245,7 @@ class PtflopsAdapter(Adapter):
         shadowed: bool = False,
     ) -> ToolLayer:
         flops, params = int(counters[0]), int(counters[1])  # ptflops int()s every module count
-        raw: dict[str, Number] = {"macs": _exact(Fraction(flops, batch)), "__flops__": flops, "params": params}
+        raw: dict[str, Number] = {"macs": exact_number(Fraction(flops, batch)), "__flops__": flops, "params": params}
         if shadowed:
             raw["shadowed"] = 1
         return ToolLayer(module=names[id(module)], type=type(module).__name__, calls=calls[id(module)], raw=raw, key=key)
@@ -315,7 +280,7 @@ class PtflopsAtenAdapter(Adapter):
 
             grab = work.register_forward_pre_hook(grab_counter)
             try:
-                with _counting_calls(work) as calls:
+                with counting_calls(work) as calls:
                     macs, params = get_model_complexity_info(
                         work,
                         _input_res(inputs),
@@ -331,7 +296,7 @@ class PtflopsAtenAdapter(Adapter):
             raise _failure(cap)
         if len(found) != 1:
             raise RuntimeError(f"expected one ptflops FlopCounterMode active during the forward pass, found {len(found)}")
-        buckets = {str(key): {str(op): _count(v) for op, v in ops.items()} for key, ops in found[0].flop_counts.items()}
+        buckets = {str(key): {str(op): exact_number(v) for op, v in ops.items()} for key, ops in found[0].flop_counts.items()}
 
         layers: list[ToolLayer] = []
         leftover = dict(buckets.get("Global", {}))
@@ -359,7 +324,7 @@ class PtflopsAtenAdapter(Adapter):
             tool=self.name,
             version=self.version(),
             status="ok",
-            headline={"macs": _count(macs), "params": int(params)},
+            headline={"macs": exact_number(macs), "params": int(params)},
             units={"macs": "Mac", "params": "params"},
             layers=tuple(layers),
             unattributed={f"Global:{op}": v for op, v in leftover.items() if v != 0},

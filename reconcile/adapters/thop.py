@@ -32,41 +32,12 @@ import contextlib
 import copy
 import logging
 import re
-from fractions import Fraction
 from typing import Any, Iterator
 
-from reconcile.adapters.base import Adapter, capture_output, module_names
-from reconcile.records import Number, ToolLayer, ToolRun
+from reconcile.adapters.base import Adapter, capture_output, counting_calls, exact_number, module_names
+from reconcile.records import ToolLayer, ToolRun
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _exact(value: Any) -> Number:
-    """thop's float64 sums as exact numbers: ints when integral, else the float's exact Fraction."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else Fraction(value)
-    return int(value)
-
-
-@contextlib.contextmanager
-def _counting_calls(model: Any) -> Iterator[dict[int, int]]:
-    """Count forward calls per module object (``id -> calls``); hooks are removed on exit."""
-    counts: dict[int, int] = {}
-    handles = []
-    for mod in model.modules():
-        counts[id(mod)] = 0
-
-        def hook(m: Any, args: Any, out: Any, key: int = id(mod)) -> None:
-            counts[key] += 1
-
-        handles.append(mod.register_forward_hook(hook))
-    try:
-        yield counts
-    finally:
-        for h in handles:
-            h.remove()
 
 
 class _RootLogCapture(logging.Handler):
@@ -112,10 +83,10 @@ class ThopAdapter(Adapter):
         with capture_output() as cap, logs.installed():
             import thop
 
-            with _counting_calls(work) as calls:
+            with counting_calls(work) as calls:
                 total_ops, total_params, tree = thop.profile(work, inputs=tuple(inputs), ret_layer_info=True)
 
-        macs, params = _exact(total_ops), _exact(total_params)
+        macs, params = exact_number(total_ops), exact_number(total_params)
         layers: list[ToolLayer] = []
 
         def walk(module: Any, path: str, entries: dict) -> None:
@@ -155,6 +126,6 @@ class ThopAdapter(Adapter):
             module=names[id(module)],
             type=type(module).__name__,
             calls=calls.get(id(module), 0),
-            raw={"ops": _exact(ops), "params": _exact(params)},
+            raw={"ops": exact_number(ops), "params": exact_number(params)},
             key=key,
         )

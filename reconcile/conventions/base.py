@@ -146,6 +146,12 @@ class Convention:
 # ----- helpers the conventions share ------------------------------------------------------------
 
 
+def whole(x: Fraction | int) -> Number:
+    """An exact number as an int when it is whole, else as its Fraction."""
+    x = Fraction(x)
+    return int(x) if x.denominator == 1 else x
+
+
 def numel(shape: tuple[int, ...]) -> int:
     n = 1
     for d in shape:

@@ -30,7 +30,7 @@ from typing import Callable, Mapping
 
 from reconcile.conventions import common
 from reconcile.conventions.base import (
-    INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, numel,
+    INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, numel, whole,
 )
 from reconcile.counter.formulas import POOL_MEAN, flops_of
 from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo
@@ -402,13 +402,8 @@ def _who(rows: list[tuple[str, str, int]]) -> str:
 def _scale(terms: list[Term], k: int) -> list[Term]:
     if k == 1:
         return terms
-    return [Term(t.cause, _whole(Fraction(t.amount) / k), t.text + f" (1/{k} on each of its {k} rows)",
-                 flops=_whole(Fraction(t.flops) / k)) for t in terms]
-
-
-def _whole(x: Fraction | int) -> Number:
-    x = Fraction(x)
-    return int(x) if x.denominator == 1 else x
+    return [Term(t.cause, whole(Fraction(t.amount) / k), t.text + f" (1/{k} on each of its {k} rows)",
+                 flops=whole(Fraction(t.flops) / k)) for t in terms]
 
 
 class _Unattributed:
@@ -532,10 +527,10 @@ class PtflopsConvention(Convention):
             if pseudo is not None:
                 layers.append(pseudo)
 
-        values = {k: _whole(v) for k, v in unattributed.values.items()}
+        values = {k: whole(v) for k, v in unattributed.values.items()}
         functional = sum((v for k, v in values.items() if k.startswith("functional:")), Fraction(0))
         tensor_ops = sum((v for k, v in values.items() if not k.startswith("functional:")), Fraction(0))
-        macs_exact = _whole(Fraction(module_sum, batch) + functional + tensor_ops)
+        macs_exact = whole(Fraction(module_sum, batch) + functional + tensor_ops)
         x = module_sum / batch  # ptflops' float arithmetic, then int()
         x += float(functional)
         x += float(tensor_ops)
@@ -573,8 +568,8 @@ class PtflopsConvention(Convention):
             if cause != "macs" and amount:
                 terms.append(Term(cause, amount, f"ptflops counts {row.type}'s {cause if cause != 'formula' else 'extra work'} "
                                   f"({how}): {exact(amount)}"))
-        per_sample = _whole(Fraction(whole, batch)) - whole
-        macs = _whole(Fraction(whole, batch))
+        per_sample = whole(Fraction(whole, batch)) - whole
+        macs = whole(Fraction(whole, batch))
         sample_terms = [Term("per_sample", per_sample, f"ptflops divides module counts by the batch ({batch}): "
                              f"{exact(whole)} / {batch} = {exact(macs)}")] if per_sample else []
         params, p_terms = _params_row_terms(self.tool, row, tree.native)
@@ -583,9 +578,9 @@ class PtflopsConvention(Convention):
         predicted: dict[str, Number] = {"macs": macs, "__flops__": whole, "params": params}
         by_metric = {"macs": terms + sample_terms, "__flops__": terms, "params": list(p_terms)}
         if k > 1:
-            reference = {m: _whole(Fraction(v) / k) for m, v in reference.items()}
+            reference = {m: whole(Fraction(v) / k) for m, v in reference.items()}
             for m, cause in (("macs", "double_count"), ("__flops__", "double_count"), ("params", "params_tied")):
-                extra = _whole(Fraction(predicted[m]) * (k - 1) / k)
+                extra = whole(Fraction(predicted[m]) * (k - 1) / k)
                 by_metric[m] = _scale(by_metric[m], k)
                 if extra:
                     by_metric[m].append(Term(cause, extra, f"{row.type} is reached by {k} paths and ptflops sums "

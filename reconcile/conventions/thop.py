@@ -8,7 +8,6 @@ calls; params are ``sum(m.parameters())`` of registered modules that ran at leas
 
 from __future__ import annotations
 
-from fractions import Fraction
 
 from reconcile.conventions.base import (
     Convention, LayerPrediction, Prediction, RuleDoc, Term, n_in, n_out, numel,

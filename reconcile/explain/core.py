@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Mapping
 
-from reconcile.conventions.base import CAUSES, INCLUSIVE, Convention, LayerPrediction, Prediction, Term
+from reconcile.conventions.base import CAUSES, INCLUSIVE, Convention, LayerPrediction, Prediction, Term, whole
 from reconcile.records import NativeCount, ToolRun
 
 Number = int | Fraction
@@ -217,8 +217,4 @@ def _normalize(raw_total: Number, causes: Mapping[str, Number], missed_flops: Nu
     convention_part = sum((v for k, v in causes.items() if CAUSES[k][0] == "convention"), Fraction(0))
     macs = Fraction(raw_total) - convention_part - non_mac
     flops = Fraction(native.totals["flops"]) + missed_flops
-    return {"macs": _int_if_whole(macs), "flops": _int_if_whole(flops)}
-
-
-def _int_if_whole(x: Fraction) -> Number:
-    return int(x) if x.denominator == 1 else x
+    return {"macs": whole(macs), "flops": whole(flops)}
