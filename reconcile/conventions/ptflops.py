@@ -494,9 +494,9 @@ class PtflopsConvention(Convention):
         params_sum = 0
         for row in reached:
             k = _paths(native, row_names, row.name)
-            pred, whole = self._hooked(tree, row, batch, k, names, shadowed=False)
+            pred, hook_count = self._hooked(tree, row, batch, k, names, shadowed=False)
             layers.append(pred)
-            module_sum += k * whole
+            module_sum += k * hook_count
             params_sum += k * pred.predicted["params"]
             for p in _registered(native, row.name):
                 if p.trainable:
@@ -557,7 +557,7 @@ class PtflopsConvention(Convention):
         """A hooked module's row: its hook count (whole batch) split into causes against the native
         MACs of its subtree, then divided by the batch. ``k``: paths reaching it (rows it gets)."""
         parts = HOOKS[row.attrs["class"]].fn(row, names)
-        whole = sum(v for v, _ in parts.values())
+        hook_count = sum(v for v, _ in parts.values())
         ref = tree.macs(row.name)
         terms: list[Term] = []
         macs_part = parts.get("macs", (0, ""))[0]
@@ -568,14 +568,14 @@ class PtflopsConvention(Convention):
             if cause != "macs" and amount:
                 terms.append(Term(cause, amount, f"ptflops counts {row.type}'s {cause if cause != 'formula' else 'extra work'} "
                                   f"({how}): {exact(amount)}"))
-        per_sample = whole(Fraction(whole, batch)) - whole
-        macs = whole(Fraction(whole, batch))
+        per_sample = whole(Fraction(hook_count, batch)) - hook_count
+        macs = whole(Fraction(hook_count, batch))
         sample_terms = [Term("per_sample", per_sample, f"ptflops divides module counts by the batch ({batch}): "
-                             f"{exact(whole)} / {batch} = {exact(macs)}")] if per_sample else []
+                             f"{exact(hook_count)} / {batch} = {exact(macs)}")] if per_sample else []
         params, p_terms = _params_row_terms(self.tool, row, tree.native)
         ref_params = tree.params(row.name)
         reference: dict[str, Number] = {"macs": ref, "__flops__": ref, "params": ref_params}
-        predicted: dict[str, Number] = {"macs": macs, "__flops__": whole, "params": params}
+        predicted: dict[str, Number] = {"macs": macs, "__flops__": hook_count, "params": params}
         by_metric = {"macs": terms + sample_terms, "__flops__": terms, "params": list(p_terms)}
         if k > 1:
             reference = {m: whole(Fraction(v) / k) for m, v in reference.items()}
@@ -589,7 +589,7 @@ class PtflopsConvention(Convention):
             reference[INCLUSIVE] = 1
             predicted["shadowed"] = 1
         terms_out = {m: tuple(ts) for m, ts in by_metric.items() if ts}
-        return LayerPrediction(row.name, row.type, row.calls, reference, predicted, terms_out), whole
+        return LayerPrediction(row.name, row.type, row.calls, reference, predicted, terms_out), hook_count
 
     def _outside(self, tree: common.Tree, row: ModuleRow, caught: list[Caught]) -> LayerPrediction | None:
         """A module in no row: its own work (seen only through patched functions, or not at all)
