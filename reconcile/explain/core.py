@@ -54,11 +54,23 @@ class MetricSummary:
     raw_total: Number | None
     reference: Number  # native value of the same quantity (macs for op counts, params for params)
     causes: Mapping[str, Number]  # cause id -> amount, summed over non-nesting rows + headline
-    residual: Number  # sum of |residual| over rows, the total-only record and the headline
+    # what no cause explains, counted once: sum of |residual| over rows and the total-only record,
+    # plus the part of the headline's residual that no row shows
+    residual: Number
     missed_flops: Number = 0  # FLOPs of work the tool did not see (coverage causes), <= 0
     non_mac_coverage: Number = 0  # coverage amounts that are not MACs (an activation counted twice)
     normalized: Mapping[str, Number] = field(default_factory=dict)  # op metrics: "macs", "flops"
     is_ops: bool = False  # an operation count (normalizable), not params or memory
+    rows_total: Number | None = None  # the tool's rows (and total-only record) added up
+    headline_residual: Number = 0  # headline minus its prediction, signed (may repeat row residuals)
+
+    @property
+    def headline_not_rows(self) -> Number:
+        """How far the tool's headline is from the sum of its own rows: a fact about the tool
+        (it totals work it lists nowhere, or lists work it does not total), not a residual."""
+        if self.raw_total is None or self.rows_total is None or not self.row_key:
+            return 0
+        return self.raw_total - self.rows_total
 
     def explained_share(self) -> Fraction | None:
         """Share of the gap to the native reference that named causes account for."""
@@ -164,6 +176,8 @@ def explain_run(run: ToolRun, prediction: Prediction | None, convention: Convent
     for hkey, rkey in convention.metrics.items():
         causes: dict[str, Number] = defaultdict(int)
         residual: Number = 0
+        signed: Number = 0  # the same residuals with their signs: what the headline repeats
+        rows_total: Number = 0
         reference: Number = 0
         missed_flops: Number = 0
         non_mac: Number = 0
@@ -182,6 +196,9 @@ def explain_run(run: ToolRun, prediction: Prediction | None, convention: Convent
             for c in le.causes.get(rkey, ()):
                 add(c)
             residual += abs(le.residual.get(rkey, 0))
+            signed += le.residual.get(rkey, 0)
+            raw_row = le.raw.get(rkey, 0)
+            rows_total += raw_row if isinstance(raw_row, (int, Fraction)) else 0
         if not rkey:  # a headline-only figure (row key ""): its native reference is the prediction's
             reference = headline.reference.get(hkey, 0)
         if unattributed is not None and hkey == convention.headline_metric:
@@ -192,16 +209,22 @@ def explain_run(run: ToolRun, prediction: Prediction | None, convention: Convent
                 for c in cs:
                     add(c)
             residual += sum((abs(v) for v in unattributed.residual.values()), 0)
+            signed += sum(unattributed.residual.values(), 0)
+            rows_total += sum((v for v in unattributed.raw.values() if isinstance(v, (int, Fraction))), 0)
         for c in headline.causes.get(hkey, ()):
             add(c)
-        residual += abs(headline.residual.get(hkey, 0))
+        # The headline's residual repeats the rows' when the headline is their sum: count only
+        # the part no row shows, so that each unexplained unit is counted once.
+        headline_residual = headline.residual.get(hkey, 0)
+        residual += abs(headline_residual - signed) if rkey else abs(headline_residual)
         raw = run.headline.get(hkey)
         raw_total = raw if isinstance(raw, (int, Fraction)) else None
         is_ops = hkey in op_metrics
         normalized = (_normalize(raw_total, causes, missed_flops, non_mac, native)
                       if is_ops and raw_total is not None else {})
         summaries[hkey] = MetricSummary(hkey, rkey, raw_total, reference, dict(causes), residual,
-                                        missed_flops, non_mac, normalized, is_ops)
+                                        missed_flops, non_mac, normalized, is_ops,
+                                        rows_total if rkey else None, headline_residual)
     return ToolExplanation(
         run.tool, run.version, run.status, metric, unit, run, tuple(layers), unattributed, headline,
         summaries, main, native_macs,
