@@ -8,6 +8,8 @@ MODELS ?= resnet18,vgg16
 INPUT ?=
 TOOLS ?=
 OUT ?= reports
+SOURCE ?= torchvision
+SUBSET ?= all
 
 REPORT_ARGS := $(if $(INPUT),--input-shape $(INPUT),) $(if $(TOOLS),--tools $(TOOLS),)
 
@@ -18,7 +20,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[tools,test]'
+	$(PY) -m pip install --quiet -e '.[tools,models,test]'
 	touch $(STAMP)
 
 report: $(STAMP)
@@ -31,7 +33,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 
 zoo: $(STAMP)
-	$(PY) -m reconcile zoo --out $(OUT)
+	$(PY) -m reconcile zoo --source $(SOURCE) --subset $(SUBSET) --out $(OUT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

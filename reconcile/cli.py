@@ -29,6 +29,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-dtype", default="float32", metavar="DTYPE",
                    help="input dtype: float32 (default), long for token ids, ...")
     p.add_argument("--input-high", type=int, metavar="N", help="integer inputs are drawn from [0, N)")
+    p.add_argument("--input", action="append", metavar="[NAME=]SHAPE[:DTYPE[:HIGH|ones|zeros]]",
+                   help="one input tensor; repeat for several (positional first, then named by forward's "
+                        "parameters), e.g. --input input_ids=1x128:long:30522 --input attention_mask=1x128:long:ones")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=DEVICES, default="meta",
+                   help="where native counts: meta (default: free, exact; falls back to cpu for a forward "
+                        "that reads data) or cpu; the other tools always run on cpu")
+    p.add_argument("--mode", choices=("eval", "train"), default="eval", help="run every tool in eval (default) or train mode")
 
 
 def _config(ns: argparse.Namespace) -> RunConfig:
@@ -37,7 +47,13 @@ def _config(ns: argparse.Namespace) -> RunConfig:
     shape = models.parse_input_shape(ns.input_shape) if getattr(ns, "input_shape", None) is not None else None
     dtype = models.parse_dtype(ns.input_dtype) if getattr(ns, "input_dtype", None) else "float32"
     tools = tuple(t.strip() for t in ns.tools.split(",") if t.strip()) if getattr(ns, "tools", None) else ()
+    inputs = tuple(models.parse_input(t) for t in (getattr(ns, "input", None) or ()))
+    if inputs and (shape is not None or getattr(ns, "input_high", None) is not None
+                   or (getattr(ns, "input_dtype", None) or "float32") != "float32"):
+        raise ReconcileError("give inputs either with --input (each with its own dtype) or with "
+                             "--input-shape/--input-dtype/--input-high, not both")
     return RunConfig(
+        inputs=models.check_inputs(inputs) if inputs else (),
         input_shape=shape,
         input_dtype=dtype,
         input_high=getattr(ns, "input_high", None),
@@ -51,15 +67,18 @@ def _config(ns: argparse.Namespace) -> RunConfig:
     )
 
 
-def _input_for(spec, cfg: RunConfig):
-    from reconcile import models
+def _inputs_for(spec, cfg: RunConfig):
+    from reconcile import pipeline
 
-    if cfg.input_shape is None:
-        inp = models.default_input(spec)
-        if cfg.input_dtype != "float32" or cfg.input_high is not None:
-            inp = models.InputSpec(inp.shape, cfg.input_dtype, cfg.input_high or inp.high)
-        return inp
-    return models.InputSpec(cfg.input_shape, cfg.input_dtype, cfg.input_high)
+    return pipeline.inputs_for(spec, cfg.inputs, cfg.input_shape, cfg.input_dtype, cfg.input_high)
+
+
+def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...]):
+    from reconcile import models, pipeline
+
+    return pipeline.collect(models.split_specs(ns.specs), tools, inputs=cfg.inputs, input_shape=cfg.input_shape,
+                            input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout,
+                            mode=cfg.mode, device=cfg.device)
 
 
 def _each_model(specs_text: str, work: Callable[[object], None]) -> int:
@@ -84,9 +103,20 @@ def cmd_count(ns: argparse.Namespace) -> int:
     from reconcile.report.text import count_table
 
     def work(spec) -> None:
-        inp = _input_for(spec, cfg)
-        model = models.build(spec, device=cfg.device)
-        result = count(model, models.make_inputs(inp, device=cfg.device), name=spec.name, mode=cfg.mode)
+        inputs = _inputs_for(spec, cfg)
+        device = cfg.device
+        try:
+            model, args = models.prepare(models.build(spec, device=device), inputs, device, cfg.mode)
+            result = count(model, args, name=spec.name, mode=cfg.mode)
+        except ReconcileError as exc:
+            if device != "meta":
+                raise
+            # a forward that reads data (`if x.mean() > 0`, `.item()`) cannot run on meta
+            device = "cpu"
+            model, args = models.prepare(models.build(spec, device=device), inputs, device, cfg.mode)
+            result = count(model, args, name=spec.name, mode=cfg.mode)
+            print(f"reconcile: note: {spec.name} counted on cpu: on meta, {exc}", file=sys.stderr)
+        inp = inputs[0]
         depth = cfg.depth if cfg.depth is not None else max(r.depth for r in result.rows)
         if cfg.format == "json":
             plain = to_plain(result)
@@ -94,6 +124,7 @@ def cmd_count(ns: argparse.Namespace) -> int:
                 "model": spec.name,
                 "input_shape": list(inp.shape),
                 "input_dtype": inp.dtype,
+                "inputs": [i.describe() for i in inputs],
                 "device": result.device,
                 "totals": plain["totals"],
                 "components": plain["components"],
@@ -141,8 +172,7 @@ def cmd_tools(ns: argparse.Namespace) -> int:
     tools = _tools_text(ns)
     if "native" not in (ns.tools or "native"):
         tools = tuple(t for t in tools if t != "native")
-    results = pipeline.collect(models.split_specs(ns.specs), tools, input_shape=cfg.input_shape,
-                               input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout)
+    results = _collect(ns, cfg, tools)
     failed = 0
     for mr in results:
         if mr.error and not mr.runs:
@@ -151,7 +181,7 @@ def cmd_tools(ns: argparse.Namespace) -> int:
             continue
         if cfg.format == "json":
             obj = {"model": mr.name, "input_shape": list(mr.input.shape), "input_dtype": mr.input.dtype,
-                   "tools": {r.tool: to_plain(r) for r in mr.runs}}
+                   "inputs": [i.describe() for i in mr.inputs], "tools": {r.tool: to_plain(r) for r in mr.runs}}
             print(json.dumps(obj))
         else:
             rows = []
@@ -159,7 +189,7 @@ def cmd_tools(ns: argparse.Namespace) -> int:
                 head = ", ".join(f"{k} {numbers.exact(v) if not isinstance(v, str) else v}" for k, v in r.headline.items()
                                  if not k.startswith("unsupported")) if r.status == "ok" else f"{r.error_type}: {r.error_message}"
                 rows.append([r.tool, r.version, r.status, f"{r.seconds:.1f}s", head])
-            print(f"{mr.name}  input {'x'.join(map(str, mr.input.shape))}")
+            print(f"{mr.name}  input {models.describe_inputs(mr.inputs)}")
             print(table(["tool", "version", "status", "time", "headline (as the tool reports it)"], rows,
                         [False, False, False, True, False]))
             print()
@@ -170,12 +200,10 @@ def cmd_tools(ns: argparse.Namespace) -> int:
 def cmd_report(ns: argparse.Namespace) -> int:
     cfg = _config(ns)
     from reconcile import models, pipeline
-    from reconcile.report.markdown import index_markdown
 
     folder = pipeline.check_writable(cfg.out)
     tools = _tools_text(ns)
-    results = pipeline.collect(models.split_specs(ns.specs), tools, input_shape=cfg.input_shape,
-                               input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout)
+    results = _collect(ns, cfg, tools)
     reports = []
     failed = 0
     for mr in results:
@@ -192,7 +220,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
         note += f"; {', '.join(bad)} did not finish" if bad else ""
         print(f"wrote {folder / pipeline.file_stem(mr.name)}.md (.json, .csv){note}")
     if reports:
-        pipeline.write_files(folder, {"index.md": index_markdown(reports)})
+        pipeline.write_files(folder, {"index.md": pipeline.render_index(folder, reports)})
         print(f"wrote {folder / 'index.md'}")
     return 2 if failed else 0
 
@@ -209,8 +237,10 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     conv = conventions.get(ns.tool)
 
     def work(spec) -> None:
-        inp = pipeline.input_for(spec, cfg.input_shape, cfg.input_dtype, cfg.input_high)
-        native = count(models.build(spec, device="meta"), models.make_inputs(inp, device="meta"), name=spec.name)
+        inputs = _inputs_for(spec, cfg)
+        inp = inputs[0]
+        model, args = models.prepare(models.build(spec, device="meta"), inputs, "meta", cfg.mode)
+        native = count(model, args, name=spec.name, mode=cfg.mode)
         pred = conv.predict(native)
         if cfg.format == "json":
             print(json.dumps({"model": spec.name, "tool": conv.tool, "input_shape": list(inp.shape),
@@ -252,17 +282,14 @@ def cmd_conventions(ns: argparse.Namespace) -> int:
 
 
 def cmd_zoo(ns: argparse.Namespace) -> int:
-    from reconcile import models, pipeline, zoo
+    from reconcile import pipeline, zoo
 
     folder = pipeline.check_writable(ns.out)
-    if ns.models:
-        names = [m for m in ns.models.split(",") if m]
-    else:
-        names = list(zoo.ZOO_CI) if ns.subset == "ci" else models.torchvision_names()
+    names = [m for m in ns.models.split(",") if m] if ns.models else zoo.models_of(ns.source, ns.subset)
     tools = _tools_text(ns)
     reports, errors = [], []
     # one model at a time keeps the peak memory of the largest models (vit_h_14) bounded
-    for name in names:
+    for k, name in enumerate(names, 1):
         for mr in pipeline.collect([name], tools, timeout=ns.timeout):
             if mr.error:
                 errors.append((mr.name, mr.error))
@@ -271,9 +298,10 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
             report = pipeline.reconcile_model(mr)
             reports.append(report)
             cells = ", ".join(f"{t.tool} {zoo.share(t).text()}" for t in report.tools)
-            print(f"{mr.name}: {cells}", flush=True)
-    pipeline.write_files(folder, {"zoo.md": zoo.zoo_markdown(reports, errors)})
-    print(f"wrote {folder / 'zoo.md'}")
+            print(f"[{k}/{len(names)}] {mr.name}: {cells}", flush=True)
+    out = zoo.zoo_file(ns.source)
+    pipeline.write_files(folder, {out: zoo.zoo_markdown(reports, errors, ns.source)})
+    print(f"wrote {folder / out}")
     return 2 if errors else 0
 
 
@@ -296,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("count", help="count models with the native counter (exact, per module)")
     _add_model_args(p)
-    p.add_argument("--device", choices=DEVICES, default="meta", help="meta (default: free, exact) or cpu")
+    p.add_argument("--device", choices=DEVICES, default="meta",
+                   help="meta (default: free, exact; falls back to cpu for a forward that reads data) or cpu")
     p.add_argument("--mode", choices=("eval", "train"), default="eval", help="count in eval (default) or train mode")
     p.add_argument("--depth", type=int, metavar="N", help="show modules down to depth N (default: all)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
@@ -304,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tools", help="run the counting tools and print their raw results")
     _add_model_args(p)
+    _add_run_args(p)
     p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all): " + ", ".join(TOOL_NAMES))
     p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
@@ -311,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="run every tool, explain every difference, write Markdown/JSON/CSV reports")
     _add_model_args(p)
+    _add_run_args(p)
     p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all; native always runs)")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
     p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
@@ -319,14 +350,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict a tool's numbers from the native count, without running the tool")
     _add_model_args(p)
     p.add_argument("--tool", required=True, choices=TOOL_NAMES, help="the tool to predict")
+    p.add_argument("--mode", choices=("eval", "train"), default="eval", help="eval (default) or train mode")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("conventions", help="print each tool's counting rules and the causes of disagreement")
     p.set_defaults(func=cmd_conventions)
 
-    p = sub.add_parser("zoo", help="every tool on every torchvision model: share of layers explained")
-    p.add_argument("--subset", choices=("all", "ci"), default="all", help="all 80 models (default) or the CI subset")
+    p = sub.add_parser("zoo", help="every tool on every model of a source: share of layers explained")
+    p.add_argument("--source", choices=("torchvision", "timm", "transformers"), default="torchvision",
+                   help="where the models come from (default torchvision); writes zoo.md, zoo-timm.md, zoo-transformers.md")
+    p.add_argument("--subset", choices=("all", "ci"), default="all",
+                   help="all models of the source (default; for transformers its sample) or its CI sample")
     p.add_argument("--models", metavar="SPEC[,SPEC...]", help="these models instead of a subset")
     p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds per tool and model (default 600)")

@@ -12,6 +12,7 @@ FORMATS = ("table", "json")
 
 @dataclass(frozen=True)
 class RunConfig:
+    inputs: tuple = ()  # InputSpecs from --input; empty: --input-shape or the model's defaults
     input_shape: tuple[int, ...] | None = None  # None: each model's default input
     input_dtype: str = "float32"
     input_high: int | None = None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from reconcile import conventions, models
+from reconcile.sources import PREFIXES
 from reconcile.errors import ReconcileError
 from reconcile.explain.core import ToolExplanation, explain_run
 from reconcile.records import NativeCount, ToolRun
@@ -28,15 +29,21 @@ TOOLS = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary
 
 @dataclass(frozen=True)
 class ModelRuns:
-    """Everything collected for one model: its input, native count and each tool's run."""
+    """Everything collected for one model: its inputs, native count and each tool's run."""
 
     spec: str
     name: str
-    input: models.InputSpec
+    inputs: models.Inputs
     native: NativeCount | None
     runs: tuple[ToolRun, ...] = ()
     error: str = ""
     published: dict = field(default_factory=dict)
+    mode: str = "eval"
+    options: tuple[str, ...] = ()  # the command-line options that reproduce this run
+
+    @property
+    def input(self) -> models.InputSpec:
+        return self.inputs[0]
 
 
 def parse_tools(text: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -50,13 +57,41 @@ def parse_tools(text: str | Sequence[str] | None) -> tuple[str, ...]:
     return ("native",) + tuple(dict.fromkeys(t for t in names if t != "native"))
 
 
+def inputs_for(spec: models.ModelSpec, inputs: Sequence[models.InputSpec] | None = None,
+               shape: tuple[int, ...] | None = None, dtype: str = "float32",
+               high: int | None = None) -> models.Inputs:
+    """The inputs a model runs on: ``inputs`` as given, else one input of ``shape``, else the
+    model's default inputs with ``dtype`` / ``high`` applied."""
+    if inputs:
+        return models.check_inputs(inputs)
+    if shape is not None:
+        return (models.InputSpec(shape, dtype, high),)
+    return models.with_dtype(models.default_inputs(spec), dtype, high)
+
+
 def input_for(spec: models.ModelSpec, shape: tuple[int, ...] | None, dtype: str, high: int | None) -> models.InputSpec:
-    if shape is None:
-        inp = models.default_input(spec)
-        if dtype != "float32" or high is not None:
-            inp = models.InputSpec(inp.shape, dtype, high if high is not None else inp.high)
-        return inp
-    return models.InputSpec(shape, dtype, high)
+    """The first input (single-input callers)."""
+    return inputs_for(spec, None, shape, dtype, high)[0]
+
+
+def _options(inputs: Sequence[models.InputSpec] | None, shape: tuple[int, ...] | None, dtype: str,
+             high: int | None, mode: str, device: str, tools: Sequence[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    if inputs:
+        out += [f"--input {i.option()}" for i in inputs]
+    elif shape is not None:
+        out.append("--input-shape " + ",".join(map(str, shape)))
+    if not inputs and dtype != "float32":
+        out.append(f"--input-dtype {dtype}")
+    if not inputs and high is not None:
+        out.append(f"--input-high {high}")
+    if mode != "eval":
+        out.append(f"--mode {mode}")
+    if device != "meta":
+        out.append(f"--device {device}")
+    if tuple(tools) != TOOLS:
+        out.append("--tools " + ",".join(tools))
+    return tuple(out)
 
 
 # relative run time of each tool on the same model, measured on resnet18/vgg16 (native runs on meta)
@@ -66,23 +101,33 @@ _TOOL_COST = {"native": 0.1, "thop": 1.0, "ptflops": 1.2, "ptflops-aten": 1.2, "
 
 def _expected_size(spec: models.ModelSpec) -> float:
     """A model's expected cost: its published GMACs plus a constant per model (building, tracing)."""
-    ops = models.published(spec.name).get("_ops") if spec.kind == "torchvision" else None
+    ops = models.published(spec).get("_ops")
     return 1.0 + float(ops or 1.0)
 
 
-def collect(specs: Sequence[str], tools: Sequence[str], *, input_shape: tuple[int, ...] | None = None,
-            input_dtype: str = "float32", input_high: int | None = None, timeout: float = 300.0,
-            workers: int = 2) -> list[ModelRuns]:
-    """Run ``tools`` on every model spec; a spec that cannot be resolved gets an ``error``."""
+def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[models.InputSpec] | None = None,
+            input_shape: tuple[int, ...] | None = None, input_dtype: str = "float32",
+            input_high: int | None = None, timeout: float = 300.0, workers: int = 2,
+            mode: str = "eval", device: str = "meta") -> list[ModelRuns]:
+    """Run ``tools`` on every model spec; a spec that cannot be resolved gets an ``error``.
+
+    ``device`` is where native counts ("meta": free; it falls back to CPU by itself for a forward
+    that reads data); the other tools always run on CPU, as their users run them. ``mode``
+    ("eval" or "train") applies to every tool."""
     from reconcile.runner import Job, run_jobs
 
-    prepared: list[tuple[str, models.ModelSpec | None, models.InputSpec | None, str]] = []
+    if mode not in models.MODES:
+        raise ReconcileError(f"--mode must be one of {', '.join(models.MODES)}, got {mode!r}")
+    if device not in models.DEVICES:
+        raise ReconcileError(f"--device must be one of {', '.join(models.DEVICES)}, got {device!r}")
+    options = _options(inputs, input_shape, input_dtype, input_high, mode, device, tools)
+    prepared: list[tuple[str, models.ModelSpec | None, models.Inputs, str]] = []
     for text in specs:
         try:
             spec = models.resolve(text)
-            prepared.append((text, spec, input_for(spec, input_shape, input_dtype, input_high), ""))
+            prepared.append((text, spec, inputs_for(spec, inputs, input_shape, input_dtype, input_high), ""))
         except ReconcileError as exc:
-            prepared.append((text, None, None, str(exc)))
+            prepared.append((text, None, (), str(exc)))
     jobs: list[Job] = []
     owners: list[int] = []
     for i, (_, spec, inp, err) in enumerate(prepared):
@@ -90,7 +135,8 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, input_shape: tuple[in
             continue
         size = _expected_size(spec)
         for tool in tools:
-            jobs.append(Job(spec.text, tool, inp.shape, inp.dtype, inp.high, cost=size * _TOOL_COST.get(tool, 1.0)))
+            jobs.append(Job(spec.name, tool, inputs=inp, mode=mode, cost=size * _TOOL_COST.get(tool, 1.0),
+                            device=device if tool == "native" else None))
             owners.append(i)
     runs = run_jobs(jobs, timeout=timeout, workers=workers) if jobs else []
     by_model: dict[int, list[ToolRun]] = {}
@@ -99,7 +145,7 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, input_shape: tuple[in
     out = []
     for i, (text, spec, inp, err) in enumerate(prepared):
         if err:
-            out.append(ModelRuns(text, text, models.InputSpec((1,)), None, error=err))
+            out.append(ModelRuns(text, text, (models.InputSpec((1,)),), None, error=err))
             continue
         model_runs = by_model.get(i, [])
         native_run = next((r for r in model_runs if r.tool == "native"), None)
@@ -110,8 +156,8 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, input_shape: tuple[in
             if native_run is not None and native_run.error_type == "ReconcileError":
                 why = native_run.error_message
             error = f"{spec.name} could not be counted: {why}"
-        published = models.published(spec.name) if spec.kind == "torchvision" else {}
-        out.append(ModelRuns(text, spec.name, inp, native, tuple(model_runs), error, published))
+        out.append(ModelRuns(text, spec.name, inp, native, tuple(model_runs), error, models.published(spec),
+                             mode, options))
     return out
 
 
@@ -119,17 +165,32 @@ def reconcile_model(mr: ModelRuns) -> ModelReport:
     """Predict every tool from the native count and explain its run. Pure."""
     from reconcile import __version__
 
-    versions = {"torch": _version("torch"), "torchvision": _version("torchvision"), "reconcile": __version__}
+    versions = {"torch": _version("torch"), "torchvision": _version("torchvision")}
+    source_dist = {"timm": "timm", "transformers": "transformers"}.get(_kind(mr.name))
+    if source_dist:
+        versions[source_dist] = _version(source_dist)
+    versions["reconcile"] = __version__
+    published = {k: mr.published[k] for k in ("_ops", "num_params") if k in mr.published}
+    native_run = next((r for r in mr.runs if r.tool == "native"), None)
+    context = dict(inputs=tuple(i.describe() for i in mr.inputs), mode=mr.mode, options=mr.options,
+                   native_device=mr.native.device if mr.native is not None else "",
+                   native_notes=tuple(native_run.notes) if native_run is not None else ())
     if mr.native is None:
-        return ModelReport(mr.name, mr.input.shape, mr.input.dtype, versions, {}, {}, (), mr.published, mr.error)
+        return ModelReport(mr.name, mr.input.shape, mr.input.dtype, versions, {}, {}, (), published, mr.error,
+                           **context)
     explanations: list[ToolExplanation] = []
     for run in mr.runs:
         conv = _convention(run.tool)
         prediction = conv.predict(mr.native) if conv is not None and run.status == "ok" else None
         explanations.append(explain_run(run, prediction, conv, mr.native))
-    published = {k: mr.published[k] for k in ("_ops", "num_params") if k in mr.published}
     return ModelReport(mr.name, mr.input.shape, mr.input.dtype, versions, dict(mr.native.totals),
-                       dict(mr.native.components), tuple(explanations), published)
+                       dict(mr.native.components), tuple(explanations), published, **context)
+
+
+def _kind(name: str) -> str:
+    """The source of a canonical name, from its prefix alone (no import)."""
+    prefix, colon, _ = name.partition(":")
+    return PREFIXES.get(prefix, "") if colon else ""
 
 
 def _convention(tool: str):
@@ -183,7 +244,27 @@ def write_files(folder: Path, files: dict[str, str]) -> None:
 
 def render_model(report: ModelReport) -> dict[str, str]:
     from reconcile.report.data import layers_csv, model_json
-    from reconcile.report.markdown import model_markdown
+    from reconcile.report.markdown import index_entry, model_markdown
 
     stem = file_stem(report.model)
-    return {f"{stem}.md": model_markdown(report), f"{stem}.json": model_json(report), f"{stem}.csv": layers_csv(report)}
+    return {f"{stem}.md": model_markdown(report), f"{stem}.json": model_json(report, index_entry(report, stem)),
+            f"{stem}.csv": layers_csv(report)}
+
+
+def render_index(folder: Path, reports: Sequence[ModelReport] = ()) -> str:
+    """``index.md`` for every model report in ``folder`` (earlier runs' included, one row per
+    model), with ``reports`` taking the place of the same models' rows on disk."""
+    import json
+
+    from reconcile.report.markdown import index_entry, index_markdown
+
+    entries = {r.model: index_entry(r, file_stem(r.model)) for r in reports}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8")).get("index")
+        except (OSError, ValueError, AttributeError):
+            continue  # not a report of ours
+        if isinstance(entry, dict) and entry.get("model") and entry["model"] not in entries \
+                and (folder / str(entry.get("file", ""))).exists():
+            entries[entry["model"]] = entry
+    return index_markdown(list(entries.values()))

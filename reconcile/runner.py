@@ -29,7 +29,7 @@ import tempfile
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
@@ -62,26 +62,37 @@ _OUTPUT_TAIL = 10  # lines of a dead worker's output kept in its ToolRun
 
 @dataclass(frozen=True)
 class Job:
-    """One tool on one model with one input of ``input_shape`` (batch included)."""
+    """One tool on one model with its inputs (batch included), in eval or train mode.
+
+    ``inputs`` is a tuple of ``reconcile.inputs.InputSpec``; a single unnamed input can still be
+    given as ``input_shape`` / ``input_dtype`` / ``input_high``."""
 
     model: str
     tool: str
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...] = ()
     input_dtype: str = "float32"
     input_high: int | None = None  # exclusive upper bound of integer inputs (token ids, ...)
     cost: float = 0.0  # expected run time, any unit: the costliest jobs start first
+    inputs: tuple[Any, ...] = ()
+    mode: str = "eval"
+    device: str | None = None  # where to build and run; None: where the adapter asks (Adapter.device)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
-        self.input_spec()  # a bad shape, dtype or high is the caller's to fix: ReconcileError now
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        self.input_specs()  # a bad shape, dtype or high is the caller's to fix: ReconcileError now
 
-    def input_spec(self) -> Any:
-        from reconcile.models import InputSpec
+    def input_specs(self) -> tuple[Any, ...]:
+        from reconcile.inputs import InputSpec, check_inputs
 
-        return InputSpec(self.input_shape, self.input_dtype, self.input_high)
+        if self.inputs:
+            return check_inputs(self.inputs)
+        return (InputSpec(self.input_shape, self.input_dtype, self.input_high),)
 
     def describe(self) -> str:
-        return f"{self.tool} on {self.model} {self.input_shape} {self.input_dtype}"
+        from reconcile.inputs import describe
+
+        return f"{self.tool} on {self.model} ({describe(self.input_specs())})"
 
 
 def build_model(name: str, device: str) -> Any:
@@ -361,19 +372,34 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: str, thre
         import torch
 
         torch.set_num_threads(threads)
-        from reconcile.models import make_inputs
+        from reconcile.models import prepare
 
         enter(f"loading the {job.tool} adapter")
         adapter = _resolve(spec)()
         version = adapter.version()
-        device = getattr(adapter, "device", "cpu")
-        enter(f"building model {job.model!r} on {device}")
+        device = job.device or getattr(adapter, "device", "cpu")
         build = _resolve(builder) if isinstance(builder, str) else builder
-        model = build(job.model, device)
-        model.eval()
-        inputs = make_inputs(job.input_spec(), device)
-        enter(f"running {job.tool}")
-        run = adapter.run(model, inputs)
+
+        def attempt(device: str) -> ToolRun:
+            enter(f"building model {job.model!r} on {device}")
+            model, inputs = prepare(build(job.model, device), job.input_specs(), device, job.mode)
+            enter(f"running {job.tool}" + (f" on {device}" if device != "cpu" else ""))
+            return adapter.run(model, inputs)
+
+        try:
+            run = attempt(device)
+        except ReconcileError as exc:  # a forward that needs real data cannot even build its inputs on meta
+            if not getattr(adapter, "fallback_device", None):
+                raise
+            run = _failed_on(device, exc)
+        fallback = getattr(adapter, "fallback_device", None)
+        if run.status == "failed" and fallback and fallback != device:
+            # shapes decide every count, so a model that cannot run on meta (a forward that reads
+            # data: `if x.mean() > 0`, `.item()`) is counted on real tensors, and the run says so
+            first = run
+            run = attempt(fallback)
+            why = f"{first.error_message.rstrip('.')}; so it was counted on {fallback}"
+            run = replace(run, notes=(why, *run.notes))
         conn.send(("result", run, None))
     except BaseException as exc:  # a failure outside the adapter: recorded, never raised here
         text = str(exc).strip()
@@ -399,3 +425,8 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: str, thre
         )
     finally:
         conn.close()
+
+
+def _failed_on(device: str, exc: BaseException) -> ToolRun:
+    return ToolRun(tool="", version="", status="failed", error_type=type(exc).__name__,
+                   error_message=str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))

@@ -32,6 +32,60 @@ ZOO_CI: tuple[str, ...] = (
 )
 
 
+# A real-world sample per source, one model per family: CNNs, ViTs, hybrids, MLP-mixers,
+# relative-position attention, padding="same", weight standardisation, layer scale, recurrent
+# layers (timm); an encoder, a decoder with a tied head, an encoder-decoder, a Llama with
+# grouped-query attention, a vision transformer (transformers, built from configs).
+TIMM_SAMPLE: tuple[str, ...] = tuple("timm:" + n for n in (
+    "resnet18", "efficientnet_b0", "mobilenetv3_small_100", "regnetx_002", "ghostnet_100",
+    "convnext_atto",  # layer scale
+    "rexnet_100", "vit_tiny_patch16_224", "deit_tiny_patch16_224",
+    "cait_xxs24_224",  # layer scale, class attention
+    "xcit_nano_12_p16_224", "levit_128s", "mobilevit_xxs", "efficientvit_b0",
+    "coatnet_nano_rw_224",  # relative position bias
+    "crossvit_tiny_240", "maxvit_nano_rw_256", "mixer_s32_224", "resmlp_12_224", "gmlp_ti16_224",
+    "swin_tiny_patch4_window7_224",
+    "convmixer_768_32",  # padding="same"
+    "nf_resnet26",  # weight standardisation
+    "volo_d1_224", "halonet26t", "poolformer_s12", "eva02_tiny_patch14_224",
+    "sequencer2d_s",  # LSTM
+    "beit_base_patch16_224",  # relative position bias in attention
+    "tf_efficientnet_b0",  # "same" padding by F.pad
+))
+TRANSFORMERS_SAMPLE: tuple[str, ...] = (
+    "hf:BertModel",  # encoder with a pooler
+    "hf:DistilBertModel",
+    "hf:GPT2LMHeadModel",  # decoder, lm_head tied to the token embedding
+    "hf:T5ForConditionalGeneration",  # encoder-decoder, position bias
+    # a small Llama with grouped-query attention (8 query heads share 2 key-value heads)
+    "hf:LlamaForCausalLM:hidden_size=256:intermediate_size=688:num_hidden_layers=4:num_attention_heads=8"
+    ":num_key_value_heads=2:vocab_size=1000",
+    "hf:ViTForImageClassification",
+)
+SOURCES = ("torchvision", "timm", "transformers")
+
+
+def models_of(source: str, subset: str) -> list[str]:
+    """The models a zoo run covers: ``subset`` "ci" is the CI sample of the source; "all" is
+    every torchvision classification model, every timm model, or the transformers sample
+    (transformers has no finite list of configurations)."""
+    from reconcile import models
+
+    if source == "torchvision":
+        return list(ZOO_CI) if subset == "ci" else models.torchvision_names()
+    if source == "timm":
+        if subset == "ci":
+            return list(TIMM_SAMPLE)
+        from reconcile.sources.timm import table
+
+        return ["timm:" + n for n in table()]
+    return list(TRANSFORMERS_SAMPLE)
+
+
+def zoo_file(source: str) -> str:
+    return "zoo.md" if source == "torchvision" else f"zoo-{source}.md"
+
+
 @dataclass(frozen=True)
 class Share:
     explained: int  # rows with zero residual on every metric
@@ -58,14 +112,15 @@ def share(t: ToolExplanation) -> Share:
     return Share(ok, len(rows), "ok" if t.summaries else "no convention")
 
 
-def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str]] = ()) -> str:
+def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str]] = (), source: str = "torchvision") -> str:
     tools: list[str] = []
     for r in reports:
         for t in r.tools:
             if t.tool not in tools:
                 tools.append(t.tool)
     head = ["model", "input"] + tools
-    lines = ["# Zoo: how much of each tool's output reconcile explains", "",
+    title = "" if source == "torchvision" else f" ({source})"
+    lines = [f"# Zoo{title}: how much of each tool's output reconcile explains", "",
              "Share of each tool's rows (per-layer rows, the total-only record and the headline) whose every "
              "number is predicted exactly from the native count, i.e. zero residual. Target: 100% everywhere. "
              "`failed` / `timeout`: the tool itself did not finish on that model (see the model's report).", "",
@@ -84,7 +139,8 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
                 ran[name] += 1
                 complete[name] += s.complete
             cells.append(s.text() if s.complete or s.status != "ok" else f"**{s.text()}**")
-        lines.append("| " + " | ".join([r.model, "x".join(map(str, r.input_shape))] + cells) + " |")
+        shape = ", ".join(r.inputs) if len(r.inputs) > 1 else "x".join(map(str, r.input_shape))
+        lines.append("| " + " | ".join([r.model, shape] + cells) + " |")
     for model, err in errors:
         lines.append("| " + " | ".join([model, "—"] + [f"error: {err}"] + [""] * (len(tools) - 1)) + " |")
     lines += ["", "| tool | models fully explained | of models it ran on |", "|:---|---:|---:|"]

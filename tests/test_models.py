@@ -199,7 +199,19 @@ def test_resolve(text, expected):
         ("resnet81", "unknown model 'resnet81': did you mean resnet18, resnet152, resnet101? (see `reconcile models`)"),
         ("vit_h14", "unknown model 'vit_h14': did you mean vit_h_14, vit_l_16, vit_b_16? (see `reconcile models`)"),
         ("zzz", "unknown model 'zzz': not a torchvision classification model (see `reconcile models`); "
-                "for your own model pass package.module:callable"),
+                "write timm:NAME for a timm model, hf:ClassName for a transformers model, or "
+                "package.module:callable for your own"),
+        ("convnext_atto", "unknown model 'convnext_atto': torchvision has no such model, timm does: "
+                          "write timm:convnext_atto"),
+        ("timm:vit_tiny", "unknown timm model 'vit_tiny': did you mean timm:gcvit_tiny, timm:davit_tiny, "
+                          "timm:mvitv2_tiny?"),
+        ("timm:", "empty model name after timm: e.g. timm:resnet50 or hf:BertModel"),
+        ("hf:BertModl", "unknown transformers model 'BertModl': did you mean hf:BertModel, hf:IBertModel, "
+                        "hf:BeitModel?"),
+        ("hf:BertModel:hiden_size=3", "BertConfig has no setting 'hiden_size'; did you mean hidden_size, "
+                                      "hidden_act?"),
+        ("hf:BertModel:hidden_size", "bad transformers spec 'BertModel:hidden_size': overrides are KEY=VALUE "
+                                     "separated by ':', e.g. hf:LlamaForCausalLM:num_hidden_layers=4"),
         ("mypkg.nets.make_net", "unknown model 'mypkg.nets.make_net': to load a callable separate module and "
                                 "name with a colon, e.g. mypkg.nets:make_net"),
         ("fasterrcnn_resnet50_fpn", "'fasterrcnn_resnet50_fpn' is a torchvision model but not a classification "
@@ -207,7 +219,8 @@ def test_resolve(text, expected):
         ("pkg.mod:", "bad model spec 'pkg.mod:': write package.module:callable, e.g. mypkg.nets:make_net"),
         (":fn", "bad model spec ':fn': write package.module:callable, e.g. mypkg.nets:make_net"),
         ("a:b:c", "bad model spec 'a:b:c': write package.module:callable, e.g. mypkg.nets:make_net"),
-        ("  ", "empty model spec: give a torchvision name (see `reconcile models`) or package.module:callable"),
+        ("  ", "empty model spec: give a torchvision name (see `reconcile models`), timm:NAME, "
+               "hf:ClassName or package.module:callable"),
     ],
 )
 def test_resolve_errors(text, message):
@@ -297,7 +310,8 @@ def test_callable_that_fails_on_meta_falls_back_to_cpu(user_module, caplog, fact
     with caplog.at_level("INFO", logger="reconcile.models"):
         model = models.build(models.resolve(f"{mod}:{factory}"), device=device)
     assert _global_patch_targets() == before
-    assert "does not build on meta" in caplog.text
+    # a CPU build never tries meta: it is a real build, so buffers and ties are the model's own
+    assert ("does not build on meta" in caplog.text) == (device == "meta")
     assert ("building plainly" in caplog.text) == plain
     assert all(p.device.type == device for p in model.parameters())
     if device == "cpu":
@@ -364,7 +378,7 @@ def test_missing_module_is_reported_at_build_not_resolve(user_module):
     [
         ("def make_net(): pass\n",
          "no input shape for '{mod}:make_net': pass --input-shape (e.g. 1,3,224,224) or give the callable "
-         "an attribute example_input_shape = (1, 3, 224, 224)"),
+         "an attribute example_input_shape = (1, 3, 224, 224), or example_inputs"),
         ("def make_net(): pass\nmake_net.example_input_shape = 224\n",
          "{mod}:make_net.example_input_shape = 224 is not a tuple: make it a tuple of positive integers such as "
          "(1, 3, 224, 224)"),

@@ -24,6 +24,17 @@ USERNETS = textwrap.dedent("""
     class Broken(nn.Module):
         def forward(self, x):
             raise ValueError("this forward always fails")
+
+    class TwoReadsData(nn.Module):
+        # Two inputs, and a branch on the data: meta has no values, so native counts on CPU.
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x, scale=None, y=None):
+            if x.mean() > 100:
+                x = -x
+            return self.fc(x) + self.fc(y)
 """)
 
 
@@ -57,3 +68,31 @@ def test_unwritable_output_folder(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert "reports" in proc.stderr
     assert blocker.read_text() == "not a folder"
+
+
+def test_index_keeps_earlier_models_and_a_forward_that_reads_data_is_counted_on_cpu(tmp_path):
+    (tmp_path / "usernets.py").write_text(USERNETS)
+    first = reconcile(tmp_path, "report", "usernets:Good", "--input-shape", "1,4", "--tools", "thop", "--out", "out")
+    assert first.returncode == 0, first.stderr
+    second = reconcile(tmp_path, "report", "usernets:TwoReadsData", "--input", "x=1x4", "--input", "y=1x4",
+                       "--tools", "thop", "--out", "out")
+    assert second.returncode == 0, second.stderr
+    assert "Traceback" not in second.stderr
+    out = tmp_path / "out"
+    index = (out / "index.md").read_text()
+    # one row per model, earlier runs kept, links to the files as written
+    assert "[usernets:Good](usernets_Good.md)" in index
+    assert "[usernets:TwoReadsData](usernets_TwoReadsData.md)" in index
+    assert (out / "usernets_TwoReadsData.md").exists()
+    md = (out / "usernets_TwoReadsData.md").read_text()
+    # both inputs reach the model: two Linear(4, 3) calls on 1x4 = 2 * 12 = 24 MACs
+    assert "24 MAC" in md
+    assert "Inputs x 1x4 float32, y 1x4 float32" in md
+    assert "Native counted on the cpu device: the forward of model reads tensor values" in md
+    assert ("Regenerate with `reconcile report usernets:TwoReadsData --input x=1x4 --input y=1x4 "
+            "--tools native,thop`") in md
+    # a rerun of the first model replaces its row: still one row each
+    again = reconcile(tmp_path, "report", "usernets:Good", "--input-shape", "1,4", "--tools", "thop", "--out", "out")
+    assert again.returncode == 0
+    index = (out / "index.md").read_text()
+    assert index.count("usernets:Good") == 1 and index.count("usernets:TwoReadsData") == 1

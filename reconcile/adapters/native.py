@@ -3,7 +3,8 @@
 Rows are exclusive (only the work done while that module was innermost), one per module that
 ran or owns parameters, so rows sum exactly to the headline totals. It asks the runner for a
 model built on the meta device (``device = "meta"``): shapes decide every number, so it needs
-neither a CPU forward nor weights. Given a CPU model it counts on CPU, with the same numbers.
+neither a CPU forward nor weights. A model whose forward reads data cannot run on meta: the
+runner then builds it on CPU (``fallback_device``) and counts there, with the same numbers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class NativeAdapter(Adapter):
     name = "native"
     distribution = "reconcile"
     device = "meta"
+    fallback_device = "cpu"  # a forward that reads data (`if x.mean() > 0`) runs on real tensors
 
     def version(self) -> str:
         from reconcile import __version__
@@ -30,7 +32,7 @@ class NativeAdapter(Adapter):
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         from reconcile.counter import count
 
-        result = count(model, inputs, name="model")
+        result = count(model, inputs, name="model", mode="as-is")  # the runner set the mode
         layers = []
         for r in result.rows:
             if not (r.calls or r.params or r.components):

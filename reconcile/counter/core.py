@@ -291,6 +291,11 @@ def count(
                 raise
             except Exception as exc:
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                if _reads_meta_data(exc, inputs):
+                    raise ReconcileError(
+                        f"the forward of {name} reads tensor values ({msg}), which the meta device does "
+                        "not have: count it on real tensors with --device cpu"
+                    ) from exc
                 raise ReconcileError(
                     f"the forward of {name} raised {type(exc).__name__}: {msg} "
                     "(check the input shape and dtype with --input-shape / --input-dtype)"
@@ -303,6 +308,16 @@ def count(
     # work charged to the root outside any module call (none for a plain forward)
     accs[""].components.update(stack.root.components)
     return _freeze(model, name, inputs, accs, call_records, stack.calls)
+
+
+def _reads_meta_data(exc: Exception, inputs: tuple[Any, ...]) -> bool:
+    """A forward on meta tensors that failed because it read values (``.item()``, ``bool(t)``,
+    ``.tolist()``, data-dependent shapes), not because of a shape or dtype mistake."""
+    if not any(isinstance(t, torch.Tensor) and t.device.type == "meta" for t in inputs):
+        return False
+    text = str(exc)
+    return any(k in text for k in ("cannot be called on meta tensors", "data-dependent",
+                                   "Cannot copy out of meta tensor", "meta tensors do not support"))
 
 
 def _freeze(

@@ -71,11 +71,14 @@ def _tool(t: ToolExplanation) -> dict[str, Any]:
     return d
 
 
-def model_json(r: ModelReport) -> str:
+def model_json(r: ModelReport, index: dict | None = None) -> str:
     obj = {
         "model": r.model,
         "input_shape": list(r.input_shape),
         "input_dtype": r.input_dtype,
+        "inputs": list(r.inputs),
+        "mode": r.mode,
+        "native_device": r.native_device,
         "versions": dict(r.versions),
         "published": to_plain(dict(r.published)),
         "native": {"totals": dict(r.native_totals), "components": dict(r.native_components)},
@@ -83,6 +86,8 @@ def model_json(r: ModelReport) -> str:
     }
     if r.error:
         obj["error"] = r.error
+    if index is not None:
+        obj["index"] = index  # this model's row of index.md
     return json.dumps(obj, indent=1, sort_keys=False) + "\n"
 
 

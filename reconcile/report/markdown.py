@@ -224,13 +224,35 @@ def notes_section(r: ModelReport) -> list[str]:
     return out + [""]
 
 
+def _inputs_text(r: ModelReport) -> str:
+    if not r.inputs:
+        return f"Input {'x'.join(str(d) for d in r.input_shape)} ({r.input_dtype})"
+    if len(r.inputs) == 1 and " " in r.inputs[0] and not r.inputs[0].split(" ", 1)[0][0].isalpha():
+        shape, _, rest = r.inputs[0].partition(" ")
+        return f"Input {shape} ({rest})"
+    return "Inputs " + ", ".join(r.inputs)
+
+
+def regenerate_line(r: ModelReport) -> str:
+    """The command that writes this report again, with the options that shaped it."""
+    cli = " ".join(["reconcile report", r.model, *r.options])
+    make_args = {"--input-shape": "INPUT", "--tools": "TOOLS"}
+    if all(o.split(" ", 1)[0] in make_args for o in r.options):
+        make = " ".join([f"make report MODELS={r.model}",
+                         *(f"{make_args[o.split(' ', 1)[0]]}={o.split(' ', 1)[1]}" for o in r.options)])
+        return f"Regenerate with `{make}` (or `{cli}`)."
+    return f"Regenerate with `{cli}`."
+
+
 def model_markdown(r: ModelReport) -> str:
-    shape = "x".join(str(d) for d in r.input_shape)
     versions = ", ".join(f"{k} {v}" for k, v in r.versions.items())
     tool_versions = ", ".join(f"{t.tool} {t.version}" for t in r.tools)
     lines = [f"# {r.model}: one model, {len(r.tools)} counters, every difference explained", "",
-             f"Input {shape} ({r.input_dtype}), eval mode, CPU. {versions}.", "",
+             f"{_inputs_text(r)}, {r.mode} mode, CPU. {versions}.", "",
              f"Tools: {tool_versions}.", ""]
+    if r.native_device and r.native_device != "meta":
+        why = r.native_notes[0] if r.native_notes and "--device" not in r.options else "as asked (--device cpu)"
+        lines += [f"Native counted on the {r.native_device} device: {why}.", ""]
     if r.error:
         return "\n".join(lines + [f"**Could not be counted:** {r.error}", ""])
     lines += summary_section(r)
@@ -239,34 +261,45 @@ def model_markdown(r: ModelReport) -> str:
     lines += other_metrics_section(r)
     lines += failures_section(r)
     lines += notes_section(r)
-    lines += ["Regenerate with `make report MODELS=" + r.model + "` (or `reconcile report " + r.model + "`)."]
+    lines += [regenerate_line(r)]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def index_markdown(reports: Sequence[ModelReport]) -> str:
+def index_entry(r: ModelReport, stem: str) -> dict:
+    """One model's row of ``index.md``, as plain data (kept in its JSON, so an index can be
+    rebuilt from the reports in a folder)."""
+    cells = {}
+    for t in r.tools:
+        if t.status != "ok":
+            cells[t.tool] = t.status
+        elif t.raw_total is None:
+            cells[t.tool] = "ok" if t.residual == 0 else f"residual {_n(t.residual)}"
+        else:
+            mark = "" if t.residual == 0 else f" (residual {_n(t.residual)})"
+            cells[t.tool] = f"{numbers.si(t.raw_total)}{mark}"
+    return {
+        "model": r.model,
+        "file": f"{stem}.md",
+        "input": _inputs_text(r).split(" ", 1)[1] if not r.error else "",
+        "macs": _n(r.native_totals.get("macs")) if not r.error else "—",
+        "params": _n(r.native_totals.get("params")) if not r.error else "—",
+        "tools": cells,
+    }
+
+
+def index_markdown(entries: Sequence[dict]) -> str:
+    """``index.md`` from index entries (``index_entry``), one row per model, sorted by model."""
     tools: list[str] = []
-    for r in reports:
-        for t in r.tools:
-            if t.tool not in tools:
-                tools.append(t.tool)
+    for e in entries:
+        for tool in e["tools"]:
+            if tool not in tools:
+                tools.append(tool)
     head = ["model", "input", "native MACs", "native params"] + tools
     rows = []
-    for r in reports:
-        row = [f"[{r.model}]({r.model}.md)", "x".join(str(d) for d in r.input_shape),
-               _n(r.native_totals.get("macs")) if not r.error else "—", _n(r.native_totals.get("params")) if not r.error else "—"]
-        by = {t.tool: t for t in r.tools}
-        for name in tools:
-            t = by.get(name)
-            if t is None:
-                row.append("")
-            elif t.status != "ok":
-                row.append(t.status)
-            elif t.raw_total is None:
-                row.append("ok" if t.residual == 0 else f"residual {_n(t.residual)}")
-            else:
-                mark = "" if t.residual == 0 else f" (residual {_n(t.residual)})"
-                row.append(f"{numbers.si(t.raw_total)}{mark}")
-        rows.append(row)
+    for e in sorted(entries, key=lambda e: e["model"]):
+        model = e["model"].replace("|", "\\|")
+        rows.append([f"[{model}]({e['file']})", e["input"].replace("|", "\\|"), e["macs"], e["params"]]
+                    + [e["tools"].get(name, "") for name in tools])
     out = ["# reconcile: all models", "",
            "Each tool's main total as it reports it (MACs for most; torchstat MAdd; torchsummary reports no "
            "operations). Every number is explained per layer in the model's own report; a residual means a "
