@@ -143,6 +143,22 @@ def bench_against_plain_script(repeat: int) -> None:
                t / base <= 0.5)
 
 
+def bench_timm_vs_torchvision(repeat: int) -> None:
+    """`reconcile report` on a timm model against the same report on the torchvision model of the
+    same architecture (timm's resnet18 is torchvision's: 1.814 GMACs, 11,689,512 parameters), each a
+    fresh process, interleaved."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as out:
+        times: dict[str, list[float]] = {"resnet18": [], "timm:resnet18": []}
+        for _ in range(repeat):
+            for spec in times:
+                times[spec].append(_wall([sys.executable, "-m", "reconcile", "report", spec, "--out", out]))
+    a, b = min(times["timm:resnet18"]), min(times["resnet18"])
+    report("reconcile report timm:resnet18 vs resnet18 (7 tools)",
+           f"{a:.1f} s vs {b:.1f} s = {a / b:.2f}x (target <= 1.50x)", a / b <= 1.5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions per measurement (best is kept)")
@@ -153,6 +169,7 @@ def main() -> int:
         bench_native_vs_flopcounter(ns.repeat)
     if ns.only in (None, "tools"):
         bench_against_plain_script(max(1, ns.repeat // 2))
+        bench_timm_vs_torchvision(max(1, ns.repeat // 2))
     if ns.only in (None, "zoo"):
         bench_zoo()
     missed = [n for n, _, ok in RESULTS if not ok]

@@ -130,7 +130,9 @@ def run_jobs(
         return []
     builder = build if build is not None else f"{__name__}:build_model"
     threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = _forkserver_context()
+    from reconcile.sources import preload_for
+
+    ctx = _forkserver_context(preload_for([job.model for job in jobs]))
 
     results: list[ToolRun | None] = [None] * len(jobs)
     # longest first, so two workers finish together (results stay in job order)
@@ -159,12 +161,13 @@ def run_jobs(
 # ----- parent side -------------------------------------------------------------------------
 
 
-def _forkserver_context() -> Any:
-    """The forkserver context, its server started with our preload and with fds 1 and 2 on
-    /dev/null, so nothing printed while it imports (or by a worker before it redirects its own
-    fds) reaches the caller's terminal."""
+def _forkserver_context(extra: tuple[str, ...] = ()) -> Any:
+    """The forkserver context, its server started with our preload (plus ``extra``, e.g. timm for
+    a run of timm models; only when the server starts) and with fds 1 and 2 on /dev/null, so
+    nothing printed while it imports (or by a worker before it redirects its own fds) reaches the
+    caller's terminal."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(PRELOAD))
+    ctx.set_forkserver_preload(list(PRELOAD) + [m for m in extra if m not in PRELOAD])
     from multiprocessing import forkserver
 
     for stream in (sys.stdout, sys.stderr):

@@ -213,11 +213,13 @@ def explain_run(run: ToolRun, prediction: Prediction | None, convention: Convent
             rows_total += sum((v for v in unattributed.raw.values() if isinstance(v, (int, Fraction))), 0)
         for c in headline.causes.get(hkey, ()):
             add(c)
-        # The headline's residual repeats the rows' when the headline is their sum: count only
-        # the part no row shows, so that each unexplained unit is counted once.
+        # When the tool's headline is the sum of its own rows, the headline's residual repeats the
+        # rows': count only the part no row shows, so that each unexplained unit counts once. A
+        # headline in another unit (torchsummary's bytes from element rows) is its own figure.
         headline_residual = headline.residual.get(hkey, 0)
-        residual += abs(headline_residual - signed) if rkey else abs(headline_residual)
         raw = run.headline.get(hkey)
+        sums_rows = bool(rkey) and isinstance(raw, (int, Fraction)) and raw == rows_total
+        residual += abs(headline_residual - signed) if sums_rows else abs(headline_residual)
         raw_total = raw if isinstance(raw, (int, Fraction)) else None
         is_ops = hkey in op_metrics
         normalized = (_normalize(raw_total, causes, missed_flops, non_mac, native)

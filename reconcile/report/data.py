@@ -57,6 +57,7 @@ def _tool(t: ToolExplanation) -> dict[str, Any]:
         "metrics": {
             k: {"row_key": s.row_key, "total": _num(s.raw_total), "reference": _num(s.reference),
                 "causes": {c: _num(v) for c, v in s.causes.items()}, "residual": _num(s.residual),
+                "headline_not_rows": _num(s.headline_not_rows),
                 "normalized": {n: _num(v) for n, v in s.normalized.items()}}
             for k, s in t.summaries.items()
         },

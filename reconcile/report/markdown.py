@@ -76,7 +76,13 @@ def summary_section(r: ModelReport) -> list[str]:
     out += ["", "*as MACs*: the tool's total with its convention differences removed (bias, norms, activations, "
             "MAC vs FLOP, per-sample); work it could not see stays missing. *as FLOPs*: the native FLOPs of the "
             "work the tool saw. *explained*: share of the gap to native MACs that named causes account for; "
-            "*residual*: what no cause explains (sum of absolute per-layer residuals).", ""]
+            "*residual*: what no cause explains, counted once (sum of absolute per-layer residuals, plus any "
+            "part of the headline's that no row shows).", ""]
+    apart = [(t.tool, t.summaries[t.main].headline_not_rows) for t in _ok(r.tools)
+             if t.main in t.summaries and t.summaries[t.main].headline_not_rows]
+    for tool, gap in apart:
+        out += [f"{tool}'s total is {_signed(gap)} away from the sum of its own per-layer rows "
+                "(a fact about the tool, predicted and explained at the headline).", ""]
     return out
 
 

@@ -30,3 +30,18 @@ PREFIXES: dict[str, str] = {"timm": "timm", "hf": "transformers"}
 
 def source(kind: str) -> ModuleType:
     return importlib.import_module(SOURCES[kind])
+
+
+# what a worker of each source imports; the fork server imports it once when a run has such models
+_PRELOAD = {"timm": ("timm",), "transformers": ("transformers",)}
+
+
+def preload_for(names: "list[str] | tuple[str, ...]") -> tuple[str, ...]:
+    """Modules worth importing once before forking workers for models with these canonical names."""
+    out: list[str] = []
+    for name in names:
+        prefix, colon, _ = name.partition(":")
+        for module in _PRELOAD.get(PREFIXES.get(prefix, ""), ()) if colon else ():
+            if module not in out:
+                out.append(module)
+    return tuple(out)
