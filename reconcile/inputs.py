@@ -42,6 +42,8 @@ _DEFAULT_HIGH = 2  # integer inputs default to {0, 1}: valid ids for any embeddi
 # Largest input accepted, in elements: 2**40 (4 TiB of float32) is past any machine, and beyond
 # it torch's own size arithmetic overflows into confusing errors.
 MAX_ELEMENTS = 2**40
+# meta inputs up to this many elements carry their CPU values (masks and token ids are small)
+_VALUES_LIMIT = 1 << 22
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -243,7 +245,13 @@ def make_tensor(inp: InputSpec, device: str, seed: int = 0) -> "torch.Tensor":
 
     dtype = torch_dtype(inp.dtype)
     if device == "meta":
-        return torch.empty(inp.shape, dtype=dtype, device="meta")
+        meta = torch.empty(inp.shape, dtype=dtype, device="meta")
+        if math.prod(inp.shape) <= _VALUES_LIMIT:
+            # the values a CPU run would get, for a forward that reads them (counter/shadow.py)
+            from reconcile.counter.shadow import attach
+
+            attach(meta, make_tensor(inp, "cpu", seed))
+        return meta
     if inp.fill == "ones":
         return torch.ones(inp.shape, dtype=dtype, device=device)
     if inp.fill == "zeros":

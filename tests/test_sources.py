@@ -78,14 +78,10 @@ def test_cpu_and_meta_counts_agree_on_a_tied_decoder():
     inputs = models.default_inputs(spec)
     got = {}
     for device in ("meta", "cpu"):
+        # on meta, transformers' mask code reads the mask: its values come with the input
         model, args = models.prepare(models.build(spec, device), inputs, device)
-        try:
-            got[device] = count(model, args).totals
-        except ReconcileError:  # transformers' mask code reads the mask on meta
-            assert device == "meta"
-            model, args = models.prepare(models.build(spec, "cpu"), inputs, "cpu")
-            got[device] = count(model, args).totals
-    assert got["meta"]["macs"] == got["cpu"]["macs"]
+        got[device] = count(model, args).totals
+    assert got["meta"] == got["cpu"]
     # 2 layers: wte 50257*768 + wpe 1024*768 + 2 * (12 * 768^2 + 13 * 768) + ln_f 2*768
     # = 38,597,376 + 786,432 + 2 * 7,087,872 + 1,536 = 53,561,088 (lm_head is wte)
     assert got["meta"]["params"] == got["cpu"]["params"] == 53_561_088

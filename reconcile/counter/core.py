@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from reconcile.counter import formulas, modules
+from reconcile.counter.shadow import ShadowMode, value_of
 from reconcile.counter.tracker import CallFrame, ModuleStack, tensor_bytes, tensor_metas
 from reconcile.errors import ReconcileError
 from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo
@@ -244,70 +245,84 @@ def count(
     saved_buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
     if mode == "train":
         saved_buffers = [(b, b.detach().clone()) for b in model.buffers() if b.device.type != "meta"]
-    accs: dict[str, _Acc] = defaultdict(_Acc)
-    call_records: dict[str, list[CallRecord]] = defaultdict(list)
-    module_bytes: dict[int, int] = {}
+    # A forward that reads values (transformers checks its attention mask) fails on meta; when the
+    # inputs carry their values it is counted again with those values known (counter/shadow.py).
+    shadowable = any(value_of(t) is not None for t in inputs)
+    for shadowed in (False, True):
+        accs: dict[str, _Acc] = defaultdict(_Acc)
+        call_records: dict[str, list[CallRecord]] = defaultdict(list)
+        module_bytes: dict[int, int] = {}
 
-    def on_exit(frame: CallFrame, mod: nn.Module, output: Any) -> None:
-        outs = tensor_metas(output)
-        acc = accs[frame.module]
-        n_out = sum(t.numel for t in outs)
-        acc.output_elements += n_out
-        if frame.ruled:
-            # counted by a module-level rule: one fused unit reading inputs and weights once
-            if id(mod) not in module_bytes:
-                module_bytes[id(mod)] = sum(p.numel() * p.element_size() for p in mod.parameters())
-            acc.bytes_read += frame.input_bytes + module_bytes[id(mod)]
-            acc.bytes_written += tensor_bytes(output)
-            acc.activations += n_out
-            acc.components.update(frame.components)
-            for k, v in frame.components.items():
-                acc.op_components[f"module::{type(mod).__name__}"][k] += v
-            acc.ops[f"module::{type(mod).__name__}"] += 1
-        elif not frame.suppressed:
-            acc.components.update(frame.components)
-        call_records[frame.module].append(
-            CallRecord(
-                index=frame.index,
-                order=frame.order,
-                inputs=frame.inputs,
-                outputs=outs,
-                components=dict(frame.components),
-                kwargs_only=frame.kwargs_only,
+        def on_exit(frame: CallFrame, mod: nn.Module, output: Any) -> None:
+            outs = tensor_metas(output)
+            acc = accs[frame.module]
+            n_out = sum(t.numel for t in outs)
+            acc.output_elements += n_out
+            if frame.ruled:
+                # counted by a module-level rule: one fused unit reading inputs and weights once
+                if id(mod) not in module_bytes:
+                    module_bytes[id(mod)] = sum(p.numel() * p.element_size() for p in mod.parameters())
+                acc.bytes_read += frame.input_bytes + module_bytes[id(mod)]
+                acc.bytes_written += tensor_bytes(output)
+                acc.activations += n_out
+                acc.components.update(frame.components)
+                for k, v in frame.components.items():
+                    acc.op_components[f"module::{type(mod).__name__}"][k] += v
+                acc.ops[f"module::{type(mod).__name__}"] += 1
+            elif not frame.suppressed:
+                acc.components.update(frame.components)
+            call_records[frame.module].append(
+                CallRecord(
+                    index=frame.index,
+                    order=frame.order,
+                    inputs=frame.inputs,
+                    outputs=outs,
+                    components=dict(frame.components),
+                    kwargs_only=frame.kwargs_only,
+                )
             )
-        )
 
-    stack = ModuleStack(model, on_exit, modules.module_rule)
-    bias_ids = frozenset(id(p) for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].endswith("bias"))
-    try:
-        if mode == "eval":
-            model.eval()
-        elif mode == "train":
-            model.train()
-        with _reference_paths(), torch.no_grad(), stack, _CountingMode(stack, accs, bias_ids):
-            try:
-                model(*inputs)
-            except ReconcileError:
-                raise
-            except Exception as exc:
-                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                if _reads_meta_data(exc, inputs):
+        stack = ModuleStack(model, on_exit, modules.module_rule)
+        bias_ids = frozenset(id(p) for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].endswith("bias"))
+        try:
+            if mode == "eval":
+                model.eval()
+            elif mode == "train":
+                model.train()
+            values = ShadowMode(inputs) if shadowed else contextlib.nullcontext()
+            with _reference_paths(), torch.no_grad(), values, stack, _CountingMode(stack, accs, bias_ids):
+                try:
+                    model(*inputs)
+                except ReconcileError:
+                    raise
+                except Exception as exc:
+                    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    if _reads_meta_data(exc, inputs) and not shadowed and shadowable:
+                        raise _NeedsValues from exc
+                    if _reads_meta_data(exc, inputs):
+                        raise ReconcileError(
+                            f"the forward of {name} reads tensor values ({msg}), which the meta device does "
+                            "not have: count it on real tensors with --device cpu"
+                        ) from exc
                     raise ReconcileError(
-                        f"the forward of {name} reads tensor values ({msg}), which the meta device does "
-                        "not have: count it on real tensors with --device cpu"
+                        f"the forward of {name} raised {type(exc).__name__}: {msg} "
+                        "(check the input shape and dtype with --input-shape / --input-dtype)"
                     ) from exc
-                raise ReconcileError(
-                    f"the forward of {name} raised {type(exc).__name__}: {msg} "
-                    "(check the input shape and dtype with --input-shape / --input-dtype)"
-                ) from exc
-    finally:
-        for m, flag in flags:
-            m.training = flag
-        for b, saved in saved_buffers:
-            b.copy_(saved)
+        except _NeedsValues:
+            continue
+        finally:
+            for m, flag in flags:
+                m.training = flag
+            for b, saved in saved_buffers:
+                b.copy_(saved)
+        break
     # work charged to the root outside any module call (none for a plain forward)
     accs[""].components.update(stack.root.components)
     return _freeze(model, name, inputs, accs, call_records, stack.calls)
+
+
+class _NeedsValues(Exception):
+    """The forward read a meta tensor's value: count again with known values."""
 
 
 def _reads_meta_data(exc: Exception, inputs: tuple[Any, ...]) -> bool:
