@@ -26,13 +26,14 @@ USERNETS = textwrap.dedent("""
             raise ValueError("this forward always fails")
 
     class TwoReadsData(nn.Module):
-        # Two inputs, and a branch on the data: meta has no values, so native counts on CPU.
+        # Two inputs, and a branch on a value computed from a weight: meta has no such value
+        # (an input's own values are known there), so native counts on CPU.
         def __init__(self):
             super().__init__()
             self.fc = nn.Linear(4, 3)
 
         def forward(self, x, scale=None, y=None):
-            if x.mean() > 100:
+            if self.fc.weight.sum() > 100:
                 x = -x
             return self.fc(x) + self.fc(y)
 """)
