@@ -22,10 +22,11 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from reconcile.counter import calls as pycalls
 from reconcile.counter import formulas, modules
 from reconcile.counter.tracker import CallFrame, ModuleStack, tensor_bytes, tensor_metas
 from reconcile.errors import ReconcileError
-from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo
+from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo, TorchCall
 
 MODES = ("eval", "train", "as-is")
 
@@ -175,18 +176,30 @@ def _device_of(model: nn.Module, inputs: tuple[Any, ...]) -> str:
 _SIMPLE = (int, float, bool, str, type(None))
 
 
-def _attrs(mod: nn.Module) -> dict[str, Any]:
+def _attrs(mod: nn.Module, watched: dict[Any, str]) -> dict[str, Any]:
     """Simple public attributes the counting rules of other tools need (kernel, groups, ...)."""
     attrs: dict[str, Any] = {}
+    binds = []
     for k, v in vars(mod).items():
         if k.startswith("_") or k == "training":
             continue
+        if callable(v) and not isinstance(v, nn.Module):
+            try:
+                label = watched.get(v)
+            except TypeError:
+                label = None
+            if label is not None:
+                binds.append(label)
         if isinstance(v, _SIMPLE) or (isinstance(v, tuple) and all(isinstance(x, _SIMPLE) for x in v)):
             attrs[k] = v
     for k in ("weight", "bias"):
         if hasattr(mod, k) and k not in attrs:
             attrs[f"has_{k}"] = getattr(mod, k, None) is not None
     attrs["training"] = mod.training
+    if binds:
+        # torch functions the instance holds (bound when it was built, e.g. ``self.act = F.gelu``):
+        # a tool that patches the name later never sees these calls
+        attrs["binds"] = tuple(sorted(set(binds)))
     # exact class and its bases, so "matches this type exactly" and "is a subclass" rules are checkable
     attrs["class"] = _qualname(type(mod))
     attrs["bases"] = tuple(_qualname(c) for c in type(mod).__mro__[1:] if issubclass(c, nn.Module))
@@ -246,6 +259,7 @@ def count(
         saved_buffers = [(b, b.detach().clone()) for b in model.buffers() if b.device.type != "meta"]
     accs: dict[str, _Acc] = defaultdict(_Acc)
     call_records: dict[str, list[CallRecord]] = defaultdict(list)
+    torch_calls: dict[str, list[TorchCall]] = defaultdict(list)
     module_bytes: dict[int, int] = {}
 
     def on_exit(frame: CallFrame, mod: nn.Module, output: Any) -> None:
@@ -284,7 +298,11 @@ def count(
             model.eval()
         elif mode == "train":
             model.train()
-        with _reference_paths(), torch.no_grad(), stack, _CountingMode(stack, accs, bias_ids):
+        # torch.nn layers other than containers run a known forward: no call record needed there
+        skip = frozenset(n for n, m in model.named_modules() if type(m).__module__.startswith("torch.nn.modules.")
+                         and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
+        call_mode = pycalls.CallMode(lambda: stack.top, lambda m, c: torch_calls[m].append(c), skip)
+        with _reference_paths(), torch.no_grad(), stack, _CountingMode(stack, accs, bias_ids), call_mode:
             try:
                 model(*inputs)
             except ReconcileError:
@@ -302,7 +320,7 @@ def count(
             b.copy_(saved)
     # work charged to the root outside any module call (none for a plain forward)
     accs[""].components.update(stack.root.components)
-    return _freeze(model, name, inputs, accs, call_records, stack.calls)
+    return _freeze(model, name, inputs, accs, call_records, stack.calls, torch_calls, call_mode.watched)
 
 
 def _freeze(
@@ -312,6 +330,8 @@ def _freeze(
     accs: dict[str, _Acc],
     call_records: dict[str, list[CallRecord]],
     calls: dict[str, int],
+    torch_calls: dict[str, list[TorchCall]],
+    watched: dict[Any, str],
 ) -> NativeCount:
     param_groups = _tensor_groups(model.named_parameters(remove_duplicate=False))
     buffer_groups = _tensor_groups(model.named_buffers(remove_duplicate=False))
@@ -335,7 +355,7 @@ def _freeze(
                 type=type(mod).__name__,
                 depth=0 if mod_name == "" else mod_name.count(".") + 1,
                 calls=calls.get(mod_name, 0),
-                attrs=_attrs(mod),
+                attrs=_attrs(mod, watched),
                 call_records=tuple(sorted(call_records.get(mod_name, []), key=lambda c: c.index)),
                 components=comps,
                 flops=formulas.flops_of(comps),
@@ -352,6 +372,7 @@ def _freeze(
                 activations=acc.activations,
                 bytes_read=acc.bytes_read,
                 bytes_written=acc.bytes_written,
+                torch_calls=tuple(torch_calls.get(mod_name, ())),
             )
         )
     components: Counter = Counter()
