@@ -68,6 +68,9 @@ class TorchCall:
     args: tuple[Any, ...]  # positional arguments: a TensorMeta per tensor, simple values as-is, else None
     kwargs: tuple[tuple[str, Any], ...]  # keyword arguments, recorded the same way
     components: Mapping[str, int]  # the aten work the call did (native components)
+    # facts about the call that shapes do not hold, for the calls that need them, e.g. for
+    # scaled_dot_product_attention: "last_dim_contiguous", "mask_requires_grad" (with grad enabled)
+    facts: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

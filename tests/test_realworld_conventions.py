@@ -126,3 +126,29 @@ def test_ptflops_timm_attention_hook_skips_its_linears():
     (row,) = [le for le in ex.layers if le.module == "0"]
     assert {c.id: c.amount for c in row.causes["macs"]} == {"nested_skipped": -1024, "elementwise": 32,
                                                              "softmax": 32}
+
+
+# ----- ptflops-aten: which scaled-dot-product attention path CPU takes ---------------------------
+
+
+class _BiasedAttention(nn.Module):
+    """q = k = v = x (1x2x4x8) with a relative-position-style additive mask (1x2x4x4)."""
+
+    def __init__(self, learned: bool) -> None:
+        super().__init__()
+        self.learned = learned
+        self.table = nn.Parameter(torch.zeros(1, 2, 4, 4))
+
+    def forward(self, x):
+        mask = self.table * 1.0 if self.learned else torch.zeros(1, 2, 4, 4)
+        return F.scaled_dot_product_attention(x, x, x, attn_mask=mask)
+
+
+@pytest.mark.parametrize("learned", [True, False])
+def test_ptflops_aten_sdpa_with_a_mask_that_requires_grad_runs_unfused(learned):
+    # QK^T: 2 heads x 4 x 4 scores x 8 = 256 MACs, AV the same: 512. The tools run with grad on:
+    # a mask made from a parameter requires grad, CPU leaves the flash kernel for the math path,
+    # and ptflops-aten counts its two bmm (512); a constant mask keeps the fused kernel: 0
+    ex = explained("ptflops-aten", _BiasedAttention(learned), torch.randn(1, 2, 4, 8))
+    assert ex.raw_total == (512 if learned else 0)
+    assert ex.native_macs == 512

@@ -802,6 +802,45 @@ def _aten_key(op: str) -> str:
     return op.replace("::", ".")
 
 
+_SDPA = "F.scaled_dot_product_attention"
+_FLASH_DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+def sdpa_fused_on_cpu(call: TorchCall) -> bool:
+    """Whether CPU runs this scaled_dot_product_attention as the fused flash kernel (one op no tool
+    has a rule for) or as its math decomposition (matmul, softmax, matmul: bmm that ptflops-aten
+    counts). torch's CPU gate (``use_flash_attention_cpp``): 4-D q, k, v of one float dtype, one
+    batch, one head dim, the same heads (or q heads a multiple of k's with ``enable_gqa``), no
+    dropout, last dims contiguous, nonzero lengths, and a mask (if any) that does not require grad,
+    of 2 dims or of 4 dims (1 or B, 1 or heads), whose last two dims are L or 1 and S or 1."""
+    kw = dict(call.kwargs)
+    q, k, v = (call.args[i] if len(call.args) > i else kw.get(n) for i, n in enumerate(("query", "key", "value")))
+    if not all(isinstance(t, TensorMeta) and len(t.shape) == 4 for t in (q, k, v)):
+        return False
+    if len({t.dtype for t in (q, k, v)}) != 1 or q.dtype not in _FLASH_DTYPES:
+        return False
+    dropout = call.args[4] if len(call.args) > 4 else kw.get("dropout_p", 0.0)
+    if dropout:
+        return False
+    gqa = bool(kw.get("enable_gqa")) and k.shape[1] and q.shape[1] % k.shape[1] == 0
+    heads_ok = q.shape[1] == k.shape[1] or gqa
+    if q.shape[0] != k.shape[0] or k.shape[:2] != v.shape[:2] or not heads_ok or not (q.shape[3] == k.shape[3] == v.shape[3]):
+        return False
+    if 0 in (q.shape[2], k.shape[2]) or not call.facts.get("last_dim_contiguous", True):
+        return False
+    mask = call.args[3] if len(call.args) > 3 else kw.get("attn_mask")
+    if isinstance(mask, TensorMeta):
+        if call.facts.get("mask_requires_grad"):
+            return False
+        m = mask.shape
+        if len(m) < 2 or m[-2] not in (q.shape[2], 1) or m[-1] not in (k.shape[2], 1):
+            return False
+        if len(m) == 4:
+            return m[0] in (1, q.shape[0]) and m[1] in (1, q.shape[1])
+        return len(m) == 2
+    return True
+
+
 class _AtenWork:
     """What the aten backend counts of a set of native rows: per-op buckets, the bias inside them,
     and the MAC work it does not count, by reason."""
@@ -820,13 +859,23 @@ class _AtenWork:
 
     def add_row(self, native: NativeCount, row: ModuleRow) -> None:
         sdpa = _SDPA_MARK in row.ops
+        # attention calls CPU runs unfused (math path): their bmm are counted like any other
+        unfused = [c.components for c in row.torch_calls if c.func == _SDPA and not sdpa_fused_on_cpu(c)]
+        unfused_macs = sum(c.get("macs", 0) for c in unfused)
         for op, comps in row.op_components.items():
             if op.startswith("module::"):
                 self._recurrent(native, row, op)
             elif op == "aten::bmm" and sdpa:
-                extra = flops_of(dict(row.op_components.get(_SDPA_MARK, {})))
-                self.miss("scaled_dot_product_attention runs as one fused CPU kernel (no rule)",
-                          comps.get("macs", 0), flops_of(dict(comps)) + extra)
+                if unfused_macs:
+                    self.buckets["aten.bmm"] += unfused_macs
+                    self.counted_macs += unfused_macs
+                    self.macs_by_key["aten.bmm"] += unfused_macs
+                fused = {k: v - (unfused_macs if k == "macs" else 0) for k, v in comps.items()}
+                extra = flops_of(dict(row.op_components.get(_SDPA_MARK, {}))) - sum(
+                    flops_of({k: v for k, v in c.items() if k != "macs"}) for c in unfused)
+                if fused.get("macs", 0):
+                    self.miss("scaled_dot_product_attention runs as one fused CPU kernel (no rule)",
+                              fused.get("macs", 0), flops_of(fused) + extra)
             elif op in ATEN_COUNTED:
                 value = sum(comps.get(c, 0) for c in ATEN_COUNTED[op])
                 self.buckets[_aten_key(op)] += value

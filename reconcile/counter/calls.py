@@ -15,6 +15,7 @@ Guarantees:
 from __future__ import annotations
 
 import opcode
+from collections import defaultdict
 import sys
 from typing import Any, Callable
 
@@ -77,14 +78,14 @@ def _value(a: Any) -> Any:
 
 
 class CallMode(TorchFunctionMode):
-    """Records watched calls into ``sink(module_name, TorchCall)``; ``top()`` gives the running
-    frame (its ``module`` name and live ``components``)."""
+    """Records watched calls per module name in ``calls`` (and their global order in ``order``);
+    ``top()`` gives the running frame (its ``module`` name and live ``components``)."""
 
-    def __init__(self, top: Callable[[], Any], sink: Callable[[str, TorchCall], None],
-                 skip: frozenset[str] = frozenset()) -> None:
+    def __init__(self, top: Callable[[], Any], skip: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self._top = top
-        self._sink = sink
+        self.calls: dict[str, list[TorchCall]] = defaultdict(list)
+        self.order: list[tuple[str, int]] = []  # (module, index in calls[module]) in call order
         self._skip = skip  # modules whose calls need no record (torch.nn layers: their forward is known)
         self.watched = watched()
 
@@ -105,6 +106,40 @@ class CallMode(TorchFunctionMode):
         out = func(*args, **kwargs)
         after = frame.components
         delta = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
-        self._sink(frame.module, TorchCall(label, tuple(_value(a) for a in args),
-                                           tuple((k, _value(v)) for k, v in kwargs.items()), delta))
+        facts = _sdpa_facts(args, kwargs) if label == SDPA else {}
+        own = self.calls[frame.module]
+        self.order.append((frame.module, len(own)))
+        own.append(TorchCall(label, tuple(_value(a) for a in args), tuple((k, _value(v)) for k, v in kwargs.items()),
+                             delta, facts))
         return out
+
+
+SDPA = "F.scaled_dot_product_attention"
+
+
+def sdpa_mask(args: tuple, kwargs: dict) -> Any:
+    return args[3] if len(args) > 3 else kwargs.get("attn_mask")
+
+
+def _sdpa_facts(args: tuple, kwargs: dict) -> dict[str, Any]:
+    """What CPU's fused-kernel choice needs beyond shapes. ``mask_requires_grad`` is filled in by a
+    second forward with grad enabled (``mask_grads``): counting runs under ``no_grad``."""
+    tensors = [t for t in (*args[:3], sdpa_mask(args, kwargs)) if isinstance(t, torch.Tensor)]
+    return {"last_dim_contiguous": all(t.dim() == 0 or t.stride(-1) == 1 for t in tensors),
+            "mask_requires_grad": False}
+
+
+class MaskGrads(TorchFunctionMode):
+    """In call order, whether each scaled_dot_product_attention mask requires grad."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flags: list[bool] = []
+        self._sdpa = F.scaled_dot_product_attention
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is self._sdpa:
+            mask = sdpa_mask(args, kwargs)
+            self.flags.append(bool(isinstance(mask, torch.Tensor) and mask.requires_grad))
+        return func(*args, **kwargs)

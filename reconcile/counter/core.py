@@ -15,6 +15,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import Counter, defaultdict
 from typing import Any, Iterator, Sequence
 
@@ -26,7 +27,7 @@ from reconcile.counter import calls as pycalls
 from reconcile.counter import formulas, modules
 from reconcile.counter.tracker import CallFrame, ModuleStack, tensor_bytes, tensor_metas
 from reconcile.errors import ReconcileError
-from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo, TorchCall
+from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo, TensorMeta, TorchCall
 
 MODES = ("eval", "train", "as-is")
 
@@ -155,6 +156,30 @@ def _reference_paths() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
+def _fill_mask_grads(model: nn.Module, inputs: tuple[Any, ...], torch_calls: dict[str, list[TorchCall]],
+                     order: list[tuple[str, int]]) -> None:
+    """A float attention mask computed from trainable parameters requires grad when a tool runs the
+    model with grad enabled (as they all do), and CPU then leaves the fused kernel. Counting runs
+    under ``no_grad``, so when a recorded attention call had a float mask, the forward runs once
+    more with grad enabled (no counting) to learn which masks would require grad."""
+    sdpa = [(m, i) for m, i in order if torch_calls[m][i].func == pycalls.SDPA]
+    masks = [_mask_meta(torch_calls[m][i]) for m, i in sdpa]
+    if not any(isinstance(t, TensorMeta) and t.dtype != "bool" for t in masks):
+        return
+    probe = pycalls.MaskGrads()
+    with torch.enable_grad(), probe:
+        model(*inputs)
+    if len(probe.flags) != len(sdpa):
+        return  # a forward whose calls differ between runs: leave the facts unknown (False)
+    for (m, i), flag in zip(sdpa, probe.flags):
+        call = torch_calls[m][i]
+        torch_calls[m][i] = dataclasses.replace(call, facts={**call.facts, "mask_requires_grad": flag})
+
+
+def _mask_meta(call: TorchCall) -> Any:
+    return call.args[3] if len(call.args) > 3 else dict(call.kwargs).get("attn_mask")
+
+
 def _as_inputs(inputs: Any) -> tuple[Any, ...]:
     if isinstance(inputs, torch.Tensor):
         return (inputs,)
@@ -259,7 +284,6 @@ def count(
         saved_buffers = [(b, b.detach().clone()) for b in model.buffers() if b.device.type != "meta"]
     accs: dict[str, _Acc] = defaultdict(_Acc)
     call_records: dict[str, list[CallRecord]] = defaultdict(list)
-    torch_calls: dict[str, list[TorchCall]] = defaultdict(list)
     module_bytes: dict[int, int] = {}
 
     def on_exit(frame: CallFrame, mod: nn.Module, output: Any) -> None:
@@ -301,7 +325,7 @@ def count(
         # torch.nn layers other than containers run a known forward: no call record needed there
         skip = frozenset(n for n, m in model.named_modules() if type(m).__module__.startswith("torch.nn.modules.")
                          and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
-        call_mode = pycalls.CallMode(lambda: stack.top, lambda m, c: torch_calls[m].append(c), skip)
+        call_mode = pycalls.CallMode(lambda: stack.top, skip)
         with _reference_paths(), torch.no_grad(), stack, _CountingMode(stack, accs, bias_ids), call_mode:
             try:
                 model(*inputs)
@@ -313,6 +337,7 @@ def count(
                     f"the forward of {name} raised {type(exc).__name__}: {msg} "
                     "(check the input shape and dtype with --input-shape / --input-dtype)"
                 ) from exc
+        _fill_mask_grads(model, inputs, call_mode.calls, call_mode.order)
     finally:
         for m, flag in flags:
             m.training = flag
@@ -320,7 +345,7 @@ def count(
             b.copy_(saved)
     # work charged to the root outside any module call (none for a plain forward)
     accs[""].components.update(stack.root.components)
-    return _freeze(model, name, inputs, accs, call_records, stack.calls, torch_calls, call_mode.watched)
+    return _freeze(model, name, inputs, accs, call_records, stack.calls, call_mode.calls, call_mode.watched)
 
 
 def _freeze(
