@@ -152,3 +152,27 @@ def test_ptflops_aten_sdpa_with_a_mask_that_requires_grad_runs_unfused(learned):
     ex = explained("ptflops-aten", _BiasedAttention(learned), torch.randn(1, 2, 4, 8))
     assert ex.raw_total == (512 if learned else 0)
     assert ex.native_macs == 512
+
+
+# ----- adapters: forwards that take None or return a dict / ModelOutput ----------------------------
+
+
+class _DictOut(nn.Module):
+    """forward(x, past=None, mask) -> {"logits": fc(x * mask), "hidden": x}: the shape of a
+    transformers forward called positionally."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3, bias=False)
+
+    def forward(self, x, past=None, mask=None):
+        return {"logits": self.fc(x * mask), "hidden": x}
+
+
+def test_fvcore_traces_a_forward_with_none_inputs_and_dict_output():
+    # torch.jit traces neither None inputs nor dict outputs: the adapter traces a wrapper taking the
+    # tensors only and returning every output tensor. fc on 2x4: 2*4*3 = 24 flops (MACs)
+    ex = explained("fvcore", _DictOut(), torch.randn(2, 4), None, torch.ones(2, 4))
+    assert ex.run.headline["flops"] == 24
+    assert {le.module for le in ex.layers} >= {"", "fc"}
+    assert any("wrapper" in n for n in ex.run.notes)
