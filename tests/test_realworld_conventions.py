@@ -176,3 +176,42 @@ def test_fvcore_traces_a_forward_with_none_inputs_and_dict_output():
     assert ex.run.headline["flops"] == 24
     assert {le.module for le in ex.layers} >= {"", "fc"}
     assert any("wrapper" in n for n in ex.run.notes)
+
+
+# ----- fvcore: what its jit trace records ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("padding, traced", [(1, True), ("same", False)])
+def test_fvcore_padding_same_conv_is_convolution_mode(padding, traced):
+    # Conv2d(2, 4, 3) on 1x2x5x5, output 1x4x5x5 = 100 elements x (2 x 9) = 1800 MACs. padding="same"
+    # traces as aten::_convolution_mode, which fvcore has no handle for: 0 flops, 0 activations
+    ex = explained("fvcore", nn.Sequential(nn.Conv2d(2, 4, 3, padding=padding, bias=False)), torch.randn(1, 2, 5, 5))
+    assert ex.run.headline["flops"] == (1800 if traced else 0)
+    assert ex.run.headline["activations"] == (100 if traced else 0)
+    assert ex.run.headline.get("unsupported:aten::_convolution_mode", 0) == (0 if traced else 1)
+
+
+class _StdConv(nn.Conv2d):
+    """nfnet's ScaledStdConv2d in short: the weight standardised by F.batch_norm(training=True)."""
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True,
+                         momentum=0.0).reshape_as(self.weight)
+        return F.conv2d(x, w)
+
+
+def test_fvcore_functional_batch_norm_counted_by_its_training_flag():
+    # weight 4x2x3x3 = 72 elements standardised with batch statistics: fvcore's training rule,
+    # 4 per element without an affine weight = 288, though the module is in eval mode;
+    # conv 1x4x3x3 outputs = 36 x (2 x 9) = 648 MACs. reshape_as is traced (unsupported), 1 call
+    ex = explained("fvcore", nn.Sequential(_StdConv(2, 4, 3, bias=False)), torch.randn(1, 2, 5, 5))
+    assert ex.run.headline["flops"] == 648 + 288
+    assert ex.run.headline["unsupported:aten::reshape_as"] == 1
+
+
+@pytest.mark.parametrize("learned", [True, False])
+def test_fvcore_attention_mask_add_is_inside_the_traced_call(learned):
+    # one aten::scaled_dot_product_attention, unsupported: its mask add is not a traced aten::add
+    ex = explained("fvcore", _BiasedAttention(learned), torch.randn(1, 2, 4, 8))
+    assert ex.run.headline["unsupported:aten::scaled_dot_product_attention"] == 1
+    assert "unsupported:aten::add" not in ex.run.headline
