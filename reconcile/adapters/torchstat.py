@@ -24,7 +24,7 @@ from collections import Counter
 from fractions import Fraction
 from typing import Any
 
-from reconcile.adapters.base import Adapter, capture_output, module_names
+from reconcile.adapters.base import Adapter, ToolFailure, capture_output, failure_reason, module_names
 from reconcile.records import ToolLayer, ToolRun
 
 MIB = 1024**2
@@ -47,6 +47,8 @@ class TorchstatAdapter(Adapter):
 
         if len(inputs) != 1:
             raise ValueError(f"torchstat takes one input of size (C, H, W); this model takes {len(inputs)} inputs")
+        if not hasattr(inputs[0], "shape"):
+            raise ValueError(f"torchstat takes one tensor input of size (C, H, W), got {type(inputs[0]).__name__}")
         input_size = tuple(int(d) for d in inputs[0].shape[1:])
         self._attempted = f"torchstat.statistics.ModelStat(model, {input_size})._analyze_model()"
 
@@ -55,8 +57,12 @@ class TorchstatAdapter(Adapter):
         by_name = dict(work.named_modules())
         calls: Counter[str] = Counter()
 
+        entered: list[tuple[str, str, Any]] = []  # the module running when the tool fails
+
         def count_call(module: nn.Module, args: Any) -> None:
             calls[names[id(module)]] += 1
+            first = args[0] if args else None
+            entered.append((names[id(module)], type(module).__name__, tuple(getattr(first, "shape", ())) or None))
 
         for mod in work.modules():
             mod.register_forward_pre_hook(count_call)  # on the throwaway copy only
@@ -65,6 +71,12 @@ class TorchstatAdapter(Adapter):
         try:
             with capture_output() as cap:
                 nodes = ModelStat(work, input_size)._analyze_model()
+        except Exception as exc:
+            reason = failure_reason("torchstat", exc, entered[-1] if entered else None,
+                                    f"feeds one random float input of size (1, {', '.join(map(str, input_size))})")
+            if reason is None:
+                raise
+            raise ToolFailure(reason, exc) from exc
         finally:
             _restore_class_calls(saved)
 
