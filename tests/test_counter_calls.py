@@ -80,3 +80,15 @@ def test_attention_mask_that_would_require_grad_is_noted():
         (call,) = [c for c in native.row("").torch_calls if c.func == "F.scaled_dot_product_attention"]
         assert call.facts == {"last_dim_contiguous": True, "mask_requires_grad": learned}
         assert call.components["macs"] == 512  # 2 heads x 4 x 4 x 8 x 2 products
+
+
+def test_reflected_and_augmented_operators_are_operators():
+    class Buckets(nn.Module):
+        def forward(self, x):
+            n = 0
+            n += x  # int += tensor reaches Tensor.__radd__, reported as Tensor.add
+            return 2 * n + x.add(1)
+
+    native = count(Buckets(), (torch.randn(2, 3),))
+    assert [c.func for c in native.row("").torch_calls] == [
+        "Tensor.__add__", "Tensor.__mul__", "Tensor.add", "Tensor.__add__"]

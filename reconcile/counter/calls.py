@@ -36,11 +36,11 @@ _TENSOR_NAMES = ("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm", "b
 
 
 # ``a @ b`` and ``a.matmul(b)`` reach the mode as the same ``Tensor.matmul``: the caller's
-# current instruction tells them apart (BINARY_OP with its operator number, CPython >= 3.11)
+# current instruction tells them apart (BINARY_OP, CPython >= 3.11; also ``0 + t`` and ``n += t``
+# with a Python number on the left, which reach the tensor's reflected operator)
 _BINARY_OP = opcode.opmap.get("BINARY_OP")
-_OPERATORS = {("Tensor.matmul", 4): "Tensor.__matmul__", ("Tensor.add", 0): "Tensor.__add__",
-              ("Tensor.mul", 5): "Tensor.__mul__"}
-_AMBIGUOUS = frozenset(k[0] for k in _OPERATORS)
+_OPERATORS = {"Tensor.matmul": "Tensor.__matmul__", "Tensor.add": "Tensor.__add__", "Tensor.mul": "Tensor.__mul__"}
+_AMBIGUOUS = frozenset(_OPERATORS)
 
 
 def _operator(label: str) -> str:
@@ -50,8 +50,8 @@ def _operator(label: str) -> str:
     frame = sys._getframe(2)
     code = frame.f_code.co_code
     i = frame.f_lasti
-    if 0 <= i < len(code) - 1 and code[i] == _BINARY_OP:
-        return _OPERATORS.get((label, code[i + 1]), label)
+    if 0 <= i < len(code) and code[i] == _BINARY_OP:
+        return _OPERATORS[label]
     return label
 
 
