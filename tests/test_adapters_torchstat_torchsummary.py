@@ -226,7 +226,8 @@ def test_torchsummary_published_totals(name, params, rows, input_mb, pass_mb, pa
 def test_torchsummary_lstm_fails():
     run = TorchsummaryAdapter().run(Lstm().eval(), (torch.rand(1, 5, 8),))
     assert (run.status, run.error_type) == ("failed", "AttributeError")
-    assert run.error_message == ("torchsummary reads the output tensor of every layer: LSTM lstm returns a tuple "
+    assert run.error_message == ("torchsummary needs every layer to return a tensor or a flat tuple of tensors: "
+                                 "LSTM lstm returns a tuple where a tensor should be "
                                  "(AttributeError: 'tuple' object has no attribute 'size')")
     assert run.attempted == 'torchsummary.summary(model, (5, 8), batch_size=-1, device="cpu")'
     import torchsummary.torchsummary as ts

@@ -139,7 +139,8 @@ def failure_reason(tool: str, exc: BaseException, where: tuple[str, str, tuple[i
         return f"{tool} {input_rule}: {at} needs integer inputs (token ids)"
     if isinstance(exc, AttributeError) and "has no attribute 'size'" in text:
         kind = text.split("'")[1] if "'" in text else "non-tensor"
-        return f"{tool} reads the output tensor of every layer: {at} returns a {kind}"
+        return (f"{tool} needs every layer to return a tensor or a flat tuple of tensors: {at} returns a {kind} "
+                "where a tensor should be")
     if isinstance(exc, AssertionError) and type_ == "Linear" and shape is not None and len(shape) != 2:
         return f"{tool} needs 2-D Linear inputs: this model feeds a {len(shape)}-D tensor to {name}"
     if isinstance(exc, (RuntimeError, AssertionError, AttributeError, TypeError)) and name:

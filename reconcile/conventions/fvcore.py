@@ -16,6 +16,12 @@ layers), then fvcore's handle for that op is applied. References: op counts agai
 bmm, baddbmm, attention's two products, a recurrent layer's output sequence), which is what
 ``ActivationCountAnalysis`` means by an activation.
 
+Python-level calls the trace keeps whole come from the native call record
+(``ModuleRow.torch_calls``): ``reshape_as``, ``expand_as``, ``clamp_min`` and ``F.normalize``'s
+inner ops are traced as unsupported ops native never sees; ``F.batch_norm`` is counted by the
+call's own ``training`` flag; a conv with ``padding="same"`` is ``aten::_convolution_mode`` (no
+handle); the mask add of ``F.scaled_dot_product_attention`` is inside its one traced op.
+
 Known limits (each shows as a residual, nothing is hidden). Output elements of a functional
 ``mm`` / ``bmm`` / bias-free conv run in a parent's ``forward`` come from the native record's
 per-op element counts (``ModuleRow.op_elements``). A functional
@@ -23,10 +29,12 @@ per-op element counts (``ModuleRow.op_elements``). A functional
 dims, filed apart as ``POOL_MEAN``; a user's own ``x.mean((-1, -2), keepdim=True)`` is
 indistinguishable from it and would be predicted as a pool. Work the trace drops as
 dead code (outputs the model never uses) cannot be known, except MultiheadAttention's averaged
-weights, assumed unused. Size arithmetic in user code (``h * w`` on traced shapes) is traced as
-unsupported ``aten::mul`` / ``div`` calls native never sees (vit_b_16: 1 mul; swin_t). ``einsum``
-reaches native as ``bmm``; ``F.relu6`` is traced as ``aten::relu6`` but predicted as
-``aten::hardtanh`` (right for ``nn.ReLU6``); masked attention and fast paths are not modelled.
+weights, assumed unused. Size arithmetic in user code (``h * w``, ``math.ceil`` on traced
+shapes) is traced as unsupported ``aten::mul`` / ``add`` / ``sub`` / ``div`` / ``ceil`` calls
+native never sees (vit_b_16: 1 mul; swin_t; tf_efficientnet's same padding), and code that takes
+another branch under ``torch.jit.is_tracing()`` (transformers' mask building: ``new_ones``,
+``le``) is not the code native ran. ``einsum`` reaches native as ``bmm``; ``F.relu6`` is traced
+as ``aten::relu6`` but predicted as ``aten::hardtanh`` (right for ``nn.ReLU6``).
 """
 
 from __future__ import annotations
@@ -599,7 +607,9 @@ class FvcoreConvention(Convention):
         RuleDoc("mechanism", "torch.jit trace; each traced op charged to its module and every ancestor (rows nest)"),
         RuleDoc("Conv / ConvTranspose (aten::_convolution)", "the conv MACs: N_out * Cin/g * K (transposed N_in * Cout/g * K)"),
         RuleDoc("Linear / addmm / mm / matmul / bmm", "the MACs (prod(A) * B[-1]); einsum: np.einsum_path flops / 2"),
-        RuleDoc("BatchNorm (aten::batch_norm)", "eval N * (2 if affine else 1); training N * (5 if affine else 4)"),
+        RuleDoc("BatchNorm (aten::batch_norm)", "eval N * (2 if affine else 1); training N * (5 if affine else 4); "
+                "F.batch_norm by its own training argument, whatever the module's mode"),
+        RuleDoc("padding=\"same\" / \"valid\" convs", "aten::_convolution_mode: no handle, 0 flops and 0 activations"),
         RuleDoc("LayerNorm / GroupNorm / InstanceNorm", "N * (5 if affine else 4); affine = a weight is passed"),
         RuleDoc("upsample_nearest2d / upsample_bilinear2d / grid_sampler", "1 / 4 / 4 per output element"),
         RuleDoc("adaptive_avg_pool2d", "1 per input element (native sees a 1x1 pool as aten::mean)"),
