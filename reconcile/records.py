@@ -59,6 +59,21 @@ class CallRecord:
 
 
 @dataclass(frozen=True)
+class TorchCall:
+    """One Python-level torch call (a torch function, ``Tensor`` method or operator) made while a
+    module was the innermost one running, for the calls listed in ``counter.calls.WATCHED``:
+    what a tool that patches Python names (ptflops) or traces them (fvcore) would see."""
+
+    func: str  # "torch.matmul", "Tensor.__matmul__", "F.softmax", "Tensor.softmax", ...
+    args: tuple[Any, ...]  # positional arguments: a TensorMeta per tensor, simple values as-is, else None
+    kwargs: tuple[tuple[str, Any], ...]  # keyword arguments, recorded the same way
+    components: Mapping[str, int]  # the aten work the call did (native components)
+    # facts about the call that shapes do not hold, for the calls that need them, e.g. for
+    # scaled_dot_product_attention: "last_dim_contiguous", "mask_requires_grad" (with grad enabled)
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ParamInfo:
     """One parameter or buffer tensor, named by its first (canonical) path."""
 
@@ -98,6 +113,8 @@ class ModuleRow:
     # aten op -> (elements of its first tensor input, elements of its output(s)), summed over the
     # op's calls here: what rules that count per input or per output element of an op need
     op_elements: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # the watched Python-level torch calls made while this module was innermost, in call order
+    torch_calls: tuple[TorchCall, ...] = ()
 
     @property
     def macs(self) -> int:

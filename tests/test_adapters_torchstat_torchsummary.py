@@ -151,7 +151,9 @@ def test_torchstat_resnet18_shared_relu_keeps_last_call():
 def test_torchstat_linear_on_3d_input_fails():
     run = TorchstatAdapter().run(Linear3d().eval(), (torch.rand(1, 3, 4, 4),))
     assert (run.status, run.error_type) == ("failed", "AssertionError")
-    assert run.error_message == "AssertionError()"  # compute_Linear_madd's bare assert
+    # compute_Linear_madd's bare assert, said in plain words
+    assert run.error_message == ("torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to fc "
+                                 "(AssertionError: AssertionError())")
     assert run.attempted == "torchstat.statistics.ModelStat(model, (3, 4, 4))._analyze_model()"
     assert "__call__" not in vars(nn.Linear)  # restored after the failure too
 
@@ -224,7 +226,9 @@ def test_torchsummary_published_totals(name, params, rows, input_mb, pass_mb, pa
 def test_torchsummary_lstm_fails():
     run = TorchsummaryAdapter().run(Lstm().eval(), (torch.rand(1, 5, 8),))
     assert (run.status, run.error_type) == ("failed", "AttributeError")
-    assert run.error_message == "'tuple' object has no attribute 'size'"
+    assert run.error_message == ("torchsummary needs every layer to return a tensor or a flat tuple of tensors: "
+                                 "LSTM lstm returns a tuple where a tensor should be "
+                                 "(AttributeError: 'tuple' object has no attribute 'size')")
     assert run.attempted == 'torchsummary.summary(model, (5, 8), batch_size=-1, device="cpu")'
     import torchsummary.torchsummary as ts
     from collections import OrderedDict

@@ -137,6 +137,16 @@ def test_cause_double_count():
     assert ex.normalized["macs"] == 0  # the double-counted ReLU is no MAC
 
 
+def test_cause_nested_skipped():
+    # ptflops hooks timm's Attention (timm importable) and, the module being atomic, never sums the
+    # Linears inside it. Attention(8, heads 2) on 1x4x8: qkv 4*8*24 = 768 MACs, proj 4*8*8 = 256 -> -1024;
+    # the hook's own QK^T + AV 2 heads x 2 x 4*4*4 = 256 MACs are the native attention MACs
+    from timm.layers import Attention
+
+    ex = run("ptflops", nn.Sequential(Attention(8, num_heads=2)), 1, 4, 8)
+    assert causes(ex)["nested_skipped"] == -1024
+
+
 def test_cause_pool():
     # thop: AdaptiveAvgPool2d(1) on 1x2x4x4: (window 16 + 1) per output x 2 outputs = 34
     ex = run("thop", nn.Sequential(nn.AdaptiveAvgPool2d(1)), 1, 2, 4, 4)

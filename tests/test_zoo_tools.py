@@ -21,9 +21,8 @@ KNOWN_GAPS = {
     ("vit_b_32", "fvcore"): (151, 153),
     ("swin_t", "fvcore"): (150, 181),
     ("maxvit_t", "fvcore"): (550, 671),
-    # maxvit's attention uses torch.einsum, which ptflops does not patch; the native counter
-    # sees the same aten bmm as for torch.matmul (which ptflops counts), and cannot tell them apart
-    ("maxvit_t", "ptflops"): (369, 371),
+    # (maxvit_t, ptflops) was pinned here for torch.einsum, which ptflops does not patch: the
+    # native call record now tells einsum from torch.matmul
 }
 
 # (model, tool) -> the tool's own failure on that model, as it happens with the pinned versions

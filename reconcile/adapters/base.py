@@ -112,6 +112,42 @@ def module_names(model: Any) -> dict[int, str]:
     return names
 
 
+class ToolFailure(Exception):
+    """A tool's own exception with a plain one-line reason. Recorded under the original
+    exception's type, with the reason followed by the tool's own words."""
+
+    def __init__(self, reason: str, original: BaseException) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.original = original
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
+def failure_reason(tool: str, exc: BaseException, where: tuple[str, str, tuple[int, ...] | None] | None,
+                   input_rule: str) -> str | None:
+    """The common ways a hook-based tool fails on a model, in plain words. ``where``: the
+    (module name, type, first input shape) running when it failed; ``input_rule``: what the tool
+    feeds the model. None when the failure is none of these."""
+    text = str(exc)
+    name, type_, shape = where if where is not None else ("", "", None)
+    at = f"{type_} {name}" if name else (type_ or "the model")
+    if "Expected tensor for argument #1 'indices'" in text or "Expected Long" in text:
+        return f"{tool} {input_rule}: {at} needs integer inputs (token ids)"
+    if isinstance(exc, AttributeError) and "has no attribute 'size'" in text:
+        kind = text.split("'")[1] if "'" in text else "non-tensor"
+        return (f"{tool} needs every layer to return a tensor or a flat tuple of tensors: {at} returns a {kind} "
+                "where a tensor should be")
+    if isinstance(exc, AssertionError) and type_ == "Linear" and shape is not None and len(shape) != 2:
+        return f"{tool} needs 2-D Linear inputs: this model feeds a {len(shape)}-D tensor to {name}"
+    if isinstance(exc, (RuntimeError, AssertionError, AttributeError, TypeError)) and name:
+        return f"{tool} failed in {at}"
+    return None
+
+
 class Adapter:
     """One counting tool. Subclasses set ``name`` and ``distribution`` and implement ``_run``."""
 
@@ -129,12 +165,16 @@ class Adapter:
         try:
             run = self._run(model, inputs)
         except Exception as exc:  # the tool crashed: record it, never crash the harness
+            original = exc.original if isinstance(exc, ToolFailure) else exc
+            message = _first_line(original)
+            if isinstance(exc, ToolFailure):
+                message = f"{exc.reason} ({type(original).__name__}: {message})"
             return ToolRun(
                 tool=self.name,
                 version=self.version(),
                 status="failed",
-                error_type=type(exc).__name__,
-                error_message=str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc),
+                error_type=type(original).__name__,
+                error_message=message,
                 attempted=self.attempted(),
                 seconds=time.perf_counter() - start,
             )

@@ -38,6 +38,54 @@ from reconcile.records import Number, ToolLayer, ToolRun
 _LOGGERS = ("fvcore",)
 
 
+_JIT_IO = "Only tuples, lists and Variables are supported as JIT inputs/outputs"
+
+
+def _tensors(obj: Any, seen: set[int] | None = None) -> list[Any]:
+    """Every tensor of a forward's result, in order: through tuples, lists, dicts (a transformers
+    ``ModelOutput`` is one) and the attributes of other objects (a ``Cache``)."""
+    import torch
+
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if id(obj) in seen or obj is None or isinstance(obj, (int, float, bool, str)):
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (list, tuple)):
+        items = list(obj)
+    elif hasattr(obj, "__dict__"):
+        items = list(vars(obj).values())
+    else:
+        return []
+    return [t for item in items for t in _tensors(item, seen)]
+
+
+def _flat(model: Any, inputs: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+    """``model`` inside a module whose forward takes only the tensor inputs (a ``None`` between
+    them is put back in its place) and returns every output tensor as a flat tuple: what
+    ``torch.jit`` can trace when a forward takes ``None`` or returns a dict, a ``ModelOutput`` or a
+    cache. The model is the wrapper's child ``model``."""
+    import torch
+
+    slots = [i for i, a in enumerate(inputs) if isinstance(a, torch.Tensor)]
+
+    class Flat(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: Any) -> tuple[Any, ...]:
+            args = list(inputs)
+            for i, t in zip(slots, tensors):
+                args[i] = t
+            return tuple(_tensors(self.model(*args)))
+
+    return Flat(), tuple(inputs[i] for i in slots)
+
+
 def _messages(prefix: str, cap: Any) -> list[str]:
     printed = [line.strip() for text in (cap.stdout, cap.stderr) for line in text.splitlines() if line.strip()]
     return [f"{prefix}: {m}" for m in (*cap.warnings, *cap.log, *printed)]
@@ -63,16 +111,42 @@ class FvcoreAdapter(Adapter):
             from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis, parameter_count
         warnings += _messages("import", cap)
 
-        with capture_output(loggers=_LOGGERS) as cap:
-            flops = FlopCountAnalysis(work, inputs)
-            with counting_calls(work) as calls:
-                flop_total = flops.total()  # the trace runs here, lazily
-            flop_by_module = flops.by_module()
-            unsupported = {name: flops.unsupported_ops(name) for name in flop_by_module}
+        import torch
+
+        traced, traced_inputs, prefix = work, inputs, ""
+        notes: list[str] = []
+        if any(not isinstance(a, torch.Tensor) for a in inputs):
+            traced, traced_inputs = _flat(work, inputs)
+            prefix = "model"
+        while True:
+            try:
+                with capture_output(loggers=_LOGGERS) as cap:
+                    flops = FlopCountAnalysis(traced, traced_inputs)
+                    with counting_calls(work) as calls:
+                        flop_total = flops.total()  # the trace runs here, lazily
+                    flop_by_module = flops.by_module()
+                    unsupported = {name: flops.unsupported_ops(name) for name in flop_by_module}
+                break
+            except RuntimeError as exc:
+                if prefix or _JIT_IO not in str(exc):
+                    raise
+                traced, traced_inputs = _flat(work, inputs)
+                prefix = "model"
+        if prefix:
+            notes.append("traced through a wrapper that passes only the tensor inputs and returns every output "
+                         "tensor as a tuple: torch.jit traces no None input and no dict, ModelOutput or cache output")
         warnings += _messages("FlopCountAnalysis", cap)
 
+        def own(key: str) -> str | None:
+            """fvcore's key on the traced module -> the key on the model (None: the wrapper)."""
+            if not prefix:
+                return key
+            if key == prefix:
+                return ""
+            return key[len(prefix) + 1:] if key.startswith(prefix + ".") else None
+
         with capture_output(loggers=_LOGGERS) as cap:
-            acts = ActivationCountAnalysis(work, inputs)
+            acts = ActivationCountAnalysis(traced, traced_inputs)
             act_total = acts.total()
             act_by_module = acts.by_module()
             act_unsupported = acts.unsupported_ops()
@@ -83,14 +157,17 @@ class FvcoreAdapter(Adapter):
         warnings += _messages("parameter_count", cap)
 
         layers: list[ToolLayer] = []
-        for key, value in flop_by_module.items():
+        for traced_key, value in flop_by_module.items():
+            key = own(traced_key)
+            if key is None:
+                continue
             module = work.get_submodule(key)
             raw: dict[str, Number] = {
                 "flops": exact_number(value),
-                "activations": exact_number(act_by_module.get(key, 0)),
+                "activations": exact_number(act_by_module.get(traced_key, 0)),
                 "params": int(params.get(key, 0)),
             }
-            raw.update({f"unsupported:{op}": int(n) for op, n in sorted(unsupported[key].items())})
+            raw.update({f"unsupported:{op}": int(n) for op, n in sorted(unsupported[traced_key].items())})
             layers.append(
                 ToolLayer(module=names[id(module)], type=type(module).__name__, calls=calls[id(module)], raw=raw, key=key)
             )
@@ -118,5 +195,6 @@ class FvcoreAdapter(Adapter):
             notes=(
                 "run on a deepcopy: a failed fvcore trace leaves its scope hooks on every module",
                 "temporary forward hooks on the copy count each module's calls during the flop trace",
+                *notes,
             ),
         )

@@ -24,7 +24,7 @@ from collections import Counter
 from fractions import Fraction
 from typing import Any
 
-from reconcile.adapters.base import Adapter, capture_output, module_names
+from reconcile.adapters.base import Adapter, ToolFailure, capture_output, failure_reason, module_names
 from reconcile.records import ToolLayer, ToolRun
 
 MIB = 1024**2
@@ -47,6 +47,8 @@ class TorchstatAdapter(Adapter):
 
         if len(inputs) != 1:
             raise ValueError(f"torchstat takes one input of size (C, H, W); this model takes {len(inputs)} inputs")
+        if not hasattr(inputs[0], "shape"):
+            raise ValueError(f"torchstat takes one tensor input of size (C, H, W), got {type(inputs[0]).__name__}")
         input_size = tuple(int(d) for d in inputs[0].shape[1:])
         self._attempted = f"torchstat.statistics.ModelStat(model, {input_size})._analyze_model()"
 
@@ -55,8 +57,12 @@ class TorchstatAdapter(Adapter):
         by_name = dict(work.named_modules())
         calls: Counter[str] = Counter()
 
+        entered: list[tuple[str, str, Any]] = []  # the module running when the tool fails
+
         def count_call(module: nn.Module, args: Any) -> None:
             calls[names[id(module)]] += 1
+            first = args[0] if args else None
+            entered.append((names[id(module)], type(module).__name__, tuple(getattr(first, "shape", ())) or None))
 
         for mod in work.modules():
             mod.register_forward_pre_hook(count_call)  # on the throwaway copy only
@@ -65,6 +71,13 @@ class TorchstatAdapter(Adapter):
         try:
             with capture_output() as cap:
                 nodes = ModelStat(work, input_size)._analyze_model()
+        except Exception as exc:
+            reason = _own_assertion(exc, names, input_size) or failure_reason(
+                "torchstat", exc, entered[-1] if entered else None,
+                f"feeds one random float input of size (1, {', '.join(map(str, input_size))})")
+            if reason is None:
+                raise
+            raise ToolFailure(reason, exc) from exc
         finally:
             _restore_class_calls(saved)
 
@@ -140,6 +153,30 @@ def _restore_class_calls(saved: list[tuple[type, Any]]) -> None:
                 delattr(cls, "__call__")
         else:
             setattr(cls, "__call__", own)
+
+
+def _own_assertion(exc: BaseException, names: dict[int, str], input_size: tuple[int, ...]) -> str | None:
+    """torchstat's own bare asserts, in words: the (C, H, W) input check, and ``wrap_call``'s check
+    that a patched ``__call__`` belongs to a class it patched (a subclass of a patched leaf class
+    that has children of its own inherits the patched ``__call__``)."""
+    if not isinstance(exc, AssertionError):
+        return None
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in frames[-1:]:  # the frame that asserted
+        if frame.f_code.co_name == "wrap_call" and "module" in frame.f_locals:
+            module = frame.f_locals["module"]
+            base = next((c.__name__ for c in type(module).__mro__[1:] if c.__module__.startswith("torch.nn.")), "?")
+            return (f"torchstat patches __call__ of the leaf layer classes it finds: {type(module).__name__} "
+                    f"{names.get(id(module), '?')} subclasses {base} but has children, so it is not a leaf "
+                    "and its inherited __call__ fails torchstat's check")
+        if frame.f_code.co_name == "__init__" and "statistics" in frame.f_code.co_filename and len(input_size) != 3:
+            return (f"torchstat needs one (C, H, W) input: this model's first input is "
+                    f"{'x'.join(map(str, (1, *input_size)))}")
+    return None
 
 
 def _reporter_totals(nodes: list[Any]) -> dict[str, Any]:

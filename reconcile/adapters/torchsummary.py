@@ -24,7 +24,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from reconcile.adapters.base import Adapter, capture_output, module_names
+from reconcile.adapters.base import Adapter, ToolFailure, capture_output, failure_reason, module_names
 from reconcile.records import ToolLayer, ToolRun
 
 _BATCH = -1  # summary()'s default batch_size: shapes print "-1" and the MB figures are per sample
@@ -54,6 +54,10 @@ class TorchsummaryAdapter(Adapter):
         import torch.nn as nn
         import torchsummary.torchsummary as ts
 
+        for i, x in enumerate(inputs):
+            if not hasattr(x, "shape"):
+                raise ValueError(f"torchsummary takes tensor inputs only (it builds random ones from their sizes): "
+                                 f"input {i} is {type(x).__name__}")
         sizes = [tuple(int(d) for d in x.shape[1:]) for x in inputs]
         # summary() wraps a tuple into [tuple]; several inputs are passed as a list of tuples
         input_size: Any = sizes[0] if len(sizes) == 1 else sizes
@@ -67,8 +71,12 @@ class TorchsummaryAdapter(Adapter):
         def record(module: nn.Module, args: Any, output: Any) -> None:
             order.append(id(module))
 
+        entered: list[tuple[str, str, Any]] = []  # the module running when the tool fails
+
         def count(module: nn.Module, args: Any) -> None:
             calls[id(module)] += 1
+            first = args[0] if args else None
+            entered.append((names[id(module)], type(module).__name__, tuple(getattr(first, "shape", ())) or None))
 
         for mod in work.modules():
             mod.register_forward_pre_hook(count)
@@ -77,6 +85,7 @@ class TorchsummaryAdapter(Adapter):
             if not isinstance(mod, (nn.Sequential, nn.ModuleList)) and mod is not work:
                 mod.register_forward_hook(record)
 
+        modules_by_id = {id(m): m for m in work.modules()}
         made: list[dict] = []
         original = ts.OrderedDict
 
@@ -89,6 +98,18 @@ class TorchsummaryAdapter(Adapter):
         try:
             with capture_output() as cap:
                 ts.summary(work, input_size, batch_size=_BATCH, device="cpu")
+        except Exception as exc:
+            # the failing hook is torchsummary's for the last module ours recorded (ours fire first);
+            # a failing forward is the last module entered
+            last = order[-1] if order and "has no attribute 'size'" in str(exc) else None
+            if last is not None:
+                where = (names[last], type(modules_by_id[last]).__name__, None)
+            else:
+                where = entered[-1] if entered else None
+            reason = failure_reason("torchsummary", exc, where, "feeds random float inputs of the sizes it is given")
+            if reason is None:
+                raise
+            raise ToolFailure(reason, exc) from exc
         finally:
             ts.OrderedDict = original
 

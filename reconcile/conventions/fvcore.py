@@ -16,6 +16,12 @@ layers), then fvcore's handle for that op is applied. References: op counts agai
 bmm, baddbmm, attention's two products, a recurrent layer's output sequence), which is what
 ``ActivationCountAnalysis`` means by an activation.
 
+Python-level calls the trace keeps whole come from the native call record
+(``ModuleRow.torch_calls``): ``reshape_as``, ``expand_as``, ``clamp_min`` and ``F.normalize``'s
+inner ops are traced as unsupported ops native never sees; ``F.batch_norm`` is counted by the
+call's own ``training`` flag; a conv with ``padding="same"`` is ``aten::_convolution_mode`` (no
+handle); the mask add of ``F.scaled_dot_product_attention`` is inside its one traced op.
+
 Known limits (each shows as a residual, nothing is hidden). Output elements of a functional
 ``mm`` / ``bmm`` / bias-free conv run in a parent's ``forward`` come from the native record's
 per-op element counts (``ModuleRow.op_elements``). A functional
@@ -23,23 +29,26 @@ per-op element counts (``ModuleRow.op_elements``). A functional
 dims, filed apart as ``POOL_MEAN``; a user's own ``x.mean((-1, -2), keepdim=True)`` is
 indistinguishable from it and would be predicted as a pool. Work the trace drops as
 dead code (outputs the model never uses) cannot be known, except MultiheadAttention's averaged
-weights, assumed unused. Size arithmetic in user code (``h * w`` on traced shapes) is traced as
-unsupported ``aten::mul`` / ``div`` calls native never sees (vit_b_16: 1 mul; swin_t). ``einsum``
-reaches native as ``bmm``; ``F.relu6`` is traced as ``aten::relu6`` but predicted as
-``aten::hardtanh`` (right for ``nn.ReLU6``); masked attention and fast paths are not modelled.
+weights, assumed unused. Size arithmetic in user code (``h * w``, ``math.ceil`` on traced
+shapes) is traced as unsupported ``aten::mul`` / ``add`` / ``sub`` / ``div`` / ``ceil`` calls
+native never sees (vit_b_16: 1 mul; swin_t; tf_efficientnet's same padding), and code that takes
+another branch under ``torch.jit.is_tracing()`` (transformers' mask building: ``new_ones``,
+``le``) is not the code native ran. ``einsum`` reaches native as ``bmm``; ``F.relu6`` is traced
+as ``aten::relu6`` but predicted as ``aten::hardtanh`` (right for ``nn.ReLU6``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, replace
+from fractions import Fraction
 
 from reconcile.conventions import common
 from reconcile.conventions.base import (
-    INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, n_out, numel,
+    INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, n_out, numel, whole,
 )
 from reconcile.counter.formulas import POOL_MEAN, flops_of
-from reconcile.records import ModuleRow, NativeCount
+from reconcile.records import ModuleRow, NativeCount, TensorMeta
 from reconcile.report.numbers import exact
 
 # fvcore/nn/jit_analysis.py _IGNORED_OPS, verbatim: zero, silently (prim:: ops are ignored too).
@@ -108,7 +117,11 @@ _TRACED_ZERO_COST = {
     "aten::where": "aten::where", "aten::repeat": "aten::repeat", "aten::flip": "aten::flip",
     "aten::index_select": "aten::index_select", "aten::masked_fill_": "aten::masked_fill_",
     "aten::fill_": "aten::fill_", "aten::zero_": "aten::zero_",
+    "aten::unfold": "aten::unfold", "aten::im2col": "aten::im2col", "aten::col2im": "aten::col2im",
 }
+# Python-level calls (native call record) the trace keeps as one op of that name, where native
+# sees only the views or copies they decompose to
+_TRACED_CALLS = {"Tensor.reshape_as": "aten::reshape_as", "Tensor.expand_as": "aten::expand_as"}
 _RECURRENT_TRACED = {"LSTM": "aten::lstm", "GRU": "aten::gru"}
 
 _NN = "torch.nn.modules."
@@ -256,6 +269,9 @@ def _batch_norm(row: ModuleRow, calls: int, comps: dict[str, int]) -> Work:
     norm = comps.get("norm", 0)
     n_aff, affine = _norm_affine(row)
     n = _call_inputs(row) if _isa(row, _BATCH_NORM, _INSTANCE_NORM) else 0
+    recorded = [c for c in row.torch_calls if c.func == "F.batch_norm"]
+    if not n and recorded:  # functional: the call's own training flag decides (nfnet's weight standardisation)
+        return _functional_batch_norm(recorded, calls, comps)
     if not n:  # functional: the enclosing module's flag decides which formula native used
         n = norm // (5 + n_aff) if row.attrs.get("training", False) else norm // 2
     batch_stats = norm != 2 * n
@@ -265,6 +281,28 @@ def _batch_norm(row: ModuleRow, calls: int, comps: dict[str, int]) -> Work:
     if batch_stats:  # batchnorm_flop_jit's training branch is norm_flop_counter(1)
         return _norm_work("aten::batch_norm", calls, comps, 5 if affine else 4, n, f"training, {aff}")
     return _norm_work("aten::batch_norm", calls, comps, 2 if affine else 1, n, f"eval, {aff}")
+
+
+def _functional_batch_norm(recorded: list, calls: int, comps: dict[str, int]) -> Work:
+    """F.batch_norm calls from the native call record: batchnorm_flop_jit reads the call's
+    ``training`` argument (not the module's flag) and whether a weight is passed."""
+    flops = n_all = 0
+    for c in recorded:
+        args, kw = c.args, dict(c.kwargs)
+        x = args[0] if args else kw.get("input")
+        weight = args[3] if len(args) > 3 else kw.get("weight")
+        training = args[5] if len(args) > 5 else kw.get("training", False)
+        affine = weight is not None
+        n = numel(x.shape) if x is not None else 0
+        per = (5 if affine else 4) if training else (2 if affine else 1)
+        flops += per * n
+        n_all += n
+    first = recorded[0]
+    training = first.args[5] if len(first.args) > 5 else dict(first.kwargs).get("training", False)
+    rule = "element (F.batch_norm, training=True)" if training else "element (F.batch_norm, training=False)"
+    per = Fraction(flops, n_all) if n_all else 0
+    return Work("aten::batch_norm", calls, "handled", flops=flops, native_flops=flops_of(comps), cause="norm",
+                per=whole(per), elements=n_all, rule=rule)
 
 
 def _per_element(op: str, calls: int, comps: dict[str, int], per: int, n: int, of: str, cause: str) -> Work:
@@ -305,11 +343,23 @@ def _handled(row: ModuleRow, op: str, traced: str, calls: int, comps: dict[str, 
     raise AssertionError(f"no prediction for handled op {traced}")  # pragma: no cover
 
 
+def _padding_mode_conv(row: ModuleRow) -> bool:
+    """A conv with ``padding="same"`` / ``"valid"`` (a string): traced as ``aten::_convolution_mode``."""
+    if _isa(row, *_CONV) and isinstance(row.attrs.get("padding"), str):
+        return True
+    return any(c.func in ("F.conv1d", "F.conv2d", "F.conv3d")
+               and isinstance(c.args[4] if len(c.args) > 4 else dict(c.kwargs).get("padding"), str)
+               for c in row.torch_calls)
+
+
 def _one(row: ModuleRow, op: str, calls: int, comps: dict[str, int]) -> Work:
     """One native rule op as fvcore's trace sees it, in the module ``row``."""
     if op.startswith("module::"):
         return _recurrent(row, op, calls, comps)
     traced = _TRACED.get(op, op)
+    if traced == "aten::_convolution" and _padding_mode_conv(row):
+        return Work("aten::_convolution_mode", calls, "unsupported", macs=comps.get("macs", 0),
+                    native_flops=flops_of(comps), acts_ref=_conv_outputs(row, op, calls, comps))
     if op == POOL_MEAN or (op == "aten::mean" and _isa(row, _ADAPTIVE_AVG2D)):
         traced = "aten::adaptive_avg_pool2d"
     elif op in ("aten::native_batch_norm", "aten::_native_batch_norm_legit",
@@ -343,17 +393,43 @@ def _linears(pool: _Pool) -> list[Work]:
                  native_flops=flops_of(mm) + flops_of(add), acts=out, acts_ref=out)]
 
 
+def _sdpa_masks(row: ModuleRow) -> tuple[int, int]:
+    """(float masks, bool masks) of the recorded scaled_dot_product_attention calls: native's math
+    path adds a float mask (aten::add) and first turns a bool one into a float one (aten::where)."""
+    floats = bools = 0
+    for c in row.torch_calls:
+        if c.func == "F.scaled_dot_product_attention":
+            mask = c.args[3] if len(c.args) > 3 else dict(c.kwargs).get("attn_mask")
+            if isinstance(mask, TensorMeta):
+                if mask.dtype == "bool":
+                    bools += 1
+                else:
+                    floats += 1
+    return floats, bools
+
+
 def _generic(row: ModuleRow) -> list[Work]:
     pool = _Pool(row)
     work = _linears(pool)
+    floats, bools = _sdpa_masks(row)
     if pool.calls("aten::_safe_softmax"):
-        work.append(_functional_sdpa(pool))
+        work.append(_functional_sdpa(pool, floats + bools))
     work.extend(_one(row, op, calls, comps) for op, (calls, comps) in list(pool.ops.items()))
+    # F.normalize is traced with its inner ops: clamp_min (not the ignored clamp native's maps to) and expand_as
+    normalize = sum(1 for c in row.torch_calls if c.func == "F.normalize")
+    clamp_min = sum(1 for c in row.torch_calls if c.func == "Tensor.clamp_min") + normalize
+    if clamp_min:
+        work.append(Work("aten::clamp_min", clamp_min, "unsupported"))
+    traced_calls = Counter(_TRACED_CALLS[c.func] for c in row.torch_calls if c.func in _TRACED_CALLS)
+    traced_calls["aten::expand_as"] += normalize
+    work.extend(Work(op, n, "unsupported") for op, n in traced_calls.items() if n)
     for op, calls in {**row.zero_cost_ops, **row.unknown_ops}.items():
         traced = _TRACED_ZERO_COST.get(op) if op in row.zero_cost_ops else op
         if _isa(row, _INSTANCE_NORM) and op == "aten::repeat":
             traced = None  # F.instance_norm repeats weight and bias below the traced op
-        if traced is not None and traced not in IGNORED:
+        if op == "aten::where" and bools:
+            calls -= bools  # inside the traced attention call
+        if traced is not None and traced not in IGNORED and calls > 0:
             work.append(Work(traced, calls, "unsupported"))
     return work
 
@@ -366,7 +442,7 @@ def _recurrent(row: ModuleRow, op: str, calls: int, comps: dict[str, int]) -> Wo
                 acts_ref=_call_outputs(row))
 
 
-def _functional_sdpa(pool: _Pool) -> Work:
+def _functional_sdpa(pool: _Pool, masked: int = 0) -> Work:
     """F.scaled_dot_product_attention: one traced op with no handle; native (math backend) sees per
     call 2 bmm, 2 mul (q and k scaled) and a _safe_softmax. Output elements assume self-attention
     with equal q and v head sizes (the native record keeps no op shapes): B*h*L*L + B*h*L*d."""
@@ -374,6 +450,8 @@ def _functional_sdpa(pool: _Pool) -> Work:
     total: Counter = Counter(comps)
     for op in ("aten::bmm", "aten::mul"):
         total.update(pool.take(op, 2 * calls)[1])
+    if masked:  # the math path adds the mask to the scores
+        total.update(pool.take("aten::add", masked)[1])
     out = total.get("softmax", 0) // 5 + total.get("elementwise", 0) // 2
     return Work("aten::scaled_dot_product_attention", calls, "unsupported", macs=total.get("macs", 0),
                 native_flops=flops_of(dict(total)), acts_ref=out)
@@ -529,7 +607,9 @@ class FvcoreConvention(Convention):
         RuleDoc("mechanism", "torch.jit trace; each traced op charged to its module and every ancestor (rows nest)"),
         RuleDoc("Conv / ConvTranspose (aten::_convolution)", "the conv MACs: N_out * Cin/g * K (transposed N_in * Cout/g * K)"),
         RuleDoc("Linear / addmm / mm / matmul / bmm", "the MACs (prod(A) * B[-1]); einsum: np.einsum_path flops / 2"),
-        RuleDoc("BatchNorm (aten::batch_norm)", "eval N * (2 if affine else 1); training N * (5 if affine else 4)"),
+        RuleDoc("BatchNorm (aten::batch_norm)", "eval N * (2 if affine else 1); training N * (5 if affine else 4); "
+                "F.batch_norm by its own training argument, whatever the module's mode"),
+        RuleDoc("padding=\"same\" / \"valid\" convs", "aten::_convolution_mode: no handle, 0 flops and 0 activations"),
         RuleDoc("LayerNorm / GroupNorm / InstanceNorm", "N * (5 if affine else 4); affine = a weight is passed"),
         RuleDoc("upsample_nearest2d / upsample_bilinear2d / grid_sampler", "1 / 4 / 4 per output element"),
         RuleDoc("adaptive_avg_pool2d", "1 per input element (native sees a 1x1 pool as aten::mean)"),

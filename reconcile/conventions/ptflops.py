@@ -15,10 +15,9 @@ its subtree; only aten ``mm``, ``bmm``, ``addmm`` and ``convolution`` count (``a
 ``convolution`` with their bias), whole batch; ``Global:<op>`` is the root's own work.
 
 References: native MACs of the same scope for op counts, native parameters (each tensor once)
-for params. Both predict from the ``NativeCount`` alone. In a user-written ``forward`` an aten
-op does not say which Python call produced it (``torch.matmul`` or ``@``, ``F.relu`` or
-``torch.relu``): the idiomatic patched call is assumed (``USER_OPS``); a wrong guess shows as a
-residual, never as a silent match.
+for params. Both predict from the ``NativeCount`` alone. In a user-written ``forward`` the
+native record of Python-level calls (``ModuleRow.torch_calls``) says which patched name ran
+(``torch.matmul`` and not ``@``, ``F.softmax`` and not ``x.softmax``): ``PATCHED``.
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ from reconcile.conventions import common
 from reconcile.conventions.base import (
     INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, numel, whole,
 )
-from reconcile.counter.formulas import POOL_MEAN, flops_of
-from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo
+from reconcile.counter.formulas import flops_of
+from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo, TensorMeta, TorchCall
 from reconcile.report.numbers import exact
 
 _NN = "torch.nn.modules."
@@ -67,6 +66,8 @@ Parts = dict[str, tuple[int, str]]
 class Hook:
     doc: str
     fn: Callable[[ModuleRow, frozenset[str]], Parts]
+    # the hook counts only the module's own work: the layers inside it, atomic under it, go uncounted
+    own_work_only: bool = False
 
 
 def _conv(row: ModuleRow, _names: frozenset[str]) -> Parts:
@@ -191,6 +192,20 @@ def _mha(row: ModuleRow, names: frozenset[str]) -> Parts:
             "softmax": (softmax, "1 per attention score")}
 
 
+def _timm_attention(row: ModuleRow, _names: frozenset[str]) -> Parts:
+    """timm Attention: B x [N*hd*h q scaling + h*(N*N*hd QK^T + N*N softmax + N*N*hd AV)]; qkv and proj not counted."""
+    a = row.attrs
+    h, hd = a["num_heads"], a["head_dim"]
+    macs = scale = softmax = 0
+    for c in row.call_records:
+        b, n = _call_shape(c)[0], _call_shape(c)[1]
+        macs += b * h * 2 * n * n * hd
+        scale += b * n * hd * h
+        softmax += b * h * n * n
+    return {"macs": (macs, "QK^T and AV"), "elementwise": (scale, "query scaling, 1 per query element"),
+            "softmax": (softmax, "1 per attention score")}
+
+
 HOOKS: dict[str, Hook] = {}
 for _cls in _types("conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"):
     HOOKS[_cls] = Hook("Conv / ConvTranspose: K x Cin x Cout/g x B x S_out (transposed: S_in) + N_out bias", _conv)
@@ -211,6 +226,10 @@ for _cls in _types("rnn", "RNNCell", "GRUCell", "LSTMCell"):
     HOOKS[_cls] = Hook("RNN / GRU / LSTM cells: |W_ih|+|W_hh| + H/7H/10H + biases, x batch", _rnn_cell)
 HOOKS[f"{_NN}activation.MultiheadAttention"] = Hook(
     "MultiheadAttention: B x [L*E + L*E^2 + S*kdim^2 + S*vdim^2 + (L+2S)*E + h*(L*S*dh + L*S + L*S*dv) + L*vdim*(vdim+1)]", _mha)
+# registered by ptflops when timm is importable (timm.models.vision_transformer.Attention is this class)
+HOOKS["timm.layers.attention.Attention"] = Hook(
+    "timm Attention (exact type, when timm is importable): B x [N*hd*h + h*(2*N*N*hd + N*N)]; its qkv / proj Linears "
+    "are not counted", _timm_attention, own_work_only=True)
 HOOKS["torchvision.ops.deform_conv.DeformConv2d"] = Hook("torchvision DeformConv2d: conv + (24, 25 with mask) x K per position", _deform_conv)
 
 
@@ -235,39 +254,11 @@ _F_BY_MODULE: dict[str, str] = {
 _UPSAMPLE = f"{_NN}upsampling.Upsample"  # forward calls F.interpolate(input, size, scale_factor, ...)
 _MHA = f"{_NN}activation.MultiheadAttention"  # F.multi_head_attention_forward
 
-# In a user-written forward: aten op -> (patched function assumed to have produced it, component
-# whose amount equals ptflops' count, divisor). Activations: 1 per element = N_in; softmax: 5 per
-# element; bilinear/bicubic/...: (2 taps - 1) per output element = N_out, which is ptflops' count
-# for size= or an integer scale; nearest modes and pools: the op's output / input elements.
-IN, OUT = "@in", "@out"  # the op's first-input / output elements (``ModuleRow.op_elements``)
-USER_OPS: dict[str, tuple[str, str | None, int]] = {
-    **{f"aten::{op}": ("F.relu", "activation", 1) for op in ("relu", "relu_")},
-    **{f"aten::{op}": ("F.gelu", "activation", 1) for op in ("gelu", "gelu_")},
-    **{f"aten::{op}": ("F.elu", "activation", 1) for op in ("elu", "elu_")},
-    **{f"aten::{op}": ("F.silu", "activation", 1) for op in ("silu", "silu_")},
-    **{f"aten::{op}": ("F.relu6", "activation", 1) for op in ("hardtanh", "hardtanh_")},
-    "aten::_prelu_kernel": ("F.prelu", "activation", 1),
-    "aten::_softmax": ("F.softmax", "softmax", 5),
-    **{f"aten::{op}": ("F.interpolate", "interpolate", cost) for op, cost in (
-        ("upsample_linear1d", 3), ("upsample_bilinear2d", 7), ("_upsample_bilinear2d_aa", 7),
-        ("upsample_trilinear3d", 15), ("upsample_bicubic2d", 31), ("_upsample_bicubic2d_aa", 31))},
-    **{f"aten::{op}": ("F.interpolate", OUT, 1) for op in (
-        "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d",
-        "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d")},
-    # pools: ptflops' ``_numel_functional_flops_hook`` counts the input's elements; a 1x1
-    # F.adaptive_avg_pool2d reaches native as a keepdim mean (POOL_MEAN); a plain mean is not patched
-    POOL_MEAN: ("F.adaptive_avg_pool2d", IN, 1),
-    **{f"aten::{op}": (f"F.{op.strip('_')}", IN, 1) for d in (1, 2, 3) for op in (
-        f"avg_pool{d}d", f"_adaptive_avg_pool{d}d", f"adaptive_max_pool{d}d")},
-    **{f"aten::{op}": (f"F.max_pool{d}d", IN, 1) for d in (1, 2, 3) for op in (f"max_pool{d}d", f"max_pool{d}d_with_indices")},
-    # matrix products: torch.matmul assumed (not `@`, not F.linear); counted as prod(A) x B[-1] = MACs
-    "aten::mm": ("torch.matmul", "macs", 1),
-    "aten::bmm": ("torch.matmul", "macs", 1),
-}
 _SDPA_MARK = "aten::_safe_softmax"  # scaled_dot_product_attention's math path: its bmm are SDPA's
 
 _FAMILY = {"F.relu": "activation", "F.gelu": "activation", "F.elu": "activation", "F.silu": "activation",
-           "F.prelu": "activation", "F.relu6": "activation", "F.softmax": "softmax", "F.interpolate": "interpolate"}
+           "F.prelu": "activation", "F.relu6": "activation", "F.softmax": "softmax", "F.interpolate": "interpolate",
+           "F.upsample": "interpolate", "torch.mul": "elementwise", "torch.add": "elementwise"}
 
 
 def _family(fname: str) -> str:
@@ -289,6 +280,9 @@ class Caught:
     macs: int  # native MACs of the work
     flops: int  # native FLOPs of the work
     ops: tuple[str, ...]  # aten ops of the work
+    components: Mapping[str, int] | None = None  # native components of the work (None: those of ``ops``)
+    # how ``count`` differs from ``macs`` when the work has MACs: cause -> amount (default: "formula")
+    parts: Mapping[str, Number] | None = None
 
 
 def _forward_class(row: ModuleRow) -> str:
@@ -341,33 +335,97 @@ def patched_calls(row: ModuleRow) -> list[Caught]:
         return out
     if not _user_forward(row):
         return []
-    sdpa = _SDPA_MARK in row.ops
-    by_fname: dict[str, list] = defaultdict(lambda: [0, 0, 0, []])  # count, macs, flops, ops
-    unknown: dict[str, list[str]] = defaultdict(list)
-    for op, comps in row.op_components.items():
-        rule = USER_OPS.get(op)
-        if rule is None or (sdpa and op in ("aten::bmm", "aten::mm")):
+    return _recorded_calls(row)
+
+
+def _tensor(v: object) -> tuple[int, ...] | None:
+    return v.shape if isinstance(v, TensorMeta) else None
+
+
+def _arg(call: TorchCall, i: int, name: str) -> object:
+    if len(call.args) > i:
+        return call.args[i]
+    return dict(call.kwargs).get(name)
+
+
+def _numel_count(call: TorchCall) -> tuple[Number, dict]:
+    """``_numel_functional_flops_hook``: input.numel()."""
+    return numel(_tensor(_arg(call, 0, "input")) or ()), {}
+
+
+def _interpolate_call(call: TorchCall) -> tuple[Number, dict]:
+    x = _tensor(_arg(call, 0, "input")) or ()
+    return _interpolate_count({"size": _arg(call, 1, "size"), "scale_factor": _arg(call, 2, "scale_factor")}, x), {}
+
+
+def _matmul_count(call: TorchCall) -> tuple[Number, dict]:
+    """``_matmul_tensor_flops_hook``: prod(input.shape) x other.shape[-1]."""
+    a, b = _tensor(_arg(call, 0, "input")) or (), _tensor(_arg(call, 1, "other")) or (1,)
+    return numel(a) * b[-1], {}
+
+
+def _addmm_count(call: TorchCall) -> tuple[Number, dict]:
+    """``_addmm_tensor_flops_hook``: prod(mat1.shape) x mat2.shape[-1] + prod(input.shape) unless beta == 0."""
+    inp = _tensor(_arg(call, 0, "input")) or ()
+    m1, m2 = _tensor(_arg(call, 1, "mat1")) or (), _tensor(_arg(call, 2, "mat2")) or (1,)
+    beta = dict(call.kwargs).get("beta", 1)
+    added = numel(inp) if beta != 0 else 0
+    return numel(m1) * m2[-1] + added, {"bias": added}
+
+
+def _elementwise_count(call: TorchCall) -> tuple[Number, dict]:
+    """``_elementwise_tensor_flops_hook``: the larger size per dimension, dimensions aligned from the
+    left (not numpy broadcasting); 1 when neither operand is a tensor."""
+    a, b = _tensor(_arg(call, 0, "input")), _tensor(_arg(call, 1, "other"))
+    if a is None:
+        return (numel(b) if b is not None else 1), {}
+    if b is None:
+        return numel(a), {}
+    dims = max(len(a), len(b))
+    return numel(tuple(max(a[i] if i < len(a) else 1, b[i] if i < len(b) else 1) for i in range(dims))), {}
+
+
+# The Python names ptflops patches (``patch_functional`` / ``patch_tensor_ops``), by the label the
+# native call record gives them -> (the name ptflops reports, its handler). Tensor.baddbmm, the
+# operators (@, +, *), Tensor.softmax, einsum and F.linear are not patched.
+PATCHED: dict[str, tuple[str, Callable[[TorchCall], tuple[Number, dict]]]] = {
+    **{f"F.{n}": (f"F.{n}", _numel_count) for n in ("relu", "prelu", "elu", "relu6", "gelu", "silu", "softmax")},
+    **{f"F.{k}_pool{d}d": (f"F.{k}_pool{d}d", _numel_count) for d in (1, 2, 3)
+       for k in ("avg", "max", "adaptive_avg", "adaptive_max")},
+    "F.upsample": ("F.upsample", _interpolate_call),
+    "F.interpolate": ("F.interpolate", _interpolate_call),
+    **{f"{ns}.{n}": (f"torch.{n}", _matmul_count) for ns in ("torch", "Tensor") for n in ("matmul", "mm", "bmm")},
+    "torch.addmm": ("torch.addmm", _addmm_count),
+    "Tensor.addmm": ("torch.addmm", _addmm_count),
+    "torch.baddbmm": ("torch.baddbmm", _addmm_count),
+    **{f"{ns}.{n}": (f"torch.{n}", _elementwise_count) for ns in ("torch", "Tensor") for n in ("mul", "add")},
+}
+
+
+def _recorded_calls(row: ModuleRow) -> list[Caught]:
+    """A user-written forward: the patched names it called, from the native call record. A
+    function the module bound at build time (``self.act = F.gelu``) is the unpatched original."""
+    bound = set(row.attrs.get("binds", ()))
+    by_fname: dict[str, list] = {}  # fname -> [count, components, parts]
+    for call in row.torch_calls:
+        rule = PATCHED.get(call.func)
+        if rule is None or call.func in bound:
             continue
-        fname, comp, divisor = rule
-        if comp is None:
-            unknown[fname].append(op)
-            continue
-        acc = by_fname[fname]
-        if comp in (IN, OUT):
-            elements = row.op_elements.get(op)
-            if elements is None:
-                unknown[fname].append(op)
-                continue
-            acc[0] += elements[0 if comp == IN else 1] // divisor
-        else:
-            acc[0] += comps.get(comp, 0) // divisor
-        acc[1] += comps.get("macs", 0)
-        acc[2] += flops_of(dict(comps))
-        acc[3].append(op)
-    out = [Caught(f, c, m, fl, tuple(ops)) for f, (c, m, fl, ops) in by_fname.items()]
-    for fname, ops in unknown.items():
-        comps = [row.op_components.get(op, {}) for op in ops]
-        out.append(Caught(fname, None, sum(c.get("macs", 0) for c in comps), sum(flops_of(dict(c)) for c in comps), tuple(ops)))
+        fname, fn = rule
+        count, parts = fn(call)
+        acc = by_fname.setdefault(fname, [0, defaultdict(int), defaultdict(int)])
+        acc[0] += count
+        for k, v in call.components.items():
+            acc[1][k] += v
+        for k, v in parts.items():
+            acc[2][k] += v
+    out = []
+    for fname, (count, comps, parts) in by_fname.items():
+        comps = {k: v for k, v in comps.items() if v}
+        macs = comps.get("macs", 0)
+        rest = count - macs - sum(parts.values())
+        terms = {**{k: v for k, v in parts.items() if v}, **({"formula": rest} if rest else {})}
+        out.append(Caught(fname, whole(count), macs, flops_of(comps), (), comps, terms))
     return out
 
 
@@ -519,8 +577,10 @@ class PtflopsConvention(Convention):
                     continue
                 if c.macs:
                     unattributed.add(_label(c.fname), _TOTAL_ONLY, c.macs, c.count, row)
-                    if c.count != c.macs:
-                        unattributed.add(_label(c.fname), "formula", c.count - c.macs, 0, row)
+                    parts = c.parts if c.parts is not None else (
+                        {"formula": c.count - c.macs} if c.count != c.macs else {})
+                    for cause, amount in parts.items():
+                        unattributed.add(_label(c.fname), cause, amount, 0, row)
                 else:
                     unattributed.add(_label(c.fname), _family(c.fname), c.count, c.count, row)
             pseudo = self._outside(tree, row, caught)
@@ -556,14 +616,24 @@ class PtflopsConvention(Convention):
                 shadowed: bool) -> tuple[LayerPrediction, int]:
         """A hooked module's row: its hook count (whole batch) split into causes against the native
         MACs of its subtree, then divided by the batch. ``k``: paths reaching it (rows it gets)."""
-        parts = HOOKS[row.attrs["class"]].fn(row, names)
+        hook = HOOKS[row.attrs["class"]]
+        parts = hook.fn(row, names)
         hook_count = sum(v for v, _ in parts.values())
         ref = tree.macs(row.name)
         terms: list[Term] = []
         macs_part = parts.get("macs", (0, ""))[0]
-        if macs_part != ref:
-            terms.append(Term("formula", macs_part - ref, f"ptflops' {row.type} formula gives {exact(macs_part)} MACs "
-                              f"where the MAC count is {exact(ref)}"))
+        own = ref
+        if hook.own_work_only and ref != row.macs:
+            inner = [r for r in tree.subtree(row.name) if r.name != row.name]
+            inner_macs, inner_flops = ref - row.macs, sum(r.flops for r in inner)
+            kinds = sorted({r.type for r in inner if r.macs})
+            terms.append(Term("nested_skipped", -inner_macs, f"ptflops' {row.type} hook counts only the attention "
+                              f"itself and, the module being atomic, skips the {exact(inner_macs)} MACs "
+                              f"({exact(inner_flops)} FLOPs) of the {', '.join(kinds)} inside it", flops=-inner_flops))
+            own = row.macs
+        if macs_part != own:
+            terms.append(Term("formula", macs_part - own, f"ptflops' {row.type} formula gives {exact(macs_part)} MACs "
+                              f"where the MAC count is {exact(own)}"))
         for cause, (amount, how) in parts.items():
             if cause != "macs" and amount:
                 terms.append(Term(cause, amount, f"ptflops counts {row.type}'s {cause if cause != 'formula' else 'extra work'} "
@@ -597,10 +667,13 @@ class PtflopsConvention(Convention):
         seen = [c for c in caught if c.count is not None]
         seen_macs = sum(c.macs for c in seen)
         seen_flops = sum(c.flops for c in seen)
-        seen_ops = {op for c in seen for op in c.ops}
+        seen_ops = {op for c in seen if c.components is None for op in c.ops}
         rest = {k: v for k, v in row.components.items()}
         for op in seen_ops:
             for k, v in row.op_components.get(op, {}).items():
+                rest[k] = rest.get(k, 0) - v
+        for c in seen:
+            for k, v in (c.components or {}).items():
                 rest[k] = rest.get(k, 0) - v
         rest = {k: v for k, v in rest.items() if v}
         if not rest and not caught:
@@ -729,6 +802,45 @@ def _aten_key(op: str) -> str:
     return op.replace("::", ".")
 
 
+_SDPA = "F.scaled_dot_product_attention"
+_FLASH_DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+def sdpa_fused_on_cpu(call: TorchCall) -> bool:
+    """Whether CPU runs this scaled_dot_product_attention as the fused flash kernel (one op no tool
+    has a rule for) or as its math decomposition (matmul, softmax, matmul: bmm that ptflops-aten
+    counts). torch's CPU gate (``use_flash_attention_cpp``): 4-D q, k, v of one float dtype, one
+    batch, one head dim, the same heads (or q heads a multiple of k's with ``enable_gqa``), no
+    dropout, last dims contiguous, nonzero lengths, and a mask (if any) that does not require grad,
+    of 2 dims or of 4 dims (1 or B, 1 or heads), whose last two dims are L or 1 and S or 1."""
+    kw = dict(call.kwargs)
+    q, k, v = (call.args[i] if len(call.args) > i else kw.get(n) for i, n in enumerate(("query", "key", "value")))
+    if not all(isinstance(t, TensorMeta) and len(t.shape) == 4 for t in (q, k, v)):
+        return False
+    if len({t.dtype for t in (q, k, v)}) != 1 or q.dtype not in _FLASH_DTYPES:
+        return False
+    dropout = call.args[4] if len(call.args) > 4 else kw.get("dropout_p", 0.0)
+    if dropout:
+        return False
+    gqa = bool(kw.get("enable_gqa")) and k.shape[1] and q.shape[1] % k.shape[1] == 0
+    heads_ok = q.shape[1] == k.shape[1] or gqa
+    if q.shape[0] != k.shape[0] or k.shape[:2] != v.shape[:2] or not heads_ok or not (q.shape[3] == k.shape[3] == v.shape[3]):
+        return False
+    if 0 in (q.shape[2], k.shape[2]) or not call.facts.get("last_dim_contiguous", True):
+        return False
+    mask = call.args[3] if len(call.args) > 3 else kw.get("attn_mask")
+    if isinstance(mask, TensorMeta):
+        if call.facts.get("mask_requires_grad"):
+            return False
+        m = mask.shape
+        if len(m) < 2 or m[-2] not in (q.shape[2], 1) or m[-1] not in (k.shape[2], 1):
+            return False
+        if len(m) == 4:
+            return m[0] in (1, q.shape[0]) and m[1] in (1, q.shape[1])
+        return len(m) == 2
+    return True
+
+
 class _AtenWork:
     """What the aten backend counts of a set of native rows: per-op buckets, the bias inside them,
     and the MAC work it does not count, by reason."""
@@ -747,13 +859,23 @@ class _AtenWork:
 
     def add_row(self, native: NativeCount, row: ModuleRow) -> None:
         sdpa = _SDPA_MARK in row.ops
+        # attention calls CPU runs unfused (math path): their bmm are counted like any other
+        unfused = [c.components for c in row.torch_calls if c.func == _SDPA and not sdpa_fused_on_cpu(c)]
+        unfused_macs = sum(c.get("macs", 0) for c in unfused)
         for op, comps in row.op_components.items():
             if op.startswith("module::"):
                 self._recurrent(native, row, op)
             elif op == "aten::bmm" and sdpa:
-                extra = flops_of(dict(row.op_components.get(_SDPA_MARK, {})))
-                self.miss("scaled_dot_product_attention runs as one fused CPU kernel (no rule)",
-                          comps.get("macs", 0), flops_of(dict(comps)) + extra)
+                if unfused_macs:
+                    self.buckets["aten.bmm"] += unfused_macs
+                    self.counted_macs += unfused_macs
+                    self.macs_by_key["aten.bmm"] += unfused_macs
+                fused = {k: v - (unfused_macs if k == "macs" else 0) for k, v in comps.items()}
+                extra = flops_of(dict(row.op_components.get(_SDPA_MARK, {}))) - sum(
+                    flops_of({k: v for k, v in c.items() if k != "macs"}) for c in unfused)
+                if fused.get("macs", 0):
+                    self.miss("scaled_dot_product_attention runs as one fused CPU kernel (no rule)",
+                              fused.get("macs", 0), flops_of(fused) + extra)
             elif op in ATEN_COUNTED:
                 value = sum(comps.get(c, 0) for c in ATEN_COUNTED[op])
                 self.buckets[_aten_key(op)] += value

@@ -15,6 +15,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import Counter, defaultdict
 from typing import Any, Iterator, Sequence
 
@@ -22,11 +23,12 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from reconcile.counter import calls as pycalls
 from reconcile.counter import formulas, modules
 from reconcile.counter.shadow import ShadowMode, value_of
 from reconcile.counter.tracker import CallFrame, ModuleStack, tensor_bytes, tensor_metas
 from reconcile.errors import ReconcileError
-from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo
+from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo, TensorMeta, TorchCall
 
 MODES = ("eval", "train", "as-is")
 
@@ -155,6 +157,32 @@ def _reference_paths() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
+def _fill_mask_grads(model: nn.Module, inputs: tuple[Any, ...], torch_calls: dict[str, list[TorchCall]],
+                     order: list[tuple[str, int]], shadowed: bool = False) -> None:
+    """A float attention mask computed from trainable parameters requires grad when a tool runs the
+    model with grad enabled (as they all do), and CPU then leaves the fused kernel. Counting runs
+    under ``no_grad``, so when a recorded attention call had a float mask, the forward runs once
+    more with grad enabled (no counting) to learn which masks would require grad."""
+    sdpa = [(m, i) for m, i in order if torch_calls[m][i].func == pycalls.SDPA]
+    masks = [_mask_meta(torch_calls[m][i]) for m, i in sdpa]
+    if not any(isinstance(t, TensorMeta) and t.dtype != "bool" for t in masks):
+        return
+    probe = pycalls.MaskGrads()
+    # the same values as the counted forward, when it needed them (counter/shadow.py)
+    values = ShadowMode(inputs) if shadowed else contextlib.nullcontext()
+    with torch.enable_grad(), values, probe:
+        model(*inputs)
+    if len(probe.flags) != len(sdpa):
+        return  # a forward whose calls differ between runs: leave the facts unknown (False)
+    for (m, i), flag in zip(sdpa, probe.flags):
+        call = torch_calls[m][i]
+        torch_calls[m][i] = dataclasses.replace(call, facts={**call.facts, "mask_requires_grad": flag})
+
+
+def _mask_meta(call: TorchCall) -> Any:
+    return call.args[3] if len(call.args) > 3 else dict(call.kwargs).get("attn_mask")
+
+
 def _as_inputs(inputs: Any) -> tuple[Any, ...]:
     if isinstance(inputs, torch.Tensor):
         return (inputs,)
@@ -176,18 +204,30 @@ def _device_of(model: nn.Module, inputs: tuple[Any, ...]) -> str:
 _SIMPLE = (int, float, bool, str, type(None))
 
 
-def _attrs(mod: nn.Module) -> dict[str, Any]:
+def _attrs(mod: nn.Module, watched: dict[Any, str]) -> dict[str, Any]:
     """Simple public attributes the counting rules of other tools need (kernel, groups, ...)."""
     attrs: dict[str, Any] = {}
+    binds = []
     for k, v in vars(mod).items():
         if k.startswith("_") or k == "training":
             continue
+        if callable(v) and not isinstance(v, nn.Module):
+            try:
+                label = watched.get(v)
+            except TypeError:
+                label = None
+            if label is not None:
+                binds.append(label)
         if isinstance(v, _SIMPLE) or (isinstance(v, tuple) and all(isinstance(x, _SIMPLE) for x in v)):
             attrs[k] = v
     for k in ("weight", "bias"):
         if hasattr(mod, k) and k not in attrs:
             attrs[f"has_{k}"] = getattr(mod, k, None) is not None
     attrs["training"] = mod.training
+    if binds:
+        # torch functions the instance holds (bound when it was built, e.g. ``self.act = F.gelu``):
+        # a tool that patches the name later never sees these calls
+        attrs["binds"] = tuple(sorted(set(binds)))
     # exact class and its bases, so "matches this type exactly" and "is a subclass" rules are checkable
     attrs["class"] = _qualname(type(mod))
     attrs["bases"] = tuple(_qualname(c) for c in type(mod).__mro__[1:] if issubclass(c, nn.Module))
@@ -289,8 +329,12 @@ def count(
                 model.eval()
             elif mode == "train":
                 model.train()
+            # torch.nn layers other than containers run a known forward: no call record needed there
+            skip = frozenset(n for n, m in model.named_modules() if type(m).__module__.startswith("torch.nn.modules.")
+                             and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
+            call_mode = pycalls.CallMode(lambda: stack.top, skip)
             values = ShadowMode(inputs) if shadowed else contextlib.nullcontext()
-            with _reference_paths(), torch.no_grad(), values, stack, _CountingMode(stack, accs, bias_ids):
+            with _reference_paths(), torch.no_grad(), values, stack, _CountingMode(stack, accs, bias_ids), call_mode:
                 try:
                     model(*inputs)
                 except ReconcileError:
@@ -308,6 +352,7 @@ def count(
                         f"the forward of {name} raised {type(exc).__name__}: {msg} "
                         "(check the input shape and dtype with --input-shape / --input-dtype)"
                     ) from exc
+            _fill_mask_grads(model, inputs, call_mode.calls, call_mode.order, shadowed)
         except _NeedsValues:
             continue
         finally:
@@ -318,7 +363,7 @@ def count(
         break
     # work charged to the root outside any module call (none for a plain forward)
     accs[""].components.update(stack.root.components)
-    return _freeze(model, name, inputs, accs, call_records, stack.calls)
+    return _freeze(model, name, inputs, accs, call_records, stack.calls, call_mode.calls, call_mode.watched)
 
 
 class _NeedsValues(Exception):
@@ -342,6 +387,8 @@ def _freeze(
     accs: dict[str, _Acc],
     call_records: dict[str, list[CallRecord]],
     calls: dict[str, int],
+    torch_calls: dict[str, list[TorchCall]],
+    watched: dict[Any, str],
 ) -> NativeCount:
     param_groups = _tensor_groups(model.named_parameters(remove_duplicate=False))
     buffer_groups = _tensor_groups(model.named_buffers(remove_duplicate=False))
@@ -365,7 +412,7 @@ def _freeze(
                 type=type(mod).__name__,
                 depth=0 if mod_name == "" else mod_name.count(".") + 1,
                 calls=calls.get(mod_name, 0),
-                attrs=_attrs(mod),
+                attrs=_attrs(mod, watched),
                 call_records=tuple(sorted(call_records.get(mod_name, []), key=lambda c: c.index)),
                 components=comps,
                 flops=formulas.flops_of(comps),
@@ -382,6 +429,7 @@ def _freeze(
                 activations=acc.activations,
                 bytes_read=acc.bytes_read,
                 bytes_written=acc.bytes_written,
+                torch_calls=tuple(torch_calls.get(mod_name, ())),
             )
         )
     components: Counter = Counter()

@@ -114,6 +114,11 @@ class ModuleStack:
         self._handles.clear()
 
     def _pre(self, mod: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        # the hooks' own shape reads are no model calls: keep them out of torch function modes
+        with torch._C.DisableTorchFunction():
+            self._enter(mod, args, kwargs)
+
+    def _enter(self, mod: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         name = self.names[id(mod)]
         index = self.calls.get(name, 0)
         self.calls[name] = index + 1
@@ -138,4 +143,5 @@ class ModuleStack:
         if not self.frames:
             return
         frame = self.frames.pop()
-        self._on_exit(frame, mod, output)
+        with torch._C.DisableTorchFunction():
+            self._on_exit(frame, mod, output)
