@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -77,9 +78,13 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, input_shape: tuple[in
     from reconcile.runner import Job, run_jobs
 
     prepared: list[tuple[str, models.ModelSpec | None, models.InputSpec | None, str]] = []
+    seen: set[str] = set()
     for text in specs:
         try:
             spec = models.resolve(text)
+            if spec.name in seen:  # resnet18,ResNet18: one model, run once under its first spelling
+                continue
+            seen.add(spec.name)
             prepared.append((text, spec, input_for(spec, input_shape, input_dtype, input_high), ""))
         except ReconcileError as exc:
             prepared.append((text, None, None, str(exc)))
@@ -148,34 +153,72 @@ def _version(dist: str) -> str:
 
 
 def file_stem(name: str) -> str:
-    """A file-safe name for a model: ``pkg.mod:fn`` -> ``pkg.mod_fn``."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+    """A file name for a model, one per model: a torchvision name is kept (``resnet18``); in a
+    ``pkg.mod:fn`` spec ``:`` becomes ``_`` and ``_`` becomes ``-`` (``my_pkg:make`` ->
+    ``my-pkg_make``), a one-to-one mapping since specs hold no ``-``; a spec that would then
+    spell a torchvision name (``swin:t``) gets ``__`` for its colon, which no other name has."""
+    if ":" not in name:
+        return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+    stem = name.replace("_", "-").replace(":", "_")
+    if stem in models.torchvision_names():
+        stem = name.replace(":", "__")
+    return stem
 
 
 def check_writable(out: str) -> Path:
+    """``out`` as a Path once it is known that reports can be written there. The folder itself is
+    created only when the first file is written (``write_files``): a run that writes nothing
+    leaves nothing."""
     path = Path(out)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".reconcile-check-", delete=True):
-            pass
+        if path.is_dir():
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".reconcile-check-", delete=True):
+                pass
+        else:
+            parent = path
+            while not parent.exists() and parent != parent.parent:
+                parent = parent.parent
+            if path.exists() or not parent.is_dir():
+                raise NotADirectoryError(20, "Not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied")
     except OSError as exc:
         raise ReconcileError(f"cannot write reports to {out!r}: {exc.strerror or exc}: choose another folder with --out") from exc
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_files(folder: Path, files: dict[str, str]) -> None:
     """Write every file whole or none: all are rendered first, each goes to a temporary file in
-    the same folder, and they are renamed into place only once all were written."""
+    the same folder, and they are renamed into place only once all were written, with SIGINT,
+    SIGTERM and SIGHUP held back while they are. Files get the usual ``0o666 & ~umask``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReconcileError(f"cannot write reports to {str(folder)!r}: {exc.strerror or exc}: "
+                             "choose another folder with --out") from exc
+    mode = 0o666 & ~_umask()
     temps: list[tuple[str, Path]] = []
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     try:
         for name, text in files.items():
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            os.fchmod(fd, mode)  # mkstemp makes 0600
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(text)
             temps.append((name, Path(tmp)))
-        for name, tmp in temps:
-            os.replace(tmp, folder / name)
-        temps.clear()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            for name, tmp in temps:
+                os.replace(tmp, folder / name)
+            temps.clear()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     finally:
         for _, tmp in temps:
             tmp.unlink(missing_ok=True)
