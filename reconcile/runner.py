@@ -275,15 +275,17 @@ class _Worker:
             name=f"reconcile:{job.tool}:{job.model}",
             daemon=True,
         )
-        started = time.monotonic()
         try:
-            process.start()
+            process.start()  # returns once the server forked: the first call waits for its imports
         except BaseException:
             receive.close()
             os.close(output)
             raise
         finally:
             send.close()  # the worker holds the only write end: its death means EOF here
+        # the clock starts now: the server's start-up (import torch) is not the job's time, and
+        # counting it made the first jobs time out before their adapter, and version, were loaded
+        started = time.monotonic()
         log.debug("started %s (pid %s)", job.describe(), process.pid)
         return cls(index, job, process, receive, output, started, started + timeout, timeout)
 
