@@ -159,8 +159,9 @@ def run_jobs(
 
 
 def shutdown(grace: float = 2.0) -> None:
-    """Stop the worker fork server of this process, if one runs: asked to stop, then killed after
-    ``grace`` seconds. The next ``run_jobs`` starts a new one."""
+    """Stop the worker fork server of this process, if one runs: asked to stop (EOF on its pipe),
+    sent SIGTERM after ``grace`` seconds and SIGKILL 2 s later. The next ``run_jobs`` starts a
+    new one."""
     from multiprocessing import forkserver
 
     server = forkserver._forkserver  # private, as in multiprocessing's own ``_stop``
