@@ -318,3 +318,26 @@ def test_one_model_spelled_twice_runs_once():
     runs = collect(["alexnet", "AlexNet", "alexnet "], ("native",), input_shape=(1, 3, 64, 64), timeout=120)
     assert [mr.name for mr in runs] == ["alexnet"]
     assert [r.tool for r in runs[0].runs] == ["native"]
+
+
+def test_a_signal_while_reports_are_renamed_waits_for_the_last(tmp_path, monkeypatch):
+    import signal
+
+    from reconcile import pipeline
+
+    folder = tmp_path / "out"
+    seen: list[list[str]] = []
+    saved = signal.signal(signal.SIGTERM, lambda s, f: seen.append(sorted(p.name for p in folder.iterdir())))
+    real_replace = os.replace
+
+    def replace(src, dst):  # SIGTERM arrives between the first rename and the second
+        real_replace(src, dst)
+        if not seen:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(pipeline.os, "replace", replace)
+    try:
+        pipeline.write_files(folder, {"m.md": "md\n", "m.json": "{}\n", "m.csv": "csv\n"})
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    assert seen == [["m.csv", "m.json", "m.md"]]  # the handler ran only once all three were in place
