@@ -48,6 +48,8 @@ def _children() -> list[int]:
 
 
 def _clean_up() -> None:
+    if os.getpid() != _SERVER:  # a process forked from a worker that exits normally: not ours to do
+        return
     try:
         children = _children()
     except OSError:  # no /proc: the workers still die with this process (PR_SET_PDEATHSIG)
@@ -94,6 +96,7 @@ def _socket_path(fd: int | None) -> str:
 _LISTENER = _fork_server_listener()
 _CALLER, _FROM_MAIN_THREAD = _caller() if _LISTENER is not None else (0, False)
 _ADDRESS = _socket_path(_LISTENER)
+_SERVER = os.getpid()
 
 if _CALLER:  # imported anywhere else, this module does nothing
     atexit.register(_clean_up)
