@@ -7,6 +7,7 @@ renders and writes each file atomically, so a report is written whole or not at 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -14,12 +15,13 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from reconcile import conventions, models
 from reconcile.errors import ReconcileError
 from reconcile.explain.core import ToolExplanation, explain_run
 from reconcile.records import NativeCount, ToolRun
+from reconcile.report.files import file_stem  # noqa: F401 - the CLI names files with it
 from reconcile.report.model import ModelReport
 
 log = logging.getLogger(__name__)
@@ -152,19 +154,6 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def file_stem(name: str) -> str:
-    """A file name for a model, one per model: a torchvision name is kept (``resnet18``); in a
-    ``pkg.mod:fn`` spec ``:`` becomes ``_`` and ``_`` becomes ``-`` (``my_pkg:make`` ->
-    ``my-pkg_make``), a one-to-one mapping since specs hold no ``-``; a spec that would then
-    spell a torchvision name (``swin:t``) gets ``__`` for its colon, which no other name has."""
-    if ":" not in name:
-        return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
-    stem = name.replace("_", "-").replace(":", "_")
-    if stem in models.torchvision_names():
-        stem = name.replace(":", "__")
-    return stem
-
-
 def check_writable(out: str) -> Path:
     """``out`` as a Path once it is known that reports can be written there. The folder itself is
     created only when the first file is written (``write_files``): a run that writes nothing
@@ -193,6 +182,27 @@ def _umask() -> int:
     return mask
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP arriving inside are acted on (by their own handlers) on exit.
+    Python-level, not ``pthread_sigmask``: a signal blocked in this thread would still be taken by
+    another thread of the process, and its Python handler run here at once."""
+    pending: list[int] = []
+    saved = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            saved[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
+    except ValueError:  # not the main thread: signals are not ours to hold
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for sig in pending:
+            signal.raise_signal(sig)
+
+
 def write_files(folder: Path, files: dict[str, str]) -> None:
     """Write every file whole or none: all are rendered first, each goes to a temporary file in
     the same folder, and they are renamed into place only once all were written, with SIGINT,
@@ -204,7 +214,6 @@ def write_files(folder: Path, files: dict[str, str]) -> None:
                              "choose another folder with --out") from exc
     mode = 0o666 & ~_umask()
     temps: list[tuple[str, Path]] = []
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     try:
         for name, text in files.items():
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
@@ -212,13 +221,10 @@ def write_files(folder: Path, files: dict[str, str]) -> None:
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(text)
             temps.append((name, Path(tmp)))
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-        try:
+        with _signals_held():
             for name, tmp in temps:
                 os.replace(tmp, folder / name)
             temps.clear()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     finally:
         for _, tmp in temps:
             tmp.unlink(missing_ok=True)

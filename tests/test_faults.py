@@ -86,7 +86,9 @@ def test_every_model_is_reported_and_native_counts_it(run):
         # conv 3->4 k3, no bias, on 1x3x8x8: 4x6x6 = 144 outputs * 27 = 3,888 MACs
         assert data["native"]["totals"]["macs"] == GOOD_MACS, spec
         assert (run.out / f"{_stem(spec)}.md").exists() and (run.out / f"{_stem(spec)}.csv").exists()
-    assert (run.out / "index.md").exists()
+    index = (run.out / "index.md").read_text()
+    for spec in run.specs:  # the index links each model's report by its file name
+        assert f"[{spec}]({_stem(spec)}.md)" in index
 
 
 def test_the_terminal_gets_one_line_per_failed_tool(run):
@@ -330,9 +332,12 @@ def test_a_signal_while_reports_are_renamed_waits_for_the_last(tmp_path, monkeyp
     saved = signal.signal(signal.SIGTERM, lambda s, f: seen.append(sorted(p.name for p in folder.iterdir())))
     real_replace = os.replace
 
+    sent = []
+
     def replace(src, dst):  # SIGTERM arrives between the first rename and the second
         real_replace(src, dst)
-        if not seen:
+        if not sent:
+            sent.append(True)
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(pipeline.os, "replace", replace)

@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 from reconcile.conventions.base import CAUSES, OUTSIDE
 from reconcile.explain.core import LayerExplanation, MetricSummary, ToolExplanation
 from reconcile.report import numbers
+from reconcile.report.files import file_stem
 from reconcile.report.model import ModelReport
 
 MAX_LAYER_ROWS = 400
@@ -258,7 +259,7 @@ def index_markdown(reports: Sequence[ModelReport]) -> str:
     head = ["model", "input", "native MACs", "native params"] + tools
     rows = []
     for r in reports:
-        row = [f"[{r.model}]({r.model}.md)", "x".join(str(d) for d in r.input_shape),
+        row = [f"[{r.model}]({file_stem(r.model)}.md)", "x".join(str(d) for d in r.input_shape),
                _n(r.native_totals.get("macs")) if not r.error else "—", _n(r.native_totals.get("params")) if not r.error else "—"]
         by = {t.tool: t for t in r.tools}
         for name in tools:
