@@ -182,7 +182,15 @@ def test_a_hang_times_out_with_its_version_and_its_child_is_killed(hangs):
 def _cli(*argv: str, cwd: str = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p))
     return subprocess.run([sys.executable, "-m", "reconcile", *argv], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=timeout)
+                          env=env, timeout=timeout, preexec_fn=_cap_memory)
+
+
+def _cap_memory() -> None:
+    """At most 16 GiB of address space for the command and its workers: a 120 GB input then fails
+    at once on any machine, whatever its memory and overcommit policy, and touches nothing."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))
 
 
 def _one_line(proc: subprocess.CompletedProcess) -> str:
@@ -216,7 +224,7 @@ def test_a_failed_run_leaves_no_empty_output_folder(tmp_path):
 
 
 def test_an_input_too_large_for_memory_is_one_line(tmp_path):
-    # 1 x 3 x 100,000 x 100,000 floats = 120 GB: more than this machine has, refused at once
+    # 1 x 3 x 100,000 x 100,000 floats = 120 GB: more than the 16 GiB cap, refused at once
     line = _one_line(_cli("count", "resnet18", "--device", "cpu", "--input-shape", "1,3,100000,100000"))
     assert "too large for this machine's memory" in line and "--device meta" in line
 
