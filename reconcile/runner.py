@@ -527,12 +527,21 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, thre
             seconds=time.perf_counter() - started,
         )
     try:
-        conn.send(("result", bounded(run)))
+        try:
+            conn.send(("result", bounded(run)))
+        except Exception as exc:  # the record would not pickle (nothing was sent): say so instead
+            conn.send(("result", ToolRun(
+                tool=job.tool, version=version, status="failed", error_type=type(exc).__name__,
+                error_message=_cut(f"the {run.status} result could not be sent back: {exc}"),
+                attempted=f"{job.describe()} ({phase})", seconds=time.perf_counter() - started)))
     finally:
         conn.close()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed or broken stream must not spare the group
+                pass
         # nothing the model or tool started outlives the job (this process included)
-        sys.stdout.flush()
-        sys.stderr.flush()
         os.killpg(0, signal.SIGKILL)
 
 

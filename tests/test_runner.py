@@ -120,6 +120,17 @@ class SpawnAdapter(_TestAdapter):
         return self._ok(child=child.pid)
 
 
+class UnpicklableAdapter(_TestAdapter):
+    """Returns a record that cannot be sent back (a lambda in its detail)."""
+
+    name = "unpicklable"
+
+    def _run(self, model, inputs):
+        from dataclasses import replace
+
+        return replace(self._ok(), detail=lambda: None)
+
+
 class PrintAdapter(_TestAdapter):
     """Writes to stdout and stderr at the Python and at the OS level, and warns."""
 
@@ -137,7 +148,8 @@ class PrintAdapter(_TestAdapter):
 
 
 TEST_ADAPTERS = {cls.name: f"{__name__}:{cls.__name__}" for cls in
-                 (SleepAdapter, ExitAdapter, SegfaultAdapter, OomAdapter, PatchAdapter, PrintAdapter, SpawnAdapter)}
+                 (SleepAdapter, ExitAdapter, SegfaultAdapter, OomAdapter, PatchAdapter, PrintAdapter, SpawnAdapter,
+                  UnpicklableAdapter)}
 
 
 @pytest.fixture
@@ -292,3 +304,9 @@ def test_a_record_keeps_the_first_and_last_lines_of_megabytes():
     assert run.error_message == "e" * 460 + " [... 9,540 characters cut]"  # 460 + 9,540 = 10,000
     short = ToolRun(tool="t", version="1", status="ok", warnings=("a", "b"))
     assert runner.bounded(short) is short
+
+
+def test_a_result_that_cannot_be_sent_back_is_a_failed_run(adapters):
+    (run,) = run_jobs([Job("tiny", "unpicklable", SHAPE)], build=BUILD, timeout=60)
+    assert run.status == "failed" and run.version  # the version was known before the run
+    assert run.error_message.startswith("the ok result could not be sent back: ")
