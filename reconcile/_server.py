@@ -19,7 +19,6 @@ import signal
 import sys
 
 
-
 def _caller() -> tuple[int, bool]:
     """The pid of the process that started this server, and whether its main thread did (set by
     ``runner._forkserver_context`` in the environment, removed here so workers do not see it)."""

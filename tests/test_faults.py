@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from tests import fault_models
 from tests.fault_models import GOOD_MACS, ROOT, start, wait_for_session_end
 
 TOOLS = "native,thop,fvcore"
