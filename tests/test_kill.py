@@ -47,6 +47,6 @@ def test_a_stopped_run_leaves_nothing(tmp_path, sig, moment):
         lines = (stdout + stderr).strip().splitlines()
         assert lines == ["reconcile: error: " + ("interrupted" if sig == signal.SIGINT else f"stopped by {sig.name}")]
         # the command stops its fork server before it exits; what is left is at most exiting
-        assert wait_for_session_end(proc.pid, 5) == []
+        assert wait_for_session_end(proc.pid, 10) == []
     assert not out.exists()  # no report was complete, so none was written, not even the folder
     assert sorted(os.listdir(tmp)) == []
