@@ -63,6 +63,9 @@ def _clean_up() -> None:
         folder = os.path.dirname(_ADDRESS)
         if os.path.basename(folder).startswith("pymp-"):
             shutil.rmtree(folder, ignore_errors=True)
+    # registered first, this hook runs last: skip tearing down torch & co (over a second), which
+    # the caller's shutdown() would otherwise wait for at the end of every command
+    os._exit(0)
 
 
 def _fork_server_listener() -> int | None:
