@@ -17,12 +17,12 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Sequence
 
 from reconcile import conventions  # a callable module: reconcile.conventions() is the table
+from reconcile import explain  # a callable module too: importing its submodules cannot unbind it
 from reconcile.errors import ReconcileError
 
 if TYPE_CHECKING:  # pragma: no cover
     from reconcile.conventions.base import Prediction
     from reconcile.explain.core import ToolExplanation
-    from reconcile.explain.pair import PairExplanation
     from reconcile.records import NativeCount
     from reconcile.report.model import ModelReport
 
@@ -68,10 +68,3 @@ def normalize(explanation: "ToolExplanation", to: str = "macs") -> int | Fractio
         return value
     raise ReconcileError(f"normalize to 'macs' or 'flops', got {to!r}; to see another tool's number, "
                          "use that tool's explanation (or reconcile.predict(native, tool))")
-
-
-def explain(a: "ToolExplanation", b: "ToolExplanation") -> "PairExplanation":
-    """Why tool ``a`` and tool ``b`` disagree on the same model: per module and per cause."""
-    from reconcile.explain.pair import explain_pair
-
-    return explain_pair(a, b)

@@ -1,13 +1,16 @@
 """Command line: ``reconcile <command> ...``. The only layer that writes to the terminal.
 
 User mistakes (``ReconcileError``) print one line on stderr and exit with code 2; a model that
-fails does not stop the other models of the same run. Bugs keep their traceback.
+fails does not stop the other models of the same run; a tool that fails adds one line. Bugs keep
+their traceback. SIGINT, SIGTERM and SIGHUP stop a run the same way: workers killed, nothing
+half-written, one line, exit code 128 + the signal's number (130 for Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -19,6 +22,12 @@ TOOL_NAMES = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsu
 
 def _err(msg: str) -> None:
     print(f"reconcile: error: {msg}", file=sys.stderr)
+
+
+def _err_line(msg: str, limit: int = 300) -> None:
+    """A tool's failure: one line on stderr, however long its message."""
+    msg = " ".join(msg.split())
+    print(f"reconcile: {msg if len(msg) <= limit else msg[: limit - 3] + '...'}", file=sys.stderr)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -82,17 +91,40 @@ def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...]):
 
 
 def _each_model(specs_text: str, work: Callable[[object], None]) -> int:
-    """Run ``work`` per model spec; a model's ReconcileError is reported and the rest go on."""
+    """Run ``work`` per model spec; a model's ReconcileError is reported and the rest go on. Two
+    spellings of one model (resnet18,ResNet18) run once, under the first."""
     from reconcile import models
 
     failed = 0
+    seen: set[str] = set()
     for text in models.split_specs(specs_text):
         try:
-            work(models.resolve(text))
+            spec = models.resolve(text)
+            if spec.name in seen:
+                continue
+            seen.add(spec.name)
+            try:
+                work(spec)
+            except MemoryError as exc:
+                raise _too_large(spec.name, exc) from exc
+            except RuntimeError as exc:
+                if not _out_of_memory(exc):
+                    raise
+                raise _too_large(spec.name, exc) from exc
         except ReconcileError as exc:
             _err(str(exc))
             failed += 1
     return 2 if failed else 0
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "can't allocate memory" in text or "cannot allocate memory" in text or "out of memory" in text
+
+
+def _too_large(name: str, exc: BaseException) -> ReconcileError:
+    return ReconcileError(f"{name}: the input or model is too large for this machine's memory "
+                          f"({type(exc).__name__}); count it with --device meta, which allocates nothing")
 
 
 def cmd_count(ns: argparse.Namespace) -> int:
@@ -219,6 +251,9 @@ def cmd_report(ns: argparse.Namespace) -> int:
         bad = [t.tool for t in report.tools if t.status != "ok"]
         note += f"; {', '.join(bad)} did not finish" if bad else ""
         print(f"wrote {folder / pipeline.file_stem(mr.name)}.md (.json, .csv){note}")
+        for t in report.tools:
+            if t.status != "ok":  # one line each; the details are in the report
+                _err_line(f"{mr.name}: {t.tool} {t.status}: {t.run.error_type}: {t.run.error_message}")
     if reports:
         pipeline.write_files(folder, {"index.md": pipeline.render_index(folder, reports)})
         print(f"wrote {folder / 'index.md'}")
@@ -373,19 +408,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP: raised where the run is, so every ``finally`` cleans up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _stop(signum: int, frame: object) -> None:
+    for sig in _STOP_SIGNALS:  # once: a second signal must not cut the cleanup short
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Stopped(signum)
+
+
+def _catch_signals() -> Callable[[], None]:
+    """Handle the stop signals as above until the returned function restores the old handlers."""
+    try:
+        saved = {sig: signal.signal(sig, _stop) for sig in _STOP_SIGNALS}
+    except ValueError:  # not the main thread: signals are not ours to handle
+        return lambda: None
+
+    def restore() -> None:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def _stop_workers(grace: float) -> None:
+    """No worker process outlives the command (only if this command started any)."""
+    runner = sys.modules.get("reconcile.runner")
+    if runner is not None:
+        runner.shutdown(grace)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    restore = _catch_signals()
+    grace = 5.0
     try:
         return ns.func(ns)
     except ReconcileError as exc:
         _err(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 130
+    except KeyboardInterrupt as exc:
+        grace = 0.0
+        signum = getattr(exc, "signum", signal.SIGINT)
+        _err("interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}")
+        return 128 + signum
     except BrokenPipeError:
         return 0
+    finally:
+        try:
+            _stop_workers(grace)
+        finally:
+            restore()
 
 
 if __name__ == "__main__":  # pragma: no cover

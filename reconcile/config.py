@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from reconcile.errors import ReconcileError
 
 DEVICES = ("meta", "cpu")
 FORMATS = ("table", "json")
+MAX_TIMEOUT = 86400.0  # seconds: a day per tool and model; longer is a mistake (and overflows waits)
+
+
+def check_timeout(seconds: float, name: str = "--timeout") -> float:
+    """``seconds`` if it is a usable timeout (finite, above 0, at most a day), else a ReconcileError:
+    nan would disable the timeout and spin the caller, inf and 1e10 overflow the waits."""
+    try:
+        ok = math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ReconcileError(f"{name} must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}, "
+                             f"got {seconds!r}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -31,7 +46,6 @@ class RunConfig:
             raise ReconcileError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.depth is not None and self.depth < 0:
             raise ReconcileError(f"--depth must be 0 or more, got {self.depth}")
-        if self.timeout <= 0:
-            raise ReconcileError(f"--timeout must be a positive number of seconds, got {self.timeout}")
+        check_timeout(self.timeout)
         if self.input_high is not None and self.input_high < 1:
             raise ReconcileError(f"--input-high must be at least 1, got {self.input_high}")

@@ -7,19 +7,22 @@ renders and writes each file atomically, so a report is written whole or not at 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from reconcile import conventions, models
 from reconcile.sources import PREFIXES
 from reconcile.errors import ReconcileError
 from reconcile.explain.core import ToolExplanation, explain_run
 from reconcile.records import NativeCount, ToolRun
+from reconcile.report.files import file_stem  # noqa: F401 - the CLI names files with it
 from reconcile.report.model import ModelReport
 
 log = logging.getLogger(__name__)
@@ -122,9 +125,13 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
         raise ReconcileError(f"--device must be one of {', '.join(models.DEVICES)}, got {device!r}")
     options = _options(inputs, input_shape, input_dtype, input_high, mode, device, tools)
     prepared: list[tuple[str, models.ModelSpec | None, models.Inputs, str]] = []
+    seen: set[str] = set()
     for text in specs:
         try:
             spec = models.resolve(text)
+            if spec.name in seen:  # resnet18,ResNet18: one model, run once under its first spelling
+                continue
+            seen.add(spec.name)
             prepared.append((text, spec, inputs_for(spec, inputs, input_shape, input_dtype, input_high), ""))
         except ReconcileError as exc:
             prepared.append((text, None, (), str(exc)))
@@ -208,35 +215,77 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def file_stem(name: str) -> str:
-    """A file-safe name for a model: ``pkg.mod:fn`` -> ``pkg.mod_fn``."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
-
-
 def check_writable(out: str) -> Path:
+    """``out`` as a Path once it is known that reports can be written there. The folder itself is
+    created only when the first file is written (``write_files``): a run that writes nothing
+    leaves nothing."""
     path = Path(out)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".reconcile-check-", delete=True):
-            pass
+        if path.is_dir():
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".reconcile-check-", delete=True):
+                pass
+        else:
+            parent = path
+            while not parent.exists() and parent != parent.parent:
+                parent = parent.parent
+            if path.exists() or not parent.is_dir():
+                raise NotADirectoryError(20, "Not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied")
     except OSError as exc:
         raise ReconcileError(f"cannot write reports to {out!r}: {exc.strerror or exc}: choose another folder with --out") from exc
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP arriving inside are acted on (by their own handlers) on exit.
+    Python-level, not ``pthread_sigmask``: a signal blocked in this thread would still be taken by
+    another thread of the process, and its Python handler run here at once."""
+    pending: list[int] = []
+    saved = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            saved[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
+    except ValueError:  # not the main thread: signals are not ours to hold
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for sig in pending:
+            signal.raise_signal(sig)
+
+
 def write_files(folder: Path, files: dict[str, str]) -> None:
     """Write every file whole or none: all are rendered first, each goes to a temporary file in
-    the same folder, and they are renamed into place only once all were written."""
+    the same folder, and they are renamed into place only once all were written, with SIGINT,
+    SIGTERM and SIGHUP held back while they are. Files get the usual ``0o666 & ~umask``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReconcileError(f"cannot write reports to {str(folder)!r}: {exc.strerror or exc}: "
+                             "choose another folder with --out") from exc
+    mode = 0o666 & ~_umask()
     temps: list[tuple[str, Path]] = []
     try:
         for name, text in files.items():
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            os.fchmod(fd, mode)  # mkstemp makes 0600
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(text)
             temps.append((name, Path(tmp)))
-        for name, tmp in temps:
-            os.replace(tmp, folder / name)
-        temps.clear()
+        with _signals_held():
+            for name, tmp in temps:
+                os.replace(tmp, folder / name)
+            temps.clear()
     finally:
         for _, tmp in temps:
             tmp.unlink(missing_ok=True)

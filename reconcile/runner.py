@@ -8,13 +8,22 @@ Guarantees:
 - every job yields one ``ToolRun``, in the order of ``jobs``: what the adapter returned, or
   ``status="timeout"`` (the worker was killed after ``timeout`` seconds), or ``status="failed"``
   when the worker raised outside the adapter or died (signal, exit code, no result);
-- nothing a tool or worker prints reaches the caller's terminal: a worker's fds 1 and 2 point at
-  a temporary file, whose last lines are kept in the ``warnings`` of a worker that died.
+- nothing a tool or worker prints reaches the caller's terminal or its log above debug level: a
+  worker's fds 1 and 2 point at an unlinked temporary file, whose last lines are kept in the
+  ``warnings`` of a worker that died; a traceback from outside the adapter goes into ``warnings``;
+  every ``ToolRun`` leaves its worker with at most ``OUTPUT_LIMIT`` characters of warnings (the
+  first and last lines, and how much was cut);
+- no process of a job outlives it: a worker leads its own process group, which is killed (with
+  any process the model or tool started) when the job settles, times out or the caller is
+  interrupted; a worker dies with the fork server (``PR_SET_PDEATHSIG``), and the fork server,
+  when the caller dies even by SIGKILL, kills what its workers left and removes the caller's
+  ``pymp-*`` folder (``reconcile._server``). ``shutdown()`` stops the fork server at once.
 
 Inside a worker: the adapter named by ``ADAPTERS[tool]`` is imported, ``build(model_name,
-device)`` makes the model on the adapter's ``device`` (``build_model`` by default), it is put in
-eval mode, ``reconcile.models.make_inputs`` makes the job's deterministic input, and
-``adapter.run(model, inputs)`` is called.
+device)`` makes the model on the job's device or the adapter's ``device`` (``build_model`` by
+default), ``reconcile.models.prepare`` puts it in the job's mode and dtype and makes the job's
+deterministic inputs, and ``adapter.run(model, inputs)`` is called; an adapter with a
+``fallback_device`` (native) is run there when it fails on its device.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections import deque
@@ -33,6 +43,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
+from reconcile.config import check_timeout
 from reconcile.errors import ReconcileError
 from reconcile.records import ToolRun
 
@@ -53,11 +64,15 @@ ADAPTERS: dict[str, str] = {
 # there (a tool that is not installed is skipped), so only modules whose import has no side
 # effects belong here: importing the tools changes nothing until they are called.
 # "__main__" keeps the caller's main module imported once in the server, not once per job.
-PRELOAD = ("__main__", "torch", "torchvision", "numpy", "pandas", "reconcile.runner", "reconcile.counter.core",
-           "thop", "ptflops", "fvcore.nn", "torchsummary", "torchstat")
+# reconcile._server is the exception, first so that it acts before the slow imports: its import
+# makes the server die with its caller and clean up after itself (it is imported only there).
+PRELOAD = ("reconcile._server", "__main__", "torch", "torchvision", "numpy", "pandas", "reconcile.runner",
+           "reconcile.counter.core", "thop", "ptflops", "fvcore.nn", "torchsummary", "torchstat")
 
 _RESULT_GRACE = 5.0  # seconds a worker that sent its result gets to exit before it is killed
 _OUTPUT_TAIL = 10  # lines of a dead worker's output kept in its ToolRun
+OUTPUT_LIMIT = 4096  # characters of warnings a ToolRun keeps: its first and last lines
+_LINE_LIMIT = 500  # characters kept of any one warning or error message
 
 
 @dataclass(frozen=True)
@@ -119,8 +134,7 @@ def run_jobs(
     counted from the worker's start (building the model included)."""
     if workers < 1:
         raise ReconcileError(f"workers must be at least 1, got {workers}")
-    if timeout <= 0:
-        raise ReconcileError(f"timeout must be positive, got {timeout}")
+    check_timeout(timeout, "timeout")  # nan would spin the loop below, inf overflow its waits
     specs = []
     for job in jobs:
         if job.tool not in ADAPTERS:
@@ -132,7 +146,7 @@ def run_jobs(
     threads = max(1, (os.cpu_count() or 1) // workers)
     from reconcile.sources import preload_for
 
-    ctx = _forkserver_context(preload_for([job.model for job in jobs]))
+    ctx, server = _forkserver_context(preload_for([job.model for job in jobs]))
 
     results: list[ToolRun | None] = [None] * len(jobs)
     # longest first, so two workers finish together (results stay in job order)
@@ -142,7 +156,7 @@ def run_jobs(
         while pending or running:
             while pending and len(running) < workers:
                 index = pending.popleft()
-                running.append(_Worker.start(ctx, index, jobs[index], specs[index], builder, threads, timeout))
+                running.append(_Worker.start(ctx, server, index, jobs[index], specs[index], builder, threads, timeout))
             waiting = [w.conn for w in running if not w.eof] + [w.process.sentinel for w in running]
             wait(waiting, timeout=max(0.0, min(w.deadline for w in running) - time.monotonic()))
             for worker in list(running):
@@ -158,14 +172,50 @@ def run_jobs(
     return done
 
 
+def shutdown(grace: float = 2.0) -> None:
+    """Stop the worker fork server of this process, if one runs: asked to stop (EOF on its pipe),
+    sent SIGTERM after ``grace`` seconds and SIGKILL 2 s later. The next ``run_jobs`` starts a
+    new one."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # private, as in multiprocessing's own ``_stop``
+    with server._lock:
+        pid, alive = server._forkserver_pid, server._forkserver_alive_fd
+        if pid is None:
+            return
+        server._forkserver_pid = server._forkserver_alive_fd = None
+        address, server._forkserver_address = server._forkserver_address, None
+        os.close(alive)  # EOF on its "alive" pipe: the server exits when it next looks
+        # then SIGTERM (it cleans up on that too, even while importing), then SIGKILL
+        for sig, wait_for in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0), (None, 5.0)):
+            deadline = time.monotonic() + wait_for
+            while time.monotonic() < deadline and not _reaped(pid):
+                time.sleep(0.02)
+            if _reaped(pid) or sig is None:
+                break
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+        if isinstance(address, str):
+            _remove(address)
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True
+
+
 # ----- parent side -------------------------------------------------------------------------
 
 
-def _forkserver_context(extra: tuple[str, ...] = ()) -> Any:
-    """The forkserver context, its server started with our preload (plus ``extra``, e.g. timm for
-    a run of timm models; only when the server starts) and with fds 1 and 2 on /dev/null, so
-    nothing printed while it imports (or by a worker before it redirects its own fds) reaches the
-    caller's terminal."""
+def _forkserver_context(extra: tuple[str, ...] = ()) -> tuple[Any, int]:
+    """The forkserver context and its server's pid, the server started with our preload (plus
+    ``extra``, e.g. timm for a run of timm models; only when the server starts) and with fds 1
+    and 2 on /dev/null, so nothing printed while it imports (or by a worker before it redirects
+    its own fds) reaches the caller's terminal."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD) + [m for m in extra if m not in PRELOAD])
     from multiprocessing import forkserver
@@ -177,17 +227,42 @@ def _forkserver_context(extra: tuple[str, ...] = ()) -> Any:
             pass
     saved: list[int] = []
     null = os.open(os.devnull, os.O_WRONLY)
+    # read by reconcile._server in the server (the variable is gone again before this returns)
+    caller = f"{os.getpid()},{int(threading.current_thread() is threading.main_thread())}"
+    previous = os.environ.get("RECONCILE_CALLER")
     try:
+        os.environ["RECONCILE_CALLER"] = caller
         for fd in (1, 2):
             saved.append(os.dup(fd))
             os.dup2(null, fd)
         forkserver.ensure_running()  # no-op when it already runs; its children inherit its fds
     finally:
+        if previous is None:
+            os.environ.pop("RECONCILE_CALLER", None)
+        else:
+            os.environ["RECONCILE_CALLER"] = previous
         for fd, copy in zip((1, 2), saved):
             os.dup2(copy, fd)
             os.close(copy)
         os.close(null)
-    return ctx
+    return ctx, forkserver._forkserver._forkserver_pid
+
+
+class _PassFd:
+    """An open file descriptor in a worker's arguments: the fork server hands the worker a copy of
+    it (as it does for pipes), so the file needs no name the worker could leave behind."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> Any:
+        from multiprocessing import reduction
+
+        return _received_fd, (reduction.DupFd(self.fd),)
+
+
+def _received_fd(dup: Any) -> int:
+    return dup.detach()
 
 
 @dataclass
@@ -196,7 +271,7 @@ class _Worker:
     job: Job
     process: Any
     conn: Any
-    output: str  # path of the file holding the worker's fds 1 and 2
+    output: int  # fd of the unlinked file holding the worker's fds 1 and 2
     started: float
     deadline: float
     timeout: float
@@ -206,25 +281,27 @@ class _Worker:
     result: ToolRun | None = None
 
     @classmethod
-    def start(cls, ctx: Any, index: int, job: Job, spec: str, builder: Any, threads: int, timeout: float) -> "_Worker":
-        fd, output = tempfile.mkstemp(prefix="reconcile-job-", suffix=".log")
-        os.close(fd)
+    def start(cls, ctx: Any, server: int, index: int, job: Job, spec: str, builder: Any, threads: int,
+              timeout: float) -> "_Worker":
+        output = _unnamed_file()
         receive, send = ctx.Pipe(duplex=False)
         process = ctx.Process(
             target=_worker_main,
-            args=(job, spec, builder, send, output, threads),
+            args=(job, spec, builder, send, _PassFd(output), threads, server),
             name=f"reconcile:{job.tool}:{job.model}",
             daemon=True,
         )
-        started = time.monotonic()
         try:
-            process.start()
+            process.start()  # returns once the server forked: the first call waits for its imports
         except BaseException:
             receive.close()
-            _remove(output)
+            os.close(output)
             raise
         finally:
             send.close()  # the worker holds the only write end: its death means EOF here
+        # the clock starts now: the server's start-up (import torch) is not the job's time, and
+        # counting it made the first jobs time out before their adapter, and version, were loaded
+        started = time.monotonic()
         log.debug("started %s (pid %s)", job.describe(), process.pid)
         return cls(index, job, process, receive, output, started, started + timeout, timeout)
 
@@ -255,11 +332,18 @@ class _Worker:
         return None
 
     def kill(self) -> None:
+        """Kill the worker and every process in its group (what the model or tool started)."""
+        _kill_group(self.process.pid)
         if self.process.exitcode is None:
             self.process.kill()
         self.process.join()
+        self._close()
+
+    def _close(self) -> None:
         self.conn.close()
-        _remove(self.output)
+        if self.output >= 0:
+            os.close(self.output)
+            self.output = -1
 
     def _drain(self) -> None:
         while not self.eof and self.result is None:
@@ -273,9 +357,7 @@ class _Worker:
             if message[0] == "phase":
                 _, self.phase, self.version = message
             elif message[0] == "result":
-                _, self.result, details = message
-                if details:
-                    log.warning("%s: %s", self.job.describe(), details)
+                self.result = message[1]
 
     def _died(self) -> ToolRun:
         code = self.process.exitcode
@@ -287,8 +369,7 @@ class _Worker:
         else:
             how = f"exited with code {code}"
         tail = _tail(self.output)
-        if tail:
-            log.warning("%s: worker %s; its last output:\n%s", self.job.describe(), how, "\n".join(tail))
+        log.debug("%s: worker %s; its last output:\n%s", self.job.describe(), how, "\n".join(tail))
         message = f"worker {how} while {self.phase}, without a result"
         if self.phase == "starting the worker" and code:
             message += (" (it could not load the job: a script calling run_jobs must guard its entry "
@@ -301,7 +382,7 @@ class _Worker:
         )
 
     def _record(self, status: str, error_type: str, message: str, warnings: tuple[str, ...] = ()) -> ToolRun:
-        return ToolRun(
+        return bounded(ToolRun(
             tool=self.job.tool,
             version=self.version,
             status=status,
@@ -310,21 +391,40 @@ class _Worker:
             error_message=message,
             attempted=f"{self.job.describe()} ({self.phase})",
             seconds=time.monotonic() - self.started,
-        )
+        ))
 
     def _finish(self, run: ToolRun) -> ToolRun:
-        self.conn.close()
-        _remove(self.output)
+        # the worker is gone; what it started is not, unless its group is killed too
+        _kill_group(self.process.pid)
+        self._close()
+        if not run.version and self.version:  # a failure record made before the adapter was asked
+            run = replace(run, version=self.version)
         log.debug("%s: %s in %.1f s", self.job.describe(), run.status, time.monotonic() - self.started)
-        return run
+        return bounded(run)
 
 
-def _tail(path: str) -> list[str]:
+def _unnamed_file() -> int:
+    """A read-write file with no name (removed at once), so a caller killed by SIGKILL leaves no
+    ``reconcile-job-*.log`` behind."""
+    fd, path = tempfile.mkstemp(prefix="reconcile-job-", suffix=".log")
+    os.unlink(path)
+    return fd
+
+
+def _kill_group(pgid: int | None) -> None:
+    if not pgid:
+        return
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 16384))
-            text = fh.read().decode("utf-8", errors="replace")
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tail(fd: int) -> list[str]:
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - 16384)
+        text = os.pread(fd, size - start, start).decode("utf-8", errors="replace")
     except OSError:
         return []
     lines = [line.rstrip() for line in text.splitlines() if line.strip() and not line.startswith("Extension modules:")]
@@ -341,6 +441,41 @@ def _remove(path: str) -> None:
         pass
 
 
+def _cut(text: str, limit: int = _LINE_LIMIT) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 40]} [... {len(text) - limit + 40:,} characters cut]"
+
+
+def bounded(run: ToolRun, limit: int = OUTPUT_LIMIT) -> ToolRun:
+    """``run`` with its warnings cut to about ``limit`` characters (the first lines and the last,
+    each line to ``_LINE_LIMIT``, and one line saying how much was cut) and its error message to
+    one line of ``_LINE_LIMIT``: a tool or model that prints megabytes cannot make the reports
+    or the pipe between processes megabytes long."""
+    warnings = [_cut(w) for w in run.warnings]
+    if sum(len(w) for w in warnings) > limit:
+        head: list[str] = []
+        tail: list[str] = []
+        used = 0
+        i, j = 0, len(warnings) - 1
+        while i <= j:  # alternate from both ends, so both the start and the end are kept
+            if used + len(warnings[i]) > limit:
+                break
+            head.append(warnings[i])
+            used += len(warnings[i])
+            i += 1
+            if i > j or used + len(warnings[j]) > limit:
+                break
+            tail.append(warnings[j])
+            used += len(warnings[j])
+            j -= 1
+        cut = run.warnings[i : j + 1]
+        note = f"[... {len(cut):,} lines ({sum(len(w) for w in cut):,} characters) cut ...]"
+        warnings = [*head, note, *reversed(tail)]
+    message = _cut(" ".join(run.error_message.splitlines()))
+    if tuple(warnings) == tuple(run.warnings) and message == run.error_message:
+        return run
+    return replace(run, warnings=tuple(warnings), error_message=message)
+
+
 # ----- worker side -------------------------------------------------------------------------
 
 
@@ -352,13 +487,13 @@ def _resolve(spec: str) -> Any:
     return obj
 
 
-def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: str, threads: int) -> None:
-    """Entry point of one worker: build, run, send one ("result", ToolRun, details) message."""
+def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, threads: int, server: int) -> None:
+    """Entry point of one worker: build, run, send one ("result", ToolRun) message."""
     started = time.perf_counter()
-    out = os.open(output, os.O_WRONLY | os.O_APPEND)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(out)
+    _tie_to_server(server)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)
     import faulthandler
 
     faulthandler.enable(file=sys.stderr, all_threads=True)  # a segfault leaves a stack in the tail
@@ -398,36 +533,71 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: str, thre
         fallback = getattr(adapter, "fallback_device", None)
         if run.status == "failed" and fallback and fallback != device:
             # shapes decide every count, so a model that cannot run on meta (a forward that reads
-            # data: `if x.mean() > 0`, `.item()`) is counted on real tensors, and the run says so
+            # values meta cannot know: a branch on a weight) is counted on real tensors, and the
+            # run says so
             first = run
             run = attempt(fallback)
             why = f"{first.error_message.rstrip('.')}; so it was counted on {fallback}"
             run = replace(run, notes=(why, *run.notes))
-        conn.send(("result", run, None))
     except BaseException as exc:  # a failure outside the adapter: recorded, never raised here
         text = str(exc).strip()
         # a ReconcileError (unknown model, bad factory) says all in its message; anything else
-        # is a bug or a crash whose traceback the caller's log should get
-        details = None
+        # is a bug or a crash whose traceback belongs in the record (never on the terminal)
+        details: tuple[str, ...] = ()
         if not isinstance(exc, ReconcileError):
-            details = f"failed outside the adapter while {phase}:\n{traceback.format_exc()}"
-        conn.send(
-            (
-                "result",
-                ToolRun(
-                    tool=job.tool,
-                    version=version,
-                    status="failed",
-                    error_type=type(exc).__name__,
-                    error_message=text.splitlines()[0] if text else repr(exc),
-                    attempted=f"{job.describe()} ({phase})",
-                    seconds=time.perf_counter() - started,
-                ),
-                details,
-            )
+            details = (f"failed outside the adapter while {phase}; traceback:",
+                       *(line for line in traceback.format_exc().splitlines() if line.strip()))
+        run = ToolRun(
+            tool=job.tool,
+            version=version,
+            status="failed",
+            warnings=details,
+            error_type=type(exc).__name__,
+            error_message=text.splitlines()[0] if text else repr(exc),
+            attempted=f"{job.describe()} ({phase})",
+            seconds=time.perf_counter() - started,
         )
+    try:
+        try:
+            conn.send(("result", bounded(run)))
+        except Exception as exc:  # the record would not pickle (nothing was sent): say so instead
+            conn.send(("result", ToolRun(
+                tool=job.tool, version=version, status="failed", error_type=type(exc).__name__,
+                error_message=_cut(f"the {run.status} result could not be sent back: {exc}"),
+                attempted=f"{job.describe()} ({phase})", seconds=time.perf_counter() - started)))
     finally:
         conn.close()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed or broken stream must not spare the group
+                pass
+        # nothing the model or tool started outlives the job (this process included)
+        os.killpg(0, signal.SIGKILL)
+
+
+def _tie_to_server(server: int) -> None:
+    """Make this worker the leader of its own process group (so the group can be killed with
+    whatever the job starts), die with the fork server, and drop the server's "alive" pipe that
+    every forkserver child inherits: held here, it would keep the server alive after the caller
+    died, and the server's death is what ends an orphaned worker."""
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server's handler (reconcile._server) is not ours
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG: SIGKILL when the server dies
+    except (OSError, AttributeError):  # not Linux: the server's exit hook still kills the group
+        pass
+    if os.getppid() != server:  # the server died before the line above took effect
+        os._exit(1)
+    from multiprocessing import forkserver
+
+    alive = forkserver._forkserver._forkserver_alive_fd
+    if alive is not None:
+        forkserver._forkserver._forkserver_alive_fd = None
+        os.close(alive)
 
 
 def _failed_on(device: str, exc: BaseException) -> ToolRun:

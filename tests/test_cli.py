@@ -121,3 +121,16 @@ def test_conventions_table(capsys):
     code, out, _ = run(capsys, "conventions")
     assert code == 0
     assert "thop" in out and "functional_not_seen" in out
+
+
+def test_one_model_spelled_twice_is_counted_once(capsys):
+    code, out, err = run(capsys, "count", "alexnet,AlexNet", "--depth", "0", "--format", "json")
+    assert code == 0 and err == ""
+    assert [json.loads(line)["model"] for line in out.strip().splitlines()] == ["alexnet"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e10", "0"])
+def test_unusable_timeout(capsys, value):
+    code, out, err = run(capsys, "tools", "resnet18", f"--timeout={value}")
+    assert code == 2 and out == ""
+    assert "--timeout must be a number of seconds above 0 and at most 86400" in _one_line_error(err)

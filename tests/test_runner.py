@@ -8,6 +8,7 @@ which works because the parent passes each job's adapter spec to its worker.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -107,6 +108,29 @@ class PatchAdapter(_TestAdapter):
         return self._ok(clean=int(clean), pid=os.getpid())
 
 
+class SpawnAdapter(_TestAdapter):
+    """Starts a process that would run for an hour, and returns at once."""
+
+    name = "spawner"
+
+    def _run(self, model, inputs):
+        import subprocess
+
+        child = subprocess.Popen(["sleep", "3600"])
+        return self._ok(child=child.pid)
+
+
+class UnpicklableAdapter(_TestAdapter):
+    """Returns a record that cannot be sent back (a lambda in its detail)."""
+
+    name = "unpicklable"
+
+    def _run(self, model, inputs):
+        from dataclasses import replace
+
+        return replace(self._ok(), detail=lambda: None)
+
+
 class PrintAdapter(_TestAdapter):
     """Writes to stdout and stderr at the Python and at the OS level, and warns."""
 
@@ -124,7 +148,8 @@ class PrintAdapter(_TestAdapter):
 
 
 TEST_ADAPTERS = {cls.name: f"{__name__}:{cls.__name__}" for cls in
-                 (SleepAdapter, ExitAdapter, SegfaultAdapter, OomAdapter, PatchAdapter, PrintAdapter)}
+                 (SleepAdapter, ExitAdapter, SegfaultAdapter, OomAdapter, PatchAdapter, PrintAdapter, SpawnAdapter,
+                  UnpicklableAdapter)}
 
 
 @pytest.fixture
@@ -139,7 +164,7 @@ BUILD = f"{__name__}:make_tiny"
 # ----- tests -------------------------------------------------------------------------------
 
 
-def test_crashes_are_recorded_in_order_and_the_rest_still_run(adapters):
+def test_crashes_are_recorded_in_order_and_the_rest_still_run(adapters, caplog):
     jobs = [
         Job("tiny", "torchsummary", SHAPE),
         Job("tiny", "exits", SHAPE),
@@ -168,6 +193,10 @@ def test_crashes_are_recorded_in_order_and_the_rest_still_run(adapters):
     assert "building model 'oom'" in oom_build.attempted
     assert (oom_tool.error_type, oom_tool.error_message) == ("MemoryError", "simulated: tool ran out of memory")
     assert exited.version == segv.version != ""  # reported by the worker before it died
+    # a crash outside the adapter: its traceback is in the record, not in the log above debug
+    assert oom_build.warnings[0] == "failed outside the adapter while building model 'oom' on cpu; traceback:"
+    assert any("MemoryError: simulated" in w for w in oom_build.warnings)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_a_hanging_tool_times_out_and_the_others_finish(adapters):
@@ -177,6 +206,7 @@ def test_a_hanging_tool_times_out_and_the_others_finish(adapters):
     elapsed = time.monotonic() - start
     assert [r.status for r in runs] == ["timeout", "ok", "timeout"]
     assert runs[0].error_message == "no result after 3 s while running sleepy; worker killed"
+    assert runs[0].version == runs[2].version != ""  # known since the adapter was loaded
     assert 3 <= runs[0].seconds < 10
     assert elapsed < 20  # two 3 s timeouts, two at a time, not 120 s sleeps
 
@@ -236,3 +266,47 @@ def test_bad_jobs_are_rejected_before_anything_runs():
     with pytest.raises(ReconcileError, match="dtype"):
         Job("tiny", "thop", SHAPE, input_dtype="complex64")
     assert run_jobs([]) == []
+
+
+def test_the_timeout_starts_once_the_worker_exists(adapters):
+    # the first job of a run waits for the fork server to import torch (~4 s); that is not its time
+    runner.shutdown()
+    (run,) = run_jobs([Job("tiny", "torchsummary", SHAPE)], build=BUILD, timeout=2)
+    assert run.status == "ok", run.error_message
+
+
+def test_what_a_job_starts_does_not_outlive_it(adapters):
+    (run,) = run_jobs([Job("tiny", "spawner", SHAPE)], build=BUILD, timeout=60)
+    assert run.status == "ok"
+    child = run.headline["child"]
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_record_keeps_the_first_and_last_lines_of_megabytes():
+    lines = tuple(f"line {i}: " + "x" * 90 for i in range(100_000))  # 100,000 lines of 98-99 characters
+    run = runner.bounded(ToolRun(tool="t", version="1", status="failed", warnings=lines, error_message="e" * 10_000))
+    assert sum(len(w) for w in run.warnings) <= runner.OUTPUT_LIMIT + 100
+    assert run.warnings[0] == lines[0] and run.warnings[-1] == lines[-1]
+    (note,) = [w for w in run.warnings if w.startswith("[... ")]
+    kept = len(run.warnings) - 1
+    assert note == f"[... {100_000 - kept:,} lines ({sum(map(len, lines)) - sum(len(w) for w in run.warnings if w != note):,} characters) cut ...]"
+    assert run.error_message == "e" * 460 + " [... 9,540 characters cut]"  # 460 + 9,540 = 10,000
+    short = ToolRun(tool="t", version="1", status="ok", warnings=("a", "b"))
+    assert runner.bounded(short) is short
+
+
+def test_a_result_that_cannot_be_sent_back_is_a_failed_run(adapters):
+    (run,) = run_jobs([Job("tiny", "unpicklable", SHAPE)], build=BUILD, timeout=60)
+    assert run.status == "failed" and run.version  # the version was known before the run
+    assert run.error_message.startswith("the ok result could not be sent back: ")

@@ -9,7 +9,7 @@ Guarantees:
   (MHA / TransformerEncoderLayer fast paths off, scaled-dot-product attention on its math
   backend) and counts recurrent layers with module-level rules (``modules.py``).
 - The model is left as it was found: training flags restored, hooks removed, buffers restored
-  when counting in train mode; global torch flags touched here are restored on exit.
+  unless counting in eval mode; global torch flags touched here are restored on exit.
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ def count(
 
     flags = [(m, m.training) for m in model.modules()]
     saved_buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
-    if mode == "train":
+    if mode != "eval":  # "train", or "as-is" on a model in train mode: BatchNorm updates its stats
         saved_buffers = [(b, b.detach().clone()) for b in model.buffers() if b.device.type != "meta"]
     # A forward that reads values (transformers checks its attention mask) fails on meta; when the
     # inputs carry their values it is counted again with those values known (counter/shadow.py).

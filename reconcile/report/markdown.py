@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 from reconcile.conventions.base import CAUSES, OUTSIDE
 from reconcile.explain.core import LayerExplanation, MetricSummary, ToolExplanation
 from reconcile.report import numbers
+from reconcile.report.files import file_stem
 from reconcile.report.model import ModelReport
 
 MAX_LAYER_ROWS = 400
@@ -222,7 +223,13 @@ def failures_section(r: ModelReport) -> list[str]:
 def notes_section(r: ModelReport) -> list[str]:
     out = ["## How each tool was run", ""]
     for t in r.tools:
-        notes = "; ".join(t.run.notes) if t.run.notes else "its public entry point, as documented"
+        # a run that did not finish has no notes; what was attempted is all that is known
+        if t.run.notes:
+            notes = "; ".join(t.run.notes)
+        elif t.status != "ok":
+            notes = f"did not finish ({t.status}, see above); attempted `{t.run.attempted}`"
+        else:
+            notes = "no notes"
         warn = f" It warned {len(t.run.warnings)} time(s): " + "; ".join(f"`{w}`" for w in t.run.warnings[:5]) if t.run.warnings else ""
         if len(t.run.warnings) > 5:
             warn += f" (+{len(t.run.warnings) - 5} more in the JSON)"

@@ -1,0 +1,52 @@
+"""Stopping ``reconcile report`` by a signal at several moments: while it starts (1 s), while
+the worker fork server imports torch (4 s), while workers run and one hangs with a child
+process of its own (8 s, or once that child exists).
+
+- SIGINT and SIGTERM: one line, exit code 128 + the signal (130, 143), no report half-written
+  (here none: the run cannot have finished), no process of the run left once it has exited,
+  nothing left in the temporary folder;
+- SIGKILL: nothing can clean up in the killed process, yet its fork server and workers end by
+  themselves within seconds (the server dies with its caller and kills its workers' process
+  groups), and the temporary folder is left empty.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.fault_models import session_processes, start, wait_for_session_end
+
+SPECS = "tests.fault_models:spawn_child_and_hang,tests.fault_models:good"
+
+
+@pytest.mark.parametrize("moment", [1, 4, 8])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_a_stopped_run_leaves_nothing(tmp_path, sig, moment):
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    proc = start(["report", SPECS, "--input-shape", "1,3,8,8", "--tools", "native,thop", "--timeout", "120",
+                  "--out", str(out)], str(tmp))
+    time.sleep(moment)
+    if moment == 8:  # make sure the hang has started, with its child process
+        deadline = time.monotonic() + 60
+        while not any("sleep 3600" in p for p in session_processes(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert any("sleep 3600" in p for p in session_processes(proc.pid))
+    assert proc.poll() is None, proc.communicate()  # still running: the hang lasts 120 s
+    os.kill(proc.pid, sig)
+    stdout, stderr = proc.communicate(timeout=30)
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+        # the fork server may be importing torch (it dies at the next Python line it runs)
+        assert wait_for_session_end(proc.pid, 30) == []
+    else:
+        assert proc.returncode == 128 + sig
+        lines = (stdout + stderr).strip().splitlines()
+        assert lines == ["reconcile: error: " + ("interrupted" if sig == signal.SIGINT else f"stopped by {sig.name}")]
+        # the command stops its fork server before it exits; what is left is at most exiting
+        assert wait_for_session_end(proc.pid, 10) == []
+    assert not out.exists()  # no report was complete, so none was written, not even the folder
+    assert sorted(os.listdir(tmp)) == []
