@@ -87,8 +87,9 @@ def split_specs(text: str) -> list[str]:
     return specs
 
 
-def resolve(spec: str) -> ModelSpec:
-    """Validate ``spec`` without building anything."""
+def resolve(spec: str, *, check: bool = True) -> ModelSpec:
+    """Validate ``spec`` without building anything. ``check=False`` checks only what needs no
+    import (a transformers class and its config keys are then checked where the model is built)."""
     text = spec
     spec = (spec or "").strip()
     if not spec:
@@ -101,7 +102,7 @@ def resolve(spec: str) -> ModelSpec:
         kind = PREFIXES[prefix.lower()]
         if not body.strip():
             raise ReconcileError(f"empty model name after {prefix}: e.g. timm:resnet50 or hf:BertModel")
-        return ModelSpec(text=text, kind=kind, name=source(kind).resolve(body.strip()))
+        return ModelSpec(text=text, kind=kind, name=source(kind).resolve(body.strip(), check=check))
     if colon:
         return ModelSpec(text=text, kind="callable", name=source("callable").resolve(spec))
     return ModelSpec(text=text, kind="torchvision", name=source("torchvision").resolve(spec))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from reconcile import conventions, models
-from reconcile.sources import PREFIXES
+from reconcile.sources import PREFIXES, PROBED
 from reconcile.errors import ReconcileError
 from reconcile.explain.core import ToolExplanation, explain_run
 from reconcile.records import NativeCount, ToolRun
@@ -124,15 +124,33 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
     if device not in models.DEVICES:
         raise ReconcileError(f"--device must be one of {', '.join(models.DEVICES)}, got {device!r}")
     options = _options(inputs, input_shape, input_dtype, input_high, mode, device, tools)
-    prepared: list[tuple[str, models.ModelSpec | None, models.Inputs, str]] = []
+    resolved: list[tuple[str, models.ModelSpec | None, str]] = []
     seen: set[str] = set()
     for text in specs:
         try:
-            spec = models.resolve(text)
-            if spec.name in seen:  # resnet18,ResNet18: one model, run once under its first spelling
-                continue
+            # what needs an import (user code, transformers) is checked in a worker, below
+            spec = models.resolve(text, check=False)
+        except ReconcileError as exc:
+            resolved.append((text, None, str(exc)))
+            continue
+        if spec.name not in seen:  # resnet18,ResNet18: one model, run once under its first spelling
             seen.add(spec.name)
-            prepared.append((text, spec, inputs_for(spec, inputs, input_shape, input_dtype, input_high), ""))
+            resolved.append((text, spec, ""))
+    found = _probe_inputs([s for _, s, _ in resolved if s is not None and not inputs and input_shape is None
+                           and s.kind in PROBED], timeout, workers)
+    prepared: list[tuple[str, models.ModelSpec | None, models.Inputs, str]] = []
+    for text, spec, err in resolved:
+        if spec is None:
+            prepared.append((text, None, (), err))
+            continue
+        try:
+            default = found.get(spec.name)
+            if isinstance(default, str):
+                raise ReconcileError(default)
+            if default is not None:
+                prepared.append((text, spec, models.with_dtype(default, input_dtype, input_high), ""))
+            else:
+                prepared.append((text, spec, inputs_for(spec, inputs, input_shape, input_dtype, input_high), ""))
         except ReconcileError as exc:
             prepared.append((text, None, (), str(exc)))
     jobs: list[Job] = []
@@ -165,6 +183,27 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             error = f"{spec.name} could not be counted: {why}"
         out.append(ModelRuns(text, spec.name, inp, native, tuple(model_runs), error, models.published(spec),
                              mode, options))
+    return out
+
+
+def _probe_inputs(specs: Sequence[models.ModelSpec], timeout: float, workers: int) -> dict[str, models.Inputs | str]:
+    """Default inputs of models whose finding imports user code or transformers, each found in a
+    worker under ``timeout`` (a hanging import is stopped, what it prints is kept away from the
+    terminal): name -> inputs, or the one-line reason they could not be found."""
+    from reconcile.runner import Job, run_jobs
+
+    if not specs:
+        return {}
+    runs = run_jobs([Job(s.name, "inputs", input_shape=(1,)) for s in specs], timeout=timeout, workers=workers)
+    out: dict[str, models.Inputs | str] = {}
+    for spec, run in zip(specs, runs):
+        if run.status == "ok":
+            out[spec.name] = run.detail
+        elif run.error_type == "ReconcileError":
+            out[spec.name] = run.error_message
+        else:
+            out[spec.name] = (f"finding the inputs of {spec.name} {run.status}: {run.error_type}: "
+                              f"{run.error_message}; pass --input-shape or --input")
     return out
 
 

@@ -58,6 +58,8 @@ ADAPTERS: dict[str, str] = {
     "torchsummary": "reconcile.adapters.torchsummary:TorchsummaryAdapter",
     "fvcore": "reconcile.adapters.fvcore:FvcoreAdapter",
     "native": "reconcile.adapters.native:NativeAdapter",
+    # not a counter: a model's default inputs, when finding them runs user or library code
+    "inputs": "reconcile.adapters.inputs:InputsProbe",
 }
 
 # imported once by the forkserver, so no worker pays for them. Only ImportError is tolerated
@@ -524,13 +526,17 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, thre
             enter(f"running {job.tool}" + (f" on {device}" if device != "cpu" else ""))
             return adapter.run(model, inputs)
 
-        try:
-            run = attempt(device)
-        except ReconcileError as exc:  # a forward that needs real data cannot even build its inputs on meta
-            if not getattr(adapter, "fallback_device", None):
-                raise
-            run = _failed_on(device, exc)
         fallback = getattr(adapter, "fallback_device", None)
+        if not getattr(adapter, "needs_model", True):
+            enter(f"finding the inputs of {job.model!r}")
+            run = adapter.probe(job.model)
+        else:
+            try:
+                run = attempt(device)
+            except ReconcileError as exc:  # a forward that needs real data cannot even build its inputs on meta
+                if not fallback:
+                    raise
+                run = _failed_on(device, exc)
         if run.status == "failed" and fallback and fallback != device:
             # shapes decide every count, so a model that cannot run on meta (a forward that reads
             # values meta cannot know: a branch on a weight) is counted on real tensors, and the

@@ -60,10 +60,11 @@ class Run:
 
 @pytest.fixture(scope="module")
 def crashes(tmp_path_factory) -> Run:
-    # one run for all of them, and a module that prints while imported (an --input-shape keeps
-    # reconcile itself from importing the model modules: only workers do)
+    # one run for all of them, and a module that prints while imported; no --input-shape: the
+    # inputs come from each factory's example_input_shape, read in a worker (reconcile itself
+    # never imports a model module)
     specs = [f"tests.fault_models:{name}" for name in CRASHES] + ["tests.fault_models_noisy:make"]
-    return Run(tmp_path_factory.mktemp("crashes"), specs, "--input-shape", "1,3,8,8")
+    return Run(tmp_path_factory.mktemp("crashes"), specs)
 
 
 @pytest.fixture(scope="module")
@@ -353,3 +354,20 @@ def test_a_signal_while_reports_are_renamed_waits_for_the_last(tmp_path, monkeyp
     finally:
         signal.signal(signal.SIGTERM, saved)
     assert seen == [["m.csv", "m.json", "m.md"]]  # the handler ran only once all three were in place
+
+
+def test_an_import_that_hangs_is_stopped_by_the_timeout(tmp_path):
+    # finding the default inputs imports the module: in a worker, under --timeout, its print kept
+    began = time.monotonic()
+    proc = start(["report", "tests.fault_models_slow_import:make,tests.fault_models:good", "--tools", "native,thop",
+                  "--timeout", "5", "--out", str(tmp_path / "out")], str(tmp_path / "tmp"))
+    stdout, stderr = proc.communicate(timeout=120)
+    assert time.monotonic() - began < 60
+    assert proc.returncode == 2
+    assert stderr.strip().splitlines() == [
+        "reconcile: error: finding the inputs of tests.fault_models_slow_import:make timeout: Timeout: no result "
+        "after 5 s while finding the inputs of 'tests.fault_models_slow_import:make'; worker killed; pass "
+        "--input-shape or --input"]
+    assert "slow_import" not in stdout.replace("tests.fault_models_slow_import", "")
+    assert (tmp_path / "out" / "tests.fault-models_good.md").exists()
+    assert wait_for_session_end(proc.pid, 10) == []

@@ -2,8 +2,9 @@
 
 Each source module has the same four functions, and imports its library lazily inside them:
 
-- ``resolve(body) -> str``: validate the text after the prefix (all of it for torchvision and
-  callables) and return the canonical name, without building anything; raise ``ReconcileError``.
+- ``resolve(body, check) -> str``: validate the text after the prefix (all of it for torchvision
+  and callables) and return the canonical name, without building anything; raise
+  ``ReconcileError``. ``check=False`` skips what needs an import (transformers' classes).
 - ``default_inputs(name) -> tuple[InputSpec, ...]``: what the model is counted on by default.
 - ``factory(name) -> Callable[[], nn.Module]``: builds the model with no arguments, never
   downloading anything.
@@ -17,6 +18,9 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+
+# sources whose default inputs need user or library code imported: found in a worker
+PROBED = ("callable", "transformers")
 
 SOURCES: dict[str, str] = {
     "torchvision": "reconcile.sources.torchvision",

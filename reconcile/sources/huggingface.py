@@ -99,12 +99,16 @@ def config(name: str) -> Any:
                              f"{' '.join(str(exc).split())[:200]}") from exc
 
 
-def resolve(body: str) -> str:
+def resolve(body: str, check: bool = True) -> str:
     """Canonical ``hf:Class[:key=value...]`` (overrides in the order given, values normalized).
-    Checks the class and the config keys: this imports transformers (and torch)."""
+    ``check`` checks the class and the config keys: that imports transformers (and torch)."""
     cls_name, overrides = parse(body)
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", cls_name):
+        raise ReconcileError(f"bad transformers spec {body!r}: write hf:ClassName[:key=value...], "
+                             "e.g. hf:BertModel or hf:LlamaForCausalLM:num_hidden_layers=4")
     name = PREFIX + ":".join([cls_name, *(f"{k}={_text(v)}" for k, v in overrides.items())])
-    config(name)
+    if check:
+        config(name)
     return name
 
 

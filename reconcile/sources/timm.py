@@ -20,7 +20,7 @@ def table() -> dict[str, tuple[int, int, int]]:
     return TIMM
 
 
-def resolve(body: str) -> str:
+def resolve(body: str, check: bool = True) -> str:
     arch, dot, tag = body.partition(".")
     known = table()
     if arch not in known:

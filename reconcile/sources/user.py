@@ -29,7 +29,7 @@ def published(name: str) -> dict[str, Any]:
     return {}
 
 
-def resolve(body: str) -> str:
+def resolve(body: str, check: bool = True) -> str:
     if not CALLABLE_RE.match(body):
         raise ReconcileError(
             f"bad model spec {body!r}: write package.module:callable, e.g. mypkg.nets:make_net"
