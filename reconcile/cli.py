@@ -239,10 +239,13 @@ def cmd_report(ns: argparse.Namespace) -> int:
     reports = []
     failed = 0
     for mr in results:
+        ran = [r for r in mr.runs if r.status == "ok"]
         if mr.error:
             _err(mr.error)
             failed += 1
-            continue
+            if not ran:
+                continue
+            # native could not count it, some tools did: their numbers are still reported (raw)
         report = pipeline.reconcile_model(mr)
         pipeline.write_files(folder, pipeline.render_model(report))
         reports.append(report)

@@ -222,7 +222,9 @@ def reconcile_model(mr: ModelRuns) -> ModelReport:
                    native_device=mr.native.device if mr.native is not None else "",
                    native_notes=tuple(native_run.notes) if native_run is not None else ())
     if mr.native is None:
-        return ModelReport(mr.name, mr.input.shape, mr.input.dtype, versions, {}, {}, (), published, mr.error,
+        # nothing to predict from: each tool that ran is reported as it printed, unexplained
+        raw = tuple(explain_run(run, None, _convention(run.tool), None) for run in mr.runs if run.tool != "native")
+        return ModelReport(mr.name, mr.input.shape, mr.input.dtype, versions, {}, {}, raw, published, mr.error,
                            **context)
     explanations: list[ToolExplanation] = []
     for run in mr.runs:

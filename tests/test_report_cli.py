@@ -25,6 +25,18 @@ USERNETS = textwrap.dedent("""
         def forward(self, x):
             raise ValueError("this forward always fails")
 
+    class RefusesToBeCounted(nn.Module):
+        # runs for every tool but not under reconcile's own counting mode
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+            if any(type(m).__name__ == "_CountingMode" for m in _get_current_dispatch_mode_stack()):
+                raise RuntimeError("refuses to be counted")
+            return self.fc(x)
+
     class TwoReadsData(nn.Module):
         # Two inputs, and a branch on a value computed from a weight: meta has no such value
         # (an input's own values are known there), so native counts on CPU.
@@ -97,3 +109,17 @@ def test_index_keeps_earlier_models_and_a_forward_that_reads_data_is_counted_on_
     assert again.returncode == 0
     index = (out / "index.md").read_text()
     assert index.count("usernets:Good") == 1 and index.count("usernets:TwoReadsData") == 1
+
+
+def test_a_model_native_cannot_count_still_gets_the_tools_numbers(tmp_path):
+    (tmp_path / "usernets.py").write_text(USERNETS)
+    proc = reconcile(tmp_path, "report", "usernets:RefusesToBeCounted", "--input-shape", "1,4", "--tools", "thop",
+                     "--out", "out")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "reconcile: error: usernets:RefusesToBeCounted could not be counted: the forward of model raised "
+        "RuntimeError: refuses to be counted (check the input shape and dtype with --input-shape / --input-dtype)"]
+    md = (tmp_path / "out" / "usernets_RefusesToBeCounted.md").read_text()
+    # thop's own numbers, unexplained: Linear(4, 3) on 1x4 = 12 MACs, 4 * 3 + 3 = 15 parameters
+    assert "| thop | 0.1.1-2209072238 | macs 12, params 15 |" in md
+    assert "ran (unexplained)" in (tmp_path / "out" / "index.md").read_text()

@@ -139,13 +139,14 @@ def _explain_row(raw: Mapping[str, Number], pred: LayerPrediction | None, module
 
 
 def explain_run(run: ToolRun, prediction: Prediction | None, convention: Convention | None,
-                native: NativeCount) -> ToolExplanation:
-    """Explain one tool run against its convention's prediction (None: the tool failed/has none)."""
+                native: NativeCount | None) -> ToolExplanation:
+    """Explain one tool run against its convention's prediction (None: the tool failed/has none,
+    or there is no native count to predict from)."""
     metric = prediction.metric if prediction else (convention.metric if convention else "")
     unit = prediction.unit if prediction else (convention.unit if convention else "")
     main = convention.headline_metric if convention else ""
-    native_macs = native.totals["macs"]
-    if run.status != "ok" or prediction is None or convention is None:
+    native_macs = native.totals["macs"] if native is not None else 0
+    if run.status != "ok" or prediction is None or convention is None or native is None:
         return ToolExplanation(run.tool, run.version, run.status, metric, unit, run, main=main,
                                native_macs=native_macs)
 

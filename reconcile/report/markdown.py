@@ -260,14 +260,26 @@ def regenerate_line(r: ModelReport) -> str:
 def model_markdown(r: ModelReport) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in r.versions.items())
     tool_versions = ", ".join(f"{t.tool} {t.version}" for t in r.tools)
-    lines = [f"# {r.model}: one model, {len(r.tools)} counters, every difference explained", "",
+    title = (f"{len(r.tools)} counters ran, native could not count it" if r.error
+             else f"one model, {len(r.tools)} counters, every difference explained")
+    lines = [f"# {r.model}: {title}", "",
              f"{_inputs_text(r)}, {r.mode} mode, CPU. {versions}.", "",
              f"Tools: {tool_versions}.", ""]
     if r.native_device and r.native_device != "meta":
         why = r.native_notes[0] if r.native_notes and "--device" not in r.options else "as asked (--device cpu)"
         lines += [f"Native counted on the {r.native_device} device: {why}.", ""]
     if r.error:
-        return "\n".join(lines + [f"**Could not be counted:** {r.error}", ""])
+        lines += [f"**Could not be counted:** {r.error}", ""]
+        ran = [t for t in r.tools if t.status == "ok"]
+        if ran:
+            lines += ["Nothing can be explained without the native count, so each tool that ran is "
+                      "shown as it reported itself:", ""]
+            lines += _table(["tool", "version", "what it reported"],
+                            [[t.tool, t.version, ", ".join(f"{k} {_n(v)}" for k, v in t.run.headline.items()
+                                                           if not isinstance(v, str))] for t in ran], "lll")
+            lines += [""]
+        lines += failures_section(r)
+        return "\n".join(lines).rstrip() + "\n"
     lines += summary_section(r)
     lines += causes_section(r)
     lines += layers_section(r)
@@ -285,6 +297,8 @@ def index_entry(r: ModelReport, stem: str) -> dict:
     for t in r.tools:
         if t.status != "ok":
             cells[t.tool] = t.status
+        elif not t.summaries:
+            cells[t.tool] = "ran (unexplained)"
         elif t.raw_total is None:
             cells[t.tool] = "ok" if t.residual == 0 else f"residual {_n(t.residual)}"
         else:
@@ -293,7 +307,7 @@ def index_entry(r: ModelReport, stem: str) -> dict:
     return {
         "model": r.model,
         "file": f"{stem}.md",
-        "input": _inputs_text(r).split(" ", 1)[1] if not r.error else "",
+        "input": _inputs_text(r).split(" ", 1)[1],
         "macs": _n(r.native_totals.get("macs")) if not r.error else "—",
         "params": _n(r.native_totals.get("params")) if not r.error else "—",
         "tools": cells,
