@@ -56,6 +56,8 @@ class CallRecord:
     outputs: tuple[TensorMeta, ...]
     components: Mapping[str, int]  # exclusive work (ops run while this module was innermost)
     kwargs_only: bool = False  # True when the call passed tensors only as keyword arguments
+    # False when nothing the model returns depends on this call's result (a tracer drops it)
+    used: bool = True
 
 
 @dataclass(frozen=True)

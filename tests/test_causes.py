@@ -147,6 +147,13 @@ def test_cause_nested_skipped():
     assert causes(ex)["nested_skipped"] == -1024
 
 
+def test_cause_dead_code():
+    # fvcore's jit trace drops work nothing returned depends on: Linear(4, 3, no bias) on 1x4 whose
+    # result the forward discards: 4*3 = 12 MACs native counts, fvcore does not: -12
+    ex = run("fvcore", Fn(lambda self, x: (self.unused(x), x * 2)[1], unused=nn.Linear(4, 3, bias=False)), 1, 4)
+    assert ex.raw_total == 0 and causes(ex) == {"dead_code": -12}
+
+
 def test_cause_pool():
     # thop: AdaptiveAvgPool2d(1) on 1x2x4x4: (window 16 + 1) per output x 2 outputs = 34
     ex = run("thop", nn.Sequential(nn.AdaptiveAvgPool2d(1)), 1, 2, 4, 4)

@@ -92,3 +92,21 @@ def test_reflected_and_augmented_operators_are_operators():
     native = count(Buckets(), (torch.randn(2, 3),))
     assert [c.func for c in native.row("").torch_calls] == [
         "Tensor.__add__", "Tensor.__mul__", "Tensor.add", "Tensor.__add__"]
+
+
+def test_calls_whose_result_nothing_returned_uses_are_marked():
+    class Wrapper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = nn.Linear(4, 4)
+            self.pool = nn.Sequential(nn.Linear(4, 4), nn.Tanh())  # result dropped by the caller
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.enc(x)
+            _ = self.pool(h[:, 0])
+            return self.head(h)
+
+    native = count(Wrapper(), (torch.randn(1, 3, 4),))
+    unused = {r.name for r in native.rows if r.call_records and not r.call_records[0].used}
+    assert unused == {"pool", "pool.0", "pool.1"}

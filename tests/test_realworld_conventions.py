@@ -403,3 +403,31 @@ def test_sample_torchstat(torchstat_runs):
         native = count(build(name), (sample_inputs(name)[0],)) if run.status == "ok" else None
         outcomes[(name, "torchstat")] = _outcome(run, native)
     _check(outcomes)
+
+
+class _LastHidden(nn.Module):
+    """A wrapper that returns only the encoder's hidden states: its pooler's result goes unused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import transformers as T
+
+        cfg = T.BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=16)
+        self.bert = T.BertModel(cfg)
+
+    def forward(self, ids):
+        return self.bert(ids).last_hidden_state
+
+
+def test_fvcore_drops_a_pooler_whose_output_is_unused():
+    # the trace keeps only what the output depends on: the pooler's dense on the [CLS] token,
+    # 1 x 16 x 16 = 256 MACs, and its tanh are gone from fvcore's count (0 flops, 0 activations)
+    # (BertEmbeddings' traced size arithmetic, one aten::add, is the one unsupported-op count left)
+    ex = explain_in_process("fvcore", _LastHidden().eval(), (torch.randint(0, 100, (1, 8)),))
+    pooler = next(le for le in ex.layers if le.module == "bert.pooler")
+    assert pooler.raw["flops"] == 0 and pooler.raw["activations"] == 0
+    assert not any(pooler.residual.values())
+    assert all(not le.residual.get(m) for le in ex.layers for m in ("flops", "activations", "params"))
+    dense = next(le for le in ex.layers if le.module == "bert.pooler.dense")
+    assert {c.id: c.amount for c in dense.causes["flops"]} == {"dead_code": -256}

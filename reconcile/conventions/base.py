@@ -44,6 +44,7 @@ CAUSES: dict[str, tuple[str, str]] = {
     "unsupported_module": ("coverage", "has no rule for this module type (or matches types exactly, so subclasses miss)"),
     "unsupported_op": ("coverage", "has no rule for this operator and counts it as zero"),
     "nested_skipped": ("coverage", "stops at a module it has a rule for and skips the layers inside it, which that rule leaves out"),
+    "dead_code": ("coverage", "leaves out work whose result nothing the model returns uses (a tracer drops it)"),
     "double_count": ("coverage", "counts the same work twice (a module hook plus a patched functional)"),
     "repeated_calls": ("coverage", "handles a module called several times differently (last call only, or once per call)"),
     "params_tied": ("coverage", "counts a tied or shared parameter more than once"),

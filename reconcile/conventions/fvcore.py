@@ -530,6 +530,15 @@ def traced_work(row: ModuleRow) -> list[Work]:
     """What fvcore's trace records in this module's own forward (exclusive), with native behind it."""
     if not row.calls:
         return []
+    if row.call_records and not any(c.used for c in row.call_records):
+        # nothing the model returns depends on it: the trace has none of its ops
+        return [replace(w, status="dropped", calls=0, flops=0, acts=0, cause="dead_code",
+                        note="nothing the model returns uses its result, so the trace drops it")
+                for w in _traced_work(row)]
+    return _traced_work(row)
+
+
+def _traced_work(row: ModuleRow) -> list[Work]:
     if _isa(row, _MHA):
         return _mha(row)
     if _isa(row, _DROPOUT):
@@ -569,8 +578,8 @@ def _flop_terms(work: list[Work]) -> tuple[Term, ...]:
             terms.append(Term("unsupported_op", -macs, f"fvcore has no handle for {op} ({_calls(calls)}): counted "
                               f"as 0, leaving out {left}", flops=-nflops))
         elif status == "dropped" and (macs or nflops):
-            terms.append(Term("unsupported_op", -macs, f"fvcore's trace has no {op}: {ws[0].note} "
-                              f"({exact(nflops)} FLOPs not counted)", flops=-nflops))
+            terms.append(Term(cause if cause == "dead_code" else "unsupported_op", -macs, f"fvcore's trace has no "
+                              f"{op}: {ws[0].note} ({exact(nflops)} FLOPs not counted)", flops=-nflops))
     return tuple(terms)
 
 
@@ -581,6 +590,14 @@ def _act_terms(work: list[Work]) -> tuple[Term, ...]:
             groups.setdefault(w.op, []).append(w)
     terms = []
     for op, ws in groups.items():
+        dead = [w for w in ws if w.cause == "dead_code"]
+        if dead:
+            missed = sum(w.acts_ref - w.acts for w in dead)
+            terms.append(Term("dead_code", -missed, f"fvcore's trace drops {op} whose result nothing returned uses: "
+                              f"its {exact(missed)} output elements are not counted"))
+        ws = [w for w in ws if w.cause != "dead_code"]
+        if not ws:
+            continue
         missed = sum(w.acts_ref - w.acts for w in ws)
         terms.append(Term("unsupported_op", -missed, f"fvcore's activation count has no handle for {op} "
                           f"({_calls(sum(w.calls for w in ws))}): its {exact(missed)} output elements are not counted"))

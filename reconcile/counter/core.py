@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from reconcile.counter import calls as pycalls
-from reconcile.counter import formulas, modules
+from reconcile.counter import formulas, liveness, modules
 from reconcile.counter.shadow import ShadowMode, value_of
 from reconcile.counter.tracker import CallFrame, ModuleStack, tensor_bytes, tensor_metas
 from reconcile.errors import ReconcileError
@@ -82,9 +82,11 @@ _ADDS = frozenset(("aten::add", "aten::add_"))
 
 
 class _CountingMode(TorchDispatchMode):
-    def __init__(self, stack: ModuleStack, accs: dict[str, _Acc], bias_ids: frozenset[int]) -> None:
+    def __init__(self, stack: ModuleStack, accs: dict[str, _Acc], bias_ids: frozenset[int],
+                 live: liveness.Liveness) -> None:
         super().__init__()
         self.stack = stack
+        self.live = live
         self.accs = accs
         # ``linear`` on a non-contiguous N-d input runs as matmul then ``add(bias)``: an add whose
         # operand is a parameter registered as a bias is a bias add, whatever path produced it.
@@ -104,6 +106,7 @@ class _CountingMode(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         frame = self.stack.top
+        self.live.consumed((frame.module, frame.index), args)
         if frame.suppressed:
             return out
         kind, fn, name, primary_only = self._cache.get(func) or self._classify(func)
@@ -293,7 +296,10 @@ def count(
         call_records: dict[str, list[CallRecord]] = defaultdict(list)
         module_bytes: dict[int, int] = {}
 
+        live = liveness.Liveness()
+
         def on_exit(frame: CallFrame, mod: nn.Module, output: Any) -> None:
+            live.produced((frame.module, frame.index), output)
             outs = tensor_metas(output)
             acc = accs[frame.module]
             n_out = sum(t.numel for t in outs)
@@ -334,9 +340,9 @@ def count(
                              and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
             call_mode = pycalls.CallMode(lambda: stack.top, skip)
             values = ShadowMode(inputs) if shadowed else contextlib.nullcontext()
-            with _reference_paths(), torch.no_grad(), values, stack, _CountingMode(stack, accs, bias_ids), call_mode:
+            with _reference_paths(), torch.no_grad(), values, stack, _CountingMode(stack, accs, bias_ids, live), call_mode:
                 try:
-                    model(*inputs)
+                    result = model(*inputs)
                 except ReconcileError:
                     raise
                 except Exception as exc:
@@ -353,6 +359,11 @@ def count(
                         "(check the input shape and dtype with --input-shape / --input-dtype)"
                     ) from exc
             _fill_mask_grads(model, inputs, call_mode.calls, call_mode.order, shadowed)
+            used = live.used(result, {("", 0)})
+            for module_name, recs in call_records.items():
+                for i, rec in enumerate(recs):
+                    if (module_name, rec.index) not in used:
+                        recs[i] = dataclasses.replace(rec, used=False)
         except _NeedsValues:
             continue
         finally:
