@@ -38,8 +38,13 @@ def count(model: Any, inputs: Any, **kwargs: Any) -> "NativeCount":
 
 
 def predict(native: "NativeCount", tool: str) -> "Prediction":
-    """What ``tool`` would report for the counted model, per layer and in total, without running it."""
-    return conventions.get(tool).predict(native)
+    """What ``tool`` would report for the counted model, per layer and in total, without running it.
+    Raises ``ReconcileError`` when the tool cannot run on the model at all (and says why)."""
+    conv = conventions.get(tool)
+    why = conv.cannot_run(native)
+    if why:
+        raise ReconcileError(f"{conv.tool} cannot run on this model: {why}")
+    return conv.predict(native)
 
 
 def compare(specs: str | Sequence[str], tools: str | Sequence[str] | None = None, *,

@@ -279,6 +279,9 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         inp = inputs[0]
         model, args = models.prepare(models.build(spec, device="meta"), inputs, "meta", cfg.mode)
         native = count(model, args, name=spec.name, mode=cfg.mode)
+        why = conv.cannot_run(native)
+        if why:  # the tool would print nothing: say so rather than numbers it never prints
+            raise ReconcileError(f"{conv.tool} cannot run on {spec.name}: {why}")
         pred = conv.predict(native)
         if cfg.format == "json":
             print(json.dumps({"model": spec.name, "tool": conv.tool, "input_shape": list(inp.shape),

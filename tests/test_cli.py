@@ -134,3 +134,20 @@ def test_unusable_timeout(capsys, value):
     code, out, err = run(capsys, "tools", "resnet18", f"--timeout={value}")
     assert code == 2 and out == ""
     assert "--timeout must be a number of seconds above 0 and at most 86400" in _one_line_error(err)
+
+
+@pytest.mark.parametrize("spec, tool, reason", [
+    # vit feeds (1, 197, 192) tokens to its first Linear: torchstat's Linear formula asserts 2-D
+    ("timm:vit_tiny_patch16_224", "torchstat",
+     "torchstat's Linear rule asserts 2-D inputs: this model feeds a 3-D tensor to blocks.0.attn.qkv (Linear)"),
+    # token ids: torchsummary makes random float inputs from sizes, which an embedding rejects
+    ("hf:DistilBertModel:n_layers=1", "torchsummary",
+     "torchsummary feeds random float inputs of the sizes it is given; this model takes int64 values (ids) "
+     "as input 0"),
+    ("hf:DistilBertModel:n_layers=1", "torchstat",
+     "torchstat takes one input of size (C, H, W); this model takes 2 inputs"),
+])
+def test_predict_says_when_a_tool_cannot_run(capsys, spec, tool, reason):
+    code, out, err = run(capsys, "predict", spec, "--tool", tool)
+    assert code == 2 and out == ""
+    assert err == f"reconcile: error: {tool} cannot run on {spec}: {reason}\n"

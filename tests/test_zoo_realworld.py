@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconcile import models, pipeline, zoo
+from reconcile import conventions, models, pipeline, zoo
 
 SAMPLE = zoo.TIMM_SAMPLE + zoo.TRANSFORMERS_SAMPLE
 
@@ -22,12 +22,17 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="module")
-def reports() -> dict[str, object]:
+def runs() -> dict[str, pipeline.ModelRuns]:
     out = {}
     for mr in pipeline.collect(list(SAMPLE), pipeline.TOOLS, timeout=600):
         assert not mr.error, (mr.name, mr.error)
-        out[mr.name] = pipeline.reconcile_model(mr)
+        out[mr.name] = mr
     return out
+
+
+@pytest.fixture(scope="module")
+def reports(runs) -> dict[str, object]:
+    return {name: pipeline.reconcile_model(mr) for name, mr in runs.items()}
 
 
 def test_the_sample_spans_the_families():
@@ -61,3 +66,17 @@ def test_native_is_the_same_on_meta_and_cpu_and_counts_what_the_model_holds(repo
         assert (r.native_totals["macs"], r.native_totals["params"]) == (c.totals["macs"], c.totals["params"]), name
         model = models.build(models.resolve(name), "meta")
         assert r.native_totals["params"] == sum(p.numel() for p in model.parameters()), name
+
+
+@pytest.mark.slow
+def test_a_tool_said_not_to_run_fails(runs):
+    # ``predict`` refuses to print numbers for a tool that cannot run: that claim must be true
+    said = 0
+    for name, mr in runs.items():
+        for tool in pipeline.TOOLS:
+            why = conventions.get(tool).cannot_run(mr.native)
+            if why:
+                said += 1
+                run = next(r for r in mr.runs if r.tool == tool)
+                assert run.status == "failed", (name, tool, why)
+    assert said > 0

@@ -144,6 +144,12 @@ class Convention:
     def predict(self, native: NativeCount) -> Prediction:
         raise NotImplementedError
 
+    def cannot_run(self, native: NativeCount) -> str | None:
+        """Why the tool cannot run on the counted model at all, from the native count alone (None:
+        nothing known stops it). Only reasons checked against the tool's real failures belong
+        here: ``predict`` says "cannot run" instead of printing numbers the tool never prints."""
+        return None
+
 
 # ----- helpers the conventions share ------------------------------------------------------------
 
@@ -186,3 +192,17 @@ def children_of(native: NativeCount, name: str) -> list[ModuleRow]:
     depth = 0 if name == "" else name.count(".") + 1
     prefix = "" if name == "" else name + "."
     return [r for r in native.rows if r.depth == depth + 1 and r.name.startswith(prefix)]
+
+
+INTEGER_DTYPES = ("int64", "int32", "int16", "int8", "uint8", "long", "int")
+
+
+def integer_inputs(native: NativeCount) -> list[int]:
+    """Positions of the model's integer inputs (token ids), which tools that make their own random
+    float inputs from sizes (torchstat, torchsummary) cannot give."""
+    return [i for i, d in enumerate(native.input_dtypes) if d in INTEGER_DTYPES]
+
+
+def is_instance(row: ModuleRow, qualname: str) -> bool:
+    """``isinstance(module, cls)`` from the row's recorded class and bases."""
+    return row.attrs.get("class") == qualname or qualname in row.attrs.get("bases", ())

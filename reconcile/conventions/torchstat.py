@@ -356,6 +356,9 @@ class TorchstatConvention(Convention):
         RuleDoc("totals", "sums of rows, but Total MemRead/MemWrite are the last row's values (reporter bug)"),
     )
 
+    def cannot_run(self, native: NativeCount) -> str | None:
+        return torchstat_cannot_run(native)
+
     def predict(self, native: NativeCount) -> Prediction:
         tree = common.Tree(native)
         batch = native.input_shapes[0][0] if native.input_shapes and native.input_shapes[0] else 1
@@ -551,3 +554,40 @@ def _direct_params(native: NativeCount, name: str) -> tuple[int, int]:
 
 
 CONVENTION = TorchstatConvention()
+
+
+# torchstat's own asserts on the layers it computes (compute_madd.py / compute_flops.py /
+# compute_memory.py): class (isinstance) -> the input dims it asserts
+_ASSERTED_DIMS = {
+    "torch.nn.modules.conv.Conv2d": 4,
+    "torch.nn.modules.conv.ConvTranspose2d": 4,
+    "torch.nn.modules.batchnorm.BatchNorm2d": 4,
+    "torch.nn.modules.pooling.MaxPool2d": 4,
+    "torch.nn.modules.pooling.AvgPool2d": 4,
+    "torch.nn.modules.linear.Linear": 2,
+}
+
+
+def torchstat_cannot_run(native: NativeCount) -> str | None:
+    """torchstat: one (C, H, W) input of random floats it makes itself, and the input dims its
+    layer formulas assert."""
+    from reconcile.conventions.base import integer_inputs, is_instance
+
+    shapes = native.input_shapes
+    if len(shapes) != 1:
+        return f"torchstat takes one input of size (C, H, W); this model takes {len(shapes)} inputs"
+    if len(shapes[0]) != 4:
+        return f"torchstat needs one (C, H, W) input: this model's input is {'x'.join(map(str, shapes[0]))}"
+    if integer_inputs(native):
+        return (f"torchstat feeds one random float input it makes itself; this model takes "
+                f"{native.input_dtypes[0]} values (ids)")
+    for row in native.rows:
+        for cls, dims in _ASSERTED_DIMS.items():
+            if not is_instance(row, cls):
+                continue
+            for call in row.call_records:
+                if call.inputs and len(call.inputs[0].shape) != dims:
+                    kind = cls.rsplit(".", 1)[-1]
+                    return (f"torchstat's {kind} rule asserts {dims}-D inputs: this model feeds a "
+                            f"{len(call.inputs[0].shape)}-D tensor to {row.name} ({row.type})")
+    return None

@@ -194,6 +194,15 @@ class TorchsummaryConvention(Convention):
                 "(never eval()); every MiB figure per sample"),
     )
 
+    def cannot_run(self, native: NativeCount) -> str | None:
+        from reconcile.conventions.base import integer_inputs
+
+        ids = integer_inputs(native)
+        if ids:
+            return (f"torchsummary feeds random float inputs of the sizes it is given; this model takes "
+                    f"{native.input_dtypes[ids[0]]} values (ids) as input {ids[0]}")
+        return None
+
     def predict(self, native: NativeCount) -> Prediction:
         ctx = _Context(native)
         calls = [(row, call) for row in native.rows if _hooked(row) for call in row.call_records]
