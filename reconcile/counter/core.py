@@ -170,7 +170,7 @@ def _fill_mask_grads(model: nn.Module, inputs: tuple[Any, ...], torch_calls: dic
     if not any(isinstance(t, TensorMeta) and t.dtype != "bool" for t in masks):
         return
     probe = pycalls.MaskGrads()
-    with torch.enable_grad(), probe:
+    with torch.random.fork_rng(devices=[]), torch.enable_grad(), probe:  # leaves the RNG as it was
         model(*inputs)
     if len(probe.flags) != len(sdpa):
         return  # a forward whose calls differ between runs: leave the facts unknown (False)
