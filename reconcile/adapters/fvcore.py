@@ -32,13 +32,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from reconcile.adapters.base import Adapter, capture_output, counting_calls, exact_number, module_names
+from reconcile.adapters.base import Adapter, ToolFailure, capture_output, counting_calls, exact_number, module_names
 from reconcile.records import Number, ToolLayer, ToolRun
 
 _LOGGERS = ("fvcore",)
-
-
-_JIT_IO = "Only tuples, lists and Variables are supported as JIT inputs/outputs"
 
 
 def _tensors(obj: Any, seen: set[int] | None = None) -> list[Any]:
@@ -128,8 +125,11 @@ class FvcoreAdapter(Adapter):
                     unsupported = {name: flops.unsupported_ops(name) for name in flop_by_module}
                 break
             except RuntimeError as exc:
-                if prefix or _JIT_IO not in str(exc):
-                    raise
+                # torch.jit takes tensors, tuples and lists out (dicts only with string keys): any
+                # failure is retried once through the flattening wrapper
+                if prefix:
+                    raise ToolFailure("fvcore runs the forward under torch.jit tracing, which could not trace this "
+                                      "model", exc) from exc
                 traced, traced_inputs = _flat(work, inputs)
                 prefix = "model"
         if prefix:

@@ -636,6 +636,7 @@ class FvcoreConvention(Convention):
         RuleDoc("MultiheadAttention", "linear (projections) + 2 bmm with need_weights; SDPA (0) without; "
                 "traced size arithmetic adds 4 aten::mul + 1 aten::div (+1 unflatten) per call"),
         RuleDoc("activations", "output elements of _convolution, addmm, bmm, einsum, matmul, linear only"),
+        RuleDoc("dead code", "a module call whose result nothing the model returns uses is not in the trace: 0"),
         RuleDoc("params", "named_parameters() under the module's name: tied once, frozen included, buffers excluded"),
         RuleDoc("repeated modules", "every call traced and counted"),
     )

@@ -525,10 +525,14 @@ class PtflopsConvention(Convention):
         *{h.doc: RuleDoc(h.doc.split(":")[0], h.doc.split(":", 1)[1].strip()) for h in HOOKS.values()}.values(),
         RuleDoc("patched functionals (count_functional)", "F.relu/elu/gelu/silu/prelu/relu6/softmax and every F.*pool*: N_in; "
                 "F.interpolate: prod(size) x B x C or N_in x scale^d; torch.matmul/mm/bmm: prod(A) x B[-1]; "
-                "addmm/baddbmm: + numel(input); torch.add/mul: broadcast numel; all whole batch, in no row"),
+                "torch.addmm/Tensor.addmm/torch.baddbmm: + numel(input) (a bias vector counts once); torch.add/mul and "
+                "Tensor.add/mul: the larger size per dimension, dimensions aligned from the left; all whole batch, in no row"),
+        RuleDoc("bound at build time", "a function a module holds from before ptflops patched it (transformers' "
+                "GELUActivation: self.act = F.gelu) is the original: not counted"),
         RuleDoc("double counting", "nn.ReLU/ELU/GELU/PReLU, pools, Upsample and MHA with need_weights call a patched function: "
                 "counted by the hook and again in the total"),
-        RuleDoc("not seen", "operators (x + y, @), einsum, SDPA, sigmoid/tanh/hardswish, F.linear, embedding; "
+        RuleDoc("not seen", "operators (x + y, x * y, @), x.softmax(), Tensor.baddbmm, einsum, SDPA, "
+                "sigmoid/tanh/hardswish, F.linear, embedding; "
                 "modules without a hook (Softmax, SiLU and UpsamplingNearest2d only through their functional)"),
         RuleDoc("params", "trainable only (frozen left out): per row sum(module.parameters()); total once per tensor"),
         RuleDoc("repeated modules", "counts summed over calls; a module reached by two paths is a row (and summed) twice"),
@@ -944,6 +948,9 @@ class PtflopsAtenConvention(Convention):
         RuleDoc("mm / bmm", "prod(A) x B[-1]: the MACs"),
         RuleDoc("addmm", "MACs + rows x out (the bias; F.linear with a bias on 2-D or contiguous input)"),
         RuleDoc("convolution", "B x prod(w) x S_out (transposed: S_in) + N_out when there is a bias"),
+        RuleDoc("scaled_dot_product_attention (CPU)", "one fused flash kernel (0) unless torch's CPU gate refuses it "
+                "(a mask that requires grad, as a learned position bias does when tools run with grad on; a 3-D mask; "
+                "non-contiguous last dims; ...): then its math path's two bmm count"),
         RuleDoc("everything else", "0: norms, activations, pools, add/mul, baddbmm, fused SDPA and the fused CPU LSTM; "
                 "F.linear on a non-contiguous N-d input runs as mm + add, so its bias is not counted"),
         RuleDoc("RNN / GRU (CPU)", "per-gate addmm/mm: MACs + biases, but the layer-0 input bias is an uncounted add "

@@ -171,9 +171,10 @@ def _fill_mask_grads(model: nn.Module, inputs: tuple[Any, ...], torch_calls: dic
     if not any(isinstance(t, TensorMeta) and t.dtype != "bool" for t in masks):
         return
     probe = pycalls.MaskGrads()
-    # the same values as the counted forward, when it needed them (counter/shadow.py)
+    # the same values as the counted forward, when it needed them (counter/shadow.py); the RNG is
+    # left as it was
     values = ShadowMode(inputs) if shadowed else contextlib.nullcontext()
-    with torch.enable_grad(), values, probe:
+    with torch.random.fork_rng(devices=[]), torch.enable_grad(), values, probe:
         model(*inputs)
     if len(probe.flags) != len(sdpa):
         return  # a forward whose calls differ between runs: leave the facts unknown (False)

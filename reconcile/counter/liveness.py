@@ -88,4 +88,7 @@ def _flat(obj: Any) -> list[torch.Tensor]:
         elif isinstance(o, dict):
             seen.add(id(o))
             stack.extend(o.values())
+        elif hasattr(o, "__dict__") and not isinstance(o, (torch.nn.Module, type)):
+            seen.add(id(o))  # a cache object returned beside the tensors: its tensors are outputs too
+            stack.extend(vars(o).values())
     return out
