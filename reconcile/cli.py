@@ -247,13 +247,15 @@ def cmd_report(ns: argparse.Namespace) -> int:
                 continue
             # native could not count it, some tools did: their numbers are still reported (raw)
         report = pipeline.reconcile_model(mr)
-        pipeline.write_files(folder, pipeline.render_model(report))
+        files = pipeline.render_model(report)
+        pipeline.write_files(folder, files)
         reports.append(report)
         unexplained = [t.tool for t in report.tools if t.status == "ok" and t.residual]
         note = f"; unexplained residual in {', '.join(unexplained)}" if unexplained else ""
         bad = [t.tool for t in report.tools if t.status != "ok"]
         note += f"; {', '.join(bad)} did not finish" if bad else ""
-        print(f"wrote {folder / pipeline.file_stem(mr.name)}.md (.json, .csv){note}")
+        extra = ", .png" if f"{pipeline.file_stem(mr.name)}.png" in files else ""
+        print(f"wrote {folder / pipeline.file_stem(mr.name)}.md (.json, .csv{extra}){note}")
         for t in report.tools:
             if t.status != "ok":  # one line each; the details are in the report
                 _err_line(f"{mr.name}: {t.tool} {t.status}: {t.run.error_type}: {t.run.error_message}")
@@ -338,7 +340,14 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
             cells = ", ".join(f"{t.tool} {zoo.share(t).text()}" for t in report.tools)
             print(f"[{k}/{len(names)}] {mr.name}: {cells}", flush=True)
     out = zoo.zoo_file(ns.source)
-    pipeline.write_files(folder, {out: zoo.zoo_markdown(reports, errors, ns.source)})
+    from reconcile.report.plot import zoo_png
+
+    png = zoo_png(reports)
+    picture = out[: -len(".md")] + ".png" if png is not None else ""
+    files: dict[str, str | bytes] = {out: zoo.zoo_markdown(reports, errors, ns.source, picture)}
+    if png is not None:
+        files[picture] = png
+    pipeline.write_files(folder, files)
     print(f"wrote {folder / out}")
     return 2 if errors else 0
 

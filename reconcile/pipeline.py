@@ -305,10 +305,11 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(sig)
 
 
-def write_files(folder: Path, files: dict[str, str]) -> None:
+def write_files(folder: Path, files: dict[str, str | bytes]) -> None:
     """Write every file whole or none: all are rendered first, each goes to a temporary file in
     the same folder, and they are renamed into place only once all were written, with SIGINT,
-    SIGTERM and SIGHUP held back while they are. Files get the usual ``0o666 & ~umask``."""
+    SIGTERM and SIGHUP held back while they are. Files get the usual ``0o666 & ~umask``. Text is
+    written as UTF-8 with ``\n`` line ends, bytes (pictures) as they are."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -320,8 +321,12 @@ def write_files(folder: Path, files: dict[str, str]) -> None:
         for name, text in files.items():
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
             os.fchmod(fd, mode)  # mkstemp makes 0600
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(text)
+            if isinstance(text, bytes):
+                with os.fdopen(fd, "wb") as fb:
+                    fb.write(text)
+            else:
+                with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                    fh.write(text)
             temps.append((name, Path(tmp)))
         with _signals_held():
             for name, tmp in temps:
@@ -332,13 +337,21 @@ def write_files(folder: Path, files: dict[str, str]) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def render_model(report: ModelReport) -> dict[str, str]:
+def render_model(report: ModelReport) -> dict[str, str | bytes]:
+    """Every file of one model's report, by name: Markdown, JSON, CSV and, when some tool's count
+    was explained, the picture (``<stem>.png``) the Markdown shows."""
     from reconcile.report.data import layers_csv, model_json
     from reconcile.report.markdown import index_entry, model_markdown
+    from reconcile.report.plot import model_png
 
     stem = file_stem(report.model)
-    return {f"{stem}.md": model_markdown(report), f"{stem}.json": model_json(report, index_entry(report, stem)),
-            f"{stem}.csv": layers_csv(report)}
+    png = model_png(report)
+    files: dict[str, str | bytes] = {
+        f"{stem}.md": model_markdown(report, f"{stem}.png" if png is not None else ""),
+        f"{stem}.json": model_json(report, index_entry(report, stem)), f"{stem}.csv": layers_csv(report)}
+    if png is not None:
+        files[f"{stem}.png"] = png
+    return files
 
 
 def render_index(folder: Path, reports: Sequence[ModelReport] = ()) -> str:

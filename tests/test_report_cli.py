@@ -68,7 +68,7 @@ def test_a_model_every_tool_fails_on_does_not_stop_the_others(tmp_path):
     out = tmp_path / "out"
     # Good: Linear(4, 3) on 1x4 = 12 MACs, reported whole; nothing of Broken; no temporary files
     assert sorted(p.name for p in out.iterdir()) == ["index.md", "usernets_Good.csv", "usernets_Good.json",
-                                                     "usernets_Good.md"]
+                                                     "usernets_Good.md", "usernets_Good.png"]
     assert "12 MAC" in (out / "usernets_Good.md").read_text()
     assert "Broken" not in (out / "index.md").read_text()
 
