@@ -84,10 +84,16 @@ def _inputs_for(spec, cfg: RunConfig):
 
 def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...]):
     from reconcile import models, pipeline
+    from reconcile.progress import Progress
 
-    return pipeline.collect(models.split_specs(ns.specs), tools, inputs=cfg.inputs, input_shape=cfg.input_shape,
-                            input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout,
-                            mode=cfg.mode, device=cfg.device)
+    specs = models.split_specs(ns.specs)
+    progress = Progress(len(specs), len(tools))  # on stderr: a bar on a terminal, else a line per model
+    try:
+        return pipeline.collect(specs, tools, inputs=cfg.inputs, input_shape=cfg.input_shape,
+                                input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout,
+                                mode=cfg.mode, device=cfg.device, on_done=progress.on_done)
+    finally:
+        progress.close()
 
 
 def _each_model(specs_text: str, work: Callable[[object], None]) -> int:
@@ -328,17 +334,24 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
     names = [m for m in ns.models.split(",") if m] if ns.models else zoo.models_of(ns.source, ns.subset)
     tools = _tools_text(ns)
     reports, errors = [], []
-    # one model at a time keeps the peak memory of the largest models (vit_h_14) bounded
-    for k, name in enumerate(names, 1):
-        for mr in pipeline.collect([name], tools, timeout=ns.timeout):
-            if mr.error:
-                errors.append((mr.name, mr.error))
-                _err(mr.error)
-                continue
-            report = pipeline.reconcile_model(mr)
-            reports.append(report)
-            cells = ", ".join(f"{t.tool} {zoo.share(t).text()}" for t in report.tools)
-            print(f"[{k}/{len(names)}] {mr.name}: {cells}", flush=True)
+    from reconcile.progress import Progress
+
+    # a bar on a terminal; without one, the per-model line below is the progress
+    progress = Progress(len(names), len(tools), lines=False)
+    try:
+        # one model at a time keeps the peak memory of the largest models (vit_h_14) bounded
+        for k, name in enumerate(names, 1):
+            for mr in pipeline.collect([name], tools, timeout=ns.timeout, on_done=progress.on_done):
+                if mr.error:
+                    errors.append((mr.name, mr.error))
+                    progress.write(f"reconcile: error: {mr.error}", file=sys.stderr)
+                    continue
+                report = pipeline.reconcile_model(mr)
+                reports.append(report)
+                cells = ", ".join(f"{t.tool} {zoo.share(t).text()}" for t in report.tools)
+                progress.write(f"[{k}/{len(names)}] {mr.name}: {cells}")
+    finally:
+        progress.close()
     out = zoo.zoo_file(ns.source)
     from reconcile.report.plot import zoo_png
 

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from reconcile import conventions, models
 from reconcile.sources import PREFIXES, PROBED
@@ -24,6 +24,9 @@ from reconcile.explain.core import ToolExplanation, explain_run
 from reconcile.records import NativeCount, ToolRun
 from reconcile.report.files import file_stem  # noqa: F401 - the CLI names files with it
 from reconcile.report.model import ModelReport
+
+if TYPE_CHECKING:
+    from reconcile.runner import Job
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +114,14 @@ def _expected_size(spec: models.ModelSpec) -> float:
 def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[models.InputSpec] | None = None,
             input_shape: tuple[int, ...] | None = None, input_dtype: str = "float32",
             input_high: int | None = None, timeout: float = 300.0, workers: int = 2,
-            mode: str = "eval", device: str = "meta") -> list[ModelRuns]:
+            mode: str = "eval", device: str = "meta",
+            on_done: Callable[[Job, ToolRun], None] | None = None) -> list[ModelRuns]:
     """Run ``tools`` on every model spec; a spec that cannot be resolved gets an ``error``.
 
     ``device`` is where native counts ("meta": free; it falls back to CPU by itself for a forward
     that reads data); the other tools always run on CPU, as their users run them. ``mode``
-    ("eval" or "train") applies to every tool."""
+    ("eval" or "train") applies to every tool. ``on_done(job, run)`` is told of each tool run as
+    it settles (``runner.run_jobs``)."""
     from reconcile.runner import Job, run_jobs
 
     if mode not in models.MODES:
@@ -163,7 +168,7 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             jobs.append(Job(spec.name, tool, inputs=inp, mode=mode, cost=size * _TOOL_COST.get(tool, 1.0),
                             device=device if tool == "native" else None))
             owners.append(i)
-    runs = run_jobs(jobs, timeout=timeout, workers=workers) if jobs else []
+    runs = run_jobs(jobs, timeout=timeout, workers=workers, on_done=on_done) if jobs else []
     by_model: dict[int, list[ToolRun]] = {}
     for i, run in zip(owners, runs):
         by_model.setdefault(i, []).append(run)

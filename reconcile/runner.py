@@ -127,13 +127,15 @@ def run_jobs(
     timeout: float = 300.0,
     workers: int = 2,
     build: Callable[[str, str], Any] | str | None = None,
+    on_done: Callable[[Job, ToolRun], None] | None = None,
 ) -> list[ToolRun]:
     """Run every job in its own worker process, up to ``workers`` at a time; results in job order.
 
     ``build(model_name, device)`` makes a model from ``Job.model`` on the device the adapter asks
     for (``Adapter.device``): a module-level function or ``"module:function"``, called in the
     worker; default ``build_model``. ``timeout`` is per job, in seconds,
-    counted from the worker's start (building the model included)."""
+    counted from the worker's start (building the model included). ``on_done(job, run)`` is
+    called in this process as each job settles, in the order they settle (progress display)."""
     if workers < 1:
         raise ReconcileError(f"workers must be at least 1, got {workers}")
     check_timeout(timeout, "timeout")  # nan would spin the loop below, inf overflow its waits
@@ -166,6 +168,8 @@ def run_jobs(
                 if run is not None:
                     results[worker.index] = run
                     running.remove(worker)
+                    if on_done is not None:
+                        on_done(jobs[worker.index], run)
     finally:
         for worker in running:  # only reached on an error or interrupt in this loop
             worker.kill()
