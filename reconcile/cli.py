@@ -361,7 +361,7 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
     if png is not None:
         files[picture] = png
     pipeline.write_files(folder, files)
-    print(f"wrote {folder / out}")
+    print(f"wrote {folder / out}" + (" (.png)" if picture else ""))
     return 2 if errors else 0
 
 
