@@ -91,7 +91,8 @@ def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...]):
     try:
         return pipeline.collect(specs, tools, inputs=cfg.inputs, input_shape=cfg.input_shape,
                                 input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout,
-                                mode=cfg.mode, device=cfg.device, on_done=progress.on_done)
+                                mode=cfg.mode, device=cfg.device, on_done=progress.on_done,
+                                on_start=progress.on_start)
     finally:
         progress.close()
 
@@ -341,7 +342,8 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
     try:
         # one model at a time keeps the peak memory of the largest models (vit_h_14) bounded
         for k, name in enumerate(names, 1):
-            for mr in pipeline.collect([name], tools, timeout=ns.timeout, on_done=progress.on_done):
+            for mr in pipeline.collect([name], tools, timeout=ns.timeout, on_done=progress.on_done,
+                                       on_start=progress.on_start):
                 if mr.error:
                     errors.append((mr.name, mr.error))
                     progress.write(f"reconcile: error: {mr.error}", file=sys.stderr)

@@ -115,13 +115,14 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             input_shape: tuple[int, ...] | None = None, input_dtype: str = "float32",
             input_high: int | None = None, timeout: float = 300.0, workers: int = 2,
             mode: str = "eval", device: str = "meta",
-            on_done: Callable[[Job, ToolRun], None] | None = None) -> list[ModelRuns]:
+            on_done: Callable[[Job, ToolRun], None] | None = None,
+            on_start: Callable[[Job], None] | None = None) -> list[ModelRuns]:
     """Run ``tools`` on every model spec; a spec that cannot be resolved gets an ``error``.
 
     ``device`` is where native counts ("meta": free; it falls back to CPU by itself for a forward
     that reads data); the other tools always run on CPU, as their users run them. ``mode``
-    ("eval" or "train") applies to every tool. ``on_done(job, run)`` is told of each tool run as
-    it settles (``runner.run_jobs``)."""
+    ("eval" or "train") applies to every tool. ``on_start(job)`` and ``on_done(job, run)`` are
+    told of each tool run as it starts and settles (``runner.run_jobs``)."""
     from reconcile.runner import Job, run_jobs
 
     if mode not in models.MODES:
@@ -168,7 +169,7 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             jobs.append(Job(spec.name, tool, inputs=inp, mode=mode, cost=size * _TOOL_COST.get(tool, 1.0),
                             device=device if tool == "native" else None))
             owners.append(i)
-    runs = run_jobs(jobs, timeout=timeout, workers=workers, on_done=on_done) if jobs else []
+    runs = run_jobs(jobs, timeout=timeout, workers=workers, on_done=on_done, on_start=on_start) if jobs else []
     by_model: dict[int, list[ToolRun]] = {}
     for i, run in zip(owners, runs):
         by_model.setdefault(i, []).append(run)

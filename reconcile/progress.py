@@ -1,7 +1,7 @@
 """Progress of a multi-model run on stderr: part of the command-line layer (the library never
-prints). A tqdm bar when stderr is a terminal (models done / total, the tool run that just
-settled, elapsed and remaining time); one plain line per finished model otherwise (CI logs).
-Nothing goes to stdout, so ``--format json`` output is unchanged.
+prints). A tqdm bar when stderr is a terminal (models done / total, the model and tool of each
+run in progress, elapsed and remaining time); one plain line per finished model otherwise (CI
+logs). Nothing goes to stdout, so ``--format json`` output is unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class Progress:
         self.clock = clock
         self.start = clock()
         self.lines = lines
+        self.running: list[str] = []  # "model tool" of the runs in progress, in start order
         self.bar: Any = None
         if _is_terminal(self.stream):
             from tqdm import tqdm
@@ -33,8 +34,15 @@ class Progress:
             self.bar = tqdm(total=models * tools, file=self.stream, unit="run", dynamic_ncols=True,
                             leave=False, desc=f"models 0/{models}")
 
+    def on_start(self, job: Any) -> None:
+        self.running.append(f"{job.model} {job.tool}")
+        if self.bar is not None:
+            self.bar.set_postfix_str("running " + ", ".join(self.running))
+
     def on_done(self, job: Any, run: Any) -> None:
         model = job.model
+        if f"{model} {job.tool}" in self.running:
+            self.running.remove(f"{model} {job.tool}")
         self.done[model] = self.done.get(model, 0) + 1
         if run.status != "ok":
             self.failed[model] = self.failed.get(model, 0) + 1
@@ -43,7 +51,8 @@ class Progress:
             self.finished += 1
         if self.bar is not None:
             self.bar.set_description(f"models {self.finished}/{self.models}", refresh=False)
-            self.bar.set_postfix_str(f"{model} {job.tool} {run.status}", refresh=False)
+            self.bar.set_postfix_str("running " + ", ".join(self.running) if self.running
+                                     else f"{model} {job.tool} {run.status}", refresh=False)
             self.bar.update(1)
         elif model_finished and self.lines:
             failed = self.failed.get(model, 0)

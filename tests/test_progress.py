@@ -45,6 +45,9 @@ def test_a_bar_on_a_terminal_with_models_done_and_the_last_run():
     out = _Terminal()
     p = Progress(2, 1, stream=out)
     assert p.bar is not None
+    p.on_start(SimpleNamespace(model="resnet18", tool="fvcore"))
+    p.bar.refresh()
+    assert "running resnet18 fvcore" in out.getvalue()
     _settle(p, "resnet18", "fvcore")
     p.bar.refresh()
     assert "models 1/2" in out.getvalue() and "resnet18 fvcore ok" in out.getvalue()
