@@ -84,10 +84,17 @@ def _inputs_for(spec, cfg: RunConfig):
 
 def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...]):
     from reconcile import models, pipeline
+    from reconcile.progress import Progress
 
-    return pipeline.collect(models.split_specs(ns.specs), tools, inputs=cfg.inputs, input_shape=cfg.input_shape,
-                            input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout,
-                            mode=cfg.mode, device=cfg.device)
+    specs = models.split_specs(ns.specs)
+    progress = Progress(len(specs), len(tools))  # on stderr: a bar on a terminal, else a line per model
+    try:
+        return pipeline.collect(specs, tools, inputs=cfg.inputs, input_shape=cfg.input_shape,
+                                input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout,
+                                mode=cfg.mode, device=cfg.device, on_done=progress.on_done,
+                                on_start=progress.on_start)
+    finally:
+        progress.close()
 
 
 def _each_model(specs_text: str, work: Callable[[object], None]) -> int:
@@ -247,13 +254,15 @@ def cmd_report(ns: argparse.Namespace) -> int:
                 continue
             # native could not count it, some tools did: their numbers are still reported (raw)
         report = pipeline.reconcile_model(mr)
-        pipeline.write_files(folder, pipeline.render_model(report))
+        files = pipeline.render_model(report)
+        pipeline.write_files(folder, files)
         reports.append(report)
         unexplained = [t.tool for t in report.tools if t.status == "ok" and t.residual]
         note = f"; unexplained residual in {', '.join(unexplained)}" if unexplained else ""
         bad = [t.tool for t in report.tools if t.status != "ok"]
         note += f"; {', '.join(bad)} did not finish" if bad else ""
-        print(f"wrote {folder / pipeline.file_stem(mr.name)}.md (.json, .csv){note}")
+        extra = ", .png" if f"{pipeline.file_stem(mr.name)}.png" in files else ""
+        print(f"wrote {folder / pipeline.file_stem(mr.name)}.md (.json, .csv{extra}){note}")
         for t in report.tools:
             if t.status != "ok":  # one line each; the details are in the report
                 _err_line(f"{mr.name}: {t.tool} {t.status}: {t.run.error_type}: {t.run.error_message}")
@@ -329,20 +338,35 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
     names = [m for m in ns.models.split(",") if m] if ns.models else zoo.models_of(ns.source, ns.subset)
     tools = _tools_text(ns)
     reports, errors = [], []
-    # one model at a time keeps the peak memory of the largest models (vit_h_14) bounded
-    for k, name in enumerate(names, 1):
-        for mr in pipeline.collect([name], tools, timeout=ns.timeout):
-            if mr.error:
-                errors.append((mr.name, mr.error))
-                _err(mr.error)
-                continue
-            report = pipeline.reconcile_model(mr)
-            reports.append(report)
-            cells = ", ".join(f"{t.tool} {zoo.share(t).text()}" for t in report.tools)
-            print(f"[{k}/{len(names)}] {mr.name}: {cells}", flush=True)
+    from reconcile.progress import Progress
+
+    # a bar on a terminal; without one, the per-model line below is the progress
+    progress = Progress(len(names), len(tools), lines=False)
+    try:
+        # one model at a time keeps the peak memory of the largest models (vit_h_14) bounded
+        for k, name in enumerate(names, 1):
+            for mr in pipeline.collect([name], tools, timeout=ns.timeout, on_done=progress.on_done,
+                                       on_start=progress.on_start):
+                if mr.error:
+                    errors.append((mr.name, mr.error))
+                    progress.write(f"reconcile: error: {mr.error}", file=sys.stderr)
+                    continue
+                report = pipeline.reconcile_model(mr)
+                reports.append(report)
+                cells = ", ".join(f"{t.tool} {zoo.share(t).text()}" for t in report.tools)
+                progress.write(f"[{k}/{len(names)}] {mr.name}: {cells}")
+    finally:
+        progress.close()
     out = zoo.zoo_file(ns.source)
-    pipeline.write_files(folder, {out: zoo.zoo_markdown(reports, errors, ns.source)})
-    print(f"wrote {folder / out}")
+    from reconcile.report.plot import zoo_png
+
+    png = zoo_png(reports)
+    picture = out[: -len(".md")] + ".png" if png is not None else ""
+    files: dict[str, str | bytes] = {out: zoo.zoo_markdown(reports, errors, ns.source, picture)}
+    if png is not None:
+        files[picture] = png
+    pipeline.write_files(folder, files)
+    print(f"wrote {folder / out}" + (" (.png)" if picture else ""))
     return 2 if errors else 0
 
 

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from reconcile import conventions, models
 from reconcile.sources import PREFIXES, PROBED
@@ -24,6 +24,9 @@ from reconcile.explain.core import ToolExplanation, explain_run
 from reconcile.records import NativeCount, ToolRun
 from reconcile.report.files import file_stem  # noqa: F401 - the CLI names files with it
 from reconcile.report.model import ModelReport
+
+if TYPE_CHECKING:
+    from reconcile.runner import Job
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +114,15 @@ def _expected_size(spec: models.ModelSpec) -> float:
 def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[models.InputSpec] | None = None,
             input_shape: tuple[int, ...] | None = None, input_dtype: str = "float32",
             input_high: int | None = None, timeout: float = 300.0, workers: int = 2,
-            mode: str = "eval", device: str = "meta") -> list[ModelRuns]:
+            mode: str = "eval", device: str = "meta",
+            on_done: Callable[[Job, ToolRun], None] | None = None,
+            on_start: Callable[[Job], None] | None = None) -> list[ModelRuns]:
     """Run ``tools`` on every model spec; a spec that cannot be resolved gets an ``error``.
 
     ``device`` is where native counts ("meta": free; it falls back to CPU by itself for a forward
     that reads data); the other tools always run on CPU, as their users run them. ``mode``
-    ("eval" or "train") applies to every tool."""
+    ("eval" or "train") applies to every tool. ``on_start(job)`` and ``on_done(job, run)`` are
+    told of each tool run as it starts and settles (``runner.run_jobs``)."""
     from reconcile.runner import Job, run_jobs
 
     if mode not in models.MODES:
@@ -163,7 +169,7 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             jobs.append(Job(spec.name, tool, inputs=inp, mode=mode, cost=size * _TOOL_COST.get(tool, 1.0),
                             device=device if tool == "native" else None))
             owners.append(i)
-    runs = run_jobs(jobs, timeout=timeout, workers=workers) if jobs else []
+    runs = run_jobs(jobs, timeout=timeout, workers=workers, on_done=on_done, on_start=on_start) if jobs else []
     by_model: dict[int, list[ToolRun]] = {}
     for i, run in zip(owners, runs):
         by_model.setdefault(i, []).append(run)
@@ -305,10 +311,11 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(sig)
 
 
-def write_files(folder: Path, files: dict[str, str]) -> None:
+def write_files(folder: Path, files: dict[str, str | bytes]) -> None:
     """Write every file whole or none: all are rendered first, each goes to a temporary file in
     the same folder, and they are renamed into place only once all were written, with SIGINT,
-    SIGTERM and SIGHUP held back while they are. Files get the usual ``0o666 & ~umask``."""
+    SIGTERM and SIGHUP held back while they are. Files get the usual ``0o666 & ~umask``. Text is
+    written as UTF-8 with ``\n`` line ends, bytes (pictures) as they are."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -320,8 +327,12 @@ def write_files(folder: Path, files: dict[str, str]) -> None:
         for name, text in files.items():
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
             os.fchmod(fd, mode)  # mkstemp makes 0600
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(text)
+            if isinstance(text, bytes):
+                with os.fdopen(fd, "wb") as fb:
+                    fb.write(text)
+            else:
+                with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                    fh.write(text)
             temps.append((name, Path(tmp)))
         with _signals_held():
             for name, tmp in temps:
@@ -332,13 +343,21 @@ def write_files(folder: Path, files: dict[str, str]) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def render_model(report: ModelReport) -> dict[str, str]:
+def render_model(report: ModelReport) -> dict[str, str | bytes]:
+    """Every file of one model's report, by name: Markdown, JSON, CSV and, when some tool's count
+    was explained, the picture (``<stem>.png``) the Markdown shows."""
     from reconcile.report.data import layers_csv, model_json
     from reconcile.report.markdown import index_entry, model_markdown
+    from reconcile.report.plot import model_png
 
     stem = file_stem(report.model)
-    return {f"{stem}.md": model_markdown(report), f"{stem}.json": model_json(report, index_entry(report, stem)),
-            f"{stem}.csv": layers_csv(report)}
+    png = model_png(report)
+    files: dict[str, str | bytes] = {
+        f"{stem}.md": model_markdown(report, f"{stem}.png" if png is not None else ""),
+        f"{stem}.json": model_json(report, index_entry(report, stem)), f"{stem}.csv": layers_csv(report)}
+    if png is not None:
+        files[f"{stem}.png"] = png
+    return files
 
 
 def render_index(folder: Path, reports: Sequence[ModelReport] = ()) -> str:

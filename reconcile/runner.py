@@ -127,13 +127,17 @@ def run_jobs(
     timeout: float = 300.0,
     workers: int = 2,
     build: Callable[[str, str], Any] | str | None = None,
+    on_done: Callable[[Job, ToolRun], None] | None = None,
+    on_start: Callable[[Job], None] | None = None,
 ) -> list[ToolRun]:
     """Run every job in its own worker process, up to ``workers`` at a time; results in job order.
 
     ``build(model_name, device)`` makes a model from ``Job.model`` on the device the adapter asks
     for (``Adapter.device``): a module-level function or ``"module:function"``, called in the
     worker; default ``build_model``. ``timeout`` is per job, in seconds,
-    counted from the worker's start (building the model included)."""
+    counted from the worker's start (building the model included). ``on_start(job)`` and
+    ``on_done(job, run)`` are called in this process as each job starts and settles (progress
+    display)."""
     if workers < 1:
         raise ReconcileError(f"workers must be at least 1, got {workers}")
     check_timeout(timeout, "timeout")  # nan would spin the loop below, inf overflow its waits
@@ -159,6 +163,8 @@ def run_jobs(
             while pending and len(running) < workers:
                 index = pending.popleft()
                 running.append(_Worker.start(ctx, server, index, jobs[index], specs[index], builder, threads, timeout))
+                if on_start is not None:
+                    on_start(jobs[index])
             waiting = [w.conn for w in running if not w.eof] + [w.process.sentinel for w in running]
             wait(waiting, timeout=max(0.0, min(w.deadline for w in running) - time.monotonic()))
             for worker in list(running):
@@ -166,6 +172,8 @@ def run_jobs(
                 if run is not None:
                     results[worker.index] = run
                     running.remove(worker)
+                    if on_done is not None:
+                        on_done(jobs[worker.index], run)
     finally:
         for worker in running:  # only reached on an error or interrupt in this loop
             worker.kill()

@@ -112,7 +112,9 @@ def share(t: ToolExplanation) -> Share:
     return Share(ok, len(rows), "ok" if t.summaries else "no convention")
 
 
-def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str]] = (), source: str = "torchvision") -> str:
+def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str]] = (), source: str = "torchvision",
+                 picture: str = "") -> str:
+    """The zoo page; ``picture`` is the file name of its PNG (``reconcile.report.plot.zoo_png``), "" for none."""
     tools: list[str] = []
     for r in reports:
         for t in r.tools:
@@ -124,6 +126,7 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
              "Share of each tool's rows (per-layer rows, the total-only record and the headline) whose every "
              "number is predicted exactly from the native count, i.e. zero residual. Target: 100% everywhere. "
              "`failed` / `timeout`: the tool itself did not finish on that model (see the model's report).", "",
+             *([f"![each tool's main total relative to native MACs, one dot per model]({picture})", ""] if picture else []),
              "| " + " | ".join(head) + " |", "|" + "|".join([":---", ":---"] + ["---:"] * len(tools)) + "|"]
     complete = {t: 0 for t in tools}
     ran = {t: 0 for t in tools}

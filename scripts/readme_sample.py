@@ -12,6 +12,8 @@ BEGIN, END = "<!-- sample:begin -->", "<!-- sample:end -->"
 def sample() -> str:
     text = (ROOT / "reports" / "resnet18.md").read_text()
     head = text.split("\n## Per-layer differences")[0].rstrip("\n")
+    # the picture sits beside the report: seen from the README it is under reports/
+    head = head.replace("](resnet18.png)", "](reports/resnet18.png)")
     # the report's own headings sit one level below the README's section
     return "\n".join("#" + line if line.startswith("#") else line for line in head.splitlines())
 

@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from reconcile.progress import PREFIX  # progress lines (one per model) are not errors
+
 USERNETS = textwrap.dedent("""
     import torch
     from torch import nn
@@ -61,14 +63,18 @@ def test_a_model_every_tool_fails_on_does_not_stop_the_others(tmp_path):
     proc = reconcile(tmp_path, "report", "usernets:Broken,nosuchmodel,usernets:Good", "--input-shape", "1,4",
                      "--tools", "thop,fvcore", "--out", "out")
     assert proc.returncode == 2
-    errors = proc.stderr.strip().splitlines()
+    lines = proc.stderr.strip().splitlines()
+    errors = [line for line in lines if not line.startswith(PREFIX)]
     assert len(errors) == 2 and "Traceback" not in proc.stderr
+    # stderr is not a terminal here: one plain progress line per model whose tools ran
+    assert [line.split("] ")[1].split(":")[0:2] for line in lines if line.startswith(PREFIX)] == [
+        ["usernets", "Broken"], ["usernets", "Good"]]
     assert "this forward always fails" in errors[0]
     assert "nosuchmodel" in errors[1]
     out = tmp_path / "out"
     # Good: Linear(4, 3) on 1x4 = 12 MACs, reported whole; nothing of Broken; no temporary files
     assert sorted(p.name for p in out.iterdir()) == ["index.md", "usernets_Good.csv", "usernets_Good.json",
-                                                     "usernets_Good.md"]
+                                                     "usernets_Good.md", "usernets_Good.png"]
     assert "12 MAC" in (out / "usernets_Good.md").read_text()
     assert "Broken" not in (out / "index.md").read_text()
 
@@ -116,7 +122,7 @@ def test_a_model_native_cannot_count_still_gets_the_tools_numbers(tmp_path):
     proc = reconcile(tmp_path, "report", "usernets:RefusesToBeCounted", "--input-shape", "1,4", "--tools", "thop",
                      "--out", "out")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
+    assert [line for line in proc.stderr.strip().splitlines() if not line.startswith(PREFIX)] == [
         "reconcile: error: usernets:RefusesToBeCounted could not be counted: the forward of model raised "
         "RuntimeError: refuses to be counted (check the input shape and dtype with --input-shape / --input-dtype)"]
     md = (tmp_path / "out" / "usernets_RefusesToBeCounted.md").read_text()

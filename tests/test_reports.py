@@ -28,7 +28,7 @@ def fresh(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("name", [f"{m}.{ext}" for m in MODELS for ext in ("md", "json", "csv")] + ["index.md"])
+@pytest.mark.parametrize("name", [f"{m}.{ext}" for m in MODELS for ext in ("md", "json", "csv", "png")] + ["index.md"])
 def test_committed_report_is_current(fresh, name):
     committed = ROOT / "reports" / name
     assert committed.exists(), f"reports/{name} is not committed: run `make report`"

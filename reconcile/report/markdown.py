@@ -6,6 +6,8 @@ ordering). Imports no torch.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable, Sequence
 
@@ -39,6 +41,26 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], align: str) ->
     return out
 
 
+class _Notes:
+    """Long cell texts moved under a table, each behind a letter, so that rows stay narrow."""
+
+    LIMIT = 24
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def cell(self, short: str, long: str, label: str) -> str:
+        """``short`` plus ``long`` when ``long`` is short, else ``short`` and a letter for ``long``."""
+        if len(long) <= self.LIMIT:
+            return f"{short} {long}".strip()
+        letter = chr(ord("a") + len(self.items)) if len(self.items) < 26 else str(len(self.items))
+        self.items.append(f"({letter}) {label}: {long}")
+        return f"{short} ({letter})".strip()
+
+    def lines(self) -> list[str]:
+        return ["", *(f"- {i}" for i in self.items)] if self.items else []
+
+
 def _share(s: MetricSummary) -> str:
     share = s.explained_share()
     return "—" if share is None else numbers.percent(share, 1)
@@ -50,6 +72,7 @@ def _ok(tools: Sequence[ToolExplanation]) -> list[ToolExplanation]:
 
 def summary_section(r: ModelReport) -> list[str]:
     rows = []
+    notes = _Notes()
     for t in r.tools:
         if t.status != "ok":
             rows.append([t.tool, f"**{t.status}**", "—", "—", "—", "—", "—", "—", "—"])
@@ -59,7 +82,7 @@ def summary_section(r: ModelReport) -> list[str]:
             unit = t.run.units.get(hkey, "")
             label = t.tool if hkey == t.main else f"{t.tool} ({hkey})"
             rows.append([
-                label, "ok", f"{_n(s.raw_total)} {unit}".strip(),
+                label, "ok", notes.cell(_n(s.raw_total), unit, label),
                 _n(s.normalized.get("macs")), _n(s.normalized.get("flops")),
                 _signed(s.raw_total - s.reference) if s.raw_total is not None else "—",
                 _share(s), _n(s.residual), numbers.si(s.raw_total) if s.raw_total is not None else "—",
@@ -73,7 +96,7 @@ def summary_section(r: ModelReport) -> list[str]:
     if pub:
         out += [f"Published by torchvision for these weights: `_ops` {pub.get('_ops')} G, `num_params` "
                 f"{_n(pub.get('num_params'))}.", ""]
-    out += _table(head, rows, "llrrrrrrr")
+    out += _table(head, rows, "llrrrrrrr") + notes.lines()
     out += ["", "*as MACs*: the tool's total with its convention differences removed (bias, norms, activations, "
             "MAC vs FLOP, per-sample); work it could not see stays missing. *as FLOPs*: the native FLOPs of the "
             "work the tool saw. *explained*: share of the gap to native MACs that named causes account for; "
@@ -118,11 +141,57 @@ def causes_section(r: ModelReport) -> list[str]:
     return out + [""]
 
 
-def _cause_text(le: LayerExplanation, metric: str) -> str:
-    return "; ".join(c.text for c in le.causes.get(metric, ()))
+_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+MAX_NAME = 30  # characters of a group's compressed module names
 
 
-def layers_section(r: ModelReport) -> list[str]:
+def _template(text: str) -> str:
+    """A cause sentence with its numbers taken out: the same formula on layers of other sizes."""
+    return _NUMBER.sub("#", text)
+
+
+def _tool_text(tool: str, text: str) -> str:
+    # texts usually name their tool ("thop has no rule ..."): no second prefix then
+    return text if text.startswith(tool + " ") else f"{tool}: {text}"
+
+
+def _module_label(m: str) -> str:
+    return f"`{m}`" if m and m != OUTSIDE else ("(model)" if m == "" else m)
+
+
+def compress_names(modules: Sequence[str], type_: str) -> str:
+    """``features.{1,3,6,...}`` for siblings, ``a.{1,2}, b.{4}`` across a few parents, else
+    ``13 ReLU modules``; one module keeps its name."""
+    if len(modules) == 1:
+        return _module_label(modules[0])
+    parents: dict[str, list[str]] = {}
+    for m in modules:
+        parent, dot, leaf = m.rpartition(".")
+        parents.setdefault(parent + dot, []).append(leaf)
+    parts = []
+    for parent, leaves in parents.items():
+        shown = leaves if len(leaves) <= 4 else leaves[:3] + ["..."]
+        parts.append(f"{parent}{{{','.join(shown)}}}")
+    text = "`" + ", ".join(parts) + "`"
+    return text if len(text) <= MAX_NAME else f"{len(modules)} {type_} modules"
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    """Modules whose explanation is the same in every tool column: the same causes with the same
+    formula (the sentence with its numbers taken out), no residual. A module with a residual is a
+    group of its own."""
+
+    modules: tuple[str, ...]
+    type: str
+    reference: int | Fraction | None  # native MACs, summed
+    raw: tuple[int | Fraction | None, ...]  # per tool column, summed (None: no row in that tool)
+    notes: tuple[tuple[str, str, str], ...]  # (cause id, tool, first member's sentence)
+    residual: tuple[int | Fraction, ...]  # per tool column
+
+
+def _layer_table(r: ModelReport) -> tuple[list[ToolExplanation], list[str], dict[str, dict[str, LayerExplanation]],
+                                          dict[str, str], dict[str, int | Fraction]]:
     # native is the reference column itself; every other tool gets a column
     tools = [t for t in _ok(r.tools) if t.metric and t.tool != "native"]
     by_module: dict[str, dict[str, LayerExplanation]] = {}
@@ -140,44 +209,86 @@ def layers_section(r: ModelReport) -> list[str]:
             types.setdefault(le.module, le.type)
             if t.metric in le.reference and not le.reference.get("_inclusive"):
                 references.setdefault(le.module, le.reference[t.metric])
-    differing = []
-    for m in order:
+    differing = [m for m in order
+                 if any((le.causes.get(_metric(tools, tool)) or le.residual.get(_metric(tools, tool), 0))
+                        for tool, le in by_module[m].items())]
+    return tools, differing, by_module, types, references
+
+
+def group_layers(tools: Sequence[ToolExplanation], modules: Sequence[str],
+                 by_module: dict[str, dict[str, LayerExplanation]], types: dict[str, str],
+                 references: dict[str, int | Fraction]) -> list[LayerGroup]:
+    """Differing modules grouped by (type, per tool: has a row, causes and their formulas), in
+    order of first appearance; a module with a residual in any column stays alone."""
+    keys: dict[object, list[str]] = {}
+    for m in modules:
         cells = by_module[m]
-        if any((le.causes.get(_metric(tools, tool)) or le.residual.get(_metric(tools, tool), 0))
-               for tool, le in cells.items()):
-            differing.append(m)
+        if any(le.residual.get(t.metric, 0) for t in tools if (le := cells.get(t.tool)) is not None):
+            key: object = ("residual", m)
+        else:
+            key = (types.get(m, ""), m in references, tuple(
+                (t.tool, None) if (le := cells.get(t.tool)) is None
+                else (t.tool, tuple((c.id, _template(c.text)) for c in le.causes.get(t.metric, ())))
+                for t in tools))
+        keys.setdefault(key, []).append(m)
+    groups = []
+    for members in keys.values():
+        first = by_module[members[0]]
+        raw, residual = [], []
+        for t in tools:
+            present = [by_module[m][t.tool] for m in members if t.tool in by_module[m]]
+            vals = [le.raw.get(t.metric) for le in present]
+            raw.append(sum(vals, 0) if present and all(v is not None for v in vals) else None)
+            residual.append(sum((le.residual.get(t.metric, 0) for le in present), 0))
+        notes = tuple((c.id, t.tool, c.text) for t in tools if t.tool in first
+                      for c in first[t.tool].causes.get(t.metric, ()))
+        ref = sum((references[m] for m in members if m in references), 0) if any(m in references for m in members) else None
+        groups.append(LayerGroup(tuple(members), types.get(members[0], ""), ref, tuple(raw), notes, tuple(residual)))
+    return groups
+
+
+def layers_section(r: ModelReport) -> list[str]:
+    tools, differing, by_module, types, references = _layer_table(r)
     out = ["## Per-layer differences", ""]
     if not differing:
         return out + ["No layer differs from the native count in any tool.", ""]
-    out += [f"{len(differing)} modules where at least one tool differs from the native MAC count. A cell is the "
-            "tool's own number for that module (— : the tool has no row for it); *why* names every cause with "
-            "its amount; a residual, if any, is marked **unexplained**.", ""]
-    head = ["module", "type", "native MACs"] + [t.tool for t in tools] + ["why"]
+    groups = group_layers(tools, differing, by_module, types, references)
+    # footnotes keyed by cause, in catalogue order; one per (cause, tool, formula)
+    keyed: dict[tuple[str, str, str], int] = {}
+    for g in groups:
+        for cid, tool, text in g.notes:
+            keyed.setdefault((cid, tool, _template(text)), 0)
+    ordered = sorted(keyed, key=lambda k: (list(CAUSES).index(k[0]), k[1], k[2]))
+    for i, k in enumerate(ordered, 1):
+        keyed[k] = i
+    out += [f"{len(differing)} modules where at least one tool differs from the native MAC count, in {len(groups)} "
+            "groups of modules explained alike (same type, same causes, same formula). A cell is the tool's own "
+            "number summed over the group (— : the tool has no row for it); *notes* point to the sentences below, by "
+            "cause; a residual is marked **unexplained** and its module is never grouped. Every module's own row is in "
+            f"`{file_stem(r.model)}.csv` and `.json`.", ""]
+    head = ["modules", "type", "n", "native MACs"] + [t.tool for t in tools] + ["notes"]
     rows = []
-    for m in differing[:MAX_LAYER_ROWS]:
-        cells = by_module[m]
-        why = []
-        row = [f"`{m}`" if m and m != OUTSIDE else ("(model)" if m == "" else m), types.get(m, ""), _n(references.get(m))]
-        for t in tools:
-            le = cells.get(t.tool)
-            if le is None:
-                row.append("—")
-                continue
-            raw = le.raw.get(t.metric)
-            row.append(_n(raw) if raw is not None else "—")
-            text = _cause_text(le, t.metric)
-            res = le.residual.get(t.metric, 0)
-            if text:
-                # texts usually name their tool ("thop has no rule ..."): no second prefix then
-                why.append(text if text.startswith(t.tool + " ") else f"{t.tool}: {text}")
-            if res:
-                why.append(f"{t.tool}: **unexplained {_signed(res)}**")
-        row.append("<br>".join(why))
-        rows.append(row)
-    out += _table(head, rows, "llr" + "r" * len(tools) + "l")
-    if len(differing) > MAX_LAYER_ROWS:
-        out += ["", f"({len(differing) - MAX_LAYER_ROWS} more modules in the JSON and CSV files.)"]
-    return out + [""]
+    for g in groups[:MAX_LAYER_ROWS]:
+        refs = sorted({keyed[(cid, tool, _template(text))] for cid, tool, text in g.notes})
+        notes = ",".join(map(str, refs))
+        unexplained = [f"**unexplained {t.tool} {_signed(v)}**" for t, v in zip(tools, g.residual) if v]
+        rows.append([compress_names(g.modules, g.type), g.type, str(len(g.modules)), _n(g.reference),
+                     *(_n(v) if v is not None else "—" for v in g.raw),
+                     "<br>".join(([notes] if notes else []) + unexplained)])
+    out += _table(head, rows, "llrr" + "r" * len(tools) + "l")
+    if len(groups) > MAX_LAYER_ROWS:
+        out += ["", f"({len(groups) - MAX_LAYER_ROWS} more groups in the JSON and CSV files.)"]
+    out += [""]
+    by_cause: dict[str, list[str]] = {}
+    for k in ordered:
+        cid, tool, _ = k
+        example = next(text for g in groups for c, t, text in g.notes if (c, t, _template(text)) == k)
+        by_cause.setdefault(cid, []).append(f"[{keyed[k]}] {_tool_text(tool, example)}")
+    for cid, items in by_cause.items():
+        out.append(f"- **{cid}**: " + "; ".join(items))
+    if by_cause:
+        out += ["", "(Each note's numbers are those of the first module of its group.)", ""]
+    return out
 
 
 def _metric(tools: Sequence[ToolExplanation], tool: str) -> str:
@@ -189,22 +300,33 @@ def _metric(tools: Sequence[ToolExplanation], tool: str) -> str:
 
 def other_metrics_section(r: ModelReport) -> list[str]:
     rows = []
+    agree = []
+    notes = _Notes()
     for t in _ok(r.tools):
         for hkey, s in t.summaries.items():
             if s.is_ops:
                 continue
-            causes = "; ".join(f"{cid} {_signed(v)}" for cid, v in sorted(s.causes.items(), key=lambda kv: -abs(kv[1])) if v)
             unit = t.run.units.get(hkey, "")
-            rows.append([t.tool, hkey, f"{_n(s.raw_total)} {unit}".strip(), _n(s.reference),
+            nonzero = sorted(((cid, v) for cid, v in s.causes.items() if v), key=lambda kv: -abs(kv[1]))
+            if s.raw_total is not None and s.raw_total == s.reference and not nonzero and not s.residual:
+                agree.append(f"{t.tool} {hkey} {_n(s.raw_total)}")
+                continue
+            causes = "; ".join(f"{cid} {_signed(v)}" for cid, v in nonzero)
+            label = f"{t.tool} {hkey}"
+            rows.append([t.tool, hkey, notes.cell(_n(s.raw_total), unit, f"{label}, unit"), _n(s.reference),
                          _signed(s.raw_total - s.reference) if s.raw_total is not None else "—",
-                         causes or "—", _n(s.residual)])
+                         notes.cell("", causes, f"{label}, causes") if len(causes) > 48 else (causes or "—"),
+                         _n(s.residual)])
     out = ["## Parameters and memory", "",
            f"Native: {_n(r.native_totals['params'])} parameters ({_n(r.native_totals['params_trainable'])} trainable, "
            f"{_n(r.native_totals['params_frozen'])} frozen, each tied tensor once), {_n(r.native_totals['buffers'])} "
            f"buffer elements; the forward reads {numbers.mib(r.native_totals['bytes_read'])} and writes "
            f"{numbers.mib(r.native_totals['bytes_written'])} ({_n(r.native_totals['activations'])} elements).", ""]
+    if agree:
+        out += ["Equal to the native figure, no cause: " + ", ".join(agree) + ".", ""]
     if rows:
         out += _table(["tool", "figure", "reported", "native reference", "gap", "causes", "residual"], rows, "llrrrlr")
+        out += notes.lines()
     return out + [""]
 
 
@@ -257,7 +379,8 @@ def regenerate_line(r: ModelReport) -> str:
     return f"Regenerate with `{cli}`."
 
 
-def model_markdown(r: ModelReport) -> str:
+def model_markdown(r: ModelReport, picture: str = "") -> str:
+    """The report; ``picture`` is the file name of the model's PNG beside it ("" : none)."""
     versions = ", ".join(f"{k} {v}" for k, v in r.versions.items())
     tool_versions = ", ".join(f"{t.tool} {t.version}" for t in r.tools)
     title = (f"{len(r.tools)} counters ran, native could not count it" if r.error
@@ -280,6 +403,8 @@ def model_markdown(r: ModelReport) -> str:
             lines += [""]
         lines += failures_section(r)
         return "\n".join(lines).rstrip() + "\n"
+    if picture:
+        lines += [f"![{r.model}: each tool's gap to the native MAC count, split into named causes]({picture})", ""]
     lines += summary_section(r)
     lines += causes_section(r)
     lines += layers_section(r)

@@ -1,0 +1,203 @@
+"""Pictures: pure functions from result records to PNG bytes. Imports no torch.
+
+Deterministic: the same records give byte-identical PNGs. Matplotlib's Agg canvas is used
+directly (no pyplot, no global backend switch), with a fixed size, dpi and font (DejaVu Sans,
+shipped with matplotlib), inside an ``rc_context`` so no global setting leaks, and PNG metadata
+without the Software/timestamp entries. Colours are fixed per cause by its place in the cause
+catalogue (``CAUSES``), so a cause has the same colour in every report.
+"""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+from typing import Sequence
+
+from reconcile.conventions.base import CAUSES
+from reconcile.report import numbers
+from reconcile.report.model import ModelReport
+
+# matplotlib's tab20 and tab20b without their reds: red is kept for the residual alone
+_PALETTE = (
+    "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#9467bd", "#c5b0d5",
+    "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d",
+    "#17becf", "#9edae5", "#393b79", "#5254a3", "#637939", "#8ca252", "#8c6d31", "#bd9e39",
+)
+RESIDUAL_COLOUR = "#e00000"
+CAUSE_COLOURS: dict[str, str] = {cid: _PALETTE[i % len(_PALETTE)] for i, cid in enumerate(CAUSES)}
+
+_RC = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "svg.hashsalt": "reconcile",
+    "path.simplify": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+_DPI = 100
+_WIDTH = 10.0  # inches
+
+
+def _png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _signed_si(x: int | Fraction) -> str:
+    if x == 0:
+        return "0"
+    return ("+" if x > 0 else "−") + numbers.si(abs(x), 2)
+
+
+def tool_bars(r: ModelReport) -> list[tuple[str, int | Fraction, int | Fraction, list[tuple[str, int | Fraction]], int | Fraction]]:
+    """What the model picture draws, as data: per tool with an explained op count,
+    ``(label, native reference, tool's total, [(cause, signed amount)] in catalogue order,
+    signed residual)``; the reference plus the causes plus the residual is the tool's total."""
+    out = []
+    for t in r.tools:
+        if t.status != "ok" or t.tool == "native" or t.main not in t.summaries:
+            continue
+        s = t.summaries[t.main]
+        if not s.is_ops or s.raw_total is None:
+            continue
+        causes = [(cid, s.causes[cid]) for cid in CAUSES if s.causes.get(cid)]
+        residual = s.raw_total - s.reference - sum((v for _, v in causes), 0)
+        out.append((t.tool, s.reference, s.raw_total, causes, residual))
+    return out
+
+
+def model_png(r: ModelReport) -> bytes | None:
+    """One horizontal bar per tool, from the native MACs to the tool's own number, split into
+    its named causes (right of zero: adds, left: removes), the residual in red. Each tool has its
+    own scale (torchstat's 2x and thop's +0.003% both stay readable); the axis is the gap to
+    native in the tool's own unit. None when there is nothing to draw."""
+    bars = tool_bars(r)
+    if not bars:
+        return None
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    present = [cid for cid in CAUSES if any(cid == c for _, _, _, cs, _ in bars for c, _ in cs)]
+    any_residual = any(res for *_, res in bars)
+    n = len(bars)
+    with rc_context(_RC):
+        fig = Figure(figsize=(_WIDTH, 0.9 + 0.62 * n + 0.25 * ((len(present) + any_residual + 2) // 3)))
+        native = r.native_totals.get("macs", 0)
+        fig.suptitle(f"{r.model}: where each tool's number comes from (gap to native {numbers.si(native)} MACs, "
+                     "each bar on its own scale)", x=0.01, ha="left", fontsize=10)
+        axes = fig.subplots(n, 1, squeeze=False)[:, 0]
+        for ax, (tool, ref, total, causes, residual) in zip(axes, bars):
+            segments = list(causes) + ([("residual", residual)] if residual else [])
+            right = left = 0.0
+            for cid, amount in segments:
+                v = float(amount)
+                start = right if v > 0 else left
+                colour = RESIDUAL_COLOUR if cid == "residual" else CAUSE_COLOURS[cid]
+                ax.barh(0, v, left=start, height=0.6, color=colour, edgecolor="black" if cid == "residual" else "white",
+                        linewidth=0.6, hatch="xx" if cid == "residual" else None)
+                if v > 0:
+                    right += v
+                else:
+                    left += v
+            gap = float(total - ref)
+            ax.plot([gap], [0], marker="D", color="black", markersize=4)
+            span = max(right - left, abs(gap), 1.0)
+            ax.set_xlim(left - 0.02 * span, right + 0.02 * span if right > 0 else 0.02 * span)
+            ax.set_ylim(-0.5, 0.5)
+            ax.set_yticks([])
+            ax.axvline(0, color="black", linewidth=0.8)
+            ax.set_ylabel(tool, rotation=0, ha="right", va="center", fontsize=9)
+            ax.xaxis.set_major_formatter(_si_formatter())
+            ax.tick_params(axis="x", labelsize=7)
+            # a segment wide enough carries its name; the others are listed above the bar
+            small = []
+            right = left = 0.0
+            for cid, amount in segments:
+                v = float(amount)
+                start = right if v > 0 else left
+                if abs(v) >= 0.12 * span:
+                    ax.text(start + v / 2, 0, f"{cid} {_signed_si(amount)}", ha="center", va="center", fontsize=7,
+                            color="white" if cid in ("residual", "mac_vs_flop") else "black")
+                else:
+                    small.append(f"{cid} {_signed_si(amount)}")
+                if v > 0:
+                    right += v
+                else:
+                    left += v
+            if small:
+                ax.set_title("also: " + ", ".join(small), loc="left", fontsize=7, pad=2)
+            share = abs(Fraction(total - ref) / ref) if ref else None
+            pct = "n/a" if share is None else ("<0.01%" if 0 < share < Fraction(1, 10000) else numbers.percent(total - ref, ref, 2))
+            mark = f", residual {_signed_si(residual)}" if residual else ""
+            ax.set_title(f"{numbers.si(total)} = native {_signed_si(total - ref)} ({pct}){mark}",
+                         loc="right", fontsize=8, pad=2)
+        handles = [Patch(facecolor=CAUSE_COLOURS[c], label=c) for c in present]
+        if any_residual:
+            handles.append(Patch(facecolor=RESIDUAL_COLOUR, edgecolor="black", hatch="xx", label="residual (unexplained)"))
+        if handles:
+            fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=8)
+        legend_h = 0.25 * ((len(handles) + 2) // 3) + 0.2
+        fig.subplots_adjust(left=0.16, right=0.98, top=1 - 0.55 / fig.get_figheight(),
+                            bottom=legend_h / fig.get_figheight(), hspace=1.1)
+        return _png(fig)
+
+
+def _si_formatter():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda x, _pos: _signed_si(Fraction(x).limit_denominator(1)) if x else "0")
+
+
+def zoo_ratios(reports: Sequence[ModelReport]) -> dict[str, list[float]]:
+    """Per tool (main op count), its total divided by native MACs, one value per model."""
+    out: dict[str, list[float]] = {}
+    for r in reports:
+        native = r.native_totals.get("macs") if not r.error else None
+        if not native:
+            continue
+        for t in r.tools:
+            if t.status != "ok" or t.main not in t.summaries:
+                continue
+            s = t.summaries[t.main]
+            if s.is_ops and s.raw_total is not None:
+                out.setdefault(t.tool, []).append(float(Fraction(s.raw_total) / native))
+    return out
+
+
+def zoo_png(reports: Sequence[ModelReport]) -> bytes | None:
+    """A strip plot: per tool, one dot per model at its total / native MACs (log scale), the
+    median marked. None when no model has a native count."""
+    ratios = zoo_ratios(reports)
+    if not ratios:
+        return None
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    tools = list(ratios)
+    with rc_context(_RC):
+        fig = Figure(figsize=(_WIDTH, 0.8 + 0.45 * len(tools)))
+        ax = fig.subplots()
+        for i, tool in enumerate(tools):
+            vals = sorted(ratios[tool])
+            # deterministic jitter: spread the dots of a tool over a band by their rank
+            ys = [i + 0.3 * ((k % 7) / 6 - 0.5) for k in range(len(vals))]
+            ax.scatter(vals, ys, s=14, color=_PALETTE[(2 * i) % len(_PALETTE)], alpha=0.8, edgecolors="none")
+            mid = vals[len(vals) // 2]
+            ax.plot([mid, mid], [i - 0.3, i + 0.3], color="black", linewidth=1.2)
+        ax.axvline(1.0, color="black", linewidth=0.6, linestyle=":")
+        ax.set_xscale("log")
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}x"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_yticks(range(len(tools)), tools)
+        ax.invert_yaxis()
+        ax.set_xlabel("tool's main total / native MACs (one dot per model, bar: median)")
+        ax.set_title(f"{len(reports)} models: each tool's number relative to native MACs", loc="left", fontsize=10)
+        fig.subplots_adjust(left=0.15, right=0.98, top=1 - 0.4 / fig.get_figheight(), bottom=0.5 / fig.get_figheight())
+        return _png(fig)
