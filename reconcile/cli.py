@@ -203,7 +203,7 @@ def _tools_text(ns: argparse.Namespace) -> tuple[str, ...]:
 def cmd_tools(ns: argparse.Namespace) -> int:
     """Each tool's raw results, exactly as the tools reported them."""
     cfg = _config(ns)
-    from reconcile import models, pipeline
+    from reconcile import models
     from reconcile.records import to_plain
     from reconcile.report import numbers
     from reconcile.report.text import table
@@ -238,7 +238,7 @@ def cmd_tools(ns: argparse.Namespace) -> int:
 
 def cmd_report(ns: argparse.Namespace) -> int:
     cfg = _config(ns)
-    from reconcile import models, pipeline
+    from reconcile import pipeline
 
     folder = pipeline.check_writable(cfg.out)
     tools = _tools_text(ns)
@@ -275,7 +275,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
 def cmd_predict(ns: argparse.Namespace) -> int:
     """What a tool would report, predicted from the native count alone (the tool is not run)."""
     cfg = _config(ns)
-    from reconcile import conventions, models, pipeline
+    from reconcile import conventions, models
     from reconcile.counter import count
     from reconcile.records import to_plain
     from reconcile.report import numbers

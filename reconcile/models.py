@@ -41,7 +41,6 @@ from reconcile.inputs import (  # noqa: F401 - re-exported: the model layer's pu
     with_dtype,
 )
 from reconcile.sources import PREFIXES, source
-from reconcile.sources.user import CALLABLE_RE
 
 if TYPE_CHECKING:
     import torch

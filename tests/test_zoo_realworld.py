@@ -14,11 +14,96 @@ from reconcile import conventions, models, pipeline, zoo
 
 SAMPLE = zoo.TIMM_SAMPLE + zoo.TRANSFORMERS_SAMPLE
 
-# (model, tool) -> (rows explained, rows) for the rows not yet explained
-KNOWN_GAPS: dict[tuple[str, str], tuple[int, int]] = {}
+LLAMA = zoo.TRANSFORMERS_SAMPLE[4]
+# (model, tool) -> (rows explained, rows) for the rows not yet explained.
+# fvcore: only its "unsupported:<op>" call counts; flops, activations and params are explained on
+# every row. Its jit trace records Python arithmetic on traced sizes (H + 1, math.ceil: swin, volo,
+# halonet, xcit, mobilevit, efficientvit, tf_efficientnet's same padding) and transformers builds
+# its masks another way when it sees a trace (the five token models): no eager aten op shows them.
+KNOWN_GAPS: dict[tuple[str, str], tuple[int, int]] = {
+    ("timm:xcit_nano_12_p16_224", "fvcore"): (350, 353),
+    ("timm:mobilevit_xxs", "fvcore"): (421, 430),
+    ("timm:efficientvit_b0", "fvcore"): (293, 312),
+    ("timm:swin_tiny_patch4_window7_224", "fvcore"): (225, 248),
+    ("timm:volo_d1_224", "fvcore"): (338, 381),
+    ("timm:halonet26t", "fvcore"): (213, 227),
+    ("timm:tf_efficientnet_b0", "fvcore"): (322, 338),
+    ("hf:BertModel", "fvcore"): (226, 229),
+    ("hf:DistilBertModel", "fvcore"): (91, 93),
+    ("hf:GPT2LMHeadModel", "fvcore"): (137, 165),
+    ("hf:T5ForConditionalGeneration", "fvcore"): (224, 280),
+    (LLAMA, "fvcore"): (48, 60),
+}
 
 # (model, tool) -> words of the tool's own failure, as it happens with the pinned versions
-KNOWN_FAILURES: dict[tuple[str, str], str] = {}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {
+    ("timm:ghostnet_100", "torchstat"):
+        "torchstat patches __call__ of the leaf layer classes it finds: BatchNormAct2d blocks.9.0.bn1 subclasses BatchNorm2d but has children, so it is not a leaf and its inherited __call__ fails torchstat's check",
+    ("timm:rexnet_100", "torchstat"):
+        "torchstat patches __call__ of the leaf layer classes it finds: BatchNormAct2d stem.bn subclasses BatchNorm2d but has children, so it is not a leaf and its inherited __call__ fails torchstat's check",
+    ("timm:vit_tiny_patch16_224", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to blocks.0.attn.qkv',
+    ("timm:deit_tiny_patch16_224", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to blocks.0.attn.qkv',
+    ("timm:cait_xxs24_224", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to blocks.0.attn.qkv',
+    ("timm:xcit_nano_12_p16_224", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to blocks.0.attn.qkv',
+    ("timm:xcit_nano_12_p16_224", "torchsummary"):
+        'torchsummary needs every layer to return a tensor or a flat tuple of tensors: ConvPatchEmbed patch_embed returns a tuple where a tensor should be',
+    ("timm:levit_128s", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to stages.0.blocks.0.attn.qkv.linear',
+    ("timm:mobilevit_xxs", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to stages.2.1.transformer.0.attn.qkv',
+    ("timm:crossvit_tiny_240", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to blocks.0.blocks.0.0.attn.qkv',
+    ("timm:crossvit_tiny_240", "torchsummary"):
+        'torchsummary needs every layer to return a tensor or a flat tuple of tensors: MultiScaleBlock blocks.0 returns a list where a tensor should be',
+    ("timm:maxvit_nano_rw_256", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 4-D tensor to stages.0.blocks.0.attn_block.attn.qkv',
+    ("timm:mixer_s32_224", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to blocks.0.mlp_tokens.fc1',
+    ("timm:resmlp_12_224", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to blocks.0.linear_tokens',
+    ("timm:gmlp_ti16_224", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to blocks.0.mlp_channels.fc1',
+    ("timm:swin_tiny_patch4_window7_224", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to layers.0.blocks.0.attn.qkv',
+    ("timm:volo_d1_224", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 4-D tensor to network.0.0.attn.v',
+    ("timm:eva02_tiny_patch14_224", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to blocks.0.attn.proj',
+    ("timm:sequencer2d_s", "torchstat"):
+        'torchstat needs every layer to return a tensor or a flat tuple of tensors: LSTM stages.0.blocks.0.rnn_tokens.rnn_v returns a tuple where a tensor should be',
+    ("timm:sequencer2d_s", "torchsummary"):
+        'torchsummary needs every layer to return a tensor or a flat tuple of tensors: LSTM stages.0.blocks.0.rnn_tokens.rnn_v returns a tuple where a tensor should be',
+    ("timm:beit_base_patch16_224", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to blocks.0.attn.proj',
+    ("hf:BertModel", "torchstat"):
+        'torchstat takes one input of size (C, H, W); this model takes 2 inputs',
+    ("hf:BertModel", "torchsummary"):
+        'torchsummary feeds random float inputs of the sizes it is given: Embedding embeddings.word_embeddings needs integer inputs (token ids)',
+    ("hf:DistilBertModel", "torchstat"):
+        'torchstat takes one input of size (C, H, W); this model takes 2 inputs',
+    ("hf:DistilBertModel", "torchsummary"):
+        'torchsummary feeds random float inputs of the sizes it is given: Embedding embeddings.word_embeddings needs integer inputs (token ids)',
+    ("hf:GPT2LMHeadModel", "torchstat"):
+        'torchstat takes one input of size (C, H, W); this model takes 3 inputs',
+    ("hf:GPT2LMHeadModel", "torchsummary"):
+        'torchsummary takes tensor inputs only (it builds random ones from their sizes): input 1 is NoneType',
+    ("hf:T5ForConditionalGeneration", "torchstat"):
+        'torchstat takes one input of size (C, H, W); this model takes 3 inputs',
+    ("hf:T5ForConditionalGeneration", "torchsummary"):
+        'torchsummary feeds random float inputs of the sizes it is given: Embedding encoder.embed_tokens needs integer inputs (token ids)',
+    (LLAMA, "torchstat"):
+        'torchstat takes one input of size (C, H, W); this model takes 2 inputs',
+    (LLAMA, "torchsummary"):
+        'torchsummary feeds random float inputs of the sizes it is given: Embedding model.embed_tokens needs integer inputs (token ids)',
+    ("hf:ViTForImageClassification", "torchstat"):
+        'torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to vit.layers.0.attention.q_proj',
+    ("hf:ViTForImageClassification", "torchsummary"):
+        'torchsummary needs every layer to return a tensor or a flat tuple of tensors: ViTAttention vit.layers.0.attention returns a NoneType where a tensor should be',
+}
 
 
 @pytest.fixture(scope="module")
