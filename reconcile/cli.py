@@ -371,11 +371,17 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
 
 
 def cmd_models(ns: argparse.Namespace) -> int:
-    from reconcile import models
+    from reconcile import models, zoo
 
-    for name in models.torchvision_names():
-        inp = models.default_input(models.resolve(name))
-        print(f"{name:24s} {'x'.join(str(d) for d in inp.shape)}")
+    if ns.source == "torchvision":
+        names = models.torchvision_names()
+    elif ns.source == "timm":
+        names = zoo.models_of("timm", "all")
+    else:  # transformers has no finite list: the sample, as examples of the spec
+        names = list(zoo.TRANSFORMERS_SAMPLE)
+    for name in names:
+        inputs = models.default_inputs(models.resolve(name, check=False))
+        print(f"{name:24s} {models.describe_inputs(inputs) if len(inputs) > 1 else 'x'.join(map(str, inputs[0].shape))}")
     return 0
 
 
@@ -433,7 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
     p.set_defaults(func=cmd_zoo)
 
-    p = sub.add_parser("models", help="list the torchvision models and their default inputs")
+    p = sub.add_parser("models", help="list the models of a source and their default inputs")
+    p.add_argument("--source", choices=("torchvision", "timm", "transformers"), default="torchvision",
+                   help="torchvision (default; 80 models), timm (every timm.list_models() name) or "
+                        "transformers (the sample: any class works as hf:ClassName)")
     p.set_defaults(func=cmd_models)
     return parser
 

@@ -75,11 +75,6 @@ def inputs_for(spec: models.ModelSpec, inputs: Sequence[models.InputSpec] | None
     return models.with_dtype(models.default_inputs(spec), dtype, high)
 
 
-def input_for(spec: models.ModelSpec, shape: tuple[int, ...] | None, dtype: str, high: int | None) -> models.InputSpec:
-    """The first input (single-input callers)."""
-    return inputs_for(spec, None, shape, dtype, high)[0]
-
-
 def _options(inputs: Sequence[models.InputSpec] | None, shape: tuple[int, ...] | None, dtype: str,
              high: int | None, mode: str, device: str, tools: Sequence[str]) -> tuple[str, ...]:
     out: list[str] = []
