@@ -219,3 +219,10 @@ def test_cli_json(capsys):
     obj = json.loads(out)
     assert [h["key"] for h in obj["hardware"]] == ["t4", "l4"]
     assert obj["rows_per"] == "op" and obj["flops"] == 3_637_806_568
+
+
+def test_callable_package():
+    import reconcile
+
+    r = reconcile.roofline(_native("resnet18"), "t4")
+    assert isinstance(r, rcore.Roofline) and r.platforms[0].platform.key == "t4"

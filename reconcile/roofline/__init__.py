@@ -8,6 +8,8 @@ the result and import no torch.
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Sequence
 
 from reconcile.records import NativeCount
@@ -43,3 +45,15 @@ def roofline(native: NativeCount, hardware: str | Sequence[str | Platform] = "a1
     dtype = floats[0] if floats else "float32"
     return _roofline(native, platforms(hardware, dtype, tf32), per_op=per_op, weight_dtype=weight_dtype,
                      measured=measured)
+
+
+class _CallableModule(types.ModuleType):
+    """``reconcile.roofline(native, hardware)`` computes a roofline while ``reconcile.roofline.plot``
+    and the other submodules stay reachable under the same name."""
+
+    def __call__(self, native: NativeCount, hardware: str | Sequence[str | Platform] = "a100-80gb",
+                 **kwargs: object) -> Roofline:
+        return roofline(native, hardware, **kwargs)  # type: ignore[arg-type]
+
+
+sys.modules[__name__].__class__ = _CallableModule
