@@ -169,7 +169,7 @@ def test_local_uses_its_cache(tmp_path, monkeypatch):
     b = local.platform("float32")  # from the cache: measured once
     assert calls == ["float32"] and a == b and a.ridge == 5.0
     saved = json.loads((tmp_path / "reconcile" / "local-hardware.json").read_text())
-    assert list(saved) == [f"float32/threads={torch.get_num_threads()}/torch={torch.__version__}"]
+    assert list(saved) == [f"float32/threads={torch.get_num_threads()}/torch={torch.__version__}/{local.METHOD}"]
 
 
 def test_measure_layers_leaves_no_hooks():
