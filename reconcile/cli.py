@@ -355,6 +355,8 @@ def cmd_models(ns: argparse.Namespace) -> int:
 def cmd_roofline(ns: argparse.Namespace) -> int:
     """Per layer: FLOPs, bytes moved, intensity, and on each hardware the bound and time bound."""
     cfg = _config(ns)
+    if ns.repeat < 1:
+        raise ReconcileError(f"--repeat must be at least 1, got {ns.repeat}")
     from pathlib import Path
 
     from reconcile import models

@@ -29,7 +29,7 @@ MATMUL_SIZES = (256, 512, 1024, 2048)
 COPY_BYTES = 256 * 2**20  # 256 MiB each way: far beyond any CPU cache, so this is DRAM bandwidth
 REPEAT = 5
 BUDGET = 1.0  # seconds per measurement at least: a quiet moment on a shared machine
-METHOD = "matmul-sizes-budget-1"  # part of the cache key: a changed measurement is measured again
+METHOD = "matmul-conv-streams-1"  # part of the cache key: a changed measurement is measured again
 
 
 def cache_path() -> Path:
@@ -53,8 +53,8 @@ def _best(fn: Callable[[], Any], repeat: int, budget: float = 0.0) -> float:
 
 
 def measure(dtype: str, repeat: int = REPEAT) -> dict[str, Any]:
-    """Peak FLOP/s: the best rate of square matmuls in ``dtype`` over ``MATMUL_SIZES``; bandwidth of
-    a copy (bytes read + written)."""
+    """Peak FLOP/s: the best rate of square matmuls in ``dtype`` over ``MATMUL_SIZES`` and of a
+    3x3 convolution; bandwidth: the best of a copy, an in-place scale and a sum of 256 MiB."""
     import torch
 
     rates = {}
@@ -75,17 +75,34 @@ def measure(dtype: str, repeat: int = REPEAT) -> dict[str, Any]:
             b = torch.randn(n, n).to(getattr(torch, dtype))
             mm = lambda: torch.mm(a, b)  # noqa: E731
         rates[n] = 2 * n**3 / _best(mm, repeat, BUDGET)
+    if dtype != "int8":
+        # torch's CPU matmul and convolution use different libraries (MKL / oneDNN) that reach
+        # different rates on the same cores: a 3x3 convolution, 512 -> 512 channels at 28 x 28,
+        # 2 * 512 * 512 * 9 * 784 FLOPs, is timed too and the best of all is the peak
+        x = torch.randn(1, 512, 28, 28).to(getattr(torch, dtype))
+        w = torch.randn(512, 512, 3, 3).to(getattr(torch, dtype))
+        with torch.no_grad():
+            rates["conv3x3"] = 2 * 512 * 512 * 9 * 784 / _best(
+                lambda: torch.nn.functional.conv2d(x, w, padding=1), repeat, BUDGET)
     n_best = max(rates, key=lambda k: rates[k])
+    # bandwidth: the best of a copy (read + write), an in-place scale (read + write of the same
+    # lines: no write-allocate read) and a sum (read only), each far larger than any cache
     src = torch.ones(COPY_BYTES // 4)
     dst = torch.empty_like(src)
-    t_copy = _best(lambda: dst.copy_(src), repeat, BUDGET)
+    streams = {
+        "copy": 2 * COPY_BYTES / _best(lambda: dst.copy_(src), repeat, BUDGET),
+        "in-place scale": 2 * COPY_BYTES / _best(lambda: src.mul_(1.0), repeat, BUDGET),
+        "sum": COPY_BYTES / _best(lambda: src.sum(), repeat, BUDGET),
+    }
+    s_best = max(streams, key=lambda k: streams[k])
     return {
         "dtype": dtype,
         "peak_flops": rates[n_best],
-        "bandwidth": 2 * COPY_BYTES / t_copy,
-        "matmul": f"{dtype} square matmuls, best rate at {n_best}: "
+        "bandwidth": streams[s_best],
+        "matmul": f"{dtype} square matmuls and a conv, best rate at {n_best}: "
                   + ", ".join(f"{k}: {v / 1e9:.1f} G" for k, v in rates.items()) + " FLOP/s",
-        "copy": f"{COPY_BYTES // 2**20} MiB float32 copy (read + write), best over {BUDGET:g} s: {t_copy * 1e3:.2f} ms",
+        "copy": f"{COPY_BYTES // 2**20} MiB float32, best at {s_best}: "
+                + ", ".join(f"{k}: {v / 1e9:.1f} G" for k, v in streams.items()) + " B/s",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
