@@ -214,8 +214,9 @@ def module_bounds(result: Roofline, index: int) -> dict[str, float]:
 
 def faster_than_bound(result: Roofline, index: int) -> list[tuple[str, float, float]]:
     """Modules whose measured time is below their lower bound on platform ``index``:
-    (module, bound, measured). Each is a wrong count, a wrong bound, or data the cache served."""
-    if result.measured is None:
+    (module, bound, measured). Each is a wrong count, a wrong bound, or data the cache served.
+    Only on this machine's platforms (``local``, ``custom``): CPU times say nothing about a GPU's."""
+    if result.measured is None or not result.platforms[index].platform.here:
         return []
     out = []
     for mod, bound in module_bounds(result, index).items():

@@ -63,6 +63,9 @@ class Platform:
     bandwidth: float  # bytes/s
     peak_label: str  # "FP32", "BF16 tensor", "measured float32 matmul", ...
     source: str
+    # True for this machine (local) and user-given figures: measured CPU times are compared with
+    # bounds only on these, never with a named GPU's
+    here: bool = False
 
     @property
     def ridge(self) -> float:
@@ -126,7 +129,8 @@ def custom(text: str) -> Platform:
     if set(vals) != {"peak", "bandwidth"} or not all(0 < x < float("inf") for x in vals.values()):
         raise ReconcileError(f"bad --hardware {text!r}: write custom:peak=19.5e12,bandwidth=1.555e12 "
                              "(both positive: FLOP/s and bytes/s)")
-    return Platform("custom", "custom", vals["peak"], vals["bandwidth"], "given", f"given on the command line: {text}")
+    return Platform("custom", "custom", vals["peak"], vals["bandwidth"], "given", f"given on the command line: {text}",
+                    here=True)
 
 
 def split_keys(text: str) -> list[str]:

@@ -133,8 +133,8 @@ def platform(dtype: str, refresh: bool = False) -> Platform:
         except OSError as exc:  # a read-only home still gets the measured numbers, uncached
             log.warning("could not cache the local measurement in %s: %s", path, exc)
     return Platform("local", f"this machine (CPU, {entry['threads']} threads)", float(entry["peak_flops"]),
-                    float(entry["bandwidth"]), f"measured {dtype} matmul",
-                    f"measured {entry['date']}: {entry['matmul']}; {entry['copy']}; cached in {path}")
+                    float(entry["bandwidth"]), f"measured {dtype} matmul/conv",
+                    f"measured {entry['date']}: {entry['matmul']}; {entry['copy']}; cached in {path}", here=True)
 
 
 def measure_layers(model: Any, inputs: tuple[Any, ...], repeat: int = REPEAT) -> tuple[dict[str, float], float]:

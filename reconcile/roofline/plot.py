@@ -55,7 +55,8 @@ def roofline_png(r: Roofline, index: int = 0, labels: int = 10) -> bytes:
             if sel:
                 ax.scatter([q[0] for q in sel], [q[1] for q in sel], s=[12 + 400 * q[2] / tmax for q in sel],
                            color=colour, alpha=0.6, edgecolors="none", label=f"{bound}-bound layer (area ~ time)")
-        if r.measured:
+        got = []
+        if r.measured and pl.here:
             got = [(x, la.flops / r.measured.module_s[la.module]) for x, _a, _t, la, _b in pts
                    if not r.per_op and r.measured.module_s.get(la.module)]
             if got:
@@ -72,7 +73,7 @@ def roofline_png(r: Roofline, index: int = 0, labels: int = 10) -> bytes:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)
-        ys = [y for _x, y, *_ in pts] or [pl.peak_flops]
+        ys = [y for _x, y, *_ in pts] + [g[1] for g in got] or [pl.peak_flops]
         ax.set_ylim(min(min(ys), pl.bandwidth * lo) / 2, pl.peak_flops * 3)
         ax.set_xlabel("arithmetic intensity (FLOPs / byte moved)")
         ax.set_ylabel("attainable FLOP/s")

@@ -52,7 +52,7 @@ def table(r: Roofline, limit: int | None = None) -> str:
                   f"  lower bound {seconds(p.total_time_s)} (sum over layers); naive whole-model "
                   f"{seconds(p.naive_time_s)}"]
         bounds = module_bounds(r, i)
-        meas = r.measured.module_s if r.measured else {}
+        meas = r.measured.module_s if r.measured and pl.here else {}
         head = f"  {'layer':40s} {'FLOPs':>14s} {'bytes':>14s} {'FLOP/B':>8s} {'bound':>7s} {'time bound':>11s}"
         lines.append(head + (f" {'measured':>11s}" if meas else ""))
         rows = list(zip(r.layers, p.times))
@@ -64,7 +64,7 @@ def table(r: Roofline, limit: int | None = None) -> str:
                 mark = "  < bound" if got is not None and bounds[la.module] > got else ""
                 line += f" {seconds(got) if got is not None else '-':>11s}{mark}"
             lines.append(line)
-        if r.measured:
+        if r.measured and pl.here:
             lines += _measured_lines(r, i)
     return "\n".join(lines)
 
@@ -114,7 +114,7 @@ def to_json(r: Roofline) -> dict[str, Any]:
         hw: dict[str, Any] = {"key": pl.key, "name": pl.name, "peak_flops": pl.peak_flops, "peak": pl.peak_label,
                               "bandwidth": pl.bandwidth, "ridge": pl.ridge, "source": pl.source, "rows": rows,
                               "total_time_s": p.total_time_s, "naive_time_s": p.naive_time_s}
-        if r.measured:
+        if r.measured and pl.here:
             hw["measured"] = {"total_s": r.measured.total_s, "repeat": r.measured.repeat,
                               "modules": {m: {"measured_s": r.measured.module_s.get(m), "bound_s": b}
                                           for m, b in module_bounds(r, i).items()},
