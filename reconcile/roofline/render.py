@@ -53,11 +53,11 @@ def table(r: Roofline, limit: int | None = None) -> str:
                   f"{seconds(p.naive_time_s)}"]
         bounds = module_bounds(r, i)
         meas = r.measured.module_s if r.measured and pl.here else {}
-        head = f"  {'layer':40s} {'FLOPs':>14s} {'bytes':>14s} {'FLOP/B':>8s} {'bound':>7s} {'time bound':>11s}"
+        head = f"  {'layer':40s} {'type':18s} {'FLOPs':>14s} {'bytes':>14s} {'FLOP/B':>8s} {'bound':>7s} {'time bound':>11s}"
         lines.append(head + (f" {'measured':>11s}" if meas else ""))
         rows = list(zip(r.layers, p.times))
         for la, t in rows[:limit] if limit else rows:
-            line = (f"  {la.label[:40]:40s} {numbers.exact(la.flops):>14s} {numbers.exact(la.bytes):>14s} "
+            line = (f"  {la.label[:40]:40s} {la.type[:18]:18s} {numbers.exact(la.flops):>14s} {numbers.exact(la.bytes):>14s} "
                     f"{_intensity(la.intensity):>8s} {t.bound:>7s} {seconds(t.time_s):>11s}")
             if meas and not r.per_op:
                 got = meas.get(la.module)
