@@ -3,6 +3,7 @@ the renderers and the pictures. No timing targets here (they live in benchmarks/
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from fractions import Fraction
 
@@ -185,10 +186,18 @@ def test_faster_than_bound_is_reported_not_clipped():
     r = roofline(native, "custom:peak=1e12,bandwidth=1e11")
     mods = {la.module for la in r.layers}
     fast = Measured({m: 1e-9 for m in mods}, 1e-3, 3)  # every layer impossibly fast
-    r = rcore.roofline(native, [r.platforms[0].platform], measured=fast)
+    plat = dataclasses.replace(r.platforms[0].platform, cache_bytes=4 * 2**20)
+    r = rcore.roofline(native, [plat], measured=fast)
     low = rcore.faster_than_bound(r, 0)
     assert {m for m, _b, _g in low} == mods
     assert "measured faster than their bound" in render.table(r)
+    # why: conv1 is compute-bound (61.3 FLOP/B > ridge 10); relu reads 3,211,264 bytes, within a
+    # 4 MiB cache, and beyond a 1 MiB one
+    assert rcore.why_faster(r, 0, "conv1").startswith("compute-bound")
+    assert "cache-resident" in rcore.why_faster(r, 0, "relu")
+    small = dataclasses.replace(r.platforms[0].platform, cache_bytes=2**20)
+    r2 = rcore.roofline(native, [small], measured=fast)
+    assert rcore.why_faster(r2, 0, "relu").startswith("memory-bound beyond the cache")
 
 
 def test_json_and_markdown():

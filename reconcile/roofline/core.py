@@ -212,6 +212,22 @@ def module_bounds(result: Roofline, index: int) -> dict[str, float]:
     return out
 
 
+def why_faster(result: Roofline, index: int, module: str) -> str:
+    """The likely reason a module ran faster than its bound on a platform of this machine."""
+    plat = result.platforms[index]
+    rows = [(la, t) for la, t in zip(result.layers, plat.times) if la.module == module]
+    moved = sum(la.bytes for la, _t in rows)
+    read = sum(la.bytes_read for la, _t in rows)
+    t_flops = sum(la.flops for la, _t in rows) / plat.platform.peak_flops
+    cache = plat.platform.cache_bytes
+    if t_flops >= moved / plat.platform.bandwidth:
+        return "compute-bound: it beat the measured peak, which is below what this kernel reaches"
+    if cache is not None and read <= cache:
+        return (f"memory-bound, reads {read:,} bytes, which fit in the {cache // 2**20} MiB last-level cache: "
+                "its data was (partly) cache-resident, which the DRAM roof does not model")
+    return "memory-bound beyond the cache: the bandwidth figure is too low, or bytes are overcounted"
+
+
 def faster_than_bound(result: Roofline, index: int) -> list[tuple[str, float, float]]:
     """Modules whose measured time is below their lower bound on platform ``index``:
     (module, bound, measured). Each is a wrong count, a wrong bound, or data the cache served.

@@ -66,6 +66,7 @@ class Platform:
     # True for this machine (local) and user-given figures: measured CPU times are compared with
     # bounds only on these, never with a named GPU's
     here: bool = False
+    cache_bytes: int | None = None  # last-level cache (local only): data this small may never reach DRAM
 
     @property
     def ridge(self) -> float:

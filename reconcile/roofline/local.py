@@ -37,6 +37,19 @@ def cache_path() -> Path:
     return Path(base) / "reconcile" / "local-hardware.json"
 
 
+def last_level_cache() -> int | None:
+    """Bytes of the largest cache of CPU 0, from sysfs (Linux); None where it cannot be read."""
+    sizes = []
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = f.read_text().strip().upper()
+            mult = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
+            sizes.append(int(text.rstrip("KMG")) * mult)
+        except (OSError, ValueError):
+            continue
+    return max(sizes) if sizes else None
+
+
 def _best(fn: Callable[[], Any], repeat: int, budget: float = 0.0) -> float:
     """Fastest of at least ``repeat`` runs, going on until ``budget`` seconds have passed: on a
     shared machine the best run is the one least disturbed, and more tries find a quieter one."""
@@ -134,7 +147,8 @@ def platform(dtype: str, refresh: bool = False) -> Platform:
             log.warning("could not cache the local measurement in %s: %s", path, exc)
     return Platform("local", f"this machine (CPU, {entry['threads']} threads)", float(entry["peak_flops"]),
                     float(entry["bandwidth"]), f"measured {dtype} matmul/conv",
-                    f"measured {entry['date']}: {entry['matmul']}; {entry['copy']}; cached in {path}", here=True)
+                    f"measured {entry['date']}: {entry['matmul']}; {entry['copy']}; cached in {path}", here=True,
+                    cache_bytes=last_level_cache())
 
 
 def measure_layers(model: Any, inputs: tuple[Any, ...], repeat: int = REPEAT) -> tuple[dict[str, float], float]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconcile.report import numbers
-from reconcile.roofline.core import FAMILIES, Roofline, faster_than_bound, module_bounds
+from reconcile.roofline.core import FAMILIES, Roofline, faster_than_bound, module_bounds, why_faster
 
 ASSUMPTIONS = (
     "Bytes: every tensor an op reads or writes, once per op, at its dtype; parameters are read once "
@@ -79,7 +79,8 @@ def _measured_lines(r: Roofline, i: int) -> list[str]:
     if low:
         out.append(f"  {len(low)} layer(s) measured faster than their bound (a wrong count or bound, or data "
                    "served from cache, which the DRAM roof does not model):")
-        out += [f"    {mod or '(model)'}: bound {seconds(b)} > measured {seconds(g)}" for mod, b, g in low]
+        out += [f"    {mod or '(model)'}: bound {seconds(b)} > measured {seconds(g)} ({b / g:.2f}x): {why_faster(r, i, mod)}"
+                for mod, b, g in low]
     else:
         out.append("  every layer's measured time is at or above its lower bound")
     return out
@@ -118,7 +119,8 @@ def to_json(r: Roofline) -> dict[str, Any]:
             hw["measured"] = {"total_s": r.measured.total_s, "repeat": r.measured.repeat,
                               "modules": {m: {"measured_s": r.measured.module_s.get(m), "bound_s": b}
                                           for m, b in module_bounds(r, i).items()},
-                              "faster_than_bound": [{"module": m, "bound_s": b, "measured_s": g}
+                              "faster_than_bound": [{"module": m, "bound_s": b, "measured_s": g,
+                                                     "why": why_faster(r, i, m)}
                                                     for m, b, g in faster_than_bound(r, i)]}
         obj["hardware"].append(hw)
     return obj
