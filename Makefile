@@ -10,10 +10,13 @@ TOOLS ?=
 OUT ?= reports
 SOURCE ?= torchvision
 SUBSET ?= all
+# `make roofline`: hardware table entries, local (this machine, measured once, cached) or custom:...
+HARDWARE ?= a100-80gb,local
+PLOTS ?= $(OUT)/roofline
 
 REPORT_ARGS := $(if $(INPUT),--input-shape $(INPUT),) $(if $(TOOLS),--tools $(TOOLS),)
 
-.PHONY: setup report test bench zoo clean
+.PHONY: setup report test bench zoo roofline clean
 
 setup: $(STAMP)
 
@@ -28,6 +31,9 @@ report: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+roofline: $(STAMP)
+	$(PY) -m reconcile roofline $(MODELS) --hardware $(HARDWARE) --plot $(PLOTS) $(if $(INPUT),--input-shape $(INPUT),)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py

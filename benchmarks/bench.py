@@ -96,6 +96,33 @@ def bench_vgg_meta() -> None:
     report("VGG-16 on meta, peak memory above the import baseline", f"{mb:.1f} MB (target < 200 MB)", mb < 200)
 
 
+_ROOFLINE = r"""
+import contextlib, io, json, sys, time
+sys.path.insert(0, sys.argv[1])
+import torch, torchvision  # noqa: F401  the imports are not part of the target
+from reconcile import cli, counter, models  # noqa: F401
+from reconcile.roofline import core, hardware, render  # noqa: F401
+times = []
+for _ in range(int(sys.argv[2])):
+    buf = io.StringIO()
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(buf):
+        code = cli.main(["roofline", "vgg16", "--hardware", "a100-80gb,h100-sxm,t4", "--format", "json"])
+    times.append(time.perf_counter() - t)
+    assert code == 0 and json.loads(buf.getvalue())["model"] == "vgg16"
+print(json.dumps({"first": times[0], "best": min(times)}))
+"""
+
+
+def bench_roofline(repeat: int) -> None:
+    """`reconcile roofline vgg16` on meta (build, count, three hardware entries, JSON) after import."""
+    out = subprocess.run([sys.executable, "-c", _ROOFLINE, str(ROOT), str(repeat)], capture_output=True, text=True,
+                         check=True)
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    report("roofline vgg16 on meta after import", f"first {m['first'] * 1000:.0f} ms, best {m['best'] * 1000:.0f} ms "
+           "(target: first < 1 s)", m["first"] < 1.0)
+
+
 def bench_zoo() -> None:
     from reconcile import models
     from reconcile.counter import count
@@ -162,11 +189,14 @@ def bench_timm_vs_torchvision(repeat: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions per measurement (best is kept)")
-    parser.add_argument("--only", choices=("counter", "tools", "zoo"), help="run one group of measurements")
+    parser.add_argument("--only", choices=("counter", "roofline", "tools", "zoo"), help="run one group of measurements")
     ns = parser.parse_args()
     if ns.only in (None, "counter"):
         bench_vgg_meta()
+        bench_roofline(ns.repeat)
         bench_native_vs_flopcounter(ns.repeat)
+    if ns.only == "roofline":
+        bench_roofline(ns.repeat)
     if ns.only in (None, "tools"):
         bench_against_plain_script(max(1, ns.repeat // 2))
         bench_timm_vs_torchvision(max(1, ns.repeat // 2))

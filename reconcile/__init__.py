@@ -9,6 +9,8 @@ The Python API (none of these imports torch until it has to count):
 - ``predict(native, "thop")`` -> what a tool would report, from the native count alone.
 - ``normalize(explanation, to="macs")`` -> a tool's total in another convention.
 - ``explain(a, b)`` -> why two tools disagree, per module and per cause.
+- ``roofline(native, "a100-80gb,local")`` -> ``Roofline``: bytes, intensity, bound and time lower
+  bound per layer on each hardware (``reconcile.roofline.render`` / ``.plot`` draw it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from reconcile import conventions  # a callable module: reconcile.conventions() is the table
 from reconcile import explain  # a callable module too: importing its submodules cannot unbind it
+from reconcile import roofline  # callable as well: reconcile.roofline(native, hardware)
 from reconcile.errors import ReconcileError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from reconcile.records import NativeCount
     from reconcile.report.model import ModelReport
 
-__all__ = ["ReconcileError", "compare", "conventions", "count", "explain", "normalize", "predict", "__version__"]
+__all__ = ["ReconcileError", "compare", "conventions", "count", "explain", "normalize", "predict", "roofline", "__version__"]
 __version__ = "0.1.0"
 
 

@@ -385,6 +385,61 @@ def cmd_models(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_roofline(ns: argparse.Namespace) -> int:
+    """Per layer: FLOPs, bytes moved, intensity, and on each hardware the bound and time bound."""
+    cfg = _config(ns)
+    if ns.repeat < 1:
+        raise ReconcileError(f"--repeat must be at least 1, got {ns.repeat}")
+    from pathlib import Path
+
+    from reconcile import models
+    from reconcile.counter import count
+    from reconcile.roofline import core as rcore
+    from reconcile.roofline import platforms, render
+
+    def work(spec) -> None:
+        inputs = _inputs_for(spec, cfg)
+        try:
+            model, args = models.prepare(models.build(spec, device="meta"), inputs, "meta")
+            native = count(model, args, name=spec.name)
+        except ReconcileError:  # a forward that reads data cannot run on meta
+            model, args = models.prepare(models.build(spec, device="cpu"), inputs, "cpu")
+            native = count(model, args, name=spec.name)
+        floats = [d for d in native.input_dtypes if d in ("float32", "float16", "bfloat16")]
+        peak_dtype = ns.peak_dtype or (floats[0] if floats else "float32")
+        plats = platforms(ns.hardware, peak_dtype, ns.tf32)
+        measured = None
+        if ns.measure:
+            from reconcile.roofline import local
+
+            model, args = models.prepare(models.build(spec, device="cpu"), inputs, "cpu")
+            module_s, total_s = local.measure_layers(model, args, ns.repeat)
+            measured = rcore.Measured(module_s, total_s, ns.repeat)
+        result = rcore.roofline(native, plats, per_op=ns.ops, weight_dtype=ns.weight_dtype, measured=measured)
+        if ns.format == "json":
+            print(json.dumps(render.to_json(result)))
+        else:
+            print(render.table(result))
+            print()
+        if ns.plot:
+            from reconcile.roofline import plot
+
+            folder = Path(ns.plot)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                for fname, data in plot.files(result).items():
+                    tmp = folder / f".{fname}.tmp"
+                    tmp.write_bytes(data)
+                    tmp.replace(folder / fname)
+                    print(f"wrote {folder / fname}", file=sys.stderr)
+            except OSError as exc:
+                raise ReconcileError(f"cannot write pictures to {str(folder)!r}: {exc.strerror or exc}: "
+                                     "choose another folder with --plot") from exc
+        sys.stdout.flush()
+
+    return _each_model(ns.specs, work)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reconcile",
@@ -438,6 +493,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds per tool and model (default 600)")
     p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
     p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("roofline", help="bytes moved, arithmetic intensity and the roofline time bound per layer, "
+                                        "on named hardware")
+    _add_model_args(p)
+    p.add_argument("--hardware", default="a100-80gb", metavar="NAME[,NAME...]",
+                   help="hardware table entries (a100-40gb, a100-80gb, h100-sxm, h100-pcie, h200, l4, t4, v100, "
+                        "rtx-4090), local (this machine, measured once and cached) or "
+                        "custom:peak=FLOPS,bandwidth=BYTES_PER_S (default a100-80gb)")
+    p.add_argument("--tf32", action="store_true", help="float32 matmuls on TF32 tensor cores (default: the FP32 peak)")
+    p.add_argument("--peak-dtype", choices=("float32", "float16", "bfloat16", "int8"),
+                   help="the peak to use (default: the input's floating dtype)")
+    p.add_argument("--weight-dtype", choices=("float32", "float16", "bfloat16", "int8"),
+                   help="what-if: parameter bytes at this dtype's size; activations and FLOPs unchanged")
+    p.add_argument("--ops", action="store_true", help="one row per module and aten op (default: per module)")
+    p.add_argument("--measure", action="store_true",
+                   help="time each layer on CPU with real tensors (best of --repeat) next to its bound")
+    p.add_argument("--repeat", type=int, default=5, metavar="N", help="repetitions for --measure (default 5)")
+    p.add_argument("--plot", metavar="DIR", help="write a roofline and a per-family picture per hardware (PNG)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
+    p.set_defaults(func=cmd_roofline)
 
     p = sub.add_parser("models", help="list the models of a source and their default inputs")
     p.add_argument("--source", choices=("torchvision", "timm", "transformers"), default="torchvision",

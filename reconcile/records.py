@@ -117,6 +117,10 @@ class ModuleRow:
     op_elements: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     # the watched Python-level torch calls made while this module was innermost, in call order
     torch_calls: tuple[TorchCall, ...] = ()
+    # of ``bytes_read``: bytes of parameters (nn.Parameter, buffers excluded) read by the ops here
+    param_bytes_read: int = 0
+    # aten op -> (bytes read, bytes written, parameter bytes of the read), summed over calls here
+    op_bytes: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
 
     @property
     def macs(self) -> int:

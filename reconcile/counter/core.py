@@ -37,7 +37,7 @@ class _Acc:
     """Mutable per-module accumulator; frozen into a ``ModuleRow`` at the end."""
 
     __slots__ = ("components", "ops", "op_components", "op_elements", "zero_ops", "unknown_ops", "activations",
-                 "bytes_read", "bytes_written", "output_elements", "calls")
+                 "bytes_read", "bytes_written", "param_bytes_read", "op_bytes", "output_elements", "calls")
 
     def __init__(self) -> None:
         self.components: Counter = Counter()
@@ -49,8 +49,21 @@ class _Acc:
         self.activations = 0
         self.bytes_read = 0
         self.bytes_written = 0
+        self.param_bytes_read = 0
+        # aten op -> [bytes read, bytes written, of the read: parameter bytes], summed over calls
+        self.op_bytes: dict[str, list[int]] = {}
         self.output_elements = 0
         self.calls: list[CallRecord] = []
+
+
+def _param_read(args: Sequence[Any], kwargs: dict, param_ids: dict[int, Any]) -> int:
+    """Bytes of the tensor arguments that are parameters (or views of one): a weight is read once
+    per op that uses it, like any other operand; counted apart for the weight-dtype what-if."""
+    n = 0
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor) and id(a) in param_ids:
+            n += a.numel() * a.element_size()
+    return n
 
 
 def _io(args: Sequence[Any], kwargs: dict, out: Any, primary_only: bool) -> tuple[int, int, int]:
@@ -83,8 +96,11 @@ _ADDS = frozenset(("aten::add", "aten::add_"))
 
 class _CountingMode(TorchDispatchMode):
     def __init__(self, stack: ModuleStack, accs: dict[str, _Acc], bias_ids: frozenset[int],
-                 live: liveness.Liveness) -> None:
+                 live: liveness.Liveness, params: Sequence[torch.Tensor] = ()) -> None:
         super().__init__()
+        # id -> tensor (kept alive so the id is not reused): parameters, and views of them made
+        # during the forward (``linear`` reads ``weight.t()``)
+        self.param_ids: dict[int, Any] = {id(p): p for p in params}
         self.stack = stack
         self.live = live
         self.accs = accs
@@ -113,17 +129,25 @@ class _CountingMode(TorchDispatchMode):
         acc = self.accs[frame.module]
         if kind == "view" or kind == "alloc":
             acc.zero_ops[name] += 1
+            if kind == "view" and args and id(args[0]) in self.param_ids and isinstance(out, torch.Tensor):
+                self.param_ids[id(out)] = out
             return out
         read, written, elements = _io(args, kwargs, out, primary_only)
+        p_read = _param_read(args, kwargs, self.param_ids)
         acc.bytes_read += read
         acc.bytes_written += written
+        acc.param_bytes_read += p_read
         acc.activations += elements
+        if kind == "rule" and name == "aten::mean" and formulas.is_pool_mean(name, args):
+            name = formulas.POOL_MEAN
+        ob = acc.op_bytes.setdefault(name, [0, 0, 0])
+        ob[0] += read
+        ob[1] += written
+        ob[2] += p_read
         if kind == "rule":
             comps = fn(args, kwargs, out)
             if name in _ADDS and self.bias_ids and any(id(a) in self.bias_ids for a in args[:2]):
                 comps = {"bias": comps["elementwise"]}
-            if name == "aten::mean" and formulas.is_pool_mean(name, args):
-                name = formulas.POOL_MEAN
             acc.ops[name] += 1
             first = args[0] if args else None
             n_first = first.numel() if isinstance(first, torch.Tensor) else 0
@@ -311,6 +335,11 @@ def count(
                     module_bytes[id(mod)] = sum(p.numel() * p.element_size() for p in mod.parameters())
                 acc.bytes_read += frame.input_bytes + module_bytes[id(mod)]
                 acc.bytes_written += tensor_bytes(output)
+                acc.param_bytes_read += module_bytes[id(mod)]
+                ob = acc.op_bytes.setdefault(f"module::{type(mod).__name__}", [0, 0, 0])
+                ob[0] += frame.input_bytes + module_bytes[id(mod)]
+                ob[1] += tensor_bytes(output)
+                ob[2] += module_bytes[id(mod)]
                 acc.activations += n_out
                 acc.components.update(frame.components)
                 for k, v in frame.components.items():
@@ -331,6 +360,7 @@ def count(
 
         stack = ModuleStack(model, on_exit, modules.module_rule)
         bias_ids = frozenset(id(p) for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].endswith("bias"))
+        params = list(model.parameters())
         try:
             if mode == "eval":
                 model.eval()
@@ -341,7 +371,8 @@ def count(
                              and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
             call_mode = pycalls.CallMode(lambda: stack.top, skip)
             values = ShadowMode(inputs) if shadowed else contextlib.nullcontext()
-            with _reference_paths(), torch.no_grad(), values, stack, _CountingMode(stack, accs, bias_ids, live), call_mode:
+            with (_reference_paths(), torch.no_grad(), values, stack,
+                  _CountingMode(stack, accs, bias_ids, live, params), call_mode):
                 try:
                     result = model(*inputs)
                 except ReconcileError:
@@ -441,6 +472,8 @@ def _freeze(
                 activations=acc.activations,
                 bytes_read=acc.bytes_read,
                 bytes_written=acc.bytes_written,
+                param_bytes_read=acc.param_bytes_read,
+                op_bytes={k: (v[0], v[1], v[2]) for k, v in acc.op_bytes.items()},
                 torch_calls=tuple(torch_calls.get(mod_name, ())),
             )
         )

@@ -1,0 +1,237 @@
+"""Roofline: bytes checked by hand per layer, rows summing to totals, the hardware table, bounds,
+the renderers and the pictures. No timing targets here (they live in benchmarks/bench.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from fractions import Fraction
+
+import pytest
+import torch
+from torch import nn
+
+from reconcile import cli, models
+from reconcile.counter import count
+from reconcile.roofline import Measured, platforms, roofline
+from reconcile.roofline import core as rcore
+from reconcile.roofline import hardware, local, plot, render
+
+_COUNTS: dict = {}
+
+
+def _native(name: str, dtype: str = "float32", batch: int = 1):
+    key = (name, dtype, batch)
+    if key not in _COUNTS:
+        spec = models.resolve(name)
+        shape = (batch,) + tuple(models.default_input(spec).shape[1:])
+        inputs = models.check_inputs((models.InputSpec(shape=shape, dtype=dtype),))
+        model, args = models.prepare(models.build(spec, "meta"), inputs, "meta")
+        _COUNTS[key] = count(model, args, name=name)
+    return _COUNTS[key]
+
+
+# (model, module) -> (bytes read, bytes written, parameter bytes of the read), float32, batch 1
+BYTES = {
+    # conv 3->64 7x7 s2: input 3*224*224*4 = 602,112 + weight 64*3*7*7*4 = 37,632 (no bias) = 639,744;
+    # output 64*112*112*4 = 3,211,264
+    ("resnet18", "conv1"): (639_744, 3_211_264, 37_632),
+    # BatchNorm (eval): input 3,211,264 + weight, bias, running mean, running var 4 * 64 * 4 = 1,024
+    # = 3,212,288; output 3,211,264 (saved statistics are not an inference kernel's output);
+    # parameters are weight + bias only, 2 * 64 * 4 = 512 (running statistics are buffers)
+    ("resnet18", "bn1"): (3_212_288, 3_211_264, 512),
+    # ReLU(inplace=True): relu_ reads and writes its 3,211,264-byte tensor, nothing else
+    ("resnet18", "relu"): (3_211_264, 3_211_264, 0),
+    # `out += identity` in BasicBlock.forward (charged to layer1.0): add_ reads both 64*56*56*4 =
+    # 802,816-byte tensors (1,605,632) and writes one (802,816)
+    ("resnet18", "layer1.0"): (1_605_632, 802_816, 0),
+    # Linear 512->1000 (addmm, weight.t() is a view: free): bias 1000*4 = 4,000 + input 512*4 =
+    # 2,048 + weight 512*1000*4 = 2,048,000 = 2,054,048; output 4,000; parameters 2,052,000
+    ("resnet18", "fc"): (2_054_048, 4_000, 2_052_000),
+    # conv 3->64 3x3 + bias: 602,112 + 64*3*9*4 = 6,912 + 256 = 609,280; output 64*224*224*4 = 12,845,056
+    ("vgg16", "features.0"): (609_280, 12_845_056, 7_168),
+    # in-place ReLU on the 12,845,056-byte output of features.0
+    ("vgg16", "features.1"): (12_845_056, 12_845_056, 0),
+    # MaxPool 2x2: reads 12,845,056, writes 64*112*112*4 = 3,211,264 (indices are not an output here)
+    ("vgg16", "features.4"): (12_845_056, 3_211_264, 0),
+    # Linear 25088->4096: input 25088*4 = 100,352 + weight 25088*4096*4 = 411,041,792 + bias 16,384
+    # = 411,158,528; output 16,384; parameters 411,058,176
+    ("vgg16", "classifier.0"): (411_158_528, 16_384, 411_058_176),
+}
+# vgg16 has no BatchNorm and no residual add: those two are checked on resnet18 only.
+
+
+@pytest.mark.parametrize("model,module", list(BYTES))
+def test_bytes_by_hand(model, module):
+    row = _native(model).row(module)
+    assert (row.bytes_read, row.bytes_written, row.param_bytes_read) == BYTES[(model, module)]
+    # the per-op split adds up to the module's bytes
+    assert sum(v[0] for v in row.op_bytes.values()) == row.bytes_read
+    assert sum(v[1] for v in row.op_bytes.values()) == row.bytes_written
+
+
+def test_bytes_follow_dtype():
+    # bfloat16 halves every tensor: conv1 639,744 / 2 = 319,872 read, 3,211,264 / 2 = 1,605,632 written
+    row = _native("resnet18", "bfloat16").row("conv1")
+    assert (row.bytes_read, row.bytes_written, row.param_bytes_read) == (319_872, 1_605_632, 18_816)
+    # batch 8: activations x8, the weight once per call: 8 * 602,112 + 37,632 = 4,854,528
+    row = _native("resnet18", batch=8).row("conv1")
+    assert (row.bytes_read, row.bytes_written) == (4_854_528, 8 * 3_211_264)
+
+
+def test_weight_dtype_int8_what_if():
+    r = roofline(_native("resnet18"), "a100-80gb", weight_dtype="int8")
+    fc = next(la for la in r.layers if la.module == "fc")
+    # parameters at 1 byte per element: 2,052,000 / 4 = 513,000; input 2,048 stays float32
+    assert (fc.bytes_read, fc.bytes_written, fc.param_bytes) == (2_048 + 513_000, 4_000, 513_000)
+    assert fc.flops == _native("resnet18").row("fc").flops  # FLOPs unchanged
+    # intensity rises: 1,025,000 FLOPs over 519,048 bytes instead of 2,058,048
+    assert fc.intensity == Fraction(1_025_000, 519_048)
+    assert r.compute_dtype == "float32"  # the peak stays the activations' dtype's
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg16", "vit_b_16"])
+@pytest.mark.parametrize("per_op", [False, True])
+def test_rows_sum_to_totals(name, per_op):
+    native = _native(name)
+    r = roofline(native, "t4", per_op=per_op)
+    assert r.flops == native.totals["flops"]
+    assert r.bytes_read == native.totals["bytes_read"]
+    assert r.bytes_written == native.totals["bytes_written"]
+    assert all(isinstance(x, int) for la in r.layers for x in (la.flops, la.bytes_read, la.bytes_written))
+    p = r.platforms[0]
+    assert p.total_time_s == pytest.approx(sum(t.time_s for t in p.times))
+    assert p.total_time_s >= p.naive_time_s * (1 - 1e-12)  # a sum of maxima >= the max of sums
+
+
+def test_bound_and_time_on_a_custom_platform():
+    r = roofline(_native("resnet18"), "custom:peak=1e12,bandwidth=1e11")
+    plat = r.platforms[0]
+    assert plat.platform.ridge == 10.0
+    rows = {la.module: (la, t) for la, t in zip(r.layers, plat.times)}
+    la, t = rows["conv1"]
+    # I = 236,027,904 / (639,744 + 3,211,264) = 61.3 > 10: compute-bound, 236,027,904 / 1e12 s
+    assert t.bound == "compute" and t.time_s == pytest.approx(236_027_904 / 1e12)
+    assert t.attainable == pytest.approx(1e12)
+    la, t = rows["relu"]
+    # 802,816 FLOPs / 6,422,528 bytes = 0.125 < 10: memory-bound, 6,422,528 / 1e11 s
+    assert t.bound == "memory" and t.time_s == pytest.approx(6_422_528 / 1e11)
+    assert t.attainable == pytest.approx(1e11 * 0.125)
+
+
+def test_hardware_table_is_sourced():
+    tab = hardware.table()
+    for key in ("a100-40gb", "a100-80gb", "h100-sxm", "h100-pcie", "h200", "l4", "t4", "v100", "rtx-4090"):
+        hw = tab[key]
+        assert hw.used("bandwidth") is not None and hw.used("fp32") is not None
+        assert all(f.source and f.read == "2026-12-01" for f in hw.figures)
+    h100 = tab["h100-sxm"]
+    assert h100.used("bandwidth").value == 3_350_000_000_000  # the datasheet's
+    assert [f.value for f in h100.alternatives("bandwidth")] == [3_072_000_000_000]  # LLM-Viewer's, kept
+
+
+@pytest.mark.parametrize("dtype,tf32,peak", [
+    ("float32", False, 19.5e12),  # FP32 CUDA cores
+    ("float32", True, 156e12),  # TF32 tensor cores, only when asked
+    ("float16", False, 312e12),
+    ("bfloat16", False, 312e12),
+    ("int8", False, 624e12),
+])
+def test_dtype_picks_the_peak(dtype, tf32, peak):
+    (p,) = platforms("a100-80gb", dtype, tf32)
+    assert p.peak_flops == peak and p.bandwidth == 2.039e12
+    assert p.ridge == pytest.approx(peak / 2.039e12)
+
+
+def test_hardware_mistakes():
+    from reconcile import ReconcileError
+
+    with pytest.raises(ReconcileError, match="unknown hardware"):
+        platforms("a100")
+    with pytest.raises(ReconcileError, match="no BF16"):
+        platforms("t4", "bfloat16")  # Turing has no BF16 tensor cores
+    with pytest.raises(ReconcileError, match="custom:peak"):
+        platforms("custom:peak=1e12")
+    assert hardware.split_keys("t4,custom:peak=1e12,bandwidth=1e11,local") == [
+        "t4", "custom:peak=1e12,bandwidth=1e11", "local"]
+
+
+def test_local_uses_its_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+
+    def fake(dtype, repeat=5):
+        calls.append(dtype)
+        return {"dtype": dtype, "peak_flops": 1e11, "bandwidth": 2e10, "matmul": "m", "copy": "c",
+                "threads": torch.get_num_threads(), "torch": torch.__version__, "date": "2026-12-01"}
+
+    monkeypatch.setattr(local, "measure", fake)
+    a = local.platform("float32")
+    b = local.platform("float32")  # from the cache: measured once
+    assert calls == ["float32"] and a == b and a.ridge == 5.0
+    saved = json.loads((tmp_path / "reconcile" / "local-hardware.json").read_text())
+    assert list(saved) == [f"float32/threads={torch.get_num_threads()}/torch={torch.__version__}/{local.METHOD}"]
+
+
+def test_measure_layers_leaves_no_hooks():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 2)))
+    own, total = local.measure_layers(model, (torch.randn(4, 8),), repeat=2)
+    assert set(own) == {"", "0", "1", "2", "2.0"} and total > 0
+    assert all(v >= 0 for v in own.values())  # a parent's time includes its children's
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_faster_than_bound_is_reported_not_clipped():
+    native = _native("resnet18")
+    r = roofline(native, "custom:peak=1e12,bandwidth=1e11")
+    mods = {la.module for la in r.layers}
+    fast = Measured({m: 1e-9 for m in mods}, 1e-3, 3)  # every layer impossibly fast
+    plat = dataclasses.replace(r.platforms[0].platform, cache_bytes=4 * 2**20)
+    r = rcore.roofline(native, [plat], measured=fast)
+    low = rcore.faster_than_bound(r, 0)
+    assert {m for m, _b, _g in low} == mods
+    assert "measured faster than their bound" in render.table(r)
+    # why: conv1 is compute-bound (61.3 FLOP/B > ridge 10); relu reads 3,211,264 bytes, within a
+    # 4 MiB cache, and beyond a 1 MiB one
+    assert rcore.why_faster(r, 0, "conv1").startswith("compute-bound")
+    assert "cache-resident" in rcore.why_faster(r, 0, "relu")
+    small = dataclasses.replace(r.platforms[0].platform, cache_bytes=2**20)
+    r2 = rcore.roofline(native, [small], measured=fast)
+    assert rcore.why_faster(r2, 0, "relu").startswith("memory-bound beyond the cache")
+
+
+def test_json_and_markdown():
+    r = roofline(_native("resnet18"), "a100-80gb,h100-sxm")
+    obj = render.to_json(r)
+    json.dumps(obj)
+    hw = obj["hardware"][1]
+    assert hw["bandwidth"] == 3.35e12 and hw["peak_flops"] == 67e12 and hw["ridge"] == pytest.approx(67e12 / 3.35e12)
+    assert {"module", "flops", "bytes", "intensity", "bound", "time_s"} <= set(hw["rows"][0])
+    assert sum(row["bytes"] for row in hw["rows"]) == obj["bytes_read"] + obj["bytes_written"]
+    assert hw["total_time_s"] == pytest.approx(sum(row["time_s"] for row in hw["rows"]))
+    md = render.roofline_markdown(r)
+    assert md.startswith("### Roofline: resnet18") and "| h100-sxm |" in md
+
+
+def test_pictures_are_deterministic_pngs():
+    r = roofline(_native("resnet18"), "t4")
+    a, b = plot.files(r), plot.files(r)
+    assert set(a) == {"resnet18-t4-roofline.png", "resnet18-t4-families.png"}
+    assert a == b and all(v.startswith(b"\x89PNG") for v in a.values())
+    assert b"matplotlib" not in a["resnet18-t4-roofline.png"]  # no software metadata
+
+
+def test_cli_json(capsys):
+    code = cli.main(["roofline", "resnet18", "--hardware", "t4,l4", "--format", "json", "--ops"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    obj = json.loads(out)
+    assert [h["key"] for h in obj["hardware"]] == ["t4", "l4"]
+    assert obj["rows_per"] == "op" and obj["flops"] == 3_637_806_568
+
+
+def test_callable_package():
+    import reconcile
+
+    r = reconcile.roofline(_native("resnet18"), "t4")
+    assert isinstance(r, rcore.Roofline) and r.platforms[0].platform.key == "t4"
