@@ -15,6 +15,33 @@ def _seeded() -> None:
     torch.manual_seed(0)
 
 
+class Fn(nn.Module):
+    """Runs ``fn(self, *x)`` as its forward, with ``children`` registered (one-off models in tests)."""
+
+    def __init__(self, fn, **children) -> None:
+        super().__init__()
+        self.fn = fn
+        for name, child in children.items():
+            setattr(self, name, child)
+
+    def forward(self, *x):
+        return self.fn(self, *x)
+
+
+class BiasedAttention(nn.Module):
+    """q = k = v = x (1x2x4x8) with a relative-position-style additive mask (1x2x4x4): a learned
+    table (requires grad when tools run with grad) or a constant."""
+
+    def __init__(self, learned: bool) -> None:
+        super().__init__()
+        self.learned = learned
+        self.table = nn.Parameter(torch.zeros(1, 2, 4, 4))
+
+    def forward(self, x):
+        mask = self.table * 1.0 if self.learned else torch.zeros(1, 2, 4, 4)
+        return F.scaled_dot_product_attention(x, x, x, attn_mask=mask)
+
+
 class Functional(nn.Module):
     """Work done in the module's own forward: functional relu, residual add, matmul, interpolate."""
 

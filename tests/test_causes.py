@@ -19,19 +19,8 @@ from reconcile.conventions.base import CAUSES
 from reconcile.counter import count
 from reconcile.runner import Job, run_jobs
 from tests.harness import assert_explained, explain, explain_in_process
+from tests.models_small import Fn
 
-
-class Fn(nn.Module):
-    """Runs ``fn(self, x)`` as its forward, with ``children`` registered."""
-
-    def __init__(self, fn, **children) -> None:
-        super().__init__()
-        self.fn = fn
-        for name, child in children.items():
-            setattr(self, name, child)
-
-    def forward(self, x):
-        return self.fn(self, x)
 
 
 def causes(ex, metric: str | None = None) -> dict:

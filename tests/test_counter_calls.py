@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reconcile.counter import count
+from tests.models_small import BiasedAttention
 
 
 class Calls(nn.Module):
@@ -61,22 +62,12 @@ def test_counting_changes_no_result():
     assert torch.equal(model(x), expected)
 
 
-class _Masked(nn.Module):
-    def __init__(self, learned: bool) -> None:
-        super().__init__()
-        self.learned = learned
-        self.table = nn.Parameter(torch.zeros(1, 2, 4, 4))
-
-    def forward(self, x):
-        mask = self.table * 1.0 if self.learned else torch.zeros(1, 2, 4, 4)
-        return F.scaled_dot_product_attention(x, x, x, attn_mask=mask)
-
 
 def test_attention_mask_that_would_require_grad_is_noted():
     # counting runs under no_grad; tools run with grad on, where a mask made from a parameter
     # requires grad (and CPU leaves the fused kernel)
     for learned in (True, False):
-        native = count(_Masked(learned), (torch.randn(1, 2, 4, 8),))
+        native = count(BiasedAttention(learned), (torch.randn(1, 2, 4, 8),))
         (call,) = [c for c in native.row("").torch_calls if c.func == "F.scaled_dot_product_attention"]
         assert call.facts == {"last_dim_contiguous": True, "mask_requires_grad": learned}
         assert call.components["macs"] == 512  # 2 heads x 4 x 4 x 8 x 2 products

@@ -13,19 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.harness import assert_explained, explain_in_process
+from tests.models_small import BiasedAttention, Fn
 
-
-class Fn(nn.Module):
-    """Runs ``fn(self, *x)`` as its forward, with ``children`` registered."""
-
-    def __init__(self, fn, **children) -> None:
-        super().__init__()
-        self.fn = fn
-        for name, child in children.items():
-            setattr(self, name, child)
-
-    def forward(self, *x):
-        return self.fn(self, *x)
 
 
 def explained(tool: str, model: nn.Module, *inputs: torch.Tensor):
@@ -130,25 +119,13 @@ def test_ptflops_timm_attention_hook_skips_its_linears():
 # ----- ptflops-aten: which scaled-dot-product attention path CPU takes ---------------------------
 
 
-class _BiasedAttention(nn.Module):
-    """q = k = v = x (1x2x4x8) with a relative-position-style additive mask (1x2x4x4)."""
-
-    def __init__(self, learned: bool) -> None:
-        super().__init__()
-        self.learned = learned
-        self.table = nn.Parameter(torch.zeros(1, 2, 4, 4))
-
-    def forward(self, x):
-        mask = self.table * 1.0 if self.learned else torch.zeros(1, 2, 4, 4)
-        return F.scaled_dot_product_attention(x, x, x, attn_mask=mask)
-
 
 @pytest.mark.parametrize("learned", [True, False])
 def test_ptflops_aten_sdpa_with_a_mask_that_requires_grad_runs_unfused(learned):
     # QK^T: 2 heads x 4 x 4 scores x 8 = 256 MACs, AV the same: 512. The tools run with grad on:
     # a mask made from a parameter requires grad, CPU leaves the flash kernel for the math path,
     # and ptflops-aten counts its two bmm (512); a constant mask keeps the fused kernel: 0
-    ex = explained("ptflops-aten", _BiasedAttention(learned), torch.randn(1, 2, 4, 8))
+    ex = explained("ptflops-aten", BiasedAttention(learned), torch.randn(1, 2, 4, 8))
     assert ex.raw_total == (512 if learned else 0)
     assert ex.native_macs == 512
 
@@ -211,7 +188,7 @@ def test_fvcore_functional_batch_norm_counted_by_its_training_flag():
 @pytest.mark.parametrize("learned", [True, False])
 def test_fvcore_attention_mask_add_is_inside_the_traced_call(learned):
     # one aten::scaled_dot_product_attention, unsupported: its mask add is not a traced aten::add
-    ex = explained("fvcore", _BiasedAttention(learned), torch.randn(1, 2, 4, 8))
+    ex = explained("fvcore", BiasedAttention(learned), torch.randn(1, 2, 4, 8))
     assert ex.run.headline["unsupported:aten::scaled_dot_product_attention"] == 1
     assert "unsupported:aten::add" not in ex.run.headline
 
