@@ -14,7 +14,10 @@ SUBSET ?= all
 HARDWARE ?= a100-80gb,local
 PLOTS ?= $(OUT)/roofline
 
-REPORT_ARGS := $(if $(INPUT),--input-shape $(INPUT),) $(if $(TOOLS),--tools $(TOOLS),)
+# the report's roofline section runs on a100-80gb unless HARDWARE= is given (make roofline's own
+# default, a100-80gb,local, measures this machine)
+REPORT_ARGS := $(if $(INPUT),--input-shape $(INPUT),) $(if $(TOOLS),--tools $(TOOLS),) \
+	$(if $(filter command line environment,$(origin HARDWARE)),--hardware $(HARDWARE),)
 
 .PHONY: setup report test bench zoo roofline clean
 

@@ -240,6 +240,11 @@ def cmd_report(ns: argparse.Namespace) -> int:
     cfg = _config(ns)
     from reconcile import pipeline
 
+    hardware = getattr(ns, "hardware", None) or None
+    if hardware:
+        from reconcile.roofline import platforms
+
+        platforms(hardware)  # an unknown name is a one-line error before any tool runs
     folder = pipeline.check_writable(cfg.out)
     tools = _tools_text(ns)
     results = _collect(ns, cfg, tools)
@@ -253,7 +258,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
             if not ran:
                 continue
             # native could not count it, some tools did: their numbers are still reported (raw)
-        report = pipeline.reconcile_model(mr)
+        report = pipeline.reconcile_model(mr, hardware if mr.native is not None else None)
         files = pipeline.render_model(report)
         pipeline.write_files(folder, files)
         reports.append(report)
@@ -471,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all; native always runs)")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
     p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
+    p.add_argument("--hardware", default="a100-80gb", metavar="NAME[,NAME...]",
+                   help="hardware of the report's roofline section (default a100-80gb; names as `reconcile "
+                        "roofline` takes them; '' for no section)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("predict", help="predict a tool's numbers from the native count, without running the tool")

@@ -208,8 +208,9 @@ def _probe_inputs(specs: Sequence[models.ModelSpec], timeout: float, workers: in
     return out
 
 
-def reconcile_model(mr: ModelRuns) -> ModelReport:
-    """Predict every tool from the native count and explain its run. Pure."""
+def reconcile_model(mr: ModelRuns, hardware: str | None = None) -> ModelReport:
+    """Predict every tool from the native count and explain its run, and (``hardware``: names as
+    ``reconcile roofline`` takes them) the native count's roofline. Pure for named hardware."""
     from reconcile import __version__
 
     versions = {"torch": _version("torch"), "torchvision": _version("torchvision")}
@@ -232,8 +233,14 @@ def reconcile_model(mr: ModelRuns) -> ModelReport:
         conv = _convention(run.tool)
         prediction = conv.predict(mr.native) if conv is not None and run.status == "ok" else None
         explanations.append(explain_run(run, prediction, conv, mr.native))
+    roofline = None
+    if hardware:
+        from reconcile.roofline import roofline as _roofline
+
+        roofline = _roofline(mr.native, hardware)
     return ModelReport(mr.name, mr.input.shape, mr.input.dtype, versions, dict(mr.native.totals),
-                       dict(mr.native.components), tuple(explanations), published, **context)
+                       dict(mr.native.components), tuple(explanations), published, roofline=roofline,
+                       **context)
 
 
 def _kind(name: str) -> str:

@@ -93,3 +93,15 @@ def test_readme_sample_is_the_committed_report():
     readme = (ROOT / "README.md").read_text()
     block = readme.split(readme_sample.BEGIN)[1].split(readme_sample.END)[0]
     assert block.strip("\n") == readme_sample.sample(), "run `python scripts/readme_sample.py` after `make report`"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_report_has_the_roofline_on_its_default_hardware(fresh, model):
+    data = _report(fresh, model)
+    a100 = data["roofline"]["a100-80gb"]
+    # hardware.toml: A100 80GB SXM, FP32 dense 19.5 TFLOP/s (datasheet), 2,039 GB/s
+    assert (a100["peak_flops"], a100["bandwidth"]) == (19.5e12, 2.039e12)
+    assert a100["ridge"] == pytest.approx(19.5e12 / 2.039e12)
+    # the layers run one after another: their summed bound is at least the whole-model bound
+    assert a100["total_time_s"] >= a100["naive_time_s"] > 0
+    assert "## Roofline: how fast it could run" in (fresh / f"{model}.md").read_text()

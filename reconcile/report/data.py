@@ -87,6 +87,11 @@ def model_json(r: ModelReport, index: dict | None = None) -> str:
     }
     if r.error:
         obj["error"] = r.error
+    if r.roofline is not None:
+        obj["roofline"] = {p.platform.key: {"peak_flops": p.platform.peak_flops, "bandwidth": p.platform.bandwidth,
+                                            "ridge": p.platform.ridge, "total_time_s": p.total_time_s,
+                                            "naive_time_s": p.naive_time_s}
+                           for p in r.roofline.platforms}
     if index is not None:
         obj["index"] = index  # this model's row of index.md
     return json.dumps(obj, indent=1, sort_keys=False) + "\n"

@@ -342,6 +342,18 @@ def failures_section(r: ModelReport) -> list[str]:
     return out + [""]
 
 
+def roofline_section(r: ModelReport) -> list[str]:
+    """The native count's roofline (``make report HARDWARE=...``), when the report has one."""
+    if r.roofline is None:
+        return []
+    from reconcile.roofline.render import roofline_markdown
+
+    text = roofline_markdown(r.roofline)
+    text = text.replace(f"### Roofline: {r.roofline.model}", "## Roofline: how fast it could run", 1)
+    text = text.replace(f"{r.roofline.model}: input", "Input", 1)
+    return text.splitlines() + [""]
+
+
 def notes_section(r: ModelReport) -> list[str]:
     out = ["## How each tool was run", ""]
     for t in r.tools:
@@ -410,6 +422,7 @@ def model_markdown(r: ModelReport, picture: str = "") -> str:
     lines += layers_section(r)
     lines += other_metrics_section(r)
     lines += failures_section(r)
+    lines += roofline_section(r)
     lines += notes_section(r)
     lines += [regenerate_line(r)]
     return "\n".join(lines).rstrip() + "\n"

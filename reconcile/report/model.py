@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 from reconcile.explain.core import ToolExplanation
 
@@ -25,3 +25,4 @@ class ModelReport:
     options: tuple[str, ...] = ()  # command-line options that reproduce the report
     native_device: str = ""  # where native counted ("meta", or "cpu")
     native_notes: tuple[str, ...] = ()  # why native counted where it did, when not on meta
+    roofline: Any = None  # reconcile.roofline.Roofline of the native count, when asked for
