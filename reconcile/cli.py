@@ -134,27 +134,32 @@ def _too_large(name: str, exc: BaseException) -> ReconcileError:
                           f"({type(exc).__name__}); count it with --device meta, which allocates nothing")
 
 
-def cmd_count(ns: argparse.Namespace) -> int:
-    cfg = _config(ns)
+def _native_count(spec, inputs, device: str, mode: str):
+    """The native count of ``spec`` on ``device``; on meta, a forward that reads values meta cannot
+    know (a branch on a weight) is counted on CPU instead. Returns (count, why it moved or "")."""
     from reconcile import models
     from reconcile.counter import count
+
+    try:
+        model, args = models.prepare(models.build(spec, device=device), inputs, device, mode)
+        return count(model, args, name=spec.name, mode=mode), ""
+    except ReconcileError as exc:
+        if device != "meta":
+            raise
+        model, args = models.prepare(models.build(spec, device="cpu"), inputs, "cpu", mode)
+        return count(model, args, name=spec.name, mode=mode), str(exc)
+
+
+def cmd_count(ns: argparse.Namespace) -> int:
+    cfg = _config(ns)
     from reconcile.records import to_plain
     from reconcile.report.text import count_table
 
     def work(spec) -> None:
         inputs = _inputs_for(spec, cfg)
-        device = cfg.device
-        try:
-            model, args = models.prepare(models.build(spec, device=device), inputs, device, cfg.mode)
-            result = count(model, args, name=spec.name, mode=cfg.mode)
-        except ReconcileError as exc:
-            if device != "meta":
-                raise
-            # a forward that reads data (`if x.mean() > 0`, `.item()`) cannot run on meta
-            device = "cpu"
-            model, args = models.prepare(models.build(spec, device=device), inputs, device, cfg.mode)
-            result = count(model, args, name=spec.name, mode=cfg.mode)
-            print(f"reconcile: note: {spec.name} counted on cpu: on meta, {exc}", file=sys.stderr)
+        result, moved = _native_count(spec, inputs, cfg.device, cfg.mode)
+        if moved:
+            print(f"reconcile: note: {spec.name} counted on cpu: on meta, {moved}", file=sys.stderr)
         inp = inputs[0]
         depth = cfg.depth if cfg.depth is not None else max(r.depth for r in result.rows)
         if cfg.format == "json":
@@ -398,21 +403,13 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
     from reconcile import models
-    from reconcile.counter import count
     from reconcile.roofline import core as rcore
-    from reconcile.roofline import platforms, render
+    from reconcile.roofline import compute_dtype, platforms, render
 
     def work(spec) -> None:
         inputs = _inputs_for(spec, cfg)
-        try:
-            model, args = models.prepare(models.build(spec, device="meta"), inputs, "meta")
-            native = count(model, args, name=spec.name)
-        except ReconcileError:  # a forward that reads data cannot run on meta
-            model, args = models.prepare(models.build(spec, device="cpu"), inputs, "cpu")
-            native = count(model, args, name=spec.name)
-        floats = [d for d in native.input_dtypes if d in ("float32", "float16", "bfloat16")]
-        peak_dtype = ns.peak_dtype or (floats[0] if floats else "float32")
-        plats = platforms(ns.hardware, peak_dtype, ns.tf32)
+        native, _ = _native_count(spec, inputs, "meta", "eval")
+        plats = platforms(ns.hardware, ns.peak_dtype or compute_dtype(native), ns.tf32)
         measured = None
         if ns.measure:
             from reconcile.roofline import local

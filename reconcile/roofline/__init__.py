@@ -16,7 +16,7 @@ from reconcile.records import NativeCount
 from reconcile.roofline.core import Layer, Measured, OnPlatform, Roofline, faster_than_bound, roofline as _roofline
 from reconcile.roofline.hardware import Platform, custom, named, split_keys, table
 
-__all__ = ["Layer", "Measured", "OnPlatform", "Platform", "Roofline", "faster_than_bound", "platforms",
+__all__ = ["Layer", "Measured", "OnPlatform", "Platform", "Roofline", "compute_dtype", "faster_than_bound", "platforms",
            "roofline", "table"]
 
 
@@ -41,10 +41,14 @@ def platforms(hardware: str | Sequence[str | Platform], dtype: str = "float32", 
 def roofline(native: NativeCount, hardware: str | Sequence[str | Platform] = "a100-80gb", *, per_op: bool = False,
              weight_dtype: str | None = None, tf32: bool = False, measured: Measured | None = None) -> Roofline:
     """The roofline of a native count on each hardware (peak chosen by the compute dtype)."""
+    return _roofline(native, platforms(hardware, compute_dtype(native), tf32), per_op=per_op,
+                     weight_dtype=weight_dtype, measured=measured)
+
+
+def compute_dtype(native: NativeCount) -> str:
+    """The dtype whose peak bounds the model: its first floating input's (token ids: float32)."""
     floats = [d for d in native.input_dtypes if d in ("float32", "float16", "bfloat16")]
-    dtype = floats[0] if floats else "float32"
-    return _roofline(native, platforms(hardware, dtype, tf32), per_op=per_op, weight_dtype=weight_dtype,
-                     measured=measured)
+    return floats[0] if floats else "float32"
 
 
 class _CallableModule(types.ModuleType):
