@@ -125,7 +125,7 @@ def totals_section(r: ModelReport) -> list[str]:
                                           for s in summaries)])
     rows.append(["residual", *("—" if s is None else (f"**{_n(s.residual)}**" if s.residual else "0")
                                for s in summaries)])
-    out += _table(["", *labels], rows, "l" + "r" * len(cols))
+    out += _table(["tool", *labels], rows, "l" + "r" * len(cols))
     text = ("Each cause's amount is in the tool's own unit, summed over the model, and ranked by its largest; "
             "the causes are described with the per-layer notes below. *FLOPs not seen*: native FLOPs of work the "
             "tool did not see (not in its MACs). *residual*: what no cause explains, counted once (sum of absolute "
