@@ -276,6 +276,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
             for future in rendered.values():
                 future.cancel()
             raise
+        _stop_workers(5.0)  # no more tool runs: the fork server stops while the last model renders
         reports = []
         failed = 0
         for mr in results:
