@@ -412,7 +412,10 @@ def render_index(folder: Path, reports: Sequence[ModelReport] = ()) -> str:
     from reconcile.report.markdown import index_entry, index_markdown
 
     entries = {r.model: index_entry(r, file_stem(r.model)) for r in reports}
+    ours = {f"{file_stem(r.model)}.json" for r in reports}
     for path in sorted(folder.glob("*.json")):
+        if path.name in ours:
+            continue  # this run's own report: its entry is above (no need to parse it again)
         try:
             entry = json.loads(path.read_text(encoding="utf-8")).get("index")
         except (OSError, ValueError, AttributeError):
