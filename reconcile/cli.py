@@ -263,22 +263,18 @@ def cmd_report(ns: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     rendered = {}
-    with ThreadPoolExecutor(1, thread_name_prefix="reconcile-render") as background:
+    background = ThreadPoolExecutor(1, thread_name_prefix="reconcile-render")
+    reports = []
+    failed = 0
+    try:
         background.submit(pipeline.warm_renderers)
 
         def on_model(mr) -> None:
             if any(r.status == "ok" for r in mr.runs):
                 rendered[id(mr)] = background.submit(render, mr)
 
-        try:
-            results = _collect(ns, cfg, tools, on_model)
-        except BaseException:
-            for future in rendered.values():
-                future.cancel()
-            raise
+        results = _collect(ns, cfg, tools, on_model)
         _stop_workers(5.0)  # no more tool runs: the fork server stops while the last model renders
-        reports = []
-        failed = 0
         for mr in results:
             ran = [r for r in mr.runs if r.status == "ok"]
             if mr.error:
@@ -299,6 +295,10 @@ def cmd_report(ns: argparse.Namespace) -> int:
             for t in report.tools:
                 if t.status != "ok":  # one line each; the details are in the report
                     _err_line(f"{mr.name}: {t.tool} {t.status}: {t.run.error_type}: {t.run.error_message}")
+    finally:
+        # interrupted: what is queued is dropped and the caller stops the workers without
+        # waiting for a picture; the interpreter still lets a render in progress end (< 1 s)
+        background.shutdown(wait=False, cancel_futures=True)
     if reports:
         pipeline.write_files(folder, {"index.md": pipeline.render_index(folder, reports)})
         print(f"wrote {folder / 'index.md'}")
