@@ -11,14 +11,26 @@ from reconcile.roofline.core import FAMILIES, Roofline, faster_than_bound, modul
 ASSUMPTIONS = (
     "Bytes: every tensor an op reads or writes, once per op, at its dtype; parameters are read once "
     "per op that uses them; views and allocations move nothing; an in-place op reads and writes its "
-    "tensor. No reuse between ops. The roof is DRAM bandwidth, except on a platform with a measured "
-    "last-level cache (local): a layer whose working set (one call's reads + writes, an in-place "
-    "op's tensor once) fits that cache is bounded by the cache's bandwidth. Named hardware is "
-    "DRAM-only. Peaks are dense (no sparsity). A layer's bound is max(FLOPs / peak, bytes / its "
-    "roof's bandwidth); the model's is their sum (layers run one after another)."
+    "tensor. No reuse between ops: every operand comes from DRAM, so the roof is DRAM bandwidth. "
+    "Peaks are dense (no sparsity). A layer's bound is max(FLOPs / peak, bytes / bandwidth); "
+    "the model's is their sum (layers run one after another)."
+)
+# added when a platform has a cache roof (local, or custom with cache=): named hardware is DRAM-only
+CACHE_ASSUMPTION = (
+    "Except on a platform with a last-level cache figure (local: measured): there a layer whose "
+    "working set (one call's reads + writes, an in-place op's tensor once) fits the cache may never "
+    "reach DRAM, and its bound uses the cache's bandwidth (roof: cache). Named hardware is DRAM-only "
+    "(no source in the table gives a cache bandwidth)."
 )
 
 ROOF_LABEL = {"dram": "DRAM", "cache": "cache"}
+
+
+def assumptions(r: Roofline) -> str:
+    """What the bytes and the roofs assume, for this result's platforms."""
+    if any(p.platform.has_cache_roof for p in r.platforms):
+        return ASSUMPTIONS + " " + CACHE_ASSUMPTION
+    return ASSUMPTIONS
 
 
 def seconds(s: float) -> str:
@@ -108,7 +120,7 @@ def to_json(r: Roofline) -> dict[str, Any]:
         "flops": r.flops,
         "bytes_read": r.bytes_read,
         "bytes_written": r.bytes_written,
-        "assumptions": ASSUMPTIONS,
+        "assumptions": assumptions(r),
         "hardware": [],
     }
     for i, p in enumerate(r.platforms):
@@ -155,7 +167,8 @@ def by_family(r: Roofline, i: int) -> dict[str, dict[str, float]]:
 def roofline_markdown(r: Roofline, top: int = 10) -> str:
     """A Markdown section for a report: per platform, the bound, the share of memory-bound time,
     and the costliest layers. Meant for ``make report`` once its renderer takes sections."""
-    out = [f"### Roofline: {r.model}", "", "; ".join(_header(r)) + ".", "", ASSUMPTIONS, "",
+    cached = any(p.platform.has_cache_roof for p in r.platforms)
+    out = [f"### Roofline: {r.model}", "", "; ".join(_header(r)) + ".", "", assumptions(r), "",
            "| hardware | peak (FLOP/s) | bandwidth (B/s) | ridge (FLOP/B) | lower bound | naive bound | memory-bound time |",
            "|:---|---:|---:|---:|---:|---:|---:|"]
     for p in r.platforms:
@@ -169,10 +182,12 @@ def roofline_markdown(r: Roofline, top: int = 10) -> str:
     if r.platforms:
         p = r.platforms[0]
         order = sorted(range(len(r.layers)), key=lambda k: (-p.times[k].time_s, k))[:top]
-        out += ["", f"Costliest layers on {p.platform.key}:", "",
-                "| layer | FLOPs | bytes | FLOP/B | bound | roof | time bound |", "|:---|---:|---:|---:|:---|:---|---:|"]
+        out += ["", f"Costliest layers on {p.platform.key}:", ""]
+        out += (["| layer | FLOPs | bytes | FLOP/B | bound | roof | time bound |", "|:---|---:|---:|---:|:---|:---|---:|"]
+                if cached else ["| layer | FLOPs | bytes | FLOP/B | bound | time bound |", "|:---|---:|---:|---:|:---|---:|"])
         for k in order:
             la, t = r.layers[k], p.times[k]
+            roof = f" {ROOF_LABEL[t.roof]} |" if cached else ""
             out.append(f"| `{la.label}` | {numbers.exact(la.flops)} | {numbers.exact(la.bytes)} | "
-                       f"{_intensity(la.intensity)} | {t.bound} | {ROOF_LABEL[t.roof]} | {seconds(t.time_s)} |")
+                       f"{_intensity(la.intensity)} | {t.bound} |{roof} {seconds(t.time_s)} |")
     return "\n".join(out) + "\n"
