@@ -208,15 +208,19 @@ def test_faster_than_bound_is_reported_not_clipped():
     assert {m for m, _b, _g in low} == mods  # every one reported, none clipped
     assert "measured faster than their bound" in render.table(r)
     assert all(b > 1e-9 for _m, b, _g in low)
-    # why: conv1 is compute-bound (61.3 FLOP/B > ridge 10); relu's working set, its 3,211,264-byte
-    # tensor (in place: read and written once), fits a 4 MiB cache and ran on the cache roof;
-    # bn1's, 3,212,288 read + 3,211,264 written = 6,423,552, does not, but is within 2 x 4 MiB
+    # why: conv1 is compute-bound (61.3 FLOP/B > ridge 10); relu's 3,211,264-byte tensor fits a
+    # 4 MiB cache: on the cache roof
     assert rcore.why_faster(r, 0, "conv1").startswith("compute-bound")
     assert rcore.why_faster(r, 0, "relu").startswith("memory-bound on the cache roof")
-    assert "part of it was still cache-resident" in rcore.why_faster(r, 0, "bn1")
-    small = dataclasses.replace(plat, cache_bytes=2**20)  # 1 MiB: 6,423,552 > 2 x 1,048,576
+    # a 1 MiB cache: bn1 must move (3,212,288 - 1,048,576) + (3,211,264 - 1,048,576) = 4,326,400 B
+    # through DRAM, 43.3 us at 1e11 > 6,423,552 / 4e11 = 16.1 us: on the DRAM roof
+    small = dataclasses.replace(plat, cache_bytes=2**20)
     r2 = rcore.roofline(native, [small], measured=fast)
-    assert rcore.why_faster(r2, 0, "bn1").startswith("memory-bound on the DRAM roof beyond the cache")
+    assert rcore.why_faster(r2, 0, "bn1").startswith("memory-bound on the DRAM roof (working set 6,423,552 B")
+    # no cache roof, but the LLC size known (sysfs): bn1 fits 8 MiB, so its data may have been cached
+    sysfs_only = dataclasses.replace(plat, cache_bytes=8 * 2**20, cache_bandwidth=None)
+    r3 = rcore.roofline(native, [sysfs_only], measured=fast)
+    assert "a DRAM-only roof does not model" in rcore.why_faster(r3, 0, "bn1")
     # the tightest layer is the one with the largest bound / measured: conv1's 236 us bound
     assert rcore.tightest(r, 0)[0] == "conv1"
 
@@ -240,40 +244,56 @@ def test_working_set_by_hand():
     assert rcore.working_set("aten::convolution", 639_744, 3_211_264, 37_632, num=1, den=4) == 3_822_784
 
 
-# custom platform with a 4 MiB cache at 4e11 B/s beside DRAM at 1e11 B/s; peak 1e12 FLOP/s
+# custom platforms with a 4 MiB or a 2 MiB cache at 4e11 B/s beside DRAM at 1e11 B/s; peak 1e12 FLOP/s
 CACHED = "custom:peak=1e12,bandwidth=1e11,cache=4194304,cache_bandwidth=4e11"
+SMALL = "custom:peak=1e12,bandwidth=1e11,cache=2097152,cache_bandwidth=4e11"
 
 
-@pytest.mark.parametrize("module,roof,bound,time_s", [
-    # relu: working set 3,211,264 <= 4,194,304: cache roof, 6,422,528 B / 4e11 B/s
-    ("relu", "cache", "memory", 6_422_528 / 4e11),
-    # bn1: 3,212,288 + 3,211,264 = 6,423,552 > 4,194,304: DRAM roof, 6,423,552 / 1e11
-    ("bn1", "dram", "memory", 6_423_552 / 1e11),
-    # layer1.0.relu: two calls, 1,605,632 read in all, 802,816 per call: cache, 3,211,264 / 4e11
-    ("layer1.0.relu", "cache", "memory", 3_211_264 / 4e11),
-    # conv1: 639,744 + 3,211,264 = 3,851,008 fits: cache roof, and compute-bound either way,
-    # 236,027,904 FLOPs / 1e12 = 236 us > 3,851,008 / 4e11 = 9.6 us
-    ("conv1", "cache", "compute", 236_027_904 / 1e12),
-    # fc: 2,054,048 + 4,000 = 2,058,048 fits: 2,058,048 / 4e11 > 1,025,000 / 1e12
-    ("fc", "cache", "memory", 2_058_048 / 4e11),
+@pytest.mark.parametrize("hw,module,roof,bound,time_s", [
+    # relu reads and writes its 3,211,264-byte tensor: both within 4,194,304, nothing must cross
+    # DRAM: cache roof, 6,422,528 B / 4e11 B/s
+    (CACHED, "relu", "cache", "memory", 6_422_528 / 4e11),
+    # bn1 reads 3,212,288 and writes 3,211,264, each within 4 MiB: cache roof, 6,423,552 / 4e11
+    (CACHED, "bn1", "cache", "memory", 6_423_552 / 4e11),
+    # conv1 is compute-bound on any roof: 236,027,904 FLOPs / 1e12 = 236 us > 3,851,008 / 4e11
+    (CACHED, "conv1", "cache", "compute", 236_027_904 / 1e12),
+    # fc: 2,058,048 B / 4e11 = 5.1 us > 1,025,000 FLOPs / 1e12 = 1.0 us
+    (CACHED, "fc", "cache", "memory", 2_058_048 / 4e11),
+    # 2 MiB cache: relu must read (3,211,264 - 2,097,152) = 1,114,112 B from DRAM and write as much
+    # back: 2,228,224 / 1e11 = 22.3 us > 6,422,528 / 4e11 = 16.1 us: the DRAM roof
+    (SMALL, "relu", "dram", "memory", 2_228_224 / 1e11),
+    # bn1: (3,212,288 - 2,097,152) + (3,211,264 - 2,097,152) = 1,115,136 + 1,114,112 = 2,229,248
+    (SMALL, "bn1", "dram", "memory", 2_229_248 / 1e11),
+    # layer1.0.relu: two calls of 802,816 B each, each within 2 MiB: cache, 3,211,264 / 4e11
+    (SMALL, "layer1.0.relu", "cache", "memory", 3_211_264 / 4e11),
 ])
-def test_cache_roof_when_the_working_set_fits(module, roof, bound, time_s):
-    r = roofline(_native("resnet18"), CACHED)
+def test_cache_roof_by_hand(hw, module, roof, bound, time_s):
+    r = roofline(_native("resnet18"), hw)
     (t,) = [t for la, t in zip(r.layers, r.platforms[0].times) if la.module == module]
     assert (t.roof, t.bound) == (roof, bound) and t.time_s == pytest.approx(time_s)
     p = r.platforms[0]
     assert p.platform.cache_ridge == 2.5  # 1e12 / 4e11
     assert p.total_time_s >= p.naive_time_s * (1 - 1e-12)  # still a sum of maxima >= the max of sums
+    # the JSON row says which bytes must cross DRAM
+    row = next(x for x in render.to_json(r)["hardware"][0]["rows"] if x["module"] == module)
+    assert row["roof"] == roof and row["dram_bytes"] == next(
+        la for la in r.layers if la.module == module).dram_floor(p.platform.cache_bytes)
 
 
-def test_in_place_working_set_decides_the_roof_at_batch_8():
-    # batch 8 relu: 8 * 3,211,264 = 25,690,112 B read and written in place: the working set is
-    # 25,690,112 <= 32 MiB = 33,554,432 (cache roof), although reads + writes, 51,380,224, exceed it;
-    # bn1 touches 25,691,136 + 25,690,112 = 51,381,248 > 33,554,432: DRAM
-    r = roofline(_native("resnet18", batch=8), "custom:peak=1e12,bandwidth=1e11,cache=33554432,cache_bandwidth=4e11")
+def test_cache_roof_at_batch_8():
+    cache = "custom:peak=1e12,bandwidth=1e11,cache=33554432,cache_bandwidth=4e11"  # 32 MiB
+    # resnet18 relu: 8 * 3,211,264 = 25,690,112 B read and written in place: its working set is
+    # 25,690,112 (reads + writes would be 51,380,224), within 33,554,432: cache roof
+    r = roofline(_native("resnet18", batch=8), cache)
     rows = {la.module: (la, t) for la, t in zip(r.layers, r.platforms[0].times)}
     assert rows["relu"][0].working_set == 25_690_112 and rows["relu"][1].roof == "cache"
-    assert rows["bn1"][0].working_set == 51_381_248 and rows["bn1"][1].roof == "dram"
+    # vgg16 features.1: in place on 8 * 12,845,056 = 102,760,448 B: must read and write back
+    # 2 * (102,760,448 - 33,554,432) = 138,412,032 B through DRAM, 1.384 ms at 1e11 B/s, more than
+    # all 205,520,896 B at 4e11 (0.514 ms): the DRAM roof, below the 2.06 ms of a DRAM-only roof
+    r = roofline(_native("vgg16", batch=8), cache)
+    la, t = next((la, t) for la, t in zip(r.layers, r.platforms[0].times) if la.module == "features.1")
+    assert la.dram_floor(33_554_432) == 138_412_032
+    assert (t.roof, t.time_s) == ("dram", pytest.approx(138_412_032 / 1e11))
 
 
 def test_named_hardware_is_dram_only():

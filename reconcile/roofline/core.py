@@ -9,10 +9,16 @@ Guarantees:
 - Bytes are the native counter's: every tensor an op reads or writes, once per op, at its dtype;
   parameters read once per op that uses them; views and allocations cost nothing; an in-place op
   reads and writes its tensor. Assumed: no reuse between ops.
-- The roof: a layer whose working set (the bytes one call of its largest op touches: reads plus
-  writes, an in-place op's written tensor being one it read) fits the platform's last-level
-  cache may never reach DRAM, so its memory term uses the cache's bandwidth (``roof == "cache"``);
-  every other layer, and every layer on a platform without a cache figure, uses DRAM bandwidth.
+- The roofs. Without a cache figure (named hardware): every byte at DRAM bandwidth. With one
+  (local; custom with ``cache=``), of capacity C: every byte still passes through the cache, at
+  most at its bandwidth, and only the bytes that cannot be cache-resident must cross DRAM: per op
+  call, its reads beyond C (at most C of its inputs can be in the cache when it starts) and its
+  writes beyond C (at most C of its outputs can stay there, not yet written back, when it ends).
+  The memory term is the larger of bytes / cache bandwidth and those DRAM bytes / DRAM bandwidth,
+  and the roof named is the one that set it: a layer whose working set fits the cache is on the
+  ``cache`` roof; a large one on ``dram`` with up to 2C bytes per call less than it moves. This is
+  a lower bound on any schedule; "every byte from DRAM" is not (a stream over twice the cache ran
+  here well above DRAM bandwidth).
 - ``weight_dtype`` is a what-if: parameter bytes scaled to that dtype's size, activations and
   FLOPs unchanged, the peak still chosen by the compute (activation) dtype.
 - A layer's time bound is max(FLOPs / peak, bytes / its roof's bandwidth); the model's is their
@@ -61,6 +67,16 @@ class Layer:
     # bytes one call of its largest op touches (reads + writes; an in-place op's written tensor is
     # one it read, so counted once): what must fit a cache for the layer to run from it
     working_set: int = 0
+    # per op: (bytes read, bytes written, calls), summed over calls (read after the what-if):
+    # what the cache roof needs to know which bytes must cross DRAM
+    traffic: tuple[tuple[int, int, int], ...] = ()
+
+    def dram_floor(self, cache_bytes: int) -> int:
+        """Bytes that must cross DRAM with a cache of ``cache_bytes``: per op call, reads beyond
+        the cache (inputs it cannot have held at the start) and writes beyond it (outputs it
+        cannot still hold at the end). Calls summed: sum over calls of (r - C)+ = (R - calls * C)+
+        for alike calls."""
+        return sum(max(0, r - n * cache_bytes) + max(0, w - n * cache_bytes) for r, w, n in self.traffic)
 
     @property
     def bytes(self) -> int:
@@ -85,7 +101,7 @@ class LayerTime:
     bound: str  # "memory" (I < the roof's ridge) or "compute"
     time_s: float  # max(FLOPs / peak, bytes / the roof's bandwidth)
     attainable: float  # FLOP/s: min(peak, bandwidth * I)
-    roof: str = "dram"  # "cache" when the working set fits the last-level cache, else "dram"
+    roof: str = "dram"  # which memory roof set the memory term: "cache" or "dram" (see the module doc)
 
 
 @dataclass(frozen=True)
@@ -173,9 +189,14 @@ def layers(native: NativeCount, per_op: bool = False, weight_dtype: str | None =
     _, num, den = _param_scale(native, weight_dtype)
 
     def make(row: ModuleRow, op: str | None, fam: str, flops: int, read: int, written: int, pread: int,
-             ws: int) -> Layer:
+             ws: int, ops: Sequence[str]) -> Layer:
         scaled = pread * num // den
-        return Layer(row.name, row.type, op, fam, flops, read - pread + scaled, written, scaled, ws)
+        traffic = []
+        for o in ops:
+            r, w, p = row.op_bytes.get(o, (0, 0, 0))
+            if r or w:
+                traffic.append((r - p + p * num // den, w, _op_calls(row, o)))
+        return Layer(row.name, row.type, op, fam, flops, read - pread + scaled, written, scaled, ws, tuple(traffic))
 
     out: list[Layer] = []
     for row in native.rows:
@@ -186,13 +207,13 @@ def layers(native: NativeCount, per_op: bool = False, weight_dtype: str | None =
                 for op in ops}
         if not per_op:
             out.append(make(row, None, family(row.type, ops), row.flops, row.bytes_read, row.bytes_written,
-                            row.param_bytes_read, max(sets.values(), default=0)))
+                            row.param_bytes_read, max(sets.values(), default=0), ops))
             continue
         for op in ops:
             r, w, p = row.op_bytes.get(op, (0, 0, 0))
             f = flops_of(dict(row.op_components.get(op, {})))
             if f or r or w:
-                out.append(make(row, op, family("", [op]), f, r, w, p, sets[op]))
+                out.append(make(row, op, family("", [op]), f, r, w, p, sets[op], [op]))
     return tuple(out)
 
 
@@ -221,11 +242,14 @@ def _op_calls(row: ModuleRow, op: str) -> int:
     return row.ops.get(op) or row.zero_cost_ops.get(op) or row.unknown_ops.get(op) or row.calls or 1
 
 
-def roof_of(layer: Layer, platform: Platform) -> str:
-    """"cache" when the platform has a cache roof and one call's working set fits it, else "dram"."""
-    if platform.has_cache_roof and 0 < layer.working_set <= (platform.cache_bytes or 0):
-        return "cache"
-    return "dram"
+def memory_time(layer: Layer, platform: Platform) -> tuple[float, str]:
+    """(seconds, roof): bytes / DRAM bandwidth without a cache figure; with one, the larger of
+    bytes / cache bandwidth and the DRAM floor / DRAM bandwidth, and which of the two set it."""
+    if not platform.has_cache_roof:
+        return layer.bytes / platform.bandwidth, "dram"
+    t_cache = layer.bytes / (platform.cache_bandwidth or 1.0)
+    t_dram = layer.dram_floor(platform.cache_bytes or 0) / platform.bandwidth
+    return (t_dram, "dram") if t_dram > t_cache else (t_cache, "cache")
 
 
 def on_platform(rows: Sequence[Layer], platform: Platform) -> OnPlatform:
@@ -233,10 +257,8 @@ def on_platform(rows: Sequence[Layer], platform: Platform) -> OnPlatform:
     times = []
     t_memory_total = 0.0
     for la in rows:
-        roof = roof_of(la, platform)
-        beta = platform.cache_bandwidth if roof == "cache" else platform.bandwidth
-        assert beta is not None
-        t_compute, t_memory = la.flops / pi, la.bytes / beta
+        t_memory, roof = memory_time(la, platform)
+        t_compute = la.flops / pi
         t_memory_total += t_memory
         t = max(t_compute, t_memory)
         times.append(LayerTime("compute" if t_compute >= t_memory else "memory", t, la.flops / t if t else 0.0,
@@ -274,12 +296,16 @@ def why_faster(result: Roofline, index: int, module: str) -> str:
     ws = max(la.working_set for la, _t in rows)
     mib = (pl.cache_bytes or 0) / 2**20
     if any(t.roof == "cache" for _la, t in rows):
-        return (f"memory-bound on the cache roof (working set {ws:,} B fits the {mib:.0f} MiB cache): it beat the "
+        return (f"memory-bound on the cache roof (working set {ws:,} B, cache {mib:.0f} MiB): it beat the "
                 "measured cache bandwidth, which is too low, or bytes are overcounted")
-    if pl.cache_bytes and ws <= 2 * pl.cache_bytes:
-        return (f"memory-bound on the DRAM roof, working set {ws:,} B within twice the {mib:.0f} MiB cache: "
-                "part of it was still cache-resident, which the DRAM roof does not model")
-    return "memory-bound on the DRAM roof beyond the cache: the bandwidth figure is too low, or bytes are overcounted"
+    if pl.has_cache_roof:
+        return (f"memory-bound on the DRAM roof (working set {ws:,} B, cache {mib:.0f} MiB): it moved fewer "
+                "bytes through DRAM than the floor, so the cache holds more than its size says, the DRAM "
+                "figure is too low, or bytes are overcounted")
+    if pl.cache_bytes and ws <= pl.cache_bytes:
+        return (f"memory-bound, working set {ws:,} B fits the {mib:.0f} MiB last-level cache: its data was "
+                "(partly) cache-resident, which a DRAM-only roof does not model")
+    return "memory-bound on the DRAM roof: the bandwidth figure is too low, or bytes are overcounted"
 
 
 def faster_than_bound(result: Roofline, index: int) -> list[tuple[str, float, float]]:

@@ -133,6 +133,8 @@ def to_json(r: Roofline) -> dict[str, Any]:
                    "intensity": None if la.intensity is None else float(la.intensity),
                    "working_set": la.working_set, "bound": t.bound, "roof": t.roof,
                    "attainable_flops": t.attainable, "time_s": t.time_s}
+            if pl.has_cache_roof:  # the bytes that must cross DRAM, what the dram roof divides
+                row["dram_bytes"] = la.dram_floor(pl.cache_bytes or 0)
             if r.per_op:
                 row["op"] = la.op
             rows.append(row)
