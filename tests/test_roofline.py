@@ -337,3 +337,19 @@ def test_callable_package():
 
     r = reconcile.roofline(_native("resnet18"), "t4")
     assert isinstance(r, rcore.Roofline) and r.platforms[0].platform.key == "t4"
+
+
+@pytest.mark.parametrize("hw,code", [
+    # a bound of at least 1 s per layer (peak 1 FLOP/s, 1 B/s): every layer "beats" it: exit 1
+    ("custom:peak=1,bandwidth=1", 1),
+    # bounds of at most femtoseconds (1e30 FLOP/s and B/s): nothing can beat them: exit 0
+    ("custom:peak=1e30,bandwidth=1e30", 0),
+])
+def test_cli_measure_check_exit_status(capsys, hw, code):
+    # a structural check of the command, not of this machine's speed: bounds far off either way
+    got = cli.main(["roofline", "resnet18", "--input-shape", "1,3,32,32", "--hardware", hw, "--measure",
+                    "--repeat", "1"])
+    out, err = capsys.readouterr()
+    assert got == code
+    assert "summed bounds / measured" in out and "tightest layer:" in out
+    assert ("check failed" in err) == (code == 1)
