@@ -93,13 +93,10 @@ class Layer:
         return f"{name} {self.op}" if self.op else name
 
 
-ROOFS = ("dram", "cache")
-
-
 @dataclass(frozen=True)
 class LayerTime:
-    bound: str  # "memory" (I < the roof's ridge) or "compute"
-    time_s: float  # max(FLOPs / peak, bytes / the roof's bandwidth)
+    bound: str  # "memory" (the memory term is the larger) or "compute"
+    time_s: float  # max(FLOPs / peak, memory term): the memory term as ``memory_time`` gives it
     attainable: float  # FLOP/s: min(peak, bandwidth * I)
     roof: str = "dram"  # which memory roof set the memory term: "cache" or "dram" (see the module doc)
 
