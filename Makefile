@@ -19,7 +19,11 @@ PLOTS ?= $(OUT)/roofline
 REPORT_ARGS := $(if $(INPUT),--input-shape $(INPUT),) $(if $(TOOLS),--tools $(TOOLS),) \
 	$(if $(filter command line environment,$(origin HARDWARE)),--hardware $(HARDWARE),)
 
-.PHONY: setup report test bench zoo roofline clean
+# `make roofline-check`: this machine's bounds against measured layer times (CPU, real tensors),
+# once per input shape; exit status 1 if a layer ran faster than its lower bound
+CHECK_SHAPES ?= 1,3,224,224 8,3,224,224
+
+.PHONY: setup report test bench zoo roofline roofline-check clean
 
 setup: $(STAMP)
 
@@ -37,6 +41,10 @@ test: $(STAMP)
 
 roofline: $(STAMP)
 	$(PY) -m reconcile roofline $(MODELS) --hardware $(HARDWARE) --plot $(PLOTS) $(if $(INPUT),--input-shape $(INPUT),)
+
+roofline-check: $(STAMP)
+	rc=0; for s in $(CHECK_SHAPES); do \
+		$(PY) -m reconcile roofline $(MODELS) --hardware local --measure --input-shape $$s || rc=1; done; exit $$rc
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py

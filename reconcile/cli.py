@@ -429,6 +429,8 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
     from reconcile.roofline import core as rcore
     from reconcile.roofline import compute_dtype, platforms, render
 
+    beaten: list[str] = []  # with --measure: "model: module" measured faster than its bound
+
     def work(spec) -> None:
         inputs = _inputs_for(spec, cfg)
         native, _ = _native_count(spec, inputs, "meta", "eval")
@@ -441,6 +443,9 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
             module_s, total_s = local.measure_layers(model, args, ns.repeat)
             measured = rcore.Measured(module_s, total_s, ns.repeat)
         result = rcore.roofline(native, plats, per_op=ns.ops, weight_dtype=ns.weight_dtype, measured=measured)
+        if measured is not None:
+            beaten.extend(f"{spec.name} on {result.platforms[i].platform.key}: {m or '(model)'}"
+                          for i in range(len(plats)) for m, _b, _g in rcore.faster_than_bound(result, i))
         if ns.format == "json":
             print(json.dumps(render.to_json(result)))
         else:
@@ -462,7 +467,12 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
                                      "choose another folder with --plot") from exc
         sys.stdout.flush()
 
-    return _each_model(ns.specs, work)
+    code = _each_model(ns.specs, work)
+    if beaten and not code:  # the --measure check: a bound above a measured time is a bug to look at
+        print(f"reconcile: check failed: {len(beaten)} layer(s) measured faster than their lower bound: "
+              + ", ".join(beaten[:5]) + (" ..." if len(beaten) > 5 else ""), file=sys.stderr)
+        return 1
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -536,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what-if: parameter bytes at this dtype's size; activations and FLOPs unchanged")
     p.add_argument("--ops", action="store_true", help="one row per module and aten op (default: per module)")
     p.add_argument("--measure", action="store_true",
-                   help="time each layer on CPU with real tensors (best of --repeat) next to its bound")
+                   help="time each layer on CPU with real tensors (best of --repeat) next to its bound on "
+                        "this machine's entries (local, custom); exit status 1 if one beats its bound")
     p.add_argument("--repeat", type=int, default=5, metavar="N", help="repetitions for --measure (default 5)")
     p.add_argument("--plot", metavar="DIR", help="write a roofline and a per-family picture per hardware (PNG)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")

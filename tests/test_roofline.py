@@ -152,8 +152,14 @@ def test_hardware_mistakes():
         platforms("t4", "bfloat16")  # Turing has no BF16 tensor cores
     with pytest.raises(ReconcileError, match="custom:peak"):
         platforms("custom:peak=1e12")
+    with pytest.raises(ReconcileError, match="cache_bandwidth"):
+        platforms("custom:peak=1e12,bandwidth=1e11,cache=1e6")  # a cache needs its bandwidth
     assert hardware.split_keys("t4,custom:peak=1e12,bandwidth=1e11,local") == [
         "t4", "custom:peak=1e12,bandwidth=1e11", "local"]
+    assert hardware.split_keys("custom:peak=1e12,bandwidth=1e11,cache=4e6,cache_bandwidth=4e11,t4") == [
+        "custom:peak=1e12,bandwidth=1e11,cache=4e6,cache_bandwidth=4e11", "t4"]
+    (p,) = platforms("custom:peak=1e12,bandwidth=1e11,cache=4e6,cache_bandwidth=4e11")
+    assert (p.cache_bytes, p.cache_bandwidth, p.cache_ridge) == (4_000_000, 4e11, 2.5)
 
 
 def test_local_uses_its_cache(tmp_path, monkeypatch):
@@ -163,14 +169,24 @@ def test_local_uses_its_cache(tmp_path, monkeypatch):
     def fake(dtype, repeat=5):
         calls.append(dtype)
         return {"dtype": dtype, "peak_flops": 1e11, "bandwidth": 2e10, "matmul": "m", "copy": "c",
+                "cache_bytes": 2**25, "cache_bandwidth": 1e11, "cache": "k",
                 "threads": torch.get_num_threads(), "torch": torch.__version__, "date": "2026-12-01"}
 
     monkeypatch.setattr(local, "measure", fake)
     a = local.platform("float32")
     b = local.platform("float32")  # from the cache: measured once
     assert calls == ["float32"] and a == b and a.ridge == 5.0
+    assert (a.cache_bytes, a.cache_bandwidth, a.cache_ridge) == (2**25, 1e11, 1.0)
     saved = json.loads((tmp_path / "reconcile" / "local-hardware.json").read_text())
     assert list(saved) == [f"float32/threads={torch.get_num_threads()}/torch={torch.__version__}/{local.METHOD}"]
+
+
+def test_conv_flops_by_hand():
+    # ResNet's stem at batch 1: out (224 + 6 - 7) // 2 + 1 = 112; 2 * 64 * 112 * 112 * 3 * 49 =
+    # 236,027,904, the native count of resnet18's conv1
+    assert local.conv_flops(1, 3, 64, 7, 2, 3, 224) == 236_027_904 == _native("resnet18").row("conv1").flops
+    # 3x3, 64 -> 64 at 56, batch 8: 2 * 8 * 64 * 56 * 56 * 64 * 9 = 1,849,688,064
+    assert local.conv_flops(8, 64, 64, 3, 1, 1, 56) == 1_849_688_064
 
 
 def test_measure_layers_leaves_no_hooks():
@@ -186,18 +202,104 @@ def test_faster_than_bound_is_reported_not_clipped():
     r = roofline(native, "custom:peak=1e12,bandwidth=1e11")
     mods = {la.module for la in r.layers}
     fast = Measured({m: 1e-9 for m in mods}, 1e-3, 3)  # every layer impossibly fast
-    plat = dataclasses.replace(r.platforms[0].platform, cache_bytes=4 * 2**20)
+    plat = dataclasses.replace(r.platforms[0].platform, cache_bytes=4 * 2**20, cache_bandwidth=4e11)
     r = rcore.roofline(native, [plat], measured=fast)
     low = rcore.faster_than_bound(r, 0)
-    assert {m for m, _b, _g in low} == mods
+    assert {m for m, _b, _g in low} == mods  # every one reported, none clipped
     assert "measured faster than their bound" in render.table(r)
-    # why: conv1 is compute-bound (61.3 FLOP/B > ridge 10); relu reads 3,211,264 bytes, within a
-    # 4 MiB cache, and beyond a 1 MiB one
+    assert all(b > 1e-9 for _m, b, _g in low)
+    # why: conv1 is compute-bound (61.3 FLOP/B > ridge 10); relu's 3,211,264-byte tensor fits a
+    # 4 MiB cache: on the cache roof
     assert rcore.why_faster(r, 0, "conv1").startswith("compute-bound")
-    assert "cache-resident" in rcore.why_faster(r, 0, "relu")
-    small = dataclasses.replace(r.platforms[0].platform, cache_bytes=2**20)
+    assert rcore.why_faster(r, 0, "relu").startswith("memory-bound on the cache roof")
+    # a 1 MiB cache: bn1 must move (3,212,288 - 1,048,576) + (3,211,264 - 1,048,576) = 4,326,400 B
+    # through DRAM, 43.3 us at 1e11 > 6,423,552 / 4e11 = 16.1 us: on the DRAM roof
+    small = dataclasses.replace(plat, cache_bytes=2**20)
     r2 = rcore.roofline(native, [small], measured=fast)
-    assert rcore.why_faster(r2, 0, "relu").startswith("memory-bound beyond the cache")
+    assert rcore.why_faster(r2, 0, "bn1").startswith("memory-bound on the DRAM roof (working set 6,423,552 B")
+    # no cache roof, but the LLC size known (sysfs): bn1 fits 8 MiB, so its data may have been cached
+    sysfs_only = dataclasses.replace(plat, cache_bytes=8 * 2**20, cache_bandwidth=None)
+    r3 = rcore.roofline(native, [sysfs_only], measured=fast)
+    assert "a DRAM-only roof does not model" in rcore.why_faster(r3, 0, "bn1")
+    # the tightest layer is the one with the largest bound / measured: conv1's 236 us bound
+    assert rcore.tightest(r, 0)[0] == "conv1"
+
+
+@pytest.mark.parametrize("op,expected", [("aten::relu_", True), ("aten::add_", True), ("aten::__iand__", True),
+                                         ("aten::relu", False), ("aten::_softmax", False), ("aten::__and__", False),
+                                         ("module::Foo_", False)])
+def test_in_place_ops(op, expected):
+    assert rcore.in_place(op) is expected
+
+
+def test_working_set_by_hand():
+    # in place: the written tensor is one it read, so only the reads: 3,211,264
+    assert rcore.working_set("aten::relu_", 3_211_264, 3_211_264, 0) == 3_211_264
+    # out of place: reads + writes, 639,744 + 3,211,264 = 3,851,008
+    assert rcore.working_set("aten::convolution", 639_744, 3_211_264, 37_632) == 3_851_008
+    # two alike calls (BasicBlock's relu): (1,605,632 read) / 2 = 802,816 per call
+    assert rcore.working_set("aten::relu_", 1_605_632, 1_605_632, 0, calls=2) == 802_816
+    # int8 weights what-if: parameter bytes 37,632 * 1 / 4 = 9,408: 639,744 - 37,632 = 602,112,
+    # + 9,408 = 611,520, + 3,211,264 = 3,822,784
+    assert rcore.working_set("aten::convolution", 639_744, 3_211_264, 37_632, num=1, den=4) == 3_822_784
+
+
+# custom platforms with a 4 MiB or a 2 MiB cache at 4e11 B/s beside DRAM at 1e11 B/s; peak 1e12 FLOP/s
+CACHED = "custom:peak=1e12,bandwidth=1e11,cache=4194304,cache_bandwidth=4e11"
+SMALL = "custom:peak=1e12,bandwidth=1e11,cache=2097152,cache_bandwidth=4e11"
+
+
+@pytest.mark.parametrize("hw,module,roof,bound,time_s", [
+    # relu reads and writes its 3,211,264-byte tensor: both within 4,194,304, nothing must cross
+    # DRAM: cache roof, 6,422,528 B / 4e11 B/s
+    (CACHED, "relu", "cache", "memory", 6_422_528 / 4e11),
+    # bn1 reads 3,212,288 and writes 3,211,264, each within 4 MiB: cache roof, 6,423,552 / 4e11
+    (CACHED, "bn1", "cache", "memory", 6_423_552 / 4e11),
+    # conv1 is compute-bound on any roof: 236,027,904 FLOPs / 1e12 = 236 us > 3,851,008 / 4e11
+    (CACHED, "conv1", "cache", "compute", 236_027_904 / 1e12),
+    # fc: 2,058,048 B / 4e11 = 5.1 us > 1,025,000 FLOPs / 1e12 = 1.0 us
+    (CACHED, "fc", "cache", "memory", 2_058_048 / 4e11),
+    # 2 MiB cache: relu must read (3,211,264 - 2,097,152) = 1,114,112 B from DRAM and write as much
+    # back: 2,228,224 / 1e11 = 22.3 us > 6,422,528 / 4e11 = 16.1 us: the DRAM roof
+    (SMALL, "relu", "dram", "memory", 2_228_224 / 1e11),
+    # bn1: (3,212,288 - 2,097,152) + (3,211,264 - 2,097,152) = 1,115,136 + 1,114,112 = 2,229,248
+    (SMALL, "bn1", "dram", "memory", 2_229_248 / 1e11),
+    # layer1.0.relu: two calls of 802,816 B each, each within 2 MiB: cache, 3,211,264 / 4e11
+    (SMALL, "layer1.0.relu", "cache", "memory", 3_211_264 / 4e11),
+])
+def test_cache_roof_by_hand(hw, module, roof, bound, time_s):
+    r = roofline(_native("resnet18"), hw)
+    (t,) = [t for la, t in zip(r.layers, r.platforms[0].times) if la.module == module]
+    assert (t.roof, t.bound) == (roof, bound) and t.time_s == pytest.approx(time_s)
+    p = r.platforms[0]
+    assert p.platform.cache_ridge == 2.5  # 1e12 / 4e11
+    assert p.total_time_s >= p.naive_time_s * (1 - 1e-12)  # still a sum of maxima >= the max of sums
+    # the JSON row says which bytes must cross DRAM
+    row = next(x for x in render.to_json(r)["hardware"][0]["rows"] if x["module"] == module)
+    assert row["roof"] == roof and row["dram_bytes"] == next(
+        la for la in r.layers if la.module == module).dram_floor(p.platform.cache_bytes)
+
+
+def test_cache_roof_at_batch_8():
+    cache = "custom:peak=1e12,bandwidth=1e11,cache=33554432,cache_bandwidth=4e11"  # 32 MiB
+    # resnet18 relu: 8 * 3,211,264 = 25,690,112 B read and written in place: its working set is
+    # 25,690,112 (reads + writes would be 51,380,224), within 33,554,432: cache roof
+    r = roofline(_native("resnet18", batch=8), cache)
+    rows = {la.module: (la, t) for la, t in zip(r.layers, r.platforms[0].times)}
+    assert rows["relu"][0].working_set == 25_690_112 and rows["relu"][1].roof == "cache"
+    # vgg16 features.1: in place on 8 * 12,845,056 = 102,760,448 B: must read and write back
+    # 2 * (102,760,448 - 33,554,432) = 138,412,032 B through DRAM, 1.384 ms at 1e11 B/s, more than
+    # all 205,520,896 B at 4e11 (0.514 ms): the DRAM roof, below the 2.06 ms of a DRAM-only roof
+    r = roofline(_native("vgg16", batch=8), cache)
+    la, t = next((la, t) for la, t in zip(r.layers, r.platforms[0].times) if la.module == "features.1")
+    assert la.dram_floor(33_554_432) == 138_412_032
+    assert (t.roof, t.time_s) == ("dram", pytest.approx(138_412_032 / 1e11))
+
+
+def test_named_hardware_is_dram_only():
+    r = roofline(_native("resnet18"), "a100-80gb")
+    assert not r.platforms[0].platform.has_cache_roof and r.platforms[0].platform.cache_ridge is None
+    assert {t.roof for t in r.platforms[0].times} == {"dram"}
 
 
 def test_json_and_markdown():
@@ -235,3 +337,19 @@ def test_callable_package():
 
     r = reconcile.roofline(_native("resnet18"), "t4")
     assert isinstance(r, rcore.Roofline) and r.platforms[0].platform.key == "t4"
+
+
+@pytest.mark.parametrize("hw,code", [
+    # a bound of at least 1 s per layer (peak 1 FLOP/s, 1 B/s): every layer "beats" it: exit 1
+    ("custom:peak=1,bandwidth=1", 1),
+    # bounds of at most femtoseconds (1e30 FLOP/s and B/s): nothing can beat them: exit 0
+    ("custom:peak=1e30,bandwidth=1e30", 0),
+])
+def test_cli_measure_check_exit_status(capsys, hw, code):
+    # a structural check of the command, not of this machine's speed: bounds far off either way
+    got = cli.main(["roofline", "resnet18", "--input-shape", "1,3,32,32", "--hardware", hw, "--measure",
+                    "--repeat", "1"])
+    out, err = capsys.readouterr()
+    assert got == code
+    assert "summed bounds / measured" in out and "tightest layer:" in out
+    assert ("check failed" in err) == (code == 1)

@@ -66,12 +66,25 @@ class Platform:
     # True for this machine (local) and user-given figures: measured CPU times are compared with
     # bounds only on these, never with a named GPU's
     here: bool = False
-    cache_bytes: int | None = None  # last-level cache (local only): data this small may never reach DRAM
+    # the last-level cache and the bandwidth measured from it (local; custom when given): a layer
+    # whose working set fits is bounded by the cache's bandwidth, not DRAM's. Named entries have
+    # none (no source in the table gives a GPU's L2 bandwidth), so they stay DRAM-only.
+    cache_bytes: int | None = None
+    cache_bandwidth: float | None = None  # bytes/s
+
+    @property
+    def has_cache_roof(self) -> bool:
+        return bool(self.cache_bytes and self.cache_bandwidth)
 
     @property
     def ridge(self) -> float:
         """I_max = pi / beta, FLOPs per byte: below it a layer is bandwidth-bound."""
         return self.peak_flops / self.bandwidth
+
+    @property
+    def cache_ridge(self) -> float | None:
+        """pi / beta_cache: the ridge for layers whose working set fits the cache."""
+        return self.peak_flops / self.cache_bandwidth if self.has_cache_roof else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -117,8 +130,13 @@ def named(key: str, dtype: str, tf32: bool = False) -> Platform:
                     f"{peak.source} (read {peak.read}); {bw.source} (read {bw.read})")
 
 
+CUSTOM_KEYS = ("peak", "bandwidth", "cache", "cache_bandwidth")
+_CUSTOM_HELP = "write custom:peak=19.5e12,bandwidth=1.555e12 (optionally ,cache=BYTES,cache_bandwidth=BYTES_PER_S)"
+
+
 def custom(text: str) -> Platform:
-    """``custom:peak=19.5e12,bandwidth=1.555e12`` (FLOP/s, bytes/s)."""
+    """``custom:peak=19.5e12,bandwidth=1.555e12`` (FLOP/s, bytes/s), optionally with a cache roof:
+    ``,cache=33554432,cache_bandwidth=3.6e11`` (its size in bytes and its bandwidth)."""
     body = text.split(":", 1)[1] if ":" in text else ""
     vals: dict[str, float] = {}
     for part in body.split(","):
@@ -126,12 +144,14 @@ def custom(text: str) -> Platform:
         try:
             vals[k.strip()] = float(v)
         except ValueError:
-            raise ReconcileError(f"bad --hardware {text!r}: write custom:peak=19.5e12,bandwidth=1.555e12") from None
-    if set(vals) != {"peak", "bandwidth"} or not all(0 < x < float("inf") for x in vals.values()):
-        raise ReconcileError(f"bad --hardware {text!r}: write custom:peak=19.5e12,bandwidth=1.555e12 "
-                             "(both positive: FLOP/s and bytes/s)")
+            raise ReconcileError(f"bad --hardware {text!r}: {_CUSTOM_HELP}") from None
+    if not {"peak", "bandwidth"} <= set(vals) <= set(CUSTOM_KEYS) or ("cache" in vals) != ("cache_bandwidth" in vals) \
+            or not all(0 < x < float("inf") for x in vals.values()):
+        raise ReconcileError(f"bad --hardware {text!r}: {_CUSTOM_HELP} (all positive: FLOP/s, bytes/s, bytes)")
+    cache = vals.get("cache")
     return Platform("custom", "custom", vals["peak"], vals["bandwidth"], "given", f"given on the command line: {text}",
-                    here=True)
+                    here=True, cache_bytes=None if cache is None else int(cache),
+                    cache_bandwidth=vals.get("cache_bandwidth"))
 
 
 def split_keys(text: str) -> list[str]:
@@ -140,7 +160,7 @@ def split_keys(text: str) -> list[str]:
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        if out and out[-1].startswith("custom:") and part.split("=", 1)[0] in ("peak", "bandwidth") \
+        if out and out[-1].startswith("custom:") and part.split("=", 1)[0] in CUSTOM_KEYS \
                 and ":" not in part:
             out[-1] += "," + part
         else:

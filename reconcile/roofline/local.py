@@ -1,11 +1,16 @@
-"""This machine, measured: peak FLOP/s of a large matmul and bandwidth of a large copy, on CPU.
+"""This machine, measured: peak FLOP/s, DRAM bandwidth and last-level-cache bandwidth, on CPU.
 
-Guarantees: each figure is the best (minimum-time) of several runs using all of torch's threads,
-measured once per (dtype, thread count, torch version) and cached in
-``$XDG_CACHE_HOME/reconcile/local-hardware.json`` (else ``~/.cache/reconcile/``) with the date;
-``measure_layers`` times each module's own work on real tensors with forward hooks and leaves the
-model without them. Measured peaks are what torch reaches here, not the silicon's theoretical peak:
-a layer slower than the roofline is expected, a layer faster than it is reported, never clipped.
+Guarantees: each figure is the best (minimum-time) of several warm runs on torch's threads in this
+process (``torch.get_num_threads()``, the same threads ``measure_layers`` times layers with),
+measured once per (dtype, thread count, torch version, method) and cached in
+``$XDG_CACHE_HOME/reconcile/local-hardware.json`` (else ``~/.cache/reconcile/``) with the date.
+The peak is the best rate of the kernels a CNN or transformer actually runs here: square matmuls
+and a fixed set of standard convolution shapes; the DRAM bandwidth the best of three streams far
+beyond any cache; the cache bandwidth the best of the same streams on working sets that fit the
+last-level cache (its size read from sysfs). ``measure_layers`` times each module's own work on
+real tensors with forward hooks and leaves the model without them. Measured peaks are what torch
+reaches here, not the silicon's theoretical peak: a layer slower than the roofline is expected,
+a layer faster than it is reported, never clipped.
 """
 
 from __future__ import annotations
@@ -26,10 +31,28 @@ log = logging.getLogger(__name__)
 # The best rate over sizes: a large matmul is not always the fastest (on a CPU with small caches
 # 2048 ran at half the rate of 512 here), and the peak is the most FLOP/s torch reaches.
 MATMUL_SIZES = (256, 512, 1024, 2048)
+# torch's CPU matmul (MKL) and convolution (oneDNN) reach different rates on the same cores, and a
+# convolution's rate depends on its shape: the standard shapes of ResNet and VGG stages, (in, out
+# channels, kernel, stride, padding, height = width), each at batch 1 and 8
+CONV_SHAPES = ((3, 64, 7, 2, 3, 224),  # ResNet's stem
+               (64, 64, 3, 1, 1, 56), (128, 128, 3, 1, 1, 28), (256, 256, 3, 1, 1, 14), (512, 512, 3, 1, 1, 7),
+               (128, 256, 3, 1, 1, 56), (256, 256, 3, 1, 1, 56), (512, 512, 3, 1, 1, 28))
+CONV_BATCHES = (1, 8)
 COPY_BYTES = 256 * 2**20  # 256 MiB each way: far beyond any CPU cache, so this is DRAM bandwidth
+# working sets for the cache bandwidth, as fractions of the last-level cache: all fit it, and the
+# smaller ones fit the per-core caches too (the best of all is the cache roof)
+CACHE_FRACTIONS = (16, 8, 4, 2)  # LLC / 16 ... LLC / 2
 REPEAT = 5
 BUDGET = 1.0  # seconds per measurement at least: a quiet moment on a shared machine
-METHOD = "matmul-conv-streams-1"  # part of the cache key: a changed measurement is measured again
+SHORT_BUDGET = 0.4  # per convolution shape and cache working set (there are many)
+METHOD = "matmul-convs-streams-cache-1"  # part of the cache key: a changed measurement is measured again
+
+
+def conv_flops(batch: int, cin: int, cout: int, k: int, stride: int, pad: int, size: int) -> int:
+    """FLOPs of a square convolution as the native counter counts them: 2 * N * Cout * Hout * Wout
+    * Cin * k * k (padded taps included, as every counter counts them)."""
+    out = (size + 2 * pad - k) // stride + 1
+    return 2 * batch * cout * out * out * cin * k * k
 
 
 def cache_path() -> Path:
@@ -65,12 +88,28 @@ def _best(fn: Callable[[], Any], repeat: int, budget: float = 0.0) -> float:
     return best
 
 
+def _streams(torch: Any, nbytes: int, repeat: int, budget: float) -> dict[str, float]:
+    """Bytes moved per second by a copy (reads + writes ``nbytes``: working set ``nbytes``), an
+    in-place scale (reads and writes one ``nbytes`` tensor: no write-allocate read) and a sum
+    (reads ``nbytes``), float32."""
+    n = max(nbytes // 4, 1)
+    src = torch.ones(n)
+    half = torch.ones(max(n // 2, 1))
+    dst = torch.empty_like(half)
+    return {
+        "copy": 2 * half.numel() * 4 / _best(lambda: dst.copy_(half), repeat, budget),
+        "in-place scale": 2 * n * 4 / _best(lambda: src.mul_(1.0), repeat, budget),
+        "sum": n * 4 / _best(lambda: src.sum(), repeat, budget),
+    }
+
+
 def measure(dtype: str, repeat: int = REPEAT) -> dict[str, Any]:
-    """Peak FLOP/s: the best rate of square matmuls in ``dtype`` over ``MATMUL_SIZES`` and of a
-    3x3 convolution; bandwidth: the best of a copy, an in-place scale and a sum of 256 MiB."""
+    """Peak FLOP/s: the best rate of square matmuls in ``dtype`` over ``MATMUL_SIZES`` and of the
+    ``CONV_SHAPES`` convolutions; DRAM bandwidth: the best of a copy, an in-place scale and a sum
+    of 256 MiB; cache bandwidth: the best of the same on working sets that fit the last-level cache."""
     import torch
 
-    rates = {}
+    rates: dict[str, float] = {}
     for n in MATMUL_SIZES:
         if dtype == "int8":
             if not hasattr(torch, "_int_mm"):
@@ -87,35 +126,43 @@ def measure(dtype: str, repeat: int = REPEAT) -> dict[str, Any]:
             a = torch.randn(n, n).to(getattr(torch, dtype))
             b = torch.randn(n, n).to(getattr(torch, dtype))
             mm = lambda: torch.mm(a, b)  # noqa: E731
-        rates[n] = 2 * n**3 / _best(mm, repeat, BUDGET)
+        rates[f"mm{n}"] = 2 * n**3 / _best(mm, repeat, BUDGET)
     if dtype != "int8":
-        # torch's CPU matmul and convolution use different libraries (MKL / oneDNN) that reach
-        # different rates on the same cores: a 3x3 convolution, 512 -> 512 channels at 28 x 28,
-        # 2 * 512 * 512 * 9 * 784 FLOPs, is timed too and the best of all is the peak
-        x = torch.randn(1, 512, 28, 28).to(getattr(torch, dtype))
-        w = torch.randn(512, 512, 3, 3).to(getattr(torch, dtype))
         with torch.no_grad():
-            rates["conv3x3"] = 2 * 512 * 512 * 9 * 784 / _best(
-                lambda: torch.nn.functional.conv2d(x, w, padding=1), repeat, BUDGET)
-    n_best = max(rates, key=lambda k: rates[k])
-    # bandwidth: the best of a copy (read + write), an in-place scale (read + write of the same
-    # lines: no write-allocate read) and a sum (read only), each far larger than any cache
-    src = torch.ones(COPY_BYTES // 4)
-    dst = torch.empty_like(src)
-    streams = {
-        "copy": 2 * COPY_BYTES / _best(lambda: dst.copy_(src), repeat, BUDGET),
-        "in-place scale": 2 * COPY_BYTES / _best(lambda: src.mul_(1.0), repeat, BUDGET),
-        "sum": COPY_BYTES / _best(lambda: src.sum(), repeat, BUDGET),
-    }
+            for cin, cout, k, stride, pad, size in CONV_SHAPES:
+                w = torch.randn(cout, cin, k, k).to(getattr(torch, dtype))
+                for batch in CONV_BATCHES:
+                    x = torch.randn(batch, cin, size, size).to(getattr(torch, dtype))
+                    conv = lambda: torch.nn.functional.conv2d(x, w, stride=stride, padding=pad)  # noqa: E731
+                    rates[f"conv{cin}-{cout}k{k}s{stride}@{size}b{batch}"] = conv_flops(
+                        batch, cin, cout, k, stride, pad, size) / _best(conv, repeat, SHORT_BUDGET)
+                    del x
+    best_kernel = max(rates, key=lambda k: rates[k])
+    streams = _streams(torch, COPY_BYTES, repeat, BUDGET)
     s_best = max(streams, key=lambda k: streams[k])
+    llc = last_level_cache()
+    cache: dict[str, float] = {}
+    if llc:
+        for frac in CACHE_FRACTIONS:
+            for kind, rate in _streams(torch, llc // frac, repeat, SHORT_BUDGET).items():
+                cache[f"{kind} {llc // frac // 2**10} KiB"] = rate
+    c_best = max(cache, key=lambda k: cache[k]) if cache else None
+    top = sorted(rates, key=lambda k: -rates[k])[:4]
     return {
         "dtype": dtype,
-        "peak_flops": rates[n_best],
+        "peak_flops": rates[best_kernel],
         "bandwidth": streams[s_best],
-        "matmul": f"{dtype} square matmuls and a conv, best rate at {n_best}: "
-                  + ", ".join(f"{k}: {v / 1e9:.1f} G" for k, v in rates.items()) + " FLOP/s",
+        "cache_bytes": llc,
+        "cache_bandwidth": cache[c_best] if c_best else None,
+        "matmul": f"{dtype}: best of {len(rates)} kernels ({len(MATMUL_SIZES)} square matmuls, "
+                  f"{len(rates) - len(MATMUL_SIZES)} convolutions) at {best_kernel}; top: "
+                  + ", ".join(f"{k} {rates[k] / 1e9:.1f} G" for k in top) + " FLOP/s",
         "copy": f"{COPY_BYTES // 2**20} MiB float32, best at {s_best}: "
                 + ", ".join(f"{k}: {v / 1e9:.1f} G" for k, v in streams.items()) + " B/s",
+        "cache": (f"working sets up to {llc // CACHE_FRACTIONS[-1] // 2**10} KiB of the {llc // 2**20} MiB "
+                  f"last-level cache, best at {c_best}: {cache[c_best] / 1e9:.1f} GB/s") if c_best
+                 else "last-level cache size not readable: no cache roof",
+        "rates": rates,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
@@ -145,10 +192,13 @@ def platform(dtype: str, refresh: bool = False) -> Platform:
             tmp.replace(path)
         except OSError as exc:  # a read-only home still gets the measured numbers, uncached
             log.warning("could not cache the local measurement in %s: %s", path, exc)
+    cache_bw = entry.get("cache_bandwidth")
     return Platform("local", f"this machine (CPU, {entry['threads']} threads)", float(entry["peak_flops"]),
                     float(entry["bandwidth"]), f"measured {dtype} matmul/conv",
-                    f"measured {entry['date']}: {entry['matmul']}; {entry['copy']}; cached in {path}", here=True,
-                    cache_bytes=last_level_cache())
+                    f"measured {entry['date']}: {entry['matmul']}; DRAM {entry['copy']}; "
+                    f"cache {entry.get('cache', 'not measured')}; cached in {path}", here=True,
+                    cache_bytes=entry.get("cache_bytes") if cache_bw else None,
+                    cache_bandwidth=float(cache_bw) if cache_bw else None)
 
 
 def measure_layers(model: Any, inputs: tuple[Any, ...], repeat: int = REPEAT) -> tuple[dict[str, float], float]:

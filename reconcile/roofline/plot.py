@@ -28,9 +28,10 @@ def _png(fig) -> bytes:
 
 
 def roofline_png(r: Roofline, index: int = 0, labels: int = 10) -> bytes:
-    """Log-log roofline on platform ``index``: the roof min(peak, bandwidth * I), one point per layer
-    at (intensity, attainable FLOP/s), its area proportional to its time bound, the ``labels``
-    costliest labelled; measured points (FLOPs / measured time) hollow, when measured."""
+    """Log-log roofline on platform ``index``: the roof min(peak, bandwidth * I) (and, dashed, the
+    cache roof when the platform has one), one point per layer at (intensity, attainable FLOP/s on
+    its own roof), its area proportional to its time bound, the ``labels`` costliest labelled;
+    measured points (FLOPs / measured time) hollow, when measured."""
     import matplotlib
 
     from matplotlib.figure import Figure
@@ -49,6 +50,10 @@ def roofline_png(r: Roofline, index: int = 0, labels: int = 10) -> bytes:
         ax.plot(grid, [min(pl.peak_flops, pl.bandwidth * x) for x in grid], color="black", lw=1.5,
                 label=f"roof: {pl.peak_label} {pl.peak_flops:.3g} FLOP/s, {pl.bandwidth:.3g} B/s")
         ax.axvline(pl.ridge, color="grey", ls=":", lw=1, label=f"ridge {pl.ridge:.1f} FLOP/B")
+        if pl.has_cache_roof:
+            cbw = pl.cache_bandwidth or 0.0
+            ax.plot(grid, [min(pl.peak_flops, cbw * x) for x in grid], color="black", lw=1, ls="--",
+                    label=f"cache roof: {cbw:.3g} B/s for working sets up to {(pl.cache_bytes or 0) / 2**20:.0f} MiB")
         tmax = max((t for *_, t, _la, _b in pts), default=1.0) or 1.0
         for bound, colour in (("memory", "tab:blue"), ("compute", "tab:red")):
             sel = [q for q in pts if q[4] == bound]
