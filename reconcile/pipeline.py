@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
@@ -95,9 +95,14 @@ def _options(inputs: Sequence[models.InputSpec] | None, shape: tuple[int, ...] |
     return tuple(out)
 
 
+# not a tool: the forward as torch.jit traces it, recorded for the native count when fvcore (which
+# counts that trace) is compared; it runs as a job of its own beside the tools
+TRACE = "native-trace"
+TRACED_TOOLS = ("fvcore",)
+
 # relative run time of each tool on the same model, measured on resnet18/vgg16 (native runs on meta)
 _TOOL_COST = {"native": 0.1, "thop": 1.0, "ptflops": 1.2, "ptflops-aten": 1.2, "torchstat": 1.5,
-              "torchsummary": 2.0, "fvcore": 2.5}
+              "torchsummary": 2.0, "fvcore": 2.5, TRACE: 1.2}
 
 
 def _expected_size(spec: models.ModelSpec) -> float:
@@ -160,11 +165,12 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
         if err:
             continue
         size = _expected_size(spec)
-        for tool in tools:
+        for tool in (*tools, *((TRACE,) if any(t in TRACED_TOOLS for t in tools) else ())):
             jobs.append(Job(spec.name, tool, inputs=inp, mode=mode, cost=size * _TOOL_COST.get(tool, 1.0),
                             device=device if tool == "native" else None))
             owners.append(i)
-    runs = run_jobs(jobs, timeout=timeout, workers=workers, on_done=on_done, on_start=on_start) if jobs else []
+    runs = run_jobs(jobs, timeout=timeout, workers=workers, on_done=_tools_only(on_done),
+                    on_start=_tools_only(on_start)) if jobs else []
     by_model: dict[int, list[ToolRun]] = {}
     for i, run in zip(owners, runs):
         by_model.setdefault(i, []).append(run)
@@ -174,8 +180,12 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             out.append(ModelRuns(text, text, (models.InputSpec((1,)),), None, error=err))
             continue
         model_runs = by_model.get(i, [])
+        trace_run = next((r for r in model_runs if r.tool == TRACE), None)
+        model_runs = [r for r in model_runs if r.tool != TRACE]
         native_run = next((r for r in model_runs if r.tool == "native"), None)
         native = native_run.detail if native_run is not None and native_run.status == "ok" else None
+        if native is not None and trace_run is not None:
+            model_runs, native = _with_trace(model_runs, native_run, native, trace_run)
         error = ""
         if native is None:
             why = f"{native_run.error_type}: {native_run.error_message}" if native_run else "not run"
@@ -185,6 +195,27 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
         out.append(ModelRuns(text, spec.name, inp, native, tuple(model_runs), error, models.published(spec),
                              mode, options))
     return out
+
+
+def _tools_only(callback: Callable | None) -> Callable | None:
+    """A progress callback that hears of the tools' runs only (the trace job is not a tool)."""
+    if callback is None:
+        return None
+    return lambda job, *rest: None if job.tool == TRACE else callback(job, *rest)
+
+
+def _with_trace(runs: list[ToolRun], native_run: ToolRun, native: NativeCount,
+                trace_run: ToolRun) -> tuple[list[ToolRun], NativeCount]:
+    """The native count with the traced forward attached (``NativeCount.traced``); when the trace
+    failed, the native run says so (fvcore's trace-only ops are then left unexplained)."""
+    if trace_run.status == "ok":
+        native = replace(native, traced=trace_run.detail)
+        attached = replace(native_run, detail=native)
+    else:
+        note = (f"reconcile's own torch.jit trace of the model {trace_run.status}: "
+                f"{trace_run.error_message or trace_run.error_type}; ops only a trace holds are not predicted")
+        attached = replace(native_run, notes=(*native_run.notes, note))
+    return [attached if r is native_run else r for r in runs], native
 
 
 def _probe_inputs(specs: Sequence[models.ModelSpec], timeout: float, workers: int) -> dict[str, models.Inputs | str]:

@@ -48,7 +48,7 @@ from reconcile.conventions.base import (
     INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, n_out, numel, whole,
 )
 from reconcile.counter.formulas import POOL_MEAN, flops_of
-from reconcile.records import ModuleRow, NativeCount, TensorMeta
+from reconcile.records import ModuleRow, NativeCount, TensorMeta, TracedOps
 from reconcile.report.numbers import exact
 
 # fvcore/nn/jit_analysis.py _IGNORED_OPS, verbatim: zero, silently (prim:: ops are ignored too).
@@ -612,6 +612,58 @@ def _unsupported(work: list[Work], activations: bool = False) -> dict[str, int]:
     return {op: n for op, n in sorted(c.items()) if n}
 
 
+# ----- what only the trace holds (``NativeCount.traced``: reconcile's own trace of the model) ---------
+
+TRACE_CAUSES = ("trace_size_arithmetic", "trace_differs")
+
+
+def _listed(op: str) -> bool:
+    """A traced op fvcore lists as unsupported: no flop handle, not ignored."""
+    return op not in FLOP_HANDLES and op not in IGNORED
+
+
+def trace_only(name: str, work: list[Work], traced: TracedOps) -> list[Work]:
+    """The unsupported-op calls fvcore's trace holds in module ``name``'s own forward beyond (or
+    short of) what the eager ops predict (``work``), from reconcile's own trace of the same
+    forward: the nodes computing on traced sizes alone first (``trace_size_arithmetic``), the
+    rest of the difference after (``trace_differs``: another path under tracing, or dropped as
+    unused). Sizes already modelled from eager ops (MultiheadAttention's) are not added twice."""
+    eager = _unsupported(work)
+    have = {op: n for op, n in traced.ops.get(name, {}).items() if _listed(op)}
+    sizes = traced.on_sizes.get(name, {})
+    out = []
+    for op in sorted(set(eager) | set(have)):
+        extra = have.get(op, 0) - eager.get(op, 0)
+        size = max(0, min(sizes.get(op, 0), extra))
+        if size:
+            out.append(Work(op, size, "unsupported", cause="trace_size_arithmetic"))
+        if extra - size:
+            out.append(Work(op, extra - size, "unsupported", cause="trace_differs"))
+    return out
+
+
+def _trace_terms(work: list[Work]) -> dict[str, tuple[Term, ...]]:
+    by: dict[str, list[Term]] = {}
+    totals: Counter = Counter()
+    for w in work:
+        if w.cause in TRACE_CAUSES:
+            totals[(w.op, w.cause)] += w.calls
+    for (op, cause), n in sorted(totals.items()):
+        if not n:
+            continue
+        if cause == "trace_size_arithmetic":
+            text = (f"fvcore's jit trace records Python arithmetic on traced sizes as {_calls(n)} of {op} here "
+                    f"(sizes are 0-dim tensors in a trace): no eager op runs for it")
+        elif n > 0:
+            text = (f"the jit trace holds {_calls(n)} of {op} more than the eager forward ran here: code that checks "
+                    f"torch.jit.is_tracing() takes another path under a trace")
+        else:
+            text = (f"the jit trace holds {_calls(-n)} of {op} fewer than the eager forward ran here: the trace drops "
+                    f"ops whose result nothing returned uses, and code under a trace can take another path")
+        by.setdefault(f"unsupported:{op}", []).append(Term(cause, n, text))
+    return {k: tuple(v) for k, v in by.items()}
+
+
 class FvcoreConvention(Convention):
     tool = "fvcore"
     unit = "flops"  # fvcore's name; one "flop" is one multiply-add
@@ -644,6 +696,9 @@ class FvcoreConvention(Convention):
     def predict(self, native: NativeCount) -> Prediction:
         tree = common.Tree(native)
         own = {r.name: traced_work(r) for r in native.rows}
+        if native.traced is not None:  # what only a trace holds, from reconcile's own trace
+            for name, work in own.items():
+                work.extend(trace_only(name, work, native.traced))
         layers = []
         for r in native.rows:
             work = [w for sub in tree.subtree(r.name) for w in own[sub.name]]
@@ -666,13 +721,18 @@ class FvcoreConvention(Convention):
         params = tree.params(row.name)
         reference = {"flops": ref_macs, "activations": sum(w.acts_ref for w in work), "params": params}
         predicted = {"flops": flops, "activations": acts, "params": params}
-        unsupported = {f"unsupported:{op}": n for op, n in _unsupported(work).items()}
-        reference.update(unsupported)  # op-call counts: predicted, not explained against native
-        predicted.update(unsupported)
+        # op-call counts, not explained against native: the reference is what the eager ops map to,
+        # the trace's own ops are named causes on top of it
+        eager = [w for w in work if w.cause not in TRACE_CAUSES]
+        predicted.update({f"unsupported:{op}": n for op, n in _unsupported(work).items()})
+        reference.update({f"unsupported:{op}": n for op, n in _unsupported(eager).items()})
+        terms = _trace_terms(work)
+        for key in terms:
+            reference.setdefault(key, 0)
         if row.name:
             reference[INCLUSIVE] = 1
         return LayerPrediction(row.name, row.type, row.calls, reference, predicted,
-                               {"flops": _flop_terms(work), "activations": _act_terms(work)})
+                               {"flops": _flop_terms(work), "activations": _act_terms(work), **terms})
 
 
 CONVENTION = FvcoreConvention()
