@@ -27,14 +27,20 @@ Known limits (each shows as a residual, nothing is hidden). Output elements of a
 per-op element counts (``ModuleRow.op_elements``). A functional
 ``adaptive_avg_pool2d`` to 1x1 reaches native as a keepdim ``aten::mean`` over the last two
 dims, filed apart as ``POOL_MEAN``; a user's own ``x.mean((-1, -2), keepdim=True)`` is
-indistinguishable from it and would be predicted as a pool. Work the trace drops as
-dead code (outputs the model never uses) cannot be known, except MultiheadAttention's averaged
-weights, assumed unused. Size arithmetic in user code (``h * w``, ``math.ceil`` on traced
-shapes) is traced as unsupported ``aten::mul`` / ``add`` / ``sub`` / ``div`` / ``ceil`` calls
-native never sees (vit_b_16: 1 mul; swin_t; tf_efficientnet's same padding), and code that takes
-another branch under ``torch.jit.is_tracing()`` (transformers' mask building: ``new_ones``,
-``le``) is not the code native ran. ``einsum`` reaches native as ``bmm``; ``F.relu6`` is traced
-as ``aten::relu6`` but predicted as ``aten::hardtanh`` (right for ``nn.ReLU6``).
+indistinguishable from it and would be predicted as a pool. ``einsum`` reaches native as ``bmm``;
+``F.relu6`` is traced as ``aten::relu6`` but predicted as ``aten::hardtanh`` (right for
+``nn.ReLU6``).
+
+What only a trace holds. The unsupported-op calls are first predicted from the eager ops (the
+reference). When the native count carries reconcile's own trace of the same forward
+(``NativeCount.traced``, made when fvcore is compared), the difference per module and op is named
+on top of it: nodes that compute on traced sizes alone (``h * w``, ``1 - x.shape[1]``: Python
+ints eagerly, 0-dim tensors in a trace; swin, volo, halonet, tf_efficientnet's same padding) are
+``trace_size_arithmetic``; the rest is ``trace_differs``: code that takes another branch under
+``torch.jit.is_tracing()`` (transformers' mask building) and ops the trace drops because nothing
+returned uses them (an op-level dead-code rule native's module-level liveness cannot give).
+Without that record (``reconcile predict``, a count made by hand) they are a residual. The flops
+and activations are never taken from the trace: they come from the eager ops alone.
 """
 
 from __future__ import annotations
@@ -408,7 +414,7 @@ def _sdpa_masks(row: ModuleRow) -> tuple[int, int]:
     return floats, bools
 
 
-def _generic(row: ModuleRow) -> list[Work]:
+def _generic(row: ModuleRow, meta: bool = False) -> list[Work]:
     pool = _Pool(row)
     work = _linears(pool)
     floats, bools = _sdpa_masks(row)
@@ -423,6 +429,12 @@ def _generic(row: ModuleRow) -> list[Work]:
     traced_calls = Counter(_TRACED_CALLS[c.func] for c in row.torch_calls if c.func in _TRACED_CALLS)
     traced_calls["aten::expand_as"] += normalize
     work.extend(Work(op, n, "unsupported") for op, n in traced_calls.items() if n)
+    if meta:
+        # ``t[i] = 3``: on CPU (and in a trace) one aten::fill_; on meta the number is made a tensor
+        # (aten::scalar_tensor) and copied in (aten::copy_, ignored)
+        filled = min(row.zero_cost_ops.get("aten::scalar_tensor", 0), row.zero_cost_ops.get("aten::copy_", 0))
+        if filled:
+            work.append(Work("aten::fill_", filled, "unsupported"))
     for op, calls in {**row.zero_cost_ops, **row.unknown_ops}.items():
         traced = _TRACED_ZERO_COST.get(op) if op in row.zero_cost_ops else op
         if _isa(row, _INSTANCE_NORM) and op == "aten::repeat":
@@ -526,26 +538,27 @@ def _dropout(row: ModuleRow) -> list[Work] | None:
     return [_ignored_or_unsupported(traced, row.calls, dict(comps))]
 
 
-def traced_work(row: ModuleRow) -> list[Work]:
-    """What fvcore's trace records in this module's own forward (exclusive), with native behind it."""
+def traced_work(row: ModuleRow, meta: bool = False) -> list[Work]:
+    """What fvcore's trace records in this module's own forward (exclusive), with native behind it.
+    ``meta``: the native count ran on the meta device (a few ops dispatch otherwise there)."""
     if not row.calls:
         return []
     if row.call_records and not any(c.used for c in row.call_records):
         # nothing the model returns depends on it: the trace has none of its ops
         return [replace(w, status="dropped", calls=0, flops=0, acts=0, cause="dead_code",
                         note="nothing the model returns uses its result, so the trace drops it")
-                for w in _traced_work(row)]
-    return _traced_work(row)
+                for w in _traced_work(row, meta)]
+    return _traced_work(row, meta)
 
 
-def _traced_work(row: ModuleRow) -> list[Work]:
+def _traced_work(row: ModuleRow, meta: bool = False) -> list[Work]:
     if _isa(row, _MHA):
         return _mha(row)
     if _isa(row, _DROPOUT):
         work = _dropout(row)
         if work is not None:
             return work
-    return _generic(row)
+    return _generic(row, meta)
 
 
 # ----- rows ----------------------------------------------------------------------------------------
@@ -689,13 +702,15 @@ class FvcoreConvention(Convention):
                 "traced size arithmetic adds 4 aten::mul + 1 aten::div (+1 unflatten) per call"),
         RuleDoc("activations", "output elements of _convolution, addmm, bmm, einsum, matmul, linear only"),
         RuleDoc("dead code", "a module call whose result nothing the model returns uses is not in the trace: 0"),
+        RuleDoc("trace-only ops", "size arithmetic on traced shapes and torch.jit.is_tracing() branches are traced "
+                "ops (listed as unsupported) that no eager op shows; named from reconcile's own trace of the model"),
         RuleDoc("params", "named_parameters() under the module's name: tied once, frozen included, buffers excluded"),
         RuleDoc("repeated modules", "every call traced and counted"),
     )
 
     def predict(self, native: NativeCount) -> Prediction:
         tree = common.Tree(native)
-        own = {r.name: traced_work(r) for r in native.rows}
+        own = {r.name: traced_work(r, meta=native.device == "meta") for r in native.rows}
         if native.traced is not None:  # what only a trace holds, from reconcile's own trace
             for name, work in own.items():
                 work.extend(trace_only(name, work, native.traced))
