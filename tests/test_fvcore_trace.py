@@ -161,3 +161,18 @@ def test_a_number_written_into_a_slice_is_one_fill_on_meta_too():
     for native in (count(Fill(), (x,)), count(Fill().to("meta"), (x.to("meta"),))):
         ex = explain_run(run, conv.predict(native), conv, native)
         assert_explained(ex)
+
+
+class MinOf(nn.Module):
+    """torch.min of two tensors (input 2x4), as T5's relative position buckets call it."""
+
+    def forward(self, x):
+        return torch.min(x, torch.full_like(x, 0.5)) + torch.max(x, x.neg())
+
+
+def test_torch_min_of_two_tensors_is_traced_as_min():
+    # eager: aten::minimum and aten::maximum; fvcore's trace: aten::min (listed, unsupported) and
+    # aten::max (ignored), plus the add and the neg (full_like is ignored)
+    ex = _explained(MinOf(), torch.randn(2, 4), traced=False)
+    assert_explained(ex)
+    assert _unsupported(ex.run.headline) == {"aten::add": 1, "aten::min": 1, "aten::neg": 1}

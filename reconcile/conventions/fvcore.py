@@ -414,12 +414,27 @@ def _sdpa_masks(row: ModuleRow) -> tuple[int, int]:
     return floats, bools
 
 
+# torch.min(a, b) / torch.max(a, b) of two tensors: eagerly aten::minimum / aten::maximum, traced
+# under the name called (aten::min unsupported, aten::max ignored)
+_BINARY_MIN_MAX = {"min": ("aten::minimum", "aten::min"), "max": ("aten::maximum", "aten::max")}
+
+
+def _binary(call) -> bool:
+    other = call.args[1] if len(call.args) > 1 else dict(call.kwargs).get("other")
+    return isinstance(other, TensorMeta)
+
+
 def _generic(row: ModuleRow, meta: bool = False) -> list[Work]:
     pool = _Pool(row)
     work = _linears(pool)
     floats, bools = _sdpa_masks(row)
     if pool.calls("aten::_safe_softmax"):
         work.append(_functional_sdpa(pool, floats + bools))
+    for name, (eager, traced) in _BINARY_MIN_MAX.items():
+        n = sum(1 for c in row.torch_calls if c.func in (f"torch.{name}", f"Tensor.{name}") and _binary(c))
+        if n and pool.calls(eager):
+            calls, comps = pool.take(eager, n)
+            work.append(_ignored_or_unsupported(traced, calls, comps))
     work.extend(_one(row, op, calls, comps) for op, (calls, comps) in list(pool.ops.items()))
     # F.normalize is traced with its inner ops: clamp_min (not the ignored clamp native's maps to) and expand_as
     normalize = sum(1 for c in row.torch_calls if c.func == "F.normalize")
