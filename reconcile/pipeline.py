@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
@@ -95,9 +95,14 @@ def _options(inputs: Sequence[models.InputSpec] | None, shape: tuple[int, ...] |
     return tuple(out)
 
 
+# not a tool: the forward as torch.jit traces it, recorded for the native count when fvcore (which
+# counts that trace) is compared; it runs as a job of its own beside the tools
+TRACE = "native-trace"
+TRACED_TOOLS = ("fvcore",)
+
 # relative run time of each tool on the same model, measured on resnet18/vgg16 (native runs on meta)
 _TOOL_COST = {"native": 0.1, "thop": 1.0, "ptflops": 1.2, "ptflops-aten": 1.2, "torchstat": 1.5,
-              "torchsummary": 2.0, "fvcore": 2.5}
+              "torchsummary": 2.0, "fvcore": 2.5, TRACE: 1.2}
 
 
 def _expected_size(spec: models.ModelSpec) -> float:
@@ -163,7 +168,7 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
         if err:
             continue
         size = _expected_size(spec)
-        for tool in tools:
+        for tool in (*tools, *((TRACE,) if any(t in TRACED_TOOLS for t in tools) else ())):
             jobs.append(Job(spec.name, tool, inputs=inp, mode=mode, cost=size * _TOOL_COST.get(tool, 1.0),
                             device=device if tool == "native" else None))
             owners.append(i)
@@ -171,10 +176,11 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
     settled: dict[int, ToolRun] = {}
     position = {id(job): k for k, job in enumerate(jobs)}
     left = {i: owners.count(i) for i in set(owners)}
+    tell_done, tell_start = _tools_only(on_done), _tools_only(on_start)
 
     def done(job: Job, run: ToolRun) -> None:
-        if on_done is not None:
-            on_done(job, run)
+        if tell_done is not None:
+            tell_done(job, run)
         k = position[id(job)]
         settled[k] = run
         left[owners[k]] -= 1
@@ -184,7 +190,7 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
                                    options)
             on_model(built[i])
 
-    runs = run_jobs(jobs, timeout=timeout, workers=workers, on_done=done, on_start=on_start) if jobs else []
+    runs = run_jobs(jobs, timeout=timeout, workers=workers, on_done=done, on_start=tell_start) if jobs else []
     by_model: dict[int, list[ToolRun]] = {}
     for i, run in zip(owners, runs):
         by_model.setdefault(i, []).append(run)
@@ -204,8 +210,12 @@ def _model_runs(prepared: tuple[str, models.ModelSpec | None, models.Inputs, str
     text, spec, inp, err = prepared
     if err:
         return ModelRuns(text, text, (models.InputSpec((1,)),), None, error=err)
+    trace_run = next((r for r in model_runs if r.tool == TRACE), None)
+    model_runs = [r for r in model_runs if r.tool != TRACE]
     native_run = next((r for r in model_runs if r.tool == "native"), None)
     native = native_run.detail if native_run is not None and native_run.status == "ok" else None
+    if native is not None and trace_run is not None:
+        model_runs, native = _with_trace(model_runs, native_run, native, trace_run)
     error = ""
     if native is None:
         why = f"{native_run.error_type}: {native_run.error_message}" if native_run else "not run"

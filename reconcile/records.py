@@ -128,6 +128,20 @@ class ModuleRow:
 
 
 @dataclass(frozen=True)
+class TracedOps:
+    """What ``torch.jit`` tracing records for one forward of the model (the graph fvcore counts),
+    made by reconcile itself on the same model and inputs. ``ops``: module -> traced op -> nodes
+    whose innermost module scope is that module (exclusive; ``prim::`` nodes left out; module
+    names as ``named_modules()``, root ``""``). ``on_sizes``: of those, the nodes that compute only
+    on traced sizes and constants (``x.shape[1] + 1`` in Python is an ``aten::add`` node in a
+    trace, while no eager op ever runs for it)."""
+
+    ops: Mapping[str, Mapping[str, int]]
+    on_sizes: Mapping[str, Mapping[str, int]]
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
 class NativeCount:
     """Result of ``reconcile.count``. ``rows`` are in ``named_modules()`` order."""
 
@@ -141,6 +155,8 @@ class NativeCount:
     tied: tuple[tuple[str, ...], ...]  # groups of parameter names sharing one tensor
     totals: Mapping[str, int]
     components: Mapping[str, int]
+    # the same forward as torch.jit traces it, when a tool that traces (fvcore) is compared
+    traced: TracedOps | None = None
 
     def row(self, name: str) -> ModuleRow:
         for r in self.rows:

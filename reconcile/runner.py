@@ -58,6 +58,8 @@ ADAPTERS: dict[str, str] = {
     "torchsummary": "reconcile.adapters.torchsummary:TorchsummaryAdapter",
     "fvcore": "reconcile.adapters.fvcore:FvcoreAdapter",
     "native": "reconcile.adapters.native:NativeAdapter",
+    # not a counter: the forward as torch.jit traces it, for the native count (fvcore's convention)
+    "native-trace": "reconcile.adapters.native:TracedAdapter",
     # not a counter: a model's default inputs, when finding them runs user or library code
     "inputs": "reconcile.adapters.inputs:InputsProbe",
 }

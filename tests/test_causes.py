@@ -261,6 +261,29 @@ def test_cause_memory_model():
     assert causes(ex, "Forward/backward pass size (bytes)") == {"memory_model": 12}
 
 
+def test_cause_trace_size_arithmetic():
+    # fvcore's trace of ``1 - x.shape[1]`` and ``x.shape[0] * x.shape[1]`` holds an aten::rsub and
+    # an aten::mul on size tensors, listed as unsupported: +1 call each (tests/test_fvcore_trace.py)
+    from tests.test_fvcore_trace import Sizes, _explained, _trace_causes
+
+    ex = _explained(Sizes(), torch.randn(2, 3, 4))
+    assert_explained(ex)
+    root = next(le for le in ex.layers if le.module == "")
+    assert _trace_causes(root) == {("aten::mul", "trace_size_arithmetic"): 1, ("aten::rsub", "trace_size_arithmetic"): 1}
+
+
+def test_cause_trace_differs():
+    # traced: x.neg() under torch.jit.is_tracing() (+1); eager: x.abs() instead (-1) and an unused
+    # x.sigmoid() the trace drops (-1)
+    from tests.test_fvcore_trace import Paths, _explained, _trace_causes
+
+    ex = _explained(Paths(), torch.randn(2, 4))
+    assert_explained(ex)
+    root = next(le for le in ex.layers if le.module == "")
+    assert _trace_causes(root) == {("aten::abs", "trace_differs"): -1, ("aten::neg", "trace_differs"): 1,
+                                   ("aten::sigmoid", "trace_differs"): -1}
+
+
 def test_every_cause_has_a_test():
     module = sys.modules[__name__]
     tested = {name.removeprefix("test_cause_") for name in dir(module) if name.startswith("test_cause_")}

@@ -15,12 +15,11 @@ from reconcile import pipeline, zoo
 
 # (model, tool) -> (rows explained, rows) for the rows not yet explained
 KNOWN_GAPS = {
-    # fvcore's "unsupported:<op>" call counts include the Python size arithmetic its jit trace
-    # records (h * w on traced shapes, torch.arange/pad/roll bookkeeping): no aten op reaches
-    # the native counter for them. flops, activations and params are explained on every row.
-    ("vit_b_32", "fvcore"): (151, 153),
-    ("swin_t", "fvcore"): (150, 181),
-    ("maxvit_t", "fvcore"): (550, 671),
+    # fvcore's "unsupported:<op>" call counts are explained on every row (the size arithmetic its
+    # jit trace records is named from reconcile's own trace). maxvit_t's flops are not, on 99 rows
+    # of its attention layers (1,072 flops at the root): a gap older than the trace record, not
+    # looked into yet.
+    ("maxvit_t", "fvcore"): (572, 671),
     # (maxvit_t, ptflops) was pinned here for torch.einsum, which ptflops does not patch: the
     # native call record now tells einsum from torch.matmul
 }

@@ -47,3 +47,48 @@ class NativeAdapter(Adapter):
         return ToolRun(tool=self.name, version=self.version(), status="ok", headline=headline, units=units,
                        layers=tuple(layers), warnings=warnings, detail=result,
                        notes=(f"counted on the {result.device} device: counts depend on shapes only",))
+
+
+class TracedAdapter(Adapter):
+    """The same forward as ``torch.jit`` traces it (``counter.traced``), recorded for the native
+    count when a tool that traces (fvcore) is compared: a job of its own beside the native count,
+    so the native count costs nothing more and the trace runs in parallel with the tools. It runs
+    on CPU (meta kernels check shapes in Python, which a trace turns into tensors), traced the way
+    fvcore traces it: a model with a non-tensor input or output through the same flattening
+    wrapper. ``detail`` is a ``records.TracedOps``; the pipeline attaches it to the native count."""
+
+    name = "native-trace"
+    distribution = "reconcile"
+    device = "cpu"
+
+    def version(self) -> str:
+        from reconcile import __version__
+
+        return __version__
+
+    def attempted(self) -> str:
+        return "torch.jit._get_trace_graph(model, inputs) with module scopes"
+
+    def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
+        import torch
+
+        from reconcile.adapters.base import ToolFailure, flat_io
+        from reconcile.counter.traced import trace_ops
+
+        inputs = tuple(inputs)
+        if all(isinstance(a, torch.Tensor) for a in inputs):
+            try:
+                traced = trace_ops(model, inputs)
+            except RuntimeError:  # a dict or ModelOutput out: through the wrapper, as fvcore retries
+                traced = None
+        else:
+            traced = None
+        if traced is None:
+            wrapper, tensors = flat_io(model, inputs)
+            try:
+                traced = trace_ops(wrapper, tensors, prefix="model")
+            except RuntimeError as exc:
+                raise ToolFailure("torch.jit could not trace this model", exc) from exc
+        return ToolRun(tool=self.name, version=self.version(), status="ok", detail=traced,
+                       headline={"nodes": sum(n for ops in traced.ops.values() for n in ops.values())},
+                       units={"nodes": "nodes"})

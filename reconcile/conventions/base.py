@@ -52,6 +52,10 @@ CAUSES: dict[str, tuple[str, str]] = {
     "params_frozen": ("coverage", "leaves out frozen parameters (requires_grad=False)"),
     "memory_model": ("convention", "estimates memory with its own model (bytes per element, x2 for gradients, MiB)"),
     "total_not_sum": ("convention", "prints a total that is not the sum of its rows (e.g. the last row's value)"),
+    "trace_size_arithmetic": ("convention", "traces with torch.jit, which records Python arithmetic on tensor sizes "
+                              "(x.shape[1] + 1, math.ceil(h / w)) as tensor ops that no eager op shows"),
+    "trace_differs": ("convention", "traces with torch.jit, whose graph holds other ops than the eager forward ran: "
+                      "code that checks torch.jit.is_tracing() takes another path, ops nothing returned uses are dropped"),
 }
 
 

@@ -27,14 +27,20 @@ Known limits (each shows as a residual, nothing is hidden). Output elements of a
 per-op element counts (``ModuleRow.op_elements``). A functional
 ``adaptive_avg_pool2d`` to 1x1 reaches native as a keepdim ``aten::mean`` over the last two
 dims, filed apart as ``POOL_MEAN``; a user's own ``x.mean((-1, -2), keepdim=True)`` is
-indistinguishable from it and would be predicted as a pool. Work the trace drops as
-dead code (outputs the model never uses) cannot be known, except MultiheadAttention's averaged
-weights, assumed unused. Size arithmetic in user code (``h * w``, ``math.ceil`` on traced
-shapes) is traced as unsupported ``aten::mul`` / ``add`` / ``sub`` / ``div`` / ``ceil`` calls
-native never sees (vit_b_16: 1 mul; swin_t; tf_efficientnet's same padding), and code that takes
-another branch under ``torch.jit.is_tracing()`` (transformers' mask building: ``new_ones``,
-``le``) is not the code native ran. ``einsum`` reaches native as ``bmm``; ``F.relu6`` is traced
-as ``aten::relu6`` but predicted as ``aten::hardtanh`` (right for ``nn.ReLU6``).
+indistinguishable from it and would be predicted as a pool. ``einsum`` reaches native as ``bmm``;
+``F.relu6`` is traced as ``aten::relu6`` but predicted as ``aten::hardtanh`` (right for
+``nn.ReLU6``).
+
+What only a trace holds. The unsupported-op calls are first predicted from the eager ops (the
+reference). When the native count carries reconcile's own trace of the same forward
+(``NativeCount.traced``, made when fvcore is compared), the difference per module and op is named
+on top of it: nodes that compute on traced sizes alone (``h * w``, ``1 - x.shape[1]``: Python
+ints eagerly, 0-dim tensors in a trace; swin, volo, halonet, tf_efficientnet's same padding) are
+``trace_size_arithmetic``; the rest is ``trace_differs``: code that takes another branch under
+``torch.jit.is_tracing()`` (transformers' mask building) and ops the trace drops because nothing
+returned uses them (an op-level dead-code rule native's module-level liveness cannot give).
+Without that record (``reconcile predict``, a count made by hand) they are a residual. The flops
+and activations are never taken from the trace: they come from the eager ops alone.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from reconcile.conventions.base import (
     INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, n_out, numel, whole,
 )
 from reconcile.counter.formulas import POOL_MEAN, flops_of
-from reconcile.records import ModuleRow, NativeCount, TensorMeta
+from reconcile.records import ModuleRow, NativeCount, TensorMeta, TracedOps
 from reconcile.report.numbers import exact
 
 # fvcore/nn/jit_analysis.py _IGNORED_OPS, verbatim: zero, silently (prim:: ops are ignored too).
@@ -408,12 +414,27 @@ def _sdpa_masks(row: ModuleRow) -> tuple[int, int]:
     return floats, bools
 
 
-def _generic(row: ModuleRow) -> list[Work]:
+# torch.min(a, b) / torch.max(a, b) of two tensors: eagerly aten::minimum / aten::maximum, traced
+# under the name called (aten::min unsupported, aten::max ignored)
+_BINARY_MIN_MAX = {"min": ("aten::minimum", "aten::min"), "max": ("aten::maximum", "aten::max")}
+
+
+def _binary(call) -> bool:
+    other = call.args[1] if len(call.args) > 1 else dict(call.kwargs).get("other")
+    return isinstance(other, TensorMeta)
+
+
+def _generic(row: ModuleRow, meta: bool = False) -> list[Work]:
     pool = _Pool(row)
     work = _linears(pool)
     floats, bools = _sdpa_masks(row)
     if pool.calls("aten::_safe_softmax"):
         work.append(_functional_sdpa(pool, floats + bools))
+    for name, (eager, traced) in _BINARY_MIN_MAX.items():
+        n = sum(1 for c in row.torch_calls if c.func in (f"torch.{name}", f"Tensor.{name}") and _binary(c))
+        if n and pool.calls(eager):
+            calls, comps = pool.take(eager, n)
+            work.append(_ignored_or_unsupported(traced, calls, comps))
     work.extend(_one(row, op, calls, comps) for op, (calls, comps) in list(pool.ops.items()))
     # F.normalize is traced with its inner ops: clamp_min (not the ignored clamp native's maps to) and expand_as
     normalize = sum(1 for c in row.torch_calls if c.func == "F.normalize")
@@ -423,6 +444,12 @@ def _generic(row: ModuleRow) -> list[Work]:
     traced_calls = Counter(_TRACED_CALLS[c.func] for c in row.torch_calls if c.func in _TRACED_CALLS)
     traced_calls["aten::expand_as"] += normalize
     work.extend(Work(op, n, "unsupported") for op, n in traced_calls.items() if n)
+    if meta:
+        # ``t[i] = 3``: on CPU (and in a trace) one aten::fill_; on meta the number is made a tensor
+        # (aten::scalar_tensor) and copied in (aten::copy_, ignored)
+        filled = min(row.zero_cost_ops.get("aten::scalar_tensor", 0), row.zero_cost_ops.get("aten::copy_", 0))
+        if filled:
+            work.append(Work("aten::fill_", filled, "unsupported"))
     for op, calls in {**row.zero_cost_ops, **row.unknown_ops}.items():
         traced = _TRACED_ZERO_COST.get(op) if op in row.zero_cost_ops else op
         if _isa(row, _INSTANCE_NORM) and op == "aten::repeat":
@@ -526,26 +553,27 @@ def _dropout(row: ModuleRow) -> list[Work] | None:
     return [_ignored_or_unsupported(traced, row.calls, dict(comps))]
 
 
-def traced_work(row: ModuleRow) -> list[Work]:
-    """What fvcore's trace records in this module's own forward (exclusive), with native behind it."""
+def traced_work(row: ModuleRow, meta: bool = False) -> list[Work]:
+    """What fvcore's trace records in this module's own forward (exclusive), with native behind it.
+    ``meta``: the native count ran on the meta device (a few ops dispatch otherwise there)."""
     if not row.calls:
         return []
     if row.call_records and not any(c.used for c in row.call_records):
         # nothing the model returns depends on it: the trace has none of its ops
         return [replace(w, status="dropped", calls=0, flops=0, acts=0, cause="dead_code",
                         note="nothing the model returns uses its result, so the trace drops it")
-                for w in _traced_work(row)]
-    return _traced_work(row)
+                for w in _traced_work(row, meta)]
+    return _traced_work(row, meta)
 
 
-def _traced_work(row: ModuleRow) -> list[Work]:
+def _traced_work(row: ModuleRow, meta: bool = False) -> list[Work]:
     if _isa(row, _MHA):
         return _mha(row)
     if _isa(row, _DROPOUT):
         work = _dropout(row)
         if work is not None:
             return work
-    return _generic(row)
+    return _generic(row, meta)
 
 
 # ----- rows ----------------------------------------------------------------------------------------
@@ -612,6 +640,58 @@ def _unsupported(work: list[Work], activations: bool = False) -> dict[str, int]:
     return {op: n for op, n in sorted(c.items()) if n}
 
 
+# ----- what only the trace holds (``NativeCount.traced``: reconcile's own trace of the model) ---------
+
+TRACE_CAUSES = ("trace_size_arithmetic", "trace_differs")
+
+
+def _listed(op: str) -> bool:
+    """A traced op fvcore lists as unsupported: no flop handle, not ignored."""
+    return op not in FLOP_HANDLES and op not in IGNORED
+
+
+def trace_only(name: str, work: list[Work], traced: TracedOps) -> list[Work]:
+    """The unsupported-op calls fvcore's trace holds in module ``name``'s own forward beyond (or
+    short of) what the eager ops predict (``work``), from reconcile's own trace of the same
+    forward: the nodes computing on traced sizes alone first (``trace_size_arithmetic``), the
+    rest of the difference after (``trace_differs``: another path under tracing, or dropped as
+    unused). Sizes already modelled from eager ops (MultiheadAttention's) are not added twice."""
+    eager = _unsupported(work)
+    have = {op: n for op, n in traced.ops.get(name, {}).items() if _listed(op)}
+    sizes = traced.on_sizes.get(name, {})
+    out = []
+    for op in sorted(set(eager) | set(have)):
+        extra = have.get(op, 0) - eager.get(op, 0)
+        size = max(0, min(sizes.get(op, 0), extra))
+        if size:
+            out.append(Work(op, size, "unsupported", cause="trace_size_arithmetic"))
+        if extra - size:
+            out.append(Work(op, extra - size, "unsupported", cause="trace_differs"))
+    return out
+
+
+def _trace_terms(work: list[Work]) -> dict[str, tuple[Term, ...]]:
+    by: dict[str, list[Term]] = {}
+    totals: Counter = Counter()
+    for w in work:
+        if w.cause in TRACE_CAUSES:
+            totals[(w.op, w.cause)] += w.calls
+    for (op, cause), n in sorted(totals.items()):
+        if not n:
+            continue
+        if cause == "trace_size_arithmetic":
+            text = (f"fvcore's jit trace records Python arithmetic on traced sizes as {_calls(n)} of {op} here "
+                    f"(sizes are 0-dim tensors in a trace): no eager op runs for it")
+        elif n > 0:
+            text = (f"the jit trace holds {_calls(n)} of {op} more than the eager forward ran here: code that checks "
+                    f"torch.jit.is_tracing() takes another path under a trace")
+        else:
+            text = (f"the jit trace holds {_calls(-n)} of {op} fewer than the eager forward ran here: the trace drops "
+                    f"ops whose result nothing returned uses, and code under a trace can take another path")
+        by.setdefault(f"unsupported:{op}", []).append(Term(cause, n, text))
+    return {k: tuple(v) for k, v in by.items()}
+
+
 class FvcoreConvention(Convention):
     tool = "fvcore"
     unit = "flops"  # fvcore's name; one "flop" is one multiply-add
@@ -637,13 +717,18 @@ class FvcoreConvention(Convention):
                 "traced size arithmetic adds 4 aten::mul + 1 aten::div (+1 unflatten) per call"),
         RuleDoc("activations", "output elements of _convolution, addmm, bmm, einsum, matmul, linear only"),
         RuleDoc("dead code", "a module call whose result nothing the model returns uses is not in the trace: 0"),
+        RuleDoc("trace-only ops", "size arithmetic on traced shapes and torch.jit.is_tracing() branches are traced "
+                "ops (listed as unsupported) that no eager op shows; named from reconcile's own trace of the model"),
         RuleDoc("params", "named_parameters() under the module's name: tied once, frozen included, buffers excluded"),
         RuleDoc("repeated modules", "every call traced and counted"),
     )
 
     def predict(self, native: NativeCount) -> Prediction:
         tree = common.Tree(native)
-        own = {r.name: traced_work(r) for r in native.rows}
+        own = {r.name: traced_work(r, meta=native.device == "meta") for r in native.rows}
+        if native.traced is not None:  # what only a trace holds, from reconcile's own trace
+            for name, work in own.items():
+                work.extend(trace_only(name, work, native.traced))
         layers = []
         for r in native.rows:
             work = [w for sub in tree.subtree(r.name) for w in own[sub.name]]
@@ -666,13 +751,18 @@ class FvcoreConvention(Convention):
         params = tree.params(row.name)
         reference = {"flops": ref_macs, "activations": sum(w.acts_ref for w in work), "params": params}
         predicted = {"flops": flops, "activations": acts, "params": params}
-        unsupported = {f"unsupported:{op}": n for op, n in _unsupported(work).items()}
-        reference.update(unsupported)  # op-call counts: predicted, not explained against native
-        predicted.update(unsupported)
+        # op-call counts, not explained against native: the reference is what the eager ops map to,
+        # the trace's own ops are named causes on top of it
+        eager = [w for w in work if w.cause not in TRACE_CAUSES]
+        predicted.update({f"unsupported:{op}": n for op, n in _unsupported(work).items()})
+        reference.update({f"unsupported:{op}": n for op, n in _unsupported(eager).items()})
+        terms = _trace_terms(work)
+        for key in terms:
+            reference.setdefault(key, 0)
         if row.name:
             reference[INCLUSIVE] = 1
         return LayerPrediction(row.name, row.type, row.calls, reference, predicted,
-                               {"flops": _flop_terms(work), "activations": _act_terms(work)})
+                               {"flops": _flop_terms(work), "activations": _act_terms(work), **terms})
 
 
 CONVENTION = FvcoreConvention()

@@ -30,9 +30,9 @@ _SIMPLE = (int, float, bool, str, type(None))
 _F_NAMES = ("linear", "relu", "prelu", "elu", "relu6", "gelu", "silu", "softmax", "upsample", "interpolate",
             "scaled_dot_product_attention", "batch_norm", "conv1d", "conv2d", "conv3d", "normalize",
             *(f"{k}_pool{d}d" for d in (1, 2, 3) for k in ("avg", "max", "adaptive_avg", "adaptive_max")))
-_TORCH_NAMES = ("matmul", "mm", "bmm", "addmm", "baddbmm", "einsum", "mul", "add", "softmax")
+_TORCH_NAMES = ("matmul", "mm", "bmm", "addmm", "baddbmm", "einsum", "mul", "add", "softmax", "min", "max")
 _TENSOR_NAMES = ("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm", "baddbmm", "mul", "add", "softmax",
-                 "reshape_as", "expand_as", "clamp_min")
+                 "reshape_as", "expand_as", "clamp_min", "min", "max")
 
 
 # ``a @ b`` and ``a.matmul(b)`` reach the mode as the same ``Tensor.matmul``: the caller's
