@@ -204,6 +204,13 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
     return out
 
 
+def _tools_only(callback: Callable | None) -> Callable | None:
+    """A progress callback that hears of the tools' runs only (the trace job is not a tool)."""
+    if callback is None:
+        return None
+    return lambda job, *rest: None if job.tool == TRACE else callback(job, *rest)
+
+
 def _model_runs(prepared: tuple[str, models.ModelSpec | None, models.Inputs, str], model_runs: list[ToolRun],
                 mode: str, options: tuple[str, ...]) -> ModelRuns:
     """One model's ``ModelRuns`` from its prepared spec and its settled runs (in job order)."""
