@@ -56,9 +56,13 @@ def parse_tools(text: str | Sequence[str] | None) -> tuple[str, ...]:
     if not text:
         return TOOLS
     names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
-    unknown = [t for t in names if t not in TOOLS]
+    from reconcile import versions
+
+    unknown = [t for t in names if t not in TOOLS and versions.get(t) is None]
     if unknown:
-        raise ReconcileError(f"unknown tool {unknown[0]!r}: choose from {', '.join(TOOLS)}")
+        raise ReconcileError(f"unknown tool {unknown[0]!r}: choose from {', '.join([*TOOLS, *versions.names()])}")
+    for t in names:
+        versions.check(t)  # a pinned version not installed: what to run, before anything starts
     # native is the reference every explanation needs: always run it, first
     return ("native",) + tuple(dict.fromkeys(t for t in names if t != "native"))
 
@@ -97,7 +101,7 @@ def _options(inputs: Sequence[models.InputSpec] | None, shape: tuple[int, ...] |
 
 # relative run time of each tool on the same model, measured on resnet18/vgg16 (native runs on meta)
 _TOOL_COST = {"native": 0.1, "thop": 1.0, "ptflops": 1.2, "ptflops-aten": 1.2, "torchstat": 1.5,
-              "torchsummary": 2.0, "fvcore": 2.5}
+              "torchsummary": 2.0, "fvcore": 2.5, "ultralytics-thop": 1.0, "thop@0.0.22": 1.0, "ptflops@0.7": 1.2}
 
 
 def _expected_size(spec: models.ModelSpec) -> float:

@@ -112,6 +112,20 @@ class Job:
         return f"{self.tool} on {self.model} ({describe(self.input_specs())})"
 
 
+def adapter_spec(tool: str) -> str:
+    """``ADAPTERS[tool]``, or a pinned version's (``reconcile.versions``: its own adapter or its
+    tool's), once its folder is known to hold it; else a ReconcileError."""
+    from reconcile import versions
+
+    pin = versions.check(tool)
+    if pin is not None:
+        return pin.adapter or ADAPTERS[pin.tool]
+    if tool not in ADAPTERS:
+        known = sorted([*ADAPTERS, *versions.names()])
+        raise ReconcileError(f"unknown tool {tool!r}; known tools: {', '.join(known)}")
+    return ADAPTERS[tool]
+
+
 def build_model(name: str, device: str) -> Any:
     """The builder used when ``run_jobs`` gets no ``build``: ``reconcile.models`` resolves the
     spec (torchvision name or ``package.module:callable``) and builds it on ``device`` ("cpu",
@@ -141,11 +155,7 @@ def run_jobs(
     if workers < 1:
         raise ReconcileError(f"workers must be at least 1, got {workers}")
     check_timeout(timeout, "timeout")  # nan would spin the loop below, inf overflow its waits
-    specs = []
-    for job in jobs:
-        if job.tool not in ADAPTERS:
-            raise ReconcileError(f"unknown tool {job.tool!r}; known tools: {', '.join(sorted(ADAPTERS))}")
-        specs.append(ADAPTERS[job.tool])
+    specs = [adapter_spec(job.tool) for job in jobs]
     if not jobs:
         return []
     builder = build if build is not None else f"{__name__}:build_model"
@@ -523,7 +533,14 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, thre
         from reconcile.models import prepare
 
         enter(f"loading the {job.tool} adapter")
+        from reconcile import versions
+
+        pin = versions.get(job.tool)
+        if pin is not None:  # its own folder first, the preloaded copy of its module dropped
+            versions.activate(pin)
         adapter = _resolve(spec)()
+        if pin is not None:
+            adapter.name, adapter.distribution = pin.name, pin.dist
         version = adapter.version()
         device = job.device or getattr(adapter, "device", "cpu")
         build = _resolve(builder) if isinstance(builder, str) else builder
