@@ -198,21 +198,21 @@ class UltralyticsThopAdapter(ThopAdapter):
             for child_name, (ops, _prm, sub) in entries.items():
                 child = module.get_submodule(child_name)
                 key = f"{path}.{child_name}" if path else child_name
+                prm = own_params(child)  # before its children: parameters() order, a tied tensor at its first owner
                 below = walk(child, key, sub)
                 if id(child) in counted:
                     continue
                 counted.add(id(child))
                 own = exact_number(ops) - below
-                prm = own_params(child)
                 if not sub or own or prm:
                     layers.append(self._layer(child, names, calls, key, own, prm))
                 added += exact_number(ops)
             return added
 
+        root_params = own_params(work)
         children = walk(work, "", tree)
         extra = sum(functional.values())
         root_ops = macs - children - extra
-        root_params = own_params(work)
         if not tree or root_ops or root_params:
             layers.insert(0, self._layer(work, names, calls, "", root_ops, root_params))
         warnings = [*cap.warnings, *logs.messages, *_printed_warnings(cap.stdout), *_printed_warnings(cap.stderr)]
@@ -231,7 +231,8 @@ class UltralyticsThopAdapter(ThopAdapter):
 def _function_label(fn: Any) -> str:
     import torch
 
-    for prefix, space in (("torch", torch), ("F", torch.nn.functional), ("Tensor", torch.Tensor)):
+    for prefix, space in (("torch", torch), ("F", torch.nn.functional), ("Tensor", torch.Tensor),
+                          ("Tensor", torch._C.TensorBase)):  # Tensor methods live on TensorBase
         for attr, value in vars(space).items():
             if value is fn:
                 return f"{prefix}.{attr}"

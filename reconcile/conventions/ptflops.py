@@ -543,10 +543,13 @@ class PtflopsConvention(Convention):
                 "whole batch; total int()-truncated"),
     )
 
+    def batch_counter(self, native: NativeCount) -> int:
+        return _batch_counter(native)
+
     def predict(self, native: NativeCount) -> Prediction:
         tree = common.Tree(native)
         names = frozenset(n for p in native.params for n in (p.name, *p.aliases))
-        batch = _batch_counter(native)
+        batch = self.batch_counter(native)
         reached, shadowed = _hook_rows(tree, self.hooks)
         row_names = set(tree.rows)
         covered: set[str] = set()
@@ -1083,6 +1086,11 @@ class Ptflops07Convention(PtflopsConvention):
     hooks = HOOKS_07
     count_functional = False
     truncates = False
+
+    def batch_counter(self, native: NativeCount) -> int:
+        """1: 0.7.0 either builds its own (1, *input_res) input or takes the inputs as keywords
+        (``model(**input_constructor(res))``), which its batch counter does not see."""
+        return 1
     rules = (
         RuleDoc("unit", "MACs; bias adds, norms, activations and pools counted as listed; module counts per sample"),
         RuleDoc("matching", "forward hooks on modules whose exact type has a rule; a hooked module is atomic"),
@@ -1090,7 +1098,8 @@ class Ptflops07Convention(PtflopsConvention):
         RuleDoc("functionals", "none patched (0.7.1 added F.*, torch.matmul/add/mul): a parent's own forward is not seen, "
                 "and nn.ReLU / pools are counted once (0.7.5 counts them twice)"),
         RuleDoc("params", "trainable only: per row sum(module.parameters()); total once per tensor"),
-        RuleDoc("batch", "module counts divided by the batch counter; the total is that float, not truncated"),
+        RuleDoc("batch", "its own (1, *input_res) input, or keyword inputs (batch counter 1): counts whole batch; "
+                "the total is a float, not truncated"),
     )
 
 
