@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from reconcile.config import DEVICES, FORMATS, RunConfig
 from reconcile.errors import ReconcileError
 
-TOOL_NAMES = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
+TOOL_NAMES = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
 
 
 def _pinned() -> tuple[str, ...]:
@@ -487,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict a tool's numbers from the native count, without running the tool")
     _add_model_args(p)
-    p.add_argument("--tool", required=True, choices=TOOL_NAMES + _pinned(), help="the tool to predict")
+    p.add_argument("--tool", required=True, choices=tuple(dict.fromkeys(TOOL_NAMES + _pinned())), help="the tool to predict")
     p.add_argument("--mode", choices=("eval", "train"), default="eval", help="eval (default) or train mode")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json")
     p.set_defaults(func=cmd_predict)

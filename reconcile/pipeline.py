@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TOOLS = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
+# ultralytics-thop: a pinned tool (tool_versions.toml, its own folder) in the default set, since users run it
+# today; the old versions (thop@0.0.22, ptflops@0.7) are opt-in with --tools
+TOOLS = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
 
 
 @dataclass(frozen=True)
