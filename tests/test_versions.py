@@ -69,10 +69,10 @@ def test_unknown_pin_names_the_known_ones():
 
 
 def test_activate_only_in_the_worker():
-    # this process still has the environment's thop; a pin's folder is never on its path
-    import thop
+    # this process still finds the environment's thop; a pin's folder is never on its path
+    import importlib.util
 
-    assert "tools" not in thop.__file__
+    assert "/tools/" not in importlib.util.find_spec("thop").origin
     assert not any("tools" in p and "@" in p for p in sys.path)
 
 
@@ -225,7 +225,7 @@ def test_transposed_conv_by_version(layers):
 
 PUBLISHED = (("resnet18", "ultralytics-thop"), ("vit_b_16", "ultralytics-thop"), ("vit_b_16", "thop"),
              ("swin_t", "ultralytics-thop"), ("swin_t", "thop"), ("densenet121", "thop@0.0.22"),
-             ("vgg16", "ptflops@0.7"))
+             ("densenet121", "thop"), ("vgg16", "ptflops@0.7"), ("vgg16", "ptflops"))
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +287,28 @@ def test_thop_versus_ultralytics_on_swin(published):
     assert dict(ut.run.unattributed) == {"functional:F.linear": 1_387_266_048, "functional:Tensor.matmul": 140_141_568}
     assert pair.causes == {"functional_not_seen": 1_387_266_048 + 140_141_568}
     assert pair.gap == 1_527_407_616 and pair.residual == 0
+
+
+@pytest.mark.slow
+def test_why_the_article_says_2_91_g(published):
+    # densenet121, thop 0.0.22 minus thop 0.1.1 = 2,914,598,912 - 2,897,007,104 = 17,591,808:
+    # 120 ReLUs at 1 per element (15,617,280); MaxPool2d(3) on 64x112x112 -> 64x56x56 = 200,704
+    # outputs at 3 each (kernel as given) = 602,112; 3 AvgPool2d(2) at 3 per output vs 0.1.1's 1:
+    # 2 x (128x28x28 + 256x14x14 + 512x7x7 = 175,616) = 351,232; Linear(1024, 1000) as 2 x 1024 - 1
+    # per output: +1,024,000 - 1,000; float32 sums: -1,816
+    pair = explain_pair(published["densenet121", "thop@0.0.22"], published["densenet121", "thop"])
+    assert pair.gap == 17_591_808 and pair.residual == 0
+    assert pair.causes == {"activation": 15_617_280, "pool": 602_112 + 351_232, "mac_vs_flop": 1_024_000,
+                           "per_output_minus_one": -1_000, "float32": -1_816}
+
+
+@pytest.mark.slow
+def test_why_the_article_says_15_504_gmac(published):
+    # vgg16, ptflops 0.7.5 minus 0.7.0 = 15,523,225,576 - 15,503,523,304 = 19,702,272: 0.7.5 also
+    # counts the F.relu and F.max_pool2d that nn.ReLU and nn.MaxPool2d call, and F.adaptive_avg_pool2d,
+    # each once more. ReLU inputs: 2 x 64x224x224 + 2 x 128x112x112 + 3 x 256x56x56 + 3 x 512x28x28
+    # + 3 x 512x14x14 + 2 x 4096 = 6,422,528 + 3,211,264 + 2,408,448 + 1,204,224 + 301,056 + 8,192
+    # = 13,555,712; max-pool inputs: 64x224x224 + 128x112x112 + 256x56x56 + 512x28x28 + 512x14x14
+    # = 6,121,472; adaptive pool input 512 x 7 x 7 = 25,088
+    pair = explain_pair(published["vgg16", "ptflops"], published["vgg16", "ptflops@0.7"])
+    assert pair.causes == {"double_count": 13_555_712 + 6_121_472 + 25_088} and pair.residual == 0
