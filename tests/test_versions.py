@@ -171,16 +171,36 @@ def _layer(name: str, device: str = "cpu") -> nn.Module:
         "convt": lambda: nn.Sequential(nn.ConvTranspose2d(4, 2, 3, stride=2)),
         # the issue's 2-layer LSTM(16, 32), on 5 steps x batch 1 x 16
         "lstm": lambda: nn.LSTM(16, 32, num_layers=2),
+        # two Linear(4, 4) sharing one weight, on 2x4
+        "tied_linear": _tied_linear,
     }[name]().eval().to(device)
 
 
+def _tied_linear() -> nn.Module:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    model[1].weight = model[0].weight
+    return model
+
+
 LAYERS = {"conv_pool": ((1, 3, 8, 8), "float32", None), "convt": ((1, 4, 5, 5), "float32", None),
-          "lstm": ((5, 1, 16), "float32", None)}
+          "lstm": ((5, 1, 16), "float32", None), "tied_linear": ((2, 4), "float32", None)}
 
 
 @pytest.fixture(scope="module")
 def layers():
     return _explain_all(sorted(LAYERS), ("thop", *PINNED), build=f"{__name__}:_layer", inputs=LAYERS)
+
+
+def test_thop_0022_counts_a_tied_weight_per_leaf(layers):
+    # each Linear(4, 4) holds weight 16 + bias 4 = 20: thop 0.0.22 sums per leaf, 40; the model has
+    # 16 + 4 + 4 = 24 tensors' elements, each once: +16 "params_tied". Ops: (2 x 4 - 1) x 8 outputs = 56
+    # per Linear, 112 (MACs 4 x 8 = 32 each: +32 "mac_vs_flop" - 8 "per_output_minus_one" per layer)
+    run, ex, _ = layers["tied_linear", "thop@0.0.22"]
+    assert (run.headline["macs"], run.headline["params"]) == (112, 40)
+    assert ex.summaries["params"].causes == {"params_tied": 16} and ex.residual == 0
+    assert ex.causes == {"mac_vs_flop": 64, "per_output_minus_one": -16}
+    assert layers["tied_linear", "ultralytics-thop"][0].headline["params"] == 24
+    assert all(layers["tied_linear", t][1].residual == 0 for t in ("ultralytics-thop", "ptflops@0.7"))
 
 
 def test_lstm_parameters(layers):

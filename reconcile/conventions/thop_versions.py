@@ -209,20 +209,26 @@ class Thop0022Convention(Convention):
             ops = f32(last)
             if ops != last:
                 terms.append(Term("float32", ops - last, f"thop 0.0.22 stores {exact(last)} as a float32: {exact(ops)}"))
-        params_exact = ref_params
-        params = f32_sum(self._param_sizes(tree, row))
-        p_terms = ()
+        sizes = self._param_sizes(tree, row)
+        params_exact, params = sum(sizes), f32_sum(sizes)
+        p_terms: tuple[Term, ...] = ()
+        if params_exact != ref_params:
+            p_terms += (Term("params_tied", params_exact - ref_params, f"thop 0.0.22 counts every parameter "
+                             f"{row.type} holds, {exact(params_exact - ref_params)} of them registered first "
+                             "under another module"),)
         if params != params_exact:
-            p_terms = (Term("float32", params - params_exact, f"thop 0.0.22 sums {row.type}'s parameters in float32: "
-                            f"{exact(params_exact)} comes out as {exact(params)}"),)
+            p_terms += (Term("float32", params - params_exact, f"thop 0.0.22 sums {row.type}'s parameters in float32: "
+                             f"{exact(params_exact)} comes out as {exact(params)}"),)
         return LayerPrediction(row.name, row.type, row.calls, {"ops": ref_ops, "params": ref_params},
                                {"ops": ops, "params": params},
                                {k: v for k, v in (("ops", tuple(terms)), ("params", p_terms)) if v})
 
     @staticmethod
     def _param_sizes(tree: common.Tree, row: ModuleRow) -> list[int]:
+        """``m.parameters()`` of a leaf: every tensor registered on it, under any name (tied ones too)."""
         prefix = row.name + "." if row.name else ""
-        return [p.numel for p in tree.native.params if p.name.startswith(prefix) and "." not in p.name[len(prefix):]]
+        return [p.numel for p in tree.native.params
+                if any(n.startswith(prefix) and "." not in n[len(prefix):] for n in (p.name, *p.aliases))]
 
 
 THOP_0022 = Thop0022Convention()
@@ -449,7 +455,7 @@ class UltralyticsThopConvention(Convention):
 
     def predict(self, native: NativeCount) -> Prediction:
         tree = common.Tree(native)
-        self._names = frozenset(n for p in native.params for n in (p.name, *p.aliases))
+        names = frozenset(n for p in native.params for n in (p.name, *p.aliases))
         counting = {r.name for r in native.rows if (_u_rule(r) or (None, None))[1] is not None}
         layers: list[LayerPrediction] = []
         unattributed: dict[str, int] = {}
@@ -472,7 +478,7 @@ class UltralyticsThopConvention(Convention):
                 if count != macs:
                     ts.append(Term("formula", count - macs, f"its {label} rule gives {exact(count)} where the MAC "
                                    f"count is {exact(macs)}"))
-            pred = self._row(tree, row, seen)
+            pred = self._row(tree, row, seen, names)
             if pred is not None:
                 layers.append(pred)
         ops = sum(p.predicted["ops"] for p in layers) + sum(unattributed.values())
@@ -482,7 +488,8 @@ class UltralyticsThopConvention(Convention):
                           unattributed_terms={k: tuple(v) for k, v in u_terms.items() if unattributed.get(k)},
                           headline_reference={"macs": ops, "params": sum(p.predicted["params"] for p in layers)})
 
-    def _row(self, tree: common.Tree, row: ModuleRow, seen: list[tuple[str, int, int, int]]) -> LayerPrediction | None:
+    def _row(self, tree: common.Tree, row: ModuleRow, seen: list[tuple[str, int, int, int]],
+             names: frozenset[str]) -> LayerPrediction | None:
         found = _u_rule(row)
         rule = found[1] if found else None
         ref = row.macs  # rows are exclusive: a module's own count
@@ -490,7 +497,7 @@ class UltralyticsThopConvention(Convention):
         ops = 0
         if rule is not None:
             parts: dict[str, int] = {}
-            attrs = {**row.attrs, "has_bias_k": f"{row.name}.bias_k".lstrip(".") in self._names}
+            attrs = {**row.attrs, "has_bias_k": f"{row.name}.bias_k".lstrip(".") in names}
             for c in row.call_records:
                 for k, v in rule(attrs, c).items():
                     parts[k] = parts.get(k, 0) + v
@@ -550,7 +557,9 @@ def _u_functional(call) -> int:
         out = (*q.shape[:-1], v.shape[-1])
         return numel(out) // v.shape[-1] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
     if call.func == "torch.einsum":
-        return call.components.get("macs", 0)  # two operands: the labels' product, as the native count
+        # two operands: the product of every label's size, which is the native MAC count of the
+        # contraction; more operands (or a list the record does not hold): 0
+        return call.components.get("macs", 0) if len(tensors) == 2 else 0
     first = tensors[0] if tensors else kw.get("input")
     if call.func == "F.linear":
         w = tensors[1] if len(tensors) > 1 else kw.get("weight")
