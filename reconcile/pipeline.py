@@ -62,7 +62,8 @@ def parse_tools(text: str | Sequence[str] | None) -> tuple[str, ...]:
 
     unknown = [t for t in names if t not in TOOLS and versions.get(t) is None]
     if unknown:
-        raise ReconcileError(f"unknown tool {unknown[0]!r}: choose from {', '.join([*TOOLS, *versions.names()])}")
+        known = dict.fromkeys([*TOOLS, *versions.names()])
+        raise ReconcileError(f"unknown tool {unknown[0]!r}: choose from {', '.join(known)}")
     for t in names:
         versions.check(t)  # a pinned version not installed: what to run, before anything starts
     # native is the reference every explanation needs: always run it, first

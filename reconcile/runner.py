@@ -19,7 +19,9 @@ Guarantees:
   when the caller dies even by SIGKILL, kills what its workers left and removes the caller's
   ``pymp-*`` folder (``reconcile._server``). ``shutdown()`` stops the fork server at once.
 
-Inside a worker: the adapter named by ``ADAPTERS[tool]`` is imported, ``build(model_name,
+Inside a worker: a pinned tool version (``reconcile.versions``: ``thop@0.0.22``, ``ultralytics-thop``)
+first drops the preloaded copy of its module and puts its own folder first on ``sys.path`` (only
+there, never in the caller); the adapter named by ``ADAPTERS[tool]`` (or the pin's) is imported, ``build(model_name,
 device)`` makes the model on the job's device or the adapter's ``device`` (``build_model`` by
 default), ``reconcile.models.prepare`` puts it in the job's mode and dtype and makes the job's
 deterministic inputs, and ``adapter.run(model, inputs)`` is called; an adapter with a

@@ -1083,6 +1083,7 @@ class Ptflops07Convention(PtflopsConvention):
     the total not truncated (``flops_sum / batch``, a float)."""
 
     tool = "ptflops@0.7"
+    per_sample = False  # its batch counter is always 1
     hooks = HOOKS_07
     count_functional = False
     truncates = False

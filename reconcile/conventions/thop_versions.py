@@ -197,7 +197,7 @@ class Thop0022Convention(Convention):
             for cause, amount in parts.items():
                 if amount:
                     terms.append(Term(cause, amount, f"thop 0.0.22 counts {row.type}'s {cause.replace('_', ' ')}: "
-                                      f"{exact(amount)} ({(rule.__doc__ or '').split(': ', 1)[-1]})"))
+                                      f"{exact(amount)} ({(rule.__doc__ or '').split(': ', 1)[-1].rstrip('.')})"))
             rest = summed - ref_ops - sum(parts.values())
             if rest:
                 terms.append(Term("formula", rest, f"thop 0.0.22's {row.type} formula gives {exact(ref_ops + rest)} "
@@ -505,7 +505,7 @@ class UltralyticsThopConvention(Convention):
             for cause, amount in parts.items():
                 if cause != "macs" and amount:
                     terms.append(Term(cause, amount, f"ultralytics-thop counts {row.type}'s {cause.replace('_', ' ')}: "
-                                      f"{exact(amount)} ({(rule.__doc__ or '').split(': ', 1)[-1]})"))
+                                      f"{exact(amount)} ({(rule.__doc__ or '').split(': ', 1)[-1].rstrip('.')})"))
             rest = parts.get("macs", 0) - ref
             if rest:
                 terms.append(Term("formula", rest, f"ultralytics-thop's {row.type} formula gives "
