@@ -64,8 +64,8 @@ def parse_tools(text: str | Sequence[str] | None) -> tuple[str, ...]:
     if unknown:
         known = dict.fromkeys([*TOOLS, *versions.names()])
         raise ReconcileError(f"unknown tool {unknown[0]!r}: choose from {', '.join(known)}")
-    for t in names:
-        versions.check(t)  # a pinned version not installed: what to run, before anything starts
+    for t in names:  # a pinned version asked for but not installed: what to run, before anything starts
+        versions.check(t)  # (in the default set it fails as its own run instead, like a missing tool)
     # native is the reference every explanation needs: always run it, first
     return ("native",) + tuple(dict.fromkeys(t for t in names if t != "native"))
 

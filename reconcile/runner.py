@@ -116,10 +116,11 @@ class Job:
 
 def adapter_spec(tool: str) -> str:
     """``ADAPTERS[tool]``, or a pinned version's (``reconcile.versions``: its own adapter or its
-    tool's), once its folder is known to hold it; else a ReconcileError."""
+    tool's); a ReconcileError for a tool reconcile does not know. A pin whose folder is missing
+    fails in its worker, with the one line saying what to run, like a tool that is not installed."""
     from reconcile import versions
 
-    pin = versions.check(tool)
+    pin = versions.get(tool)
     if pin is not None:
         return pin.adapter or ADAPTERS[pin.tool]
     if tool not in ADAPTERS:
@@ -539,6 +540,7 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, thre
 
         pin = versions.get(job.tool)
         if pin is not None:  # its own folder first, the preloaded copy of its module dropped
+            versions.check(pin.name)  # not installed: a ReconcileError, recorded as this job's failure
             versions.activate(pin)
         adapter = _resolve(spec)()
         if pin is not None:

@@ -56,8 +56,9 @@ class Pin:
 
 
 def tools_root() -> Path:
-    """Where pinned tools are installed: ``tools/`` in the running environment (``.venv/tools``)."""
-    return Path(sys.prefix) / "tools"
+    """Where pinned tools are installed: ``$RECONCILE_TOOLS_ROOT``, else ``tools/`` in the running
+    environment (``.venv/tools``)."""
+    return Path(os.environ.get("RECONCILE_TOOLS_ROOT") or Path(sys.prefix) / "tools")
 
 
 @lru_cache(maxsize=1)

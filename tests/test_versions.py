@@ -52,14 +52,25 @@ def test_pins_installed_apart_from_the_environment():
 
 
 def test_missing_folder_is_one_line_saying_what_to_run(monkeypatch, tmp_path):
-    monkeypatch.setattr(versions, "tools_root", lambda: tmp_path)
+    monkeypatch.setenv("RECONCILE_TOOLS_ROOT", str(tmp_path))
+    # asked for by name: a ReconcileError before anything runs
     with pytest.raises(ReconcileError) as err:
         pipeline.parse_tools("thop,thop@0.0.22")
     text = str(err.value)
     assert "\n" not in text and "make setup" in text
     assert f"--target {tmp_path / 'thop@0.0.22'} thop==0.0.22" in text
-    with pytest.raises(ReconcileError, match="make setup"):
-        runner.run_jobs([Job("resnet18", "ptflops@0.7", input_shape=(1, 3, 224, 224))])
+    # in the default set (no --tools) it is checked in its worker: that tool's run fails with the
+    # same line, every other tool still runs (a fresh worker server, started with this environment)
+    assert pipeline.parse_tools(None) == pipeline.TOOLS
+    runner.shutdown()
+    try:
+        runs = runner.run_jobs([Job("tests.models_small:Repeated", t, input_shape=(2, 32))
+                                for t in ("thop", "ultralytics-thop")])
+    finally:
+        runner.shutdown()  # the next test's server sees the real folders again
+    assert runs[0].status == "ok"
+    assert (runs[1].status, runs[1].error_type) == ("failed", "ReconcileError")
+    assert "make setup" in runs[1].error_message and "ultralytics-thop==2.2.3" in runs[1].error_message
 
 
 def test_unknown_pin_names_the_known_ones():
