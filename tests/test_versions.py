@@ -256,7 +256,8 @@ def test_transposed_conv_by_version(layers):
 
 PUBLISHED = (("resnet18", "ultralytics-thop"), ("vit_b_16", "ultralytics-thop"), ("vit_b_16", "thop"),
              ("swin_t", "ultralytics-thop"), ("swin_t", "thop"), ("densenet121", "thop@0.0.22"),
-             ("densenet121", "thop"), ("vgg16", "ptflops@0.7"), ("vgg16", "ptflops"))
+             ("densenet121", "thop"), ("vgg16", "ptflops@0.7"), ("vgg16", "ptflops"),
+             ("efficientnet_b0", "ultralytics-thop"), ("efficientnet_b0", "thop"), ("resnet18", "thop"))
 
 
 @pytest.fixture(scope="module")
@@ -343,3 +344,14 @@ def test_why_the_article_says_15_504_gmac(published):
     # = 6,121,472; adaptive pool input 512 x 7 x 7 = 25,088
     pair = explain_pair(published["vgg16", "ptflops"], published["vgg16", "ptflops@0.7"])
     assert pair.causes == {"double_count": 13_555_712 + 6_121_472 + 25_088} and pair.residual == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["resnet18", "efficientnet_b0"])
+def test_ultralytics_identical_to_thop_where_the_issue_says(published, model):
+    # issue 12: identical to thop 0.1.1 on resnet18 (1,824,033,792) and efficientnet_b0, eval mode;
+    # both explained with zero residual, and their gap is no cause at all
+    ut, th = published[model, "ultralytics-thop"], published[model, "thop"]
+    assert ut.run.headline == th.run.headline
+    pair = explain_pair(ut, th)
+    assert pair.gap == 0 and pair.causes == {} and pair.residual == 0
