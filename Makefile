@@ -1,9 +1,12 @@
 # Two commands do all the set-up on a fresh machine: `make report MODELS=...` and `make test`.
-# Both create .venv on first use (pinned torch, torchvision and the five counters).
+# Both create .venv on first use (pinned torch, torchvision and the five counters; the pinned
+# versions of reconcile/tool_versions.toml in .venv/tools).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# tools pinned at other versions (reconcile/tool_versions.toml), each in .venv/tools/NAME
+TOOLS_STAMP := $(VENV)/tools/.installed
 MODELS ?= resnet18,vgg16
 INPUT ?=
 TOOLS ?=
@@ -25,7 +28,7 @@ CHECK_SHAPES ?= 1,3,224,224 8,3,224,224
 
 .PHONY: setup report test bench zoo roofline roofline-check clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(TOOLS_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,23 +36,29 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[tools,models,test]'
 	touch $(STAMP)
 
-report: $(STAMP)
+# each pin with `pip install --no-deps --target .venv/tools/NAME DIST==VERSION`, only when its
+# folder does not hold that version (idempotent); never into .venv itself
+$(TOOLS_STAMP): $(STAMP) reconcile/tool_versions.toml
+	$(PY) -m reconcile.versions install
+	touch $(TOOLS_STAMP)
+
+report: $(STAMP) $(TOOLS_STAMP)
 	$(PY) -m reconcile report $(MODELS) --out $(OUT) $(REPORT_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(TOOLS_STAMP)
 	$(PY) -m pytest -q
 
-roofline: $(STAMP)
+roofline: $(STAMP) $(TOOLS_STAMP)
 	$(PY) -m reconcile roofline $(MODELS) --hardware $(HARDWARE) --plot $(PLOTS) $(if $(INPUT),--input-shape $(INPUT),)
 
-roofline-check: $(STAMP)
+roofline-check: $(STAMP) $(TOOLS_STAMP)
 	rc=0; for s in $(CHECK_SHAPES); do \
 		$(PY) -m reconcile roofline $(MODELS) --hardware local --measure --input-shape $$s || rc=1; done; exit $$rc
 
-bench: $(STAMP)
+bench: $(STAMP) $(TOOLS_STAMP)
 	$(PY) benchmarks/bench.py
 
-zoo: $(STAMP)
+zoo: $(STAMP) $(TOOLS_STAMP)
 	$(PY) -m reconcile zoo --source $(SOURCE) --subset $(SUBSET) --out $(OUT)
 
 clean:

@@ -2,9 +2,13 @@
 process runs thop, ptflops (both backends), torchstat, torchsummary and fvcore one after another
 on each model named on the command line, building the model afresh (torchvision defaults, random
 init) for each tool, and printing whatever the tools print (sent to /dev/null by the benchmark).
+Then ultralytics-thop, which installs the same `thop` module: a user needs a second environment
+for it; here the first `thop` is dropped and its folder (.venv/tools/ultralytics-thop) put first
+on sys.path, the cheapest way there is.
 """
 
 import sys
+from pathlib import Path
 
 import torch
 import torchvision
@@ -33,5 +37,16 @@ def main(names):
         FlopCountAnalysis(new(name), (x,)).total()
 
 
+def ultralytics_thop(names):
+    for key in [k for k in sys.modules if k == "thop" or k.startswith("thop.")]:
+        del sys.modules[key]
+    sys.path.insert(0, str(Path(sys.prefix) / "tools" / "ultralytics-thop"))
+    from thop import profile as ultralytics_profile
+
+    for name in names:
+        ultralytics_profile(new(name), inputs=(torch.rand(1, 3, 224, 224),))
+
+
 if __name__ == "__main__":
     main(sys.argv[1].split(","))
+    ultralytics_thop(sys.argv[1].split(","))

@@ -17,7 +17,13 @@ from typing import Callable, Sequence
 from reconcile.config import DEVICES, FORMATS, RunConfig
 from reconcile.errors import ReconcileError
 
-TOOL_NAMES = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
+TOOL_NAMES = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
+
+
+def _pinned() -> tuple[str, ...]:
+    from reconcile import versions
+
+    return versions.names()
 
 
 def _err(msg: str) -> None:
@@ -495,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tools", help="run the counting tools and print their raw results")
     _add_model_args(p)
     _add_run_args(p)
-    p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all): " + ", ".join(TOOL_NAMES))
+    p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all): " + ", ".join(TOOL_NAMES)
+                   + "; pinned versions (reconcile/tool_versions.toml): " + ", ".join(_pinned()))
     p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
     p.set_defaults(func=cmd_tools)
@@ -513,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict a tool's numbers from the native count, without running the tool")
     _add_model_args(p)
-    p.add_argument("--tool", required=True, choices=TOOL_NAMES, help="the tool to predict")
+    p.add_argument("--tool", required=True, choices=tuple(dict.fromkeys(TOOL_NAMES + _pinned())), help="the tool to predict")
     p.add_argument("--mode", choices=("eval", "train"), default="eval", help="eval (default) or train mode")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json")
     p.set_defaults(func=cmd_predict)

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TOOLS = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
+# ultralytics-thop: a pinned tool (tool_versions.toml, its own folder) in the default set, since users run it
+# today; the old versions (thop@0.0.22, ptflops@0.7) are opt-in with --tools
+TOOLS = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,14 @@ def parse_tools(text: str | Sequence[str] | None) -> tuple[str, ...]:
     if not text:
         return TOOLS
     names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
-    unknown = [t for t in names if t not in TOOLS]
+    from reconcile import versions
+
+    unknown = [t for t in names if t not in TOOLS and versions.get(t) is None]
     if unknown:
-        raise ReconcileError(f"unknown tool {unknown[0]!r}: choose from {', '.join(TOOLS)}")
+        known = dict.fromkeys([*TOOLS, *versions.names()])
+        raise ReconcileError(f"unknown tool {unknown[0]!r}: choose from {', '.join(known)}")
+    for t in names:  # a pinned version asked for but not installed: what to run, before anything starts
+        versions.check(t)  # (in the default set it fails as its own run instead, like a missing tool)
     # native is the reference every explanation needs: always run it, first
     return ("native",) + tuple(dict.fromkeys(t for t in names if t != "native"))
 
@@ -102,7 +109,8 @@ TRACED_TOOLS = ("fvcore",)
 
 # relative run time of each tool on the same model, measured on resnet18/vgg16 (native runs on meta)
 _TOOL_COST = {"native": 0.1, "thop": 1.0, "ptflops": 1.2, "ptflops-aten": 1.2, "torchstat": 1.5,
-              "torchsummary": 2.0, "fvcore": 2.5, TRACE: 1.2}
+              "torchsummary": 2.0, "fvcore": 2.5, "ultralytics-thop": 1.0, "thop@0.0.22": 1.0, "ptflops@0.7": 1.2,
+              TRACE: 1.2}
 
 
 def _expected_size(spec: models.ModelSpec) -> float:

@@ -19,7 +19,9 @@ Guarantees:
   when the caller dies even by SIGKILL, kills what its workers left and removes the caller's
   ``pymp-*`` folder (``reconcile._server``). ``shutdown()`` stops the fork server at once.
 
-Inside a worker: the adapter named by ``ADAPTERS[tool]`` is imported, ``build(model_name,
+Inside a worker: a pinned tool version (``reconcile.versions``: ``thop@0.0.22``, ``ultralytics-thop``)
+first drops the preloaded copy of its module and puts its own folder first on ``sys.path`` (only
+there, never in the caller); the adapter named by ``ADAPTERS[tool]`` (or the pin's) is imported, ``build(model_name,
 device)`` makes the model on the job's device or the adapter's ``device`` (``build_model`` by
 default), ``reconcile.models.prepare`` puts it in the job's mode and dtype and makes the job's
 deterministic inputs, and ``adapter.run(model, inputs)`` is called; an adapter with a
@@ -114,6 +116,21 @@ class Job:
         return f"{self.tool} on {self.model} ({describe(self.input_specs())})"
 
 
+def adapter_spec(tool: str) -> str:
+    """``ADAPTERS[tool]``, or a pinned version's (``reconcile.versions``: its own adapter or its
+    tool's); a ReconcileError for a tool reconcile does not know. A pin whose folder is missing
+    fails in its worker, with the one line saying what to run, like a tool that is not installed."""
+    from reconcile import versions
+
+    pin = versions.get(tool)
+    if pin is not None:
+        return pin.adapter or ADAPTERS[pin.tool]
+    if tool not in ADAPTERS:
+        known = sorted([*ADAPTERS, *versions.names()])
+        raise ReconcileError(f"unknown tool {tool!r}; known tools: {', '.join(known)}")
+    return ADAPTERS[tool]
+
+
 def build_model(name: str, device: str) -> Any:
     """The builder used when ``run_jobs`` gets no ``build``: ``reconcile.models`` resolves the
     spec (torchvision name or ``package.module:callable``) and builds it on ``device`` ("cpu",
@@ -143,11 +160,7 @@ def run_jobs(
     if workers < 1:
         raise ReconcileError(f"workers must be at least 1, got {workers}")
     check_timeout(timeout, "timeout")  # nan would spin the loop below, inf overflow its waits
-    specs = []
-    for job in jobs:
-        if job.tool not in ADAPTERS:
-            raise ReconcileError(f"unknown tool {job.tool!r}; known tools: {', '.join(sorted(ADAPTERS))}")
-        specs.append(ADAPTERS[job.tool])
+    specs = [adapter_spec(job.tool) for job in jobs]
     if not jobs:
         return []
     builder = build if build is not None else f"{__name__}:build_model"
@@ -532,7 +545,15 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, thre
         from reconcile.models import prepare
 
         enter(f"loading the {job.tool} adapter")
+        from reconcile import versions
+
+        pin = versions.get(job.tool)
+        if pin is not None:  # its own folder first, the preloaded copy of its module dropped
+            versions.check(pin.name)  # not installed: a ReconcileError, recorded as this job's failure
+            versions.activate(pin)
         adapter = _resolve(spec)()
+        if pin is not None:
+            adapter.name, adapter.distribution = pin.name, pin.dist
         version = adapter.version()
         device = job.device or getattr(adapter, "device", "cpu")
         build = _resolve(builder) if isinstance(builder, str) else builder

@@ -143,6 +143,7 @@ class PtflopsAdapter(Adapter):
 
     name = "ptflops"
     distribution = "ptflops"
+    legacy = False  # ptflops 0.7.0: no backend argument, no functional patching
 
     def attempted(self) -> str:
         return "ptflops.get_model_complexity_info(deepcopy(model), input_res, backend='pytorch', as_strings=False)"
@@ -152,7 +153,7 @@ class PtflopsAdapter(Adapter):
         # every module and calls eval() without restoring it: run it on a copy.
         work = copy.deepcopy(model)
         names = module_names(work)
-        constructor, input_notes = _input_constructor(work, inputs)
+        constructor, input_notes = (_input_constructor if not self.legacy else _legacy_constructor)(work, inputs)
         snap: dict[str, Any] = {}
         log: list[tuple[str, Any]] = []
         with capture_output() as cap:
@@ -160,7 +161,9 @@ class PtflopsAdapter(Adapter):
             import torch.nn.functional as F
             from ptflops import get_model_complexity_info
             from ptflops import pytorch_ops
-            from ptflops.flops_counter import FLOPS_BACKEND
+
+            if not self.legacy:
+                from ptflops.flops_counter import FLOPS_BACKEND
 
             def snapshot() -> None:
                 snap["batch"] = work.__batch_counter__
@@ -168,8 +171,8 @@ class PtflopsAdapter(Adapter):
 
             # Tensor methods live on TensorBase until ptflops shadows them on Tensor.
             namespaces = (("F", F), ("torch", torch), ("Tensor", torch._C.TensorBase))
-            originals_f = _labelled_handlers(pytorch_ops.FUNCTIONAL_MAPPING, namespaces, "functional", log)
-            originals_t = _labelled_handlers(pytorch_ops.TENSOR_OPS_MAPPING, namespaces, "tensor_op", log)
+            originals_f = _labelled_handlers(_mapping(pytorch_ops, "FUNCTIONAL_MAPPING"), namespaces, "functional", log)
+            originals_t = _labelled_handlers(_mapping(pytorch_ops, "TENSOR_OPS_MAPPING"), namespaces, "tensor_op", log)
             try:
                 with counting_calls(work) as calls:
                     macs, params = get_model_complexity_info(
@@ -181,10 +184,12 @@ class PtflopsAdapter(Adapter):
                         ost=_SnapshotStream(snapshot),
                         backend=FLOPS_BACKEND.PYTORCH,
                         backend_specific_config={"count_functional": True},
-                    )
+                    ) if not self.legacy else get_model_complexity_info(
+                        work, _input_res(inputs), print_per_layer_stat=True, as_strings=False,
+                        input_constructor=constructor, ost=_SnapshotStream(snapshot))
             finally:
-                pytorch_ops.FUNCTIONAL_MAPPING.update(originals_f)
-                pytorch_ops.TENSOR_OPS_MAPPING.update(originals_t)
+                _mapping(pytorch_ops, "FUNCTIONAL_MAPPING").update(originals_f)
+                _mapping(pytorch_ops, "TENSOR_OPS_MAPPING").update(originals_t)
         if macs is None or "flops" not in snap:
             raise _failure(cap)
 
@@ -226,7 +231,7 @@ class PtflopsAdapter(Adapter):
             tool=self.name,
             version=self.version(),
             status="ok",
-            headline={"macs": int(macs), "macs_exact": exact_number(exact), "params": int(params), "batch_counter": batch},
+            headline={"macs": exact_number(macs) if self.legacy else int(macs), "macs_exact": exact_number(exact), "params": int(params), "batch_counter": batch},
             units={"macs": "Mac", "macs_exact": "Mac", "params": "params", "batch_counter": "samples"},
             layers=tuple(layers),
             unattributed=unattributed,
@@ -249,6 +254,37 @@ class PtflopsAdapter(Adapter):
         if shadowed:
             raw["shadowed"] = 1
         return ToolLayer(module=names[id(module)], type=type(module).__name__, calls=calls[id(module)], raw=raw, key=key)
+
+
+def _mapping(pytorch_ops: Any, name: str) -> dict:
+    """One of ptflops' functional mappings; ptflops 0.7.0 patches no functionals and has none."""
+    return getattr(pytorch_ops, name, None) if hasattr(pytorch_ops, name) else {}
+
+
+def _legacy_constructor(model: Any, inputs: tuple[Any, ...]) -> tuple[Callable[[tuple], Any] | None, tuple[str, ...]]:
+    """ptflops 0.7.0 calls ``model(**input_constructor(res))``, keywords only: a single input of
+    batch 1 goes in as its users pass it, ``input_res`` alone (ptflops builds ``(1, *res)`` of
+    uninitialised memory: no count reads values); anything else as keywords of ``forward``."""
+    if len(inputs) == 1 and int(inputs[0].shape[0]) == 1:
+        return None, ("ptflops 0.7.0 builds its own (1, *input_res) input, as its users run it",)
+    if len(inputs) == 1:
+        signature = inspect.signature(model.forward)
+        first = next(iter(signature.parameters))
+        return (lambda _res: {first: inputs[0]}), (
+            f"input passed as keyword {first!r} (ptflops 0.7.0 takes keywords only); the batch counter is then 1",)
+    return _input_constructor(model, inputs)
+
+
+class Ptflops07Adapter(PtflopsAdapter):
+    """ptflops 0.7.0 (what ``pip install ptflops==0.7`` gives), pytorch backend, from its own
+    folder: the same module hooks, no patched functionals (``unattributed`` stays empty), and the
+    total returned as the float ``module sum / batch`` (not truncated)."""
+
+    name = "ptflops@0.7"
+    legacy = True
+
+    def attempted(self) -> str:
+        return "ptflops.get_model_complexity_info(deepcopy(model), input_res, as_strings=False)"
 
 
 class PtflopsAtenAdapter(Adapter):

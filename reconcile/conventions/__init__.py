@@ -20,18 +20,24 @@ REGISTRY: dict[str, str] = {
 
 
 def get(tool: str) -> Convention:
-    if tool not in REGISTRY:
+    from reconcile import versions
+
+    pin = versions.get(tool)  # a pinned version: its own convention, else its tool's
+    spec = REGISTRY.get(tool) or (pin and (pin.convention or REGISTRY.get(pin.tool)))
+    if not spec:
         from reconcile.errors import ReconcileError
 
-        raise ReconcileError(f"unknown tool {tool!r}: choose from {', '.join(REGISTRY)}")
-    module, _, attr = REGISTRY[tool].partition(":")
+        raise ReconcileError(f"unknown tool {tool!r}: choose from {', '.join([*REGISTRY, *versions.names()])}")
+    module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
 def available() -> dict[str, Convention]:
     """Every convention that is implemented, by tool name."""
+    from reconcile import versions
+
     out = {}
-    for tool in REGISTRY:
+    for tool in (*REGISTRY, *versions.names()):
         try:
             out[tool] = get(tool)
         except (ImportError, AttributeError):

@@ -56,6 +56,7 @@ CAUSES: dict[str, tuple[str, str]] = {
                               "(x.shape[1] + 1, math.ceil(h / w)) as tensor ops that no eager op shows"),
     "trace_differs": ("convention", "traces with torch.jit, whose graph holds other ops than the eager forward ran: "
                       "code that checks torch.jit.is_tracing() takes another path, ops nothing returned uses are dropped"),
+    "float32": ("convention", "keeps its counts in float32, which rounds counts above 2^24 (thop 0.0.22)"),
 }
 
 

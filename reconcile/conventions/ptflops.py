@@ -233,8 +233,8 @@ HOOKS["timm.layers.attention.Attention"] = Hook(
 HOOKS["torchvision.ops.deform_conv.DeformConv2d"] = Hook("torchvision DeformConv2d: conv + (24, 25 with mask) x K per position", _deform_conv)
 
 
-def _hooked(row: ModuleRow) -> bool:
-    return row.attrs.get("class") in HOOKS
+def _hooked(row: ModuleRow, hooks: Mapping[str, Hook] = HOOKS) -> bool:
+    return row.attrs.get("class") in hooks
 
 
 # ===== pytorch backend: patched functionals and tensor ops (``patch_functional``) ===============
@@ -519,6 +519,9 @@ class PtflopsConvention(Convention):
     headline_metric = "macs"
     metrics = {"macs": "macs", "params": "params"}
     per_sample = True
+    hooks: Mapping[str, Hook] = HOOKS
+    count_functional = True  # patched torch.nn.functional and tensor ops (0.7.1 on)
+    truncates = True  # the total is int()-ed (0.7.1 on)
     rules = (
         RuleDoc("unit", "MACs; bias adds, norms, activations and pools counted as listed; module counts per sample"),
         RuleDoc("matching", "forward hooks on modules whose exact type has a rule; a hooked module is atomic (its children are not summed)"),
@@ -540,11 +543,14 @@ class PtflopsConvention(Convention):
                 "whole batch; total int()-truncated"),
     )
 
+    def batch_counter(self, native: NativeCount) -> int:
+        return _batch_counter(native)
+
     def predict(self, native: NativeCount) -> Prediction:
         tree = common.Tree(native)
         names = frozenset(n for p in native.params for n in (p.name, *p.aliases))
-        batch = _batch_counter(native)
-        reached, shadowed = _hook_rows(tree)
+        batch = self.batch_counter(native)
+        reached, shadowed = _hook_rows(tree, self.hooks)
         row_names = set(tree.rows)
         covered: set[str] = set()
         for r in (*reached, *shadowed):
@@ -569,7 +575,7 @@ class PtflopsConvention(Convention):
         unattributed = _Unattributed()
         hook_owner = {s.name: r for r in (*reached, *shadowed) for s in tree.subtree(r.name)}
         for row in native.rows:
-            caught = patched_calls(row)
+            caught = patched_calls(row) if self.count_functional else []
             if row.name in covered:
                 for c in caught:
                     if c.count is not None:
@@ -598,7 +604,7 @@ class PtflopsConvention(Convention):
         x = module_sum / batch  # ptflops' float arithmetic, then int()
         x += float(functional)
         x += float(tensor_ops)
-        macs = int(x)
+        macs = int(x) if self.truncates else whole(Fraction(x))
         headline_terms: dict[str, tuple[Term, ...]] = {}
         if macs != macs_exact:
             headline_terms["macs"] = (Term("per_sample", macs - macs_exact, f"ptflops truncates its total "
@@ -620,7 +626,7 @@ class PtflopsConvention(Convention):
                 shadowed: bool) -> tuple[LayerPrediction, int]:
         """A hooked module's row: its hook count (whole batch) split into causes against the native
         MACs of its subtree, then divided by the batch. ``k``: paths reaching it (rows it gets)."""
-        hook = HOOKS[row.attrs["class"]]
+        hook = self.hooks[row.attrs["class"]]
         parts = hook.fn(row, names)
         hook_count = sum(v for v, _ in parts.values())
         ref = tree.macs(row.name)
@@ -755,13 +761,13 @@ def _batch_counter(native: NativeCount) -> int:
     return 1
 
 
-def _hook_rows(tree: common.Tree) -> tuple[list[ModuleRow], list[ModuleRow]]:
+def _hook_rows(tree: common.Tree, hooks: Mapping[str, Hook] = HOOKS) -> tuple[list[ModuleRow], list[ModuleRow]]:
     """ptflops' ``accumulate_flops`` walk: the hooked modules in the total, and the shadowed ones."""
     reached: list[ModuleRow] = []
 
     def walk(name: str) -> None:
         row = tree.rows[name]
-        if _hooked(row):
+        if _hooked(row, hooks):
             reached.append(row)
             return
         for child in tree.children.get(name, ()):
@@ -769,7 +775,7 @@ def _hook_rows(tree: common.Tree) -> tuple[list[ModuleRow], list[ModuleRow]]:
 
     walk("")
     names = {r.name for r in reached}
-    return reached, [r for r in tree.native.rows if _hooked(r) and r.name not in names]
+    return reached, [r for r in tree.native.rows if _hooked(r, hooks) and r.name not in names]
 
 
 def _paths(native: NativeCount, row_names: set[str], name: str) -> int:
@@ -1036,5 +1042,68 @@ class PtflopsAtenConvention(Convention):
         return tuple(terms)
 
 
+# ===== ptflops 0.7 (0.7.0: `pip install ptflops==0.7`), what the 2021-2022 articles ran ================
+
+
+def _conv_07(row: ModuleRow, _names: frozenset[str]) -> Parts:
+    """0.7.0: K x Cin x Cout/g per *output* position, transposed convolutions too (0.7.5: input)."""
+    a = row.attrs
+    per = numel(a["kernel_size"]) * a["in_channels"] * (a["out_channels"] // a["groups"])
+    macs = bias = 0
+    for c in row.call_records:
+        x, out = _call_shape(c), _out_shape(c)
+        macs += per * x[0] * numel(out[2:])
+        if a.get("has_bias"):
+            bias += x[0] * numel(out[1:])
+    return {"macs": (macs, "K x Cin x Cout/g per output position"), "bias": (bias, "one add per output element")}
+
+
+def _linear_07(row: ModuleRow, _names: frozenset[str]) -> Parts:
+    """0.7.0: N_in x out + out: the bias counted once per call, not once per input row (0.7.5)."""
+    macs = bias = 0
+    for c in row.call_records:
+        x, out = _call_shape(c), _out_shape(c)
+        macs += x[-1] * out[-1] * numel(x[:-1])
+        if row.attrs.get("has_bias"):
+            bias += out[-1]
+    return {"macs": (macs, "in x out per row"), "bias": (bias, "one add per output feature, once per call")}
+
+
+# 0.7.0's MODULES_MAPPING: 0.7.5's without timm Attention and DeformConv2d (added in 0.7.1 / 0.7.2),
+# with its own conv and linear formulas
+HOOKS_07: dict[str, Hook] = {k: v for k, v in HOOKS.items()
+                             if k not in ("timm.layers.attention.Attention", "torchvision.ops.deform_conv.DeformConv2d")}
+for _cls in _types("conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"):
+    HOOKS_07[_cls] = Hook("Conv / ConvTranspose (0.7.0): K x Cin x Cout/g x B x S_out, transposed too, + N_out bias", _conv_07)
+HOOKS_07[f"{_NN}linear.Linear"] = Hook("Linear (0.7.0): N_in x out + out bias once per call", _linear_07)
+
+
+class Ptflops07Convention(PtflopsConvention):
+    """ptflops 0.7.0: 0.7.5's module hooks (``HOOKS_07``), no patched functionals or tensor ops,
+    the total not truncated (``flops_sum / batch``, a float)."""
+
+    tool = "ptflops@0.7"
+    per_sample = False  # its batch counter is always 1
+    hooks = HOOKS_07
+    count_functional = False
+    truncates = False
+
+    def batch_counter(self, native: NativeCount) -> int:
+        """1: 0.7.0 either builds its own (1, *input_res) input or takes the inputs as keywords
+        (``model(**input_constructor(res))``), which its batch counter does not see."""
+        return 1
+    rules = (
+        RuleDoc("unit", "MACs; bias adds, norms, activations and pools counted as listed; module counts per sample"),
+        RuleDoc("matching", "forward hooks on modules whose exact type has a rule; a hooked module is atomic"),
+        *{h.doc: RuleDoc(h.doc.split(":")[0], h.doc.split(":", 1)[1].strip()) for h in HOOKS_07.values()}.values(),
+        RuleDoc("functionals", "none patched (0.7.1 added F.*, torch.matmul/add/mul): a parent's own forward is not seen, "
+                "and nn.ReLU / pools are counted once (0.7.5 counts them twice)"),
+        RuleDoc("params", "trainable only: per row sum(module.parameters()); total once per tensor"),
+        RuleDoc("batch", "its own (1, *input_res) input, or keyword inputs (batch counter 1): counts whole batch; "
+                "the total is a float, not truncated"),
+    )
+
+
 CONVENTION = PtflopsConvention()
 ATEN_CONVENTION = PtflopsAtenConvention()
+CONVENTION_07 = Ptflops07Convention()

@@ -106,7 +106,8 @@ class ThopConvention(Convention):
             ops = 0
             for call in row.call_records:
                 ops += self._call_ops(row, call, ops_terms)
-            params = tree.params_with_aliases(row.name) if row.calls else 0
+            # dfs_count starts the root at 0 and never adds its parameters: a childless root has none
+            params = tree.params_with_aliases(row.name) if row.calls and row.name else 0
             diff = ops - ref_ops - sum(t.amount for t in ops_terms)
             if diff:  # the formula's own difference from the MAC reference (e.g. transposed conv)
                 ops_terms.append(Term("formula", diff, f"thop's {row.type} formula gives {exact(ref_ops + diff)} "
