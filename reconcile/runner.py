@@ -58,6 +58,7 @@ ADAPTERS: dict[str, str] = {
     "torchsummary": "reconcile.adapters.torchsummary:TorchsummaryAdapter",
     "fvcore": "reconcile.adapters.fvcore:FvcoreAdapter",
     "native": "reconcile.adapters.native:NativeAdapter",
+    "native-training": "reconcile.adapters.native:NativeTrainingAdapter",  # native with --training
     # not a counter: a model's default inputs, when finding them runs user or library code
     "inputs": "reconcile.adapters.inputs:InputsProbe",
 }

@@ -173,3 +173,19 @@ def test_nothing_to_backpropagate_is_a_user_error():
     m = _meta(nn.Linear(4, 2)).requires_grad_(False)
     with pytest.raises(ReconcileError, match="nothing to backpropagate"):
         count(m, (_x(1, 4),), training=True)
+
+
+def test_cli_count_training(capsys):
+    import json
+
+    from reconcile.cli import main
+
+    assert main(["count", "resnet18", "--training", "--format", "json", "--depth", "1"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    # --training counts in train mode: 5,324,206,080 MACs as above
+    assert obj["training"]["totals"]["training_macs"] == 5_324_206_080
+    conv1 = next(m for m in obj["modules"] if m["module"] == "conv1")
+    # conv1: weight gradient only, 118,013,952 MACs (112 * 112 * 64 * 3 * 49)
+    assert conv1["backward"]["op_components"] == {"aten::convolution_backward": {"weight": {"macs": 118_013_952}}}
+    assert main(["count", "resnet18", "--depth", "0"]) == 0
+    assert "training" not in capsys.readouterr().out  # without --training: the forward table only

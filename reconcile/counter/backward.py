@@ -27,7 +27,6 @@ from collections import Counter, defaultdict
 from typing import Any, Sequence
 
 import torch
-from torch.utils._pytree import tree_flatten
 
 from reconcile.counter import formulas
 from reconcile.records import BackwardRow
@@ -35,9 +34,18 @@ from reconcile.records import BackwardRow
 INPUT, WEIGHT, SHARED, ACCUMULATE = "input", "weight", "shared", "accumulate"
 
 
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    flat, _ = tree_flatten(obj)
-    return [t for t in flat if isinstance(t, torch.Tensor)]
+def tensors_of(*objs: Any) -> list[torch.Tensor]:
+    """Tensors among aten arguments or results: tensors, lists / tuples of them, and the values of
+    a kwargs dict (one level, as the dispatcher passes them; pytree is ten times slower here)."""
+    out: list[torch.Tensor] = []
+    for obj in objs:
+        items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else (obj,)
+        for a in items:
+            if isinstance(a, torch.Tensor):
+                out.append(a)
+            elif isinstance(a, (list, tuple)):
+                out.extend(t for t in a if isinstance(t, torch.Tensor))
+    return out
 
 
 class _BwdAcc:
@@ -100,7 +108,7 @@ class NodeMap:
             return
         out, module, from_params = self._pending
         self._pending = None
-        for t in _tensors(out):
+        for t in tensors_of(out):
             if not t.requires_grad:
                 continue
             fn = t.grad_fn
@@ -222,7 +230,7 @@ class Backward:
             part = ACCUMULATE if run.done else self._leaf_part(node)
             self._charge(acc, name, part, comps, split)
             return
-        ins = _tensors((args, kwargs))
+        ins = tensors_of(args, kwargs)
         # positional for split rules: an output left out by output_mask is None
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         keep = ins + [t for t in outs if isinstance(t, torch.Tensor)]

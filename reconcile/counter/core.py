@@ -22,7 +22,6 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from reconcile.counter import backward as bwd
 from reconcile.counter import calls as pycalls
@@ -192,12 +191,11 @@ class _TrainingMode(_CountingMode):
             return out
         self.nodes.resolve()
         out = super().__torch_dispatch__(func, types, args, kwargs)
-        ins = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        ins = bwd.tensors_of(args, kwargs)
         from_params = bool(ins) and all(id(a) in self.from_params for a in ins)
         if from_params:
-            for t in tree_flatten(out)[0]:
-                if isinstance(t, torch.Tensor):
-                    self.from_params[id(t)] = t
+            for t in bwd.tensors_of(out):
+                self.from_params[id(t)] = t
         self.nodes.produced(out, self.stack.top.module, from_params)
         return out
 
