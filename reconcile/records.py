@@ -138,6 +138,51 @@ class BackwardRow:
         return self.components.get("macs", 0)
 
 
+# optimizer -> (state tensors kept per trainable parameter, at the parameter's dtype; what they are)
+OPTIMIZER_STATE: dict[str, tuple[int, str]] = {
+    "sgd": (0, "no state"),
+    "sgd-momentum": (1, "one momentum buffer"),
+    "adam": (2, "exp_avg and exp_avg_sq"),
+    "adamw": (2, "exp_avg and exp_avg_sq"),
+}
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """Bytes of one training step (forward, backward of the seeded sum, optimizer step), exact on
+    meta for what the step allocates through the dispatcher (``counter/memory.py``).
+
+    Resident before the step: ``params``, ``buffers``, ``inputs``, and the optimizer's state
+    (``optimizer_state``: a factor of ``trainable``, ``OPTIMIZER_STATE``); gradients do not exist
+    yet (``zero_grad(set_to_none=True)``, torch's default). During the step, ``forward_peak`` /
+    ``backward_peak`` are the most bytes live at any op on top of the resident ones: saved
+    activations, the op's own outputs and the gradients made so far. ``saved`` is what autograd
+    kept for the backward (each storage once, parameters and inputs left out), per module in
+    ``saved_by_module``. ``after_backward``: live when the backward ends (the parameter gradients,
+    ``trainable`` bytes when every parameter is reached, and the outputs)."""
+
+    params: int
+    trainable: int  # bytes of parameters that require grad: the gradients' size
+    buffers: int
+    inputs: int
+    saved: int
+    saved_by_module: Mapping[str, int]
+    forward_peak: int
+    backward_peak: int
+    after_backward: int
+    peak_at: str  # where the step peaked: "backward: layer1.0.conv1 aten::convolution_backward"
+
+    def optimizer_state(self, optimizer: str) -> int:
+        return OPTIMIZER_STATE[optimizer][0] * self.trainable
+
+    def resident(self, optimizer: str) -> int:
+        return self.params + self.buffers + self.inputs + self.optimizer_state(optimizer)
+
+    def peak(self, optimizer: str) -> int:
+        """Peak of the simple schedule: resident bytes plus the most live during the step."""
+        return self.resident(optimizer) + max(self.forward_peak, self.backward_peak, self.after_backward)
+
+
 @dataclass(frozen=True)
 class TrainingInfo:
     """How the backward of a training count was run, and its totals.
@@ -155,6 +200,7 @@ class TrainingInfo:
     # autograd nodes that no forward op was seen creating, by type: charged to the module of the
     # nearest earlier node (autograd numbers nodes in creation order), or to the root
     unmapped_nodes: Mapping[str, int] = field(default_factory=dict)
+    memory: TrainingMemory | None = None
 
 
 @dataclass(frozen=True)

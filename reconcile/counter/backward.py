@@ -185,6 +185,9 @@ class Backward:
 
     # ----- during the backward -----
 
+    def current_module(self) -> str:
+        return self._run.module if self._run is not None else ""
+
     def _module(self, node: Any) -> str:
         m = self.nodes.module_of.get(node)
         if m is not None:
