@@ -171,6 +171,11 @@ class TrainingMemory:
     backward_peak: int
     after_backward: int
     peak_at: str  # where the step peaked: "backward: layer1.0.conv1 aten::convolution_backward"
+    # every tensor output of every module call, in call order: (module, storage id, storage bytes,
+    # elements); storage ids are numbered per count, shared by views and in-place results of one
+    # storage. What summary tools that add up module outputs ("forward/backward pass size") see.
+    outputs: tuple[tuple[str, int, int, int], ...] = ()
+    saved_storages: tuple[int, ...] = ()  # storage ids autograd saved, sorted (``saved`` bytes in all)
 
     def optimizer_state(self, optimizer: str) -> int:
         return OPTIMIZER_STATE[optimizer][0] * self.trainable

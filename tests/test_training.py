@@ -156,16 +156,9 @@ def test_forward_columns_unchanged_by_training():
     trained = count(m, (_x(1, 3, 224, 224),), training=True)
     assert plain.training is None and all(r.backward is None for r in plain.rows)
     assert trained.totals == plain.totals
-    # the only forward difference: autograd detaches the output of an in-place ReLU to save it for
-    # the backward (a zero-cost view, one per in-place relu_: 1 + 8 blocks * 2 = 17)
-    detaches = 0
-    for t, p in zip(trained.rows, plain.rows):
-        zero = dict(t.zero_cost_ops)
-        extra = zero.pop("aten::detach", 0) - p.zero_cost_ops.get("aten::detach", 0)
-        detaches += extra
-        assert dataclasses.replace(t, backward=None, zero_cost_ops=p.zero_cost_ops) == p
-        assert zero == {k: v for k, v in p.zero_cost_ops.items() if k != "aten::detach"}
-    assert detaches == 17
+    # the same forward, op for op (autograd's own detach of a saved in-place result does not run:
+    # the counter's saved-tensor hooks take saved tensors as they are)
+    assert [dataclasses.replace(r, backward=None) for r in trained.rows] == list(plain.rows)
     assert set(trained.training.parts) == set(GRAD_PARTS)
 
 

@@ -390,6 +390,8 @@ def count(
 
         def on_exit(frame: CallFrame, mod: nn.Module, output: Any) -> None:
             live.produced((frame.module, frame.index), output)
+            if training:
+                trace.module_output(frame.module, output)
             outs = tensor_metas(output)
             acc = accs[frame.module]
             n_out = sum(t.numel for t in outs)

@@ -41,9 +41,33 @@ class MemoryTrace:
         self.peak_at = ""
         self.phase = "forward"
         self.phase_peak: dict[str, int] = {}
-        self.saved_keys: set[int] = set()
+        self.saved_ids: set[int] = set()
         self.saved_by_module: Counter = Counter()
+        self.outputs: list[tuple[str, int, int, int]] = []
         self._finalizers: list[Any] = []
+        # storage key -> id; a key is forgotten when its storage dies, since the address can be reused
+        self._ids: dict[int, int] = {}
+        self._next = 0
+
+    def _id(self, key: int) -> int:
+        i = self._ids.get(key)
+        if i is None:
+            i = self._ids[key] = self._next
+            self._next += 1
+        return i
+
+    def module_output(self, module: str, output: Any) -> None:
+        """A module call returned ``output``: remember its storages (forward only)."""
+        stack = [output]
+        while stack:
+            o = stack.pop()
+            if isinstance(o, torch.Tensor):
+                key, nbytes = _key(o)
+                self.outputs.append((module, self._id(key), nbytes, o.numel()))
+            elif isinstance(o, (list, tuple)):
+                stack.extend(reversed(o))
+            elif isinstance(o, dict):
+                stack.extend(reversed(list(o.values())))
 
     def allocated(self, out: Any, op: str) -> None:
         for t in out if isinstance(out, (tuple, list)) else (out,):
@@ -69,13 +93,14 @@ class MemoryTrace:
         self._refs[key] -= 1
         if self._refs[key] == 0:
             del self._refs[key]
+            self._ids.pop(key, None)
             self.live -= self._bytes.pop(key)
 
     def pack(self, t: torch.Tensor) -> torch.Tensor:
         """``saved_tensors_hooks`` pack hook: count each saved storage once, return the tensor."""
         key, nbytes = _key(t)
-        if key not in self.resident and key not in self.saved_keys:
-            self.saved_keys.add(key)
+        if key not in self.resident and self._id(key) not in self.saved_ids:
+            self.saved_ids.add(self._id(key))
             self.saved_by_module[self._where()] += nbytes
         return t
 
@@ -104,4 +129,6 @@ def summary(trace: MemoryTrace, model: torch.nn.Module, inputs: tuple[Any, ...],
         backward_peak=trace.phase_peak.get("backward", 0),
         after_backward=live_after,
         peak_at=trace.peak_at,
+        outputs=tuple(trace.outputs),
+        saved_storages=tuple(sorted(trace.saved_ids)),
     )
