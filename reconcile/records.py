@@ -114,6 +114,14 @@ class BackwardRow:
     zero_cost_ops: Mapping[str, int]  # aten op -> calls, known to do no arithmetic
     unknown_ops: Mapping[str, int]  # aten op -> calls, no rule: NOT counted
     nodes: Mapping[str, int]  # autograd node type -> nodes executed, e.g. {"ConvolutionBackward0": 1}
+    # of the backward MACs, per part: those of nodes whose forward op read a parameter (or a tensor
+    # computed from parameters alone); the rest differentiate activation x activation products
+    # (attention's QK^T and AV)
+    param_macs: Mapping[str, int] = field(default_factory=dict)
+    # of the forward MACs of this module: ops run under no_grad, and (of the others) ops with a
+    # parameter operand; the rest are activation x activation products
+    forward_param_macs: int = 0
+    forward_no_grad_macs: int = 0
 
     def part(self, part: str) -> dict[str, int]:
         """Components of one ``GRAD_PARTS`` part, summed over ops."""
@@ -172,9 +180,9 @@ class TrainingMemory:
     after_backward: int
     peak_at: str  # where the step peaked: "backward: layer1.0.conv1 aten::convolution_backward"
     # every tensor output of every module call, in call order: (module, storage id, storage bytes,
-    # elements); storage ids are numbered per count, shared by views and in-place results of one
-    # storage. What summary tools that add up module outputs ("forward/backward pass size") see.
-    outputs: tuple[tuple[str, int, int, int], ...] = ()
+    # elements, bytes per element); storage ids are numbered per count, shared by views and
+    # in-place results of one storage. What summary tools that add up module outputs see.
+    outputs: tuple[tuple[str, int, int, int, int], ...] = ()
     saved_storages: tuple[int, ...] = ()  # storage ids autograd saved, sorted (``saved`` bytes in all)
 
     def optimizer_state(self, optimizer: str) -> int:

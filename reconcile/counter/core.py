@@ -193,14 +193,24 @@ class _TrainingMode(_CountingMode):
             self.trace.allocated(out, func._schema.name)
             return out
         self.nodes.resolve()
+        frame = self.stack.top
+        before = frame.components.get("macs", 0)
         out = super().__torch_dispatch__(func, types, args, kwargs)
         self.trace.allocated(out, func._schema.name)
         ins = bwd.tensors_of(args, kwargs)
-        from_params = bool(ins) and all(id(a) in self.from_params for a in ins)
+        reads = [id(a) in self.from_params for a in ins]
+        from_params = bool(reads) and all(reads)
         if from_params:
             for t in bwd.tensors_of(out):
                 self.from_params[id(t)] = t
-        self.nodes.produced(out, self.stack.top.module, from_params)
+        macs = frame.components.get("macs", 0) - before
+        if macs:
+            acc = self.backward.accs[frame.module]
+            if not torch.is_grad_enabled():
+                acc.forward_no_grad_macs += macs
+            elif any(reads):
+                acc.forward_param_macs += macs
+        self.nodes.produced(out, frame.module, from_params, any(reads))
         return out
 
 

@@ -43,7 +43,7 @@ class MemoryTrace:
         self.phase_peak: dict[str, int] = {}
         self.saved_ids: set[int] = set()
         self.saved_by_module: Counter = Counter()
-        self.outputs: list[tuple[str, int, int, int]] = []
+        self.outputs: list[tuple[str, int, int, int, int]] = []
         self._finalizers: list[Any] = []
         # storage key -> id; a key is forgotten when its storage dies, since the address can be reused
         self._ids: dict[int, int] = {}
@@ -63,7 +63,7 @@ class MemoryTrace:
             o = stack.pop()
             if isinstance(o, torch.Tensor):
                 key, nbytes = _key(o)
-                self.outputs.append((module, self._id(key), nbytes, o.numel()))
+                self.outputs.append((module, self._id(key), nbytes, o.numel(), o.element_size()))
             elif isinstance(o, (list, tuple)):
                 stack.extend(reversed(o))
             elif isinstance(o, dict):
