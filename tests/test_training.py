@@ -182,3 +182,128 @@ def test_cli_count_training(capsys):
     assert conv1["backward"]["op_components"] == {"aten::convolution_backward": {"weight": {"macs": 118_013_952}}}
     assert main(["count", "resnet18", "--depth", "0"]) == 0
     assert "training" not in capsys.readouterr().out  # without --training: the forward table only
+
+
+# ----- rules of thumb and memory (explain/training.py) ---------------------------------------------
+
+
+def _summary(model, *inputs, **kw):
+    from reconcile.explain.training import summarize
+
+    return summarize(count(model, inputs, training=True, **kw))
+
+
+def _gaps(rule) -> dict:
+    return {g.cause: g.amount for g in rule.gaps}
+
+
+def test_three_x_rule_resnet18_gap_is_the_first_conv_and_nonmatmul_work():
+    s = _summary(_resnet18(), _x(1, 3, 224, 224))
+    rule = s.rules[0]
+    # 3 x 3,650,225,148 forward FLOPs = 10,950,675,444; exact 10,696,307,172
+    assert (rule.predicted, rule.exact) == (10_950_675_444, 10_696_307_172)
+    gaps = _gaps(rule)
+    # conv1's input gradient is not computed: 2 FLOPs x 118,013,952 MACs = 236,027,904
+    assert gaps["no_input_gradient"] == 236_027_904
+    assert "frozen_parameters" not in gaps and "no_grad" not in gaps
+    assert sum(gaps.values()) == rule.predicted - rule.exact
+    assert len(s.rules) == 1  # an image model: no 6 x params x tokens rule
+
+
+def test_three_x_rule_frozen_layer():
+    m = _meta(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)))
+    m[0].requires_grad_(False)
+    rule = _summary(m, _x(3, 4)).rules[0]
+    # forward MACs 3 * 4 * 4 + 3 * 4 * 2 = 48 + 24 = 72; bias adds 12 + 6 = 18; F = 2 * 72 + 18 = 162
+    # backward: only the second weight (dW 3 * 4 * 2 = 24 MACs) and its bias (6 additions): 54 FLOPs
+    assert (rule.predicted, rule.exact) == (3 * 162, 162 + 54)
+    assert _gaps(rule) == {
+        "frozen_parameters": 2 * (72 - 24),  # the first weight's gradient, 48 MACs, is never made
+        "no_input_gradient": 2 * 72,  # no layer's input needs a gradient
+        "nonmatmul_bias": 2 * 18,  # bias gradients are filed as reductions ...
+        "nonmatmul_reduction": -6,  # ... 3 * 2 = 6 additions
+    }
+
+
+def test_six_n_d_rule_on_a_tiny_token_model():
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.up = nn.Linear(4, 4)
+            self.act = nn.ReLU()
+            self.head = nn.Linear(4, 10)
+
+        def forward(self, ids):
+            return self.head(self.act(self.up(self.emb(ids))))
+
+    ids = torch.zeros(1, 3, dtype=torch.long, device="meta")
+    s = _summary(_meta(Tiny()), ids)
+    assert s.tokens == 3
+    rule = s.rules[1]
+    # N = 40 (embedding) + 16 + 4 + 40 + 10 = 110; 6 * 110 * 3 = 1980
+    # forward: MACs 3*4*4 + 3*4*10 = 168 (336 FLOPs), bias 12 + 30, relu 12: 390
+    # backward: MACs dX and dW of both Linears (the embedding's output needs a gradient): 2 * 168 = 336
+    # (672 FLOPs), bias sums 12 + 30, relu 12, embedding scatter-add 3 * 4 = 12: 738; exact 390 + 738 = 1128
+    assert (rule.predicted, rule.exact) == (1980, 1128)
+    assert _gaps(rule) == {
+        "embeddings_are_lookups": 6 * 3 * 40,  # 720
+        "parameters_outside_matmuls": 6 * 3 * (4 + 10),  # the biases: 252
+        "norms_and_activations": -(54 + 66),  # forward 42 + 12, backward 42 + 12 + 12
+    }  # 720 + 252 - 120 = 852 = 1980 - 1128; matmul weights exactly 6 per parameter per token: no gap
+
+
+def test_attention_products_have_two_input_gradients():
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = nn.Linear(8, 8, bias=False)
+            self.k = nn.Linear(8, 8, bias=False)
+
+        def forward(self, x):
+            return self.q(x) @ self.k(x).transpose(-1, -2)
+
+    r = count(_meta(Attn()), (_x(2, 4, 8),), training=True)
+    root = r.row("").backward
+    # scores: 2 batches * 4 * 4 * 8 = 256 MACs; backward dQ and dK, 256 each, both input gradients,
+    # none from a node that read a parameter
+    assert root.op_components["aten::bmm"] == {"input": {"macs": 512}}
+    assert root.forward_param_macs == 0 and root.param_macs == {}
+    rule = _summary(_meta(Attn()), _x(2, 4, 8)).rules[0]
+    assert "attention_operands" not in _gaps(rule)  # 4 * 256 - 2 * 512 = 0
+
+
+def test_memory_and_pass_sizes_by_hand():
+    m = _meta(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(inplace=True)))
+    s = _summary(m, _x(1, 3, 4, 4))
+    mem = s.memory
+    # parameters: conv 4*3*9 = 108, bn 4 + 4: 116 floats = 464 bytes; buffers: running mean and var
+    # 4 + 4 floats + num_batches_tracked (int64) = 40 bytes; input 48 floats = 192 bytes
+    assert (mem.params, mem.trainable, mem.buffers, mem.inputs) == (464, 464, 40, 192)
+    # saved: batch norm's input (the conv output, 64 floats = 256 B) and its two per-channel
+    # statistics (4 floats each, 32 B); ReLU's result (the batch norm output, 256 B). The conv's
+    # input and weight are resident, not counted.
+    assert mem.saved == 256 + 32 + 256
+    assert mem.saved_by_module == {"1": 288, "2": 256}
+    # optimizer state: Adam 2 x 464, SGD with momentum 1 x 464, SGD none
+    assert s.peaks["adam"] - s.peaks["sgd"] == 2 * 464 and s.peaks["sgd-momentum"] - s.peaks["sgd"] == 464
+    ts, ti = s.pass_sizes
+    # torchsummary: 2 * 4 B * (64 + 64 + 64) output elements of conv, bn, relu = 1536 B = saved 544
+    # + gradient copy 768 + the relu output counted again over bn's storage 256 - bn statistics 32
+    assert ts.bytes == 1536
+    assert {g.cause: g.amount for g in ts.terms} == {"gradient_copy": 768, "repeated_storages": 256,
+                                                     "saved_not_outputs": -32}
+    # torchinfo: leaf modules with parameters (conv, bn): 2 * (256 + 256) = 1024 = 544 + 512 - 32
+    assert ti.bytes == 1024
+    assert {g.cause: g.amount for g in ti.terms} == {"gradient_copy": 512, "saved_not_outputs": -32}
+
+
+def test_report_has_a_training_section_only_with_training():
+    from reconcile.report.markdown import training_section
+    from reconcile.report.model import ModelReport
+
+    plain = ModelReport("m", (1,), "float32", {}, {}, {}, ())
+    assert training_section(plain) == []
+    s = _summary(_meta(nn.Linear(4, 2)), _x(1, 4))
+    text = "\n".join(training_section(dataclasses.replace(plain, training=s)))
+    assert "## Training: forward + backward, exact" in text and "3 x forward" in text
