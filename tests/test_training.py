@@ -307,3 +307,20 @@ def test_report_has_a_training_section_only_with_training():
     s = _summary(_meta(nn.Linear(4, 2)), _x(1, 4))
     text = "\n".join(training_section(dataclasses.replace(plain, training=s)))
     assert "## Training: forward + backward, exact" in text and "3 x forward" in text
+
+
+def test_cpu_and_meta_give_the_same_training_count():
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+
+    cpu_model = net()
+    before = {k: v.clone() for k, v in cpu_model.state_dict().items()}
+    on_cpu = count(cpu_model, (torch.randn(2, 3, 8, 8),), training=True)
+    on_meta = count(_meta(net()), (_x(2, 3, 8, 8),), training=True)
+    assert on_cpu.training.totals == on_meta.training.totals
+    assert [r.backward for r in on_cpu.rows] == [r.backward for r in on_meta.rows]
+    assert on_cpu.training.memory == on_meta.training.memory
+    # the model as it was: weights and running statistics unchanged, no gradients left
+    assert all(torch.equal(before[k], v) for k, v in cpu_model.state_dict().items())
+    assert all(p.grad is None for p in cpu_model.parameters())

@@ -192,7 +192,7 @@ class Backward:
             self.active = False
             for h in handles:
                 h.remove()
-            self._finish(self._run)
+            self._finish()
             self._run = None
 
     # ----- during the backward -----
@@ -286,7 +286,7 @@ class Backward:
                 self._charge(acc, op.name, _part(union), op.comps, None, run.reads_param)
         run.ops.clear()
 
-    def _finish(self, run: _NodeRun | None) -> None:
+    def _finish(self) -> None:
         """Ops of nodes whose hook never fired (none expected) are filed as shared."""
         for r in self._runs.values():
             if r.ops:

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from reconcile.counter.formulas import flops_of
 from reconcile.records import GRAD_PARTS, OPTIMIZER_STATE, NativeCount, TrainingMemory
 
 
@@ -76,11 +75,10 @@ def _sum(rows, fn) -> int:
 
 
 def summarize(native: NativeCount) -> TrainingSummary:
+    """The training section's data for a count made with ``training=True``."""
     info = native.training
     if info is None:
         raise ValueError("summarize needs a count made with training=True")
-    rows = native.rows
-    bw = [r.backward for r in rows if r.backward is not None]
     t = info.totals
     f_macs, b_macs = t["forward_macs"], t["backward_macs"]
     f_flops, b_flops = t["forward_flops"], t["backward_flops"]
@@ -91,7 +89,6 @@ def summarize(native: NativeCount) -> TrainingSummary:
     mem = info.memory
     peaks = {o: mem.peak(o) for o in OPTIMIZER_STATE} if mem is not None else {}
     passes = (_torchsummary(native, mem), _torchinfo(native, mem)) if mem is not None and mem.outputs else ()
-    del bw
     from reconcile.views import training_by_depth
 
     return TrainingSummary(f_flops, b_flops, f_macs, b_macs, {p: t[f"backward_macs_{p}"] for p in GRAD_PARTS},
