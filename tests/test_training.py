@@ -324,3 +324,28 @@ def test_cpu_and_meta_give_the_same_training_count():
     # the model as it was: weights and running statistics unchanged, no gradients left
     assert all(torch.equal(before[k], v) for k, v in cpu_model.state_dict().items())
     assert all(p.grad is None for p in cpu_model.parameters())
+
+
+def test_six_n_d_rule_with_a_tied_output_embedding():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.head = nn.Linear(4, 10, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, ids):
+            return self.head(self.emb(ids))
+
+    with torch.device("meta"):  # built there: Module.to("meta") would untie the weights
+        tied = Tied()
+    s = _summary(tied, torch.zeros(1, 3, dtype=torch.long, device="meta"))
+    rule = s.rules[1]
+    # N = 40 (one tensor, two names); 6 * 40 * 3 = 720. Forward: head 3 * 4 * 10 = 120 MACs (240
+    # FLOPs); backward: dX and dW 120 MACs each (480), the embedding's scatter-add 3 * 4 = 12, and
+    # the two gradients of the shared table added, 40: exact 240 + 480 + 12 + 40 = 772
+    assert (rule.predicted, rule.exact) == (720, 772)
+    # the table is the head's matmul weight, used once per token: the rule is right for it, and
+    # the whole gap is non-matmul work (12 + 40)
+    assert _gaps(rule) == {"norms_and_activations": -52}
+    assert s.memory.params == 40 * 4

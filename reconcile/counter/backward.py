@@ -206,9 +206,9 @@ class Backward:
             return m
         if node is None:
             return ""
-        self.unmapped[type(node).__name__] += 1
-        if type(node).__name__ == "AccumulateGrad":
+        if type(node).__name__ == "AccumulateGrad":  # by design: the parameter's owner
             return self.param_owner.get(id(node.variable), "")
+        self.unmapped[type(node).__name__] += 1
         i = bisect.bisect_right(self._seq, (node._sequence_nr(), "\uffff")) - 1
         return self._seq[i][1] if i >= 0 else ""
 

@@ -186,17 +186,20 @@ def _six_nd(native: NativeCount, tokens: int) -> RuleOfThumb:
                      and (r.backward.forward_param_macs or r.backward.forward_no_grad_macs)}
     n_emb = n_mm = 0
     for p in native.params:
-        owner = p.name.rsplit(".", 1)[0] if "." in p.name else ""
-        leaf = p.name.rsplit(".", 1)[-1]
-        if types.get(owner, "") in ("Embedding", "EmbeddingBag"):
-            n_emb += p.numel
-        elif owner in matmul_owners and leaf != "bias":
+        # a tied parameter (GPT-2's lm_head is its token embedding) is a matmul weight if any of its
+        # names is: the rule is right for it, whatever else looks it up
+        names = (p.name, *p.aliases)
+        owners = [n.rsplit(".", 1)[0] if "." in n else "" for n in names]
+        if any(o in matmul_owners and n.rsplit(".", 1)[-1] != "bias" for o, n in zip(owners, names)):
             n_mm += p.numel
+        elif any(types.get(o, "") in ("Embedding", "EmbeddingBag") for o in owners):
+            n_emb += p.numel
     n_other = n_all - n_emb - n_mm
     D = tokens
     gaps = [
         Gap("embeddings_are_lookups", 6 * D * n_emb,
-            f"embedding tables ({n_emb:,} parameters) are looked up, not multiplied: no MACs"),
+            f"embedding tables ({n_emb:,} parameters, not tied to a matmul) are looked up, not multiplied: "
+            "no MACs"),
         Gap("parameters_outside_matmuls", 6 * D * n_other,
             f"parameters that do no multiply-add per token ({n_other:,}: norm weights, biases)"),
         Gap("matmul_weights", 6 * D * n_mm - 2 * q["X"] - 2 * q["Bp"] - 2 * q["NG"],
