@@ -349,3 +349,14 @@ def test_six_n_d_rule_with_a_tied_output_embedding():
     # the whole gap is non-matmul work (12 + 40)
     assert _gaps(rule) == {"norms_and_activations": -52}
     assert s.memory.params == 40 * 4
+
+
+def test_torchinfo_pass_size_is_torchinfos_own_figure():
+    torchinfo = pytest.importorskip("torchinfo")
+    tv = pytest.importorskip("torchvision")
+    ours = {p.tool: p for p in _summary(_resnet18(), _x(1, 3, 224, 224)).pass_sizes}
+    # torchinfo's own total, from a real CPU run of its summary()
+    stats = torchinfo.summary(tv.models.resnet18(), input_size=(1, 3, 224, 224), verbose=0)
+    assert ours["torchinfo"].bytes == stats.total_output_bytes == 39_747_392
+    # torchsummary prints "Forward/backward pass size (MB): 62.79" for resnet18 (per sample)
+    assert f"{ours['torchsummary'].bytes / 2**20:.2f}" == "62.79"
