@@ -197,9 +197,13 @@ def _gaps(rule) -> dict:
     return {g.cause: g.amount for g in rule.gaps}
 
 
+def _rule(summary, rule_id: str):
+    return next(r for r in summary.rules if r.id == rule_id)
+
+
 def test_three_x_rule_resnet18_gap_is_the_first_conv_and_nonmatmul_work():
     s = _summary(_resnet18(), _x(1, 3, 224, 224))
-    rule = s.rules[0]
+    rule = _rule(s, "3x_forward")
     # 3 x 3,650,225,148 forward FLOPs = 10,950,675,444; exact 10,696,307,172
     assert (rule.predicted, rule.exact) == (10_950_675_444, 10_696_307_172)
     gaps = _gaps(rule)
@@ -207,13 +211,16 @@ def test_three_x_rule_resnet18_gap_is_the_first_conv_and_nonmatmul_work():
     assert gaps["no_input_gradient"] == 236_027_904
     assert "frozen_parameters" not in gaps and "no_grad" not in gaps
     assert sum(gaps.values()) == rule.predicted - rule.exact
-    assert len(s.rules) == 1  # an image model: no 6 x params x tokens rule
+    two = _rule(s, "2x_backward")
+    # backward 7,046,082,024 FLOPs against 2 x 3,650,225,148 = 7,300,450,296: the same gap
+    assert (two.predicted, two.exact) == (7_300_450_296, 7_046_082_024) and two.gaps == rule.gaps
+    assert [r.id for r in s.rules] == ["3x_forward", "2x_backward"]  # an image model: no 6ND rule
 
 
 def test_three_x_rule_frozen_layer():
     m = _meta(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)))
     m[0].requires_grad_(False)
-    rule = _summary(m, _x(3, 4)).rules[0]
+    rule = _rule(_summary(m, _x(3, 4)), "3x_forward")
     # forward MACs 3 * 4 * 4 + 3 * 4 * 2 = 48 + 24 = 72; bias adds 12 + 6 = 18; F = 2 * 72 + 18 = 162
     # backward: only the second weight (dW 3 * 4 * 2 = 24 MACs) and its bias (6 additions): 54 FLOPs
     assert (rule.predicted, rule.exact) == (3 * 162, 162 + 54)
@@ -240,7 +247,7 @@ def test_six_n_d_rule_on_a_tiny_token_model():
     ids = torch.zeros(1, 3, dtype=torch.long, device="meta")
     s = _summary(_meta(Tiny()), ids)
     assert s.tokens == 3
-    rule = s.rules[1]
+    rule = _rule(s, "6nd")
     # N = 40 (embedding) + 16 + 4 + 40 + 10 = 110; 6 * 110 * 3 = 1980
     # forward: MACs 3*4*4 + 3*4*10 = 168 (336 FLOPs), bias 12 + 30, relu 12: 390
     # backward: MACs dX and dW of both Linears (the embedding's output needs a gradient): 2 * 168 = 336
@@ -269,7 +276,7 @@ def test_attention_products_have_two_input_gradients():
     # none from a node that read a parameter
     assert root.op_components["aten::bmm"] == {"input": {"macs": 512}}
     assert root.forward_param_macs == 0 and root.param_macs == {}
-    rule = _summary(_meta(Attn()), _x(2, 4, 8)).rules[0]
+    rule = _rule(_summary(_meta(Attn()), _x(2, 4, 8)), "3x_forward")
     assert "attention_operands" not in _gaps(rule)  # 4 * 256 - 2 * 512 = 0
 
 
@@ -340,7 +347,7 @@ def test_six_n_d_rule_with_a_tied_output_embedding():
     with torch.device("meta"):  # built there: Module.to("meta") would untie the weights
         tied = Tied()
     s = _summary(tied, torch.zeros(1, 3, dtype=torch.long, device="meta"))
-    rule = s.rules[1]
+    rule = _rule(s, "6nd")
     # N = 40 (one tensor, two names); 6 * 40 * 3 = 720. Forward: head 3 * 4 * 10 = 120 MACs (240
     # FLOPs); backward: dX and dW 120 MACs each (480), the embedding's scatter-add 3 * 4 = 12, and
     # the two gradients of the shared table added, 40: exact 240 + 480 + 12 + 40 = 772

@@ -7,8 +7,9 @@ never from a rule's output; every summary tool's pass size is ``saved activation
 exactly, with each term named. Imports no torch.
 
 The rules (FLOPs: 2 per MAC plus every other operation, as ``formulas.flops_of``):
-- "backward = 2 x forward" (DeepSpeed's flops profiler and calflops: training = 3 x forward):
-  every MAC of the forward has one MAC in the input gradient and one in the weight gradient.
+- "training = 3 x forward" (calflops) and "backward = 2 x forward" (DeepSpeed's flops profiler):
+  every MAC of the forward has one MAC in the input gradient and one in the weight gradient. Both
+  rules have the same gap (2F - B = 3F - (F + B)) and the same causes.
 - "6 x parameters x tokens" (Kaplan et al. 2020), for models whose first input is token ids:
   each parameter does one multiply-add per token forward (2 FLOPs) and two backward (4 FLOPs).
 """
@@ -32,6 +33,7 @@ class Gap:
 
 @dataclass(frozen=True)
 class RuleOfThumb:
+    id: str  # "3x_forward", "2x_backward", "6nd"
     name: str
     formula: str  # how the rule's number is made, with this model's numbers
     predicted: int
@@ -82,7 +84,12 @@ def summarize(native: NativeCount) -> TrainingSummary:
     t = info.totals
     f_macs, b_macs = t["forward_macs"], t["backward_macs"]
     f_flops, b_flops = t["forward_flops"], t["backward_flops"]
-    rules = [_three_x(native)]
+    three = _three_x(native)
+    # the same statement for the backward alone (DeepSpeed's flops profiler): 2F - B = 3F - (F + B)
+    two = RuleOfThumb("2x_backward", "backward = 2 x forward (DeepSpeed's flops profiler)",
+                      f"2 x {t['forward_flops']:,} forward FLOPs", 2 * t["forward_flops"], t["backward_flops"],
+                      three.gaps)
+    rules = [three, two]
     tokens = _tokens(native)
     if tokens:
         rules.append(_six_nd(native, tokens))
@@ -153,18 +160,21 @@ def _three_x(native: NativeCount) -> RuleOfThumb:
     ]
     fams = sorted(set(fwd) | set(bwd))
     for k in fams:
-        gaps.append(Gap(f"nonmatmul_{k}", 2 * fwd.get(k, 0) - bwd.get(k, 0),
-                        f"{k}: the backward costs {_ratio(bwd.get(k, 0), fwd.get(k, 0))} its forward, not 2x"
-                        + (" (bias gradients are counted as reductions)" if k == "bias" else "")))
+        gaps.append(Gap(f"nonmatmul_{k}", 2 * fwd.get(k, 0) - bwd.get(k, 0), _family_text(k, fwd.get(k, 0),
+                                                                                  bwd.get(k, 0))))
     gaps.append(Gap("gradient_accumulation", -q["Acc"],
                     "adding up gradients of tensors used more than once (residual branches, tied weights)"))
     gaps = [g for g in gaps if g.amount]
     assert 3 * F == T + sum(g.amount for g in gaps), "rule gaps must add up"
-    return RuleOfThumb("3 x forward (backward = 2 x forward)", f"3 x {F:,} forward FLOPs", 3 * F, T, tuple(gaps))
+    return RuleOfThumb("3x_forward", "training = 3 x forward (calflops; every MAC has an input- and a "
+                       "weight-gradient MAC)", f"3 x {F:,} forward FLOPs", 3 * F, T, tuple(gaps))
 
 
-def _ratio(b: int, f: int) -> str:
-    return f"{b / f:.2f}x" if f else "work (none in the forward) instead of"
+def _family_text(k: str, f: int, b: int) -> str:
+    if not f:
+        return f"{k}: backward work with no forward counterpart (an embedding's scatter-add of its gradient)"
+    text = f"{k}: the backward costs {b / f:.2f}x its forward, not 2x"
+    return text + (" (bias gradients are sums, filed as reductions)" if k == "bias" else "")
 
 
 def _tokens(native: NativeCount) -> int | None:
@@ -213,8 +223,8 @@ def _six_nd(native: NativeCount, tokens: int) -> RuleOfThumb:
     ]
     gaps = [g for g in gaps if g.amount]
     assert 6 * n_all * D == T + sum(g.amount for g in gaps), "rule gaps must add up"
-    return RuleOfThumb("6 x parameters x tokens", f"6 x {n_all:,} parameters x {D:,} tokens", 6 * n_all * D, T,
-                       tuple(gaps))
+    return RuleOfThumb("6nd", "6 x parameters x tokens (Kaplan et al.)", f"6 x {n_all:,} parameters x {D:,} tokens",
+                       6 * n_all * D, T, tuple(gaps))
 
 
 # ----- memory: summary tools' pass sizes -----------------------------------------------------------

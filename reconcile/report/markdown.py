@@ -403,7 +403,7 @@ def training_section(r: ModelReport) -> list[str]:
                 ["input", _n(mem.inputs), numbers.mib(mem.inputs)],
                 ["gradients (trainable parameters)", _n(mem.trainable), numbers.mib(mem.trainable)],
                 ["activations saved for backward", _n(mem.saved), numbers.mib(mem.saved)],
-                ["most live during the step", _n(max(mem.forward_peak, mem.backward_peak, mem.after_backward)),
+                ["most live at one op of the step (saved activations, gradients, outputs)", _n(max(mem.forward_peak, mem.backward_peak, mem.after_backward)),
                  numbers.mib(max(mem.forward_peak, mem.backward_peak, mem.after_backward))]]
         for name, (factor, what) in OPTIMIZER_STATE.items():
             rows.append([f"peak with {name} (state {factor} x parameters: {what})", _n(t.peaks[name]),
