@@ -367,3 +367,21 @@ def test_torchinfo_pass_size_is_torchinfos_own_figure():
     assert ours["torchinfo"].bytes == stats.total_output_bytes == 39_747_392
     # torchsummary prints "Forward/backward pass size (MB): 62.79" for resnet18 (per sample)
     assert f"{ours['torchsummary'].bytes / 2**20:.2f}" == "62.79"
+
+
+def test_work_on_a_weight_before_its_matmul_is_weight_gradient_work():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.empty(4, 4))
+
+        def forward(self, x):
+            return torch.nn.functional.linear(x, self.weight * 2)
+
+    r = count(_meta(Scaled()), (_x(3, 4),), training=True)
+    b = r.row("").backward
+    # dW' = dY^T X: 3 * 4 * 4 = 48 MACs; then dW = 2 * dW': 16 multiplies. Both lead only to the
+    # parameter, so both are weight-gradient work
+    assert {op: dict(p) for op, p in b.op_components.items()} == {
+        "aten::mm": {"weight": {"macs": 48}}, "aten::mul": {"weight": {"elementwise": 16}}}
+    assert b.forward_param_macs == 48  # the matmul's operand was computed from the parameter

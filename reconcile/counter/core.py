@@ -22,6 +22,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from reconcile.counter import backward as bwd
 from reconcile.counter import calls as pycalls
@@ -182,8 +183,11 @@ class _TrainingMode(_CountingMode):
         self.nodes = nodes
         self.backward = backward
         self.trace = trace
-        # id -> tensor: parameters and every tensor computed from parameters alone (kept alive)
-        self.from_params: dict[int, Any] = dict(self.param_ids)
+        # parameters and every tensor computed from parameters alone; weak, so that holding them
+        # does not change the step's memory
+        self.from_params = WeakTensorKeyDictionary()
+        for t in self.param_ids.values():
+            self.from_params[t] = True
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -198,11 +202,11 @@ class _TrainingMode(_CountingMode):
         out = super().__torch_dispatch__(func, types, args, kwargs)
         self.trace.allocated(out, func._schema.name)
         ins = bwd.tensors_of(args, kwargs)
-        reads = [id(a) in self.from_params for a in ins]
+        reads = [a in self.from_params for a in ins]
         from_params = bool(reads) and all(reads)
         if from_params:
             for t in bwd.tensors_of(out):
-                self.from_params[id(t)] = t
+                self.from_params[t] = True
         macs = frame.components.get("macs", 0) - before
         if macs:
             acc = self.backward.accs[frame.module]
