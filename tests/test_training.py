@@ -385,3 +385,19 @@ def test_work_on_a_weight_before_its_matmul_is_weight_gradient_work():
     assert {op: dict(p) for op, p in b.op_components.items()} == {
         "aten::mm": {"weight": {"macs": 48}}, "aten::mul": {"weight": {"elementwise": 16}}}
     assert b.forward_param_macs == 48  # the matmul's operand was computed from the parameter
+
+
+def test_cli_report_training_section(tmp_path, capsys):
+    import json
+
+    from reconcile.cli import main
+
+    assert main(["report", "resnet18", "--tools", "native", "--training", "--hardware", "", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "resnet18.md").read_text()
+    assert "## Training: forward + backward, exact" in md and "train mode" in md
+    assert "`reconcile report resnet18 --mode train --tools native --training`" in md
+    data = json.loads((tmp_path / "resnet18.json").read_text())
+    t = data["training"]
+    # as test_resnet18_training_macs: 1,814,073,344 + 3,510,132,736
+    assert t["forward_macs"] + t["backward_macs"] == 5_324_206_080
+    assert "outputs" not in t["memory"] and t["memory"]["saved"] > 0
