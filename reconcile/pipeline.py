@@ -48,6 +48,7 @@ class ModelRuns:
     published: dict = field(default_factory=dict)
     mode: str = "eval"
     options: tuple[str, ...] = ()  # the command-line options that reproduce this run
+    training: bool = False  # counted with --training: ``native.training`` holds the backward
 
     @property
     def input(self) -> models.InputSpec:
@@ -125,7 +126,7 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             mode: str = "eval", device: str = "meta",
             on_done: Callable[[Job, ToolRun], None] | None = None,
             on_start: Callable[[Job], None] | None = None,
-            on_model: Callable[[ModelRuns], None] | None = None) -> list[ModelRuns]:
+            on_model: Callable[[ModelRuns], None] | None = None, training: bool = False) -> list[ModelRuns]:
     """Run ``tools`` on every model spec; a spec that cannot be resolved gets an ``error``.
 
     ``device`` is where native counts ("meta": free; it falls back to CPU by itself for a forward
@@ -141,6 +142,8 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
     if device not in models.DEVICES:
         raise ReconcileError(f"--device must be one of {', '.join(models.DEVICES)}, got {device!r}")
     options = _options(inputs, input_shape, input_dtype, input_high, mode, device, tools)
+    if training:
+        options += ("--training",)
     resolved: list[tuple[str, models.ModelSpec | None, str]] = []
     seen: set[str] = set()
     for text in specs:
@@ -177,7 +180,9 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             continue
         size = _expected_size(spec)
         for tool in (*tools, *((TRACE,) if any(t in TRACED_TOOLS for t in tools) else ())):
-            jobs.append(Job(spec.name, tool, inputs=inp, mode=mode, cost=size * _TOOL_COST.get(tool, 1.0),
+            # --training: native counts forward + backward (its run is still named "native")
+            job_tool = "native-training" if training and tool == "native" else tool
+            jobs.append(Job(spec.name, job_tool, inputs=inp, mode=mode, cost=size * _TOOL_COST.get(tool, 1.0),
                             device=device if tool == "native" else None))
             owners.append(i)
     built: dict[int, ModelRuns] = {}
@@ -195,7 +200,7 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
         if on_model is not None and left[owners[k]] == 0:
             i = owners[k]
             built[i] = _model_runs(prepared[i], [settled[j] for j in range(len(jobs)) if owners[j] == i], mode,
-                                   options)
+                                   options, training)
             on_model(built[i])
 
     runs = run_jobs(jobs, timeout=timeout, workers=workers, on_done=done, on_start=tell_start) if jobs else []
@@ -205,7 +210,7 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
     out = []
     for i, item in enumerate(prepared):
         if i not in built:
-            built[i] = _model_runs(item, by_model.get(i, []), mode, options)
+            built[i] = _model_runs(item, by_model.get(i, []), mode, options, training)
             if on_model is not None:
                 on_model(built[i])
         out.append(built[i])
@@ -220,7 +225,7 @@ def _tools_only(callback: Callable | None) -> Callable | None:
 
 
 def _model_runs(prepared: tuple[str, models.ModelSpec | None, models.Inputs, str], model_runs: list[ToolRun],
-                mode: str, options: tuple[str, ...]) -> ModelRuns:
+                mode: str, options: tuple[str, ...], training: bool = False) -> ModelRuns:
     """One model's ``ModelRuns`` from its prepared spec and its settled runs (in job order)."""
     text, spec, inp, err = prepared
     if err:
@@ -237,7 +242,8 @@ def _model_runs(prepared: tuple[str, models.ModelSpec | None, models.Inputs, str
         if native_run is not None and native_run.error_type == "ReconcileError":
             why = native_run.error_message
         error = f"{spec.name} could not be counted: {why}"
-    return ModelRuns(text, spec.name, inp, native, tuple(model_runs), error, models.published(spec), mode, options)
+    return ModelRuns(text, spec.name, inp, native, tuple(model_runs), error, models.published(spec), mode, options,
+                     training)
 
 
 def _probe_inputs(specs: Sequence[models.ModelSpec], timeout: float, workers: int) -> dict[str, models.Inputs | str]:
@@ -291,8 +297,14 @@ def reconcile_model(mr: ModelRuns, hardware: str | None = None) -> ModelReport:
         from reconcile.roofline import roofline as _roofline
 
         roofline = _roofline(mr.native, hardware)
+    training = None
+    if mr.native.training is not None:
+        from reconcile.explain.training import summarize
+
+        training = summarize(mr.native)
     return ModelReport(mr.name, mr.input.shape, mr.input.dtype, versions, dict(mr.native.totals),
                        dict(mr.native.components), tuple(explanations), published, roofline=roofline,
+                       training=training,
                        **context)
 
 

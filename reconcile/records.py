@@ -87,6 +87,135 @@ class ParamInfo:
     aliases: tuple[str, ...] = ()  # other names under which the same tensor is registered
 
 
+# What a piece of backward work is a gradient of. Every backward op's components land in one part.
+GRAD_PARTS = (
+    "input",  # gradient w.r.t. activations: what flows on to earlier layers (or to an input that requires grad)
+    "weight",  # gradient w.r.t. parameters: work on the path from the gradient to parameters only
+    "shared",  # work whose result feeds both an input and a weight gradient, or neither
+    "accumulate",  # adding up the gradients of a tensor used more than once (residual branches, tied weights)
+)
+
+
+@dataclass(frozen=True)
+class BackwardRow:
+    """One module's backward work (``count(..., training=True)``): the aten ops autograd ran while
+    executing a node that this module's forward created, i.e. the node of an op that ran while this
+    module was the innermost one (exclusive, like the forward columns). ``AccumulateGrad`` of a
+    parameter is charged to the module that owns the parameter.
+
+    ``op_components`` splits each op's components by ``GRAD_PARTS``: an op whose result flows only
+    to parameter gradients is "weight", only to activation gradients "input". Ops with one output
+    per gradient (``convolution_backward``, norm backwards) are split per output; their
+    ``output_mask`` already leaves out what needs no gradient (the first conv's input gradient,
+    frozen parameters), so that work is absent, never counted as zero."""
+
+    ops: Mapping[str, int]  # aten op -> calls, arithmetic ops with a rule
+    op_components: Mapping[str, Mapping[str, Mapping[str, int]]]  # aten op -> part -> components
+    zero_cost_ops: Mapping[str, int]  # aten op -> calls, known to do no arithmetic
+    unknown_ops: Mapping[str, int]  # aten op -> calls, no rule: NOT counted
+    nodes: Mapping[str, int]  # autograd node type -> nodes executed, e.g. {"ConvolutionBackward0": 1}
+    # of the backward MACs, per part: those of nodes whose forward op read a parameter (or a tensor
+    # computed from parameters alone); the rest differentiate activation x activation products
+    # (attention's QK^T and AV)
+    param_macs: Mapping[str, int] = field(default_factory=dict)
+    # of the forward MACs of this module: ops run under no_grad, and (of the others) ops with a
+    # parameter operand; the rest are activation x activation products
+    forward_param_macs: int = 0
+    forward_no_grad_macs: int = 0
+
+    def part(self, part: str) -> dict[str, int]:
+        """Components of one ``GRAD_PARTS`` part, summed over ops."""
+        out: dict[str, int] = {}
+        for parts in self.op_components.values():
+            for k, v in parts.get(part, {}).items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    @property
+    def components(self) -> dict[str, int]:
+        """All backward components of this module, every part summed."""
+        out: dict[str, int] = {}
+        for parts in self.op_components.values():
+            for comps in parts.values():
+                for k, v in comps.items():
+                    out[k] = out.get(k, 0) + v
+        return out
+
+    @property
+    def macs(self) -> int:
+        return self.components.get("macs", 0)
+
+
+# optimizer -> (state tensors kept per trainable parameter, at the parameter's dtype; what they are)
+OPTIMIZER_STATE: dict[str, tuple[int, str]] = {
+    "sgd": (0, "no state"),
+    "sgd-momentum": (1, "one momentum buffer"),
+    "adam": (2, "exp_avg and exp_avg_sq"),
+    "adamw": (2, "exp_avg and exp_avg_sq"),
+}
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """Bytes of one training step (forward, backward of the seeded sum, optimizer step), exact on
+    meta for what the step allocates through the dispatcher (``counter/memory.py``).
+
+    Resident before the step: ``params``, ``buffers``, ``inputs``, and the optimizer's state
+    (``optimizer_state``: a factor of ``trainable``, ``OPTIMIZER_STATE``); gradients do not exist
+    yet (``zero_grad(set_to_none=True)``, torch's default). During the step, ``forward_peak`` /
+    ``backward_peak`` are the most bytes live at any op on top of the resident ones: saved
+    activations, the op's own outputs and the gradients made so far. ``saved`` is what autograd
+    kept for the backward (each storage once, parameters and inputs left out), per module in
+    ``saved_by_module``. ``after_backward``: live when the backward ends (the parameter gradients,
+    ``trainable`` bytes when every parameter is reached, and the outputs)."""
+
+    params: int
+    trainable: int  # bytes of parameters that require grad: the gradients' size
+    buffers: int
+    inputs: int
+    saved: int
+    saved_by_module: Mapping[str, int]
+    forward_peak: int
+    backward_peak: int
+    after_backward: int
+    peak_at: str  # where the step peaked: "backward: layer1.0.conv1 aten::convolution_backward"
+    # every tensor output of every module call, in call order: (module, storage id, storage bytes,
+    # elements, bytes per element); storage ids are numbered per count, shared by views and
+    # in-place results of one storage. What summary tools that add up module outputs see.
+    outputs: tuple[tuple[str, int, int, int, int], ...] = ()
+    saved_storages: tuple[int, ...] = ()  # storage ids autograd saved, sorted (``saved`` bytes in all)
+
+    def optimizer_state(self, optimizer: str) -> int:
+        return OPTIMIZER_STATE[optimizer][0] * self.trainable
+
+    def resident(self, optimizer: str) -> int:
+        return self.params + self.buffers + self.inputs + self.optimizer_state(optimizer)
+
+    def peak(self, optimizer: str) -> int:
+        """Peak of the simple schedule: resident bytes plus the most live during the step."""
+        return self.resident(optimizer) + max(self.forward_peak, self.backward_peak, self.after_backward)
+
+
+@dataclass(frozen=True)
+class TrainingInfo:
+    """How the backward of a training count was run, and its totals.
+
+    The backward is that of ``sum`` over every floating-point output that requires grad, seeded
+    directly with ``ones_like(output)`` (the gradient of a sum): the sum itself never runs, so the
+    loss costs nothing and no module is charged for it. ``totals`` holds ``forward_macs``,
+    ``backward_macs`` and per part ``backward_macs_<part>`` and ``backward_flops_<part>``, plus
+    ``backward_flops``, ``training_macs`` and ``training_flops`` (forward + backward)."""
+
+    seed: str  # how the backward was started, in words
+    seeded: tuple[TensorMeta, ...]  # the outputs whose gradients were seeded
+    parts: Mapping[str, Mapping[str, int]]  # GRAD_PARTS part -> components summed over modules
+    totals: Mapping[str, int]
+    # autograd nodes that no forward op was seen creating, by type: charged to the module of the
+    # nearest earlier node (autograd numbers nodes in creation order), or to the root
+    unmapped_nodes: Mapping[str, int] = field(default_factory=dict)
+    memory: TrainingMemory | None = None
+
+
 @dataclass(frozen=True)
 class ModuleRow:
     """Per-module native counts. ``components``, ``flops``, ``ops`` are exclusive: only work done
@@ -121,6 +250,8 @@ class ModuleRow:
     param_bytes_read: int = 0
     # aten op -> (bytes read, bytes written, parameter bytes of the read), summed over calls here
     op_bytes: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
+    # backward work charged to this module when counted with ``training=True``, else None
+    backward: BackwardRow | None = None
 
     @property
     def macs(self) -> int:
@@ -157,6 +288,9 @@ class NativeCount:
     components: Mapping[str, int]
     # the same forward as torch.jit traces it, when a tool that traces (fvcore) is compared
     traced: TracedOps | None = None
+    # set when counted with ``training=True``: how the backward ran and its totals (rows hold
+    # each module's ``backward``); ``totals`` and ``components`` stay forward-only
+    training: TrainingInfo | None = None
 
     def row(self, name: str) -> ModuleRow:
         for r in self.rows:

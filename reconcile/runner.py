@@ -62,6 +62,7 @@ ADAPTERS: dict[str, str] = {
     "native": "reconcile.adapters.native:NativeAdapter",
     # not a counter: the forward as torch.jit traces it, for the native count (fvcore's convention)
     "native-trace": "reconcile.adapters.native:TracedAdapter",
+    "native-training": "reconcile.adapters.native:NativeTrainingAdapter",  # native with --training
     # not a counter: a model's default inputs, when finding them runs user or library code
     "inputs": "reconcile.adapters.inputs:InputsProbe",
 }

@@ -22,13 +22,16 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.weak import WeakTensorKeyDictionary
 
+from reconcile.counter import backward as bwd
 from reconcile.counter import calls as pycalls
-from reconcile.counter import formulas, liveness, modules
+from reconcile.counter import formulas, liveness, memory, modules
 from reconcile.counter.shadow import ShadowMode, value_of
 from reconcile.counter.tracker import CallFrame, ModuleStack, tensor_bytes, tensor_metas
 from reconcile.errors import ReconcileError
-from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo, TensorMeta, TorchCall
+from reconcile.records import (GRAD_PARTS, CallRecord, ModuleRow, NativeCount, ParamInfo, TensorMeta, TorchCall,
+                               TrainingInfo, TrainingMemory)
 
 MODES = ("eval", "train", "as-is")
 
@@ -170,6 +173,73 @@ class _CountingMode(TorchDispatchMode):
         return out
 
 
+class _TrainingMode(_CountingMode):
+    """The counting mode of a training count: the forward as ``_CountingMode`` (grad enabled), plus
+    which module created each autograd node; during the backward every op goes to ``Backward``."""
+
+    def __init__(self, *args: Any, nodes: bwd.NodeMap, backward: bwd.Backward, trace: memory.MemoryTrace,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nodes = nodes
+        self.backward = backward
+        self.trace = trace
+        # parameters and every tensor computed from parameters alone; weak, so that holding them
+        # does not change the step's memory
+        self.from_params = WeakTensorKeyDictionary()
+        for t in self.param_ids.values():
+            self.from_params[t] = True
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if self.backward.active:
+            out = func(*args, **kwargs)
+            self.backward.op(func, args, kwargs, out)
+            self.trace.allocated(out, func._schema.name)
+            return out
+        self.nodes.resolve()
+        frame = self.stack.top
+        before = frame.components.get("macs", 0)
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        self.trace.allocated(out, func._schema.name)
+        ins = bwd.tensors_of(args, kwargs)
+        reads = [a in self.from_params for a in ins]
+        from_params = bool(reads) and all(reads)
+        if from_params:
+            for t in bwd.tensors_of(out):
+                self.from_params[t] = True
+        macs = frame.components.get("macs", 0) - before
+        if macs:
+            acc = self.backward.accs[frame.module]
+            if not torch.is_grad_enabled():
+                acc.forward_no_grad_macs += macs
+            elif any(reads):
+                acc.forward_param_macs += macs
+        self.nodes.produced(out, frame.module, from_params, any(reads))
+        return out
+
+
+SEED = ("backward of sum() over the floating-point outputs that require grad, seeded with "
+        "ones_like(output): the sum itself never runs, so the loss costs nothing")
+
+
+def _grad_outputs(result: Any) -> list[torch.Tensor]:
+    """Floating-point tensors in a (nested) forward result that require grad, each once."""
+    out: list[torch.Tensor] = []
+    seen: set[int] = set()
+    stack = [result]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, torch.Tensor):
+            if o.requires_grad and o.is_floating_point() and id(o) not in seen:
+                seen.add(id(o))
+                out.append(o)
+        elif isinstance(o, (list, tuple)):
+            stack.extend(reversed(o))
+        elif isinstance(o, dict):
+            stack.extend(reversed(list(o.values())))
+    return out
+
+
 @contextlib.contextmanager
 def _reference_paths() -> Iterator[None]:
     """Run the device-independent reference path of ops whose kernels differ by device."""
@@ -296,13 +366,22 @@ def count(
     inputs: Any,
     *,
     name: str = "model",
-    mode: str = "eval",
+    mode: str | None = None,
+    training: bool = False,
 ) -> NativeCount:
     """Count one forward of ``model(*inputs)`` at the aten level.
 
-    ``mode``: "eval" (default) or "train" counts in that mode and restores every module's flag
-    afterwards; "as-is" keeps the model's current flags. Runs under ``torch.no_grad()`` on
-    whatever device the model and inputs are on (meta is free and exact)."""
+    ``mode``: "eval" (the default without ``training``) or "train" (the default with it) counts in
+    that mode and restores every module's flag afterwards; "as-is" keeps the model's current flags.
+    Runs under ``torch.no_grad()`` on whatever device the model and inputs are on (meta is free
+    and exact).
+
+    ``training=True`` runs the forward with grad enabled, then the backward of the sum of the
+    floating-point outputs (``SEED``) under the same dispatch mode, and fills each row's
+    ``backward`` and the result's ``training`` (see ``counter/backward.py``). Parameters keep their
+    ``requires_grad``; gradients left on them are removed again."""
+    if mode is None:
+        mode = "train" if training else "eval"
     if mode not in MODES:
         raise ReconcileError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not isinstance(model, nn.Module):
@@ -325,6 +404,8 @@ def count(
 
         def on_exit(frame: CallFrame, mod: nn.Module, output: Any) -> None:
             live.produced((frame.module, frame.index), output)
+            if training:
+                trace.module_output(frame.module, output)
             outs = tensor_metas(output)
             acc = accs[frame.module]
             n_out = sum(t.numel for t in outs)
@@ -361,6 +442,19 @@ def count(
         stack = ModuleStack(model, on_exit, modules.module_rule)
         bias_ids = frozenset(id(p) for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].endswith("bias"))
         params = list(model.parameters())
+        saving: Any = contextlib.nullcontext()
+        if training:
+            nodes = bwd.NodeMap()
+            backward = bwd.Backward(nodes, {id(p): _owner(n) for n, p in model.named_parameters()})
+            trace = memory.MemoryTrace(
+                [*params, *model.buffers(), *(t for t in inputs if isinstance(t, torch.Tensor))],
+                lambda: backward.current_module() if backward.active else stack.top.module)
+            saving = torch.autograd.graph.saved_tensors_hooks(trace.pack, trace.unpack)
+            counting: _CountingMode = _TrainingMode(stack, accs, bias_ids, live, params, nodes=nodes,
+                                                    backward=backward, trace=trace)
+        else:
+            backward = None
+            counting = _CountingMode(stack, accs, bias_ids, live, params)
         try:
             if mode == "eval":
                 model.eval()
@@ -371,10 +465,12 @@ def count(
                              and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
             call_mode = pycalls.CallMode(lambda: stack.top, skip)
             values = ShadowMode(inputs) if shadowed else contextlib.nullcontext()
-            with (_reference_paths(), torch.no_grad(), values, stack,
-                  _CountingMode(stack, accs, bias_ids, live, params), call_mode):
+            grad = torch.enable_grad() if training else torch.no_grad()
+            with (_reference_paths(), grad, values, stack, counting, call_mode, saving):
                 try:
                     result = model(*inputs)
+                    if training:
+                        nodes.resolve()
                 except ReconcileError:
                     raise
                 except Exception as exc:
@@ -390,6 +486,11 @@ def count(
                         f"the forward of {name} raised {type(exc).__name__}: {msg} "
                         "(check the input shape and dtype with --input-shape / --input-dtype)"
                     ) from exc
+            seeded: list[torch.Tensor] = []
+            mem = None
+            if backward is not None:
+                seeded = _grad_outputs(result)
+                mem = _run_backward(name, backward, counting, seeded, params, model, inputs)
             _fill_mask_grads(model, inputs, call_mode.calls, call_mode.order, shadowed)
             used = live.used(result, {("", 0)})
             for module_name, recs in call_records.items():
@@ -406,7 +507,63 @@ def count(
         break
     # work charged to the root outside any module call (none for a plain forward)
     accs[""].components.update(stack.root.components)
-    return _freeze(model, name, inputs, accs, call_records, stack.calls, call_mode.calls, call_mode.watched)
+    native = _freeze(model, name, inputs, accs, call_records, stack.calls, call_mode.calls, call_mode.watched)
+    if backward is not None:
+        native = _with_backward(native, backward, seeded, mem)
+    return native
+
+
+def _run_backward(name: str, backward: bwd.Backward, counting: _TrainingMode, seeded: list[torch.Tensor],
+                  params: list[torch.Tensor], model: nn.Module, inputs: tuple[Any, ...]) -> TrainingMemory:
+    if not seeded:
+        raise ReconcileError(
+            f"the forward of {name} returned no floating-point tensor that requires grad: nothing to "
+            "backpropagate (are all parameters frozen, or does the model run under no_grad?)"
+        )
+    grads = [p.grad for p in params]
+    seeds = [torch.ones_like(t) for t in seeded]  # outside the counting mode: the loss is free
+    trace = counting.trace
+    trace.phase = "backward"
+    trace.allocated(seeds, "ones_like (seed)")
+    try:
+        with _reference_paths(), torch.enable_grad(), counting:
+            backward.run(seeded, seeds)
+        del seeds
+        return memory.summary(trace, model, inputs, trace.live)
+    except ReconcileError:
+        raise
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ReconcileError(f"the backward of {name} raised {type(exc).__name__}: {msg}") from exc
+    finally:
+        for p, g in zip(params, grads):  # the user's gradients as they were
+            p.grad = g
+        trace.close()
+
+
+def _with_backward(native: NativeCount, backward: bwd.Backward, seeded: list[torch.Tensor],
+                   mem: TrainingMemory | None) -> NativeCount:
+    rows = []
+    parts: dict[str, Counter] = {p: Counter() for p in GRAD_PARTS}
+    for r in native.rows:
+        acc = backward.accs.get(r.name)
+        b = acc.freeze() if acc is not None else bwd._BwdAcc().freeze()
+        for p in GRAD_PARTS:
+            parts[p].update(b.part(p))
+        rows.append(dataclasses.replace(r, backward=b))
+    parts_plain = {p: {k: v for k, v in c.items() if v} for p, c in parts.items()}
+    totals = {"forward_macs": native.totals["macs"], "forward_flops": native.totals["flops"]}
+    for p in GRAD_PARTS:
+        totals[f"backward_macs_{p}"] = parts_plain[p].get("macs", 0)
+        totals[f"backward_flops_{p}"] = formulas.flops_of(parts_plain[p])
+    totals["backward_macs"] = sum(totals[f"backward_macs_{p}"] for p in GRAD_PARTS)
+    totals["backward_flops"] = sum(totals[f"backward_flops_{p}"] for p in GRAD_PARTS)
+    totals["backward_unknown_ops"] = sum(sum(r.backward.unknown_ops.values()) for r in rows)
+    totals["training_macs"] = totals["forward_macs"] + totals["backward_macs"]
+    totals["training_flops"] = totals["forward_flops"] + totals["backward_flops"]
+    info = TrainingInfo(seed=SEED, seeded=tensor_metas(seeded), parts=parts_plain, totals=totals,
+                        unmapped_nodes=dict(backward.unmapped), memory=mem)
+    return dataclasses.replace(native, rows=tuple(rows), training=info)
 
 
 class _NeedsValues(Exception):
