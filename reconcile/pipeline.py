@@ -224,6 +224,20 @@ def _tools_only(callback: Callable | None) -> Callable | None:
     return lambda job, *rest: None if job.tool == TRACE else callback(job, *rest)
 
 
+def _with_trace(runs: list[ToolRun], native_run: ToolRun, native: NativeCount,
+                trace_run: ToolRun) -> tuple[list[ToolRun], NativeCount]:
+    """The native count with the traced forward attached (``NativeCount.traced``); when the trace
+    failed, the native run says so (fvcore's trace-only ops are then left unexplained)."""
+    if trace_run.status == "ok":
+        native = replace(native, traced=trace_run.detail)
+        attached = replace(native_run, detail=native)
+    else:
+        note = (f"reconcile's own torch.jit trace of the model {trace_run.status}: "
+                f"{trace_run.error_message or trace_run.error_type}; ops only a trace holds are not predicted")
+        attached = replace(native_run, notes=(*native_run.notes, note))
+    return [attached if r is native_run else r for r in runs], native
+
+
 def _model_runs(prepared: tuple[str, models.ModelSpec | None, models.Inputs, str], model_runs: list[ToolRun],
                 mode: str, options: tuple[str, ...], training: bool = False) -> ModelRuns:
     """One model's ``ModelRuns`` from its prepared spec and its settled runs (in job order)."""
