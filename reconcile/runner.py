@@ -58,6 +58,7 @@ ADAPTERS: dict[str, str] = {
     "torchsummary": "reconcile.adapters.torchsummary:TorchsummaryAdapter",
     "fvcore": "reconcile.adapters.fvcore:FvcoreAdapter",
     "native": "reconcile.adapters.native:NativeAdapter",
+    "flopcountermode": "reconcile.adapters.flopcountermode:FlopCounterModeAdapter",
     # not a counter: a model's default inputs, when finding them runs user or library code
     "inputs": "reconcile.adapters.inputs:InputsProbe",
 }
