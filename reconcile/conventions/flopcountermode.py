@@ -32,9 +32,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from reconcile.conventions import common
-from reconcile.conventions.base import INCLUSIVE, Convention, LayerPrediction, Prediction, RuleDoc, Term
+from reconcile.conventions.base import INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, whole
 from reconcile.counter.formulas import flops_of
 from reconcile.records import ModuleRow, NativeCount
 from reconcile.report.numbers import exact
@@ -95,11 +96,15 @@ class Work:
         m[0] += macs
         m[1] += flops
 
-    def add(self, other: "Work") -> None:
+    def add(self, other: "Work", share: Fraction | int = 1) -> None:
         for k, v in other.counted.items():
-            self.counted[k] += v
+            self.counted[k] += whole(v * share)
         for k, (m, f) in other.missed.items():
-            self.miss(k, m, f)
+            self.miss(k, whole(m * share), whole(f * share))
+
+    @property
+    def macs(self) -> Number:
+        return sum(self.counted.values()) + sum(m for m, _ in self.missed.values())
 
     @property
     def any(self) -> bool:
@@ -158,6 +163,7 @@ class FlopCounterModeConvention(Convention):
     headline_metric = "flops"
     metrics = {"flops": "flops"}
     op_metrics = ("flops",)
+    macs_per_unit = Fraction(1, 2)
     rules = (
         RuleDoc("unit", "FLOPs = 2 per multiply-accumulate, of the ops with a formula only; bias adds never counted"),
         RuleDoc("mechanism", "TorchDispatchMode over aten ops; each op charged to every module on the call stack "
@@ -171,36 +177,84 @@ class FlopCounterModeConvention(Convention):
     )
 
     def predict(self, native: NativeCount) -> Prediction:
+        return self._predict(native, {r.name: forward_work(native, r) for r in native.rows})
+
+    def _predict(self, native: NativeCount, own: dict[str, Work]) -> Prediction:
+        """Rows from each native row's own work (``own``): a module's row holds its own work and,
+        through the call stack, the work of every module call made inside its calls."""
         tree = common.Tree(native)
-        own = {r.name: forward_work(native, r) for r in native.rows}
-        layers = []
-        root_work = Work()
+        held: dict[str, Work] = defaultdict(Work)
         for r in native.rows:
-            work = Work()
-            for sub in tree.subtree(r.name):
-                work.add(own[sub.name])
-            if r.name == "":
-                root_work = work
-            if not (r.calls and work.any):
-                continue
-            layers.append(self._row(tree, r, work))
-        headline = {"flops": 2 * sum(root_work.counted.values()),
-                    **{k: 2 * v for k, v in sorted(root_work.counted.items())}}
+            held[r.name].add(own[r.name])
+            for path, share in callers(native, tree).get(r.name, ((r.name, 1),)):
+                for above in _above(path):
+                    if above in tree.rows:
+                        held[above].add(own[r.name], share)
+        root = held[""]
+        if root.macs != native.totals["macs"]:  # every native MAC is counted or missed, exactly once
+            raise AssertionError(f"flopcountermode convention mapped {root.macs} of {native.totals['macs']} native MACs")
+        layers = [self._row(r, held[r.name]) for r in native.rows
+                  # no formula op ran in it: FCM keeps no row, but the MACs it misses are named
+                  if r.calls and (held[r.name].any or held[r.name].missed)]
+        headline = {"flops": 2 * sum(root.counted.values()), **{k: 2 * v for k, v in sorted(root.counted.items())}}
         return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline=headline,
                           headline_reference=dict(headline))
 
     @staticmethod
-    def _row(tree: common.Tree, row: ModuleRow, work: Work) -> LayerPrediction:
-        mapped = sum(work.counted.values()) + sum(m for m, _ in work.missed.values())
-        if mapped != tree.macs(row.name):  # every native MAC is counted or missed, exactly once
-            raise AssertionError(f"flopcountermode convention mapped {mapped} of {tree.macs(row.name)} native MACs "
-                                 f"in {row.name!r}")
+    def _row(row: ModuleRow, work: Work) -> LayerPrediction:
         per_op = {k: 2 * v for k, v in sorted(work.counted.items())}
-        reference: dict = {"flops": tree.macs(row.name), **per_op}
+        reference: dict = {"flops": work.macs, **per_op}
         predicted = {"flops": sum(per_op.values()), **per_op}
         if row.name:
             reference[INCLUSIVE] = 1
         return LayerPrediction(row.name, row.type, row.calls, reference, predicted, {"flops": _terms(work, "")})
+
+
+def _above(path: str) -> list[str]:
+    """The module paths strictly above ``path``, innermost first, ending with the root ``""``."""
+    out = []
+    while path:
+        path = path.rpartition(".")[0]
+        out.append(path)
+    return out
+
+
+def callers(native: NativeCount, tree: common.Tree) -> dict[str, tuple[tuple[str, Fraction], ...]]:
+    """For a module reachable by more than one path (a shared block): each path it was called
+    through, with that path's share of its work. Paths come from its parameters' aliases (a
+    parameter of ``x.m`` also registered as ``y.m.0.weight`` puts the module at ``y.m.0``); each call
+    goes to the path whose nearest called ancestor started a call last before it (the caller
+    still running), weighted by the call's MACs (by calls when it has none). Modules with one
+    path are absent: their work is held by their ``named_modules()`` ancestors."""
+    paths: dict[str, set[str]] = defaultdict(set)
+    for p in native.params:
+        owner, _, leaf = p.name.rpartition(".")
+        for alias in p.aliases:
+            other, _, other_leaf = alias.rpartition(".")
+            if other_leaf == leaf and other != owner and other not in tree.rows and owner in tree.rows:
+                paths[owner].add(other)
+    out: dict[str, tuple[tuple[str, Fraction], ...]] = {}
+    for name, others in paths.items():
+        row = tree.rows[name]
+        if not row.call_records:
+            continue
+        candidates = [name, *sorted(others)]
+
+        def caller_start(path: str, order: int) -> int:
+            for above in _above(path):
+                row_above = tree.rows.get(above)
+                if row_above is not None and row_above.call_records:
+                    return max((c.order for c in row_above.call_records if c.order < order), default=-1)
+            return -1
+
+        weights: dict[str, int] = defaultdict(int)
+        by_macs = any(c.components.get("macs", 0) for c in row.call_records)
+        for call in row.call_records:
+            best = max(candidates, key=lambda path: caller_start(path, call.order))
+            weights[best] += call.components.get("macs", 0) if by_macs else 1
+        total = sum(weights.values())
+        out[name] = tuple((path, Fraction(w, total)) for path, w in weights.items() if w)
+    return out
 
 
 CONVENTION = FlopCounterModeConvention()

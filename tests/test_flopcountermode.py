@@ -1,0 +1,144 @@
+"""torch's FlopCounterMode (FCM) as a tool: the adapter reports what FCM computed, re-keyed to
+``named_modules()`` names; the convention predicts every row and op from the native count.
+Every expected number is worked out by hand below (FCM: 2 FLOPs per multiply-accumulate)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reconcile import conventions
+from reconcile.adapters.flopcountermode import FlopCounterModeAdapter, fcm_keys
+from tests.harness import assert_explained, explain, explain_in_process
+from tests.models_small import SMALL_MODELS, BiasedAttention, Fn
+
+TOOL = "flopcountermode"
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_MODELS))
+def test_small_models_fully_explained(name):
+    model, inputs = SMALL_MODELS[name]()
+    assert_explained(explain_in_process(TOOL, model, inputs))
+
+
+def test_repeated_module_sums_its_calls_under_one_name():
+    model, inputs = SMALL_MODELS["repeated"]()  # fc (32->32) twice, head (32->10) once, batch 2
+    run = FlopCounterModeAdapter().run(model, inputs)
+    rows = {layer.module: layer for layer in run.layers}
+    # fc: 2 calls x 2 FLOPs x (2 x 32 x 32) MACs = 8,192; head: 2 x (2 x 32 x 10) = 1,280
+    assert (rows["fc"].key, rows["fc"].calls, rows["fc"].raw) == ("Repeated.fc", 2, {"flops": 8192, "aten.addmm": 8192})
+    assert rows["head"].raw == {"flops": 1280, "aten.addmm": 1280}
+    assert rows[""].key == "Repeated" and rows[""].raw["flops"] == 8192 + 1280
+    assert run.headline == {"flops": 9472, "aten.addmm": 9472} and not run.unattributed
+    assert "act" not in rows  # a ReLU runs no op with a formula: FCM keeps no row for it
+
+
+def test_depthwise_conv_forward():
+    model = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)).eval()
+    ex = explain_in_process(TOOL, model, (torch.randn(1, 16, 32, 32),))
+    # 2 FLOPs x 32 x 32 outputs per channel x 9 taps x 16 channels x (16/16 inputs per group)
+    assert ex.raw_total == 2 * 32 * 32 * 9 * 16 * 1 == 294_912
+    assert dict(ex.causes) == {"mac_vs_flop": 147_456}  # the MACs again: 294,912 - 147,456
+    assert_explained(ex)
+
+
+def test_bias_is_not_counted():
+    model = nn.Sequential(nn.Linear(8, 4)).eval()  # addmm: the bias is the added tensor
+    run = FlopCounterModeAdapter().run(model, (torch.randn(3, 8),))
+    assert run.headline["flops"] == 2 * 3 * 8 * 4 == 192  # no 3 x 4 bias adds
+
+
+@pytest.mark.parametrize("learned, flops, missed", [
+    # constant mask: CPU runs one fused kernel with no formula: 0, and the 1 x 2 heads x 4 x 4
+    # scores x (8 + 8) = 512 MACs of the two products are named as missed
+    (False, 0, -512),
+    # a mask that requires grad sends CPU down the math path: two bmm, 2 x 512 = 1,024
+    (True, 1024, 0),
+])
+def test_attention_fused_on_cpu_has_no_formula(learned, flops, missed):
+    model = nn.Sequential(BiasedAttention(learned)).eval()
+    ex = explain_in_process(TOOL, model, (torch.randn(1, 2, 4, 8),))
+    assert ex.raw_total == flops
+    assert ex.causes.get("unsupported_op", 0) == missed
+    assert_explained(ex)
+
+
+def test_lstm_is_one_fused_cpu_op_with_no_formula():
+    model, inputs = SMALL_MODELS["recurrent"]()
+    ex = explain_in_process(TOOL, model, inputs)
+    lstm = next(le for le in ex.layers if le.module == "lstm")
+    # LSTM(8, 16) on 2 x 5 steps: 4 gates x 16 x (8 inputs + 16 hidden) x 10 = 15,360 MACs, all missed
+    assert [(c.id, c.amount) for c in lstm.causes["flops"]] == [("unsupported_op", -15_360)]
+    assert "mkldnn_rnn_layer" in lstm.causes["flops"][0].text
+    assert lstm.raw == {}  # no formula op ran in it: FCM has no row
+
+
+class _Wrap(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.m = inner
+
+    def forward(self, x):
+        return self.m(x)
+
+
+class _Shared(nn.Module):
+    """One Linear reachable as x.m and y.m, called once by each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        inner = nn.Linear(4, 4, bias=False)
+        self.x, self.y = _Wrap(inner), _Wrap(nn.Sequential(inner))
+
+    def forward(self, v):
+        return self.y(self.x(v))
+
+
+def test_fcm_names_reproduce_the_module_tracker_and_land_on_canonical_names():
+    model = _Shared().eval()
+    keys = fcm_keys(model)
+    tracker_names = {}
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False, depth=None) as counter:
+        model(torch.randn(1, 4))
+    tracker_names = {id(m): n for m, n in counter.mod_tracker._known_modules.items()}
+    assert {id(m): n for n, m in keys.items()} == tracker_names
+    # the Linear is walked first as x.m, then renamed y.m.0 when y is walked (the last path wins)
+    assert keys["_Shared.y.m.0"] is model.x.m and "_Shared.x.m" not in keys
+    run = FlopCounterModeAdapter().run(model, (torch.randn(1, 4),))
+    rows = {layer.module: layer for layer in run.layers}
+    # named_modules() calls it x.m (first path): its two calls, 2 x 2 x (1 x 4 x 4) = 64 FLOPs
+    assert (rows["x.m"].key, rows["x.m"].calls, rows["x.m"].raw["flops"]) == ("_Shared.y.m.0", 2, 64)
+    assert rows["x"].raw["flops"] == rows["y"].raw["flops"] == 32  # each caller holds its own call
+
+
+def test_a_shared_module_is_held_by_the_caller_of_each_call():
+    from reconcile.conventions.common import Tree
+    from reconcile.conventions.flopcountermode import callers
+    from reconcile.counter import count
+
+    model, inputs = _Shared().eval(), (torch.randn(1, 4),)
+    native = count(model, inputs)
+    # x.m's weight is also y.m.0.weight: its first call runs inside x, its second inside y.m, each
+    # 1 x 4 x 4 = 16 MACs, so each path holds half
+    assert dict(callers(native, Tree(native))) == {"x.m": (("x.m", Fraction(1, 2)), ("y.m.0", Fraction(1, 2)))}
+    ex = explain_in_process(TOOL, model, inputs)
+    assert {le.module: le.predicted["flops"] for le in ex.layers} == {"": 64, "x": 32, "x.m": 64, "y": 32, "y.m": 32}
+    assert_explained(ex)
+
+
+def test_convention_is_data_and_imports_no_torch():
+    conv = conventions.get(TOOL)
+    assert (conv.unit, conv.macs_per_unit) == ("FLOPs", Fraction(1, 2))  # one FLOP is half a MAC
+    assert any(r.family == "aten.convolution_backward" for r in conv.rules)
+    import subprocess
+    import sys
+
+    code = ("import sys, reconcile.conventions.flopcountermode as m; "
+            "m.CONVENTION.rules; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
