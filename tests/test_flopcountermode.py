@@ -142,3 +142,20 @@ def test_convention_is_data_and_imports_no_torch():
     code = ("import sys, reconcile.conventions.flopcountermode as m; "
             "m.CONVENTION.rules; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_model_and_process_unchanged(training):
+    from torch.nn.modules import module as nn_module
+
+    model, inputs = SMALL_MODELS["conv_variety"]()  # has a BatchNorm: train mode would update its statistics
+    model.train(training)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    hooks = (len(nn_module._global_forward_hooks), len(nn_module._global_forward_pre_hooks))
+    run = FlopCounterModeAdapter().run(model, inputs)
+    assert run.status == "ok", run.error_message
+    assert all(m.training == training for m in model.modules())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert all(p.grad is None for p in model.parameters())
+    assert (len(nn_module._global_forward_hooks), len(nn_module._global_forward_pre_hooks)) == hooks
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
