@@ -47,7 +47,15 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="meta",
                    help="where native counts: meta (default: free, exact; falls back to cpu for a forward "
                         "that reads data) or cpu; the other tools always run on cpu")
-    p.add_argument("--mode", choices=("eval", "train"), default="eval", help="run every tool in eval (default) or train mode")
+    p.add_argument("--mode", choices=("eval", "train"), default=None,
+                   help="run every tool in eval (default; train with --training) or train mode")
+    _add_training_arg(p)
+
+
+def _add_training_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--training", action="store_true",
+                   help="count the training step too: forward + backward per module (native, on meta), "
+                        "in train mode unless --mode eval")
 
 
 def _config(ns: argparse.Namespace) -> RunConfig:
@@ -67,7 +75,8 @@ def _config(ns: argparse.Namespace) -> RunConfig:
         input_dtype=dtype,
         input_high=getattr(ns, "input_high", None),
         device=getattr(ns, "device", "meta"),
-        mode=getattr(ns, "mode", "eval"),
+        mode=getattr(ns, "mode", None) or ("train" if getattr(ns, "training", False) else "eval"),
+        training=bool(getattr(ns, "training", False)),
         depth=getattr(ns, "depth", None),
         format=getattr(ns, "format", "table"),
         tools=tools,
@@ -92,7 +101,7 @@ def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...]):
         return pipeline.collect(specs, tools, inputs=cfg.inputs, input_shape=cfg.input_shape,
                                 input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout,
                                 mode=cfg.mode, device=cfg.device, on_done=progress.on_done,
-                                on_start=progress.on_start)
+                                on_start=progress.on_start, training=cfg.training)
     finally:
         progress.close()
 
@@ -134,7 +143,7 @@ def _too_large(name: str, exc: BaseException) -> ReconcileError:
                           f"({type(exc).__name__}); count it with --device meta, which allocates nothing")
 
 
-def _native_count(spec, inputs, device: str, mode: str):
+def _native_count(spec, inputs, device: str, mode: str, training: bool = False):
     """The native count of ``spec`` on ``device``; on meta, a forward that reads values meta cannot
     know (a branch on a weight) is counted on CPU instead. Returns (count, why it moved or "")."""
     from reconcile import models
@@ -142,12 +151,12 @@ def _native_count(spec, inputs, device: str, mode: str):
 
     try:
         model, args = models.prepare(models.build(spec, device=device), inputs, device, mode)
-        return count(model, args, name=spec.name, mode=mode), ""
+        return count(model, args, name=spec.name, mode=mode, training=training), ""
     except ReconcileError as exc:
         if device != "meta":
             raise
         model, args = models.prepare(models.build(spec, device="cpu"), inputs, "cpu", mode)
-        return count(model, args, name=spec.name, mode=mode), str(exc)
+        return count(model, args, name=spec.name, mode=mode, training=training), str(exc)
 
 
 def cmd_count(ns: argparse.Namespace) -> int:
@@ -157,7 +166,7 @@ def cmd_count(ns: argparse.Namespace) -> int:
 
     def work(spec) -> None:
         inputs = _inputs_for(spec, cfg)
-        result, moved = _native_count(spec, inputs, cfg.device, cfg.mode)
+        result, moved = _native_count(spec, inputs, cfg.device, cfg.mode, cfg.training)
         if moved:
             print(f"reconcile: note: {spec.name} counted on cpu: on meta, {moved}", file=sys.stderr)
         inp = inputs[0]
@@ -175,11 +184,22 @@ def cmd_count(ns: argparse.Namespace) -> int:
                 "tied": plain["tied"],
                 "modules": [_json_row(r) for r in plain["rows"] if r["depth"] <= depth],
             }
+            if result.training is not None:
+                obj["training"] = {k: v for k, v in plain["training"].items() if k != "seeded"}
+                for m, r in zip(obj["modules"], (r for r in plain["rows"] if r["depth"] <= depth)):
+                    m["backward"] = r["backward"]
             print(json.dumps(obj, sort_keys=False))
         else:
             print(count_table(spec.name, result.input_shapes, result.device, dict(result.totals),
                               result.by_depth(depth)))
             print()
+            if result.training is not None:
+                from reconcile import views
+                from reconcile.report.text import training_table
+
+                print(training_table(spec.name, views.training_by_depth(result, depth),
+                                     dict(result.training.totals), result.training.seed))
+                print()
         sys.stdout.flush()
 
     return _each_model(ns.specs, work)
@@ -454,7 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--device", choices=DEVICES, default="meta",
                    help="meta (default: free, exact; falls back to cpu for a forward that reads data) or cpu")
-    p.add_argument("--mode", choices=("eval", "train"), default="eval", help="count in eval (default) or train mode")
+    p.add_argument("--mode", choices=("eval", "train"), default=None,
+                   help="count in eval (default; train with --training) or train mode")
+    _add_training_arg(p)
     p.add_argument("--depth", type=int, metavar="N", help="show modules down to depth N (default: all)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
     p.set_defaults(func=cmd_count)

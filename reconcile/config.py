@@ -33,6 +33,7 @@ class RunConfig:
     input_high: int | None = None
     device: str = "meta"
     mode: str = "eval"
+    training: bool = False  # --training: forward + backward (count, tools, report)
     depth: int | None = None
     format: str = "table"
     tools: tuple[str, ...] = ()

@@ -46,6 +46,7 @@ class ModelRuns:
     published: dict = field(default_factory=dict)
     mode: str = "eval"
     options: tuple[str, ...] = ()  # the command-line options that reproduce this run
+    training: bool = False  # counted with --training: ``native.training`` holds the backward
 
     @property
     def input(self) -> models.InputSpec:
@@ -111,7 +112,7 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             input_high: int | None = None, timeout: float = 300.0, workers: int = 2,
             mode: str = "eval", device: str = "meta",
             on_done: Callable[[Job, ToolRun], None] | None = None,
-            on_start: Callable[[Job], None] | None = None) -> list[ModelRuns]:
+            on_start: Callable[[Job], None] | None = None, training: bool = False) -> list[ModelRuns]:
     """Run ``tools`` on every model spec; a spec that cannot be resolved gets an ``error``.
 
     ``device`` is where native counts ("meta": free; it falls back to CPU by itself for a forward
@@ -125,6 +126,8 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
     if device not in models.DEVICES:
         raise ReconcileError(f"--device must be one of {', '.join(models.DEVICES)}, got {device!r}")
     options = _options(inputs, input_shape, input_dtype, input_high, mode, device, tools)
+    if training:
+        options += ("--training",)
     resolved: list[tuple[str, models.ModelSpec | None, str]] = []
     seen: set[str] = set()
     for text in specs:
@@ -161,7 +164,9 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             continue
         size = _expected_size(spec)
         for tool in tools:
-            jobs.append(Job(spec.name, tool, inputs=inp, mode=mode, cost=size * _TOOL_COST.get(tool, 1.0),
+            # --training: native counts forward + backward (its run is still named "native")
+            job_tool = f"{tool}-training" if training and tool in ("native", "flopcountermode") else tool
+            jobs.append(Job(spec.name, job_tool, inputs=inp, mode=mode, cost=size * _TOOL_COST.get(tool, 1.0),
                             device=device if tool == "native" else None))
             owners.append(i)
     runs = run_jobs(jobs, timeout=timeout, workers=workers, on_done=on_done, on_start=on_start) if jobs else []
@@ -183,7 +188,7 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
                 why = native_run.error_message
             error = f"{spec.name} could not be counted: {why}"
         out.append(ModelRuns(text, spec.name, inp, native, tuple(model_runs), error, models.published(spec),
-                             mode, options))
+                             mode, options, training))
     return out
 
 

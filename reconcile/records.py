@@ -87,6 +87,76 @@ class ParamInfo:
     aliases: tuple[str, ...] = ()  # other names under which the same tensor is registered
 
 
+# What a piece of backward work is a gradient of. Every backward op's components land in one part.
+GRAD_PARTS = (
+    "input",  # gradient w.r.t. activations: what flows on to earlier layers (or to an input that requires grad)
+    "weight",  # gradient w.r.t. parameters: work on the path from the gradient to parameters only
+    "shared",  # work whose result feeds both an input and a weight gradient, or neither
+    "accumulate",  # adding up the gradients of a tensor used more than once (residual branches, tied weights)
+)
+
+
+@dataclass(frozen=True)
+class BackwardRow:
+    """One module's backward work (``count(..., training=True)``): the aten ops autograd ran while
+    executing a node that this module's forward created, i.e. the node of an op that ran while this
+    module was the innermost one (exclusive, like the forward columns). ``AccumulateGrad`` of a
+    parameter is charged to the module that owns the parameter.
+
+    ``op_components`` splits each op's components by ``GRAD_PARTS``: an op whose result flows only
+    to parameter gradients is "weight", only to activation gradients "input". Ops with one output
+    per gradient (``convolution_backward``, norm backwards) are split per output; their
+    ``output_mask`` already leaves out what needs no gradient (the first conv's input gradient,
+    frozen parameters), so that work is absent, never counted as zero."""
+
+    ops: Mapping[str, int]  # aten op -> calls, arithmetic ops with a rule
+    op_components: Mapping[str, Mapping[str, Mapping[str, int]]]  # aten op -> part -> components
+    zero_cost_ops: Mapping[str, int]  # aten op -> calls, known to do no arithmetic
+    unknown_ops: Mapping[str, int]  # aten op -> calls, no rule: NOT counted
+    nodes: Mapping[str, int]  # autograd node type -> nodes executed, e.g. {"ConvolutionBackward0": 1}
+
+    def part(self, part: str) -> dict[str, int]:
+        """Components of one ``GRAD_PARTS`` part, summed over ops."""
+        out: dict[str, int] = {}
+        for parts in self.op_components.values():
+            for k, v in parts.get(part, {}).items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    @property
+    def components(self) -> dict[str, int]:
+        """All backward components of this module, every part summed."""
+        out: dict[str, int] = {}
+        for parts in self.op_components.values():
+            for comps in parts.values():
+                for k, v in comps.items():
+                    out[k] = out.get(k, 0) + v
+        return out
+
+    @property
+    def macs(self) -> int:
+        return self.components.get("macs", 0)
+
+
+@dataclass(frozen=True)
+class TrainingInfo:
+    """How the backward of a training count was run, and its totals.
+
+    The backward is that of ``sum`` over every floating-point output that requires grad, seeded
+    directly with ``ones_like(output)`` (the gradient of a sum): the sum itself never runs, so the
+    loss costs nothing and no module is charged for it. ``totals`` holds ``forward_macs``,
+    ``backward_macs`` and per part ``backward_macs_<part>`` and ``backward_flops_<part>``, plus
+    ``backward_flops``, ``training_macs`` and ``training_flops`` (forward + backward)."""
+
+    seed: str  # how the backward was started, in words
+    seeded: tuple[TensorMeta, ...]  # the outputs whose gradients were seeded
+    parts: Mapping[str, Mapping[str, int]]  # GRAD_PARTS part -> components summed over modules
+    totals: Mapping[str, int]
+    # autograd nodes that no forward op was seen creating, by type: charged to the module of the
+    # nearest earlier node (autograd numbers nodes in creation order), or to the root
+    unmapped_nodes: Mapping[str, int] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class ModuleRow:
     """Per-module native counts. ``components``, ``flops``, ``ops`` are exclusive: only work done
@@ -121,6 +191,8 @@ class ModuleRow:
     param_bytes_read: int = 0
     # aten op -> (bytes read, bytes written, parameter bytes of the read), summed over calls here
     op_bytes: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
+    # backward work charged to this module when counted with ``training=True``, else None
+    backward: BackwardRow | None = None
 
     @property
     def macs(self) -> int:
@@ -141,6 +213,9 @@ class NativeCount:
     tied: tuple[tuple[str, ...], ...]  # groups of parameter names sharing one tensor
     totals: Mapping[str, int]
     components: Mapping[str, int]
+    # set when counted with ``training=True``: how the backward ran and its totals (rows hold
+    # each module's ``backward``); ``totals`` and ``components`` stay forward-only
+    training: TrainingInfo | None = None
 
     def row(self, name: str) -> ModuleRow:
         for r in self.rows:

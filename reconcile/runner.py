@@ -58,7 +58,10 @@ ADAPTERS: dict[str, str] = {
     "torchsummary": "reconcile.adapters.torchsummary:TorchsummaryAdapter",
     "fvcore": "reconcile.adapters.fvcore:FvcoreAdapter",
     "native": "reconcile.adapters.native:NativeAdapter",
+    "native-training": "reconcile.adapters.native:NativeTrainingAdapter",  # native with --training
     "flopcountermode": "reconcile.adapters.flopcountermode:FlopCounterModeAdapter",
+    # FlopCounterMode around forward + backward (--training)
+    "flopcountermode-training": "reconcile.adapters.flopcountermode:FlopCounterModeTrainingAdapter",
     # not a counter: a model's default inputs, when finding them runs user or library code
     "inputs": "reconcile.adapters.inputs:InputsProbe",
 }

@@ -130,3 +130,42 @@ def by_operator(count: NativeCount) -> dict[str, dict[str, int]]:
         result[op] = {"calls": c["calls"], "macs": comps.get("macs", 0), "flops": flops_of(comps),
                       "unknown": c["unknown"], **{k: v for k, v in comps.items() if k != "macs"}}
     return result
+
+
+def training_by_depth(count: NativeCount, depth: int) -> list[dict[str, Any]]:
+    """Modules at depth <= ``depth`` of a training count (``count(..., training=True)``), inclusive:
+    forward MACs / FLOPs, backward MACs per ``GRAD_PARTS`` part, backward FLOPs, their sum."""
+    from reconcile.records import GRAD_PARTS
+
+    names = {r.name for r in count.rows}
+    acc: dict[str, Counter] = {r.name: Counter() for r in count.rows}
+    for r in count.rows:
+        own: Counter = Counter()
+        own["forward_macs"] = r.macs
+        own["forward_flops"] = r.flops
+        b = r.backward
+        if b is not None:
+            for part in GRAD_PARTS:
+                comps = b.part(part)
+                own[f"backward_macs_{part}"] = comps.get("macs", 0)
+                own["backward_flops"] += flops_of(comps)
+            own["backward_unknown_ops"] = sum(b.unknown_ops.values())
+        targets = [r.name] + ([a for a in _ancestors(r.name) if a in names] if r.name else [])
+        for t in targets:
+            acc[t].update(own)
+    out = []
+    for r in count.rows:
+        if r.depth > depth:
+            continue
+        c = acc[r.name]
+        d: dict[str, Any] = {"module": r.name, "type": r.type, "depth": r.depth,
+                             "forward_macs": c["forward_macs"], "forward_flops": c["forward_flops"]}
+        for part in GRAD_PARTS:
+            d[f"backward_macs_{part}"] = c[f"backward_macs_{part}"]
+        d["backward_macs"] = sum(c[f"backward_macs_{p}"] for p in GRAD_PARTS)
+        d["backward_flops"] = c["backward_flops"]
+        d["training_macs"] = d["forward_macs"] + d["backward_macs"]
+        d["training_flops"] = d["forward_flops"] + d["backward_flops"]
+        d["backward_unknown_ops"] = c["backward_unknown_ops"]
+        out.append(d)
+    return out

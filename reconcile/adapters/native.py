@@ -29,10 +29,13 @@ class NativeAdapter(Adapter):
     def attempted(self) -> str:
         return "reconcile.count(model, inputs)"
 
+    training = False  # NativeTrainingAdapter: forward + backward
+
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         from reconcile.counter import count
 
-        result = count(model, inputs, name="model", mode="as-is")  # the runner set the mode
+        # the runner set the mode
+        result = count(model, inputs, name="model", mode="as-is", training=self.training)
         layers = []
         for r in result.rows:
             if not (r.calls or r.params or r.components):
@@ -42,8 +45,22 @@ class NativeAdapter(Adapter):
         headline = {k: v for k, v in result.totals.items()}
         units = {"macs": "MAC", "flops": "FLOP", "params": "parameters", "activations": "elements",
                  "bytes_read": "bytes", "bytes_written": "bytes"}
+        if result.training is not None:
+            for k in ("backward_macs", "training_macs", "training_flops"):
+                headline[k] = result.training.totals[k]
+                units[k] = "MAC" if k.endswith("macs") else "FLOP"
         unknown = sorted({op for r in result.rows for op in r.unknown_ops})
         warnings = tuple(f"no rule for {op}: not counted" for op in unknown)
         return ToolRun(tool=self.name, version=self.version(), status="ok", headline=headline, units=units,
                        layers=tuple(layers), warnings=warnings, detail=result,
                        notes=(f"counted on the {result.device} device: counts depend on shapes only",))
+
+
+class NativeTrainingAdapter(NativeAdapter):
+    """The native counter with ``training=True`` (``--training``): the same forward rows and
+    headline, and the count's ``training`` record (backward per module) in ``detail``."""
+
+    training = True
+
+    def attempted(self) -> str:
+        return "reconcile.count(model, inputs, training=True)"

@@ -23,12 +23,14 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from reconcile.counter import backward as bwd
 from reconcile.counter import calls as pycalls
 from reconcile.counter import formulas, liveness, modules
 from reconcile.counter.shadow import ShadowMode, value_of
 from reconcile.counter.tracker import CallFrame, ModuleStack, tensor_bytes, tensor_metas
 from reconcile.errors import ReconcileError
-from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo, TensorMeta, TorchCall
+from reconcile.records import (GRAD_PARTS, CallRecord, ModuleRow, NativeCount, ParamInfo, TensorMeta, TorchCall,
+                               TrainingInfo)
 
 MODES = ("eval", "train", "as-is")
 
@@ -170,6 +172,56 @@ class _CountingMode(TorchDispatchMode):
         return out
 
 
+class _TrainingMode(_CountingMode):
+    """The counting mode of a training count: the forward as ``_CountingMode`` (grad enabled), plus
+    which module created each autograd node; during the backward every op goes to ``Backward``."""
+
+    def __init__(self, *args: Any, nodes: bwd.NodeMap, backward: bwd.Backward, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.nodes = nodes
+        self.backward = backward
+        # id -> tensor: parameters and every tensor computed from parameters alone (kept alive)
+        self.from_params: dict[int, Any] = dict(self.param_ids)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if self.backward.active:
+            out = func(*args, **kwargs)
+            self.backward.op(func, args, kwargs, out)
+            return out
+        self.nodes.resolve()
+        out = super().__torch_dispatch__(func, types, args, kwargs)
+        ins = bwd.tensors_of(args, kwargs)
+        from_params = bool(ins) and all(id(a) in self.from_params for a in ins)
+        if from_params:
+            for t in bwd.tensors_of(out):
+                self.from_params[id(t)] = t
+        self.nodes.produced(out, self.stack.top.module, from_params)
+        return out
+
+
+SEED = ("backward of sum() over the floating-point outputs that require grad, seeded with "
+        "ones_like(output): the sum itself never runs, so the loss costs nothing")
+
+
+def _grad_outputs(result: Any) -> list[torch.Tensor]:
+    """Floating-point tensors in a (nested) forward result that require grad, each once."""
+    out: list[torch.Tensor] = []
+    seen: set[int] = set()
+    stack = [result]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, torch.Tensor):
+            if o.requires_grad and o.is_floating_point() and id(o) not in seen:
+                seen.add(id(o))
+                out.append(o)
+        elif isinstance(o, (list, tuple)):
+            stack.extend(reversed(o))
+        elif isinstance(o, dict):
+            stack.extend(reversed(list(o.values())))
+    return out
+
+
 @contextlib.contextmanager
 def _reference_paths() -> Iterator[None]:
     """Run the device-independent reference path of ops whose kernels differ by device."""
@@ -296,13 +348,22 @@ def count(
     inputs: Any,
     *,
     name: str = "model",
-    mode: str = "eval",
+    mode: str | None = None,
+    training: bool = False,
 ) -> NativeCount:
     """Count one forward of ``model(*inputs)`` at the aten level.
 
-    ``mode``: "eval" (default) or "train" counts in that mode and restores every module's flag
-    afterwards; "as-is" keeps the model's current flags. Runs under ``torch.no_grad()`` on
-    whatever device the model and inputs are on (meta is free and exact)."""
+    ``mode``: "eval" (the default without ``training``) or "train" (the default with it) counts in
+    that mode and restores every module's flag afterwards; "as-is" keeps the model's current flags.
+    Runs under ``torch.no_grad()`` on whatever device the model and inputs are on (meta is free
+    and exact).
+
+    ``training=True`` runs the forward with grad enabled, then the backward of the sum of the
+    floating-point outputs (``SEED``) under the same dispatch mode, and fills each row's
+    ``backward`` and the result's ``training`` (see ``counter/backward.py``). Parameters keep their
+    ``requires_grad``; gradients left on them are removed again."""
+    if mode is None:
+        mode = "train" if training else "eval"
     if mode not in MODES:
         raise ReconcileError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not isinstance(model, nn.Module):
@@ -361,6 +422,13 @@ def count(
         stack = ModuleStack(model, on_exit, modules.module_rule)
         bias_ids = frozenset(id(p) for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].endswith("bias"))
         params = list(model.parameters())
+        if training:
+            nodes = bwd.NodeMap()
+            backward = bwd.Backward(nodes, {id(p): _owner(n) for n, p in model.named_parameters()})
+            counting: _CountingMode = _TrainingMode(stack, accs, bias_ids, live, params, nodes=nodes, backward=backward)
+        else:
+            backward = None
+            counting = _CountingMode(stack, accs, bias_ids, live, params)
         try:
             if mode == "eval":
                 model.eval()
@@ -371,10 +439,12 @@ def count(
                              and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
             call_mode = pycalls.CallMode(lambda: stack.top, skip)
             values = ShadowMode(inputs) if shadowed else contextlib.nullcontext()
-            with (_reference_paths(), torch.no_grad(), values, stack,
-                  _CountingMode(stack, accs, bias_ids, live, params), call_mode):
+            grad = torch.enable_grad() if training else torch.no_grad()
+            with (_reference_paths(), grad, values, stack, counting, call_mode):
                 try:
                     result = model(*inputs)
+                    if training:
+                        nodes.resolve()
                 except ReconcileError:
                     raise
                 except Exception as exc:
@@ -390,6 +460,10 @@ def count(
                         f"the forward of {name} raised {type(exc).__name__}: {msg} "
                         "(check the input shape and dtype with --input-shape / --input-dtype)"
                     ) from exc
+            seeded: list[torch.Tensor] = []
+            if backward is not None:
+                seeded = _grad_outputs(result)
+                _run_backward(name, backward, counting, seeded, params)
             _fill_mask_grads(model, inputs, call_mode.calls, call_mode.order, shadowed)
             used = live.used(result, {("", 0)})
             for module_name, recs in call_records.items():
@@ -406,7 +480,56 @@ def count(
         break
     # work charged to the root outside any module call (none for a plain forward)
     accs[""].components.update(stack.root.components)
-    return _freeze(model, name, inputs, accs, call_records, stack.calls, call_mode.calls, call_mode.watched)
+    native = _freeze(model, name, inputs, accs, call_records, stack.calls, call_mode.calls, call_mode.watched)
+    if backward is not None:
+        native = _with_backward(native, backward, seeded)
+    return native
+
+
+def _run_backward(name: str, backward: bwd.Backward, counting: _CountingMode, seeded: list[torch.Tensor],
+                  params: list[torch.Tensor]) -> None:
+    if not seeded:
+        raise ReconcileError(
+            f"the forward of {name} returned no floating-point tensor that requires grad: nothing to "
+            "backpropagate (are all parameters frozen, or does the model run under no_grad?)"
+        )
+    grads = [p.grad for p in params]
+    seeds = [torch.ones_like(t) for t in seeded]  # outside the counting mode: the loss is free
+    try:
+        with _reference_paths(), torch.enable_grad(), counting:
+            backward.run(seeded, seeds)
+    except ReconcileError:
+        raise
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ReconcileError(f"the backward of {name} raised {type(exc).__name__}: {msg}") from exc
+    finally:
+        for p, g in zip(params, grads):  # the user's gradients as they were
+            p.grad = g
+
+
+def _with_backward(native: NativeCount, backward: bwd.Backward, seeded: list[torch.Tensor]) -> NativeCount:
+    rows = []
+    parts: dict[str, Counter] = {p: Counter() for p in GRAD_PARTS}
+    for r in native.rows:
+        acc = backward.accs.get(r.name)
+        b = acc.freeze() if acc is not None else bwd._BwdAcc().freeze()
+        for p in GRAD_PARTS:
+            parts[p].update(b.part(p))
+        rows.append(dataclasses.replace(r, backward=b))
+    parts_plain = {p: {k: v for k, v in c.items() if v} for p, c in parts.items()}
+    totals = {"forward_macs": native.totals["macs"], "forward_flops": native.totals["flops"]}
+    for p in GRAD_PARTS:
+        totals[f"backward_macs_{p}"] = parts_plain[p].get("macs", 0)
+        totals[f"backward_flops_{p}"] = formulas.flops_of(parts_plain[p])
+    totals["backward_macs"] = sum(totals[f"backward_macs_{p}"] for p in GRAD_PARTS)
+    totals["backward_flops"] = sum(totals[f"backward_flops_{p}"] for p in GRAD_PARTS)
+    totals["backward_unknown_ops"] = sum(sum(r.backward.unknown_ops.values()) for r in rows)
+    totals["training_macs"] = totals["forward_macs"] + totals["backward_macs"]
+    totals["training_flops"] = totals["forward_flops"] + totals["backward_flops"]
+    info = TrainingInfo(seed=SEED, seeded=tensor_metas(seeded), parts=parts_plain, totals=totals,
+                        unmapped_nodes=dict(backward.unmapped))
+    return dataclasses.replace(native, rows=tuple(rows), training=info)
 
 
 class _NeedsValues(Exception):

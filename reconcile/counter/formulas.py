@@ -357,6 +357,184 @@ def _embedding_bag(args, kwargs, out):
     return {"other": indices.numel() * int(weight.shape[1])}
 
 
+# ----- backward ---------------------------------------------------------------------------------
+# Ops that autograd runs in a backward. Ops with one output per gradient (input, weight, bias) have
+# a split rule: one Components per output, ``None`` where ``output_mask`` left the output out, so
+# the counter can file each output's work under what it is a gradient of. Their plain rule is the
+# sum of the split.
+
+SPLIT_RULES: dict[str, Callable[[tuple, dict, Any], tuple[Components | None, ...]]] = {}
+
+
+def split_rule(*ops: str, doc: str):
+    """Register a per-output rule for each of ``ops``, and its sum as the op's plain rule."""
+
+    def deco(fn):
+        def total(args, kwargs, out):
+            c: Components = {}
+            for part in fn(args, kwargs, out):
+                for k, v in (part or {}).items():
+                    c[k] = c.get(k, 0) + v
+            return c
+
+        for op in ops:
+            name = op if "::" in op else f"aten::{op}"
+            _register(name, doc, total)
+            SPLIT_RULES[name] = fn
+        return fn
+
+    return deco
+
+
+def _mask(args: tuple, kwargs: dict, i: int, n: int) -> list[bool]:
+    m = args[i] if len(args) > i else kwargs.get("output_mask")
+    return [bool(x) for x in m] if m is not None else [True] * n
+
+
+@split_rule("convolution_backward",
+            doc="conv backward: input and weight gradients each the forward's MACs (every forward "
+                "product x*w is one MAC of each), bias gradient 1 reduction per grad_output element")
+def _conv_backward(args, kwargs, out):
+    grad_out, x, w = args[0], args[1], args[2]
+    transposed = bool(args[7])
+    k = _prod(w.shape[2:])
+    macs = (x.numel() if transposed else grad_out.numel()) * int(w.shape[1]) * k
+    m = _mask(args, kwargs, 10, 3)
+    return ({"macs": macs} if m[0] else None, {"macs": macs} if m[1] else None,
+            {"reduction": grad_out.numel()} if m[2] else None)
+
+
+# Norm backwards, per element of the input (x_hat = (x - mean) * rstd, dy the incoming gradient):
+#   bias gradient sum(dy): 1; weight gradient sum(dy * x_hat): 4 (x_hat 2, multiply, add);
+#   input gradient with batch statistics: rstd * w * (dy - mean(dy) - x_hat * mean(dy * x_hat)):
+#   4 (subtract, multiply, subtract, scale), plus the two reductions when the weight / bias
+#   gradients did not already compute them (1 + 4), plus 1 for dy * w with an affine weight
+#   (layer / group norm apply w before the reductions); with running statistics (batch norm in
+#   eval): 1 (dy * w * rstd, folded per channel).
+def _norm_split(n: int, m: list[bool], stats: bool, weight_first: bool, has_weight: bool):
+    gi = None
+    if m[0]:
+        if stats:
+            per = 4 + (0 if m[2] else 1) + (0 if m[1] else 4) + (1 if weight_first and has_weight else 0)
+        else:
+            per = 1
+        gi = {"norm": per * n}
+    gw = {"norm": 4 * n} if len(m) > 1 and m[1] else None
+    gb = {"norm": n} if len(m) > 2 and m[2] else None
+    return gi, gw, gb
+
+
+@split_rule("native_batch_norm_backward",
+            doc="batch norm backward: input 4 per element with batch statistics (+1 +4 for the "
+                "reductions not done by the bias / weight gradients), 1 with running statistics; "
+                "weight 4; bias 1")
+def _bn_backward(args, kwargs, out):
+    x, w = args[1], args[2]
+    train = bool(args[7])
+    return _norm_split(x.numel(), _mask(args, kwargs, 9, 3), train, False, w is not None)
+
+
+@split_rule("native_layer_norm_backward",
+            doc="layer norm backward: input 4 per element (+1 +4 reductions not shared, +1 for dy*w); "
+                "weight 4; bias 1")
+def _ln_backward(args, kwargs, out):
+    x, w = args[1], args[5]
+    return _norm_split(x.numel(), _mask(args, kwargs, 7, 3), True, True, w is not None)
+
+
+@split_rule("native_group_norm_backward",
+            doc="group norm backward: input 4 per element (+1 +4 reductions not shared, +1 for dy*w); "
+                "weight 4; bias 1")
+def _gn_backward(args, kwargs, out):
+    x, w = args[1], args[4]
+    return _norm_split(x.numel(), _mask(args, kwargs, 9, 3), True, True, w is not None)
+
+
+@split_rule("_fused_rms_norm_backward",
+            doc="rms norm backward: input 4 per element (+4 for sum(dy * x_hat) when not shared, +1 "
+                "for dy*w); weight 4")
+def _rms_backward(args, kwargs, out):
+    x, w = args[1], args[4] if len(args) > 4 else None
+    m = _mask(args, kwargs, 6, 2)
+    n = x.numel()
+    gi = {"norm": (4 + (0 if m[1] else 4) + (1 if w is not None else 0)) * n} if m[0] else None
+    return gi, ({"norm": 4 * n} if len(m) > 1 and m[1] else None)
+
+
+for _op in ("threshold_backward", "hardtanh_backward", "leaky_relu_backward", "hardsigmoid_backward"):
+    _register(_op, "activation backward: 1 per element (select the gradient where the slope is nonzero)",
+              _per_output("activation", 1))
+for _op in ("gelu_backward", "silu_backward", "sigmoid_backward", "tanh_backward", "hardswish_backward",
+            "elu_backward", "softplus_backward", "mish_backward", "log_sigmoid_backward", "glu_backward",
+            "_prelu_kernel_backward", "rrelu_with_noise_backward"):
+    _register(_op, "activation backward: 2 per element (local derivative, multiply by the gradient)",
+              _per_output("activation", 2))
+
+_register("native_dropout_backward", "dropout backward: 2 per element (mask multiply, scale)",
+          _per_output("elementwise", 2))
+for _op in ("_softmax_backward_data", "_log_softmax_backward_data"):
+    _register(_op, "softmax backward: 4 per element (product or exp, row sum, subtract, multiply)",
+              _per_output("softmax", 4))
+
+
+@rule("max_pool1d_with_indices_backward", "max_pool2d_with_indices_backward", "max_pool3d_with_indices_backward",
+      "adaptive_max_pool1d_backward", "adaptive_max_pool2d_backward", "adaptive_max_pool3d_backward",
+      doc="max pool backward: 1 add per grad_output element (into the argmax position)")
+def _max_pool_backward(args, kwargs, out):
+    return {"pool": args[0].numel()}
+
+
+def _avg_pool_backward(dims: int) -> Formula:
+    def fn(args, kwargs, out):
+        return {"pool": args[0].numel() * _nominal_kernel(args[2], dims)}
+
+    return fn
+
+
+for _d in (1, 2, 3):
+    _register(f"avg_pool{_d}d_backward", "avg pool backward: K per grad_output element (spread over its window)",
+              _avg_pool_backward(_d))
+
+
+def _adaptive_backward(pooled: int) -> Formula:
+    def fn(args, kwargs, out):
+        g, x = args[0], args[1]
+        lead = _prod(x.shape[: x.dim() - pooled])
+        return {"pool": lead * _adaptive_windows(x.shape[x.dim() - pooled:], g.shape[g.dim() - pooled:])}
+
+    return fn
+
+
+for _d in (1, 2, 3):
+    _register(f"_adaptive_avg_pool{_d}d_backward",
+              "adaptive avg pool backward: its exact window per grad_output element", _adaptive_backward(_d))
+
+
+def _interp_backward(taps: int) -> Formula:
+    cost = 2 * taps - 1 if taps > 1 else 1
+
+    def fn(args, kwargs, out):
+        return {"interpolate": cost * args[0].numel()}
+
+    return fn
+
+
+for _op, _taps in (
+    ("upsample_nearest1d_backward", 1), ("upsample_nearest2d_backward", 1), ("upsample_nearest3d_backward", 1),
+    ("_upsample_nearest_exact1d_backward", 1), ("_upsample_nearest_exact2d_backward", 1),
+    ("_upsample_nearest_exact3d_backward", 1), ("upsample_linear1d_backward", 2),
+    ("upsample_bilinear2d_backward", 4), ("upsample_trilinear3d_backward", 8), ("upsample_bicubic2d_backward", 16),
+):
+    _register(_op, "interpolate backward: as the forward per grad_output element (nearest: 1 add)",
+              _interp_backward(_taps))
+
+
+@rule("embedding_dense_backward",
+      doc="embedding backward: 1 add per gradient element (scatter-add of each row into the table)")
+def _embedding_backward(args, kwargs, out):
+    return {"other": args[0].numel()}
+
+
 # ----- no arithmetic ----------------------------------------------------------------------------
 
 zero_cost(
@@ -378,6 +556,9 @@ zero_cost(
     "im2col", "col2im", "take", "masked_select", "nonzero", "repeat_interleave", "diag_embed",
     "_unsafe_index_put", "alias_copy", "view_copy", "permute_copy", "expand_copy", "transpose_copy",
     "clamp_tensor_copy",
+    # backward counterparts of views and copies: they place a gradient, no arithmetic
+    "slice_backward", "select_backward", "diagonal_backward", "unfold_backward", "as_strided_scatter",
+    "index_select_backward", "expand_backward",
 )
 zero_cost(
     "copy",  # fills write memory: bytes counted, no arithmetic

@@ -50,3 +50,32 @@ def count_table(model: str, input_shapes: Sequence[Sequence[int]], device: str, 
     if totals.get("unknown_ops"):
         foot += f"; {totals['unknown_ops']} op calls had no rule and were NOT counted (see --format json)"
     return "\n".join([head, table(headers, body, right), foot])
+
+
+def training_table(model: str, rows: Sequence[dict[str, Any]], totals: dict[str, int], seed: str) -> str:
+    """Per-module table of a training count: forward and backward MACs (inclusive), the backward
+    split into input-gradient, weight-gradient and other work."""
+    headers = ["module", "type", "fwd MACs", "bwd input", "bwd weight", "bwd other", "fwd+bwd MACs",
+               "fwd+bwd FLOPs", "unknown ops"]
+    right = [False, False, True, True, True, True, True, True, True]
+    body = []
+    for r in rows:
+        label = ("  " * r["depth"]) + (r["module"].rsplit(".", 1)[-1] if r["module"] else "(model)")
+        other = r["backward_macs_shared"] + r["backward_macs_accumulate"]
+        body.append([label, r["type"], numbers.si(r["forward_macs"]), numbers.si(r["backward_macs_input"]),
+                     numbers.si(r["backward_macs_weight"]), numbers.si(other) if other else "",
+                     numbers.si(r["training_macs"]), numbers.si(r["training_flops"]),
+                     str(r["backward_unknown_ops"]) if r["backward_unknown_ops"] else ""])
+    t = totals
+    foot = (
+        f"training (forward + backward): {numbers.exact(t['training_macs'])} MACs, "
+        f"{numbers.exact(t['training_flops'])} FLOPs; backward {numbers.exact(t['backward_macs'])} MACs = "
+        f"input gradients {numbers.exact(t['backward_macs_input'])} + weight gradients "
+        f"{numbers.exact(t['backward_macs_weight'])}"
+    )
+    other = t["backward_macs_shared"] + t["backward_macs_accumulate"]
+    if other:
+        foot += f" + other {numbers.exact(other)}"
+    if t.get("backward_unknown_ops"):
+        foot += f"; {t['backward_unknown_ops']} backward op calls had no rule and were NOT counted"
+    return "\n".join([f"{model}  training: {seed}", table(headers, body, right), foot])
