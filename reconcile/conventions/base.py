@@ -52,6 +52,7 @@ CAUSES: dict[str, tuple[str, str]] = {
     "params_frozen": ("coverage", "leaves out frozen parameters (requires_grad=False)"),
     "memory_model": ("convention", "estimates memory with its own model (bytes per element, x2 for gradients, MiB)"),
     "total_not_sum": ("convention", "prints a total that is not the sum of its rows (e.g. the last row's value)"),
+    "groups_ignored": ("convention", "counts a grouped convolution's weight gradient as if it were dense (x groups)"),
 }
 
 

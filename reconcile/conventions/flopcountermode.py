@@ -90,6 +90,10 @@ class Work:
 
     counted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     missed: dict[str, list[int]] = field(default_factory=dict)
+    # FLOPs FCM adds beyond 2 per MAC: a grouped convolution's weight gradient, per op key
+    grouped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    grouped_macs: int = 0  # the exact weight-gradient MACs of those convolutions
+    forward: int = 0  # of ``counted``: the forward's MACs (the rest is backward)
 
     def miss(self, op: str, macs: int, flops: int) -> None:
         m = self.missed.setdefault(op, [0, 0])
@@ -101,6 +105,16 @@ class Work:
             self.counted[k] += whole(v * share)
         for k, (m, f) in other.missed.items():
             self.miss(k, whole(m * share), whole(f * share))
+        for k, v in other.grouped.items():
+            self.grouped[k] += whole(v * share)
+        self.grouped_macs += whole(other.grouped_macs * share)
+        self.forward += whole(other.forward * share)
+
+    def flops(self, key: str | None = None) -> Number:
+        """FCM's FLOPs of this work (of one op key): 2 per counted MAC, plus the grouped error."""
+        if key is not None:
+            return 2 * self.counted.get(key, 0) + self.grouped.get(key, 0)
+        return 2 * sum(self.counted.values()) + sum(self.grouped.values())
 
     @property
     def macs(self) -> Number:
@@ -141,6 +155,68 @@ def forward_work(native: NativeCount, row: ModuleRow) -> Work:
             work.counted[COUNTED[op]] += macs
         elif macs:
             work.miss(op.replace("::", "."), macs, flops_of(dict(comps)))
+    work.forward = sum(work.counted.values())
+    return work
+
+
+def conv_weight_grad_flops(weight_grad_macs: int, groups: int) -> int:
+    """FCM's FLOPs for a convolution's weight gradient: ``conv_backward_flop`` counts it as
+    ``conv_flop_count(t(x), t(grad_out), t(grad_w))``, a convolution whose batch is x's channel
+    dim (all Cin), whose output channels are grad_out's (Cout) and whose input channels are the
+    batch, so ``2 * Cin * Cout * B * prod(kernel) * prod(out spatial)`` (transposed: the same with
+    the input's spatial size): the exact weight gradient is
+    ``B * prod(out spatial) * prod(kernel) * Cout * Cin/groups`` MACs, so FCM counts
+    ``2 * groups`` FLOPs per MAC of it. Its input gradient (a transposed conv with the real
+    weight) is exact: 2 per MAC."""
+    return 2 * groups * weight_grad_macs
+
+
+def backward_work(native: NativeCount, row: ModuleRow) -> Work:
+    """The backward ops charged to one native row (the module whose forward created their autograd
+    nodes) as FCM counts them on CPU."""
+    from reconcile.conventions.ptflops import sdpa_fused_on_cpu
+
+    work = Work()
+    if row.backward is None:
+        return work
+    groups = int(row.attrs.get("groups", 1) or 1)
+    fused_sdpa = [c for c in row.torch_calls if c.func == _SDPA and sdpa_fused_on_cpu(c)]
+    # a fused attention call's backward is one CPU kernel too (no formula): native's math path runs
+    # two bmm per forward bmm, each with the forward's MACs
+    sdpa_bwd = 2 * sum(c.components.get("macs", 0) for c in fused_sdpa)
+    for op, parts in row.backward.op_components.items():
+        macs = {part: comps.get("macs", 0) for part, comps in parts.items()}
+        total = sum(macs.values())
+        if op == "aten::convolution_backward":
+            work.counted["aten.convolution_backward"] += total
+            weight = macs.get("weight", 0)
+            if groups > 1 and weight:
+                work.grouped["aten.convolution_backward"] += conv_weight_grad_flops(weight, groups) - 2 * weight
+                work.grouped_macs += weight
+        elif op == "aten::bmm" and sdpa_bwd:
+            fused = min(sdpa_bwd, total)
+            work.counted["aten.bmm"] += total - fused
+            if fused:
+                comps: dict[str, int] = defaultdict(int)
+                for part in parts.values():
+                    for k, v in part.items():
+                        comps[k] += v
+                work.miss(_FUSED_SDPA + "_backward", fused, 2 * fused)
+        elif op in COUNTED:
+            work.counted[COUNTED[op]] += total
+        elif total:
+            comps = defaultdict(int)
+            for part in parts.values():
+                for k, v in part.items():
+                    comps[k] += v
+            work.miss(op.replace("::", "."), total, flops_of(dict(comps)))
+    return work
+
+
+def training_work(native: NativeCount, row: ModuleRow) -> Work:
+    work = forward_work(native, row)
+    work.add(backward_work(native, row))
+    work.forward = forward_work(native, row).forward
     return work
 
 
@@ -150,6 +226,11 @@ def _terms(work: Work, where: str) -> tuple[Term, ...]:
         if macs:
             terms.append(Term("mac_vs_flop", macs, f"FlopCounterMode counts 2 FLOPs per multiply-accumulate of {key}: "
                               f"2 x {exact(macs)} MACs = {exact(2 * macs)}{where}"))
+    for key, extra in sorted(work.grouped.items()):
+        if extra:
+            terms.append(Term("groups_ignored", extra, f"FlopCounterMode's {key} formula ignores groups: the weight "
+                              f"gradient of grouped convolutions ({exact(work.grouped_macs)} MACs) is counted as if "
+                              f"dense, {exact(extra)} FLOPs more than 2 per MAC{where}"))
     for op, (macs, flops) in sorted(work.missed.items()):
         terms.append(Term("unsupported_op", -macs, f"FlopCounterMode has no formula for {op}: its {exact(macs)} MACs "
                           f"({exact(flops)} FLOPs) count 0{where}", flops=-flops))
@@ -177,7 +258,10 @@ class FlopCounterModeConvention(Convention):
     )
 
     def predict(self, native: NativeCount) -> Prediction:
-        return self._predict(native, {r.name: forward_work(native, r) for r in native.rows})
+        """The forward as FCM counts it; with a training count (``native.training``), forward and
+        backward, as ``--training`` runs FCM around both."""
+        work = training_work if native.training is not None else forward_work
+        return self._predict(native, {r.name: work(native, r) for r in native.rows})
 
     def _predict(self, native: NativeCount, own: dict[str, Work]) -> Prediction:
         """Rows from each native row's own work (``own``): a module's row holds its own work and,
@@ -191,20 +275,30 @@ class FlopCounterModeConvention(Convention):
                     if above in tree.rows:
                         held[above].add(own[r.name], share)
         root = held[""]
-        if root.macs != native.totals["macs"]:  # every native MAC is counted or missed, exactly once
-            raise AssertionError(f"flopcountermode convention mapped {root.macs} of {native.totals['macs']} native MACs")
-        layers = [self._row(r, held[r.name]) for r in native.rows
+        training = native.training is not None
+        expected = native.training.totals["training_macs"] if training else native.totals["macs"]
+        if root.macs != expected:  # every native MAC is counted or missed, exactly once
+            raise AssertionError(f"flopcountermode convention mapped {root.macs} of {expected} native MACs")
+        layers = [self._row(r, held[r.name], training) for r in native.rows
                   # no formula op ran in it: FCM keeps no row, but the MACs it misses are named
                   if r.calls and (held[r.name].any or held[r.name].missed)]
-        headline = {"flops": 2 * sum(root.counted.values()), **{k: 2 * v for k, v in sorted(root.counted.items())}}
+        headline = dict(self._values(root, training))
         return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline=headline,
                           headline_reference=dict(headline))
 
     @staticmethod
-    def _row(row: ModuleRow, work: Work) -> LayerPrediction:
-        per_op = {k: 2 * v for k, v in sorted(work.counted.items())}
-        reference: dict = {"flops": work.macs, **per_op}
-        predicted = {"flops": sum(per_op.values()), **per_op}
+    def _values(work: Work, training: bool) -> dict[str, Number]:
+        values: dict[str, Number] = {"flops": work.flops()}
+        if training:
+            values["forward_flops"] = 2 * work.forward
+            values["backward_flops"] = work.flops() - 2 * work.forward
+        values.update({k: work.flops(k) for k in sorted(work.counted)})
+        return values
+
+    def _row(self, row: ModuleRow, work: Work, training: bool) -> LayerPrediction:
+        predicted = self._values(work, training)
+        # the per-op and forward / backward split values are predicted, not explained apart
+        reference: dict = {**predicted, "flops": work.macs}
         if row.name:
             reference[INCLUSIVE] = 1
         return LayerPrediction(row.name, row.type, row.calls, reference, predicted, {"flops": _terms(work, "")})
