@@ -260,3 +260,20 @@ def test_resnet18_training_and_the_tracker_holding_a_downsample_open():
 def test_resnet18_training_batch_two():
     run, _ = _train_explained(_torchvision_train("resnet18"), (torch.randn(2, 3, 224, 224),))
     assert run.headline["flops"] == 21_296_824_320 == 2 * 10_648_412_160
+
+
+def test_a_module_returning_its_input_stays_open_in_the_backward():
+    # Known gap, pinned: nn.Identity (and dropout with p=0) returns its input tensor itself, so FCM's
+    # tracker registers its "leave" hook (on the input) before its "enter" hook (on the output, the
+    # same tensor): in the backward it leaves first (FCM logs that it is confused), then enters and
+    # never leaves, holding every later backward op. Here that is the first Linear's weight
+    # gradient, 4 x 1 @ 1 x 4 = 16 MACs, 32 FLOPs (its input needs no gradient).
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Identity(), nn.Linear(4, 4)).train()
+    run, ex = _train_explained(model, (torch.randn(1, 4),))
+    # forward 2 x (4 x 4) x 2 linears = 64; backward: linear 2 input + weight 2 x 2 x 16, linear 0
+    # weight 2 x 16: 96
+    assert (run.headline["forward_flops"], run.headline["backward_flops"]) == (64, 96)
+    assert any("confused" in w for w in run.warnings)
+    bad = {le.module: dict(le.residual) for le in ex.layers if any(le.residual.values())}
+    assert bad == {"1": {"flops": 32, "forward_flops": 0, "backward_flops": 32, "aten.mm": 32}}

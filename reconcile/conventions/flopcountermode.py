@@ -180,10 +180,10 @@ def backward_work(native: NativeCount, row: ModuleRow) -> Work:
     if row.backward is None:
         return work
     groups = int(row.attrs.get("groups", 1) or 1)
-    fused_sdpa = [c for c in row.torch_calls if c.func == _SDPA and sdpa_fused_on_cpu(c)]
-    # a fused attention call's backward is one CPU kernel too (no formula): native's math path runs
-    # two bmm per forward bmm, each with the forward's MACs
-    sdpa_bwd = 2 * sum(c.components.get("macs", 0) for c in fused_sdpa)
+    # a fused attention call's backward is one CPU kernel too (no formula), where native's math
+    # path runs two bmm per forward bmm with its MACs; the row's other bmm are counted (as forward)
+    unfused = sum(c.components.get("macs", 0) for c in row.torch_calls if c.func == _SDPA and not sdpa_fused_on_cpu(c))
+    sdpa_bwd = _SDPA_MARK in row.ops
     for op, parts in row.backward.op_components.items():
         macs = {part: comps.get("macs", 0) for part, comps in parts.items()}
         total = sum(macs.values())
@@ -194,14 +194,10 @@ def backward_work(native: NativeCount, row: ModuleRow) -> Work:
                 work.grouped["aten.convolution_backward"] += conv_weight_grad_flops(weight, groups) - 2 * weight
                 work.grouped_macs += weight
         elif op == "aten::bmm" and sdpa_bwd:
-            fused = min(sdpa_bwd, total)
-            work.counted["aten.bmm"] += total - fused
-            if fused:
-                comps: dict[str, int] = defaultdict(int)
-                for part in parts.values():
-                    for k, v in part.items():
-                        comps[k] += v
-                work.miss(_FUSED_SDPA + "_backward", fused, 2 * fused)
+            counted = min(2 * unfused, total)
+            work.counted["aten.bmm"] += counted
+            if total - counted:
+                work.miss(_FUSED_SDPA + "_backward", total - counted, 2 * (total - counted))
         elif op in COUNTED:
             work.counted[COUNTED[op]] += total
         elif total:
