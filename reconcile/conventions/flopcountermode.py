@@ -22,10 +22,21 @@ gate allows (``conventions.ptflops.sdpa_fused_on_cpu``, shared with ptflops' ate
 sees the same ops); recurrent layers run on CPU as per-gate ``addmm`` / ``mm`` except LSTM (one
 fused ``mkldnn_rnn_layer``, no formula), as ptflops' aten backend records them.
 
-Known limits (each shows as a residual, nothing is hidden): a module's row is predicted from its
-``named_modules()`` subtree, so a module called from another module's forward than its parent's
-(a shared block, a child called by its grandparent) is charged by FCM to its actual callers and
-shows as a residual in their rows.
+Training (a native count with ``training``, FCM run around forward and backward): each module's
+backward ops (native charges them to the module whose forward created their autograd node) are
+counted the same way; ``convolution_backward`` is exact for its input gradient but counts a
+grouped convolution's weight gradient at ``2 * groups`` FLOPs per MAC (``conv_weight_grad_flops``,
+cause ``groups_ignored``); a fused CPU attention's backward is one kernel with no formula.
+
+A module reachable by two paths (a shared block) is held by the caller of each call (``callers``).
+
+Known limits (each shows as a residual, nothing is hidden): a child called from outside its
+parent's forward (by its grandparent) is charged by FCM to its callers but predicted under its
+``named_modules()`` parent. In training, FCM's module tracker holds a module "open" from when its
+outputs' gradients are complete to when its inputs' are: a module whose input was used earlier
+(a downsample beside its block's main branch) also holds that branch's backward, and a module that
+returns its input tensor itself (``nn.Identity``, dropout with p=0) never closes; the native record
+has no tensor-level data flow to predict either.
 """
 
 from __future__ import annotations
