@@ -79,11 +79,10 @@ def op_key(packet: Any) -> str:
 class FlopCounterModeAdapter(Adapter):
     name = "flopcountermode"
     distribution = "torch"
+    training = False  # FlopCounterModeTrainingAdapter: forward + backward
 
     def attempted(self) -> str:
         return "torch.utils.flop_counter.FlopCounterMode(display=False, depth=None) around deepcopy(model)(*inputs)"
-
-    training = False  # FlopCounterModeTrainingAdapter: forward + backward
 
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         import torch
@@ -108,8 +107,7 @@ class FlopCounterModeAdapter(Adapter):
             total = counter.get_total_flops()
         warnings = tuple([*cap.warnings, *cap.log, *(line for text in (cap.stdout, cap.stderr)
                                                      for line in text.splitlines() if line.strip())])
-        run = self._record(work, names, keys, calls, counts, total, warnings, forward)
-        return run
+        return self._record(work, names, keys, calls, counts, total, warnings, forward)
 
     def _record(self, work: Any, names: dict[int, str], keys: dict[str, Any], calls: dict[int, int],
                 counts: dict[str, dict[Any, int]], total: int, warnings: tuple[str, ...],

@@ -34,9 +34,11 @@ Known limits (each shows as a residual, nothing is hidden): a child called from 
 parent's forward (by its grandparent) is charged by FCM to its callers but predicted under its
 ``named_modules()`` parent. In training, FCM's module tracker holds a module "open" from when its
 outputs' gradients are complete to when its inputs' are: a module whose input was used earlier
-(a downsample beside its block's main branch) also holds that branch's backward, and a module that
-returns its input tensor itself (``nn.Identity``, dropout with p=0) never closes; the native record
-has no tensor-level data flow to predict either.
+(a downsample beside its block's main branch) also holds that branch's backward, a module that
+returns its input tensor itself (``nn.Identity``, dropout with p=0) never closes, and work inside a
+module that consumes its own output (BertModel's pooler reads the encoder output it returns) runs
+its backward before the module opens; the native record has no tensor-level data flow to predict
+these. Totals (Global, per op, forward and backward) are exact.
 """
 
 from __future__ import annotations
@@ -206,7 +208,8 @@ def backward_work(native: NativeCount, row: ModuleRow) -> Work:
                 work.grouped_macs += weight
         elif op == "aten::bmm" and sdpa_bwd:
             counted = min(2 * unfused, total)
-            work.counted["aten.bmm"] += counted
+            if counted:
+                work.counted["aten.bmm"] += counted
             if total - counted:
                 work.miss(_FUSED_SDPA + "_backward", total - counted, 2 * (total - counted))
         elif op in COUNTED:
@@ -275,9 +278,10 @@ class FlopCounterModeConvention(Convention):
         through the call stack, the work of every module call made inside its calls."""
         tree = common.Tree(native)
         held: dict[str, Work] = defaultdict(Work)
+        shared = callers(native, tree)
         for r in native.rows:
             held[r.name].add(own[r.name])
-            for path, share in callers(native, tree).get(r.name, ((r.name, 1),)):
+            for path, share in shared.get(r.name, ((r.name, 1),)):
                 for above in _above(path):
                     if above in tree.rows:
                         held[above].add(own[r.name], share)
