@@ -8,13 +8,12 @@ from fractions import Fraction
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from reconcile import conventions
 from reconcile.adapters.flopcountermode import FlopCounterModeAdapter, fcm_keys
 from tests.harness import assert_explained, explain, explain_in_process
-from tests.models_small import SMALL_MODELS, BiasedAttention, Fn
+from tests.models_small import SMALL_MODELS, BiasedAttention
 
 TOOL = "flopcountermode"
 
@@ -101,7 +100,6 @@ class _Shared(nn.Module):
 def test_fcm_names_reproduce_the_module_tracker_and_land_on_canonical_names():
     model = _Shared().eval()
     keys = fcm_keys(model)
-    tracker_names = {}
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False, depth=None) as counter:
