@@ -34,11 +34,11 @@ Known limits (each shows as a residual, nothing is hidden): a child called from 
 parent's forward (by its grandparent) is charged by FCM to its callers but predicted under its
 ``named_modules()`` parent. In training, FCM's module tracker holds a module "open" from when its
 outputs' gradients are complete to when its inputs' are: a module whose input was used earlier
-(a downsample beside its block's main branch) also holds that branch's backward, a module that
-returns its input tensor itself (``nn.Identity``, dropout with p=0) never closes, and work inside a
-module that consumes its own output (BertModel's pooler reads the encoder output it returns) runs
-its backward before the module opens; the native record has no tensor-level data flow to predict
-these. Totals (Global, per op, forward and backward) are exact.
+(a downsample beside its block's main branch) also holds that branch's backward, and work inside
+a module that consumes its own output (BertModel's pooler reads the encoder output it returns)
+runs its backward before the module opens; the native record has no tensor-level data flow to
+predict these. (A module that returns its input tensor itself, ``nn.Identity``, never closes: that
+is predicted, ``held_open``.) Totals (Global, per op, forward and backward) are exact.
 """
 
 from __future__ import annotations
@@ -285,8 +285,12 @@ class FlopCounterModeConvention(Convention):
                 for above in _above(path):
                     if above in tree.rows:
                         held[above].add(own[r.name], share)
-        root = held[""]
         training = native.training is not None
+        if training:
+            for r in native.rows:
+                if returns_its_input(r, tree):
+                    held[r.name] = held_open(native, tree, r)
+        root = held[""]
         expected = native.training.totals["training_macs"] if training else native.totals["macs"]
         if root.macs != expected:  # every native MAC is counted or missed, exactly once
             raise AssertionError(f"flopcountermode convention mapped {root.macs} of {expected} native MACs")
@@ -313,6 +317,32 @@ class FlopCounterModeConvention(Convention):
         if row.name:
             reference[INCLUSIVE] = 1
         return LayerPrediction(row.name, row.type, row.calls, reference, predicted, {"flops": _terms(work, "")})
+
+
+def returns_its_input(row: ModuleRow, tree: common.Tree) -> bool:
+    """A module whose forward hands back its input tensor itself (``nn.Identity``, dropout with
+    p=0 or in eval, a flatten with nothing to flatten): no op ran in it or below it, and every call
+    returned one tensor equal in shape and dtype to its one input."""
+    if not row.call_records or any(r.ops or r.zero_cost_ops or r.unknown_ops for r in tree.subtree(row.name)):
+        return False
+    return all(len(c.inputs) == 1 and c.outputs == c.inputs for c in row.call_records)
+
+
+def held_open(native: NativeCount, tree: common.Tree, row: ModuleRow) -> Work:
+    """What FCM's tracker charges to a module that returns its input: it registers the hook that
+    closes it (on the input) before the one that opens it (on the output, the same tensor), so in
+    the backward it closes, opens and stays open to the end, holding the backward of everything
+    the forward created before its last call. Modules called before it count whole; its
+    ancestors' own work (which may run before or after it) is left out."""
+    start = max(c.order for c in row.call_records)
+    ancestors = set(_above(row.name))
+    work = Work()
+    for r in native.rows:
+        if r.name == row.name or r.name in ancestors or not r.call_records:
+            continue
+        if all(c.order < start for c in r.call_records):
+            work.add(backward_work(native, r))
+    return work
 
 
 def _above(path: str) -> list[str]:
