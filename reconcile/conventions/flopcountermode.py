@@ -38,7 +38,9 @@ outputs' gradients are complete to when its inputs' are: a module whose input wa
 a module that consumes its own output (BertModel's pooler reads the encoder output it returns)
 runs its backward before the module opens; the native record has no tensor-level data flow to
 predict these. (A module that returns its input tensor itself, ``nn.Identity``, never closes: that
-is predicted, ``held_open``.) Totals (Global, per op, forward and backward) are exact.
+is predicted, ``held_open``, from its last call; one whose input was consumed earlier, a shortcut
+``Identity`` beside its block's branch, opens earlier than that and shows as a residual.) Totals
+(Global, per op, forward and backward) are exact.
 """
 
 from __future__ import annotations
