@@ -186,10 +186,41 @@ def bench_timm_vs_torchvision(repeat: int) -> None:
            f"{a:.1f} s vs {b:.1f} s = {a / b:.2f}x (target <= 1.50x)", a / b <= 1.5)
 
 
+_LLAMA_TRAINING = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import torch, transformers  # noqa: F401  the imports are not part of the target
+from reconcile import models
+from reconcile.counter import core  # noqa: F401
+spec = models.resolve(sys.argv[2])
+times, cpu = [], []
+for _ in range(int(sys.argv[3])):
+    t, c = time.perf_counter(), time.process_time()
+    model, args = models.prepare(models.build(spec, device="meta"), models.default_inputs(spec), "meta", "train")
+    result = core.count(model, args, name=spec.name, training=True)
+    times.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
+print(json.dumps({"best": min(times), "cpu": min(cpu), "training_flops": result.training.totals["training_flops"]}))
+"""
+LLAMA_7B = ("hf:LlamaForCausalLM:hidden_size=4096:intermediate_size=11008:num_hidden_layers=32:"
+            "num_attention_heads=32:num_key_value_heads=32:vocab_size=32000")
+
+
+def bench_llama_training(repeat: int) -> None:
+    """Llama-2-7B dimensions, 128 tokens, built and counted for training (forward + backward,
+    memory) on meta after import: issue 13's budget is 5 s."""
+    out = subprocess.run([sys.executable, "-c", _LLAMA_TRAINING, str(ROOT), LLAMA_7B, str(repeat)],
+                         capture_output=True, text=True, check=True)
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    report("Llama-2-7B (128 tokens) training count on meta after import",
+           f"best {m['best']:.2f} s wall, {m['cpu']:.2f} s CPU (target < 5 s)", m["best"] < 5.0)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions per measurement (best is kept)")
-    parser.add_argument("--only", choices=("counter", "roofline", "tools", "zoo"), help="run one group of measurements")
+    parser.add_argument("--only", choices=("counter", "roofline", "tools", "zoo", "training"),
+                        help="run one group of measurements")
     ns = parser.parse_args()
     if ns.only in (None, "counter"):
         bench_vgg_meta()
@@ -197,6 +228,8 @@ def main() -> int:
         bench_native_vs_flopcounter(ns.repeat)
     if ns.only == "roofline":
         bench_roofline(ns.repeat)
+    if ns.only in (None, "training"):
+        bench_llama_training(max(1, ns.repeat // 2))
     if ns.only in (None, "tools"):
         bench_against_plain_script(max(1, ns.repeat // 2))
         bench_timm_vs_torchvision(max(1, ns.repeat // 2))

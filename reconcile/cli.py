@@ -186,6 +186,9 @@ def cmd_count(ns: argparse.Namespace) -> int:
             }
             if result.training is not None:
                 obj["training"] = {k: v for k, v in plain["training"].items() if k != "seeded"}
+                if obj["training"].get("memory"):  # storage-level detail stays in the Python record
+                    obj["training"]["memory"] = {k: v for k, v in obj["training"]["memory"].items()
+                                                 if k not in ("outputs", "saved_storages")}
                 for m, r in zip(obj["modules"], (r for r in plain["rows"] if r["depth"] <= depth)):
                     m["backward"] = r["backward"]
             print(json.dumps(obj, sort_keys=False))

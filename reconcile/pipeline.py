@@ -243,8 +243,14 @@ def reconcile_model(mr: ModelRuns, hardware: str | None = None) -> ModelReport:
         from reconcile.roofline import roofline as _roofline
 
         roofline = _roofline(mr.native, hardware)
+    training = None
+    if mr.native.training is not None:
+        from reconcile.explain.training import summarize
+
+        training = summarize(mr.native)
     return ModelReport(mr.name, mr.input.shape, mr.input.dtype, versions, dict(mr.native.totals),
                        dict(mr.native.components), tuple(explanations), published, roofline=roofline,
+                       training=training,
                        **context)
 
 

@@ -114,6 +114,14 @@ class BackwardRow:
     zero_cost_ops: Mapping[str, int]  # aten op -> calls, known to do no arithmetic
     unknown_ops: Mapping[str, int]  # aten op -> calls, no rule: NOT counted
     nodes: Mapping[str, int]  # autograd node type -> nodes executed, e.g. {"ConvolutionBackward0": 1}
+    # of the backward MACs, per part: those of nodes whose forward op read a parameter (or a tensor
+    # computed from parameters alone); the rest differentiate activation x activation products
+    # (attention's QK^T and AV)
+    param_macs: Mapping[str, int] = field(default_factory=dict)
+    # of the forward MACs of this module: ops run under no_grad, and (of the others) ops with a
+    # parameter operand; the rest are activation x activation products
+    forward_param_macs: int = 0
+    forward_no_grad_macs: int = 0
 
     def part(self, part: str) -> dict[str, int]:
         """Components of one ``GRAD_PARTS`` part, summed over ops."""
@@ -138,6 +146,56 @@ class BackwardRow:
         return self.components.get("macs", 0)
 
 
+# optimizer -> (state tensors kept per trainable parameter, at the parameter's dtype; what they are)
+OPTIMIZER_STATE: dict[str, tuple[int, str]] = {
+    "sgd": (0, "no state"),
+    "sgd-momentum": (1, "one momentum buffer"),
+    "adam": (2, "exp_avg and exp_avg_sq"),
+    "adamw": (2, "exp_avg and exp_avg_sq"),
+}
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """Bytes of one training step (forward, backward of the seeded sum, optimizer step), exact on
+    meta for what the step allocates through the dispatcher (``counter/memory.py``).
+
+    Resident before the step: ``params``, ``buffers``, ``inputs``, and the optimizer's state
+    (``optimizer_state``: a factor of ``trainable``, ``OPTIMIZER_STATE``); gradients do not exist
+    yet (``zero_grad(set_to_none=True)``, torch's default). During the step, ``forward_peak`` /
+    ``backward_peak`` are the most bytes live at any op on top of the resident ones: saved
+    activations, the op's own outputs and the gradients made so far. ``saved`` is what autograd
+    kept for the backward (each storage once, parameters and inputs left out), per module in
+    ``saved_by_module``. ``after_backward``: live when the backward ends (the parameter gradients,
+    ``trainable`` bytes when every parameter is reached, and the outputs)."""
+
+    params: int
+    trainable: int  # bytes of parameters that require grad: the gradients' size
+    buffers: int
+    inputs: int
+    saved: int
+    saved_by_module: Mapping[str, int]
+    forward_peak: int
+    backward_peak: int
+    after_backward: int
+    peak_at: str  # where the step peaked: "backward: layer1.0.conv1 aten::convolution_backward"
+    # every tensor output of every module call, in call order: (module, storage id, storage bytes,
+    # elements, bytes per element); storage ids are numbered per count, shared by views and
+    # in-place results of one storage. What summary tools that add up module outputs see.
+    outputs: tuple[tuple[str, int, int, int, int], ...] = ()
+    saved_storages: tuple[int, ...] = ()  # storage ids autograd saved, sorted (``saved`` bytes in all)
+
+    def optimizer_state(self, optimizer: str) -> int:
+        return OPTIMIZER_STATE[optimizer][0] * self.trainable
+
+    def resident(self, optimizer: str) -> int:
+        return self.params + self.buffers + self.inputs + self.optimizer_state(optimizer)
+
+    def peak(self, optimizer: str) -> int:
+        """Peak of the simple schedule: resident bytes plus the most live during the step."""
+        return self.resident(optimizer) + max(self.forward_peak, self.backward_peak, self.after_backward)
+
+
 @dataclass(frozen=True)
 class TrainingInfo:
     """How the backward of a training count was run, and its totals.
@@ -155,6 +213,7 @@ class TrainingInfo:
     # autograd nodes that no forward op was seen creating, by type: charged to the module of the
     # nearest earlier node (autograd numbers nodes in creation order), or to the root
     unmapped_nodes: Mapping[str, int] = field(default_factory=dict)
+    memory: TrainingMemory | None = None
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ def tensors_of(*objs: Any) -> list[torch.Tensor]:
 
 
 class _BwdAcc:
-    __slots__ = ("ops", "op_components", "zero_ops", "unknown_ops", "nodes")
+    __slots__ = ("ops", "op_components", "zero_ops", "unknown_ops", "nodes", "param_macs", "forward_param_macs",
+                 "forward_no_grad_macs")
 
     def __init__(self) -> None:
         self.ops: Counter = Counter()
@@ -57,6 +58,9 @@ class _BwdAcc:
         self.zero_ops: Counter = Counter()
         self.unknown_ops: Counter = Counter()
         self.nodes: Counter = Counter()
+        self.param_macs: Counter = Counter()
+        self.forward_param_macs = 0
+        self.forward_no_grad_macs = 0
 
     def freeze(self) -> BackwardRow:
         return BackwardRow(
@@ -65,6 +69,9 @@ class _BwdAcc:
             zero_cost_ops=dict(self.zero_ops),
             unknown_ops=dict(self.unknown_ops),
             nodes=dict(self.nodes),
+            param_macs={k: v for k, v in self.param_macs.items() if v},
+            forward_param_macs=self.forward_param_macs,
+            forward_no_grad_macs=self.forward_no_grad_macs,
         )
 
 
@@ -79,11 +86,12 @@ class _Op:
 
 
 class _NodeRun:
-    __slots__ = ("node", "module", "ops", "done")
+    __slots__ = ("node", "module", "ops", "done", "reads_param")
 
-    def __init__(self, node: Any, module: str) -> None:
+    def __init__(self, node: Any, module: str, reads_param: bool) -> None:
         self.node = node
         self.module = module
+        self.reads_param = reads_param
         self.ops: list[_Op] = []
         self.done = False
 
@@ -96,17 +104,19 @@ class NodeMap:
         # nodes of ops that read parameters only (``t()`` of a weight, a dtype cast of it): an
         # edge into one of them carries a weight gradient
         self.param_nodes: set[Any] = set()
-        self._pending: tuple[Any, str, bool] | None = None
+        # nodes of ops with at least one operand from parameters (a weight's matmul, not attention's)
+        self.reads_param: set[Any] = set()
+        self._pending: tuple[Any, str, bool, bool] | None = None
 
-    def produced(self, out: Any, module: str, from_params: bool) -> None:
+    def produced(self, out: Any, module: str, from_params: bool, reads_param: bool) -> None:
         """Called after each forward op: its node is attached once autograd returns."""
-        self._pending = (out, module, from_params)
+        self._pending = (out, module, from_params, reads_param)
 
     def resolve(self) -> None:
         """Called before each forward op and at the end of the forward."""
         if self._pending is None:
             return
-        out, module, from_params = self._pending
+        out, module, from_params, reads_param = self._pending
         self._pending = None
         for t in tensors_of(out):
             if not t.requires_grad:
@@ -116,6 +126,8 @@ class NodeMap:
                 self.module_of[fn] = module
                 if from_params:
                     self.param_nodes.add(fn)
+                if reads_param:
+                    self.reads_param.add(fn)
             if t._is_view():  # an in-place write into a view re-roots its base on a CopySlices node
                 base_fn = t._base.grad_fn
                 if base_fn is not None and base_fn not in self.module_of:
@@ -180,10 +192,13 @@ class Backward:
             self.active = False
             for h in handles:
                 h.remove()
-            self._finish(self._run)
+            self._finish()
             self._run = None
 
     # ----- during the backward -----
+
+    def current_module(self) -> str:
+        return self._run.module if self._run is not None else ""
 
     def _module(self, node: Any) -> str:
         m = self.nodes.module_of.get(node)
@@ -191,9 +206,9 @@ class Backward:
             return m
         if node is None:
             return ""
-        self.unmapped[type(node).__name__] += 1
-        if type(node).__name__ == "AccumulateGrad":
+        if type(node).__name__ == "AccumulateGrad":  # by design: the parameter's owner
             return self.param_owner.get(id(node.variable), "")
+        self.unmapped[type(node).__name__] += 1
         i = bisect.bisect_right(self._seq, (node._sequence_nr(), "\uffff")) - 1
         return self._seq[i][1] if i >= 0 else ""
 
@@ -203,7 +218,7 @@ class Backward:
         if run is None or run.node is not node:
             run = self._runs.get(node)
             if run is None:
-                run = _NodeRun(node, self._module(node))
+                run = _NodeRun(node, self._module(node), node in self.nodes.reads_param)
                 self._runs[node] = run
                 self.accs[run.module].nodes[type(node).__name__ if node is not None else "<engine>"] += 1
             self._run = run
@@ -228,7 +243,7 @@ class Backward:
         if run.done or node is None or not self._edges.get(node):
             # after the node's outputs are final (engine accumulation), or a node with no outputs
             part = ACCUMULATE if run.done else self._leaf_part(node)
-            self._charge(acc, name, part, comps, split)
+            self._charge(acc, name, part, comps, split, run.reads_param)
             return
         ins = tensors_of(args, kwargs)
         # positional for split rules: an output left out by output_mask is None
@@ -266,19 +281,20 @@ class Backward:
             if op.split is not None:
                 for comps, got in zip(op.split, outs + [set()] * (len(op.split) - len(outs))):
                     if comps is not None:
-                        self._charge(acc, op.name, _part(got), comps, None)
+                        self._charge(acc, op.name, _part(got), comps, None, run.reads_param)
             elif op.comps is not None:
-                self._charge(acc, op.name, _part(union), op.comps, None)
+                self._charge(acc, op.name, _part(union), op.comps, None, run.reads_param)
         run.ops.clear()
 
-    def _finish(self, run: _NodeRun | None) -> None:
+    def _finish(self) -> None:
         """Ops of nodes whose hook never fired (none expected) are filed as shared."""
         for r in self._runs.values():
             if r.ops:
                 self._label(r, {})
 
     @staticmethod
-    def _charge(acc: _BwdAcc, name: str, part: str, comps: dict | None, split: tuple | None) -> None:
+    def _charge(acc: _BwdAcc, name: str, part: str, comps: dict | None, split: tuple | None,
+                reads_param: bool) -> None:
         if split is not None:
             comps = {}
             for c in split:
@@ -290,6 +306,8 @@ class Backward:
         for k, v in comps.items():
             if v:
                 pc[k] += v
+        if reads_param and comps.get("macs"):
+            acc.param_macs[part] += comps["macs"]
 
 
 def _part(labels: set[str]) -> str:

@@ -22,15 +22,16 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from reconcile.counter import backward as bwd
 from reconcile.counter import calls as pycalls
-from reconcile.counter import formulas, liveness, modules
+from reconcile.counter import formulas, liveness, memory, modules
 from reconcile.counter.shadow import ShadowMode, value_of
 from reconcile.counter.tracker import CallFrame, ModuleStack, tensor_bytes, tensor_metas
 from reconcile.errors import ReconcileError
 from reconcile.records import (GRAD_PARTS, CallRecord, ModuleRow, NativeCount, ParamInfo, TensorMeta, TorchCall,
-                               TrainingInfo)
+                               TrainingInfo, TrainingMemory)
 
 MODES = ("eval", "train", "as-is")
 
@@ -176,27 +177,44 @@ class _TrainingMode(_CountingMode):
     """The counting mode of a training count: the forward as ``_CountingMode`` (grad enabled), plus
     which module created each autograd node; during the backward every op goes to ``Backward``."""
 
-    def __init__(self, *args: Any, nodes: bwd.NodeMap, backward: bwd.Backward, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, nodes: bwd.NodeMap, backward: bwd.Backward, trace: memory.MemoryTrace,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.nodes = nodes
         self.backward = backward
-        # id -> tensor: parameters and every tensor computed from parameters alone (kept alive)
-        self.from_params: dict[int, Any] = dict(self.param_ids)
+        self.trace = trace
+        # parameters and every tensor computed from parameters alone; weak, so that holding them
+        # does not change the step's memory
+        self.from_params = WeakTensorKeyDictionary()
+        for t in self.param_ids.values():
+            self.from_params[t] = True
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         if self.backward.active:
             out = func(*args, **kwargs)
             self.backward.op(func, args, kwargs, out)
+            self.trace.allocated(out, func._schema.name)
             return out
         self.nodes.resolve()
+        frame = self.stack.top
+        before = frame.components.get("macs", 0)
         out = super().__torch_dispatch__(func, types, args, kwargs)
+        self.trace.allocated(out, func._schema.name)
         ins = bwd.tensors_of(args, kwargs)
-        from_params = bool(ins) and all(id(a) in self.from_params for a in ins)
+        reads = [a in self.from_params for a in ins]
+        from_params = bool(reads) and all(reads)
         if from_params:
             for t in bwd.tensors_of(out):
-                self.from_params[id(t)] = t
-        self.nodes.produced(out, self.stack.top.module, from_params)
+                self.from_params[t] = True
+        macs = frame.components.get("macs", 0) - before
+        if macs:
+            acc = self.backward.accs[frame.module]
+            if not torch.is_grad_enabled():
+                acc.forward_no_grad_macs += macs
+            elif any(reads):
+                acc.forward_param_macs += macs
+        self.nodes.produced(out, frame.module, from_params, any(reads))
         return out
 
 
@@ -386,6 +404,8 @@ def count(
 
         def on_exit(frame: CallFrame, mod: nn.Module, output: Any) -> None:
             live.produced((frame.module, frame.index), output)
+            if training:
+                trace.module_output(frame.module, output)
             outs = tensor_metas(output)
             acc = accs[frame.module]
             n_out = sum(t.numel for t in outs)
@@ -422,10 +442,16 @@ def count(
         stack = ModuleStack(model, on_exit, modules.module_rule)
         bias_ids = frozenset(id(p) for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].endswith("bias"))
         params = list(model.parameters())
+        saving: Any = contextlib.nullcontext()
         if training:
             nodes = bwd.NodeMap()
             backward = bwd.Backward(nodes, {id(p): _owner(n) for n, p in model.named_parameters()})
-            counting: _CountingMode = _TrainingMode(stack, accs, bias_ids, live, params, nodes=nodes, backward=backward)
+            trace = memory.MemoryTrace(
+                [*params, *model.buffers(), *(t for t in inputs if isinstance(t, torch.Tensor))],
+                lambda: backward.current_module() if backward.active else stack.top.module)
+            saving = torch.autograd.graph.saved_tensors_hooks(trace.pack, trace.unpack)
+            counting: _CountingMode = _TrainingMode(stack, accs, bias_ids, live, params, nodes=nodes,
+                                                    backward=backward, trace=trace)
         else:
             backward = None
             counting = _CountingMode(stack, accs, bias_ids, live, params)
@@ -440,7 +466,7 @@ def count(
             call_mode = pycalls.CallMode(lambda: stack.top, skip)
             values = ShadowMode(inputs) if shadowed else contextlib.nullcontext()
             grad = torch.enable_grad() if training else torch.no_grad()
-            with (_reference_paths(), grad, values, stack, counting, call_mode):
+            with (_reference_paths(), grad, values, stack, counting, call_mode, saving):
                 try:
                     result = model(*inputs)
                     if training:
@@ -461,9 +487,10 @@ def count(
                         "(check the input shape and dtype with --input-shape / --input-dtype)"
                     ) from exc
             seeded: list[torch.Tensor] = []
+            mem = None
             if backward is not None:
                 seeded = _grad_outputs(result)
-                _run_backward(name, backward, counting, seeded, params)
+                mem = _run_backward(name, backward, counting, seeded, params, model, inputs)
             _fill_mask_grads(model, inputs, call_mode.calls, call_mode.order, shadowed)
             used = live.used(result, {("", 0)})
             for module_name, recs in call_records.items():
@@ -482,12 +509,12 @@ def count(
     accs[""].components.update(stack.root.components)
     native = _freeze(model, name, inputs, accs, call_records, stack.calls, call_mode.calls, call_mode.watched)
     if backward is not None:
-        native = _with_backward(native, backward, seeded)
+        native = _with_backward(native, backward, seeded, mem)
     return native
 
 
-def _run_backward(name: str, backward: bwd.Backward, counting: _CountingMode, seeded: list[torch.Tensor],
-                  params: list[torch.Tensor]) -> None:
+def _run_backward(name: str, backward: bwd.Backward, counting: _TrainingMode, seeded: list[torch.Tensor],
+                  params: list[torch.Tensor], model: nn.Module, inputs: tuple[Any, ...]) -> TrainingMemory:
     if not seeded:
         raise ReconcileError(
             f"the forward of {name} returned no floating-point tensor that requires grad: nothing to "
@@ -495,9 +522,14 @@ def _run_backward(name: str, backward: bwd.Backward, counting: _CountingMode, se
         )
     grads = [p.grad for p in params]
     seeds = [torch.ones_like(t) for t in seeded]  # outside the counting mode: the loss is free
+    trace = counting.trace
+    trace.phase = "backward"
+    trace.allocated(seeds, "ones_like (seed)")
     try:
         with _reference_paths(), torch.enable_grad(), counting:
             backward.run(seeded, seeds)
+        del seeds
+        return memory.summary(trace, model, inputs, trace.live)
     except ReconcileError:
         raise
     except Exception as exc:
@@ -506,9 +538,11 @@ def _run_backward(name: str, backward: bwd.Backward, counting: _CountingMode, se
     finally:
         for p, g in zip(params, grads):  # the user's gradients as they were
             p.grad = g
+        trace.close()
 
 
-def _with_backward(native: NativeCount, backward: bwd.Backward, seeded: list[torch.Tensor]) -> NativeCount:
+def _with_backward(native: NativeCount, backward: bwd.Backward, seeded: list[torch.Tensor],
+                   mem: TrainingMemory | None) -> NativeCount:
     rows = []
     parts: dict[str, Counter] = {p: Counter() for p in GRAD_PARTS}
     for r in native.rows:
@@ -528,7 +562,7 @@ def _with_backward(native: NativeCount, backward: bwd.Backward, seeded: list[tor
     totals["training_macs"] = totals["forward_macs"] + totals["backward_macs"]
     totals["training_flops"] = totals["forward_flops"] + totals["backward_flops"]
     info = TrainingInfo(seed=SEED, seeded=tensor_metas(seeded), parts=parts_plain, totals=totals,
-                        unmapped_nodes=dict(backward.unmapped))
+                        unmapped_nodes=dict(backward.unmapped), memory=mem)
     return dataclasses.replace(native, rows=tuple(rows), training=info)
 
 

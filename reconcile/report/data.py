@@ -92,9 +92,19 @@ def model_json(r: ModelReport, index: dict | None = None) -> str:
                                             "ridge": p.platform.ridge, "total_time_s": p.total_time_s,
                                             "naive_time_s": p.naive_time_s}
                            for p in r.roofline.platforms}
+    if r.training is not None:
+        obj["training"] = training_plain(r.training)
     if index is not None:
         obj["index"] = index  # this model's row of index.md
     return json.dumps(obj, indent=1, sort_keys=False) + "\n"
+
+
+def training_plain(t: Any) -> dict:
+    """A ``TrainingSummary`` as JSON-ready data (storage-level memory detail left out)."""
+    d = to_plain(t)
+    if d.get("memory"):
+        d["memory"] = {k: v for k, v in d["memory"].items() if k not in ("outputs", "saved_storages")}
+    return d
 
 
 CSV_FIELDS = ("model", "tool", "module", "type", "calls", "call", "metric", "raw", "predicted", "reference",

@@ -354,6 +354,69 @@ def roofline_section(r: ModelReport) -> list[str]:
     return text.splitlines() + [""]
 
 
+def training_section(r: ModelReport) -> list[str]:
+    """Forward + backward, the rules of thumb explained, and one step's memory (``--training``)."""
+    t = r.training
+    if t is None:
+        return []
+    parts = t.parts
+    other = parts.get("shared", 0) + parts.get("accumulate", 0)
+    out = ["## Training: forward + backward, exact", "",
+           f"Counted with `--training` on the native counter: {t.seed}. Each backward op is charged to "
+           "the module whose forward created the autograd node it belongs to.", ""]
+    rows = [["forward", _n(t.forward_macs), _n(t.forward_flops)],
+            ["backward: input gradients", _n(parts.get("input", 0)), ""],
+            ["backward: weight gradients", _n(parts.get("weight", 0)), ""]]
+    if other:
+        rows.append(["backward: other (shared, accumulation)", _n(other), ""])
+    rows += [["backward", _n(t.backward_macs), _n(t.backward_flops)],
+             ["**forward + backward**", f"**{_n(t.forward_macs + t.backward_macs)}**", f"**{_n(t.training_flops)}**"]]
+    out += _table(["", "MACs", "FLOPs"], rows, "lrr") + [""]
+    mrows = []
+    for m in t.modules:
+        name = m["module"] or "(model)"
+        mrows.append([("&nbsp;&nbsp;" * int(m["depth"])) + f"`{name}`", str(m["type"]), numbers.si(m["forward_macs"]),
+                      numbers.si(m["backward_macs_input"]), numbers.si(m["backward_macs_weight"]),
+                      numbers.si(m["training_macs"]), numbers.si(m["training_flops"])])
+    out += ["Per module (inclusive, down to depth 1; `reconcile count --training` shows every module):", ""]
+    out += _table(["module", "type", "forward MACs", "backward input", "backward weight", "fwd + bwd MACs",
+                   "fwd + bwd FLOPs"], mrows, "llrrrrr") + [""]
+    out += ["### Rules of thumb against the exact count", ""]
+    for rule in t.rules:
+        gap = rule.predicted - rule.exact
+        out += [f"**{rule.name}**: {rule.formula} = {_n(rule.predicted)} FLOPs; exact {_n(rule.exact)}: the "
+                f"rule is off by {_signed(gap)} ({numbers.percent(gap, rule.exact, 2)}), split into:", ""]
+        out += _table(["cause", "FLOPs the rule counts more (+) or less (−)", "why"],
+                      [[g.cause, _signed(g.amount), g.text] for g in rule.gaps] + [["**sum**", f"**{_signed(gap)}**", ""]],
+                      "lrl") + [""]
+    mem = t.memory
+    if mem is not None:
+        from reconcile.records import OPTIMIZER_STATE
+
+        out += ["### Memory of one training step (exact on meta)", "",
+                "Resident before the step: parameters, buffers, the input and the optimizer state "
+                "(gradients are set to None by `zero_grad()`); the step adds what is live at its "
+                f"busiest op ({mem.peak_at}): saved activations, gradients made so far and the op's "
+                "own outputs.", ""]
+        rows = [["parameters", _n(mem.params), numbers.mib(mem.params)],
+                ["buffers", _n(mem.buffers), numbers.mib(mem.buffers)],
+                ["input", _n(mem.inputs), numbers.mib(mem.inputs)],
+                ["gradients (trainable parameters)", _n(mem.trainable), numbers.mib(mem.trainable)],
+                ["activations saved for backward", _n(mem.saved), numbers.mib(mem.saved)],
+                ["most live at one op of the step (saved activations, gradients, outputs)", _n(max(mem.forward_peak, mem.backward_peak, mem.after_backward)),
+                 numbers.mib(max(mem.forward_peak, mem.backward_peak, mem.after_backward))]]
+        for name, (factor, what) in OPTIMIZER_STATE.items():
+            rows.append([f"peak with {name} (state {factor} x parameters: {what})", _n(t.peaks[name]),
+                         numbers.mib(t.peaks[name])])
+        out += _table(["", "bytes", ""], rows, "lrr") + [""]
+        for p in t.pass_sizes:
+            out += [f"**{p.tool}'s forward/backward pass size** ({p.rule}) = {_n(p.bytes)} bytes "
+                    f"({numbers.mib(p.bytes)}) = saved activations {_n(p.saved)} plus:", ""]
+            out += _table(["term", "bytes", "why"], [[g.cause, _signed(g.amount), g.text] for g in p.terms], "lrl")
+            out += [""]
+    return out
+
+
 def notes_section(r: ModelReport) -> list[str]:
     out = ["## How each tool was run", ""]
     for t in r.tools:
@@ -423,6 +486,7 @@ def model_markdown(r: ModelReport, picture: str = "") -> str:
     lines += other_metrics_section(r)
     lines += failures_section(r)
     lines += roofline_section(r)
+    lines += training_section(r)
     lines += notes_section(r)
     lines += [regenerate_line(r)]
     return "\n".join(lines).rstrip() + "\n"

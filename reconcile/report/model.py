@@ -26,3 +26,4 @@ class ModelReport:
     native_device: str = ""  # where native counted ("meta", or "cpu")
     native_notes: tuple[str, ...] = ()  # why native counted where it did, when not on meta
     roofline: Any = None  # reconcile.roofline.Roofline of the native count, when asked for
+    training: Any = None  # reconcile.explain.training.TrainingSummary, with --training
