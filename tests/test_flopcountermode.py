@@ -163,12 +163,18 @@ def test_model_and_process_unchanged(training):
 
 
 def _train_explained(model, inputs):
+    run, ex, _ = _train(model, inputs)
+    return run, ex
+
+
+def _train(model, inputs):
     from reconcile.adapters.flopcountermode import FlopCounterModeTrainingAdapter
     from reconcile.counter import count
 
     run = FlopCounterModeTrainingAdapter().run(model, tuple(inputs))
     assert run.status == "ok", run.error_message
-    return run, explain(TOOL, run, count(model, tuple(inputs), training=True))
+    native = count(model, tuple(inputs), training=True)
+    return run, explain(TOOL, run, native), native
 
 
 def test_grouped_conv_weight_gradient_formula():
@@ -234,10 +240,12 @@ def test_mobilenet_v3_small_training_explained_per_layer():
 
 
 def test_resnet18_training_and_the_tracker_holding_a_downsample_open():
-    run, ex = _train_explained(_torchvision_train("resnet18"), (torch.randn(1, 3, 224, 224),))
+    run, ex, native = _train(_torchvision_train("resnet18"), (torch.randn(1, 3, 224, 224),))
     # 2 x 5,324,206,080 native training MACs (FCM is exact on dense convs and linears)
     assert run.headline["flops"] == 10_648_412_160 == 2 * 5_324_206_080
     assert dict(ex.causes) == {"mac_vs_flop": 5_324_206_080}
+    # as MACs and FLOPs: the training count's, since FCM saw every MAC (forward and backward)
+    assert dict(ex.normalized) == {"macs": 5_324_206_080, "flops": native.training.totals["training_flops"]}
     rows = {le.module: le for le in ex.layers}
     # conv1's input (the image) needs no gradient: its backward is the weight gradient alone,
     # 112 x 112 x 64 x 3 x 49 = 118,013,952 MACs, as its forward

@@ -145,6 +145,11 @@ class Convention:
     def predict(self, native: NativeCount) -> Prediction:
         raise NotImplementedError
 
+    def flops_reference(self, native: NativeCount) -> int:
+        """Native FLOPs of the work the prediction covers: the forward (a tool that counts the
+        backward too, run with ``--training``, says so)."""
+        return native.totals["flops"]
+
     def cannot_run(self, native: NativeCount) -> str | None:
         """Why the tool cannot run on the counted model at all, from the native count alone (None:
         nothing known stops it). Only reasons checked against the tool's real failures belong

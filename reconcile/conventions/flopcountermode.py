@@ -275,6 +275,11 @@ class FlopCounterModeConvention(Convention):
         work = training_work if native.training is not None else forward_work
         return self._predict(native, {r.name: work(native, r) for r in native.rows})
 
+    def flops_reference(self, native: NativeCount) -> int:
+        if native.training is not None:
+            return native.training.totals["training_flops"]
+        return native.totals["flops"]
+
     def _predict(self, native: NativeCount, own: dict[str, Work]) -> Prediction:
         """Rows from each native row's own work (``own``): a module's row holds its own work and,
         through the call stack, the work of every module call made inside its calls."""
