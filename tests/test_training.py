@@ -401,3 +401,24 @@ def test_cli_report_training_section(tmp_path, capsys):
     # as test_resnet18_training_macs: 1,814,073,344 + 3,510,132,736
     assert t["forward_macs"] + t["backward_macs"] == 5_324_206_080
     assert "outputs" not in t["memory"] and t["memory"]["saved"] > 0
+
+
+def test_in_place_write_into_a_view_is_followed():
+    class Half(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            y = self.lin(x)
+            y[:, :2] *= 2  # CopySlices: the gradient of the slice is doubled, written into the result
+            return y
+
+    r = count(_meta(Half()), (_x(3, 4),), training=True)
+    root = r.row("").backward
+    # the doubling of the slice's gradient, 3 * 2 = 6 multiplies, flows on towards lin's output:
+    # input-gradient work, found through the copy into a view of the result
+    assert root.op_components["aten::mul"] == {"input": {"elementwise": 6}}
+    assert root.nodes["CopySlices"] >= 1 and r.training.unmapped_nodes == {}
+    # lin: dW = 3 * 4 * 4 = 48 MACs, db sums 12 elements; its input needs no gradient
+    assert _bwd(r, "lin") == {"aten::mm": {"weight": {"macs": 48}}, "aten::sum": {"weight": {"reduction": 12}}}

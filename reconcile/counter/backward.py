@@ -12,7 +12,8 @@ Guarantees:
   parameter goes to the module owning the parameter.
 - Each op's components are filed under one ``records.GRAD_PARTS`` part by data flow inside its
   node: the node's gradient outputs are labelled "weight" when the edge leads only to parameters,
-  else "input", and labels flow back from results to the ops that made them; ops with one output
+  else "input", and labels flow back from results (per storage, so through views and in-place
+  writes) to the ops that made them; ops with one output
   per gradient (``formulas.SPLIT_RULES``) are split per output. Ops a node runs after its own
   outputs are final (the engine adding a second gradient into a tensor's buffer) are "accumulate".
 - Nothing that needs no gradient runs, so it costs nothing: autograd itself leaves out the input
@@ -229,11 +230,12 @@ class Backward:
         acc = self.accs[run.module]
         if kind == "unknown":
             acc.unknown_ops[name] += 1
-            return
-        if kind != "rule":
+        elif kind != "rule":
             acc.zero_ops[name] += 1
-            if kind != "view":
-                return
+        if kind == "alloc":
+            return  # no data flows through an allocation
+        # views, copies and ops without a rule carry no components but do carry data: kept below
+        # so that labels flow through them (a gradient copied into a view of the result)
         comps = split = None
         if kind == "rule":
             acc.ops[name] += 1
@@ -249,8 +251,8 @@ class Backward:
         # positional for split rules: an output left out by output_mask is None
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         keep = ins + [t for t in outs if isinstance(t, torch.Tensor)]
-        run.ops.append(_Op(name, comps, split, [t._cdata for t in ins],
-                           [t._cdata if isinstance(t, torch.Tensor) else None for t in outs], keep))
+        run.ops.append(_Op(name, comps, split, [_storage(t) for t in ins],
+                           [_storage(t) if isinstance(t, torch.Tensor) else None for t in outs], keep))
 
     def _leaf_part(self, node: Any) -> str:
         if node is not None and type(node).__name__ == "AccumulateGrad":
@@ -266,7 +268,7 @@ class Backward:
         labels: dict[int, set[str]] = defaultdict(set)
         for g, label in zip(grad_inputs, edges):
             if isinstance(g, torch.Tensor) and label is not None:
-                labels[g._cdata].add(label)
+                labels[_storage(g)].add(label)
         self._label(run, labels)
         run.done = True
 
@@ -308,6 +310,12 @@ class Backward:
                 pc[k] += v
         if reads_param and comps.get("macs"):
             acc.param_macs[part] += comps["macs"]
+
+
+def _storage(t: torch.Tensor) -> int:
+    """Data flow is followed per storage, so a write into a view reaches its base (the tensors of
+    a node are kept alive until it ends: a storage address is not reused meanwhile)."""
+    return t.untyped_storage()._cdata
 
 
 def _part(labels: set[str]) -> str:
