@@ -63,6 +63,9 @@ ADAPTERS: dict[str, str] = {
     # not a counter: the forward as torch.jit traces it, for the native count (fvcore's convention)
     "native-trace": "reconcile.adapters.native:TracedAdapter",
     "native-training": "reconcile.adapters.native:NativeTrainingAdapter",  # native with --training
+    "flopcountermode": "reconcile.adapters.flopcountermode:FlopCounterModeAdapter",
+    # FlopCounterMode around forward + backward (--training)
+    "flopcountermode-training": "reconcile.adapters.flopcountermode:FlopCounterModeTrainingAdapter",
     # not a counter: a model's default inputs, when finding them runs user or library code
     "inputs": "reconcile.adapters.inputs:InputsProbe",
 }

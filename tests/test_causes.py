@@ -282,6 +282,20 @@ def test_cause_trace_differs():
     root = next(le for le in ex.layers if le.module == "")
     assert _trace_causes(root) == {("aten::abs", "trace_differs"): -1, ("aten::neg", "trace_differs"): 1,
                                    ("aten::sigmoid", "trace_differs"): -1}
+def test_cause_groups_ignored():
+    # FlopCounterMode around forward + backward: Conv2d(4, 4, 3, padding=1, groups=4) on 1x4x4x4, its
+    # input needing no gradient: forward and weight gradient each 4 x 4 outputs x 4 channels x 9 x
+    # (4/4) = 576 MACs; FCM counts the weight gradient as if dense, 2 x 4 groups x 576 = 4,608
+    # FLOPs: 2 x 3 x 576 = 3,456 more than 2 per MAC
+    from reconcile.adapters.flopcountermode import FlopCounterModeTrainingAdapter
+    from reconcile.counter import count
+
+    model, x = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)).train(), torch.randn(1, 4, 4, 4)
+    tool_run = FlopCounterModeTrainingAdapter().run(model, (x,))
+    ex = explain("flopcountermode", tool_run, count(model, (x,), training=True))
+    assert_explained(ex)
+    assert (tool_run.headline["forward_flops"], tool_run.headline["backward_flops"]) == (1_152, 4_608)
+    assert causes(ex) == {"mac_vs_flop": 2 * 576, "groups_ignored": 3_456}
 
 
 def test_every_cause_has_a_test():

@@ -57,6 +57,7 @@ CAUSES: dict[str, tuple[str, str]] = {
     "trace_differs": ("convention", "traces with torch.jit, whose graph holds other ops than the eager forward ran: "
                       "code that checks torch.jit.is_tracing() takes another path, ops nothing returned uses are dropped"),
     "float32": ("convention", "keeps its counts in float32, which rounds counts above 2^24 (thop 0.0.22)"),
+    "groups_ignored": ("convention", "counts a grouped convolution's weight gradient as if it were dense (x groups)"),
 }
 
 
@@ -148,6 +149,11 @@ class Convention:
 
     def predict(self, native: NativeCount) -> Prediction:
         raise NotImplementedError
+
+    def flops_reference(self, native: NativeCount) -> int:
+        """Native FLOPs of the work the prediction covers: the forward (a tool that counts the
+        backward too, run with ``--training``, says so)."""
+        return native.totals["flops"]
 
     def cannot_run(self, native: NativeCount) -> str | None:
         """Why the tool cannot run on the counted model at all, from the native count alone (None:

@@ -223,7 +223,7 @@ def explain_run(run: ToolRun, prediction: Prediction | None, convention: Convent
         residual += abs(headline_residual - signed) if sums_rows else abs(headline_residual)
         raw_total = raw if isinstance(raw, (int, Fraction)) else None
         is_ops = hkey in op_metrics
-        normalized = (_normalize(raw_total, causes, missed_flops, non_mac, native)
+        normalized = (_normalize(raw_total, causes, missed_flops, non_mac, convention.flops_reference(native))
                       if is_ops and raw_total is not None else {})
         summaries[hkey] = MetricSummary(hkey, rkey, raw_total, reference, dict(causes), residual,
                                         missed_flops, non_mac, normalized, is_ops,
@@ -235,12 +235,12 @@ def explain_run(run: ToolRun, prediction: Prediction | None, convention: Convent
 
 
 def _normalize(raw_total: Number, causes: Mapping[str, Number], missed_flops: Number, non_mac: Number,
-               native: NativeCount) -> dict[str, Number | None]:
+               native_flops: int) -> dict[str, Number | None]:
     """The tool's total in the ``macs`` and ``flops`` conventions: convention causes removed,
     coverage gaps in MACs (work it did not see, or saw twice) kept, coverage of non-MAC work
     (a ReLU counted twice) removed. ``flops`` is the native FLOPs of the work the tool saw:
-    native FLOPs plus the (negative) FLOPs of coverage causes."""
+    ``native_flops`` (``Convention.flops_reference``) plus the (negative) FLOPs of coverage causes."""
     convention_part = sum((v for k, v in causes.items() if CAUSES[k][0] == "convention"), Fraction(0))
     macs = Fraction(raw_total) - convention_part - non_mac
-    flops = Fraction(native.totals["flops"]) + missed_flops
+    flops = Fraction(native_flops) + missed_flops
     return {"macs": whole(macs), "flops": whole(flops)}

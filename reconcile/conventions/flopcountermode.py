@@ -1,0 +1,402 @@
+"""torch.utils.flop_counter.FlopCounterMode (FCM, torch 2.14.1): its rules, written once,
+predicting ``get_total_flops()`` and ``get_flop_counts()`` per module and per op from the native
+count alone.
+
+FCM is a ``TorchDispatchMode`` like the native counter, so both see the same aten ops; FCM adds a
+formula's FLOPs only for the ops of its registry (``FORMULAS``, from ``flop_registry`` in
+``torch/utils/flop_counter.py``) and silently adds 0 for every other op. Its FLOPs are 2 per
+multiply-accumulate and it never counts a bias add, so for an op it has a formula for its count
+is exactly twice the native ``macs`` of that op (cause ``mac_vs_flop``); elementwise work, norms,
+pools, softmax and activations have no formula and no MACs (nothing to explain against a MAC
+reference); an op with MACs but no formula is ``unsupported_op``, named.
+
+Rows (as the adapter reports them): every module that ran a formula op in its forward,
+*inclusive* (FCM charges an op to every module on the call stack), keyed by ``named_modules()``
+name, with ``flops`` and one count per op key (``"aten.convolution"``). Every row but the root is
+marked ``reference["_inclusive"]``; the root's terms cover the whole model.
+
+Where native and FCM see different ops: native counts on the meta device, where attention runs
+its math path (two ``bmm``); FCM runs on CPU, where ``scaled_dot_product_attention`` runs as one
+fused kernel (``_scaled_dot_product_flash_attention_for_cpu``, no formula) whenever torch's CPU
+gate allows (``conventions.ptflops.sdpa_fused_on_cpu``, shared with ptflops' aten backend, which
+sees the same ops); recurrent layers run on CPU as per-gate ``addmm`` / ``mm`` except LSTM (one
+fused ``mkldnn_rnn_layer``, no formula), as ptflops' aten backend records them.
+
+Training (a native count with ``training``, FCM run around forward and backward): each module's
+backward ops (native charges them to the module whose forward created their autograd node) are
+counted the same way; ``convolution_backward`` is exact for its input gradient but counts a
+grouped convolution's weight gradient at ``2 * groups`` FLOPs per MAC (``conv_weight_grad_flops``,
+cause ``groups_ignored``); a fused CPU attention's backward is one kernel with no formula.
+
+A module reachable by two paths (a shared block) is held by the caller of each call (``callers``).
+
+Known limits (each shows as a residual, nothing is hidden): a child called from outside its
+parent's forward (by its grandparent) is charged by FCM to its callers but predicted under its
+``named_modules()`` parent. In training, FCM's module tracker holds a module "open" from when its
+outputs' gradients are complete to when its inputs' are: a module whose input was used earlier
+(a downsample beside its block's main branch) also holds that branch's backward, and work inside
+a module that consumes its own output (BertModel's pooler reads the encoder output it returns)
+runs its backward before the module opens; the native record has no tensor-level data flow to
+predict these. (A module that returns its input tensor itself, ``nn.Identity``, never closes: that
+is predicted, ``held_open``, from its last call; one whose input was consumed earlier, a shortcut
+``Identity`` beside its block's branch, opens earlier than that and shows as a residual.) Totals
+(Global, per op, forward and backward) are exact.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from reconcile.conventions import common
+from reconcile.conventions.base import INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, whole
+from reconcile.counter.formulas import flops_of
+from reconcile.records import ModuleRow, NativeCount
+from reconcile.report.numbers import exact
+
+# flop_registry of torch/utils/flop_counter.py (torch 2.14.1): op -> its formula, one line each.
+# FLOPs are 2 * m * n * k for every product; bias and the added tensor of addmm / baddbmm ignored.
+FORMULAS: dict[str, str] = {
+    "aten.mm": "2 * m * n * k",
+    "aten.addmm": "2 * m * n * k (the added bias ignored)",
+    "aten.bmm": "2 * b * m * n * k",
+    "aten.baddbmm": "2 * b * m * n * k (the added tensor ignored)",
+    "aten._scaled_mm": "2 * m * n * k",
+    "aten.convolution": "2 * B * prod(out spatial) * prod(kernel) * Cout * Cin/g (transposed: in spatial), bias ignored",
+    "aten._convolution": "as aten.convolution",
+    "aten.cudnn_convolution": "as aten.convolution",
+    "aten.convolution_overrideable": "as aten.convolution",
+    "aten._slow_conv2d_forward": "as aten.convolution",
+    "aten.convolution_backward": "input gradient as a transposed conv of grad_out with the weight; weight "
+                                 "gradient as conv(input, grad_out) with the batch and channel dims swapped, "
+                                 "which ignores groups (see ``conv_backward_flops``)",
+    "aten._scaled_dot_product_efficient_attention": "2 * 2 * B * h * Lq * Lk * d (two bmm), mask ignored",
+    "aten._scaled_dot_product_flash_attention": "as above (CUDA)",
+    "aten._scaled_dot_product_cudnn_attention": "as above (CUDA)",
+    "aten._flash_attention_forward": "as above",
+    "aten._efficient_attention_forward": "as above",
+    "aten._scaled_dot_product_efficient_attention_backward": "5 bmm: recomputed scores, grad scores, grad v, q, k",
+    "aten._scaled_dot_product_flash_attention_backward": "as above",
+    "aten._scaled_dot_product_cudnn_attention_backward": "as above",
+    "aten._flash_attention_backward": "as above",
+    "aten._efficient_attention_backward": "as above",
+}
+
+# native op -> FCM's key for the same op, when FCM has a formula for it (CPU forward)
+COUNTED: dict[str, str] = {
+    "aten::mm": "aten.mm",
+    "aten::addmm": "aten.addmm",
+    "aten::bmm": "aten.bmm",
+    "aten::baddbmm": "aten.baddbmm",
+    "aten::convolution": "aten.convolution",
+    "aten::_convolution": "aten._convolution",
+}
+
+_SDPA_MARK = "aten::_safe_softmax"  # native's math path of scaled_dot_product_attention (on meta)
+_SDPA = "F.scaled_dot_product_attention"
+_FUSED_SDPA = "aten._scaled_dot_product_flash_attention_for_cpu"
+
+
+@dataclass
+class Work:
+    """What FCM counts of a set of native rows: MACs per FCM op key, and MAC work it has no
+    formula for, by the op that does it: [macs, native flops]."""
+
+    counted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    missed: dict[str, list[int]] = field(default_factory=dict)
+    # FLOPs FCM adds beyond 2 per MAC: a grouped convolution's weight gradient, per op key
+    grouped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    grouped_macs: int = 0  # the exact weight-gradient MACs of those convolutions
+    forward: int = 0  # of ``counted``: the forward's MACs (the rest is backward)
+
+    def miss(self, op: str, macs: int, flops: int) -> None:
+        m = self.missed.setdefault(op, [0, 0])
+        m[0] += macs
+        m[1] += flops
+
+    def add(self, other: "Work", share: Fraction | int = 1) -> None:
+        for k, v in other.counted.items():
+            self.counted[k] += whole(v * share)
+        for k, (m, f) in other.missed.items():
+            self.miss(k, whole(m * share), whole(f * share))
+        for k, v in other.grouped.items():
+            self.grouped[k] += whole(v * share)
+        self.grouped_macs += whole(other.grouped_macs * share)
+        self.forward += whole(other.forward * share)
+
+    def flops(self, key: str | None = None) -> Number:
+        """FCM's FLOPs of this work (of one op key): 2 per counted MAC, plus the grouped error."""
+        if key is not None:
+            return 2 * self.counted.get(key, 0) + self.grouped.get(key, 0)
+        return 2 * sum(self.counted.values()) + sum(self.grouped.values())
+
+    @property
+    def macs(self) -> Number:
+        return sum(self.counted.values()) + sum(m for m, _ in self.missed.values())
+
+    @property
+    def any(self) -> bool:
+        """FCM keeps a row for a module as soon as one formula op runs in it (even for 0 FLOPs)."""
+        return bool(self.counted)
+
+
+def forward_work(native: NativeCount, row: ModuleRow) -> Work:
+    """The forward ops of one native row (exclusive) as FCM counts them on CPU."""
+    from reconcile.conventions.ptflops import _AtenWork, sdpa_fused_on_cpu
+
+    work = Work()
+    sdpa = _SDPA_MARK in row.ops
+    unfused = [c.components for c in row.torch_calls if c.func == _SDPA and not sdpa_fused_on_cpu(c)]
+    unfused_macs = sum(c.get("macs", 0) for c in unfused)
+    for op, comps in row.op_components.items():
+        macs = comps.get("macs", 0)
+        if op.startswith("module::"):  # a recurrent layer: the aten ops CPU runs it as
+            rnn = _AtenWork()
+            rnn._recurrent(native, row, op)
+            for key, m in rnn.macs_by_key.items():
+                work.counted[key] += m
+            for reason, (m, f) in rnn.missed.items():
+                work.miss("aten.mkldnn_rnn_layer" if "LSTM" in reason else reason, m, f)
+        elif op == "aten::bmm" and sdpa:
+            if unfused_macs:
+                work.counted["aten.bmm"] += unfused_macs
+            fused = {k: v - (unfused_macs if k == "macs" else 0) for k, v in comps.items()}
+            extra = flops_of(dict(row.op_components.get(_SDPA_MARK, {}))) - sum(
+                flops_of({k: v for k, v in c.items() if k != "macs"}) for c in unfused)
+            if fused.get("macs", 0):
+                work.miss(_FUSED_SDPA, fused["macs"], flops_of(fused) + extra)
+        elif op in COUNTED:
+            work.counted[COUNTED[op]] += macs
+        elif macs:
+            work.miss(op.replace("::", "."), macs, flops_of(dict(comps)))
+    work.forward = sum(work.counted.values())
+    return work
+
+
+def conv_weight_grad_flops(weight_grad_macs: int, groups: int) -> int:
+    """FCM's FLOPs for a convolution's weight gradient: ``conv_backward_flop`` counts it as
+    ``conv_flop_count(t(x), t(grad_out), t(grad_w))``, a convolution whose batch is x's channel
+    dim (all Cin), whose output channels are grad_out's (Cout) and whose input channels are the
+    batch, so ``2 * Cin * Cout * B * prod(kernel) * prod(out spatial)`` (transposed: the same with
+    the input's spatial size): the exact weight gradient is
+    ``B * prod(out spatial) * prod(kernel) * Cout * Cin/groups`` MACs, so FCM counts
+    ``2 * groups`` FLOPs per MAC of it. Its input gradient (a transposed conv with the real
+    weight) is exact: 2 per MAC."""
+    return 2 * groups * weight_grad_macs
+
+
+def backward_work(native: NativeCount, row: ModuleRow) -> Work:
+    """The backward ops charged to one native row (the module whose forward created their autograd
+    nodes) as FCM counts them on CPU."""
+    from reconcile.conventions.ptflops import sdpa_fused_on_cpu
+
+    work = Work()
+    if row.backward is None:
+        return work
+    groups = int(row.attrs.get("groups", 1) or 1)
+    # a fused attention call's backward is one CPU kernel too (no formula), where native's math
+    # path runs two bmm per forward bmm with its MACs; the row's other bmm are counted (as forward)
+    unfused = sum(c.components.get("macs", 0) for c in row.torch_calls if c.func == _SDPA and not sdpa_fused_on_cpu(c))
+    sdpa_bwd = _SDPA_MARK in row.ops
+    for op, parts in row.backward.op_components.items():
+        macs = {part: comps.get("macs", 0) for part, comps in parts.items()}
+        total = sum(macs.values())
+        if op == "aten::convolution_backward":
+            work.counted["aten.convolution_backward"] += total
+            weight = macs.get("weight", 0)
+            if groups > 1 and weight:
+                work.grouped["aten.convolution_backward"] += conv_weight_grad_flops(weight, groups) - 2 * weight
+                work.grouped_macs += weight
+        elif op == "aten::bmm" and sdpa_bwd:
+            counted = min(2 * unfused, total)
+            if counted:
+                work.counted["aten.bmm"] += counted
+            if total - counted:
+                work.miss(_FUSED_SDPA + "_backward", total - counted, 2 * (total - counted))
+        elif op in COUNTED:
+            work.counted[COUNTED[op]] += total
+        elif total:
+            comps = defaultdict(int)
+            for part in parts.values():
+                for k, v in part.items():
+                    comps[k] += v
+            work.miss(op.replace("::", "."), total, flops_of(dict(comps)))
+    return work
+
+
+def training_work(native: NativeCount, row: ModuleRow) -> Work:
+    work = forward_work(native, row)
+    work.add(backward_work(native, row))
+    work.forward = forward_work(native, row).forward
+    return work
+
+
+def _terms(work: Work, where: str) -> tuple[Term, ...]:
+    terms = []
+    for key, macs in sorted(work.counted.items()):
+        if macs:
+            terms.append(Term("mac_vs_flop", macs, f"FlopCounterMode counts 2 FLOPs per multiply-accumulate of {key}: "
+                              f"2 x {exact(macs)} MACs = {exact(2 * macs)}{where}"))
+    for key, extra in sorted(work.grouped.items()):
+        if extra:
+            terms.append(Term("groups_ignored", extra, f"FlopCounterMode's {key} formula ignores groups: the weight "
+                              f"gradient of grouped convolutions ({exact(work.grouped_macs)} MACs) is counted as if "
+                              f"dense, {exact(extra)} FLOPs more than 2 per MAC{where}"))
+    for op, (macs, flops) in sorted(work.missed.items()):
+        terms.append(Term("unsupported_op", -macs, f"FlopCounterMode has no formula for {op}: its {exact(macs)} MACs "
+                          f"({exact(flops)} FLOPs) count 0{where}", flops=-flops))
+    return tuple(terms)
+
+
+class FlopCounterModeConvention(Convention):
+    tool = "flopcountermode"
+    unit = "FLOPs"
+    metric = "flops"
+    headline_metric = "flops"
+    metrics = {"flops": "flops"}
+    op_metrics = ("flops",)
+    macs_per_unit = Fraction(1, 2)
+    rules = (
+        RuleDoc("unit", "FLOPs = 2 per multiply-accumulate, of the ops with a formula only; bias adds never counted"),
+        RuleDoc("mechanism", "TorchDispatchMode over aten ops; each op charged to every module on the call stack "
+                "(rows nest) and to 'Global', by module-tracker names (ResNet.layer1.0.conv1)"),
+        *(RuleDoc(op, doc) for op, doc in FORMULAS.items()),
+        RuleDoc("everything else (0, silently)", "elementwise, activations, norms, pools, softmax, embedding, mv, "
+                "addmv, dot, CPU fused attention (_scaled_dot_product_flash_attention_for_cpu), CPU LSTM "
+                "(mkldnn_rnn_layer): no formula, no decomposition to one"),
+        RuleDoc("repeated modules", "every call counted, summed under one name"),
+        RuleDoc("batch", "whole batch"),
+    )
+
+    def predict(self, native: NativeCount) -> Prediction:
+        """The forward as FCM counts it; with a training count (``native.training``), forward and
+        backward, as ``--training`` runs FCM around both."""
+        work = training_work if native.training is not None else forward_work
+        return self._predict(native, {r.name: work(native, r) for r in native.rows})
+
+    def flops_reference(self, native: NativeCount) -> int:
+        if native.training is not None:
+            return native.training.totals["training_flops"]
+        return native.totals["flops"]
+
+    def _predict(self, native: NativeCount, own: dict[str, Work]) -> Prediction:
+        """Rows from each native row's own work (``own``): a module's row holds its own work and,
+        through the call stack, the work of every module call made inside its calls."""
+        tree = common.Tree(native)
+        held: dict[str, Work] = defaultdict(Work)
+        shared = callers(native, tree)
+        for r in native.rows:
+            held[r.name].add(own[r.name])
+            for path, share in shared.get(r.name, ((r.name, 1),)):
+                for above in _above(path):
+                    if above in tree.rows:
+                        held[above].add(own[r.name], share)
+        training = native.training is not None
+        if training:
+            for r in native.rows:
+                if returns_its_input(r, tree):
+                    held[r.name] = held_open(native, tree, r)
+        root = held[""]
+        expected = native.training.totals["training_macs"] if training else native.totals["macs"]
+        if root.macs != expected:  # every native MAC is counted or missed, exactly once
+            raise AssertionError(f"flopcountermode convention mapped {root.macs} of {expected} native MACs")
+        layers = [self._row(r, held[r.name], training) for r in native.rows
+                  # no formula op ran in it: FCM keeps no row, but the MACs it misses are named
+                  if r.calls and (held[r.name].any or held[r.name].missed)]
+        headline = dict(self._values(root, training))
+        return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline=headline,
+                          headline_reference=dict(headline))
+
+    @staticmethod
+    def _values(work: Work, training: bool) -> dict[str, Number]:
+        values: dict[str, Number] = {"flops": work.flops()}
+        if training:
+            values["forward_flops"] = 2 * work.forward
+            values["backward_flops"] = work.flops() - 2 * work.forward
+        values.update({k: work.flops(k) for k in sorted(work.counted)})
+        return values
+
+    def _row(self, row: ModuleRow, work: Work, training: bool) -> LayerPrediction:
+        predicted = self._values(work, training)
+        # the per-op and forward / backward split values are predicted, not explained apart
+        reference: dict = {**predicted, "flops": work.macs}
+        if row.name:
+            reference[INCLUSIVE] = 1
+        return LayerPrediction(row.name, row.type, row.calls, reference, predicted, {"flops": _terms(work, "")})
+
+
+def returns_its_input(row: ModuleRow, tree: common.Tree) -> bool:
+    """A module whose forward hands back its input tensor itself (``nn.Identity``, dropout with
+    p=0 or in eval, a flatten with nothing to flatten): no op ran in it or below it, and every call
+    returned one tensor equal in shape and dtype to its one input."""
+    if not row.call_records or any(r.ops or r.zero_cost_ops or r.unknown_ops for r in tree.subtree(row.name)):
+        return False
+    return all(len(c.inputs) == 1 and c.outputs == c.inputs for c in row.call_records)
+
+
+def held_open(native: NativeCount, tree: common.Tree, row: ModuleRow) -> Work:
+    """What FCM's tracker charges to a module that returns its input: it registers the hook that
+    closes it (on the input) before the one that opens it (on the output, the same tensor), so in
+    the backward it closes, opens and stays open to the end, holding the backward of everything
+    the forward created before its last call. Modules called before it count whole; its
+    ancestors' own work (which may run before or after it) is left out."""
+    start = max(c.order for c in row.call_records)
+    ancestors = set(_above(row.name))
+    work = Work()
+    for r in native.rows:
+        if r.name == row.name or r.name in ancestors or not r.call_records:
+            continue
+        if all(c.order < start for c in r.call_records):
+            work.add(backward_work(native, r))
+    return work
+
+
+def _above(path: str) -> list[str]:
+    """The module paths strictly above ``path``, innermost first, ending with the root ``""``."""
+    out = []
+    while path:
+        path = path.rpartition(".")[0]
+        out.append(path)
+    return out
+
+
+def callers(native: NativeCount, tree: common.Tree) -> dict[str, tuple[tuple[str, Fraction], ...]]:
+    """For a module reachable by more than one path (a shared block): each path it was called
+    through, with that path's share of its work. Paths come from its parameters' aliases (a
+    parameter of ``x.m`` also registered as ``y.m.0.weight`` puts the module at ``y.m.0``); each call
+    goes to the path whose nearest called ancestor started a call last before it (the caller
+    still running), weighted by the call's MACs (by calls when it has none). Modules with one
+    path are absent: their work is held by their ``named_modules()`` ancestors."""
+    paths: dict[str, set[str]] = defaultdict(set)
+    for p in native.params:
+        owner, _, leaf = p.name.rpartition(".")
+        for alias in p.aliases:
+            other, _, other_leaf = alias.rpartition(".")
+            if other_leaf == leaf and other != owner and other not in tree.rows and owner in tree.rows:
+                paths[owner].add(other)
+    out: dict[str, tuple[tuple[str, Fraction], ...]] = {}
+    for name, others in paths.items():
+        row = tree.rows[name]
+        if not row.call_records:
+            continue
+        candidates = [name, *sorted(others)]
+
+        def caller_start(path: str, order: int) -> int:
+            for above in _above(path):
+                row_above = tree.rows.get(above)
+                if row_above is not None and row_above.call_records:
+                    return max((c.order for c in row_above.call_records if c.order < order), default=-1)
+            return -1
+
+        weights: dict[str, int] = defaultdict(int)
+        by_macs = any(c.components.get("macs", 0) for c in row.call_records)
+        for call in row.call_records:
+            best = max(candidates, key=lambda path: caller_start(path, call.order))
+            weights[best] += call.components.get("macs", 0) if by_macs else 1
+        total = sum(weights.values())
+        out[name] = tuple((path, Fraction(w, total)) for path, w in weights.items() if w)
+    return out
+
+
+CONVENTION = FlopCounterModeConvention()
