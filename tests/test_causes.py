@@ -302,3 +302,36 @@ def test_every_cause_has_a_test():
     module = sys.modules[__name__]
     tested = {name.removeprefix("test_cause_") for name in dir(module) if name.startswith("test_cause_")}
     assert tested == set(CAUSES)
+
+
+class _ReluOnly(nn.Module):
+    """A ReLU, and one parameter: thop 0.0.22 reads the model's device from its first parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(x)
+
+
+def relu_only() -> nn.Module:
+    return _ReluOnly()
+
+
+def test_cause_float32():
+    # thop 0.0.22 keeps its counters in float32: a ReLU counts 1 per element, and on 2^24 + 1 =
+    # 16,777,217 elements that is a count float32 cannot hold: it stores 16,777,216, so -1
+    from reconcile import conventions
+    from reconcile.explain.core import explain_run
+
+    shape = (1, 16_777_217)
+    native, run = run_jobs([Job("tests.test_causes:relu_only", "native", shape, device="meta"),
+                            Job("tests.test_causes:relu_only", "thop@0.0.22", shape)], timeout=300)
+    assert run.status == "ok", run.error_message
+    assert run.headline["macs"] == 16_777_216
+    conv = conventions.get("thop@0.0.22")
+    ex = explain_run(run, conv.predict(native.detail), conv, native.detail)
+    assert_explained(ex)
+    assert causes(ex) == {"activation": 16_777_217, "float32": -1}
