@@ -10,6 +10,10 @@ TOOLS ?=
 OUT ?= reports
 SOURCE ?= torchvision
 SUBSET ?= all
+# `make zoo EXECUTOR=ray [RAY_ADDRESS=host:6379] [RESUME=1]`: jobs as Ray tasks; resume an interrupted run
+EXECUTOR ?= local
+RAY_ADDRESS ?=
+RESUME ?=
 # `make roofline`: hardware table entries, local (this machine, measured once, cached) or custom:...
 HARDWARE ?= a100-80gb,local
 PLOTS ?= $(OUT)/roofline
@@ -26,7 +30,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[tools,models,test]'
+	$(PY) -m pip install --quiet -e '.[tools,models,ray,test]'
 	touch $(STAMP)
 
 report: $(STAMP)
@@ -42,7 +46,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 
 zoo: $(STAMP)
-	$(PY) -m reconcile zoo --source $(SOURCE) --subset $(SUBSET) --out $(OUT)
+	$(PY) -m reconcile zoo --source $(SOURCE) --subset $(SUBSET) --out $(OUT) --executor $(EXECUTOR) \
+		$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS),) $(if $(RESUME),--resume,)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

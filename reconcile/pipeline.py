@@ -111,14 +111,17 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             input_high: int | None = None, timeout: float = 300.0, workers: int = 2,
             mode: str = "eval", device: str = "meta",
             on_done: Callable[[Job, ToolRun], None] | None = None,
-            on_start: Callable[[Job], None] | None = None) -> list[ModelRuns]:
+            on_start: Callable[[Job], None] | None = None, executor: str = "local",
+            ray_address: str | None = None) -> list[ModelRuns]:
     """Run ``tools`` on every model spec; a spec that cannot be resolved gets an ``error``.
 
     ``device`` is where native counts ("meta": free; it falls back to CPU by itself for a forward
     that reads data); the other tools always run on CPU, as their users run them. ``mode``
     ("eval" or "train") applies to every tool. ``on_start(job)`` and ``on_done(job, run)`` are
-    told of each tool run as it starts and settles (``runner.run_jobs``)."""
-    from reconcile.runner import Job, run_jobs
+    told of each tool run as it starts and settles (``runner.run_jobs``). ``executor`` "ray" runs
+    the jobs as Ray tasks (``reconcile.executors``), on the cluster at ``ray_address`` if given."""
+    from reconcile import executors
+    from reconcile.runner import Job
 
     if mode not in models.MODES:
         raise ReconcileError(f"--mode must be one of {', '.join(models.MODES)}, got {mode!r}")
@@ -164,7 +167,8 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             jobs.append(Job(spec.name, tool, inputs=inp, mode=mode, cost=size * _TOOL_COST.get(tool, 1.0),
                             device=device if tool == "native" else None))
             owners.append(i)
-    runs = run_jobs(jobs, timeout=timeout, workers=workers, on_done=on_done, on_start=on_start) if jobs else []
+    runs = executors.run(jobs, executor=executor, address=ray_address, timeout=timeout, workers=workers,
+                         on_done=on_done, on_start=on_start) if jobs else []
     by_model: dict[int, list[ToolRun]] = {}
     for i, run in zip(owners, runs):
         by_model.setdefault(i, []).append(run)
