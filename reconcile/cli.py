@@ -94,7 +94,7 @@ def _inputs_for(spec, cfg: RunConfig):
     return pipeline.inputs_for(spec, cfg.inputs, cfg.input_shape, cfg.input_dtype, cfg.input_high)
 
 
-def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...]):
+def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...], on_model=None):
     from reconcile import models, pipeline
     from reconcile.progress import Progress
 
@@ -104,7 +104,8 @@ def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...]):
         return pipeline.collect(specs, tools, inputs=cfg.inputs, input_shape=cfg.input_shape,
                                 input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout,
                                 mode=cfg.mode, device=cfg.device, on_done=progress.on_done,
-                                on_start=progress.on_start, executor=cfg.executor, ray_address=cfg.ray_address)
+                                on_start=progress.on_start, on_model=on_model, executor=cfg.executor,
+                                ray_address=cfg.ray_address)
     finally:
         progress.close()
 
@@ -264,30 +265,53 @@ def cmd_report(ns: argparse.Namespace) -> int:
         platforms(hardware)  # an unknown name is a one-line error before any tool runs
     folder = pipeline.check_writable(cfg.out)
     tools = _tools_text(ns)
-    results = _collect(ns, cfg, tools)
-    reports = []
-    failed = 0
-    for mr in results:
-        ran = [r for r in mr.runs if r.status == "ok"]
-        if mr.error:
-            _err(mr.error)
-            failed += 1
-            if not ran:
-                continue
-            # native could not count it, some tools did: their numbers are still reported (raw)
+
+    def render(mr):
         report = pipeline.reconcile_model(mr, hardware if mr.native is not None else None)
-        files = pipeline.render_model(report)
-        pipeline.write_files(folder, files)
-        reports.append(report)
-        unexplained = [t.tool for t in report.tools if t.status == "ok" and t.residual]
-        note = f"; unexplained residual in {', '.join(unexplained)}" if unexplained else ""
-        bad = [t.tool for t in report.tools if t.status != "ok"]
-        note += f"; {', '.join(bad)} did not finish" if bad else ""
-        extra = ", .png" if f"{pipeline.file_stem(mr.name)}.png" in files else ""
-        print(f"wrote {folder / pipeline.file_stem(mr.name)}.md (.json, .csv{extra}){note}")
-        for t in report.tools:
-            if t.status != "ok":  # one line each; the details are in the report
-                _err_line(f"{mr.name}: {t.tool} {t.status}: {t.run.error_type}: {t.run.error_message}")
+        return report, pipeline.render_model(report)
+
+    # Each model is reconciled and rendered in one background thread as soon as its runs settle,
+    # while other models' tools still run (the renderers import matplotlib first, once, during the
+    # collection's start-up); files are still written and reported in the models' order, below.
+    from concurrent.futures import ThreadPoolExecutor
+
+    rendered = {}
+    with ThreadPoolExecutor(1, thread_name_prefix="reconcile-render") as background:
+        background.submit(pipeline.warm_renderers)
+
+        def on_model(mr) -> None:
+            if any(r.status == "ok" for r in mr.runs):
+                rendered[id(mr)] = background.submit(render, mr)
+
+        try:
+            results = _collect(ns, cfg, tools, on_model)
+        except BaseException:
+            for future in rendered.values():
+                future.cancel()
+            raise
+        _stop_workers(5.0)  # no more tool runs: the fork server stops while the last model renders
+        reports = []
+        failed = 0
+        for mr in results:
+            ran = [r for r in mr.runs if r.status == "ok"]
+            if mr.error:
+                _err(mr.error)
+                failed += 1
+                if not ran:
+                    continue
+                # native could not count it, some tools did: their numbers are still reported (raw)
+            report, files = rendered[id(mr)].result()
+            pipeline.write_files(folder, files)
+            reports.append(report)
+            unexplained = [t.tool for t in report.tools if t.status == "ok" and t.residual]
+            note = f"; unexplained residual in {', '.join(unexplained)}" if unexplained else ""
+            bad = [t.tool for t in report.tools if t.status != "ok"]
+            note += f"; {', '.join(bad)} did not finish" if bad else ""
+            extra = ", .png" if f"{pipeline.file_stem(mr.name)}.png" in files else ""
+            print(f"wrote {folder / pipeline.file_stem(mr.name)}.md (.json, .csv{extra}){note}")
+            for t in report.tools:
+                if t.status != "ok":  # one line each; the details are in the report
+                    _err_line(f"{mr.name}: {t.tool} {t.status}: {t.run.error_type}: {t.run.error_message}")
     if reports:
         pipeline.write_files(folder, {"index.md": pipeline.render_index(folder, reports)})
         print(f"wrote {folder / 'index.md'}")

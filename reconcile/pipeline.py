@@ -111,15 +111,18 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             input_high: int | None = None, timeout: float = 300.0, workers: int = 2,
             mode: str = "eval", device: str = "meta",
             on_done: Callable[[Job, ToolRun], None] | None = None,
-            on_start: Callable[[Job], None] | None = None, executor: str = "local",
+            on_start: Callable[[Job], None] | None = None,
+            on_model: Callable[[ModelRuns], None] | None = None, executor: str = "local",
             ray_address: str | None = None) -> list[ModelRuns]:
     """Run ``tools`` on every model spec; a spec that cannot be resolved gets an ``error``.
 
     ``device`` is where native counts ("meta": free; it falls back to CPU by itself for a forward
     that reads data); the other tools always run on CPU, as their users run them. ``mode``
     ("eval" or "train") applies to every tool. ``on_start(job)`` and ``on_done(job, run)`` are
-    told of each tool run as it starts and settles (``runner.run_jobs``). ``executor`` "ray" runs
-    the jobs as Ray tasks (``reconcile.executors``), on the cluster at ``ray_address`` if given."""
+    told of each tool run as it starts and settles (``runner.run_jobs``); ``on_model(runs)`` of
+    each model as soon as all its runs have settled (while other models' tools still run), with
+    the same object the returned list holds. ``executor`` "ray" runs the jobs as Ray tasks
+    (``reconcile.executors``), on the cluster at ``ray_address`` if given."""
     from reconcile import executors
     from reconcile.runner import Job
 
@@ -167,28 +170,53 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             jobs.append(Job(spec.name, tool, inputs=inp, mode=mode, cost=size * _TOOL_COST.get(tool, 1.0),
                             device=device if tool == "native" else None))
             owners.append(i)
+    built: dict[int, ModelRuns] = {}
+    settled: dict[int, ToolRun] = {}
+    position = {id(job): k for k, job in enumerate(jobs)}
+    left = {i: owners.count(i) for i in set(owners)}
+
+    def done(job: Job, run: ToolRun) -> None:
+        if on_done is not None:
+            on_done(job, run)
+        k = position[id(job)]
+        settled[k] = run
+        left[owners[k]] -= 1
+        if on_model is not None and left[owners[k]] == 0:
+            i = owners[k]
+            built[i] = _model_runs(prepared[i], [settled[j] for j in range(len(jobs)) if owners[j] == i], mode,
+                                   options)
+            on_model(built[i])
+
     runs = executors.run(jobs, executor=executor, address=ray_address, timeout=timeout, workers=workers,
-                         on_done=on_done, on_start=on_start) if jobs else []
+                         on_done=done, on_start=on_start) if jobs else []
     by_model: dict[int, list[ToolRun]] = {}
     for i, run in zip(owners, runs):
         by_model.setdefault(i, []).append(run)
     out = []
-    for i, (text, spec, inp, err) in enumerate(prepared):
-        if err:
-            out.append(ModelRuns(text, text, (models.InputSpec((1,)),), None, error=err))
-            continue
-        model_runs = by_model.get(i, [])
-        native_run = next((r for r in model_runs if r.tool == "native"), None)
-        native = native_run.detail if native_run is not None and native_run.status == "ok" else None
-        error = ""
-        if native is None:
-            why = f"{native_run.error_type}: {native_run.error_message}" if native_run else "not run"
-            if native_run is not None and native_run.error_type == "ReconcileError":
-                why = native_run.error_message
-            error = f"{spec.name} could not be counted: {why}"
-        out.append(ModelRuns(text, spec.name, inp, native, tuple(model_runs), error, models.published(spec),
-                             mode, options))
+    for i, item in enumerate(prepared):
+        if i not in built:
+            built[i] = _model_runs(item, by_model.get(i, []), mode, options)
+            if on_model is not None:
+                on_model(built[i])
+        out.append(built[i])
     return out
+
+
+def _model_runs(prepared: tuple[str, models.ModelSpec | None, models.Inputs, str], model_runs: list[ToolRun],
+                mode: str, options: tuple[str, ...]) -> ModelRuns:
+    """One model's ``ModelRuns`` from its prepared spec and its settled runs (in job order)."""
+    text, spec, inp, err = prepared
+    if err:
+        return ModelRuns(text, text, (models.InputSpec((1,)),), None, error=err)
+    native_run = next((r for r in model_runs if r.tool == "native"), None)
+    native = native_run.detail if native_run is not None and native_run.status == "ok" else None
+    error = ""
+    if native is None:
+        why = f"{native_run.error_type}: {native_run.error_message}" if native_run else "not run"
+        if native_run is not None and native_run.error_type == "ReconcileError":
+            why = native_run.error_message
+        error = f"{spec.name} could not be counted: {why}"
+    return ModelRuns(text, spec.name, inp, native, tuple(model_runs), error, models.published(spec), mode, options)
 
 
 def _probe_inputs(specs: Sequence[models.ModelSpec], timeout: float, workers: int) -> dict[str, models.Inputs | str]:
@@ -347,6 +375,20 @@ def write_files(folder: Path, files: dict[str, str | bytes]) -> None:
     finally:
         for _, tmp in temps:
             tmp.unlink(missing_ok=True)
+
+
+def warm_renderers() -> None:
+    """Import what ``reconcile_model`` and ``render_model`` use (matplotlib: about 1 s), so a
+    caller can pay for it while the tools still run (``reconcile report`` does, in a thread)."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+    import matplotlib.patches  # noqa: F401
+    import matplotlib.ticker  # noqa: F401
+
+    import reconcile.report.data  # noqa: F401
+    import reconcile.report.markdown  # noqa: F401
+    import reconcile.report.plot  # noqa: F401
+    import reconcile.roofline  # noqa: F401
 
 
 def render_model(report: ModelReport) -> dict[str, str | bytes]:

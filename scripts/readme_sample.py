@@ -1,4 +1,4 @@
-"""Copy the top of reports/resnet18.md (title to the end of "Why the totals differ") into the
+"""Copy the top of reports/resnet18.md (title to the end of "Totals, and why they differ") into the
 README between its sample markers. Run after `make report`; tests/test_reports.py checks it."""
 
 from __future__ import annotations

@@ -66,9 +66,10 @@ def test_same_formula_is_one_row_and_a_residual_is_never_grouped():
     assert "`act.{0,1,2}`" in relu and "| 3 |" in relu and "| 600 |" in relu  # 100 + 200 + 300
     assert next(r for r in rows if "conv.b" in r).count("**unexplained tally +7**") == 1
     assert "conv.a" in next(r for r in rows if "| 1,010 |" in r)  # 1,000 MACs + 10 bias, alone
-    # each sentence once, under its cause
+    # each sentence once, under its cause, after the cause's own description
     assert text.count("tally counts ReLU at 1 per element") == 1
-    assert "- **activation**: [" in text and "- **bias**: [" in text
+    assert "- **activation**: counts activation functions, which the MAC reference leaves out. [" in text
+    assert "- **bias**: counts bias adds, which the MAC reference leaves out. [" in text
 
 
 def test_without_the_residual_the_convs_are_one_row():

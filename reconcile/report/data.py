@@ -58,7 +58,8 @@ def _tool(t: ToolExplanation) -> dict[str, Any]:
             k: {"row_key": s.row_key, "total": _num(s.raw_total), "reference": _num(s.reference),
                 "causes": {c: _num(v) for c, v in s.causes.items()}, "residual": _num(s.residual),
                 "headline_not_rows": _num(s.headline_not_rows),
-                "normalized": {n: _num(v) for n, v in s.normalized.items()}}
+                "normalized": {n: _num(v) for n, v in s.normalized.items()},
+                "explained_share": _num(s.explained_share())}
             for k, s in t.summaries.items()
         },
         "layers": [_layer(le, t.metric) for le in t.layers],
@@ -70,6 +71,13 @@ def _tool(t: ToolExplanation) -> dict[str, Any]:
     if t.status != "ok":
         d["error"] = {"type": run.error_type, "message": run.error_message, "attempted": run.attempted}
     return d
+
+
+def _roof_layer(la: Any, t: Any) -> dict[str, Any]:
+    """One layer's roofline on one platform (the Markdown names the costliest few)."""
+    return {"module": la.module, "type": la.type, "op": la.op, "family": la.family, "flops": la.flops,
+            "bytes_read": la.bytes_read, "bytes_written": la.bytes_written, "param_bytes": la.param_bytes,
+            "intensity": _num(la.intensity), "bound": t.bound, "time_s": t.time_s}
 
 
 def model_json(r: ModelReport, index: dict | None = None) -> str:
@@ -90,7 +98,8 @@ def model_json(r: ModelReport, index: dict | None = None) -> str:
     if r.roofline is not None:
         obj["roofline"] = {p.platform.key: {"peak_flops": p.platform.peak_flops, "bandwidth": p.platform.bandwidth,
                                             "ridge": p.platform.ridge, "total_time_s": p.total_time_s,
-                                            "naive_time_s": p.naive_time_s}
+                                            "naive_time_s": p.naive_time_s,
+                                            "layers": [_roof_layer(la, t) for la, t in zip(r.roofline.layers, p.times)]}
                            for p in r.roofline.platforms}
     if index is not None:
         obj["index"] = index  # this model's row of index.md

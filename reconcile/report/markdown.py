@@ -70,75 +70,81 @@ def _ok(tools: Sequence[ToolExplanation]) -> list[ToolExplanation]:
     return [t for t in tools if t.status == "ok" and t.summaries]
 
 
-def summary_section(r: ModelReport) -> list[str]:
-    rows = []
-    notes = _Notes()
+def _columns(r: ModelReport) -> list[tuple[ToolExplanation, str | None]]:
+    """The totals table's columns: each tool's op counts (``(tool, headline key)``; a tool that did
+    not finish: ``(tool, None)``). native is the reference every column is measured against."""
+    cols: list[tuple[ToolExplanation, str | None]] = []
     for t in r.tools:
-        if t.status != "ok":
-            rows.append([t.tool, f"**{t.status}**", "—", "—", "—", "—", "—", "—", "—"])
+        if t.tool == "native" and t.status == "ok":
             continue
-        for hkey in [k for k, s in t.summaries.items() if s.is_ops]:
-            s = t.summaries[hkey]
-            unit = t.run.units.get(hkey, "")
-            label = t.tool if hkey == t.main else f"{t.tool} ({hkey})"
-            rows.append([
-                label, "ok", notes.cell(_n(s.raw_total), unit, label),
-                _n(s.normalized.get("macs")), _n(s.normalized.get("flops")),
-                _signed(s.raw_total - s.reference) if s.raw_total is not None else "—",
-                _share(s), _n(s.residual), numbers.si(s.raw_total) if s.raw_total is not None else "—",
-            ])
-    head = ["tool", "status", "reported (unit as the tool names it)", "as MACs", "as FLOPs",
-            "gap to native MACs", "explained", "residual", "short"]
-    out = ["## Summary", "",
-           f"Native reference: **{_n(r.native_totals['macs'])} MACs** (torchvision's `_ops` convention), "
-           f"{_n(r.native_totals['flops'])} FLOPs, {_n(r.native_totals['params'])} parameters.", ""]
-    pub = r.published
-    if pub:
-        out += [f"Published by torchvision for these weights: `_ops` {pub.get('_ops')} G, `num_params` "
-                f"{_n(pub.get('num_params'))}.", ""]
-    out += _table(head, rows, "llrrrrrrr") + notes.lines()
-    out += ["", "*as MACs*: the tool's total with its convention differences removed (bias, norms, activations, "
-            "MAC vs FLOP, per-sample); work it could not see stays missing. *as FLOPs*: the native FLOPs of the "
-            "work the tool saw. *explained*: share of the gap to native MACs that named causes account for; "
-            "*residual*: what no cause explains, counted once (sum of absolute per-layer residuals, plus any "
-            "part of the headline's that no row shows).", ""]
-    apart = [(t.tool, t.summaries[t.main].headline_not_rows) for t in _ok(r.tools)
-             if t.main in t.summaries and t.summaries[t.main].headline_not_rows]
-    for tool, gap in apart:
-        out += [f"{tool}'s total is {_signed(gap)} away from the sum of its own per-layer rows "
-                "(a fact about the tool, predicted and explained at the headline).", ""]
-    return out
+        if t.status != "ok":
+            cols.append((t, None))
+            continue
+        cols.extend((t, k) for k, s in t.summaries.items() if s.is_ops)
+    return cols
 
 
-def causes_section(r: ModelReport) -> list[str]:
-    tools = _ok(r.tools)
-    columns = []
-    for t in tools:
-        for hkey, s in t.summaries.items():
-            if s.is_ops:
-                columns.append((t, hkey, s))
-    amounts: dict[str, dict[int, int | Fraction]] = {}
-    for i, (_, _, s) in enumerate(columns):
-        for cid, v in s.causes.items():
-            if v:
-                amounts.setdefault(cid, {})[i] = v
-        if s.missed_flops:
-            amounts.setdefault("_missed_flops", {})[i] = s.missed_flops
-    missed = amounts.pop("_missed_flops", {})
-    ranked = sorted(amounts, key=lambda c: (-max(abs(v) for v in amounts[c].values()), c))
-    out = ["## Why the totals differ", ""]
-    if not ranked and not missed:
-        return out + ["Every tool that ran agrees with the native MAC count exactly.", ""]
-    head = ["cause"] + [t.tool if h == t.main else f"{t.tool} ({h})" for t, h, _ in columns]
-    rows = []
+def _total_causes(r: ModelReport) -> list[str]:
+    """Every cause with an amount in some tool's op total, by its largest amount."""
+    amounts: dict[str, int | Fraction] = {}
+    for t, hkey in _columns(r):
+        if hkey is not None:
+            for cid, v in t.summaries[hkey].causes.items():
+                if v:
+                    amounts[cid] = max(amounts.get(cid, 0), abs(v))
+    return sorted(amounts, key=lambda c: (-amounts[c], c))
+
+
+def totals_section(r: ModelReport) -> list[str]:
+    """One column per tool: its version and total, the gap to the native MAC count split into
+    the named causes (in the tool's own unit, summed over the model), and the residual."""
+    cols = _columns(r)
+    out = ["## Totals, and why they differ"]
+    if not cols:
+        return out + ["No tool besides native counts operations.", ""]
+    notes = _Notes()
+    labels = [t.tool if k is None or k == t.main else f"{t.tool} ({k})" for t, k in cols]
+    summaries = [t.summaries[k] if k is not None else None for t, k in cols]
+    rows = [["version", *(t.version for t, _ in cols)]]
+    reported = []
+    for (t, k), label, s in zip(cols, labels, summaries):
+        if s is None:
+            reported.append(f"**{t.status}**")
+        else:
+            reported.append(notes.cell(_n(s.raw_total), t.run.units.get(k, ""), label) if s.raw_total is not None
+                            else "—")
+    rows.append(["reported", *reported])
+    rows.append(["gap to native MACs", *("—" if s is None or s.raw_total is None else _signed(s.raw_total - s.reference)
+                                         for s in summaries)])
+    ranked = _total_causes(r)
     for cid in ranked:
-        rows.append([f"**{cid}**: {CAUSES[cid][1]}"] + [_signed(amounts[cid][i]) if i in amounts[cid] else "" for i in range(len(columns))])
-    if missed:
-        rows.append(["*FLOPs of work not seen* (not in MACs)"] + [_signed(missed[i]) if i in missed else "" for i in range(len(columns))])
-    out += ["Each cell is the cause's amount in that tool's own unit, summed over the model, relative to the "
-            "native MAC count. Causes are ranked by their largest amount.", ""]
-    out += _table(head, rows, "l" + "r" * len(columns))
-    return out + [""]
+        rows.append([f"**{cid}**", *("" if s is None or not s.causes.get(cid) else _signed(s.causes[cid])
+                                     for s in summaries)])
+    if any(s is not None and s.missed_flops for s in summaries):
+        rows.append(["*FLOPs not seen*", *("" if s is None or not s.missed_flops else _signed(s.missed_flops)
+                                          for s in summaries)])
+    rows.append(["residual", *("—" if s is None else (f"**{_n(s.residual)}**" if s.residual else "0")
+                               for s in summaries)])
+    out += _table(["tool", *labels], rows, "l" + "r" * len(cols))
+    text = ("Each cause's amount is in the tool's own unit, summed over the model, and ranked by its largest; "
+            "the causes are described with the per-layer notes below. *FLOPs not seen*: native FLOPs of work the "
+            "tool did not see (not in its MACs). *residual*: what no cause explains, counted once (sum of absolute "
+            "per-layer residuals, plus any part of the headline's that no row shows). Each total as MACs and as "
+            f"FLOPs (its conventions removed) and the share explained: `{file_stem(r.model)}.json`.")
+    if not ranked and all(s is None or s.raw_total == s.reference for s in summaries):
+        text = "Every tool that ran agrees with the native MAC count exactly. " + text
+    text += "".join(f" {item}." for item in notes.items)
+    warned = [t for t in r.tools if t.run.warnings]
+    if warned:
+        text += " Warnings: " + "; ".join(
+            f"{t.tool} {len(t.run.warnings)} (" + ", ".join(f"`{w}`" for w in t.run.warnings[:3])
+            + (f", +{len(t.run.warnings) - 3} more" if len(t.run.warnings) > 3 else "") + ")" for t in warned) + "."
+    out += ["", text, ""]
+    for t, k in cols:
+        if k is not None and k == t.main and t.summaries[k].headline_not_rows:
+            out += [f"{t.tool}'s total is {_signed(t.summaries[k].headline_not_rows)} away from the sum of its own "
+                    "per-layer rows (a fact about the tool, predicted and explained at the headline).", ""]
+    return out
 
 
 _NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
@@ -247,11 +253,22 @@ def group_layers(tools: Sequence[ToolExplanation], modules: Sequence[str],
     return groups
 
 
+def _cause_line(cid: str, items: Sequence[str]) -> str:
+    what = CAUSES[cid][1] if cid in CAUSES else ""
+    return f"- **{cid}**: " + ". ".join(([what] if what else []) + (["; ".join(items)] if items else []))
+
+
 def layers_section(r: ModelReport) -> list[str]:
+    """Differing modules grouped (``group_layers``), then one line per cause: what it is, and the
+    numbered sentences the table's *notes* point to. Causes of the totals that no row shows are
+    listed too, so that every cause the report names is described once."""
     tools, differing, by_module, types, references = _layer_table(r)
-    out = ["## Per-layer differences", ""]
+    out = ["## Per-layer differences"]
+    totals_only = _total_causes(r)
     if not differing:
-        return out + ["No layer differs from the native count in any tool.", ""]
+        out += ["No layer differs from the native count in any tool.", ""]
+        lines = [_cause_line(cid, ()) for cid in CAUSES if cid in totals_only]
+        return out + (lines + [""] if lines else [])
     groups = group_layers(tools, differing, by_module, types, references)
     # footnotes keyed by cause, in catalogue order; one per (cause, tool, formula)
     keyed: dict[tuple[str, str, str], int] = {}
@@ -261,11 +278,11 @@ def layers_section(r: ModelReport) -> list[str]:
     ordered = sorted(keyed, key=lambda k: (list(CAUSES).index(k[0]), k[1], k[2]))
     for i, k in enumerate(ordered, 1):
         keyed[k] = i
-    out += [f"{len(differing)} modules where at least one tool differs from the native MAC count, in {len(groups)} "
-            "groups of modules explained alike (same type, same causes, same formula). A cell is the tool's own "
-            "number summed over the group (— : the tool has no row for it); *notes* point to the sentences below, by "
-            "cause; a residual is marked **unexplained** and its module is never grouped. Every module's own row is in "
-            f"`{file_stem(r.model)}.csv` and `.json`.", ""]
+    out += [f"{len(differing)} modules differ from the native MAC count in some tool: {len(groups)} groups of modules "
+            "explained alike (same type, causes and formula). A cell is the tool's own number summed over the group "
+            "(—: the tool has no row for it); *notes* point to the sentences under the table, with the numbers of the "
+            "group's first module; a module with a residual is never grouped and is marked **unexplained**. Every "
+            f"module's own row: `{file_stem(r.model)}.csv` and `.json`.", ""]
     head = ["modules", "type", "n", "native MACs"] + [t.tool for t in tools] + ["notes"]
     rows = []
     for g in groups[:MAX_LAYER_ROWS]:
@@ -279,16 +296,14 @@ def layers_section(r: ModelReport) -> list[str]:
     if len(groups) > MAX_LAYER_ROWS:
         out += ["", f"({len(groups) - MAX_LAYER_ROWS} more groups in the JSON and CSV files.)"]
     out += [""]
-    by_cause: dict[str, list[str]] = {}
+    by_cause: dict[str, list[str]] = {cid: [] for cid in totals_only}
     for k in ordered:
         cid, tool, _ = k
         example = next(text for g in groups for c, t, text in g.notes if (c, t, _template(text)) == k)
         by_cause.setdefault(cid, []).append(f"[{keyed[k]}] {_tool_text(tool, example)}")
-    for cid, items in by_cause.items():
-        out.append(f"- **{cid}**: " + "; ".join(items))
-    if by_cause:
-        out += ["", "(Each note's numbers are those of the first module of its group.)", ""]
-    return out
+    lines = [_cause_line(cid, by_cause[cid]) for cid in CAUSES if cid in by_cause]
+    lines += [_cause_line(cid, items) for cid, items in by_cause.items() if cid not in CAUSES]
+    return out + (lines + [""] if lines else [])
 
 
 def _metric(tools: Sequence[ToolExplanation], tool: str) -> str:
@@ -299,34 +314,36 @@ def _metric(tools: Sequence[ToolExplanation], tool: str) -> str:
 
 
 def other_metrics_section(r: ModelReport) -> list[str]:
-    rows = []
+    """Parameters, memory and other figures: those equal to native in one sentence, each other one
+    with its unit, its native reference, and its gap split into causes, one line per tool."""
     agree = []
-    notes = _Notes()
+    by_tool: dict[str, list[str]] = {}
     for t in _ok(r.tools):
         for hkey, s in t.summaries.items():
             if s.is_ops:
                 continue
-            unit = t.run.units.get(hkey, "")
             nonzero = sorted(((cid, v) for cid, v in s.causes.items() if v), key=lambda kv: -abs(kv[1]))
             if s.raw_total is not None and s.raw_total == s.reference and not nonzero and not s.residual:
                 agree.append(f"{t.tool} {hkey} {_n(s.raw_total)}")
                 continue
-            causes = "; ".join(f"{cid} {_signed(v)}" for cid, v in nonzero)
-            label = f"{t.tool} {hkey}"
-            rows.append([t.tool, hkey, notes.cell(_n(s.raw_total), unit, f"{label}, unit"), _n(s.reference),
-                         _signed(s.raw_total - s.reference) if s.raw_total is not None else "—",
-                         notes.cell("", causes, f"{label}, causes") if len(causes) > 48 else (causes or "—"),
-                         _n(s.residual)])
-    out = ["## Parameters and memory", "",
-           f"Native: {_n(r.native_totals['params'])} parameters ({_n(r.native_totals['params_trainable'])} trainable, "
-           f"{_n(r.native_totals['params_frozen'])} frozen, each tied tensor once), {_n(r.native_totals['buffers'])} "
-           f"buffer elements; the forward reads {numbers.mib(r.native_totals['bytes_read'])} and writes "
-           f"{numbers.mib(r.native_totals['bytes_written'])} ({_n(r.native_totals['activations'])} elements).", ""]
+            unit = t.run.units.get(hkey, "")
+            gap = f" {_signed(s.raw_total - s.reference)}" if s.raw_total is not None else ""
+            causes = ", ".join(f"{cid} {_signed(v)}" for cid, v in nonzero) or "no cause"
+            res = f", **residual {_signed(s.residual)}**" if s.residual else ""
+            by_tool.setdefault(t.tool, []).append(
+                f"{hkey} {_n(s.raw_total)} vs native {_n(s.reference)}{gap} = {causes}{res}" + (f" ({unit})" if unit else ""))
+    totals = r.native_totals
+    text = (f"Native: {_n(totals['params'])} parameters ({_n(totals['params_trainable'])} trainable, "
+            f"{_n(totals['params_frozen'])} frozen, each tied tensor once), {_n(totals['buffers'])} buffer elements; the "
+            f"forward reads {numbers.mib(totals['bytes_read'])} and writes {numbers.mib(totals['bytes_written'])} "
+            f"({_n(totals['activations'])} elements).")
     if agree:
-        out += ["Equal to the native figure, no cause: " + ", ".join(agree) + ".", ""]
-    if rows:
-        out += _table(["tool", "figure", "reported", "native reference", "gap", "causes", "residual"], rows, "llrrrlr")
-        out += notes.lines()
+        text += " Equal to the native figure, no cause: " + ", ".join(agree) + "."
+    if by_tool:
+        text += " Each other figure, its native reference, and the causes of the gap:"
+    out = ["## Parameters and memory", text]
+    if by_tool:
+        out += [""] + [f"- **{tool}**: " + "; ".join(items) for tool, items in by_tool.items()]
     return out + [""]
 
 
@@ -342,32 +359,35 @@ def failures_section(r: ModelReport) -> list[str]:
     return out + [""]
 
 
+ROOF_TOP = 5  # costliest layers named in the Markdown; every layer's bound is in the JSON
+
+
 def roofline_section(r: ModelReport) -> list[str]:
-    """The native count's roofline (``make report HARDWARE=...``), when the report has one."""
+    """The native count's roofline (``make report HARDWARE=...``), when the report has one: the
+    bound per hardware, and the costliest layers on the first."""
     if r.roofline is None:
         return []
-    from reconcile.roofline.render import roofline_markdown
+    from reconcile.roofline import render
 
-    text = roofline_markdown(r.roofline)
-    text = text.replace(f"### Roofline: {r.roofline.model}", "## Roofline: how fast it could run", 1)
-    text = text.replace(f"{r.roofline.model}: input", "Input", 1)
-    return text.splitlines() + [""]
-
-
-def notes_section(r: ModelReport) -> list[str]:
-    out = ["## How each tool was run", ""]
-    for t in r.tools:
-        # a run that did not finish has no notes; what was attempted is all that is known
-        if t.run.notes:
-            notes = "; ".join(t.run.notes)
-        elif t.status != "ok":
-            notes = f"did not finish ({t.status}, see above); attempted `{t.run.attempted}`"
-        else:
-            notes = "no notes"
-        warn = f" It warned {len(t.run.warnings)} time(s): " + "; ".join(f"`{w}`" for w in t.run.warnings[:5]) if t.run.warnings else ""
-        if len(t.run.warnings) > 5:
-            warn += f" (+{len(t.run.warnings) - 5} more in the JSON)"
-        out.append(f"- **{t.tool}** {t.run.version}: {notes}.{warn}")
+    rf = r.roofline
+    head = render._header(rf)
+    out = ["## Roofline: how fast it could run",
+           "; ".join([head[0][len(rf.model) + 2:].capitalize(), *head[1:]]) + ". " + render.ASSUMPTIONS, "",
+           "| hardware | peak (FLOP/s) | bandwidth (B/s) | ridge (FLOP/B) | lower bound | naive bound | memory-bound time |",
+           "|:---|---:|---:|---:|---:|---:|---:|"]
+    for p in rf.platforms:
+        pl = p.platform
+        mem = sum(t.time_s for t in p.times if t.bound == "memory")
+        out.append(f"| {pl.key} | {numbers.si(pl.peak_flops)} ({pl.peak_label}) | {numbers.si(pl.bandwidth)} | "
+                   f"{pl.ridge:.1f} | {render.seconds(p.total_time_s)} | {render.seconds(p.naive_time_s)} | "
+                   f"{numbers.percent(mem, p.total_time_s) if p.total_time_s else 'n/a'} |")
+    if rf.platforms and rf.layers:
+        p = rf.platforms[0]
+        order = sorted(range(len(rf.layers)), key=lambda k: (-p.times[k].time_s, k))[:ROOF_TOP]
+        top = ", ".join(f"`{rf.layers[k].label}` {render.seconds(p.times[k].time_s)} ({p.times[k].bound}, "
+                        f"{render._intensity(rf.layers[k].intensity)} FLOP/B)" for k in order)
+        out += ["", f"Costliest layers on {p.platform.key}: {top} (every layer's FLOPs, bytes and bound per hardware: "
+                f"`{file_stem(r.model)}.json`)."]
     return out + [""]
 
 
@@ -392,19 +412,20 @@ def regenerate_line(r: ModelReport) -> str:
 
 
 def model_markdown(r: ModelReport, picture: str = "") -> str:
-    """The report; ``picture`` is the file name of the model's PNG beside it ("" : none)."""
+    """The report; ``picture`` is the file name of the model's PNG beside it ("" : none). What it
+    leaves out is in the JSON: each tool's total as MACs and FLOPs and its explained share, how
+    each tool was run (its notes) and all its warnings, every module's row, every layer's roofline."""
     versions = ", ".join(f"{k} {v}" for k, v in r.versions.items())
-    tool_versions = ", ".join(f"{t.tool} {t.version}" for t in r.tools)
     title = (f"{len(r.tools)} counters ran, native could not count it" if r.error
              else f"one model, {len(r.tools)} counters, every difference explained")
-    lines = [f"# {r.model}: {title}", "",
-             f"{_inputs_text(r)}, {r.mode} mode, CPU. {versions}.", "",
-             f"Tools: {tool_versions}.", ""]
+    intro = f"{_inputs_text(r)}, {r.mode} mode, CPU; {versions}."
     if r.native_device and r.native_device != "meta":
         why = r.native_notes[0] if r.native_notes and "--device" not in r.options else "as asked (--device cpu)"
-        lines += [f"Native counted on the {r.native_device} device: {why}.", ""]
+        intro += f" Native counted on the {r.native_device} device: {why}."
+    lines = [f"# {r.model}: {title}", ""]
     if r.error:
-        lines += [f"**Could not be counted:** {r.error}", ""]
+        tool_versions = ", ".join(f"{t.tool} {t.version}" for t in r.tools)
+        lines += [intro, "", f"Tools: {tool_versions}.", "", f"**Could not be counted:** {r.error}", ""]
         ran = [t for t in r.tools if t.status == "ok"]
         if ran:
             lines += ["Nothing can be explained without the native count, so each tool that ran is "
@@ -415,16 +436,24 @@ def model_markdown(r: ModelReport, picture: str = "") -> str:
             lines += [""]
         lines += failures_section(r)
         return "\n".join(lines).rstrip() + "\n"
+    totals = r.native_totals
+    intro += (f" Native reference: **{_n(totals['macs'])} MACs** (torchvision's `_ops` convention), "
+              f"{_n(totals['flops'])} FLOPs, {_n(totals['params'])} parameters")
+    pub = r.published
+    if pub:
+        intro += f"; published by torchvision for these weights: `_ops` {pub.get('_ops')} G, `num_params` " \
+                 f"{_n(pub.get('num_params'))}"
+    native = next((t for t in r.tools if t.tool == "native"), None)
+    intro += "." + (f" Native {native.version}: {'; '.join(native.run.notes)}." if native and native.run.notes else "")
+    intro += f" {regenerate_line(r)}"
+    lines += [intro, ""]
     if picture:
         lines += [f"![{r.model}: each tool's gap to the native MAC count, split into named causes]({picture})", ""]
-    lines += summary_section(r)
-    lines += causes_section(r)
+    lines += totals_section(r)
+    lines += failures_section(r)
     lines += layers_section(r)
     lines += other_metrics_section(r)
-    lines += failures_section(r)
     lines += roofline_section(r)
-    lines += notes_section(r)
-    lines += [regenerate_line(r)]
     return "\n".join(lines).rstrip() + "\n"
 
 
