@@ -404,7 +404,7 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
 
     def finish(name: str, mr) -> None:
         if mr.error:
-            errors.append((mr.name, mr.error))
+            errors.append((position[name], (mr.name, mr.error)))
             progress.write(f"reconcile: error: {mr.error}", file=sys.stderr)
             return
         report = pipeline.reconcile_model(mr)
@@ -418,26 +418,28 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
             if name in done:
                 progress.skip(name)
                 finish(name, done[name])
+
+        def keep(mr) -> None:
+            if not mr.error:  # kept as soon as it is complete: an interrupted run resumes here
+                pipeline.write_files(kept_folder, {zoo.kept_file(mr.spec): zoo.dump_runs(
+                    zoo.run_key(mr.spec, tools, cfg.timeout), mr)})
+            finish(mr.spec, mr)
+
         with executors.session(cfg.executor, cfg.ray_address):
             # locally one model at a time keeps the peak memory of the largest models (vit_h_14)
-            # bounded; on Ray enough models at once to keep every CPU of the cluster busy
-            chunk = 1
-            if cfg.executor == "ray":
-                chunk = max(1, -(-2 * executors.cluster_cpus() // len(tools)))
-            for start in range(0, len(todo), chunk):
-                part = todo[start:start + chunk]
-                collected = pipeline.collect(part, tools, timeout=cfg.timeout, on_done=progress.on_done,
-                                             on_start=progress.on_start, executor=cfg.executor,
-                                             ray_address=cfg.ray_address)
-                for mr in collected:
-                    name = mr.spec
-                    if not mr.error:  # kept as soon as it is complete: an interrupted run resumes here
-                        pipeline.write_files(kept_folder, {zoo.kept_file(name): zoo.dump_runs(
-                            zoo.run_key(name, tools, cfg.timeout), mr)})
-                    finish(name, mr)
+            # bounded; on Ray the jobs of many models at once, for the cluster to schedule (in parts,
+            # so that no more than a part's counts are held here at a time)
+            size = 1 if cfg.executor == "local" else 64
+            parts = [todo[k:k + size] for k in range(0, len(todo), size)]
+            for part in parts:
+                pipeline.collect(part, tools, timeout=cfg.timeout, on_done=progress.on_done,
+                                 on_start=progress.on_start, on_model=keep, executor=cfg.executor,
+                                 ray_address=cfg.ray_address)
     finally:
         progress.close()
+    # in the order asked for, however the runs finished
     reports = [r for _, r in sorted(reports, key=lambda kr: kr[0])]
+    errors = [e for _, e in sorted(errors, key=lambda ke: ke[0])]
     out = zoo.zoo_file(ns.source)
     from reconcile.report.plot import zoo_png
 
