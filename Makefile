@@ -13,6 +13,10 @@ TOOLS ?=
 OUT ?= reports
 SOURCE ?= torchvision
 SUBSET ?= all
+# `make zoo EXECUTOR=ray [RAY_ADDRESS=host:6379] [RESUME=1]`: jobs as Ray tasks; resume an interrupted run
+EXECUTOR ?= local
+RAY_ADDRESS ?=
+RESUME ?=
 # `make roofline`: hardware table entries, local (this machine, measured once, cached) or custom:...
 HARDWARE ?= a100-80gb,local
 PLOTS ?= $(OUT)/roofline
@@ -33,7 +37,7 @@ setup: $(STAMP) $(TOOLS_STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[tools,models,test]'
+	$(PY) -m pip install --quiet -e '.[tools,models,ray,test]'
 	touch $(STAMP)
 
 # each pin with `pip install --no-deps --target .venv/tools/NAME DIST==VERSION`, only when its
@@ -59,7 +63,8 @@ bench: $(STAMP) $(TOOLS_STAMP)
 	$(PY) benchmarks/bench.py
 
 zoo: $(STAMP) $(TOOLS_STAMP)
-	$(PY) -m reconcile zoo --source $(SOURCE) --subset $(SUBSET) --out $(OUT)
+	$(PY) -m reconcile zoo --source $(SOURCE) --subset $(SUBSET) --out $(OUT) --executor $(EXECUTOR) \
+		$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS),) $(if $(RESUME),--resume,)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -214,12 +214,29 @@ def bench_llama_training(repeat: int) -> None:
     m = json.loads(out.stdout.strip().splitlines()[-1])
     report("Llama-2-7B (128 tokens) training count on meta after import",
            f"best {m['best']:.2f} s wall, {m['cpu']:.2f} s CPU (target < 5 s)", m["best"] < 5.0)
+def bench_ray(repeat: int) -> None:
+    """`reconcile zoo` on ten models of two sources (three tools), on the local pool and on a local
+    Ray instance with 2 CPUs (started and stopped inside each run: its start-up is part of the
+    cost), each a fresh process, interleaved."""
+    import tempfile
+
+    from tests.test_ray import TEN, TOOLS
+
+    with tempfile.TemporaryDirectory() as out:
+        times: dict[str, list[float]] = {"local": [], "ray": []}
+        for _ in range(repeat):
+            for ex in times:
+                times[ex].append(_wall([sys.executable, "-m", "reconcile", "zoo", "--models", ",".join(TEN),
+                                        "--tools", TOOLS, "--out", f"{out}/{ex}", "--executor", ex]))
+    a, b = min(times["ray"]), min(times["local"])
+    report("reconcile zoo, 10 models x 3 tools: Ray (local instance, 2 CPUs) vs the local pool",
+           f"{a:.1f} s vs {b:.1f} s = {a / b:.2f}x (target <= 2.00x)", a / b <= 2.0)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions per measurement (best is kept)")
-    parser.add_argument("--only", choices=("counter", "roofline", "tools", "zoo", "training"),
+    parser.add_argument("--only", choices=("counter", "roofline", "tools", "zoo", "training", "ray"),
                         help="run one group of measurements")
     ns = parser.parse_args()
     if ns.only in (None, "counter"):
@@ -235,6 +252,8 @@ def main() -> int:
         bench_timm_vs_torchvision(max(1, ns.repeat // 2))
     if ns.only in (None, "zoo"):
         bench_zoo()
+    if ns.only in (None, "ray"):
+        bench_ray(max(1, ns.repeat // 2))
     missed = [n for n, _, ok in RESULTS if not ok]
     print(f"\n{len(RESULTS) - len(missed)} of {len(RESULTS)} targets met" + (f"; missed: {', '.join(missed)}" if missed else ""))
     return 1 if missed else 0

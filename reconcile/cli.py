@@ -56,12 +56,22 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("eval", "train"), default=None,
                    help="run every tool in eval (default; train with --training) or train mode")
     _add_training_arg(p)
+    _add_executor_args(p)
 
 
 def _add_training_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--training", action="store_true",
                    help="count the training step too: forward + backward per module (native, on meta), "
                         "in train mode unless --mode eval")
+
+
+def _add_executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the (model, tool) jobs run: local (default: a process per job on this machine) "
+                        "or ray (a Ray task per job; needs pip install 'reconcile[ray]')")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="with --executor ray: an existing cluster (e.g. 10.0.0.1:6379 or auto); default: a "
+                        "local Ray instance started for the run and stopped after it")
 
 
 def _config(ns: argparse.Namespace) -> RunConfig:
@@ -88,6 +98,8 @@ def _config(ns: argparse.Namespace) -> RunConfig:
         tools=tools,
         timeout=getattr(ns, "timeout", 300.0),
         out=getattr(ns, "out", "reports"),
+        executor=getattr(ns, "executor", "local"),
+        ray_address=getattr(ns, "ray_address", None),
     )
 
 
@@ -107,7 +119,8 @@ def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...], on_
         return pipeline.collect(specs, tools, inputs=cfg.inputs, input_shape=cfg.input_shape,
                                 input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout,
                                 mode=cfg.mode, device=cfg.device, on_done=progress.on_done,
-                                on_start=progress.on_start, on_model=on_model, training=cfg.training)
+                                on_start=progress.on_start, on_model=on_model, training=cfg.training,
+                                executor=cfg.executor, ray_address=cfg.ray_address)
     finally:
         progress.close()
 
@@ -394,31 +407,68 @@ def cmd_conventions(ns: argparse.Namespace) -> int:
 
 
 def cmd_zoo(ns: argparse.Namespace) -> int:
-    from reconcile import pipeline, zoo
+    from pathlib import Path
 
-    folder = pipeline.check_writable(ns.out)
+    from reconcile import executors, pipeline, zoo
+
+    cfg = _config(ns)
+    folder = pipeline.check_writable(cfg.out)
     names = [m for m in ns.models.split(",") if m] if ns.models else zoo.models_of(ns.source, ns.subset)
+    names = list(dict.fromkeys(names))
     tools = _tools_text(ns)
+    kept_folder = folder / Path(zoo.runs_folder(".", ns.source))
     reports, errors = [], []
     from reconcile.progress import Progress
 
+    done: dict[str, object] = {}
+    if ns.resume:  # models whose result is kept for the same tools and versions are not run again
+        for name in names:
+            runs = zoo.load_runs(kept_folder / zoo.kept_file(name), zoo.run_key(name, tools, cfg.timeout))
+            if runs is not None:
+                done[name] = runs
+    todo = [n for n in names if n not in done]
     # a bar on a terminal; without one, the per-model line below is the progress
     progress = Progress(len(names), len(tools), lines=False)
+    position = {name: k for k, name in enumerate(names, 1)}
+
+    def finish(name: str, mr) -> None:
+        if mr.error:
+            errors.append((position[name], (mr.name, mr.error)))
+            progress.write(f"reconcile: error: {mr.error}", file=sys.stderr)
+            return
+        report = pipeline.reconcile_model(mr)
+        reports.append((position[name], report))
+        cells = ", ".join(f"{t.tool} {zoo.share(t).text()}" for t in report.tools)
+        kept = " (kept from an earlier run)" if name in done else ""
+        progress.write(f"[{position[name]}/{len(names)}] {mr.name}: {cells}{kept}")
+
     try:
-        # one model at a time keeps the peak memory of the largest models (vit_h_14) bounded
-        for k, name in enumerate(names, 1):
-            for mr in pipeline.collect([name], tools, timeout=ns.timeout, on_done=progress.on_done,
-                                       on_start=progress.on_start):
-                if mr.error:
-                    errors.append((mr.name, mr.error))
-                    progress.write(f"reconcile: error: {mr.error}", file=sys.stderr)
-                    continue
-                report = pipeline.reconcile_model(mr)
-                reports.append(report)
-                cells = ", ".join(f"{t.tool} {zoo.share(t).text()}" for t in report.tools)
-                progress.write(f"[{k}/{len(names)}] {mr.name}: {cells}")
+        for name in names:
+            if name in done:
+                progress.skip(name)
+                finish(name, done[name])
+
+        def keep(mr) -> None:
+            if not mr.error:  # kept as soon as it is complete: an interrupted run resumes here
+                pipeline.write_files(kept_folder, {zoo.kept_file(mr.spec): zoo.dump_runs(
+                    zoo.run_key(mr.spec, tools, cfg.timeout), mr)})
+            finish(mr.spec, mr)
+
+        with executors.session(cfg.executor, cfg.ray_address):
+            # locally one model at a time keeps the peak memory of the largest models (vit_h_14)
+            # bounded; on Ray the jobs of many models at once, for the cluster to schedule (in parts,
+            # so that no more than a part's counts are held here at a time)
+            size = 1 if cfg.executor == "local" else 64
+            parts = [todo[k:k + size] for k in range(0, len(todo), size)]
+            for part in parts:
+                pipeline.collect(part, tools, timeout=cfg.timeout, on_done=progress.on_done,
+                                 on_start=progress.on_start, on_model=keep, executor=cfg.executor,
+                                 ray_address=cfg.ray_address)
     finally:
         progress.close()
+    # in the order asked for, however the runs finished
+    reports = [r for _, r in sorted(reports, key=lambda kr: kr[0])]
+    errors = [e for _, e in sorted(errors, key=lambda ke: ke[0])]
     out = zoo.zoo_file(ns.source)
     from reconcile.report.plot import zoo_png
 
@@ -562,6 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds per tool and model (default 600)")
     p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
+    _add_executor_args(p)
+    p.add_argument("--resume", action="store_true",
+                   help="skip models whose result an earlier run kept (OUT/.zoo-runs/) for the same tools, "
+                        "timeout and versions")
     p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("roofline", help="bytes moved, arithmetic intensity and the roofline time bound per layer, "

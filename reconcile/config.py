@@ -39,6 +39,8 @@ class RunConfig:
     tools: tuple[str, ...] = ()
     timeout: float = 300.0
     out: str = "reports"
+    executor: str = "local"  # where the (model, tool) jobs run: local (fork-server pool) or ray
+    ray_address: str | None = None  # an existing Ray cluster; None: a local instance for the run
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -48,5 +50,9 @@ class RunConfig:
         if self.depth is not None and self.depth < 0:
             raise ReconcileError(f"--depth must be 0 or more, got {self.depth}")
         check_timeout(self.timeout)
+        if self.executor not in ("local", "ray"):
+            raise ReconcileError(f"--executor must be local or ray, got {self.executor!r}")
+        if self.ray_address and self.executor != "ray":
+            raise ReconcileError("--ray-address needs --executor ray")
         if self.input_high is not None and self.input_high < 1:
             raise ReconcileError(f"--input-high must be at least 1, got {self.input_high}")

@@ -127,7 +127,8 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
             mode: str = "eval", device: str = "meta",
             on_done: Callable[[Job, ToolRun], None] | None = None,
             on_start: Callable[[Job], None] | None = None,
-            on_model: Callable[[ModelRuns], None] | None = None, training: bool = False) -> list[ModelRuns]:
+            on_model: Callable[[ModelRuns], None] | None = None, training: bool = False,
+            executor: str = "local", ray_address: str | None = None) -> list[ModelRuns]:
     """Run ``tools`` on every model spec; a spec that cannot be resolved gets an ``error``.
 
     ``device`` is where native counts ("meta": free; it falls back to CPU by itself for a forward
@@ -135,8 +136,10 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
     ("eval" or "train") applies to every tool. ``on_start(job)`` and ``on_done(job, run)`` are
     told of each tool run as it starts and settles (``runner.run_jobs``); ``on_model(runs)`` of
     each model as soon as all its runs have settled (while other models' tools still run), with
-    the same object the returned list holds."""
-    from reconcile.runner import Job, run_jobs
+    the same object the returned list holds. ``executor`` "ray" runs the jobs as Ray tasks
+    (``reconcile.executors``), on the cluster at ``ray_address`` if given."""
+    from reconcile import executors
+    from reconcile.runner import Job
 
     if mode not in models.MODES:
         raise ReconcileError(f"--mode must be one of {', '.join(models.MODES)}, got {mode!r}")
@@ -204,7 +207,8 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
                                    options, training)
             on_model(built[i])
 
-    runs = run_jobs(jobs, timeout=timeout, workers=workers, on_done=done, on_start=tell_start) if jobs else []
+    runs = executors.run(jobs, executor=executor, address=ray_address, timeout=timeout, workers=workers,
+                         on_done=done, on_start=tell_start) if jobs else []
     by_model: dict[int, list[ToolRun]] = {}
     for i, run in zip(owners, runs):
         by_model.setdefault(i, []).append(run)

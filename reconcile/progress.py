@@ -50,7 +50,7 @@ class Progress:
         if model_finished:
             self.finished += 1
         if self.bar is not None:
-            self.bar.set_description(f"models {self.finished}/{self.models}", refresh=False)
+            self.bar.set_description(self._description(), refresh=False)
             self.bar.set_postfix_str("running " + ", ".join(self.running) if self.running
                                      else f"{model} {job.tool} {run.status}", refresh=False)
             self.bar.update(1)
@@ -59,6 +59,17 @@ class Progress:
             note = f", {failed} did not finish" if failed else ""
             print(f"{PREFIX} [{self.finished}/{self.models}] {model}: {self.tools} tool runs{note}, "
                   f"{self.clock() - self.start:.0f} s elapsed", file=self.stream, flush=True)
+
+    def skip(self, model: str) -> None:
+        """A model whose runs are not done now (a resumed zoo keeps them from an earlier run)."""
+        self.finished += 1
+        if self.bar is not None:
+            self.bar.set_description(self._description(), refresh=False)
+            self.bar.update(self.tools)
+
+    def _description(self) -> str:
+        failed = sum(self.failed.values())
+        return f"models {self.finished}/{self.models}" + (f", {failed} runs failed" if failed else "")
 
     def write(self, text: str, file: IO[str] | None = None) -> None:
         """Print a line without breaking the bar."""

@@ -152,6 +152,7 @@ def run_jobs(
     build: Callable[[str, str], Any] | str | None = None,
     on_done: Callable[[Job, ToolRun], None] | None = None,
     on_start: Callable[[Job], None] | None = None,
+    threads: int | None = None,
 ) -> list[ToolRun]:
     """Run every job in its own worker process, up to ``workers`` at a time; results in job order.
 
@@ -160,7 +161,8 @@ def run_jobs(
     worker; default ``build_model``. ``timeout`` is per job, in seconds,
     counted from the worker's start (building the model included). ``on_start(job)`` and
     ``on_done(job, run)`` are called in this process as each job starts and settles (progress
-    display)."""
+    display). ``threads``: torch threads per job (default: this machine's CPUs shared by the
+    ``workers``; a Ray task running one job passes its node's share)."""
     if workers < 1:
         raise ReconcileError(f"workers must be at least 1, got {workers}")
     check_timeout(timeout, "timeout")  # nan would spin the loop below, inf overflow its waits
@@ -168,7 +170,7 @@ def run_jobs(
     if not jobs:
         return []
     builder = build if build is not None else f"{__name__}:build_model"
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
     from reconcile.sources import preload_for
 
     ctx, server = _forkserver_context(preload_for([job.model for job in jobs]))

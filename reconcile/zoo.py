@@ -149,3 +149,62 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
     lines += ["", "| tool | models fully explained | of models it ran on |", "|:---|---:|---:|"]
     lines += [f"| {t} | {complete[t]} | {ran[t]} |" for t in tools]
     return "\n".join(lines) + "\n"
+
+
+# ---- results kept as they complete, so an interrupted zoo run can be resumed -------------------
+
+RUNS_FOLDER = ".zoo-runs"  # under the output folder: one file per model and source
+# every distribution whose version can change a model's structure, its default inputs or a count
+_VERSIONED = ("reconcile", "torch", "torchvision", "timm", "transformers", "thop", "ptflops", "torchstat",
+              "torchsummary", "fvcore", "torchinfo", "mmengine", "pandas")
+
+
+def runs_folder(out: str, source: str) -> str:
+    return f"{out}/{RUNS_FOLDER}/{source}"
+
+
+def run_key(spec: str, tools: Sequence[str], timeout: float) -> dict:
+    """What a kept result must match to be reused: the model as asked for, the tools, the timeout
+    (it decides which runs time out), and the installed version of everything that counts."""
+    from importlib import metadata
+
+    versions = {}
+    for dist in _VERSIONED:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"spec": spec, "tools": list(tools), "timeout": timeout, "versions": versions}
+
+
+def kept_file(spec: str) -> str:
+    from reconcile.report.files import file_stem
+
+    return f"{file_stem(spec)}.runs.pickle.gz"
+
+
+def dump_runs(key: dict, runs) -> bytes:
+    """A collected model (``pipeline.ModelRuns``) with its key, for ``load_runs``."""
+    import gzip
+    import pickle
+
+    # mtime=0: the same result gives the same bytes
+    return gzip.compress(pickle.dumps({"key": key, "runs": runs}, protocol=pickle.HIGHEST_PROTOCOL), mtime=0)
+
+
+def load_runs(path, key: dict):
+    """The kept ``ModelRuns`` at ``path`` if it was made with exactly ``key``, else None (a file
+    from other versions, tools or an older reconcile, or one that does not load)."""
+    import gzip
+    import pickle
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            kept = pickle.load(fh)
+    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, AttributeError, ImportError, TypeError,
+            ValueError):
+        return None
+    if not isinstance(kept, dict) or kept.get("key") != key:
+        return None
+    return kept.get("runs")
