@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TOOLS = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
+TOOLS = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore", "torchinfo")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ Nothing here imports torch or any counting tool.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Mapping
@@ -52,6 +53,8 @@ CAUSES: dict[str, tuple[str, str]] = {
     "params_frozen": ("coverage", "leaves out frozen parameters (requires_grad=False)"),
     "memory_model": ("convention", "estimates memory with its own model (bytes per element, x2 for gradients, MiB)"),
     "total_not_sum": ("convention", "prints a total that is not the sum of its rows (e.g. the last row's value)"),
+    "per_batch_row": ("convention", "counts a layer once per batch row (batch x its parameters), leaving out the "
+                      "tokens or positions each sample has (torchinfo's Linear on a sequence)"),
 }
 
 
@@ -165,6 +168,14 @@ def numel(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n
+
+
+def itemsize(dtype: str) -> int:
+    """Bytes per element of a dtype named as in the native record ("float32", "int64", "bool")."""
+    if dtype == "bool":
+        return 1
+    bits = re.search(r"\d+", dtype)
+    return max(1, int(bits.group()) // 8) if bits else 4
 
 
 def n_in(call: CallRecord) -> int:
