@@ -321,7 +321,10 @@ class TorchinfoConvention(Convention):
         layers: list[LayerPrediction] = []
         seen: dict[str, int] = defaultdict(int)
         for info in infos:
-            layers.append(self._row(model, counts, fair, info, seen[info.module]))
+            layer = self._row(model, counts, fair, info, seen[info.module])
+            for key, value in layer.predicted.items():  # every prediction is its reference plus its terms
+                assert value == layer.reference[key] + sum(t.amount for t in layer.terms.get(key, ())), (info, key)
+            layers.append(layer)
             seen[info.module] += 1
 
         def rows(key: str) -> tuple[Number, Number]:
@@ -405,9 +408,8 @@ class TorchinfoConvention(Convention):
             else:
                 predicted["param_bytes"] = 0
                 terms["param_bytes"] = (Term("params_missed", -byte_ref, (
-                    f"Params size adds up leaf records only: the {exact(byte_ref)} bytes of parameters held here "
-                    f"({row.type}{' or modules below it that never ran' if _runless(model, mine, info) else ''}) "
-                    "are left out")),) if byte_ref else ()
+                    f"Params size adds up leaf records only: the {exact(byte_ref)} bytes of parameters held by "
+                    f"{_holders(model, mine, info)} are left out")),) if byte_ref else ()
 
         if info.leaf and model.params[info.module] and info.call is not None:
             reference["pass_bytes"], predicted["pass_bytes"], terms["pass_bytes"] = _pass(row, info.call)
@@ -435,7 +437,8 @@ class TorchinfoConvention(Convention):
                             flops=-flops_of(dict(comps))),)
         if not ref:
             # no multiply-accumulate natively: the whole parameter-based count is a convention
-            cause = "norm" if comps.get("norm") else "activation" if comps.get("activation") else "formula"
+            cause = ("norm" if comps.get("norm") or "Norm" in row.type else
+                     "activation" if comps.get("activation") else "formula")
             return pred, ((Term(cause, pred, f"{row.type}{where} counted from its parameters: "
                                 f"{_rule_text(row.type, size, model, info)} = {exact(pred)}"),) if pred else ())
         out: list[Term] = []
@@ -501,7 +504,7 @@ def _container_macs(row: ModuleRow, info: _Info) -> tuple[Term, ...]:
         return ()
     where = "" if row.calls == 1 else f" (call {info.call.index + 1} of {row.calls})"
     families = ", ".join(f"{k} {exact(v)}" for k, v in comps.items() if v)
-    if _builtin_compute(row):
+    if _builtin_compute(row) and macs:
         return (Term("unsupported_module", -macs, f"torchinfo totals leaf modules only: {row.type}{where} has a child, "
                      f"so the {exact(macs)} MACs ({exact(flops)} FLOPs: {families}) its own forward computes with its "
                      "weights are not counted", flops=-flops),)
@@ -510,8 +513,16 @@ def _container_macs(row: ModuleRow, info: _Info) -> tuple[Term, ...]:
                  flops=-flops),)
 
 
-def _runless(model: _Model, mine: set[int], info: _Info) -> bool:
-    return any(_owner(model.tensors[i].name) != info.module for i in mine)
+def _holders(model: _Model, mine: set[int], info: _Info) -> str:
+    """Who holds a record's reference parameters: the module itself (a container), or modules below
+    it that never ran."""
+    row = model.rows[info.module]
+    others = sorted({_owner(model.tensors[i].name) for i in mine} - {info.module})
+    said = [f"{row.type} itself"] if any(_owner(model.tensors[i].name) == info.module for i in mine) else []
+    if others:
+        said.append("modules below it that never ran (" + ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+                    + ")")
+    return " and ".join(said)
 
 
 def _owner(name: str) -> str:
@@ -540,21 +551,24 @@ def _param_terms(model: _Model, counts: _Counts, info: _Info, mine: set[int], tr
         if delta:
             by_cause["params_tied" if ts[i].tied else "formula"].append((i, delta))
     out: list[Term] = []
+    held = model.params[info.module]
     for cause, items in by_cause.items():
         amount = sum(d * ts[i].numel for i, d in items)
-        names = ", ".join(f"{ts[i].name}{'' if d == 1 else f' x{d}'}" for i, d in items[:3]) \
-            + (", ..." if len(items) > 3 else "")
+        signed = f"{'+' if amount > 0 else '-'}{exact(abs(amount))}"
         if info.leaf:
-            text = f"{row.type} counts {names} again: registered here under another name too (tied or shared)"
-        elif cause == "params_tied":
-            text = (f"{row.type}'s leftover (its named_parameters() minus its children's counts) counts {names} "
-                    f"a different number of times ({'+' if amount > 0 else ''}{exact(amount)}): tied or shared "
-                    "tensors it holds once and the records below it count again")
-        else:
-            text = (f"{row.type}'s leftover counts {names} a different number of times ({'+' if amount > 0 else ''}"
-                    f"{exact(amount)}): torchinfo takes a record's children from the list (the deeper records that "
-                    "follow it), not from the module tree, and this module's calls do not line up with it")
-        out.append(Term(cause, amount, text))
+            names = ", ".join(ts[i].name for i, _ in items[:3]) + (", ..." if len(items) > 3 else "")
+            out.append(Term(cause, amount, f"{row.type} counts {names} again ({signed}): registered here under "
+                            "another name too (tied or shared)"))
+            continue
+        said = "; ".join(
+            f"{ts[i].name} ({exact(ts[i].numel)}) held {1 if i in held else 0}x, counted "
+            f"{(1 if i in held else 0) - vec.get(i, 0)}x below, {'held' if i in mine else 'not held'} here in the reference"
+            for i, _ in items[:3]) + (f"; and {len(items) - 3} more" if len(items) > 3 else "")
+        why = ("tied or shared tensors are counted once per record that holds them" if cause == "params_tied" else
+               "torchinfo takes a record's children from the list (the deeper records that follow it), not from "
+               "the module tree, and this module's calls do not line up with it")
+        out.append(Term(cause, amount, f"{row.type}'s leftover is its named_parameters() (each tensor once) minus "
+                        f"what the records below it count, and {why}: {said} ({signed})"))
     if not info.leaf and value < 0:
         cause = min(by_cause, key=lambda c: sum(d * ts[i].numel for i, d in by_cause[c])) if by_cause else "formula"
         out.append(Term(cause, -value, f"{row.type}'s leftover is negative ({exact(value)}) and torchinfo clips it "
