@@ -6,6 +6,11 @@ process left as they were.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -184,3 +189,19 @@ def test_model_and_process_unchanged(training):
     assert _state(model) == before
     assert all(torch.equal(model.state_dict()[k], v) for k, v in params.items())  # BN statistics too
     assert ti._cached_forward_pass == {}  # summary() caches the records (and the model) by class name
+
+
+def test_fresh_process_prints_nothing():
+    code = (
+        "import torch\n"
+        "from torch import nn\n"
+        "from reconcile.adapters.torchinfo import TorchinfoAdapter\n"
+        "m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2)).eval()\n"
+        "run = TorchinfoAdapter().run(m, (torch.randn(1, 3, 8, 8),))\n"
+        "assert run.status == 'ok', run.error_message\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONWARNINGS": "default"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == ("", "")

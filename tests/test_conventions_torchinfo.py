@@ -244,3 +244,20 @@ def test_predicted_rows_in_torchinfo_order_and_meta_prediction(tv, name):
     model = models.build(models.resolve(name), device="meta")
     meta = conventions.get("torchinfo").predict(count(model, (torch.zeros(1, 3, 224, 224, device="meta"),)))
     assert dict(meta.headline) == {k: v for k, v in ex.run.headline.items() if isinstance(v, int)}
+
+
+def test_vit_attention_counted_tiny_for_named_causes():
+    # the README's figures. vit_b_32 at 224: 50 tokens, 12 blocks of E = 768, MLP 3072.
+    # Each MLP Linear (768*3072 = 2,359,296 weights) counted for 1 of 50 tokens: 2 x 12 x -49 x 2,359,296.
+    # Each MultiheadAttention, no leaf: in_proj 50*768*2304 = 88,473,600 + q@k.T and attn@v 2 x 12 heads x
+    # 50*50*64 = 3,840,000 + out_proj 50*768*768 = 29,491,200 = 121,804,800, x 12 blocks.
+    # Biases: conv_proj 768 x 7*7 positions = 37,632 + 12 x (3,072 + 768) + head 1,000 = 84,712;
+    # 25 LayerNorms x (768 + 768) = 38,400.
+    model = models.build(models.resolve("vit_b_32"), device="cpu")
+    ex = explain_in_process("torchinfo", model, (torch.zeros(1, 3, 224, 224),))
+    assert_explained(ex)
+    assert ex.native_macs == 4_409_186_304
+    assert causes(ex, "Total mult-adds") == {"per_batch_row": 2 * 12 * -49 * 2_359_296,
+                                             "unsupported_module": -12 * 121_804_800,
+                                             "bias": 84_712, "norm": 38_400}
+    assert ex.raw_total == 173_119_720
