@@ -261,3 +261,23 @@ def test_vit_attention_counted_tiny_for_named_causes():
                                              "unsupported_module": -12 * 121_804_800,
                                              "bias": 84_712, "norm": 38_400}
     assert ex.raw_total == 173_119_720
+
+
+class Conv1D(nn.Module):
+    """transformers' GPT-2 ``Conv1D``: a Linear with its weight stored (in, out), named like a conv."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(nx, nf))
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight).view(*x.shape[:-1], -1)
+
+
+def test_a_class_named_conv_gets_the_conv_rule():
+    # Conv1D(6, 8) on 1x4x8 -> 1x4x6: "Conv" in its class name, so weight 48 x prod(output_size[:1] +
+    # output_size[2:]) = 48 x (1 * 6) = 288 and bias 6 x 6 = 36; native MACs 4*8*6 = 192 (GPT-2's 163 G)
+    ex = run(nn.Sequential(Conv1D(6, 8)), torch.randn(1, 4, 8))
+    assert ex.raw_total == 288 + 36
+    assert causes(ex, "Total mult-adds") == {"formula": 288 - 192, "bias": 36}
