@@ -143,10 +143,6 @@ class _Model:
     def leaf(self, module: str) -> bool:
         return module not in self.has_child
 
-    def count(self, module: str, trainable_only: bool = False) -> int:
-        return sum(self.tensors[i].numel for i in self.params[module]
-                   if not trainable_only or self.tensors[i].trainable)
-
 
 def _parent(path: str) -> str:
     return path.rsplit(".", 1)[0] if "." in path else ""
@@ -173,12 +169,10 @@ def summary_list(model: _Model) -> list[_Info]:
         seen.add(module)
     _add_missing_container_layers(out)
     for i, info in enumerate(out):  # set_children_layers: every following record deeper than it
-        n = 0
-        for later in out[i + 1:]:
-            if later.depth <= info.depth:
-                break
-            n += 1
-        info.children = out[i + 1:i + 1 + n]
+        end = i + 1
+        while end < len(out) and out[end].depth > info.depth:
+            end += 1
+        info.children = out[i + 1:end]  # a record listed twice keeps its last place's children
     return out
 
 
@@ -353,11 +347,12 @@ class TorchinfoConvention(Convention):
     # ----- references ---------------------------------------------------------------------------
 
     @staticmethod
-    def _fair(model: _Model, infos: list[_Info]) -> dict[int, int]:
-        """tensor -> ``id`` of the record that holds it in the reference: the non-recursive record
-        of its owner module, else of the nearest ancestor that has one (a module that never ran)."""
+    def _fair(model: _Model, infos: list[_Info]) -> dict[int, set[int]]:
+        """``id`` of a record -> the tensors it holds in the reference: a tensor sits at the
+        non-recursive record of its owner module, else of the nearest ancestor that has one (a
+        module that never ran)."""
         primary = {info.module: id(info) for info in infos if not info.recursive}
-        out = {}
+        out: dict[int, set[int]] = defaultdict(set)
         for i, t in enumerate(model.tensors):
             path = _parent(t.name)
             while model.path_of[path] not in primary:
@@ -366,14 +361,14 @@ class TorchinfoConvention(Convention):
                 path = _parent(path)
             module = model.path_of[path]
             if module in primary:
-                out[i] = primary[module]
+                out[primary[module]].add(i)
         return out
 
     # ----- rows ---------------------------------------------------------------------------------
 
-    def _row(self, model: _Model, counts: _Counts, fair: dict[int, int], info: _Info, k: int) -> LayerPrediction:
+    def _row(self, model: _Model, counts: _Counts, fair: dict[int, set[int]], info: _Info, k: int) -> LayerPrediction:
         row = model.rows[info.module]
-        mine = {i for i, f in fair.items() if f == id(info)}
+        mine = fair.get(id(info), set())
         ts = model.tensors
         reference: dict[str, Number] = {}
         predicted: dict[str, Number] = {}
