@@ -17,6 +17,7 @@ import torchvision
 from torch import nn
 
 from reconcile.adapters.torchinfo import TorchinfoAdapter
+from tests.models_small import Fn
 
 HEADER = 64  # sys.getsizeof(storage) - storage bytes, per input tensor (CPython 3.11, torch 2.14.1)
 
@@ -168,6 +169,18 @@ def test_a_failing_forward_is_a_failed_run_naming_the_module():
     run = TorchinfoAdapter().run(model, (torch.zeros(1, 2),))
     assert (run.status, run.error_type) == ("failed", "ValueError")
     assert run.error_message == "torchinfo failed in Boom 1 (ValueError: boom)"
+
+
+def test_a_layer_returning_what_torchinfo_cannot_size_is_named():
+    class Odd(nn.Module):
+        def forward(self, x):
+            return object()  # torchinfo's forward hook sizes every output: a TypeError there
+
+    model = Fn(lambda self, x: (self.odd(x), self.fc(x))[1], fc=nn.Linear(2, 2), odd=Odd())
+    run = TorchinfoAdapter().run(model.eval(), (torch.zeros(1, 2),))
+    assert (run.status, run.error_type) == ("failed", "TypeError")
+    assert run.error_message.startswith("torchinfo failed in Odd odd (TypeError: Model contains a layer with an "
+                                        "unsupported input or output type")
 
 
 def _state(model: nn.Module) -> dict:
