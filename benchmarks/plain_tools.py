@@ -1,5 +1,5 @@
 """Baseline for `make bench`: what a user does by hand without reconcile. One fresh Python
-process runs thop, ptflops (both backends), torchstat, torchsummary and fvcore one after another
+process runs thop, ptflops (both backends), torchstat, torchsummary, fvcore and torchinfo one after another
 on each model named on the command line, building the model afresh (torchvision defaults, random
 init) for each tool, and printing whatever the tools print (sent to /dev/null by the benchmark).
 Then ultralytics-thop, which installs the same `thop` module: a user needs a second environment
@@ -17,6 +17,7 @@ from ptflops import get_model_complexity_info
 from thop import profile
 from torchstat import stat
 from torchsummary import summary
+from torchinfo import summary as torchinfo_summary
 
 
 def new(name):
@@ -35,6 +36,7 @@ def main(names):
             pass
         summary(new(name), (3, 224, 224), device="cpu")
         FlopCountAnalysis(new(name), (x,)).total()
+        torchinfo_summary(new(name), input_size=(1, 3, 224, 224), device="cpu")
 
 
 def ultralytics_thop(names):

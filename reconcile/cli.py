@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 from reconcile.config import DEVICES, FORMATS, RunConfig
 from reconcile.errors import ReconcileError
 
-TOOL_NAMES = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
+TOOL_NAMES = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore",
+              "torchinfo", "flopcountermode")
 
 
 def _pinned() -> tuple[str, ...]:

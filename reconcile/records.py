@@ -225,7 +225,9 @@ class ModuleRow:
     type: str
     depth: int
     calls: int
-    attrs: Mapping[str, Any]  # simple module attributes the counting rules need (kernel, groups, ...)
+    # simple module attributes the counting rules need (kernel, groups, ...); a module registered
+    # under several paths also has "_aliases": its later paths, in named_modules() order
+    attrs: Mapping[str, Any]
     call_records: tuple[CallRecord, ...]
     components: Mapping[str, int]
     flops: int

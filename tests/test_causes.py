@@ -184,6 +184,14 @@ def test_cause_formula():
     assert ex.raw_total == 64 and causes(ex) == {"formula": 48}
 
 
+def test_cause_per_batch_row():
+    # torchinfo: Linear(4, 3, no bias) on 2x5x4 counted as output_size[0] 2 x 12 weights = 24 where the
+    # MACs are 2*5 tokens * 4 * 3 = 120: per_batch_row -96 (4 of each sample's 5 tokens left out)
+    ex = run("torchinfo", nn.Sequential(nn.Linear(4, 3, bias=False)), 2, 5, 4)
+    assert ex.raw_total == 24 and causes(ex) == {"per_batch_row": -96}
+    assert ex.normalized["macs"] == 120
+
+
 def test_cause_per_sample():
     # ptflops: Linear(4, 3, no bias) on 2x4: 2*4*3 = 24 MACs, printed per sample: 12
     ex = run("ptflops", nn.Sequential(nn.Linear(4, 3, bias=False)), 2, 4)

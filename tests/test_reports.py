@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet18", "vgg16")
 TOOLS = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore",
-         "flopcountermode")
+         "torchinfo", "flopcountermode")
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +57,10 @@ def test_every_tool_explained_on_every_layer(fresh, model):
 TOTALS = {
     "resnet18": {"thop": 1_824_033_792, "ultralytics-thop": 1_824_033_792, "ptflops": 1_825_313_768,
                  "ptflops-aten": 1_814_074_344, "fvcore": 1_819_065_856, "torchstat": 3_638_757_912,
-                 "flopcountermode": 3_628_146_688},  # 2 FLOPs x 1,814,073,344 MACs
+                 "torchinfo": 1_814_083_944, "flopcountermode": 3_628_146_688},  # 2 FLOPs x 1,814,073,344 MACs
     "vgg16": {"thop": 15_470_314_496, "ultralytics-thop": 15_470_314_496, "ptflops": 15_523_225_576,
               "ptflops-aten": 15_483_821_032, "fvcore": 15_470_289_408, "torchstat": 30_958_666_264,
-              "flopcountermode": 30_940_528_640},  # 2 FLOPs x 15,470,264,320 MACs
+              "torchinfo": 15_483_821_032, "flopcountermode": 30_940_528_640},  # 2 FLOPs x 15,470,264,320 MACs
 }
 # torchvision's published _ops (GMACs) and num_params for these weights
 PUBLISHED = {"resnet18": (1_814_073_344, 11_689_512), "vgg16": (15_470_264_320, 138_357_544)}

@@ -24,6 +24,7 @@ LLAMA = zoo.TRANSFORMERS_SAMPLE[4]
 KNOWN_GAPS: dict[tuple[str, str], tuple[int, int]] = {}
 
 # (model, tool) -> words of the tool's own failure, as it happens with the pinned versions
+# (torchinfo runs on all 36: keyword inputs go in as a dict)
 KNOWN_FAILURES: dict[tuple[str, str], str] = {
     ("timm:ghostnet_100", "torchstat"):
         "torchstat patches __call__ of the leaf layer classes it finds: BatchNormAct2d blocks.9.0.bn1 subclasses BatchNorm2d but has children, so it is not a leaf and its inherited __call__ fails torchstat's check",

@@ -23,9 +23,11 @@ KNOWN_GAPS = {
     ("maxvit_t", "fvcore"): (572, 671),
     # (maxvit_t, ptflops) was pinned here for torch.einsum, which ptflops does not patch: the
     # native call record now tells einsum from torch.matmul
+    # torchinfo: every row explained on all 15 (maxvit_t 693 rows, swin_t 169, vit_b_32 141), nothing pinned
 }
 
 # (model, tool) -> the tool's own failure on that model, as it happens with the pinned versions
+# (torchinfo runs on all 15)
 KNOWN_FAILURES = {
     ("densenet121", "torchsummary"): "failed",
     ("vit_b_32", "torchsummary"): "failed",

@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "torchsummary": "reconcile.conventions.torchsummary:CONVENTION",
     "fvcore": "reconcile.conventions.fvcore:CONVENTION",
     "flopcountermode": "reconcile.conventions.flopcountermode:CONVENTION",
+    "torchinfo": "reconcile.conventions.torchinfo:CONVENTION",
 }
 
 

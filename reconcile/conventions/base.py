@@ -15,6 +15,7 @@ Nothing here imports torch or any counting tool.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Mapping
@@ -58,6 +59,8 @@ CAUSES: dict[str, tuple[str, str]] = {
                       "code that checks torch.jit.is_tracing() takes another path, ops nothing returned uses are dropped"),
     "float32": ("convention", "keeps its counts in float32, which rounds counts above 2^24 (thop 0.0.22)"),
     "groups_ignored": ("convention", "counts a grouped convolution's weight gradient as if it were dense (x groups)"),
+    "per_batch_row": ("convention", "counts a layer once per batch row (batch x its parameters), leaving out the "
+                      "tokens or positions each sample has (torchinfo's Linear on a sequence)"),
 }
 
 
@@ -176,6 +179,14 @@ def numel(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n
+
+
+def itemsize(dtype: str) -> int:
+    """Bytes per element of a dtype named as in the native record ("float32", "int64", "bool")."""
+    if dtype == "bool":
+        return 1
+    bits = re.search(r"\d+", dtype)
+    return max(1, int(bits.group()) // 8) if bits else 4
 
 
 def n_in(call: CallRecord) -> int:

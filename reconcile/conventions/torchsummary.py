@@ -47,11 +47,10 @@ Nothing here imports torch or torchsummary.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from reconcile.conventions.base import (
-    OUTSIDE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, numel,
+    OUTSIDE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, itemsize, numel,
 )
 from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo
 from reconcile.report.numbers import exact
@@ -77,14 +76,6 @@ _PHRASE = {
     "params_frozen": "each row's split follows weight.requires_grad, not each tensor's",
     "formula": "buffers named weight/bias counted as parameters",
 }
-
-
-def itemsize(dtype: str) -> int:
-    """Bytes per element of a dtype named as in the native record ("float32", "int64", "bool")."""
-    if dtype == "bool":
-        return 1
-    bits = re.search(r"\d+", dtype)
-    return max(1, int(bits.group()) // 8) if bits else 4
 
 
 def printed_lines(headline: dict) -> dict[str, str]:

@@ -601,18 +601,28 @@ def _freeze(
     for b in buffers:
         own_buffers[_owner(b.name)] += b.numel
 
+    # every path of every module, in named_modules(remove_duplicate=False) order: a module
+    # registered under two parents keeps its later paths (tools that walk the tree without
+    # de-duplicating, such as torchinfo, file it under the last one)
+    paths: dict[int, list[str]] = defaultdict(list)
+    for path, mod in model.named_modules(remove_duplicate=False):
+        paths[id(mod)].append(path)
+
     rows = []
     for mod_name, mod in model.named_modules():
         acc = accs.get(mod_name) or _Acc()
         comps = {k: v for k, v in acc.components.items() if v}
         ps = own_params.get(mod_name, [])
+        attrs = _attrs(mod, watched)
+        if len(paths[id(mod)]) > 1:
+            attrs["_aliases"] = tuple(paths[id(mod)][1:])
         rows.append(
             ModuleRow(
                 name=mod_name,
                 type=type(mod).__name__,
                 depth=0 if mod_name == "" else mod_name.count(".") + 1,
                 calls=calls.get(mod_name, 0),
-                attrs=_attrs(mod, watched),
+                attrs=attrs,
                 call_records=tuple(sorted(call_records.get(mod_name, []), key=lambda c: c.index)),
                 components=comps,
                 flops=formulas.flops_of(comps),

@@ -196,6 +196,40 @@ class LayerGroup:
     residual: tuple[int | Fraction, ...]  # per tool column
 
 
+def _per_module(layers: Sequence[LayerExplanation]) -> list[LayerExplanation]:
+    """One row per module: a tool that keeps one row per call (torchinfo) has its calls' rows
+    merged, numbers summed and causes in call order, at the place of the module's first row."""
+    calls: dict[str, list[LayerExplanation]] = {}
+    for le in layers:
+        if le.call is not None:
+            calls.setdefault(le.module, []).append(le)
+    out = []
+    for le in layers:
+        if le.call is None:
+            out.append(le)
+        elif le is calls[le.module][0]:
+            out.append(_merged(calls[le.module]))
+    return out
+
+
+def _merged(les: Sequence[LayerExplanation]) -> LayerExplanation:
+    def summed(field: str) -> dict[str, int | Fraction]:
+        out: dict[str, int | Fraction] = {}
+        for le in les:
+            for k, v in getattr(le, field).items():
+                if isinstance(v, (int, Fraction)):
+                    out[k] = out.get(k, 0) + v
+        return out
+
+    causes: dict[str, tuple] = {}
+    for le in les:
+        for metric, cs in le.causes.items():
+            causes[metric] = causes.get(metric, ()) + tuple(cs)
+    first = les[0]
+    return LayerExplanation(first.module, first.type, first.calls, None, summed("raw"), summed("predicted"),
+                            summed("reference"), summed("residual"), causes)
+
+
 def _layer_table(r: ModelReport) -> tuple[list[ToolExplanation], list[str], dict[str, dict[str, LayerExplanation]],
                                           dict[str, str], dict[str, int | Fraction]]:
     # native is the reference column itself; every other tool gets a column
@@ -205,9 +239,7 @@ def _layer_table(r: ModelReport) -> tuple[list[ToolExplanation], list[str], dict
     types: dict[str, str] = {}
     references: dict[str, int | Fraction] = {}
     for t in tools:
-        for le in t.layers:
-            if le.call is not None:
-                continue
+        for le in _per_module(t.layers):
             if le.module not in by_module:
                 by_module[le.module] = {}
                 order.append(le.module)
