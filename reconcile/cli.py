@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from reconcile.config import DEVICES, FORMATS, RunConfig
 from reconcile.errors import ReconcileError
 
-TOOL_NAMES = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
+TOOL_NAMES = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore", "mmengine")
 
 
 def _err(msg: str) -> None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TOOLS = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
+TOOLS = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore", "mmengine")
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def _options(inputs: Sequence[models.InputSpec] | None, shape: tuple[int, ...] |
 
 # relative run time of each tool on the same model, measured on resnet18/vgg16 (native runs on meta)
 _TOOL_COST = {"native": 0.1, "thop": 1.0, "ptflops": 1.2, "ptflops-aten": 1.2, "torchstat": 1.5,
-              "torchsummary": 2.0, "fvcore": 2.5}
+              "torchsummary": 2.0, "fvcore": 2.5, "mmengine": 3.0}
 
 
 def _expected_size(spec: models.ModelSpec) -> float:

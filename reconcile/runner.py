@@ -57,6 +57,7 @@ ADAPTERS: dict[str, str] = {
     "torchstat": "reconcile.adapters.torchstat:TorchstatAdapter",
     "torchsummary": "reconcile.adapters.torchsummary:TorchsummaryAdapter",
     "fvcore": "reconcile.adapters.fvcore:FvcoreAdapter",
+    "mmengine": "reconcile.adapters.mmengine:MmengineAdapter",
     "native": "reconcile.adapters.native:NativeAdapter",
     # not a counter: a model's default inputs, when finding them runs user or library code
     "inputs": "reconcile.adapters.inputs:InputsProbe",
@@ -69,7 +70,8 @@ ADAPTERS: dict[str, str] = {
 # reconcile._server is the exception, first so that it acts before the slow imports: its import
 # makes the server die with its caller and clean up after itself (it is imported only there).
 PRELOAD = ("reconcile._server", "__main__", "torch", "torchvision", "numpy", "pandas", "reconcile.runner",
-           "reconcile.counter.core", "thop", "ptflops", "fvcore.nn", "torchsummary", "torchstat")
+           "reconcile.counter.core", "thop", "ptflops", "fvcore.nn", "torchsummary", "torchstat",
+           "mmengine.analysis")
 
 _RESULT_GRACE = 5.0  # seconds a worker that sent its result gets to exit before it is killed
 _OUTPUT_TAIL = 10  # lines of a dead worker's output kept in its ToolRun

@@ -112,6 +112,51 @@ def module_names(model: Any) -> dict[int, str]:
     return names
 
 
+def output_tensors(obj: Any, seen: set[int] | None = None) -> list[Any]:
+    """Every tensor of a forward's result, in order: through tuples, lists, dicts (a transformers
+    ``ModelOutput`` is one) and the attributes of other objects (a ``Cache``)."""
+    import torch
+
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if id(obj) in seen or obj is None or isinstance(obj, (int, float, bool, str)):
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (list, tuple)):
+        items = list(obj)
+    elif hasattr(obj, "__dict__"):
+        items = list(vars(obj).values())
+    else:
+        return []
+    return [t for item in items for t in output_tensors(item, seen)]
+
+
+def tensor_inputs_only(model: Any, inputs: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+    """``model`` inside a module whose forward takes only the tensor inputs (a ``None`` between
+    them is put back in its place) and returns every output tensor as a flat tuple: what
+    ``torch.jit`` can trace when a forward takes ``None`` or returns a dict, a ``ModelOutput`` or a
+    cache. The model is the wrapper's child ``model``."""
+    import torch
+
+    slots = [i for i, a in enumerate(inputs) if isinstance(a, torch.Tensor)]
+
+    class Flat(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: Any) -> tuple[Any, ...]:
+            args = list(inputs)
+            for i, t in zip(slots, tensors):
+                args[i] = t
+            return tuple(output_tensors(self.model(*args)))
+
+    return Flat(), tuple(inputs[i] for i in slots)
+
+
 class ToolFailure(Exception):
     """A tool's own exception with a plain one-line reason. Recorded under the original
     exception's type, with the reason followed by the tool's own words."""

@@ -32,55 +32,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from reconcile.adapters.base import Adapter, ToolFailure, capture_output, counting_calls, exact_number, module_names
+from reconcile.adapters.base import (
+    Adapter, ToolFailure, capture_output, counting_calls, exact_number, module_names, tensor_inputs_only,
+)
 from reconcile.records import Number, ToolLayer, ToolRun
 
 _LOGGERS = ("fvcore",)
-
-
-def _tensors(obj: Any, seen: set[int] | None = None) -> list[Any]:
-    """Every tensor of a forward's result, in order: through tuples, lists, dicts (a transformers
-    ``ModelOutput`` is one) and the attributes of other objects (a ``Cache``)."""
-    import torch
-
-    seen = set() if seen is None else seen
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if id(obj) in seen or obj is None or isinstance(obj, (int, float, bool, str)):
-        return []
-    seen.add(id(obj))
-    if isinstance(obj, dict):
-        items = list(obj.values())
-    elif isinstance(obj, (list, tuple)):
-        items = list(obj)
-    elif hasattr(obj, "__dict__"):
-        items = list(vars(obj).values())
-    else:
-        return []
-    return [t for item in items for t in _tensors(item, seen)]
-
-
-def _flat(model: Any, inputs: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
-    """``model`` inside a module whose forward takes only the tensor inputs (a ``None`` between
-    them is put back in its place) and returns every output tensor as a flat tuple: what
-    ``torch.jit`` can trace when a forward takes ``None`` or returns a dict, a ``ModelOutput`` or a
-    cache. The model is the wrapper's child ``model``."""
-    import torch
-
-    slots = [i for i, a in enumerate(inputs) if isinstance(a, torch.Tensor)]
-
-    class Flat(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, *tensors: Any) -> tuple[Any, ...]:
-            args = list(inputs)
-            for i, t in zip(slots, tensors):
-                args[i] = t
-            return tuple(_tensors(self.model(*args)))
-
-    return Flat(), tuple(inputs[i] for i in slots)
 
 
 def _messages(prefix: str, cap: Any) -> list[str]:
@@ -113,7 +70,7 @@ class FvcoreAdapter(Adapter):
         traced, traced_inputs, prefix = work, inputs, ""
         notes: list[str] = []
         if any(not isinstance(a, torch.Tensor) for a in inputs):
-            traced, traced_inputs = _flat(work, inputs)
+            traced, traced_inputs = tensor_inputs_only(work, inputs)
             prefix = "model"
         while True:
             try:
@@ -130,7 +87,7 @@ class FvcoreAdapter(Adapter):
                 if prefix:
                     raise ToolFailure("fvcore runs the forward under torch.jit tracing, which could not trace this "
                                       "model", exc) from exc
-                traced, traced_inputs = _flat(work, inputs)
+                traced, traced_inputs = tensor_inputs_only(work, inputs)
                 prefix = "model"
         if prefix:
             notes.append("traced through a wrapper that passes only the tensor inputs and returns every output "

@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "torchstat": "reconcile.conventions.torchstat:CONVENTION",
     "torchsummary": "reconcile.conventions.torchsummary:CONVENTION",
     "fvcore": "reconcile.conventions.fvcore:CONVENTION",
+    "mmengine": "reconcile.conventions.mmengine:CONVENTION",
 }
 
 

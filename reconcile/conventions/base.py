@@ -52,6 +52,9 @@ CAUSES: dict[str, tuple[str, str]] = {
     "params_frozen": ("coverage", "leaves out frozen parameters (requires_grad=False)"),
     "memory_model": ("convention", "estimates memory with its own model (bytes per element, x2 for gradients, MiB)"),
     "total_not_sum": ("convention", "prints a total that is not the sum of its rows (e.g. the last row's value)"),
+    # last, so that the causes above keep their colours in the pictures (colours follow this order)
+    "train_mode": ("convention", "counts BatchNorm on batch statistics (training mode: the model was not put in "
+                   "eval()) at more per element than with running statistics"),
 }
 
 
