@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+MMENGINE := mmengine==0.10.7
 MODELS ?= resnet18,vgg16
 INPUT ?=
 TOOLS ?=
@@ -27,6 +28,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[tools,models,test]'
+	# mmengine without opencv-python, which only its image and visualization modules import (its
+	# other dependencies are in the tools extra); pip cannot say --no-deps for one requirement
+	$(PY) -m pip install --quiet --no-deps $(MMENGINE)
 	touch $(STAMP)
 
 report: $(STAMP)

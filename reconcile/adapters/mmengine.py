@@ -97,6 +97,16 @@ def _analyzers_kept(print_helper: Any, kept: dict[str, Any]) -> Iterator[None]:
             setattr(print_helper, name, cls)
 
 
+def _raised_in(exc: BaseException, function: str) -> bool:
+    """Whether ``function`` is on the traceback of ``exc``."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _messages(prefix: str, cap: Captured, logged: list[str] = ()) -> list[str]:
     printed = [line.strip() for text in (cap.stdout, cap.stderr) for line in text.splitlines() if line.strip()]
     return [f"{prefix}: {m}" for m in (*cap.warnings, *logged, *printed)]
@@ -125,14 +135,27 @@ class MmengineAdapter(Adapter):
         if any(not isinstance(a, torch.Tensor) for a in inputs):
             traced, traced_inputs = tensor_inputs_only(work, inputs)
             prefix = "model"
+        show_arch, notes = True, []
         while True:
             kept: dict[str, Any] = {}
             logged: list[str] = []
             try:
                 with _mmlogger_into(logged), _analyzers_kept(print_helper, kept), capture_output() as cap:
                     with counting_calls(work) as calls:
-                        result = get_model_complexity_info(traced, inputs=traced_inputs)
+                        result = get_model_complexity_info(traced, inputs=traced_inputs, show_arch=show_arch)
                 break
+            except AttributeError as exc:
+                if not (show_arch and _raised_in(exc, "_model_stats_str")):
+                    raise
+                # out_arch walks module._modules and fails on a child registered as None: a user
+                # gets nothing but this error, and calls again with show_arch=False (same counts)
+                nones = [f"{name}.{key}" if name else key for name, mod in work.named_modules()
+                         for key, child in mod._modules.items() if child is None]
+                notes.append(f"{_CALL}'s out_arch (show_arch=True, the default) fails on this model ("
+                             f"{type(exc).__name__}: {exc}; a child registered as None: {', '.join(nones) or '?'}), "
+                             "so it was called again with show_arch=False, as its users must; the counts do not "
+                             "depend on it")
+                show_arch = False
             except RuntimeError as exc:
                 # torch.jit traces tensors, tuples and lists in and out: any failure is retried once
                 # through the wrapper that passes only the tensor inputs and flattens the outputs
@@ -183,7 +206,7 @@ class MmengineAdapter(Adapter):
         for op, n in sorted(acts.unsupported_ops().items()):
             headline[f"unsupported_activations:{op}"] = int(n)
             units[f"unsupported_activations:{op}"] = "calls"
-        notes = [
+        notes[:0] = [
             f"{_CALL}(model, inputs=...) with the same inputs as every tool (its documented input_shape=(3, 224, 224) "
             "builds torch.randn(1, 3, 224, 224): the same shapes, so the same counts)",
             f"run on a deepcopy in the model's {'training' if work.training else 'eval'} mode: mmengine never calls "
