@@ -1,5 +1,5 @@
 """Baseline for `make bench`: what a user does by hand without reconcile. One fresh Python
-process runs thop, ptflops (both backends), torchstat, torchsummary and fvcore one after another
+process runs thop, ptflops (both backends), torchstat, torchsummary, fvcore and mmengine one after another
 on each model named on the command line, building the model afresh (torchvision defaults, random
 init) for each tool, and printing whatever the tools print (sent to /dev/null by the benchmark).
 """
@@ -9,6 +9,7 @@ import sys
 import torch
 import torchvision
 from fvcore.nn import FlopCountAnalysis
+from mmengine.analysis import get_model_complexity_info as mmengine_complexity
 from ptflops import get_model_complexity_info
 from thop import profile
 from torchstat import stat
@@ -31,6 +32,7 @@ def main(names):
             pass
         summary(new(name), (3, 224, 224), device="cpu")
         FlopCountAnalysis(new(name), (x,)).total()
+        mmengine_complexity(new(name), inputs=(x,))
 
 
 if __name__ == "__main__":

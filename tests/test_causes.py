@@ -261,6 +261,19 @@ def test_cause_memory_model():
     assert causes(ex, "Forward/backward pass size (bytes)") == {"memory_model": 12}
 
 
+def test_cause_train_mode():
+    # BatchNorm2d(2) in training mode on 2x2x2x2 = 16 elements: mmengine (which never calls eval())
+    # counts 5 per element on batch statistics: 2 * 16 = 32 as with running statistics (norm) and
+    # 3 * 16 = 48 more (train_mode)
+    model = nn.Sequential(nn.BatchNorm2d(2)).train()
+    x = torch.randn(2, 2, 2, 2)
+    from tests.harness import adapter
+
+    ex = explain("mmengine", adapter("mmengine").run(model, (x,)), count(model, (x,), mode="train"))
+    assert_explained(ex)
+    assert causes(ex) == {"norm": 32, "train_mode": 48}
+
+
 def test_every_cause_has_a_test():
     module = sys.modules[__name__]
     tested = {name.removeprefix("test_cause_") for name in dir(module) if name.startswith("test_cause_")}

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet18", "vgg16")
-TOOLS = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore")
+TOOLS = ("native", "thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore", "mmengine")
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +55,9 @@ def test_every_tool_explained_on_every_layer(fresh, model):
 # tests/test_adapters_*.py), and what reconcile normalizes them to.
 TOTALS = {
     "resnet18": {"thop": 1_824_033_792, "ptflops": 1_825_313_768, "ptflops-aten": 1_814_074_344,
-                 "fvcore": 1_819_065_856, "torchstat": 3_638_757_912},
+                 "fvcore": 1_819_065_856, "mmengine": 1_819_065_856, "torchstat": 3_638_757_912},
     "vgg16": {"thop": 15_470_314_496, "ptflops": 15_523_225_576, "ptflops-aten": 15_483_821_032,
-              "fvcore": 15_470_289_408, "torchstat": 30_958_666_264},
+              "fvcore": 15_470_289_408, "mmengine": 15_470_289_408, "torchstat": 30_958_666_264},
 }
 # torchvision's published _ops (GMACs) and num_params for these weights
 PUBLISHED = {"resnet18": (1_814_073_344, 11_689_512), "vgg16": (15_470_264_320, 138_357_544)}
