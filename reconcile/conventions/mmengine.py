@@ -39,7 +39,8 @@ class MmengineConvention(FvcoreConvention):
         RuleDoc("mode", "never calls eval(): the model is traced in the mode it is in (the documentation: training)"),
         RuleDoc("BatchNorm (aten::batch_norm)", "running statistics (eval) N * (2 if affine else 1); batch "
                 "statistics (training) N * (5 if affine else 4), the extra 3 per element being train_mode; "
-                "training also traces num_batches_tracked += 1 as an unsupported aten::add_"),
+                "training also traces num_batches_tracked += 1 as an unsupported aten::add_; F.batch_norm by its "
+                "own training argument, whatever the module's mode"),
         *(r for r in FvcoreConvention.rules if r.family not in ("unit", "mechanism", "BatchNorm (aten::batch_norm)")),
         RuleDoc("matmul with a 1-D operand", "counted, prod(A) * B[-1] with the vector as (k, 1) (fvcore fails on "
                 "a 1-D second operand)"),
