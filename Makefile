@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# mmengine without its opencv-python (74 MB wheel, 188 MB installed), which only its image and
+# visualization modules import; what mmengine.analysis imports is in the tools extra. pip cannot
+# say --no-deps for one requirement of an extra, hence a line of its own in setup.
 MMENGINE := mmengine==0.10.7
 MODELS ?= resnet18,vgg16
 INPUT ?=
@@ -28,8 +31,6 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[tools,models,test]'
-	# mmengine without opencv-python, which only its image and visualization modules import (its
-	# other dependencies are in the tools extra); pip cannot say --no-deps for one requirement
 	$(PY) -m pip install --quiet --no-deps $(MMENGINE)
 	touch $(STAMP)
 
