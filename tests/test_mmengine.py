@@ -20,7 +20,7 @@ from torch import nn
 from reconcile import conventions, models, pipeline
 from reconcile.conventions.base import INCLUSIVE
 from reconcile.counter import count
-from tests.harness import adapter, assert_explained, explain, explain_in_process
+from tests.harness import adapter, assert_explained, explain
 from tests.models_small import SMALL_MODELS, Fn
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,24 +35,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from reconcile.adapters.base import (
-    Adapter, Captured, ToolFailure, capture_output, counting_calls, exact_number, module_names, tensor_inputs_only,
+    Adapter, Captured, ListHandler, ToolFailure, capture_output, counting_calls, exact_number, module_names,
+    tensor_inputs_only,
 )
 from reconcile.records import Number, ToolLayer, ToolRun
 
 _CALL = "get_model_complexity_info"
-
-
-class _Sink(logging.Handler):
-    def __init__(self, sink: list[str]) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.sink = sink
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.sink.append(record.getMessage())
 
 
 @contextlib.contextmanager
@@ -66,7 +57,7 @@ def _mmlogger_into(sink: list[str]) -> Iterator[None]:
     existed = bool(instances)
     logger = MMLogger.get_current_instance()
     saved = list(logger.handlers)
-    logger.handlers[:] = [_Sink(sink)]
+    logger.handlers[:] = [ListHandler(sink)]
     try:
         yield
     finally:
@@ -107,7 +98,7 @@ def _raised_in(exc: BaseException, function: str) -> bool:
     return False
 
 
-def _messages(prefix: str, cap: Captured, logged: list[str] = ()) -> list[str]:
+def _messages(prefix: str, cap: Captured, logged: Sequence[str] = ()) -> list[str]:
     printed = [line.strip() for text in (cap.stdout, cap.stderr) for line in text.splitlines() if line.strip()]
     return [f"{prefix}: {m}" for m in (*cap.warnings, *logged, *printed)]
 
@@ -160,7 +151,7 @@ class MmengineAdapter(Adapter):
                 # torch.jit traces tensors, tuples and lists in and out: any failure is retried once
                 # through the wrapper that passes only the tensor inputs and flattens the outputs
                 if prefix:
-                    raise ToolFailure(f"mmengine runs the forward under torch.jit tracing, which could not trace "
+                    raise ToolFailure("mmengine runs the forward under torch.jit tracing, which could not trace "
                                       "this model", exc) from exc
                 traced, traced_inputs = tensor_inputs_only(work, inputs)
                 prefix = "model"
