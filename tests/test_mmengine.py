@@ -249,3 +249,12 @@ def test_a_child_registered_as_none_drops_out_arch_only():
     assert_explained(ex)
     assert ex.run.headline == {"flops": 8, "activations": 2, "params": 10}
     assert any("show_arch=False" in n and "registered as None: aux" in n for n in ex.run.notes)
+
+
+def test_batch_norm_without_running_statistics_is_no_mode_difference():
+    # BatchNorm2d(8, track_running_stats=False) uses batch statistics in eval as in training:
+    # 5 per element either way on 2x8x4x4 = 256 elements = 1,280, all norm, no train_mode
+    for mode in ("eval", "train"):
+        ex = _explain(nn.Sequential(nn.BatchNorm2d(8, track_running_stats=False)), (torch.randn(2, 8, 4, 4),), mode)
+        assert_explained(ex)
+        assert ex.raw_total == 1280 and ex.causes == {"norm": 1280}, mode

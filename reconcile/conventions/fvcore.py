@@ -284,8 +284,11 @@ def _batch_norm(row: ModuleRow, calls: int, comps: dict[str, int]) -> Work:
     if _isa(row, _INSTANCE_NORM):
         return _norm_work("aten::instance_norm", calls, comps, 5 if affine else 4, n, aff)
     if batch_stats:  # batchnorm_flop_jit's training branch is norm_flop_counter(1)
-        why = "training" if row.attrs.get("training", True) else "no running statistics"
-        return _norm_work("aten::batch_norm", calls, comps, 5 if affine else 4, n, f"{why}, {aff}", 2 if affine else 1)
+        if not row.attrs.get("track_running_stats", True):  # batch statistics in eval too: no mode difference
+            return _norm_work("aten::batch_norm", calls, comps, 5 if affine else 4, n, f"no running statistics, {aff}")
+        # in eval the running statistics would be used: the part above that count is train_mode
+        return _norm_work("aten::batch_norm", calls, comps, 5 if affine else 4, n, f"training, {aff}",
+                          eval_per=2 if affine else 1)
     return _norm_work("aten::batch_norm", calls, comps, 2 if affine else 1, n, f"eval, {aff}")
 
 
@@ -578,9 +581,8 @@ def _flop_terms(work: list[Work], tool: str = "fvcore") -> tuple[Term, ...]:
                 low = ws[0].eval_per
                 terms.append(Term(cause, flops - macs - extra, f"{tool} counts {op} at {low} per element with "
                                   f"running statistics: {low} x {exact(n)} = {exact(low * n)} ({_calls(calls)})"))
-                how = ("in training mode (the model was not put in eval())" if rule.startswith("element (training")
-                       else "without running statistics")
-                terms.append(Term("train_mode", extra, f"{how} BatchNorm normalises with the batch's statistics, "
+                terms.append(Term("train_mode", extra, "in training mode (the model was not put in eval()) BatchNorm "
+                                  "normalises with the batch's statistics, "
                                   f"which {tool} counts at {per} per element, {per - low} more: "
                                   f"{per - low} x {exact(n)} = {exact(extra)}"))
             elif cause in ("norm", "interpolate", "pool"):
