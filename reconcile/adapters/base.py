@@ -136,7 +136,7 @@ def output_tensors(obj: Any, seen: set[int] | None = None) -> list[Any]:
     return [t for item in items for t in output_tensors(item, seen)]
 
 
-def tensor_inputs_only(model: Any, inputs: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+def flat_io(model: Any, inputs: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
     """``model`` inside a module whose forward takes only the tensor inputs (a ``None`` between
     them is put back in its place) and returns every output tensor as a flat tuple: what
     ``torch.jit`` can trace when a forward takes ``None`` or returns a dict, a ``ModelOutput`` or a

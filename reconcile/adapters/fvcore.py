@@ -33,7 +33,7 @@ import copy
 from typing import Any
 
 from reconcile.adapters.base import (
-    Adapter, ToolFailure, capture_output, counting_calls, exact_number, module_names, tensor_inputs_only,
+    Adapter, ToolFailure, capture_output, counting_calls, exact_number, flat_io, module_names,
 )
 from reconcile.records import Number, ToolLayer, ToolRun
 
@@ -70,7 +70,7 @@ class FvcoreAdapter(Adapter):
         traced, traced_inputs, prefix = work, inputs, ""
         notes: list[str] = []
         if any(not isinstance(a, torch.Tensor) for a in inputs):
-            traced, traced_inputs = tensor_inputs_only(work, inputs)
+            traced, traced_inputs = flat_io(work, inputs)
             prefix = "model"
         while True:
             try:
@@ -87,7 +87,7 @@ class FvcoreAdapter(Adapter):
                 if prefix:
                     raise ToolFailure("fvcore runs the forward under torch.jit tracing, which could not trace this "
                                       "model", exc) from exc
-                traced, traced_inputs = tensor_inputs_only(work, inputs)
+                traced, traced_inputs = flat_io(work, inputs)
                 prefix = "model"
         if prefix:
             notes.append("traced through a wrapper that passes only the tensor inputs and returns every output "

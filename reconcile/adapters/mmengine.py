@@ -38,8 +38,8 @@ import copy
 from typing import Any, Iterator, Sequence
 
 from reconcile.adapters.base import (
-    Adapter, Captured, ListHandler, ToolFailure, capture_output, counting_calls, exact_number, module_names,
-    tensor_inputs_only,
+    Adapter, Captured, ListHandler, ToolFailure, capture_output, counting_calls, exact_number, flat_io,
+    module_names,
 )
 from reconcile.records import Number, ToolLayer, ToolRun
 
@@ -124,7 +124,7 @@ class MmengineAdapter(Adapter):
 
         traced, traced_inputs, prefix = work, inputs, ""
         if any(not isinstance(a, torch.Tensor) for a in inputs):
-            traced, traced_inputs = tensor_inputs_only(work, inputs)
+            traced, traced_inputs = flat_io(work, inputs)
             prefix = "model"
         show_arch, notes = True, []
         while True:
@@ -153,7 +153,7 @@ class MmengineAdapter(Adapter):
                 if prefix:
                     raise ToolFailure("mmengine runs the forward under torch.jit tracing, which could not trace "
                                       "this model", exc) from exc
-                traced, traced_inputs = tensor_inputs_only(work, inputs)
+                traced, traced_inputs = flat_io(work, inputs)
                 prefix = "model"
         warnings += _messages(_CALL, cap, logged)
         flops, acts = kept["FlopAnalyzer"], kept["ActivationAnalyzer"]
