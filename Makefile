@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # tools pinned at other versions (reconcile/tool_versions.toml), each in .venv/tools/NAME
 TOOLS_STAMP := $(VENV)/tools/.installed
+# mmengine without its opencv-python (74 MB wheel, 188 MB installed), which only its image and
+# visualization modules import; what mmengine.analysis imports is in the tools extra. pip cannot
+# say --no-deps for one requirement of an extra, hence a line of its own in setup.
+MMENGINE := mmengine==0.10.7
 MODELS ?= resnet18,vgg16
 INPUT ?=
 TOOLS ?=
@@ -38,6 +42,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[tools,models,ray,test]'
+	$(PY) -m pip install --quiet --no-deps $(MMENGINE)
 	touch $(STAMP)
 
 # each pin with `pip install --no-deps --target .venv/tools/NAME DIST==VERSION`, only when its

@@ -1,5 +1,6 @@
 """Baseline for `make bench`: what a user does by hand without reconcile. One fresh Python
-process runs thop, ptflops (both backends), torchstat, torchsummary, fvcore and torchinfo one after another
+process runs thop, ptflops (both backends), torchstat, torchsummary, fvcore, torchinfo, mmengine and
+torch's FlopCounterMode one after another
 on each model named on the command line, building the model afresh (torchvision defaults, random
 init) for each tool, and printing whatever the tools print (sent to /dev/null by the benchmark).
 Then ultralytics-thop, which installs the same `thop` module: a user needs a second environment
@@ -13,11 +14,13 @@ from pathlib import Path
 import torch
 import torchvision
 from fvcore.nn import FlopCountAnalysis
+from mmengine.analysis import get_model_complexity_info as mmengine_complexity
 from ptflops import get_model_complexity_info
 from thop import profile
 from torchstat import stat
 from torchsummary import summary
 from torchinfo import summary as torchinfo_summary
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def new(name):
@@ -37,6 +40,10 @@ def main(names):
         summary(new(name), (3, 224, 224), device="cpu")
         FlopCountAnalysis(new(name), (x,)).total()
         torchinfo_summary(new(name), input_size=(1, 3, 224, 224), device="cpu")
+        mmengine_complexity(new(name), inputs=(x,))
+        with FlopCounterMode(display=False) as fcm:
+            new(name)(x)
+        fcm.get_total_flops()
 
 
 def ultralytics_thop(names):

@@ -304,6 +304,17 @@ def test_cause_groups_ignored():
     assert_explained(ex)
     assert (tool_run.headline["forward_flops"], tool_run.headline["backward_flops"]) == (1_152, 4_608)
     assert causes(ex) == {"mac_vs_flop": 2 * 576, "groups_ignored": 3_456}
+def test_cause_train_mode():
+    # BatchNorm2d(2) in training mode on 2x2x2x2 = 16 elements: mmengine (which never calls eval())
+    # counts 5 per element on batch statistics: 2 * 16 = 32 as with running statistics (norm) and
+    # 3 * 16 = 48 more (train_mode)
+    model = nn.Sequential(nn.BatchNorm2d(2)).train()
+    x = torch.randn(2, 2, 2, 2)
+    from tests.harness import adapter
+
+    ex = explain("mmengine", adapter("mmengine").run(model, (x,)), count(model, (x,), mode="train"))
+    assert_explained(ex)
+    assert causes(ex) == {"norm": 32, "train_mode": 48}
 
 
 def test_every_cause_has_a_test():

@@ -113,15 +113,16 @@ def test_batch_norm_eval(affine, per):
 
 
 def test_batch_norm_train_five_per_element():
-    # BatchNorm2d(8) in training on 2x8x4x4 = 256 elements: 5 * 256 = 1280. num_batches_tracked += 1
-    # is a traced aten::add_ with no handle (native: 1 elementwise FLOP).
+    # BatchNorm2d(8) in training on 2x8x4x4 = 256 elements: 5 * 256 = 1280, of which 2 * 256 = 512
+    # is the eval count (norm) and 3 * 256 = 768 the batch statistics (train_mode).
+    # num_batches_tracked += 1 is a traced aten::add_ with no handle (native: 1 elementwise FLOP).
     model = nn.Sequential(nn.BatchNorm2d(8)).train()
     x = torch.randn(2, 8, 4, 4)
     run = adapter("fvcore").run(model, (x,))
     ex = explain("fvcore", run, count(model, (x,), mode="train"))
     assert_explained(ex)
     assert ex.raw_total == 1280
-    assert ex.causes == {"norm": 1280, "unsupported_op": 0}
+    assert ex.causes == {"norm": 512, "train_mode": 768, "unsupported_op": 0}
     assert ex.summaries["flops"].missed_flops == -1
     assert run.headline["unsupported:aten::add_"] == 1
 

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet18", "vgg16")
 TOOLS = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore",
-         "torchinfo", "flopcountermode")
+         "mmengine", "torchinfo", "flopcountermode")
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +56,10 @@ def test_every_tool_explained_on_every_layer(fresh, model):
 # tests/test_adapters_*.py), and what reconcile normalizes them to.
 TOTALS = {
     "resnet18": {"thop": 1_824_033_792, "ultralytics-thop": 1_824_033_792, "ptflops": 1_825_313_768,
-                 "ptflops-aten": 1_814_074_344, "fvcore": 1_819_065_856, "torchstat": 3_638_757_912,
+                 "ptflops-aten": 1_814_074_344, "fvcore": 1_819_065_856, "torchstat": 3_638_757_912, "mmengine": 1_819_065_856,
                  "torchinfo": 1_814_083_944, "flopcountermode": 3_628_146_688},  # 2 FLOPs x 1,814,073,344 MACs
     "vgg16": {"thop": 15_470_314_496, "ultralytics-thop": 15_470_314_496, "ptflops": 15_523_225_576,
-              "ptflops-aten": 15_483_821_032, "fvcore": 15_470_289_408, "torchstat": 30_958_666_264,
+              "ptflops-aten": 15_483_821_032, "fvcore": 15_470_289_408, "torchstat": 30_958_666_264, "mmengine": 15_470_289_408,
               "torchinfo": 15_483_821_032, "flopcountermode": 30_940_528_640},  # 2 FLOPs x 15,470,264,320 MACs
 }
 # torchvision's published _ops (GMACs) and num_params for these weights

@@ -15,12 +15,13 @@ from reconcile import conventions, models, pipeline, zoo
 SAMPLE = zoo.TIMM_SAMPLE + zoo.TRANSFORMERS_SAMPLE
 
 LLAMA = zoo.TRANSFORMERS_SAMPLE[4]
-# (model, tool) -> (rows explained, rows) for the rows not yet explained: none (flopcountermode,
-# forward: every row explained on all 36, measured 2026-12-01). fvcore's
+# (model, tool) -> (rows explained, rows) for the rows not yet explained: none. fvcore's
 # "unsupported:<op>" call counts on 12 of these models hold ops only its jit trace has (size
 # arithmetic on traced shapes: swin, volo, halonet, xcit, mobilevit, efficientvit, Llama,
 # tf_efficientnet's same padding; transformers' mask built another way under a trace: the five
 # token models); reconcile's own trace of each model names them (tests/test_fvcore_trace.py).
+# mmengine's analysis is fvcore's trace, copied, and its convention is fvcore's: the same record
+# explains it. flopcountermode (forward) and torchinfo: every row on all 36.
 KNOWN_GAPS: dict[tuple[str, str], tuple[int, int]] = {}
 
 # (model, tool) -> words of the tool's own failure, as it happens with the pinned versions

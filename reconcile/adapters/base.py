@@ -69,7 +69,9 @@ class Captured:
     log: list[str] = field(default_factory=list)
 
 
-class _ListHandler(logging.Handler):
+class ListHandler(logging.Handler):
+    """Keeps each record's message in ``sink``."""
+
     def __init__(self, sink: list[str]) -> None:
         super().__init__(level=logging.DEBUG)
         self.sink = sink
@@ -83,7 +85,7 @@ def capture_output(loggers: tuple[str, ...] = ()) -> Iterator[Captured]:
     """Swallow stdout, stderr, ``warnings`` and the named loggers; hand them back as data."""
     cap = Captured()
     out, err = io.StringIO(), io.StringIO()
-    handler = _ListHandler(cap.log)
+    handler = ListHandler(cap.log)
     saved = []
     for name in loggers:
         lg = logging.getLogger(name)

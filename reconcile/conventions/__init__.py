@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "fvcore": "reconcile.conventions.fvcore:CONVENTION",
     "flopcountermode": "reconcile.conventions.flopcountermode:CONVENTION",
     "torchinfo": "reconcile.conventions.torchinfo:CONVENTION",
+    "mmengine": "reconcile.conventions.mmengine:CONVENTION",
 }
 
 

@@ -61,6 +61,9 @@ CAUSES: dict[str, tuple[str, str]] = {
     "groups_ignored": ("convention", "counts a grouped convolution's weight gradient as if it were dense (x groups)"),
     "per_batch_row": ("convention", "counts a layer once per batch row (batch x its parameters), leaving out the "
                       "tokens or positions each sample has (torchinfo's Linear on a sequence)"),
+    # last, so that the causes above keep their colours in the pictures (colours follow this order)
+    "train_mode": ("convention", "counts BatchNorm on batch statistics (training mode: the model was not put in "
+                   "eval()) at more per element than with running statistics"),
 }
 
 

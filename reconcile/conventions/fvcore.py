@@ -183,6 +183,8 @@ class Work:
     elements: int = 0  # the elements that factor multiplies
     rule: str = ""  # what the factor is per, e.g. "element (eval, affine)", "output element"
     note: str = ""  # why a dropped op is not in the trace
+    batch_stats: Number = 0  # the part of ``flops`` a BatchNorm module counts for batch statistics (training mode)
+    eval_per: Number = 0  # BatchNorm: the factor with running statistics, for the sentence
 
     @property
     def act_handled(self) -> bool:
@@ -262,9 +264,12 @@ def _norm_affine(row: ModuleRow) -> tuple[int, bool]:
     return int(w) + int(b), w
 
 
-def _norm_work(op: str, calls: int, comps: dict[str, int], per: int, n: int, rule: str) -> Work:
+def _norm_work(op: str, calls: int, comps: dict[str, int], per: int, n: int, rule: str, eval_per: int = 0) -> Work:
+    """``eval_per``: for a BatchNorm module on batch statistics, its factor with running statistics;
+    the rest of ``per`` is the ``train_mode`` part."""
     return Work(op, calls, "handled", flops=per * n, native_flops=flops_of(comps), cause="norm", per=per,
-                elements=n, rule=f"element ({rule})")
+                elements=n, rule=f"element ({rule})", batch_stats=(per - eval_per) * n if eval_per else 0,
+                eval_per=eval_per)
 
 
 def _batch_norm(row: ModuleRow, calls: int, comps: dict[str, int]) -> Work:
@@ -285,7 +290,11 @@ def _batch_norm(row: ModuleRow, calls: int, comps: dict[str, int]) -> Work:
     if _isa(row, _INSTANCE_NORM):
         return _norm_work("aten::instance_norm", calls, comps, 5 if affine else 4, n, aff)
     if batch_stats:  # batchnorm_flop_jit's training branch is norm_flop_counter(1)
-        return _norm_work("aten::batch_norm", calls, comps, 5 if affine else 4, n, f"training, {aff}")
+        if not row.attrs.get("track_running_stats", True):  # batch statistics in eval too: no mode difference
+            return _norm_work("aten::batch_norm", calls, comps, 5 if affine else 4, n, f"no running statistics, {aff}")
+        # in eval the running statistics would be used: the part above that count is train_mode
+        return _norm_work("aten::batch_norm", calls, comps, 5 if affine else 4, n, f"training, {aff}",
+                          eval_per=2 if affine else 1)
     return _norm_work("aten::batch_norm", calls, comps, 2 if affine else 1, n, f"eval, {aff}")
 
 
@@ -583,7 +592,7 @@ def _calls(n: int) -> str:
     return f"{exact(n)} call" + ("" if n == 1 else "s")
 
 
-def _flop_terms(work: list[Work]) -> tuple[Term, ...]:
+def _flop_terms(work: list[Work], tool: str = "fvcore") -> tuple[Term, ...]:
     groups: dict[tuple, list[Work]] = {}
     for w in work:
         groups.setdefault((w.status, w.cause, w.op, w.per, w.rule), []).append(w)
@@ -594,24 +603,33 @@ def _flop_terms(work: list[Work]) -> tuple[Term, ...]:
         flops = sum((w.flops for w in ws), 0)
         nflops = sum(w.native_flops for w in ws)
         if status == "handled" and flops != macs:
-            if cause in ("norm", "interpolate", "pool"):
-                n = sum(w.elements for w in ws)
-                terms.append(Term(cause, flops - macs, f"fvcore counts {op} at {per} per {rule}: "
+            n = sum(w.elements for w in ws)
+            extra = sum(w.batch_stats for w in ws)
+            if extra:  # a BatchNorm module on batch statistics: its eval count, then what training adds
+                low = ws[0].eval_per
+                terms.append(Term(cause, flops - macs - extra, f"{tool} counts {op} at {low} per element with "
+                                  f"running statistics: {low} x {exact(n)} = {exact(low * n)} ({_calls(calls)})"))
+                terms.append(Term("train_mode", extra, "in training mode (the model was not put in eval()) BatchNorm "
+                                  "normalises with the batch's statistics, "
+                                  f"which {tool} counts at {per} per element, {per - low} more: "
+                                  f"{per - low} x {exact(n)} = {exact(extra)}"))
+            elif cause in ("norm", "interpolate", "pool"):
+                terms.append(Term(cause, flops - macs, f"{tool} counts {op} at {per} per {rule}: "
                                   f"{per} x {exact(n)} = {exact(flops)} ({_calls(calls)})"))
             else:
-                terms.append(Term("formula", flops - macs, f"fvcore's {op} handle gives {exact(flops)} where the "
+                terms.append(Term("formula", flops - macs, f"{tool}'s {op} handle gives {exact(flops)} where the "
                                   f"MAC count is {exact(macs)} ({_calls(calls)})"))
         elif status == "unsupported" and (macs or nflops):
             left = f"{exact(macs)} MACs ({exact(nflops)} FLOPs)" if macs else f"{exact(nflops)} FLOPs"
-            terms.append(Term("unsupported_op", -macs, f"fvcore has no handle for {op} ({_calls(calls)}): counted "
+            terms.append(Term("unsupported_op", -macs, f"{tool} has no handle for {op} ({_calls(calls)}): counted "
                               f"as 0, leaving out {left}", flops=-nflops))
         elif status == "dropped" and (macs or nflops):
-            terms.append(Term(cause if cause == "dead_code" else "unsupported_op", -macs, f"fvcore's trace has no "
+            terms.append(Term(cause if cause == "dead_code" else "unsupported_op", -macs, f"{tool}'s trace has no "
                               f"{op}: {ws[0].note} ({exact(nflops)} FLOPs not counted)", flops=-nflops))
     return tuple(terms)
 
 
-def _act_terms(work: list[Work]) -> tuple[Term, ...]:
+def _act_terms(work: list[Work], tool: str = "fvcore") -> tuple[Term, ...]:
     groups: dict[str, list[Work]] = {}
     for w in work:
         if w.acts != w.acts_ref:
@@ -621,13 +639,13 @@ def _act_terms(work: list[Work]) -> tuple[Term, ...]:
         dead = [w for w in ws if w.cause == "dead_code"]
         if dead:
             missed = sum(w.acts_ref - w.acts for w in dead)
-            terms.append(Term("dead_code", -missed, f"fvcore's trace drops {op} whose result nothing returned uses: "
+            terms.append(Term("dead_code", -missed, f"{tool}'s trace drops {op} whose result nothing returned uses: "
                               f"its {exact(missed)} output elements are not counted"))
         ws = [w for w in ws if w.cause != "dead_code"]
         if not ws:
             continue
         missed = sum(w.acts_ref - w.acts for w in ws)
-        terms.append(Term("unsupported_op", -missed, f"fvcore's activation count has no handle for {op} "
+        terms.append(Term("unsupported_op", -missed, f"{tool}'s activation count has no handle for {op} "
                           f"({_calls(sum(w.calls for w in ws))}): its {exact(missed)} output elements are not counted"))
     return tuple(terms)
 
@@ -745,7 +763,7 @@ class FvcoreConvention(Convention):
         ref_macs = tree.macs(row.name)
         mapped = sum(w.macs for w in work)
         if mapped != ref_macs:  # every native rule op passes through exactly one Work
-            raise AssertionError(f"fvcore convention mapped {mapped} of {ref_macs} native MACs in {row.name!r}")
+            raise AssertionError(f"{self.tool} convention mapped {mapped} of {ref_macs} native MACs in {row.name!r}")
         flops = sum((w.flops for w in work), 0)
         acts = sum(w.acts for w in work)
         params = tree.params(row.name)
@@ -762,7 +780,7 @@ class FvcoreConvention(Convention):
         if row.name:
             reference[INCLUSIVE] = 1
         return LayerPrediction(row.name, row.type, row.calls, reference, predicted,
-                               {"flops": _flop_terms(work), "activations": _act_terms(work), **terms})
+                               {"flops": _flop_terms(work, self.tool), "activations": _act_terms(work, self.tool), **terms})
 
 
 CONVENTION = FvcoreConvention()
