@@ -26,8 +26,40 @@ def _caller() -> tuple[int, bool]:
     return (int(pid) if pid.isdigit() else os.getppid()), main == "1"
 
 
+_SIGNALLED = []  # the signal that stopped this server, if one did
+
+
 def _stop(signum: int, frame: object) -> None:
+    _SIGNALLED.append(signum)
     raise SystemExit(128 + signum)  # a normal exit: the clean-up below runs
+
+
+def _caller_gone() -> bool:
+    """Whether the caller has died. ``PR_SET_PDEATHSIG`` comes when the caller's main thread
+    ends; ``getppid()`` changes only once its last thread has, and a thread of the caller may
+    still be ending (importing a module from disk) for a while, its main thread a zombie. So a
+    server stopped by a signal also reads the caller's state, for up to 3 s. A caller's own
+    ``shutdown`` signals only a server that did not stop on EOF; a live caller removes its
+    folder itself."""
+    import time
+
+    deadline = time.monotonic() + (3.0 if _SIGNALLED else 0.0)
+    while True:
+        if os.getppid() != _CALLER or _state(_CALLER) in ("Z", "X", ""):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc ("" when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode("ascii", errors="replace")
+    except OSError:
+        return ""
+    return stat[stat.rindex(")") + 2 :].split()[0]
 
 
 def _children() -> list[int]:
@@ -59,7 +91,7 @@ def _clean_up() -> None:
                 kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-    if os.getppid() != _CALLER:  # the caller is gone and could not remove its temporary folder
+    if _caller_gone():  # the caller could not remove its temporary folder
         folder = os.path.dirname(_ADDRESS)
         if os.path.basename(folder).startswith("pymp-"):
             shutil.rmtree(folder, ignore_errors=True)
