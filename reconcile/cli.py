@@ -110,7 +110,7 @@ def _inputs_for(spec, cfg: RunConfig):
     return pipeline.inputs_for(spec, cfg.inputs, cfg.input_shape, cfg.input_dtype, cfg.input_high)
 
 
-def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...], on_model=None):
+def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...]):
     from reconcile import models, pipeline
     from reconcile.progress import Progress
 
@@ -120,7 +120,7 @@ def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...], on_
         return pipeline.collect(specs, tools, inputs=cfg.inputs, input_shape=cfg.input_shape,
                                 input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout,
                                 mode=cfg.mode, device=cfg.device, on_done=progress.on_done,
-                                on_start=progress.on_start, on_model=on_model, training=cfg.training,
+                                on_start=progress.on_start, training=cfg.training,
                                 executor=cfg.executor, ray_address=cfg.ray_address)
     finally:
         progress.close()
@@ -296,28 +296,21 @@ def cmd_report(ns: argparse.Namespace) -> int:
     folder = pipeline.check_writable(cfg.out)
     tools = _tools_text(ns)
 
-    def render(mr):
-        report = pipeline.reconcile_model(mr, hardware if mr.native is not None else None)
-        return report, pipeline.render_model(report)
+    # matplotlib (about 1 s to import) is imported in a thread while the worker fork server
+    # imports torch and this thread only waits; the fork server is stopped in a thread while the
+    # reports render. Rendering itself waits for the tools: on two cores, rendering beside two
+    # workers slowed them more than it saved.
+    import threading
 
-    # Each model is reconciled and rendered in one background thread as soon as its runs settle,
-    # while other models' tools still run (the renderers import matplotlib first, once, during the
-    # collection's start-up); files are still written and reported in the models' order, below.
-    from concurrent.futures import ThreadPoolExecutor
-
-    rendered = {}
-    background = ThreadPoolExecutor(1, thread_name_prefix="reconcile-render")
+    warm = threading.Thread(target=pipeline.warm_renderers, name="reconcile-warm", daemon=True)
+    warm.start()
+    results = _collect(ns, cfg, tools)
+    stopping = threading.Thread(target=_stop_workers, args=(5.0,), name="reconcile-stop")
+    stopping.start()
     reports = []
     failed = 0
     try:
-        background.submit(pipeline.warm_renderers)
-
-        def on_model(mr) -> None:
-            if any(r.status == "ok" for r in mr.runs):
-                rendered[id(mr)] = background.submit(render, mr)
-
-        results = _collect(ns, cfg, tools, on_model)
-        _stop_workers(5.0)  # no more tool runs: the fork server stops while the last model renders
+        warm.join()
         for mr in results:
             ran = [r for r in mr.runs if r.status == "ok"]
             if mr.error:
@@ -326,7 +319,8 @@ def cmd_report(ns: argparse.Namespace) -> int:
                 if not ran:
                     continue
                 # native could not count it, some tools did: their numbers are still reported (raw)
-            report, files = rendered[id(mr)].result()
+            report = pipeline.reconcile_model(mr, hardware if mr.native is not None else None)
+            files = pipeline.render_model(report)
             pipeline.write_files(folder, files)
             reports.append(report)
             unexplained = [t.tool for t in report.tools if t.status == "ok" and t.residual]
@@ -339,9 +333,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
                 if t.status != "ok":  # one line each; the details are in the report
                     _err_line(f"{mr.name}: {t.tool} {t.status}: {t.run.error_type}: {t.run.error_message}")
     finally:
-        # interrupted: what is queued is dropped and the caller stops the workers without
-        # waiting for a picture; the interpreter still lets a render in progress end (< 1 s)
-        background.shutdown(wait=False, cancel_futures=True)
+        stopping.join()  # before the caller's own stop (one stop at a time)
     if reports:
         pipeline.write_files(folder, {"index.md": pipeline.render_index(folder, reports)})
         print(f"wrote {folder / 'index.md'}")

@@ -179,15 +179,8 @@ def run_jobs(
     ctx, server = _forkserver_context(preload_for([job.model for job in jobs]))
 
     results: list[ToolRun | None] = [None] * len(jobs)
-    # longest first, so two workers finish together (results stay in job order); a model's jobs
-    # together, costliest model first, so each model settles early (a caller can report it while
-    # the next model's tools run) and the cheapest model's jobs even out the end
-    model_cost: dict[str, float] = {}
-    for job in jobs:
-        model_cost[job.model] = model_cost.get(job.model, 0.0) + job.cost
-    rank = {m: k for k, m in enumerate(model_cost)}
-    pending = deque(sorted(range(len(jobs)), key=lambda i: (-model_cost[jobs[i].model], rank[jobs[i].model],
-                                                            -jobs[i].cost)))
+    # longest first, so two workers finish together (results stay in job order)
+    pending = deque(sorted(range(len(jobs)), key=lambda i: -jobs[i].cost))
     running: list[_Worker] = []
     try:
         while pending or running:
