@@ -41,6 +41,40 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], align: str) ->
     return out
 
 
+WIDTH = 160  # characters a rendered table row may take
+
+
+def _tables(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str, keep: int, tail: int = 0,
+            width: int = WIDTH) -> list[str]:
+    """``_table``, split into as few tables as keep every row within ``width`` characters: each
+    repeats the first ``keep`` columns (and the last ``tail``) beside a share of the others (one
+    column per tool, so many tools do not make a row wider than a screen)."""
+    rows = [list(r) for r in rows]
+    n = len(headers)
+    fixed_head, fixed_tail = list(range(keep)), list(range(n - tail, n))
+    middle = list(range(keep, n - tail))
+
+    def line_width(cols: list[int]) -> int:
+        return max(2 + sum(len(str(row[c]).replace("|", "\\|")) + 3 for c in cols) for row in [headers, *rows])
+
+    chunks: list[list[int]] = []
+    for c in middle:
+        if chunks and line_width(fixed_head + chunks[-1] + [c] + fixed_tail) <= width:
+            chunks[-1].append(c)
+        else:
+            chunks.append([c])
+    out: list[str] = []
+    for k, chunk in enumerate(chunks or [[]]):
+        cols = fixed_head + chunk + fixed_tail
+        if k:
+            out.append("")
+        # a row with nothing in this share of the columns (a cause of other tools only) is left out
+        shown = [row for row in rows if not chunk or any(str(row[c]).strip() for c in chunk)]
+        out += _table([headers[c] for c in cols], [[row[c] for c in cols] for row in shown],
+                      "".join(align[c] for c in cols))
+    return out
+
+
 class _Notes:
     """Long cell texts moved under a table, each behind a letter, so that rows stay narrow."""
 
@@ -125,7 +159,7 @@ def totals_section(r: ModelReport) -> list[str]:
                                           for s in summaries)])
     rows.append(["residual", *("—" if s is None else (f"**{_n(s.residual)}**" if s.residual else "0")
                                for s in summaries)])
-    out += _table(["tool", *labels], rows, "l" + "r" * len(cols))
+    out += _tables(["tool", *labels], rows, "l" + "r" * len(cols), keep=1)
     text = ("Each cause's amount is in the tool's own unit, summed over the model, and ranked by its largest; "
             "the causes are described with the per-layer notes below. *FLOPs not seen*: native FLOPs of work the "
             "tool did not see (not in its MACs). *residual*: what no cause explains, counted once (sum of absolute "
@@ -324,7 +358,7 @@ def layers_section(r: ModelReport) -> list[str]:
         rows.append([compress_names(g.modules, g.type), g.type, str(len(g.modules)), _n(g.reference),
                      *(_n(v) if v is not None else "—" for v in g.raw),
                      "<br>".join(([notes] if notes else []) + unexplained)])
-    out += _table(head, rows, "llrr" + "r" * len(tools) + "l")
+    out += _tables(head, rows, "llrr" + "r" * len(tools) + "l", keep=4, tail=1)
     if len(groups) > MAX_LAYER_ROWS:
         out += ["", f"({len(groups) - MAX_LAYER_ROWS} more groups in the JSON and CSV files.)"]
     out += [""]
