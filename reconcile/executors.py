@@ -165,7 +165,7 @@ def session(executor: str, address: str | None = None, workers: int = 2) -> Iter
         return
     if address is not None:
         _check_reachable(address)
-    folder = tempfile.mkdtemp(prefix="reconcile-ray-") if address is None else None
+    folder = tempfile.mkdtemp(prefix="reconcile-ray-", dir=_short_temp_dir()) if address is None else None
     try:
         try:
             _init(ray, address, workers, folder)
@@ -202,6 +202,16 @@ def _check_reachable(address: str, seconds: float = 5.0) -> None:
                              "local Ray instance") from None
 
 
+def _short_temp_dir() -> str:
+    """Where the local instance's session folder goes: the temporary folder, unless its path is so
+    long that Ray's sockets under it would pass the 107 bytes a Unix socket path may have (about
+    70 are Ray's own), then /tmp."""
+    base = tempfile.gettempdir()
+    if len(base) > 30 and os.access("/tmp", os.W_OK):
+        return "/tmp"
+    return base
+
+
 def cluster_cpus() -> int:
     """CPUs of the Ray cluster this process is connected to (1 when it cannot tell)."""
     import ray
@@ -219,9 +229,14 @@ def _init(ray: Any, address: str | None, workers: int, folder: str | None) -> No
         if address is None:
             # the job's code must import on the workers as it does here (user model modules, tests.*)
             path = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p and os.path.isdir(p))
+            # Ray ends its workers with SIGKILL, and their children with them (each worker's fork
+            # server included), so nothing of theirs can clean up: their temporary files (the fork
+            # servers' pymp-* folders) go in this run's folder, removed when the session ends
+            tmp = os.path.join(folder, "tmp")
+            os.makedirs(tmp, exist_ok=True)
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      logging_level=logging.ERROR, _temp_dir=folder,
-                     runtime_env={"env_vars": {"PYTHONPATH": path}})
+                     runtime_env={"env_vars": {"PYTHONPATH": path, "TMPDIR": tmp}})
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False, logging_level=logging.ERROR)
     finally:

@@ -19,7 +19,6 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from reconcile import cli, executors, zoo  # noqa: E402
-from reconcile.errors import ReconcileError  # noqa: E402
 from reconcile.runner import Job  # noqa: E402
 from tests.fault_models import GOOD_MACS, SHAPE  # noqa: E402
 
@@ -138,3 +137,23 @@ def test_an_unreachable_cluster_is_one_line(tmp_path):
     err = done.stderr.strip().splitlines()
     assert len(err) == 1 and "could not reach the Ray cluster at '127.0.0.1:1'" in err[0], done.stderr
     assert not (tmp_path / "zoo.md").exists()
+
+
+_LEAVES_NOTHING = """
+from reconcile import executors
+from reconcile.runner import Job
+runs = executors.run([Job("tests.fault_models:good", t, input_shape=(1, 3, 8, 8)) for t in ("thop", "fvcore")],
+                     executor="ray", timeout=120)
+print(" ".join(r.status for r in runs))
+"""
+
+
+@pytest.mark.slow
+def test_a_ray_run_leaves_nothing_in_the_temporary_folder(tmp_path):
+    # Ray ends its workers (and their fork servers) with SIGKILL: their pymp-* folders must still go
+    env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", _LEAVES_NOTHING], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ok", "ok"]
+    assert sorted(os.listdir(tmp_path)) == []
