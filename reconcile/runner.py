@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from collections import deque
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
@@ -326,13 +327,25 @@ class _Worker:
             daemon=True,
         )
         try:
-            process.start()  # returns once the server forked: the first call waits for its imports
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                process.start()  # returns once the server forked: the first call waits for its imports
         except BaseException:
             receive.close()
             os.close(output)
             raise
         finally:
             send.close()  # the worker holds the only write end: its death means EOF here
+        for caught_warning in caught:
+            # multiprocessing probes its resource tracker on every start and, finding it dead, warns
+            # "Some resources might leak" on the caller's stderr and starts a new one. Nothing of
+            # reconcile's is registered with it (no named semaphores, no shared memory), so the
+            # line is noise to the user: kept for --verbose, never on the terminal
+            if caught_warning.filename.endswith(os.path.join("multiprocessing", "resource_tracker.py")):
+                log.debug("while starting %s: %s", job.describe(), caught_warning.message)
+            else:  # anything else (another thread's, say) is shown as it would have been
+                warnings.warn_explicit(caught_warning.message, caught_warning.category,
+                                       caught_warning.filename, caught_warning.lineno)
         # the clock starts now: the server's start-up (import torch) is not the job's time, and
         # counting it made the first jobs time out before their adapter, and version, were loaded
         started = time.monotonic()

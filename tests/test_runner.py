@@ -260,6 +260,40 @@ def test_parent_imports_no_torch_and_prints_nothing():
     assert out["warnings"] == []  # the test adapter does not capture; nothing leaked either way
 
 
+def test_a_dead_resource_tracker_prints_nothing():
+    """multiprocessing's resource tracker (a child of the caller) dies mid-run, as it once did in
+    CI: starting the next worker then finds it dead and warns "Some resources might leak" on the
+    caller's stderr. The run goes on, and the caller prints nothing (the line goes to the debug
+    log: nothing of reconcile's is registered with the tracker)."""
+    script = textwrap.dedent(
+        f"""
+        import json, os, signal, sys
+        from multiprocessing import resource_tracker
+        from reconcile import runner
+        runner.ADAPTERS["printer"] = {TEST_ADAPTERS["printer"]!r}
+        killed = []
+
+        def kill_tracker(job):
+            pid = resource_tracker._resource_tracker._pid
+            if pid and not killed:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)  # dead and reaped before the second worker starts
+                killed.append(pid)
+
+        jobs = [runner.Job("tiny", "printer", {SHAPE!r})] * 2
+        runs = runner.run_jobs(jobs, build={BUILD!r}, timeout=60, workers=1, on_start=kill_tracker)
+        relaunched = resource_tracker._resource_tracker._pid
+        print(json.dumps({{"status": [r.status for r in runs], "killed": killed, "relaunched": relaunched}}))
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.stderr == ""
+    out = json.loads(done.stdout)
+    assert out["status"] == ["ok", "ok"]
+    assert len(out["killed"]) == 1 and out["relaunched"] not in (None, out["killed"][0])  # it did die, and was replaced
+
+
 def test_bad_jobs_are_rejected_before_anything_runs():
     with pytest.raises(ReconcileError, match="unknown tool 'nope'"):
         run_jobs([Job("tiny", "nope", SHAPE)])
