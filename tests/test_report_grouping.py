@@ -50,15 +50,16 @@ def report() -> ModelReport:
 def test_the_module_with_a_residual_keeps_its_own_row(report):
     md = model_markdown(report)
     rows = [line for line in md.splitlines() if line.startswith("| `")]
-    # convs 0 and 4 explained alike: one row, 2 x 96 = 192; conv 2 alone, 96 + 7 = 103, marked;
-    # the three ReLUs one row, 3 x 32 = 96
+    # a cell is ptflops minus native: convs 0 and 4 explained alike, one row, 2 x 96 = 192 against
+    # native 2 x 64 = 128: +64; conv 2 alone, 96 + 7 = 103 against 64: +39, marked; the three
+    # ReLUs one row, 3 x 32 = 96 against 0: +96
     assert len(rows) == 3
-    assert any(r.startswith("| `{0,4}` | Conv2d | 2 | 128 | 192 |") for r in rows), rows  # native 2 x 64 = 128
+    assert any(r.startswith("| `{0,4}` | Conv2d | 2 | 128 | +64 |") for r in rows), rows
     alone = next(r for r in rows if r.startswith("| `2` |"))
-    assert "| Conv2d | 1 | 64 | 103 |" in alone and "**unexplained ptflops +7**" in alone
-    assert any(r.startswith("| `{1,3,5}` | ReLU | 3 | 0 | 96 |") for r in rows), rows
-    # the totals table shows the residual, in bold
-    assert "| residual | **7** |" in md
+    assert "| Conv2d | 1 | 64 | +39 |" in alone and "**unexplained ptflops +7**" in alone
+    assert any(r.startswith("| `{1,3,5}` | ReLU | 3 | 0 | +96 |") for r in rows), rows
+    # the totals table shows the residual, in bold, in its last column
+    assert any(line.startswith("| ptflops |") and line.endswith("| **7** |") for line in md.splitlines()), md
 
 
 def test_the_json_and_csv_keep_each_module_and_its_residual(report):

@@ -63,9 +63,9 @@ def test_same_formula_is_one_row_and_a_residual_is_never_grouped():
     # conv.a alone (conv.b has the residual), conv.b alone, the three ReLUs as one row
     assert len(rows) == 3
     relu = next(r for r in rows if "ReLU" in r)
-    assert "`act.{0,1,2}`" in relu and "| 3 |" in relu and "| 600 |" in relu  # 100 + 200 + 300
+    assert "`act.{0,1,2}`" in relu and "| 3 |" in relu and "| +600 |" in relu  # 100 + 200 + 300 against 0
     assert next(r for r in rows if "conv.b" in r).count("**unexplained tally +7**") == 1
-    assert "conv.a" in next(r for r in rows if "| 1,010 |" in r)  # 1,000 MACs + 10 bias, alone
+    assert "conv.a" in next(r for r in rows if "| 1,000 | +10 |" in r)  # 1,000 MACs + 10 bias, alone
     # each sentence once, under its cause, after the cause's own description
     assert text.count("tally counts ReLU at 1 per element") == 1
     assert "- **activation**: counts activation functions, which the MAC reference leaves out. [" in text
@@ -74,8 +74,8 @@ def test_same_formula_is_one_row_and_a_residual_is_never_grouped():
 
 def test_without_the_residual_the_convs_are_one_row():
     rows = [line for line in layers_section(report(residual=False)) if line.startswith("| `")]
-    # 1,000 + 2,000 MACs + 10 + 20 bias adds = 3,030
-    assert len(rows) == 2 and any("`conv.{a,b}`" in r and "| 3,030 |" in r for r in rows)
+    # 1,000 + 2,000 MACs + 10 + 20 bias adds = 3,030 against 3,000 native MACs: +30
+    assert len(rows) == 2 and any("`conv.{a,b}`" in r and "| 3,000 | +30 |" in r for r in rows)
 
 
 @pytest.mark.parametrize(("modules", "expected"), [

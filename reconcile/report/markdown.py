@@ -130,8 +130,9 @@ def _total_causes(r: ModelReport) -> list[str]:
 
 
 def totals_section(r: ModelReport) -> list[str]:
-    """One column per tool: its version and total, the gap to the native MAC count split into
-    the named causes (in the tool's own unit, summed over the model), and the residual."""
+    """One row per tool total: the tool and its version, its number as printed, the gap to the
+    native MAC count split into the named causes (a column each, in the tool's own unit, summed
+    over the model), and the residual."""
     cols = _columns(r)
     out = ["## Totals, and why they differ"]
     if not cols:
@@ -139,32 +140,33 @@ def totals_section(r: ModelReport) -> list[str]:
     notes = _Notes()
     labels = [t.tool if k is None or k == t.main else f"{t.tool} ({k})" for t, k in cols]
     summaries = [t.summaries[k] if k is not None else None for t, k in cols]
-    rows = [["version", *(t.version for t, _ in cols)]]
-    reported = []
+    ranked = _total_causes(r)
+    missed = any(s is not None and s.missed_flops for s in summaries)
+    head = ["tool", "version", "reported", "gap to native", *ranked, *(["FLOPs not seen"] if missed else []),
+            "residual"]
+    rows = []
     for (t, k), label, s in zip(cols, labels, summaries):
         if s is None:
-            reported.append(f"**{t.status}**")
-        else:
-            reported.append(notes.cell(_n(s.raw_total), t.run.units.get(k, ""), label) if s.raw_total is not None
-                            else "—")
-    rows.append(["reported", *reported])
-    rows.append(["gap to native MACs", *("—" if s is None or s.raw_total is None else _signed(s.raw_total - s.reference)
-                                         for s in summaries)])
-    ranked = _total_causes(r)
-    for cid in ranked:
-        rows.append([f"**{cid}**", *("" if s is None or not s.causes.get(cid) else _signed(s.causes[cid])
-                                     for s in summaries)])
-    if any(s is not None and s.missed_flops for s in summaries):
-        rows.append(["*FLOPs not seen*", *("" if s is None or not s.missed_flops else _signed(s.missed_flops)
-                                          for s in summaries)])
-    rows.append(["residual", *("—" if s is None else (f"**{_n(s.residual)}**" if s.residual else "0")
-                               for s in summaries)])
-    out += _tables(["tool", *labels], rows, "l" + "r" * len(cols), keep=1)
-    text = ("Each cause's amount is in the tool's own unit, summed over the model, and ranked by its largest; "
+            rows.append([label, t.version, f"**{t.status}**", "—", *("" for _ in ranked), *([""] if missed else []), "—"])
+            continue
+        reported = notes.cell(_n(s.raw_total), t.run.units.get(k, ""), label) if s.raw_total is not None else "—"
+        gap = "—" if s.raw_total is None else _signed(s.raw_total - s.reference)
+        causes = ["" if not s.causes.get(cid) else _signed(s.causes[cid]) for cid in ranked]
+        rows.append([label, t.version, reported, gap, *causes,
+                     *(["" if not s.missed_flops else _signed(s.missed_flops)] if missed else []),
+                     f"**{_n(s.residual)}**" if s.residual else "0"])
+    out += _tables(head, rows, "ll" + "r" * (len(head) - 2), keep=2, tail=1)
+    text = ("*gap to native*: the tool's number minus the native MAC count, split into the causes that follow "
+            "it. Each cause's amount is in the tool's own unit, summed over the model, and ranked by its largest; "
             "the causes are described with the per-layer notes below. *FLOPs not seen*: native FLOPs of work the "
             "tool did not see (not in its MACs). *residual*: what no cause explains, counted once (sum of absolute "
             "per-layer residuals, plus any part of the headline's that no row shows). Each total as MACs and as "
             f"FLOPs (its conventions removed) and the share explained: `{file_stem(r.model)}.json`.")
+    forward = r.native_totals.get("macs")
+    against = [f"{label} against {_n(s.reference)} (forward + backward)" for label, s in zip(labels, summaries)
+               if s is not None and forward is not None and r.training is not None and s.reference != forward]
+    if against:  # a tool run around the training step is measured against native's training count
+        text += " Measured against native's training MACs: " + "; ".join(against) + "."
     if not ranked and all(s is None or s.raw_total == s.reference for s in summaries):
         text = "Every tool that ran agrees with the native MAC count exactly. " + text
     text += "".join(f" {item}." for item in notes.items)
@@ -226,6 +228,7 @@ class LayerGroup:
     type: str
     reference: int | Fraction | None  # native MACs, summed
     raw: tuple[int | Fraction | None, ...]  # per tool column, summed (None: no row in that tool)
+    measured_against: tuple[int | Fraction | None, ...]  # per tool column: the native MACs its rows are explained against
     notes: tuple[tuple[str, str, str], ...]  # (cause id, tool, first member's sentence)
     residual: tuple[int | Fraction, ...]  # per tool column
 
@@ -281,6 +284,10 @@ def _layer_table(r: ModelReport) -> tuple[list[ToolExplanation], list[str], dict
             types.setdefault(le.module, le.type)
             if t.metric in le.reference and not le.reference.get("_inclusive"):
                 references.setdefault(le.module, le.reference[t.metric])
+    native = next((t for t in _ok(r.tools) if t.tool == "native" and t.metric), None)
+    if native is not None:  # each module's own MACs, from the reference count itself
+        own = {le.module: le.reference.get(native.metric) for le in native.layers if le.call is None}
+        references = {m: own[m] for m in order if isinstance(own.get(m), (int, Fraction))}
     differing = [m for m in order
                  if any((le.causes.get(_metric(tools, tool)) or le.residual.get(_metric(tools, tool), 0))
                         for tool, le in by_module[m].items())]
@@ -306,17 +313,44 @@ def group_layers(tools: Sequence[ToolExplanation], modules: Sequence[str],
     groups = []
     for members in keys.values():
         first = by_module[members[0]]
-        raw, residual = [], []
+        raw, against, residual = [], [], []
         for t in tools:
             present = [by_module[m][t.tool] for m in members if t.tool in by_module[m]]
             vals = [le.raw.get(t.metric) for le in present]
+            refs = [le.reference.get(t.metric) for le in present]
             raw.append(sum(vals, 0) if present and all(v is not None for v in vals) else None)
+            against.append(sum(refs, 0) if present and all(isinstance(v, (int, Fraction)) for v in refs) else None)
             residual.append(sum((le.residual.get(t.metric, 0) for le in present), 0))
         notes = tuple((c.id, t.tool, c.text) for t in tools if t.tool in first
                       for c in first[t.tool].causes.get(t.metric, ()))
         ref = sum((references[m] for m in members if m in references), 0) if any(m in references for m in members) else None
-        groups.append(LayerGroup(tuple(members), types.get(members[0], ""), ref, tuple(raw), notes, tuple(residual)))
+        groups.append(LayerGroup(tuple(members), types.get(members[0], ""), ref, tuple(raw), tuple(against), notes,
+                                 tuple(residual)))
     return groups
+
+
+def _native_cell(g: LayerGroup) -> str:
+    """The native MACs of a group: its modules' own, then (for tools whose rows hold their
+    submodules' work too: fvcore, flopcountermode, ptflops' aten backend) with their submodules."""
+    own = g.reference
+    others = []
+    for v in g.measured_against:
+        if v is not None and v != own and v not in others:
+            others.append(v)
+    if not others:
+        return _n(own)
+    inclusive = " / ".join(_n(v) for v in others) + " with submodules"
+    return inclusive if own is None else f"{_n(own)}; {inclusive}"
+
+
+def _difference(raw: int | Fraction | None, reference: int | Fraction | None) -> str:
+    """A per-layer cell: the tool's number minus native's ("" when equal), or the tool's own
+    number when it has no native figure to be measured against, "—" when it has no row."""
+    if raw is None:
+        return "—"
+    if reference is None:
+        return f"({_n(raw)})"
+    return "" if raw == reference else _signed(raw - reference)
 
 
 def _cause_line(cid: str, items: Sequence[str]) -> str:
@@ -345,18 +379,19 @@ def layers_section(r: ModelReport) -> list[str]:
     for i, k in enumerate(ordered, 1):
         keyed[k] = i
     out += [f"{len(differing)} modules differ from the native MAC count in some tool: {len(groups)} groups of modules "
-            "explained alike (same type, causes and formula). A cell is the tool's own number summed over the group "
-            "(—: the tool has no row for it); *notes* point to the sentences under the table, with the numbers of the "
-            "group's first module; a module with a residual is never grouped and is marked **unexplained**. Every "
-            f"module's own row: `{file_stem(r.model)}.csv` and `.json`.", ""]
+            "explained alike (same type, causes and formula). A cell is the tool's number minus the native MACs "
+            "its rows are measured against, summed over the group (empty: equal; —: the tool has no row for it); "
+            "*notes* point to the sentences under the table, with the numbers of the group's first module; a module "
+            "with a residual is never grouped and is marked **unexplained**. Each tool's own numbers, module by "
+            f"module: `{file_stem(r.model)}.csv` and `.json`.", ""]
     head = ["modules", "type", "n", "native MACs"] + [t.tool for t in tools] + ["notes"]
     rows = []
     for g in groups[:MAX_LAYER_ROWS]:
         refs = sorted({keyed[(cid, tool, _template(text))] for cid, tool, text in g.notes})
         notes = ",".join(map(str, refs))
         unexplained = [f"**unexplained {t.tool} {_signed(v)}**" for t, v in zip(tools, g.residual) if v]
-        rows.append([compress_names(g.modules, g.type), g.type, str(len(g.modules)), _n(g.reference),
-                     *(_n(v) if v is not None else "—" for v in g.raw),
+        rows.append([compress_names(g.modules, g.type), g.type, str(len(g.modules)), _native_cell(g),
+                     *(_difference(v, ref) for v, ref in zip(g.raw, g.measured_against)),
                      "<br>".join(([notes] if notes else []) + unexplained)])
     out += _tables(head, rows, "llrr" + "r" * len(tools) + "l", keep=4, tail=1)
     if len(groups) > MAX_LAYER_ROWS:
