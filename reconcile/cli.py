@@ -512,6 +512,11 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
             from reconcile.roofline import local
 
             model, args = models.prepare(models.build(spec, device="cpu"), inputs, "cpu")
+            # the local peak also covers this model's own kernels, each timed alone
+            if any(p.key == "local" for p in plats):
+                flops = {row.name: row.flops for row in native.rows if row.calls == 1}
+                kernels = local.model_kernels(model, args, flops)
+                plats = [local.with_model_kernels(p, kernels) if p.key == "local" else p for p in plats]
             module_s, total_s = local.measure_layers(model, args, ns.repeat)
             measured = rcore.Measured(module_s, total_s, ns.repeat)
         result = rcore.roofline(native, plats, per_op=ns.ops, weight_dtype=ns.weight_dtype, measured=measured)

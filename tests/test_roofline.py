@@ -197,6 +197,29 @@ def test_measure_layers_leaves_no_hooks():
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
+def test_model_kernels_times_each_distinct_kernel_once_and_leaves_no_hooks():
+    shared = nn.Conv2d(4, 4, 3, padding=1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1),
+                          nn.Conv2d(4, 4, 3, padding=1), shared, shared, nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+    # native FLOPs per call: conv 3->4 at 8x8: 2 * 4 * 8 * 8 * 3 * 9 = 13,824 (+ 256 bias adds in
+    # native's FLOPs, not needed here: any positive figure makes a rate); 4->4: 2 * 4 * 64 * 4 * 9
+    # = 18,432; Linear 2 * 256 * 10 = 5,120. "3" (shared) runs twice: left out; "2" is "1" again
+    flops = {"0": 13_824, "1": 18_432, "2": 18_432, "3": 18_432, "6": 5_120}
+    rates = local.model_kernels(model, (torch.randn(1, 3, 8, 8),), flops, repeat=1, budget=0.0)
+    assert sorted(rates) == ["0 (Conv2d 1x3x8x8)", "1 (Conv2d 1x4x8x8)", "6 (Linear 1x256)"]
+    assert all(r > 0 for r in rates.values())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_the_model_kernels_raise_the_local_peak_only_when_faster():
+    plat = hardware.Platform("local", "this machine", 100e9, 10e9, "measured float32 matmul/conv", "measured", here=True)
+    up = local.with_model_kernels(plat, {"a (Conv2d 8x512x14x14)": 120e9, "b (Linear 8x4096)": 50e9})
+    assert up.peak_flops == 120e9 and "best a (Conv2d 8x512x14x14) 120.0 G FLOP/s (the peak used)" in up.source
+    same = local.with_model_kernels(plat, {"b (Linear 8x4096)": 50e9})
+    assert same.peak_flops == 100e9 and "(below the standard set's peak)" in same.source
+    assert local.with_model_kernels(plat, {}) is plat
+
+
 def test_faster_than_bound_is_reported_not_clipped():
     native = _native("resnet18")
     r = roofline(native, "custom:peak=1e12,bandwidth=1e11")
