@@ -110,6 +110,7 @@ def test_cause_colours_follow_the_catalogue_not_the_report():
 
     assert list(plot.CAUSE_COLOURS) == list(CAUSES)
     assert plot.RESIDUAL_COLOUR not in plot.CAUSE_COLOURS.values()
+    assert len(set(plot.CAUSE_COLOURS.values())) == len(CAUSES)  # one colour per cause, none shared
 
 
 _RENDER = """

@@ -17,14 +17,18 @@ from reconcile.conventions.base import CAUSES
 from reconcile.report import numbers
 from reconcile.report.model import ModelReport
 
-# matplotlib's tab20 and tab20b without their reds: red is kept for the residual alone
+# matplotlib's tab20, tab20b and tab20c without their reds: red is kept for the residual alone.
+# One colour per cause (a test checks there are enough); new ones are appended, so a cause keeps
+# its colour when the catalogue grows at its end
 _PALETTE = (
     "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#9467bd", "#c5b0d5",
     "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d",
     "#17becf", "#9edae5", "#393b79", "#5254a3", "#637939", "#8ca252", "#8c6d31", "#bd9e39",
+    "#6b6ecf", "#9c9ede", "#b5cf6b", "#cedb9c", "#e7ba52", "#e7cb94", "#7b4173", "#a55194",
+    "#ce6dbd", "#de9ed6", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363", "#fdd0a2",
 )
 RESIDUAL_COLOUR = "#e00000"
-CAUSE_COLOURS: dict[str, str] = {cid: _PALETTE[i % len(_PALETTE)] for i, cid in enumerate(CAUSES)}
+CAUSE_COLOURS: dict[str, str] = {cid: _PALETTE[i] for i, cid in enumerate(CAUSES)}
 
 _RC = {
     "font.family": "DejaVu Sans",
