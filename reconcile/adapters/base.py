@@ -159,6 +159,67 @@ def flat_io(model: Any, inputs: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
     return Flat(), tuple(inputs[i] for i in slots)
 
 
+def unwrapped_key(prefix: str) -> Callable[[str], str | None]:
+    """A jit-traced tool's module key -> the key on the model: the same when nothing wraps the
+    model, else with ``flat_io``'s wrapper attribute (``prefix``) taken off (None: the wrapper)."""
+
+    def own(key: str) -> str | None:
+        if not prefix:
+            return key
+        if key == prefix:
+            return ""
+        return key[len(prefix) + 1:] if key.startswith(prefix + ".") else None
+
+    return own
+
+
+def jit_analysis_rows(work: Any, prefix: str, flop_by_module: dict[str, Any], act_by_module: dict[str, Any],
+                      params: dict[str, int], unsupported_of: Callable[[str], dict[str, int]],
+                      calls: dict[int, int], traces: int = 1) -> list[Any]:
+    """The per-module rows of fvcore's and mmengine's jit analyses (the same code, mmengine's a
+    copy of fvcore's): flops, activations and parameters per module of ``work``, and each row's
+    unsupported-op call counts (``unsupported:<op>``); ``calls`` counted over ``traces`` traces."""
+    from reconcile.records import ToolLayer
+
+    own, names = unwrapped_key(prefix), module_names(work)
+    layers = []
+    for traced_key, value in flop_by_module.items():
+        key = own(traced_key)
+        if key is None:
+            continue
+        module = work.get_submodule(key)
+        raw: dict[str, Number] = {
+            "flops": exact_number(value),
+            "activations": exact_number(act_by_module.get(traced_key, 0)),
+            "params": int(params.get(key, 0)),
+        }
+        raw.update({f"unsupported:{op}": int(n) for op, n in sorted(unsupported_of(traced_key).items())})
+        layers.append(ToolLayer(module=names[id(module)], type=type(module).__name__,
+                                calls=calls[id(module)] // max(traces, 1), raw=raw, key=key))
+    return layers
+
+
+def jit_analysis_headline(flops: Any, activations: Any, params: int, flop_unsupported: dict[str, int],
+                          act_unsupported: dict[str, int]) -> tuple[dict[str, Number], dict[str, str]]:
+    """The headline and units of fvcore's and mmengine's jit analyses: totals, and the call count
+    of each op the flop (``unsupported:<op>``) or activation analysis has no handle for."""
+    headline: dict[str, Number] = {"flops": exact_number(flops), "activations": exact_number(activations),
+                                   "params": int(params)}
+    units = {"flops": "flops", "activations": "activations", "params": "params"}
+    for prefix, ops in (("unsupported", flop_unsupported), ("unsupported_activations", act_unsupported)):
+        for op, n in sorted(ops.items()):
+            headline[f"{prefix}:{op}"] = int(n)
+            units[f"{prefix}:{op}"] = "calls"
+    return headline, units
+
+
+def unattributed(layers: list[Any], total: Number) -> dict[str, Number]:
+    """What a tool's total holds beyond its root row (work outside every module), if anything."""
+    root = next((layer for layer in layers if layer.key == ""), None)
+    shortfall = total - (root.raw["flops"] if root is not None else 0)
+    return {"no_module": shortfall} if shortfall else {}
+
+
 class ToolFailure(Exception):
     """A tool's own exception with a plain one-line reason. Recorded under the original
     exception's type, with the reason followed by the tool's own words."""

@@ -33,9 +33,9 @@ import copy
 from typing import Any
 
 from reconcile.adapters.base import (
-    Adapter, ToolFailure, capture_output, counting_calls, exact_number, flat_io, module_names,
+    Adapter, ToolFailure, capture_output, counting_calls, flat_io, jit_analysis_headline, jit_analysis_rows, unattributed,
 )
-from reconcile.records import Number, ToolLayer, ToolRun
+from reconcile.records import ToolRun
 
 _LOGGERS = ("fvcore",)
 
@@ -56,7 +56,6 @@ class FvcoreAdapter(Adapter):
         # fvcore removes its scope hooks after a successful trace only; a copy keeps a failed
         # trace from leaving them on the caller's model.
         work = copy.deepcopy(model)
-        names = module_names(work)
         inputs = tuple(inputs)
         warnings: list[str] = []
 
@@ -94,14 +93,6 @@ class FvcoreAdapter(Adapter):
                          "tensor as a tuple: torch.jit traces no None input and no dict, ModelOutput or cache output")
         warnings += _messages("FlopCountAnalysis", cap)
 
-        def own(key: str) -> str | None:
-            """fvcore's key on the traced module -> the key on the model (None: the wrapper)."""
-            if not prefix:
-                return key
-            if key == prefix:
-                return ""
-            return key[len(prefix) + 1:] if key.startswith(prefix + ".") else None
-
         with capture_output(loggers=_LOGGERS) as cap:
             acts = ActivationCountAnalysis(traced, traced_inputs)
             act_total = acts.total()
@@ -113,33 +104,10 @@ class FvcoreAdapter(Adapter):
             params = parameter_count(work)
         warnings += _messages("parameter_count", cap)
 
-        layers: list[ToolLayer] = []
-        for traced_key, value in flop_by_module.items():
-            key = own(traced_key)
-            if key is None:
-                continue
-            module = work.get_submodule(key)
-            raw: dict[str, Number] = {
-                "flops": exact_number(value),
-                "activations": exact_number(act_by_module.get(traced_key, 0)),
-                "params": int(params.get(key, 0)),
-            }
-            raw.update({f"unsupported:{op}": int(n) for op, n in sorted(unsupported[traced_key].items())})
-            layers.append(
-                ToolLayer(module=names[id(module)], type=type(module).__name__, calls=calls[id(module)], raw=raw, key=key)
-            )
-
-        total = exact_number(flop_total)
-        root = next((layer for layer in layers if layer.key == ""), None)
-        shortfall = total - (root.raw["flops"] if root is not None else 0)
-        headline: dict[str, Number] = {"flops": total, "activations": exact_number(act_total), "params": int(params[""])}
-        units = {"flops": "flops", "activations": "activations", "params": "params"}
-        for op, n in sorted(flops.unsupported_ops().items()):
-            headline[f"unsupported:{op}"] = int(n)
-            units[f"unsupported:{op}"] = "calls"
-        for op, n in sorted(act_unsupported.items()):
-            headline[f"unsupported_activations:{op}"] = int(n)
-            units[f"unsupported_activations:{op}"] = "calls"
+        layers = jit_analysis_rows(work, prefix, flop_by_module, act_by_module, params,
+                                   lambda key: unsupported[key], calls)
+        headline, units = jit_analysis_headline(flop_total, act_total, params[""], flops.unsupported_ops(),
+                                                act_unsupported)
         return ToolRun(
             tool=self.name,
             version=self.version(),
@@ -147,7 +115,7 @@ class FvcoreAdapter(Adapter):
             headline=headline,
             units=units,
             layers=tuple(layers),
-            unattributed={"no_module": shortfall} if shortfall else {},
+            unattributed=unattributed(layers, headline["flops"]),
             warnings=tuple(warnings),
             notes=(
                 "run on a deepcopy: a failed fvcore trace leaves its scope hooks on every module",

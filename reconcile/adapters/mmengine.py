@@ -38,10 +38,10 @@ import copy
 from typing import Any, Iterator, Sequence
 
 from reconcile.adapters.base import (
-    Adapter, Captured, ListHandler, ToolFailure, capture_output, counting_calls, exact_number, flat_io,
-    module_names,
+    Adapter, Captured, ListHandler, ToolFailure, capture_output, counting_calls, flat_io, jit_analysis_headline,
+    jit_analysis_rows, unattributed,
 )
-from reconcile.records import Number, ToolLayer, ToolRun
+from reconcile.records import ToolRun
 
 _CALL = "get_model_complexity_info"
 
@@ -112,7 +112,6 @@ class MmengineAdapter(Adapter):
 
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         work = copy.deepcopy(model)
-        names = module_names(work)
         inputs = tuple(inputs)
         warnings: list[str] = []
 
@@ -159,44 +158,13 @@ class MmengineAdapter(Adapter):
         flops, acts = kept["FlopAnalyzer"], kept["ActivationAnalyzer"]
         traces = calls[id(work)]  # the model runs once per trace (two: flops, then activations)
 
-        def own(key: str) -> str | None:
-            """mmengine's key on the traced module -> the key on the model (None: the wrapper)."""
-            if not prefix:
-                return key
-            if key == prefix:
-                return ""
-            return key[len(prefix) + 1:] if key.startswith(prefix + ".") else None
-
         # the table and the architecture are formatted from these, cached from the call's traces
         flop_by_module, act_by_module = flops.by_module(), acts.by_module()
         params = complexity_analysis.parameter_count(work)
-        layers: list[ToolLayer] = []
-        for traced_key, value in flop_by_module.items():
-            key = own(traced_key)
-            if key is None:
-                continue
-            module = work.get_submodule(key)
-            raw: dict[str, Number] = {
-                "flops": exact_number(value),
-                "activations": exact_number(act_by_module.get(traced_key, 0)),
-                "params": int(params.get(key, 0)),
-            }
-            raw.update({f"unsupported:{op}": int(n) for op, n in sorted(flops.unsupported_ops(traced_key).items())})
-            layers.append(ToolLayer(module=names[id(module)], type=type(module).__name__,
-                                    calls=calls[id(module)] // max(traces, 1), raw=raw, key=key))
-
-        total = exact_number(result["flops"])
-        root = next((layer for layer in layers if layer.key == ""), None)
-        shortfall = total - (root.raw["flops"] if root is not None else 0)
-        headline: dict[str, Number] = {"flops": total, "activations": exact_number(result["activations"]),
-                                       "params": int(result["params"])}
-        units = {"flops": "flops", "activations": "activations", "params": "params"}
-        for op, n in sorted(flops.unsupported_ops().items()):
-            headline[f"unsupported:{op}"] = int(n)
-            units[f"unsupported:{op}"] = "calls"
-        for op, n in sorted(acts.unsupported_ops().items()):
-            headline[f"unsupported_activations:{op}"] = int(n)
-            units[f"unsupported_activations:{op}"] = "calls"
+        layers = jit_analysis_rows(work, prefix, flop_by_module, act_by_module, params, flops.unsupported_ops,
+                                   calls, traces)
+        headline, units = jit_analysis_headline(result["flops"], result["activations"], result["params"],
+                                                flops.unsupported_ops(), acts.unsupported_ops())
         notes[:0] = [
             f"{_CALL}(model, inputs=...) with the same inputs as every tool (its documented input_shape=(3, 224, 224) "
             "builds torch.randn(1, 3, 224, 224): the same shapes, so the same counts)",
@@ -215,7 +183,7 @@ class MmengineAdapter(Adapter):
             headline=headline,
             units=units,
             layers=tuple(layers),
-            unattributed={"no_module": shortfall} if shortfall else {},
+            unattributed=unattributed(layers, headline["flops"]),
             warnings=tuple(warnings),
             notes=tuple(notes),
         )
