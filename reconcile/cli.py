@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from typing import Callable, Sequence
@@ -343,7 +344,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
 def cmd_predict(ns: argparse.Namespace) -> int:
     """What a tool would report, predicted from the native count alone (the tool is not run)."""
     cfg = _config(ns)
-    from reconcile import conventions, models
+    from reconcile import conventions, models, pipeline
     from reconcile.counter import count
     from reconcile.records import to_plain
     from reconcile.report import numbers
@@ -359,6 +360,18 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         why = conv.cannot_run(native)
         if why:  # the tool would print nothing: say so rather than numbers it never prints
             raise ReconcileError(f"{conv.tool} cannot run on {spec.name}: {why}")
+        trace_note = ""
+        if conv.tool in pipeline.TRACED_TOOLS:  # ops only a torch.jit trace holds: traced as `report` does
+            from dataclasses import replace
+
+            from reconcile.adapters.native import TracedAdapter
+
+            traced = TracedAdapter().run(*models.prepare(models.build(spec, device="cpu"), inputs, "cpu", cfg.mode))
+            if traced.status == "ok":
+                native = replace(native, traced=traced.detail)
+            else:
+                trace_note = (f"reconcile's own torch.jit trace of the model failed: {traced.error_message}; "
+                              "ops only a trace holds are not predicted")
         pred = conv.predict(native)
         if cfg.format == "json":
             print(json.dumps({"model": spec.name, "tool": conv.tool, "input_shape": list(inp.shape),
@@ -380,6 +393,8 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         print(table(["module", "type", "calls", *keys, "why it differs from native"], rows,
                     [False, False, True, *([True] * len(keys)), False]))
         print("headline: " + ", ".join(f"{k} {numbers.exact(v)}" for k, v in pred.headline.items()))
+        if trace_note:
+            print(f"note: {trace_note}")
         print()
 
     return _each_model(ns.specs, work)
@@ -688,6 +703,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     restore = _catch_signals()
     grace = 5.0
+    # importing torchvision (count, roofline, ... import it here) makes torch's compile cache folder
+    # $TMPDIR/torchinductor_<user>: put in this run's own temporary folder, removed at exit, unless
+    # the user chose one with TORCHINDUCTOR_CACHE_DIR
+    inductor = "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    if inductor:
+        from multiprocessing import util
+
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(util.get_temp_dir(), "inductor")
     try:
         return ns.func(ns)
     except ReconcileError as exc:
@@ -705,6 +728,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _stop_workers(grace)
         finally:
             restore()
+            if inductor:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
 
 
 if __name__ == "__main__":  # pragma: no cover

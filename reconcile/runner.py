@@ -265,13 +265,23 @@ def _forkserver_context(extra: tuple[str, ...] = ()) -> tuple[Any, int]:
     # read by reconcile._server in the server (the variable is gone again before this returns)
     caller = f"{os.getpid()},{int(threading.current_thread() is threading.main_thread())}"
     previous = os.environ.get("RECONCILE_CALLER")
+    # importing torchvision makes torch's compile cache folder ($TMPDIR/torchinductor_<user>): in
+    # the server and its workers it is put in this process's pymp-* folder, removed with it (a
+    # cache the user chose with TORCHINDUCTOR_CACHE_DIR is left as it is)
+    inductor = "TORCHINDUCTOR_CACHE_DIR" not in os.environ
     try:
+        if inductor:
+            from multiprocessing import util
+
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(util.get_temp_dir(), "inductor")
         os.environ["RECONCILE_CALLER"] = caller
         for fd in (1, 2):
             saved.append(os.dup(fd))
             os.dup2(null, fd)
         forkserver.ensure_running()  # no-op when it already runs; its children inherit its fds
     finally:
+        if inductor:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
         if previous is None:
             os.environ.pop("RECONCILE_CALLER", None)
         else:

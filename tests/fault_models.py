@@ -125,13 +125,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def start(argv: list[str], tmp: str, **kwargs):
     """``python -m reconcile *argv`` from the project root in a session of its own (its id is the
-    pid), with ``TMPDIR`` at ``tmp`` (empty) and torch's compile cache elsewhere, so that what the
-    run leaves in the temporary folder is all that is found there afterwards."""
+    pid), with ``TMPDIR`` at ``tmp`` (empty), so that what the run leaves in the temporary folder
+    (torch's compile cache folder included) is all that is found there afterwards."""
     import subprocess
 
     os.makedirs(tmp, exist_ok=True)
-    env = dict(os.environ, TMPDIR=tmp, TORCHINDUCTOR_CACHE_DIR=os.path.join(os.path.dirname(tmp), "inductor"),
-               PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p))
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, TMPDIR=tmp, PYTHONPATH=path)
     return subprocess.Popen([sys.executable, "-m", "reconcile", *argv], cwd=ROOT, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 

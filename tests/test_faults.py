@@ -232,6 +232,21 @@ def test_an_input_too_large_for_memory_is_one_line(tmp_path):
     assert "too large for this machine's memory" in line and "--device meta" in line
 
 
+@pytest.mark.parametrize("argv", [("count", "resnet18"), ("tools", "resnet18", "--tools", "native")])
+def test_a_run_leaves_nothing_in_the_temporary_folder(tmp_path, argv):
+    # `count` imports torchvision in the command's process, `tools` in its workers: importing it
+    # makes torch's compile cache folder ($TMPDIR/torchinductor_<user>), which must go with the run
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=path)
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    proc = subprocess.run([sys.executable, "-m", "reconcile", *argv], cwd=ROOT, capture_output=True, text=True, env=env,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp.iterdir()) == []
+
+
 def test_an_absurd_input_shape_fails_each_tool_in_one_line(tmp_path):
     # native counts it on meta (no memory); thop needs the 120 GB input on CPU and fails
     out = tmp_path / "out"

@@ -6,6 +6,7 @@ that on tiny models whose traces are worked out by hand, against real fvcore run
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -141,6 +142,22 @@ def test_the_pipeline_traces_only_when_fvcore_is_compared():
     assert [r.tool for r in with_fvcore.runs] == ["native", "fvcore"]  # the trace job is not a tool
     report = pipeline.reconcile_model(with_fvcore)
     assert all(t.explained for t in report.tools)
+
+
+@pytest.mark.parametrize("tool", ["fvcore", "mmengine"])
+def test_predict_traces_the_model_as_report_does(capsys, tool):
+    from reconcile import cli
+
+    spec = "tests.test_fvcore_trace:Sizes"
+    assert cli.main(["predict", spec, "--tool", tool, "--input-shape", "2,3,4", "--format", "json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)["headline"]
+    # Sizes' trace-only ops: 1 - x.shape[1] is one aten::rsub, x.shape[0] * x.shape[1] one aten::mul
+    # beside the real (y * scale): 2 muls; none of them has a flop handle, so each is a call count
+    assert (predicted["unsupported:aten::rsub"], predicted["unsupported:aten::mul"]) == (1, 2)
+    x = torch.randn(2, 3, 4)
+    run = adapter(tool).run(Sizes().eval(), (x,))  # the tool itself agrees
+    assert {k: v for k, v in run.headline.items() if k.startswith("unsupported:")} == {
+        k: v for k, v in predicted.items() if k.startswith("unsupported:")}
 
 
 class Fill(nn.Module):
