@@ -251,13 +251,6 @@ def backward_work(native: NativeCount, row: ModuleRow, op_components: Mapping | 
     return work
 
 
-def training_work(native: NativeCount, row: ModuleRow) -> Work:
-    """One row's own forward and backward work as FCM counts it (the backward wherever it is held)."""
-    work = forward_work(native, row)
-    work.add(backward_work(native, row))
-    return work
-
-
 def held_backward(native: NativeCount, row: ModuleRow) -> list[tuple[tuple[str, ...], Work]]:
     """One row's backward work as FCM counts it, split by the modules FCM's tracker held open when
     each op ran (``BackwardRow.held``, recorded by ``counter/held_open.py``): FCM charges each op to
@@ -305,6 +298,9 @@ class FlopCounterModeConvention(Convention):
         RuleDoc("everything else (0, silently)", "elementwise, activations, norms, pools, softmax, embedding, mv, "
                 "addmv, dot, CPU fused attention (_scaled_dot_product_flash_attention_for_cpu), CPU LSTM "
                 "(mkldnn_rnn_layer): no formula, no decomposition to one"),
+        RuleDoc("backward (training)", "each backward op charged to every module whose backward the tracker holds "
+                "open: from when all its outputs' gradients are complete to when all its positional inputs' are "
+                "(never, for inputs needing no gradient); Global holds what runs before the root opens"),
         RuleDoc("repeated modules", "every call counted, summed under one name"),
         RuleDoc("batch", "whole batch"),
     )

@@ -79,14 +79,14 @@ class HeldOpen:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        """The forward ended: its module hooks go, the tensor hooks stay for the backward."""
+        """The forward ended. Every hook stays until ``close()``: FCM's context holds the backward
+        too, where a module run again (activation checkpointing) registers hooks again."""
+
+    def close(self) -> None:
+        """Remove every hook (after the backward)."""
         for h in self._module_hooks:
             h.remove()
         self._module_hooks.clear()
-
-    def close(self) -> None:
-        """Remove every hook left (after the backward)."""
-        self.__exit__()
         for h in self._handles:
             h.remove()
         self._handles.clear()
