@@ -124,8 +124,9 @@ class BackwardRow:
     forward_no_grad_macs: int = 0
     # the MAC-carrying ops of ``op_components`` again, filed by the modules FlopCounterMode's module
     # tracker holds open while each op runs (``counter/held_open.py``): sorted tuple of
-    # ``named_modules()`` names (the root ``""`` among them once it opened) -> op -> part -> components
-    held: Mapping[tuple[str, ...], Mapping[str, Mapping[str, Mapping[str, int]]]] = field(default_factory=dict)
+    # ``named_modules()`` names (the root ``""`` among them once it opened), and op -> part -> components;
+    # pairs, not a mapping, so that the record stays plain JSON
+    held: tuple[tuple[tuple[str, ...], Mapping[str, Mapping[str, Mapping[str, int]]]], ...] = ()
 
     def part(self, part: str) -> dict[str, int]:
         """Components of one ``GRAD_PARTS`` part, summed over ops."""

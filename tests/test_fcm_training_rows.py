@@ -179,7 +179,7 @@ def test_the_record_leaves_the_native_count_and_the_model_as_they_were(model_cls
             continue
         # the record files each MAC-carrying backward op once, by the modules open when it ran
         held: dict[str, dict[str, int]] = {}
-        for ops in r.backward.held.values():
+        for _, ops in r.backward.held:
             for op, parts in ops.items():
                 for part, comps in parts.items():
                     held.setdefault(op, {}).setdefault(part, 0)

@@ -258,7 +258,7 @@ def held_backward(native: NativeCount, row: ModuleRow) -> list[tuple[tuple[str, 
     if row.backward is None:
         return []
     left = [_unfused_bwd_macs(row)]
-    out = [(held, backward_work(native, row, ops, left)) for held, ops in row.backward.held.items()]
+    out = [(held, backward_work(native, row, ops, left)) for held, ops in row.backward.held]
     whole_row = backward_work(native, row)
     if sum(w.macs for _, w in out) != whole_row.macs or sum(w.flops() for _, w in out) != whole_row.flops():
         raise AssertionError(f"flopcountermode: the open-module record of {row.name!r} does not cover its backward")

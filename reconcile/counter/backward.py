@@ -78,8 +78,8 @@ class _BwdAcc:
             param_macs={k: v for k, v in self.param_macs.items() if v},
             forward_param_macs=self.forward_param_macs,
             forward_no_grad_macs=self.forward_no_grad_macs,
-            held={key: {op: {p: dict(c) for p, c in parts.items() if c} for op, parts in ops.items()}
-                  for key, ops in self.held.items()},
+            held=tuple((key, {op: {p: dict(c) for p, c in parts.items() if c} for op, parts in ops.items()})
+                       for key, ops in self.held.items()),
         )
 
 
