@@ -74,8 +74,10 @@ class HeldOpen:
             if id(mod) in seen:
                 continue
             seen.add(id(mod))
-            self._module_hooks.append(mod.register_forward_pre_hook(self._pre))
-            self._module_hooks.append(mod.register_forward_hook(self._post))
+            # first among the module's own hooks: FCM's global hooks run before them, so they see
+            # the arguments and output before a hook of the model changes them
+            self._module_hooks.append(mod.register_forward_pre_hook(self._pre, prepend=True))
+            self._module_hooks.append(mod.register_forward_hook(self._post, prepend=True))
         return self
 
     def __exit__(self, *exc: Any) -> None:
