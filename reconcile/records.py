@@ -122,6 +122,11 @@ class BackwardRow:
     # parameter operand; the rest are activation x activation products
     forward_param_macs: int = 0
     forward_no_grad_macs: int = 0
+    # the MAC-carrying ops of ``op_components`` again, filed by the modules FlopCounterMode's module
+    # tracker holds open while each op runs (``counter/held_open.py``): sorted tuple of
+    # ``named_modules()`` names (the root ``""`` among them once it opened), and op -> part -> components;
+    # pairs, not a mapping, so that the record stays plain JSON
+    held: tuple[tuple[tuple[str, ...], Mapping[str, Mapping[str, Mapping[str, int]]]], ...] = ()
 
     def part(self, part: str) -> dict[str, int]:
         """Components of one ``GRAD_PARTS`` part, summed over ops."""

@@ -304,6 +304,25 @@ def test_cause_groups_ignored():
     assert_explained(ex)
     assert (tool_run.headline["forward_flops"], tool_run.headline["backward_flops"]) == (1_152, 4_608)
     assert causes(ex) == {"mac_vs_flop": 2 * 576, "groups_ignored": 3_456}
+def test_cause_outside_root():
+    # FlopCounterMode around forward + backward of a model returning h = enc(x) and pool(h), both
+    # Linear(4, 4, bias=False) on 1x4: pool's backward (input 16 + weight 16 MACs = 64 FLOPs) runs
+    # before h's gradient is complete, so before FCM's module tracker opens the root: it is in
+    # Global only, moved from the root's row (-64) to the total-only record (+64)
+    from reconcile.adapters.flopcountermode import FlopCounterModeTrainingAdapter
+    from reconcile.counter import count
+    from tests.test_fcm_training_rows import Pooled
+
+    torch.manual_seed(0)
+    model, x = Pooled().train(), torch.randn(1, 4)
+    tool_run = FlopCounterModeTrainingAdapter().run(model, (x,))
+    ex = explain("flopcountermode", tool_run, count(model, (x,), training=True))
+    assert_explained(ex)
+    root = next(le for le in ex.layers if le.module == "")
+    assert [c.amount for c in root.causes["flops"] if c.id == "outside_root"] == [-64]
+    assert [(c.id, c.amount) for c in ex.unattributed.causes["Global outside Pooled"]] == [("outside_root", 64)]
+
+
 def test_cause_train_mode():
     # BatchNorm2d(2) in training mode on 2x2x2x2 = 16 elements: mmengine (which never calls eval())
     # counts 5 per element on batch statistics: 2 * 16 = 32 as with running statistics (norm) and

@@ -64,6 +64,9 @@ CAUSES: dict[str, tuple[str, str]] = {
     # last, so that the causes above keep their colours in the pictures (colours follow this order)
     "train_mode": ("convention", "counts BatchNorm on batch statistics (training mode: the model was not put in "
                    "eval()) at more per element than with running statistics"),
+    # after train_mode, so that every cause above keeps its colour
+    "outside_root": ("convention", "counts work in its total that its root module's row does not hold (FlopCounterMode's "
+                     "module tracker opens the root's backward only once all its outputs' gradients are complete)"),
 }
 
 

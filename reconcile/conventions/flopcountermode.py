@@ -22,30 +22,36 @@ gate allows (``conventions.ptflops.sdpa_fused_on_cpu``, shared with ptflops' ate
 sees the same ops); recurrent layers run on CPU as per-gate ``addmm`` / ``mm`` except LSTM (one
 fused ``mkldnn_rnn_layer``, no formula), as ptflops' aten backend records them.
 
-Training (a native count with ``training``, FCM run around forward and backward): each module's
-backward ops (native charges them to the module whose forward created their autograd node) are
-counted the same way; ``convolution_backward`` is exact for its input gradient but counts a
+Training (a native count with ``training``, FCM run around forward and backward): each backward op
+is counted the same way; ``convolution_backward`` is exact for its input gradient but counts a
 grouped convolution's weight gradient at ``2 * groups`` FLOPs per MAC (``conv_weight_grad_flops``,
-cause ``groups_ignored``); a fused CPU attention's backward is one kernel with no formula.
+cause ``groups_ignored``); a fused CPU attention's backward is one kernel with no formula. FCM
+charges a backward op to every module its module tracker holds "open" then, not to the module
+whose forward created the op's autograd node (where native charges it): a module call opens when
+the gradients of all its outputs are complete and closes when those of all its positional inputs
+are. So a downsample (whose input its block's main branch also reads) holds that branch's
+backward, a layer whose input needs no gradient (the first conv) never closes, a module returning
+its input tensor (``nn.Identity``) closes before it opens and stays open, and backward run before
+the root opens (BertModel's pooler reads the encoder output it also returns) is in Global only
+(the total-only record, cause ``outside_root``). The native training count records which modules
+the tracker holds open during each backward op (``BackwardRow.held``, from the same hooks on the
+same tensors, ``counter/held_open.py``), and each row's backward is the sum of the ops it was open
+for (``held_backward``).
 
 A module reachable by two paths (a shared block) is held by the caller of each call (``callers``).
 
 Known limits (each shows as a residual, nothing is hidden): a child called from outside its
 parent's forward (by its grandparent) is charged by FCM to its callers but predicted under its
-``named_modules()`` parent. In training, FCM's module tracker holds a module "open" from when its
-outputs' gradients are complete to when its inputs' are: a module whose input was used earlier
-(a downsample beside its block's main branch) also holds that branch's backward, and work inside
-a module that consumes its own output (BertModel's pooler reads the encoder output it returns)
-runs its backward before the module opens; the native record has no tensor-level data flow to
-predict these. (A module that returns its input tensor itself, ``nn.Identity``, never closes: that
-is predicted, ``held_open``, from its last call; one whose input was consumed earlier, a shortcut
-``Identity`` beside its block's branch, opens earlier than that and shows as a residual.) Totals
-(Global, per op, forward and backward) are exact.
+``named_modules()`` parent (forward only: its backward follows the tracker record). A module held
+outside the model's module tree and called in the forward is tracked by FCM (its hooks are
+global) and not by native, which only matters if it is its callers' only way to open or close.
+Totals (Global, per op, forward and backward) are exact.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -125,6 +131,16 @@ class Work:
         self.grouped_macs += whole(other.grouped_macs * share)
         self.forward += whole(other.forward * share)
 
+    def minus(self, other: "Work") -> "Work":
+        """This work less ``other`` (which it holds), entries that become zero dropped."""
+        out = Work()
+        out.add(self)
+        out.add(other, -1)
+        out.counted = defaultdict(int, {k: v for k, v in out.counted.items() if v})
+        out.missed = {k: v for k, v in out.missed.items() if v != [0, 0]}
+        out.grouped = defaultdict(int, {k: v for k, v in out.grouped.items() if v})
+        return out
+
     def flops(self, key: str | None = None) -> Number:
         """FCM's FLOPs of this work (of one op key): 2 per counted MAC, plus the grouped error."""
         if key is not None:
@@ -186,20 +202,29 @@ def conv_weight_grad_flops(weight_grad_macs: int, groups: int) -> int:
     return 2 * groups * weight_grad_macs
 
 
-def backward_work(native: NativeCount, row: ModuleRow) -> Work:
-    """The backward ops charged to one native row (the module whose forward created their autograd
-    nodes) as FCM counts them on CPU."""
+def _unfused_bwd_macs(row: ModuleRow) -> int:
+    """A fused attention call's backward is one CPU kernel too (no formula), where native's math
+    path runs two bmm per forward bmm with its MACs: of the row's backward bmm, FCM counts two per
+    forward MAC of its unfused calls (the rest is fused)."""
     from reconcile.conventions.ptflops import sdpa_fused_on_cpu
 
+    return 2 * sum(c.components.get("macs", 0) for c in row.torch_calls
+                   if c.func == _SDPA and not sdpa_fused_on_cpu(c))
+
+
+def backward_work(native: NativeCount, row: ModuleRow, op_components: Mapping | None = None,
+                  unfused_left: list[int] | None = None) -> Work:
+    """The backward ops charged to one native row (the module whose forward created their autograd
+    nodes) as FCM counts them on CPU; of ``op_components`` only (a part of the row's ops), with
+    ``unfused_left`` the countable attention bmm MACs still left for the row, when given."""
     work = Work()
     if row.backward is None:
         return work
     groups = int(row.attrs.get("groups", 1) or 1)
-    # a fused attention call's backward is one CPU kernel too (no formula), where native's math
-    # path runs two bmm per forward bmm with its MACs; the row's other bmm are counted (as forward)
-    unfused = sum(c.components.get("macs", 0) for c in row.torch_calls if c.func == _SDPA and not sdpa_fused_on_cpu(c))
+    left = unfused_left if unfused_left is not None else [_unfused_bwd_macs(row)]
     sdpa_bwd = _SDPA_MARK in row.ops
-    for op, parts in row.backward.op_components.items():
+    ops = row.backward.op_components if op_components is None else op_components
+    for op, parts in ops.items():
         macs = {part: comps.get("macs", 0) for part, comps in parts.items()}
         total = sum(macs.values())
         if op == "aten::convolution_backward":
@@ -209,7 +234,8 @@ def backward_work(native: NativeCount, row: ModuleRow) -> Work:
                 work.grouped["aten.convolution_backward"] += conv_weight_grad_flops(weight, groups) - 2 * weight
                 work.grouped_macs += weight
         elif op == "aten::bmm" and sdpa_bwd:
-            counted = min(2 * unfused, total)
+            counted = min(left[0], total)
+            left[0] -= counted
             if counted:
                 work.counted["aten.bmm"] += counted
             if total - counted:
@@ -225,11 +251,18 @@ def backward_work(native: NativeCount, row: ModuleRow) -> Work:
     return work
 
 
-def training_work(native: NativeCount, row: ModuleRow) -> Work:
-    work = forward_work(native, row)
-    work.add(backward_work(native, row))
-    work.forward = forward_work(native, row).forward
-    return work
+def held_backward(native: NativeCount, row: ModuleRow) -> list[tuple[tuple[str, ...], Work]]:
+    """One row's backward work as FCM counts it, split by the modules FCM's tracker held open when
+    each op ran (``BackwardRow.held``, recorded by ``counter/held_open.py``): FCM charges each op to
+    every one of them (and to Global), whichever module created the op's autograd node."""
+    if row.backward is None:
+        return []
+    left = [_unfused_bwd_macs(row)]
+    out = [(held, backward_work(native, row, ops, left)) for held, ops in row.backward.held]
+    whole_row = backward_work(native, row)
+    if sum(w.macs for _, w in out) != whole_row.macs or sum(w.flops() for _, w in out) != whole_row.flops():
+        raise AssertionError(f"flopcountermode: the open-module record of {row.name!r} does not cover its backward")
+    return out
 
 
 def _terms(work: Work, where: str) -> tuple[Term, ...]:
@@ -265,6 +298,9 @@ class FlopCounterModeConvention(Convention):
         RuleDoc("everything else (0, silently)", "elementwise, activations, norms, pools, softmax, embedding, mv, "
                 "addmv, dot, CPU fused attention (_scaled_dot_product_flash_attention_for_cpu), CPU LSTM "
                 "(mkldnn_rnn_layer): no formula, no decomposition to one"),
+        RuleDoc("backward (training)", "each backward op charged to every module whose backward the tracker holds "
+                "open: from when all its outputs' gradients are complete to when all its positional inputs' are "
+                "(never, for inputs needing no gradient); Global holds what runs before the root opens"),
         RuleDoc("repeated modules", "every call counted, summed under one name"),
         RuleDoc("batch", "whole batch"),
     )
@@ -272,8 +308,7 @@ class FlopCounterModeConvention(Convention):
     def predict(self, native: NativeCount) -> Prediction:
         """The forward as FCM counts it; with a training count (``native.training``), forward and
         backward, as ``--training`` runs FCM around both."""
-        work = training_work if native.training is not None else forward_work
-        return self._predict(native, {r.name: work(native, r) for r in native.rows})
+        return self._predict(native, {r.name: forward_work(native, r) for r in native.rows})
 
     def flops_reference(self, native: NativeCount) -> int:
         if native.training is not None:
@@ -281,12 +316,16 @@ class FlopCounterModeConvention(Convention):
         return native.totals["flops"]
 
     def _predict(self, native: NativeCount, own: dict[str, Work]) -> Prediction:
-        """Rows from each native row's own work (``own``): a module's row holds its own work and,
-        through the call stack, the work of every module call made inside its calls."""
+        """Rows from each native row's own forward work (``own``): a module's row holds its own
+        work and, through the call stack, the work of every module call made inside its calls. In
+        training, each backward op is added to the rows of the modules FCM's tracker held open
+        while it ran (``held_backward``); Global (the headline) holds every op once."""
         tree = common.Tree(native)
         held: dict[str, Work] = defaultdict(Work)
+        root = Work()  # FCM's Global
         shared = callers(native, tree)
         for r in native.rows:
+            root.add(own[r.name])
             held[r.name].add(own[r.name])
             for path, share in shared.get(r.name, ((r.name, 1),)):
                 for above in _above(path):
@@ -295,18 +334,43 @@ class FlopCounterModeConvention(Convention):
         training = native.training is not None
         if training:
             for r in native.rows:
-                if returns_its_input(r, tree):
-                    held[r.name] = held_open(native, tree, r)
-        root = held[""]
+                for modules, work in held_backward(native, r):
+                    root.add(work)
+                    for m in modules:
+                        if m in tree.rows:
+                            held[m].add(work)
         expected = native.training.totals["training_macs"] if training else native.totals["macs"]
         if root.macs != expected:  # every native MAC is counted or missed, exactly once
             raise AssertionError(f"flopcountermode convention mapped {root.macs} of {expected} native MACs")
         layers = [self._row(r, held[r.name], training) for r in native.rows
                   # no formula op ran in it: FCM keeps no row, but the MACs it misses are named
-                  if r.calls and (held[r.name].any or held[r.name].missed)]
+                  if r.name and r.calls and (held[r.name].any or held[r.name].missed)]
+        unattributed: dict[str, Number] = {}
+        unattributed_terms: dict[str, tuple[Term, ...]] = {}
+        top = tree.rows.get("")
+        if top is not None and top.calls and (held[""].any or held[""].missed):
+            outside = root.minus(held[""])
+            layers.insert(0, self._root_row(top, held[""], root, outside, training))
+            if outside.flops():
+                key = f"Global outside {top.type}"  # the adapter's key for Global less the root's row
+                unattributed[key] = outside.flops()
+                unattributed_terms[key] = (Term("outside_root", outside.flops(), _outside_text(outside)),)
         headline = dict(self._values(root, training))
         return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline=headline,
+                          unattributed=unattributed, unattributed_terms=unattributed_terms,
                           headline_reference=dict(headline))
+
+    def _root_row(self, row: ModuleRow, work: Work, whole_model: Work, outside: Work,
+                  training: bool) -> LayerPrediction:
+        """The root's row. Its reference is the whole model's (it is the one row that does not
+        nest); what FCM's Global holds beyond the row (backward run before the root opened) moves
+        to the total-only record under ``outside_root``."""
+        predicted = self._values(work, training)
+        terms = _terms(whole_model, "")
+        if outside.flops():
+            terms = (*terms, Term("outside_root", -outside.flops(), _outside_text(outside)))
+        return LayerPrediction(row.name, row.type, row.calls, {**predicted, "flops": whole_model.macs}, predicted,
+                               {"flops": terms})
 
     @staticmethod
     def _values(work: Work, training: bool) -> dict[str, Number]:
@@ -326,30 +390,11 @@ class FlopCounterModeConvention(Convention):
         return LayerPrediction(row.name, row.type, row.calls, reference, predicted, {"flops": _terms(work, "")})
 
 
-def returns_its_input(row: ModuleRow, tree: common.Tree) -> bool:
-    """A module whose forward hands back its input tensor itself (``nn.Identity``, dropout with
-    p=0 or in eval, a flatten with nothing to flatten): no op ran in it or below it, and every call
-    returned one tensor equal in shape and dtype to its one input."""
-    if not row.call_records or any(r.ops or r.zero_cost_ops or r.unknown_ops for r in tree.subtree(row.name)):
-        return False
-    return all(len(c.inputs) == 1 and c.outputs == c.inputs for c in row.call_records)
-
-
-def held_open(native: NativeCount, tree: common.Tree, row: ModuleRow) -> Work:
-    """What FCM's tracker charges to a module that returns its input: it registers the hook that
-    closes it (on the input) before the one that opens it (on the output, the same tensor), so in
-    the backward it closes, opens and stays open to the end, holding the backward of everything
-    the forward created before its last call. Modules called before it count whole; its
-    ancestors' own work (which may run before or after it) is left out."""
-    start = max(c.order for c in row.call_records)
-    ancestors = set(_above(row.name))
-    work = Work()
-    for r in native.rows:
-        if r.name == row.name or r.name in ancestors or not r.call_records:
-            continue
-        if all(c.order < start for c in r.call_records):
-            work.add(backward_work(native, r))
-    return work
+def _outside_text(outside: Work) -> str:
+    return (f"FlopCounterMode's Global holds {exact(outside.flops())} FLOPs of backward that ran before its module "
+            "tracker opened the root (the gradient of an output the model also uses inside, e.g. the encoder "
+            "output BertModel's pooler reads, completes only after that use's backward): in the total, not in "
+            "the root's row")
 
 
 def _above(path: str) -> list[str]:

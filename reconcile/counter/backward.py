@@ -19,6 +19,9 @@ Guarantees:
 - Nothing that needs no gradient runs, so it costs nothing: autograd itself leaves out the input
   gradient of the first layer, frozen parameters and ``no_grad`` regions (they create no edges).
 - Hooks registered on the autograd graph are removed when the backward ends.
+- With ``held_open`` (a ``held_open.HeldOpen``), each MAC-carrying op's components are also filed
+  under the modules FlopCounterMode's module tracker holds open when the op runs
+  (``BackwardRow.held``); the rest of the record is the same with or without it.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def tensors_of(*objs: Any) -> list[torch.Tensor]:
 
 class _BwdAcc:
     __slots__ = ("ops", "op_components", "zero_ops", "unknown_ops", "nodes", "param_macs", "forward_param_macs",
-                 "forward_no_grad_macs")
+                 "forward_no_grad_macs", "held")
 
     def __init__(self) -> None:
         self.ops: Counter = Counter()
@@ -62,6 +65,8 @@ class _BwdAcc:
         self.param_macs: Counter = Counter()
         self.forward_param_macs = 0
         self.forward_no_grad_macs = 0
+        # open modules (FCM's tracker) -> aten op -> part -> components, MAC-carrying ops only
+        self.held: dict[tuple[str, ...], dict[str, dict[str, Counter]]] = {}
 
     def freeze(self) -> BackwardRow:
         return BackwardRow(
@@ -73,17 +78,20 @@ class _BwdAcc:
             param_macs={k: v for k, v in self.param_macs.items() if v},
             forward_param_macs=self.forward_param_macs,
             forward_no_grad_macs=self.forward_no_grad_macs,
+            held=tuple((key, {op: {p: dict(c) for p, c in parts.items() if c} for op, parts in ops.items()})
+                       for key, ops in self.held.items()),
         )
 
 
 class _Op:
     """One backward op inside the node being executed, kept until the node's outputs are known."""
 
-    __slots__ = ("name", "comps", "split", "ins", "outs", "keep")
+    __slots__ = ("name", "comps", "split", "ins", "outs", "keep", "held")
 
     def __init__(self, name: str, comps: dict | None, split: tuple | None, ins: list[int], outs: list[int],
-                 keep: list[torch.Tensor]) -> None:
+                 keep: list[torch.Tensor], held: tuple[str, ...] | None) -> None:
         self.name, self.comps, self.split, self.ins, self.outs, self.keep = name, comps, split, ins, outs, keep
+        self.held = held
 
 
 class _NodeRun:
@@ -139,8 +147,9 @@ class Backward:
     """Runs the backward of ``outputs`` (seeded with ones) and collects per-module ``BackwardRow``s.
     The counting dispatch mode calls ``op`` for every op while ``active``."""
 
-    def __init__(self, nodes: NodeMap, params: dict[int, str]) -> None:
+    def __init__(self, nodes: NodeMap, params: dict[int, str], held_open: Any = None) -> None:
         self.nodes = nodes
+        self.held_open = held_open  # HeldOpen, or None: no record of FCM's open modules
         self.param_owner = params  # id(parameter) -> owning module name
         self.accs: dict[str, _BwdAcc] = defaultdict(_BwdAcc)
         self.active = False
@@ -186,6 +195,8 @@ class Backward:
     def run(self, outputs: Sequence[torch.Tensor], seeds: Sequence[torch.Tensor]) -> None:
         """Backward of ``outputs`` with ``seeds`` as their gradients (made outside the counting mode)."""
         handles = self._prepare([o.grad_fn for o in outputs])
+        if self.held_open is not None:
+            self.held_open.roots = {o.grad_fn for o in outputs}
         self.active = True
         try:
             torch.autograd.backward(list(outputs), list(seeds))
@@ -237,6 +248,7 @@ class Backward:
         # views, copies and ops without a rule carry no components but do carry data: kept below
         # so that labels flow through them (a gradient copied into a view of the result)
         comps = split = None
+        held = self.held_open.current() if self.held_open is not None else None
         if kind == "rule":
             acc.ops[name] += 1
             sp = formulas.SPLIT_RULES.get(name)
@@ -245,14 +257,14 @@ class Backward:
         if run.done or node is None or not self._edges.get(node):
             # after the node's outputs are final (engine accumulation), or a node with no outputs
             part = ACCUMULATE if run.done else self._leaf_part(node)
-            self._charge(acc, name, part, comps, split, run.reads_param)
+            self._charge(acc, name, part, comps, split, run.reads_param, held)
             return
         ins = tensors_of(args, kwargs)
         # positional for split rules: an output left out by output_mask is None
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         keep = ins + [t for t in outs if isinstance(t, torch.Tensor)]
         run.ops.append(_Op(name, comps, split, [_storage(t) for t in ins],
-                           [_storage(t) if isinstance(t, torch.Tensor) else None for t in outs], keep))
+                           [_storage(t) if isinstance(t, torch.Tensor) else None for t in outs], keep, held))
 
     def _leaf_part(self, node: Any) -> str:
         if node is not None and type(node).__name__ == "AccumulateGrad":
@@ -283,9 +295,9 @@ class Backward:
             if op.split is not None:
                 for comps, got in zip(op.split, outs + [set()] * (len(op.split) - len(outs))):
                     if comps is not None:
-                        self._charge(acc, op.name, _part(got), comps, None, run.reads_param)
+                        self._charge(acc, op.name, _part(got), comps, None, run.reads_param, op.held)
             elif op.comps is not None:
-                self._charge(acc, op.name, _part(union), op.comps, None, run.reads_param)
+                self._charge(acc, op.name, _part(union), op.comps, None, run.reads_param, op.held)
         run.ops.clear()
 
     def _finish(self) -> None:
@@ -296,7 +308,7 @@ class Backward:
 
     @staticmethod
     def _charge(acc: _BwdAcc, name: str, part: str, comps: dict | None, split: tuple | None,
-                reads_param: bool) -> None:
+                reads_param: bool, held: tuple[str, ...] | None = None) -> None:
         if split is not None:
             comps = {}
             for c in split:
@@ -310,6 +322,11 @@ class Backward:
                 pc[k] += v
         if reads_param and comps.get("macs"):
             acc.param_macs[part] += comps["macs"]
+        if held is not None and comps.get("macs"):
+            hc = acc.held.setdefault(held, {}).setdefault(name, {}).setdefault(part, Counter())
+            for k, v in comps.items():
+                if v:
+                    hc[k] += v
 
 
 def _storage(t: torch.Tensor) -> int:

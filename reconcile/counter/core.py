@@ -27,6 +27,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 from reconcile.counter import backward as bwd
 from reconcile.counter import calls as pycalls
 from reconcile.counter import formulas, liveness, memory, modules
+from reconcile.counter.held_open import HeldOpen
 from reconcile.counter.shadow import ShadowMode, value_of
 from reconcile.counter.tracker import CallFrame, ModuleStack, tensor_bytes, tensor_metas
 from reconcile.errors import ReconcileError
@@ -443,9 +444,11 @@ def count(
         bias_ids = frozenset(id(p) for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].endswith("bias"))
         params = list(model.parameters())
         saving: Any = contextlib.nullcontext()
+        held: Any = contextlib.nullcontext()
         if training:
             nodes = bwd.NodeMap()
-            backward = bwd.Backward(nodes, {id(p): _owner(n) for n, p in model.named_parameters()})
+            held = HeldOpen(model, stack.names)  # FlopCounterMode's open modules, for its convention
+            backward = bwd.Backward(nodes, {id(p): _owner(n) for n, p in model.named_parameters()}, held)
             trace = memory.MemoryTrace(
                 [*params, *model.buffers(), *(t for t in inputs if isinstance(t, torch.Tensor))],
                 lambda: backward.current_module() if backward.active else stack.top.module)
@@ -466,7 +469,7 @@ def count(
             call_mode = pycalls.CallMode(lambda: stack.top, skip)
             values = ShadowMode(inputs) if shadowed else contextlib.nullcontext()
             grad = torch.enable_grad() if training else torch.no_grad()
-            with (_reference_paths(), grad, values, stack, counting, call_mode, saving):
+            with (_reference_paths(), grad, values, stack, held, counting, call_mode, saving):
                 try:
                     result = model(*inputs)
                     if training:
@@ -500,6 +503,8 @@ def count(
         except _NeedsValues:
             continue
         finally:
+            if isinstance(held, HeldOpen):
+                held.close()
             for m, flag in flags:
                 m.training = flag
             for b, saved in saved_buffers:
