@@ -215,6 +215,7 @@ def test_the_model_kernels_raise_the_local_peak_only_when_faster():
     plat = hardware.Platform("local", "this machine", 100e9, 10e9, "measured float32 matmul/conv", "measured", here=True)
     up = local.with_model_kernels(plat, {"a (Conv2d 8x512x14x14)": 120e9, "b (Linear 8x4096)": 50e9})
     assert up.peak_flops == 120e9 and "best a (Conv2d 8x512x14x14) 120.0 G FLOP/s (the peak used)" in up.source
+    assert up.peak_label == "measured float32 matmul/conv, this model's a (Conv2d 8x512x14x14)"
     same = local.with_model_kernels(plat, {"b (Linear 8x4096)": 50e9})
     assert same.peak_flops == 100e9 and "(below the standard set's peak)" in same.source
     assert local.with_model_kernels(plat, {}) is plat
