@@ -542,12 +542,11 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
             # the local peak also covers this model's own kernels, each timed alone
             kernels: dict[str, float] = {}
             local_here = any(p.key == "local" for p in plats)
-            flops = {row.name: row.flops for row in native.rows if row.calls == 1}
             if local_here:  # timed just before and just after the layers: this machine's speed drifts
-                kernels = local.model_kernels(model, args, flops)
+                kernels = local.model_kernels(model, args)
             module_s, total_s = local.measure_layers(model, args, ns.repeat)
             if local_here:
-                after = local.model_kernels(model, args, flops)
+                after = local.model_kernels(model, args)
                 drift.extend(abs(v - after[k]) / max(v, after[k]) for k, v in kernels.items() if k in after)
                 kernels = {k: max(v, after.get(k, 0.0)) for k, v in kernels.items()}
                 plats = [local.with_model_kernels(p, kernels) if p.key == "local" else p for p in plats]

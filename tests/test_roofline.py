@@ -201,14 +201,34 @@ def test_model_kernels_times_each_distinct_kernel_once_and_leaves_no_hooks():
     shared = nn.Conv2d(4, 4, 3, padding=1)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1),
                           nn.Conv2d(4, 4, 3, padding=1), shared, shared, nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
-    # native FLOPs per call: conv 3->4 at 8x8: 2 * 4 * 8 * 8 * 3 * 9 = 13,824 (+ 256 bias adds in
-    # native's FLOPs, not needed here: any positive figure makes a rate); 4->4: 2 * 4 * 64 * 4 * 9
-    # = 18,432; Linear 2 * 256 * 10 = 5,120. "3" (shared) runs twice: left out; "2" is "1" again
-    flops = {"0": 13_824, "1": 18_432, "2": 18_432, "3": 18_432, "6": 5_120}
-    rates = local.model_kernels(model, (torch.randn(1, 3, 8, 8),), flops, repeat=1, budget=0.0)
+    rates = local.model_kernels(model, (torch.randn(1, 3, 8, 8),), repeat=1, budget=0.0)
+    # "2" and "3" are "1" again (same settings, same input shape); "4" is "3" itself
     assert sorted(rates) == ["0 (Conv2d 1x3x8x8)", "1 (Conv2d 1x4x8x8)", "6 (Linear 1x256)"]
     assert all(r > 0 for r in rates.values())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_kernel_flops_are_worked_out_from_shapes_not_taken_from_the_count():
+    x = torch.randn(1, 3, 8, 8)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    # 1 x 4 x 8 x 8 = 256 outputs, each 3 x 9 = 27 MACs and a bias add: 256 x (2 x 27 + 1) = 14,080
+    assert local.kernel_flops(conv, x, conv(x)) == 14_080
+    grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2, bias=False)
+    y = torch.randn(2, 4, 8, 8)
+    # 2 x 4 x 8 x 8 = 512 outputs, each 4 / 2 x 9 = 18 MACs: 512 x 36 = 18,432
+    assert local.kernel_flops(grouped, y, grouped(y)) == 18_432
+    fc = nn.Linear(256, 10)
+    z = torch.randn(3, 256)
+    # 3 x 10 = 30 outputs, each 256 MACs and a bias add: 30 x 513 = 15,390
+    assert local.kernel_flops(fc, z, fc(z)) == 15_390
+    # resnet18's conv1 (no bias): the count the roofline check compares with
+    assert local.kernel_flops(*_stem()) == 236_027_904 == _native("resnet18").row("conv1").flops
+
+
+def _stem():
+    conv = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+    x = torch.randn(1, 3, 224, 224)
+    return conv, x, conv(x)
 
 
 def test_the_model_kernels_raise_the_local_peak_only_when_faster():

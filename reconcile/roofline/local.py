@@ -263,26 +263,37 @@ KERNEL_TYPES = ("Conv1d", "Conv2d", "Conv3d", "Linear")
 KERNEL_BUDGET = 2.0
 
 
-def model_kernels(model: Any, inputs: tuple[Any, ...], flops: dict[str, int], repeat: int = REPEAT,
+def kernel_flops(module: Any, x: Any, out: Any) -> int:
+    """FLOPs of one call of a convolution or Linear, worked out here from its shapes (never taken
+    from the native count, so that the check still catches a wrong count): 2 per multiply-
+    accumulate, 2 * outputs * (in channels / groups) * kernel taps (padded taps included, as
+    ``conv_flops``) or 2 * outputs * in features, plus one add per output for a bias."""
+    import math
+
+    if type(module).__name__ == "Linear":
+        per_output = module.in_features
+    else:
+        per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
+    return out.numel() * (2 * per_output + (1 if module.bias is not None else 0))
+
+
+def model_kernels(model: Any, inputs: tuple[Any, ...], repeat: int = REPEAT,
                   budget: float = KERNEL_BUDGET) -> dict[str, float]:
-    """FLOP/s of each distinct convolution and Linear of ``model``, each run alone on the input its
-    module got in one forward (best of ``repeat`` runs and at least ``budget`` seconds, as the
-    standard kernels), with the module's native FLOPs (``flops``: per module name, one call).
-    Modules called more than once, or with no FLOPs, are left out; modules of the same type, input
-    shapes and settings are timed once. Keys: ``"<module> (<type> <input shape>)"``."""
+    """FLOP/s of each distinct convolution and Linear of ``model`` (``KERNEL_TYPES``), each run
+    alone on the input its module got (its first call) in one forward: best of ``repeat`` runs and
+    at least ``budget`` seconds, FLOPs from ``kernel_flops``. Modules of the same type, settings
+    and input shape are timed once. Keys: ``"<module> (<type> <input shape>)"``."""
     import torch
 
     names = {id(m): n for n, m in model.named_modules()}
-    seen: dict[str, tuple[Any, tuple[Any, ...]]] = {}
-    calls: dict[str, int] = {}
+    seen: dict[str, tuple[Any, Any, int]] = {}
 
-    def hook(mod: Any, args: Any) -> None:
+    def hook(mod: Any, args: Any, out: Any) -> None:
         name = names[id(mod)]
-        calls[name] = calls.get(name, 0) + 1
-        if name not in seen:
-            seen[name] = (mod, tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args))
+        if name not in seen and len(args) == 1 and isinstance(args[0], torch.Tensor):
+            seen[name] = (mod, args[0].detach().clone(), kernel_flops(mod, args[0], out))
 
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if type(m).__name__ in KERNEL_TYPES]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if type(m).__name__ in KERNEL_TYPES]
     try:
         with torch.no_grad():
             model(*inputs)
@@ -292,18 +303,15 @@ def model_kernels(model: Any, inputs: tuple[Any, ...], flops: dict[str, int], re
     rates: dict[str, float] = {}
     done: set[tuple] = set()
     with torch.no_grad():
-        for name, (mod, args) in seen.items():
-            if calls[name] != 1 or not flops.get(name):
-                continue
-            shapes = tuple(tuple(a.shape) if isinstance(a, torch.Tensor) else a for a in args)
-            key = (type(mod).__name__, repr(mod), shapes)
-            if key in done:
+        for name, (mod, x, flops) in seen.items():
+            key = (type(mod).__name__, repr(mod), tuple(x.shape))
+            if key in done or not flops:
                 continue
             done.add(key)
-            label = f"{name} ({type(mod).__name__} {'x'.join(map(str, shapes[0])) if shapes else ''})"
+            label = f"{name} ({type(mod).__name__} {'x'.join(map(str, x.shape))})"
             # forward itself, not __call__: a layer's measured time (measure_layers) runs from its
             # pre-hook to its post-hook, without __call__'s tens of microseconds
-            rates[label] = flops[name] / _best(lambda: mod.forward(*args), repeat, budget)
+            rates[label] = flops / _best(lambda: mod.forward(x), repeat, budget)
     return rates
 
 
