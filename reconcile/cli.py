@@ -518,8 +518,8 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
 
     beaten: list[str] = []  # with --measure: "model: module" measured faster than its bound
     refreshed: set[str] = set()  # dtypes whose local figures this command measured again
-    ratios: list[float] = []  # bound / measured of each layer in ``beaten``
-    drift: list[float] = []  # per model kernel: its before / after rates' relative difference
+    within: list[str] = []  # faster than their local bound by less than the peak's own noise
+    noises: list[float] = []  # per model: how far the local peak moved between its two timings
 
     def work(spec) -> None:
         inputs = _inputs_for(spec, cfg)
@@ -545,9 +545,10 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
             if local_here:  # timed just before and just after the layers: this machine's speed drifts
                 kernels = local.model_kernels(model, args)
             module_s, total_s = local.measure_layers(model, args, ns.repeat)
+            noise = 0.0
             if local_here:
                 after = local.model_kernels(model, args)
-                drift.extend(abs(v - after[k]) / max(v, after[k]) for k, v in kernels.items() if k in after)
+                noise = local.peak_noise(kernels, after)
                 kernels = {k: max(v, after.get(k, 0.0)) for k, v in kernels.items()}
                 plats = [local.with_model_kernels(p, kernels) if p.key == "local" else p for p in plats]
             measured = rcore.Measured(module_s, total_s, ns.repeat)
@@ -555,8 +556,15 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
         if measured is not None:
             for i in range(len(plats)):
                 for m, bound, got in rcore.faster_than_bound(result, i):
-                    beaten.append(f"{spec.name} on {result.platforms[i].platform.key}: {m or '(model)'}")
-                    ratios.append(bound / got)
+                    where = f"{spec.name} on {result.platforms[i].platform.key}: {m or '(model)'} ({bound / got:.3f})"
+                    # a compute-bound layer within what the peak itself moved between its two
+                    # timings: timing noise, not a count (memory-bound layers get no such margin)
+                    compute = all(t.bound == "compute" for la, t in zip(result.layers, result.platforms[i].times)
+                                  if la.module == m)
+                    noisy = plats[i].key == "local" and compute and bound / got <= 1 + noise
+                    (within if noisy else beaten).append(where)
+            if noise:
+                noises.append(noise)
         if ns.format == "json":
             print(json.dumps(render.to_json(result)))
         else:
@@ -579,15 +587,15 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     code = _each_model(ns.specs, work)
+    if within and not code:  # listed in the table too; said here with why they do not fail the check
+        print(f"reconcile: {len(within)} layer(s) measured faster than their bound by less than the local peak "
+              f"itself moved between its timings before and after the layers (up to {max(noises):.1%}): timing "
+              "noise, not a wrong count: " + ", ".join(within[:5]) + (" ..." if len(within) > 5 else ""),
+              file=sys.stderr)
     if beaten and not code:  # the --measure check: a bound above a measured time is a bug to look at
-        # how far, beside how much this machine's speed moved during the run: a layer a fraction of
-        # a percent under its bound while the same kernels' best rate moved by more is timing, a
-        # layer twice as fast is a count or a bound to fix (never clipped either way)
-        noise = f"; the model's kernels timed before and after the layers differed by up to {max(drift):.1%}" \
-            if drift else ""
         print(f"reconcile: check failed: {len(beaten)} layer(s) measured faster than their lower bound (bound / "
-              f"measured up to {max(ratios):.3f}{noise}): " + ", ".join(beaten[:5])
-              + (" ..." if len(beaten) > 5 else ""), file=sys.stderr)
+              "measured in brackets): " + ", ".join(beaten[:5]) + (" ..." if len(beaten) > 5 else ""),
+              file=sys.stderr)
         return 1
     return code
 

@@ -8,14 +8,15 @@ The peak is the best rate of the kernels a CNN or transformer actually runs here
 and a fixed set of standard convolution shapes; the DRAM bandwidth the best of three streams far
 beyond any cache; the cache bandwidth the best of the same streams on working sets that fit the
 last-level cache (its size read from sysfs). ``with_model_kernels`` raises the peak to the best rate
-of the checked model's own convolutions and matmuls, each timed alone the same way (a fixed set
-of shapes cannot hold every shape a model runs, and oneDNN runs some faster than all of the set:
-vgg16's 512-channel 14x14 convolutions at batch 8 beat it by 5%); ``roofline --measure`` times
-them just before and just after the layers, since this machine's speed drifts by several percent
-from one minute to the next (the same convolution's best of 40 runs: 32.8, then 35.3 ms). ``measure_layers`` times each module's own work on
-real tensors with forward hooks and leaves the model without them. Measured peaks are what torch
-reaches here, not the silicon's theoretical peak: a layer slower than the roofline is expected,
-a layer faster than it is reported, never clipped.
+of the checked model's own convolutions and Linears, each timed alone the same way with FLOPs
+worked out from its shapes (a fixed set of shapes cannot hold every shape a model runs, and
+oneDNN runs some faster than all of the set: vgg16's 512-channel 14x14 convolutions at batch 8
+beat it by 5%); ``roofline --measure`` times them just before and just after the layers, since
+this machine's speed drifts from one minute to the next (the same convolution's best of 40 runs:
+32.8, then 35.3 ms). ``measure_layers`` times each module's own work on real tensors with
+forward hooks and leaves the model without them. Measured peaks are what torch reaches here, not
+the silicon's theoretical peak: a layer slower than the roofline is expected, a layer faster than
+it is reported, never clipped.
 """
 
 from __future__ import annotations
@@ -313,6 +314,16 @@ def model_kernels(model: Any, inputs: tuple[Any, ...], repeat: int = REPEAT,
             # pre-hook to its post-hook, without __call__'s tens of microseconds
             rates[label] = flops / _best(lambda: mod.forward(x), repeat, budget)
     return rates
+
+
+def peak_noise(before: dict[str, float], after: dict[str, float]) -> float:
+    """How far the best kernel rate moved between two timings of the same kernels (before and after
+    the layers): |best before - best after| / the larger, 0 when either is empty. A layer that
+    beats a bound set by that peak by less than this is inside the peak's own measurement noise."""
+    if not before or not after:
+        return 0.0
+    b, a = max(before.values()), max(after.values())
+    return abs(b - a) / max(a, b)
 
 
 def with_model_kernels(plat: Platform, rates: dict[str, float]) -> Platform:
