@@ -663,5 +663,5 @@ def index_markdown(entries: Sequence[dict]) -> str:
            "Each tool's main total as it reports it (MACs for most; torchstat MAdd; torchsummary reports no "
            "operations). Every number is explained per layer in the model's own report; a residual means a "
            "difference no named cause accounts for.", ""]
-    out += _table(head, rows, "llrr" + "r" * len(tools))
+    out += _tables(head, rows, "llrr" + "r" * len(tools), keep=1)  # split only if a row would pass 160 columns
     return "\n".join(out) + "\n"
