@@ -556,7 +556,8 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
         if measured is not None:
             for i in range(len(plats)):
                 for m, bound, got in rcore.faster_than_bound(result, i):
-                    where = f"{spec.name} on {result.platforms[i].platform.key}: {m or '(model)'} ({bound / got:.3f})"
+                    key = result.platforms[i].platform.key
+                    where = f"{spec.name} on {key}: {m or '(model)'} ({bound / got:.3f})"
                     # a compute-bound layer within what the peak itself moved between its two
                     # timings: timing noise, not a count (memory-bound layers get no such margin)
                     compute = all(t.bound == "compute" for la, t in zip(result.layers, result.platforms[i].times)

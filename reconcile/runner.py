@@ -350,7 +350,7 @@ class _Worker:
             # multiprocessing probes its resource tracker on every start and, finding it dead, warns
             # "Some resources might leak" on the caller's stderr and starts a new one. Nothing of
             # reconcile's is registered with it (no named semaphores, no shared memory), so the
-            # line is noise to the user: kept for --verbose, never on the terminal
+            # line is noise to the user: kept in this module's debug log, never on the terminal
             if caught_warning.filename.endswith(os.path.join("multiprocessing", "resource_tracker.py")):
                 log.debug("while starting %s: %s", job.describe(), caught_warning.message)
             else:  # anything else (another thread's, say) is shown as it would have been
