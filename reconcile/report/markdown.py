@@ -331,7 +331,7 @@ def group_layers(tools: Sequence[ToolExplanation], modules: Sequence[str],
 
 def _native_cell(g: LayerGroup) -> str:
     """The native MACs of a group: its modules' own, then (for tools whose rows hold their
-    submodules' work too: fvcore, flopcountermode, ptflops' aten backend) with their submodules."""
+    submodules' work too: fvcore, flopcountermode, ptflops' aten backend) "incl." their submodules'."""
     own = g.reference
     others = []
     for v in g.measured_against:
@@ -339,7 +339,7 @@ def _native_cell(g: LayerGroup) -> str:
             others.append(v)
     if not others:
         return _n(own)
-    inclusive = " / ".join(_n(v) for v in others) + " with submodules"
+    inclusive = " / ".join(_n(v) for v in others) + " incl."
     return inclusive if own is None else f"{_n(own)}; {inclusive}"
 
 
@@ -380,7 +380,8 @@ def layers_section(r: ModelReport) -> list[str]:
         keyed[k] = i
     out += [f"{len(differing)} modules differ from the native MAC count in some tool: {len(groups)} groups of modules "
             "explained alike (same type, causes and formula). A cell is the tool's number minus the native MACs "
-            "its rows are measured against, summed over the group (empty: equal; —: the tool has no row for it); "
+            "its rows are measured against, summed over the group (empty: equal; —: the tool has no row for it; "
+            "native MACs \"own; N incl.\": N with its submodules' work, for tools whose rows hold it); "
             "*notes* point to the sentences under the table, with the numbers of the group's first module; a module "
             "with a residual is never grouped and is marked **unexplained**. Each tool's own numbers, module by "
             f"module: `{file_stem(r.model)}.csv` and `.json`.", ""]
