@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 from typing import Callable, Sequence
@@ -735,16 +734,16 @@ def _stop_workers(grace: float) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    from reconcile.runner import private_inductor_cache
+
+    with private_inductor_cache():  # count, roofline, ... import torchvision in this process
+        return _run(ns)
+
+
+def _run(ns: argparse.Namespace) -> int:
+    """One parsed command: its exit status, a user's error as one line, signals as exit 128+N."""
     restore = _catch_signals()
     grace = 5.0
-    # importing torchvision (count, roofline, ... import it here) makes torch's compile cache folder
-    # $TMPDIR/torchinductor_<user>: put in this run's own temporary folder, removed at exit, unless
-    # the user chose one with TORCHINDUCTOR_CACHE_DIR
-    inductor = "TORCHINDUCTOR_CACHE_DIR" not in os.environ
-    if inductor:
-        from multiprocessing import util
-
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(util.get_temp_dir(), "inductor")
     try:
         return ns.func(ns)
     except ReconcileError as exc:
@@ -762,8 +761,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             _stop_workers(grace)
         finally:
             restore()
-            if inductor:
-                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
 
 
 if __name__ == "__main__":  # pragma: no cover

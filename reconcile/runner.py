@@ -30,6 +30,7 @@ deterministic inputs, and ``adapter.run(model, inputs)`` is called; an adapter w
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing
@@ -44,7 +45,7 @@ import warnings
 from collections import deque
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from reconcile.config import check_timeout
 from reconcile.errors import ReconcileError
@@ -246,6 +247,25 @@ def _reaped(pid: int) -> bool:
 # ----- parent side -------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def private_inductor_cache() -> Iterator[None]:
+    """Importing torchvision makes torch's compile cache folder ($TMPDIR/torchinductor_<user>):
+    while this is open, ``TORCHINDUCTOR_CACHE_DIR`` points into this process's own ``pymp-*``
+    folder, removed with it at exit, so processes started meanwhile (the fork server and its
+    workers) or torch imported here leave nothing behind. A cache the user chose with
+    ``TORCHINDUCTOR_CACHE_DIR`` is left as it is."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        yield
+        return
+    from multiprocessing import util
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(util.get_temp_dir(), "inductor")
+    try:
+        yield
+    finally:
+        os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+
+
 def _forkserver_context(extra: tuple[str, ...] = ()) -> tuple[Any, int]:
     """The forkserver context and its server's pid, the server started with our preload (plus
     ``extra``, e.g. timm for a run of timm models; only when the server starts) and with fds 1
@@ -265,31 +285,22 @@ def _forkserver_context(extra: tuple[str, ...] = ()) -> tuple[Any, int]:
     # read by reconcile._server in the server (the variable is gone again before this returns)
     caller = f"{os.getpid()},{int(threading.current_thread() is threading.main_thread())}"
     previous = os.environ.get("RECONCILE_CALLER")
-    # importing torchvision makes torch's compile cache folder ($TMPDIR/torchinductor_<user>): in
-    # the server and its workers it is put in this process's pymp-* folder, removed with it (a
-    # cache the user chose with TORCHINDUCTOR_CACHE_DIR is left as it is)
-    inductor = "TORCHINDUCTOR_CACHE_DIR" not in os.environ
-    try:
-        if inductor:
-            from multiprocessing import util
-
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(util.get_temp_dir(), "inductor")
-        os.environ["RECONCILE_CALLER"] = caller
-        for fd in (1, 2):
-            saved.append(os.dup(fd))
-            os.dup2(null, fd)
-        forkserver.ensure_running()  # no-op when it already runs; its children inherit its fds
-    finally:
-        if inductor:
-            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-        if previous is None:
-            os.environ.pop("RECONCILE_CALLER", None)
-        else:
-            os.environ["RECONCILE_CALLER"] = previous
-        for fd, copy in zip((1, 2), saved):
-            os.dup2(copy, fd)
-            os.close(copy)
-        os.close(null)
+    with private_inductor_cache():  # the server's, and so its workers'
+        try:
+            os.environ["RECONCILE_CALLER"] = caller
+            for fd in (1, 2):
+                saved.append(os.dup(fd))
+                os.dup2(null, fd)
+            forkserver.ensure_running()  # no-op when it already runs; its children inherit its fds
+        finally:
+            if previous is None:
+                os.environ.pop("RECONCILE_CALLER", None)
+            else:
+                os.environ["RECONCILE_CALLER"] = previous
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
+            os.close(null)
     return ctx, forkserver._forkserver._forkserver_pid
 
 
