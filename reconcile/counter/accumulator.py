@@ -27,6 +27,9 @@ from reconcile.counter.held_open import HeldOpen
 from reconcile.counter.tracker import CallFrame, ModuleStack, tensor_bytes, tensor_metas
 from reconcile.records import CallRecord
 
+# a module-level rule: the components of one call of a module counted as a unit, or None
+ModuleRule = Callable[[nn.Module, tuple, dict], "dict[str, int] | None"]
+
 
 class ModuleAcc:
     """Mutable per-module accumulator; frozen into a ``ModuleRow`` at the end."""
@@ -103,7 +106,7 @@ class Accumulator:
     """Per-module counts of one forward. ``op`` is called after every aten op, ``module_exit``
     when a module call returns; ``accs`` and ``call_records`` hold the result."""
 
-    def __init__(self, model: nn.Module, module_rule: Callable[[nn.Module, tuple, dict], dict[str, int] | None]) -> None:
+    def __init__(self, model: nn.Module, module_rule: ModuleRule) -> None:
         # which module is running; module calls counted by ``module_rule`` count as one unit
         self.stack = ModuleStack(model, self.module_exit, module_rule)
         self.live = liveness.Liveness()  # which module calls' results the model's output uses
@@ -236,7 +239,7 @@ class TrainingAccumulator(Accumulator):
     which module created each autograd node and the step's memory; during the backward every op
     goes to ``backward``."""
 
-    def __init__(self, model: nn.Module, module_rule: Callable[[nn.Module, tuple, dict], dict[str, int] | None],
+    def __init__(self, model: nn.Module, module_rule: ModuleRule,
                  inputs: tuple[Any, ...]) -> None:
         super().__init__(model, module_rule)
         self.nodes = bwd.NodeMap()

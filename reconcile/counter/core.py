@@ -10,6 +10,11 @@ Guarantees:
   backend) and counts recurrent layers with module-level rules (``modules.py``).
 - The model is left as it was found: training flags restored, hooks removed, buffers restored
   unless counting in eval mode; global torch flags touched here are restored on exit.
+
+The shape is torch's ``FlopCounterMode``: ``_CountingMode`` only runs each op and reports it to a
+plain ``accumulator.Accumulator`` (the bookkeeping, with small methods); ``count`` checks its
+arguments, runs the forward (and backward) once, again with values known if a meta forward read
+one, and freezes the accumulator into a ``NativeCount``.
 """
 
 from __future__ import annotations
