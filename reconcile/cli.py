@@ -253,7 +253,7 @@ def cmd_tools(ns: argparse.Namespace) -> int:
     cfg = _config(ns)
     from reconcile import models
     from reconcile.records import to_plain
-    from reconcile.report import numbers
+    from reconcile import numbers
     from reconcile.report.text import table
 
     tools = _tools_text(ns)
@@ -346,7 +346,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     from reconcile import conventions, models, pipeline
     from reconcile.counter import count
     from reconcile.records import to_plain
-    from reconcile.report import numbers
+    from reconcile import numbers
     from reconcile.report.text import table
 
     conv = conventions.get(ns.tool)

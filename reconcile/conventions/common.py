@@ -7,7 +7,7 @@ from typing import Callable, Iterator
 
 from reconcile.conventions.base import LayerPrediction, Term
 from reconcile.records import ModuleRow, NativeCount
-from reconcile.report.numbers import exact
+from reconcile.numbers import exact
 
 
 class Tree:

@@ -59,7 +59,7 @@ from reconcile.conventions import common
 from reconcile.conventions.base import INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, whole
 from reconcile.counter.formulas import flops_of
 from reconcile.records import ModuleRow, NativeCount
-from reconcile.report.numbers import exact
+from reconcile.numbers import exact
 
 # flop_registry of torch/utils/flop_counter.py (torch 2.14.1): op -> its formula, one line each.
 # FLOPs are 2 * m * n * k for every product; bias and the added tensor of addmm / baddbmm ignored.

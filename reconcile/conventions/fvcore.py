@@ -55,7 +55,7 @@ from reconcile.conventions.base import (
 )
 from reconcile.counter.formulas import POOL_MEAN, flops_of
 from reconcile.records import ModuleRow, NativeCount, TensorMeta, TracedOps
-from reconcile.report.numbers import exact
+from reconcile.numbers import exact
 
 # fvcore/nn/jit_analysis.py _IGNORED_OPS, verbatim: zero, silently (prim:: ops are ignored too).
 IGNORED = frozenset((

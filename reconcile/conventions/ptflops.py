@@ -33,7 +33,7 @@ from reconcile.conventions.base import (
 )
 from reconcile.counter.formulas import flops_of
 from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo, TensorMeta, TorchCall
-from reconcile.report.numbers import exact
+from reconcile.numbers import exact
 
 _NN = "torch.nn.modules."
 

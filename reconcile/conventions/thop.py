@@ -14,7 +14,7 @@ from reconcile.conventions.base import (
 )
 from reconcile.conventions import common
 from reconcile.records import ModuleRow, NativeCount
-from reconcile.report.numbers import exact
+from reconcile.numbers import exact
 
 _NN = "torch.nn.modules."
 

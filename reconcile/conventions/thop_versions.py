@@ -20,7 +20,7 @@ from fractions import Fraction
 from reconcile.conventions import common
 from reconcile.conventions.base import Convention, LayerPrediction, Prediction, RuleDoc, Term, n_in, n_out, numel
 from reconcile.records import CallRecord, ModuleRow, NativeCount
-from reconcile.report.numbers import exact
+from reconcile.numbers import exact
 
 _NN = "torch.nn.modules."
 

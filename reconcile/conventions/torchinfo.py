@@ -67,7 +67,7 @@ from reconcile.conventions.base import (
 from reconcile.conventions.common import _builtin_compute
 from reconcile.counter.formulas import flops_of
 from reconcile.records import CallRecord, ModuleRow, NativeCount
-from reconcile.report.numbers import exact
+from reconcile.numbers import exact
 
 # headline keys, as the adapter names them
 MACS = "Total mult-adds"

@@ -47,7 +47,7 @@ from reconcile.conventions.base import (
     Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, numel,
 )
 from reconcile.records import CallRecord, ModuleRow, NativeCount
-from reconcile.report.numbers import exact
+from reconcile.numbers import exact
 
 _NN = "torch.nn.modules."
 MIB = 2**20

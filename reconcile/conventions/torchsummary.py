@@ -53,7 +53,7 @@ from reconcile.conventions.base import (
     OUTSIDE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, itemsize, numel,
 )
 from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo
-from reconcile.report.numbers import exact
+from reconcile.numbers import exact
 
 _NOT_HOOKED = ("torch.nn.modules.container.Sequential", "torch.nn.modules.container.ModuleList")
 BYTES = 4  # torchsummary: "assume 4 bytes/number (float on cuda)"

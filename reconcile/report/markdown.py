@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 from reconcile.conventions.base import CAUSES, OUTSIDE
 from reconcile.explain.core import LayerExplanation, MetricSummary, ToolExplanation
-from reconcile.report import numbers
+from reconcile import numbers
 from reconcile.report.files import file_stem
 from reconcile.report.model import ModelReport
 
