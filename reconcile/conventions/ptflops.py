@@ -29,11 +29,11 @@ from typing import Callable, Mapping
 
 from reconcile.conventions import common
 from reconcile.conventions.base import (
-    INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, numel, whole,
+    joined, INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, numel, whole,
 )
 from reconcile.counter.formulas import flops_of
 from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo, TensorMeta, TorchCall
-from reconcile.numbers import exact
+from reconcile.records import Phrase
 
 _NN = "torch.nn.modules."
 
@@ -129,7 +129,7 @@ def _norm(row: ModuleRow, _names: frozenset[str]) -> Parts:
     elements = sum(n_in(c) for c in row.call_records)
     how = "2 per element (affine)" if k == 2 else "1 per element" + (
         " (LayerNorm has elementwise_affine, not affine)" if "elementwise_affine" in row.attrs else "")
-    return {"norm": (k * elements, f"{how}: {k} x {exact(elements)}")}
+    return {"norm": (k * elements, Phrase("{how!s}: {k!s} x {elements}", {"how": how, "k": k, "elements": elements}))}
 
 
 def _upsample(row: ModuleRow, _names: frozenset[str]) -> Parts:
@@ -460,7 +460,8 @@ def _who(rows: list[tuple[str, str, int]]) -> str:
 def _scale(terms: list[Term], k: int) -> list[Term]:
     if k == 1:
         return terms
-    return [Term(t.cause, whole(Fraction(t.amount) / k), t.text + f" (1/{k} on each of its {k} rows)",
+    return [Term(t.cause, whole(Fraction(t.amount) / k), t.rule,
+                 Phrase("{text} (1/{k!s} on each of its {k!s} rows)", {"text": t.sentence, "k": k}),
                  flops=whole(Fraction(t.flops) / k)) for t in terms]
 
 
@@ -482,11 +483,12 @@ class _Unattributed:
         if macs is not None:
             part[3] = (part[3] or 0) + macs
 
-    def terms(self, text: Callable[[str, str, Number, str], str]) -> dict[str, tuple[Term, ...]]:
+    def terms(self, text: Callable[[str, str, Number, str], Phrase]) -> dict[str, tuple[Term, ...]]:
         out: dict[str, list[Term]] = defaultdict(list)
         for (label, cause), (amount, flops, rows, macs) in self._parts.items():
             if amount or flops:
-                out[label].append(Term(cause, amount, text(label, cause, amount, _who(rows)), flops=flops, macs=macs))
+                out[label].append(Term(cause, amount, f"ptflops.outside_rows.{cause}", text(label, cause, amount, _who(rows)),
+                                       flops=flops, macs=macs))
         return {k: tuple(v) for k, v in out.items()}
 
 
@@ -500,12 +502,12 @@ def _params_row_terms(tool: str, row: ModuleRow, native: NativeCount) -> tuple[i
     borrowed = [p for p in registered if not p.name.startswith(prefix) and p.trainable]
     terms = []
     if frozen:
-        terms.append(Term("params_frozen", -frozen, f"{tool} leaves out the {exact(frozen)} frozen parameters "
-                          f"(requires_grad=False) of {row.type}"))
+        terms.append(Term("params_frozen", -frozen, "ptflops.params_frozen", Phrase("{tool!s} leaves out the {frozen} frozen parameters "
+                          "(requires_grad=False) of {type!s}", {"tool": tool, "frozen": frozen, "type": row.type})))
     if borrowed:
         n = sum(p.numel for p in borrowed)
-        terms.append(Term("params_tied", n, f"{tool} counts {exact(n)} parameters that {row.type} shares with "
-                          f"{', '.join(sorted({p.name for p in borrowed}))} (owned there)"))
+        terms.append(Term("params_tied", n, "ptflops.params_tied", Phrase("{tool!s} counts {n} parameters that {type!s} shares with "
+                          "{join!s} (owned there)", {"tool": tool, "n": n, "type": row.type, "join": ', '.join(sorted({p.name for p in borrowed}))})))
     return counted, tuple(terms)
 
 
@@ -607,8 +609,8 @@ class PtflopsConvention(Convention):
         macs = int(x) if self.truncates else whole(Fraction(x))
         headline_terms: dict[str, tuple[Term, ...]] = {}
         if macs != macs_exact:
-            headline_terms["macs"] = (Term("per_sample", macs - macs_exact, f"ptflops truncates its total "
-                                           f"{exact(macs_exact)} to an int: {exact(macs - macs_exact)}"),)
+            headline_terms["macs"] = (Term("per_sample", macs - macs_exact, "ptflops.per_sample", Phrase("ptflops truncates its total "
+                                           "{macs_exact} to an int: {v}", {"macs_exact": macs_exact, "v": macs - macs_exact})),)
         params_total = sum(p.numel for p in native.params if p.trainable)
         p_terms = _params_headline_terms(native, params_rows)
         if p_terms:
@@ -637,21 +639,21 @@ class PtflopsConvention(Convention):
             inner = [r for r in tree.subtree(row.name) if r.name != row.name]
             inner_macs, inner_flops = ref - row.macs, sum(r.flops for r in inner)
             kinds = sorted({r.type for r in inner if r.macs})
-            terms.append(Term("nested_skipped", -inner_macs, f"ptflops' {row.type} hook counts only the attention "
-                              f"itself and, the module being atomic, skips the {exact(inner_macs)} MACs "
-                              f"({exact(inner_flops)} FLOPs) of the {', '.join(kinds)} inside it", flops=-inner_flops))
+            terms.append(Term("nested_skipped", -inner_macs, "ptflops.nested_skipped", Phrase("ptflops' {type!s} hook counts only the attention "
+                              "itself and, the module being atomic, skips the {inner_macs} MACs "
+                              "({inner_flops} FLOPs) of the {join!s} inside it", {"type": row.type, "inner_macs": inner_macs, "inner_flops": inner_flops, "join": ', '.join(kinds)}), flops=-inner_flops))
             own = row.macs
         if macs_part != own:
-            terms.append(Term("formula", macs_part - own, f"ptflops' {row.type} formula gives {exact(macs_part)} MACs "
-                              f"where the MAC count is {exact(own)}"))
+            terms.append(Term("formula", macs_part - own, "ptflops.formula", Phrase("ptflops' {type!s} formula gives {macs_part} MACs "
+                              "where the MAC count is {own}", {"type": row.type, "macs_part": macs_part, "own": own})))
         for cause, (amount, how) in parts.items():
             if cause != "macs" and amount:
-                terms.append(Term(cause, amount, f"ptflops counts {row.type}'s {cause if cause != 'formula' else 'extra work'} "
-                                  f"({how}): {exact(amount)}"))
+                terms.append(Term(cause, amount, "ptflops.x.4", Phrase("ptflops counts {type!s}'s {v!s} "
+                                  "({how!s}): {amount}", {"type": row.type, "v": cause if cause != 'formula' else 'extra work', "how": how, "amount": amount})))
         per_sample = whole(Fraction(hook_count, batch)) - hook_count
         macs = whole(Fraction(hook_count, batch))
-        sample_terms = [Term("per_sample", per_sample, f"ptflops divides module counts by the batch ({batch}): "
-                             f"{exact(hook_count)} / {batch} = {exact(macs)}")] if per_sample else []
+        sample_terms = [Term("per_sample", per_sample, "ptflops.per_sample.2", Phrase("ptflops divides module counts by the batch ({batch!s}): "
+                             "{hook_count} / {batch!s} = {macs}", {"batch": batch, "hook_count": hook_count, "macs": macs}))] if per_sample else []
         params, p_terms = _params_row_terms(self.tool, row, tree.native)
         ref_params = tree.params(row.name)
         reference: dict[str, Number] = {"macs": ref, "__flops__": ref, "params": ref_params}
@@ -663,8 +665,8 @@ class PtflopsConvention(Convention):
                 extra = whole(Fraction(predicted[m]) * (k - 1) / k)
                 by_metric[m] = _scale(by_metric[m], k)
                 if extra:
-                    by_metric[m].append(Term(cause, extra, f"{row.type} is reached by {k} paths and ptflops sums "
-                                             f"it once per path: {exact(predicted[m])} on each of {k} rows"))
+                    by_metric[m].append(Term(cause, extra, "ptflops.x.6", Phrase("{type!s} is reached by {k!s} paths and ptflops sums "
+                                             "it once per path: {predicted} on each of {k!s} rows", {"type": row.type, "k": k, "predicted": predicted[m]})))
         if shadowed:
             reference[INCLUSIVE] = 1
             predicted["shadowed"] = 1
@@ -692,27 +694,27 @@ class PtflopsConvention(Convention):
         terms: list[Term] = []
         if seen_macs:
             fnames = ", ".join(sorted({c.fname for c in seen if c.macs}))
-            terms.append(Term(_TOTAL_ONLY, -seen_macs, f"ptflops has no row for {row.type}.forward: the patched "
-                              f"{fnames} count its {exact(seen_macs)} MACs in the total only"))
+            terms.append(Term(_TOTAL_ONLY, -seen_macs, "ptflops.x", Phrase("ptflops has no row for {type!s}.forward: the patched "
+                              "{fnames!s} count its {seen_macs} MACs in the total only", {"type": row.type, "fnames": fnames, "seen_macs": seen_macs})))
         if missed_macs or missed_flops:
-            families = ", ".join(f"{k} {exact(v)}" for k, v in rest.items()) or "no arithmetic"
+            families = joined([Phrase("{k!s} {v}", {"k": k, "v": v}) for k, v in rest.items()], ", ", "no arithmetic")
             if common._builtin_compute(row):
-                terms.append(Term("unsupported_module", -missed_macs, f"ptflops has no hook for {row.type}: "
-                                  f"{exact(missed_macs)} MACs ({exact(missed_flops)} FLOPs: {families}) in its "
-                                  "forward are not counted", flops=-missed_flops))
+                terms.append(Term("unsupported_module", -missed_macs, "ptflops.unsupported_module", Phrase("ptflops has no hook for {type!s}: "
+                                  "{missed_macs} MACs ({missed_flops} FLOPs: {families!s}) in its "
+                                  "forward are not counted", {"type": row.type, "missed_macs": missed_macs, "missed_flops": missed_flops, "families": families}), flops=-missed_flops))
             else:
-                terms.append(Term("functional_not_seen", -missed_macs, f"ptflops cannot see the work in "
-                                  f"{row.type}.forward that no patched function does: {exact(missed_macs)} MACs, "
-                                  f"{exact(missed_flops)} FLOPs ({families})", flops=-missed_flops))
+                terms.append(Term("functional_not_seen", -missed_macs, "ptflops.functional_not_seen", Phrase("ptflops cannot see the work in "
+                                  "{type!s}.forward that no patched function does: {missed_macs} MACs, "
+                                  "{missed_flops} FLOPs ({families!s})", {"type": row.type, "missed_macs": missed_macs, "missed_flops": missed_flops, "families": families}), flops=-missed_flops))
         p_terms = []
         trainable = sum(p.numel for p in _owned_directly(tree.native, row.name) if p.trainable)
         frozen = row.params - trainable
         if trainable:
-            p_terms.append(Term("params_missed", -trainable, f"ptflops has no row for {row.type}, so its "
-                                f"{exact(trainable)} parameters are in no row (its total counts them)"))
+            p_terms.append(Term("params_missed", -trainable, "ptflops.params_missed.2", Phrase("ptflops has no row for {type!s}, so its "
+                                "{trainable} parameters are in no row (its total counts them)", {"type": row.type, "trainable": trainable})))
         if frozen:
-            p_terms.append(Term("params_frozen", -frozen, f"ptflops leaves out the {exact(frozen)} frozen "
-                                f"parameters of {row.type}"))
+            p_terms.append(Term("params_frozen", -frozen, "ptflops.params_frozen.2", Phrase("ptflops leaves out the {frozen} frozen "
+                                "parameters of {type!s}", {"frozen": frozen, "type": row.type})))
         if not (row.macs or terms or row.params):
             return None
         out_terms = {"macs": tuple(terms)} if terms else {}
@@ -726,15 +728,15 @@ def _owned_directly(native: NativeCount, name: str) -> list[ParamInfo]:
     return [p for p in native.params if (p.name.rsplit(".", 1)[0] if "." in p.name else "") == name]
 
 
-def _unattributed_text(label: str, cause: str, amount: Number, who: str) -> str:
+def _unattributed_text(label: str, cause: str, amount: Number, who: str) -> Phrase:
     fname = label.split(":", 1)[1]
     if cause == "double_count":
-        return f"{fname} counted by the hook of {who} and again by the patched {fname}: +{exact(amount)}"
+        return Phrase("{fname!s} counted by the hook of {who!s} and again by the patched {fname!s}: +{amount}", {"fname": fname, "who": who, "amount": amount})
     if cause == _TOTAL_ONLY:
-        return f"the patched {fname} counts the {exact(amount)} MACs of {who} in the total, outside any row"
+        return Phrase("the patched {fname!s} counts the {amount} MACs of {who!s} in the total, outside any row", {"fname": fname, "amount": amount, "who": who})
     if cause == "formula":
-        return f"the patched {fname} formula differs from the MAC count in {who}: {exact(amount)}"
-    return f"functional {fname} counted outside any module, in {who}: {exact(amount)}"
+        return Phrase("the patched {fname!s} formula differs from the MAC count in {who!s}: {amount}", {"fname": fname, "who": who, "amount": amount})
+    return Phrase("functional {fname!s} counted outside any module, in {who!s}: {amount}", {"fname": fname, "who": who, "amount": amount})
 
 
 def _params_headline_terms(native: NativeCount, rows: Mapping[str, int]) -> tuple[Term, ...]:
@@ -744,12 +746,12 @@ def _params_headline_terms(native: NativeCount, rows: Mapping[str, int]) -> tupl
     terms = []
     if missed:
         n = sum(p.numel for p in missed)
-        terms.append(Term("params_missed", n, f"ptflops' total counts {exact(n)} trainable parameters that no row "
-                          f"holds ({', '.join(p.name for p in missed[:4])}{', ...' if len(missed) > 4 else ''})"))
+        terms.append(Term("params_missed", n, "ptflops.params_missed", Phrase("ptflops' total counts {n} trainable parameters that no row "
+                          "holds ({join!s}{v!s})", {"n": n, "join": ', '.join((p.name for p in missed[:4])), "v": ', ...' if len(missed) > 4 else ''})))
     if multi:
         n = sum(p.numel * (c - 1) for p, c in multi)
-        terms.append(Term("params_tied", -n, f"ptflops' total counts once the {exact(n)} parameters that several "
-                          "rows each count"))
+        terms.append(Term("params_tied", -n, "ptflops.params_tied.2", Phrase("ptflops' total counts once the {n} parameters that several "
+                          "rows each count", {"n": n})))
     return tuple(terms)
 
 
@@ -982,8 +984,8 @@ class PtflopsAtenConvention(Convention):
                 # the work of its subtree is counted in 'Global'
                 for r in tree.subtree(child.name):
                     uncalled.add_row(native, r)
-                terms = (Term(_TOTAL_ONLY, -work.counted_macs, f"{child.type} {child.name} is never called itself, so "
-                              f"the {exact(work.counted_macs)} MACs of its members are counted in 'Global' only"),
+                terms = (Term(_TOTAL_ONLY, -work.counted_macs, "ptflops.x.5", Phrase("{type!s} {name!s} is never called itself, so "
+                              "the {counted_macs} MACs of its members are counted in 'Global' only", {"type": child.type, "name": child.name, "counted_macs": work.counted_macs})),
                          *(t for t in self._terms(work, child) if t.cause != "bias"))
                 layers.append(LayerPrediction(child.name, child.type, child.calls, reference, {"macs": 0},
                                               {"macs": terms}))
@@ -1008,24 +1010,24 @@ class PtflopsAtenConvention(Convention):
         for op in unattributed:
             key = op.removeprefix("Global:")
             macs = glob_macs.get(key, 0)
-            ts = [Term(_TOTAL_ONLY, macs, f"the {exact(macs)} MACs of {key} outside any called direct child of "
-                       f"{root.type} are counted in 'Global' only")]
+            ts = [Term(_TOTAL_ONLY, macs, "ptflops.x.2", Phrase("the {macs} MACs of {key!s} outside any called direct child of "
+                       "{type!s} are counted in 'Global' only", {"macs": macs, "key": key, "type": root.type}))]
             if unattributed[op] != macs:
-                ts.append(Term("bias", unattributed[op] - macs, f"{key} counts its bias adds: {exact(unattributed[op] - macs)}"))
+                ts.append(Term("bias", unattributed[op] - macs, "ptflops.bias.2", Phrase("{key!s} counts its bias adds: {v}", {"key": key, "v": unattributed[op] - macs})))
             u_terms[op] = tuple(ts)
         total += sum(unattributed.values())
         terms = self._terms(work, root)
         if work.counted_macs:
-            terms = (Term(_TOTAL_ONLY, -work.counted_macs, f"ptflops-aten names only the root's direct children: the "
-                          f"{exact(work.counted_macs)} MACs of {root.type}.forward itself are in 'Global' only"),
+            terms = (Term(_TOTAL_ONLY, -work.counted_macs, "ptflops.x.3", Phrase("ptflops-aten names only the root's direct children: the "
+                          "{counted_macs} MACs of {type!s}.forward itself are in 'Global' only", {"counted_macs": work.counted_macs, "type": root.type})),
                      *(t for t in terms if t.cause != "bias"))
         if root.macs or terms or root.params:
             layers.append(LayerPrediction("", root.type, root.calls, {"macs": root.macs, "params": root.params},
                                           {"macs": 0}, {"macs": terms} if terms else {}))
         params = sum(p.numel for p in native.params if p.trainable)
         frozen = native.totals["params"] - params
-        headline_terms = {"params": (Term("params_frozen", -frozen, f"ptflops leaves out {exact(frozen)} frozen "
-                                          "parameters (requires_grad=False)"),)} if frozen else {}
+        headline_terms = {"params": (Term("params_frozen", -frozen, "ptflops.params_frozen.3", Phrase("ptflops leaves out {frozen} frozen "
+                                          "parameters (requires_grad=False)", {"frozen": frozen})),)} if frozen else {}
         return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline={"macs": total, "params": params},
                           unattributed=unattributed, unattributed_terms=u_terms, headline_terms=headline_terms,
                           headline_reference={"macs": total, "params": native.totals["params"]})
@@ -1034,11 +1036,11 @@ class PtflopsAtenConvention(Convention):
     def _terms(work: _AtenWork, row: ModuleRow) -> tuple[Term, ...]:
         terms = []
         if work.bias:
-            terms.append(Term("bias", work.bias, f"aten addmm / convolution in {row.type} count their bias adds: "
-                              f"{exact(work.bias)}"))
+            terms.append(Term("bias", work.bias, "ptflops.bias", Phrase("aten addmm / convolution in {type!s} count their bias adds: "
+                              "{bias}", {"type": row.type, "bias": work.bias})))
         for reason, (macs, flops) in work.missed.items():
-            terms.append(Term("unsupported_op", -macs, f"ptflops-aten misses {exact(macs)} MACs ({exact(flops)} FLOPs) "
-                              f"in {row.type}: {reason}", flops=-flops))
+            terms.append(Term("unsupported_op", -macs, "ptflops.unsupported_op", Phrase("ptflops-aten misses {macs} MACs ({flops} FLOPs) "
+                              "in {type!s}: {reason!s}", {"macs": macs, "flops": flops, "type": row.type, "reason": reason}), flops=-flops))
         return tuple(terms)
 
 

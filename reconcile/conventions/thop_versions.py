@@ -20,7 +20,7 @@ from fractions import Fraction
 from reconcile.conventions import common
 from reconcile.conventions.base import Convention, LayerPrediction, Prediction, RuleDoc, Term, n_in, n_out, numel
 from reconcile.records import CallRecord, ModuleRow, NativeCount
-from reconcile.numbers import exact
+from reconcile.records import Phrase
 
 _NN = "torch.nn.modules."
 
@@ -166,8 +166,8 @@ class Thop0022Convention(Convention):
         headline_terms = {}
         for key, total, parts in (("macs", total_ops, ops), ("params", total_params, params)):
             if total != sum(parts):
-                headline_terms[key] = (Term("float32", total - sum(parts), f"thop 0.0.22 sums its rows in float32: "
-                                            f"{exact(sum(parts))} comes out as {exact(total)}"),)
+                headline_terms[key] = (Term("float32", total - sum(parts), "thop_versions.float32.2", Phrase("thop 0.0.22 sums its rows in float32: "
+                                            "{sum} comes out as {total}", {"sum": sum(parts), "total": total})),)
         return Prediction(self.tool, self.metric, self.unit, tuple(layers),
                           headline={"macs": total_ops, "params": total_params},
                           headline_terms=headline_terms,
@@ -181,8 +181,8 @@ class Thop0022Convention(Convention):
         if rule is None:
             ops = 0
             if ref_ops or tree.flops(row.name):
-                terms.append(Term("unsupported_module", -ref_ops, f"thop 0.0.22 has no rule for {row.type}: its "
-                                  f"{exact(ref_ops)} MACs and {exact(tree.flops(row.name))} FLOPs are not counted",
+                terms.append(Term("unsupported_module", -ref_ops, "thop_versions.unsupported_module", Phrase("thop 0.0.22 has no rule for {type!s}: its "
+                                  "{ref_ops} MACs and {flops} FLOPs are not counted", {"type": row.type, "ref_ops": ref_ops, "flops": tree.flops(row.name)}),
                                   flops=-tree.flops(row.name)))
         elif not row.call_records:
             ops = 0
@@ -196,29 +196,29 @@ class Thop0022Convention(Convention):
                     parts[k] = parts.get(k, 0) + amount
             for cause, amount in parts.items():
                 if amount:
-                    terms.append(Term(cause, amount, f"thop 0.0.22 counts {row.type}'s {cause.replace('_', ' ')}: "
-                                      f"{exact(amount)} ({(rule.__doc__ or '').split(': ', 1)[-1].rstrip('.')})"))
+                    terms.append(Term(cause, amount, "thop_versions.x.3", Phrase("thop 0.0.22 counts {type!s}'s {replace!s}: "
+                                      "{amount} ({rstrip!s})", {"type": row.type, "replace": cause.replace('_', ' '), "amount": amount, "rstrip": (rule.__doc__ or '').split(': ', 1)[-1].rstrip('.')})))
             rest = summed - ref_ops - sum(parts.values())
             if rest:
-                terms.append(Term("formula", rest, f"thop 0.0.22's {row.type} formula gives {exact(ref_ops + rest)} "
-                                  f"MACs where the MAC count is {exact(ref_ops)}"))
+                terms.append(Term("formula", rest, "thop_versions.formula.2", Phrase("thop 0.0.22's {type!s} formula gives {v} "
+                                  "MACs where the MAC count is {ref_ops}", {"type": row.type, "v": ref_ops + rest, "ref_ops": ref_ops})))
             last = rule(row.attrs, row.call_records[-1])[0]
             if last != summed:
-                terms.append(Term("repeated_calls", last - summed, f"{row.type} ran {row.calls} times and thop 0.0.22 "
-                                  f"keeps the last call's count only: {exact(last)} of {exact(summed)}"))
+                terms.append(Term("repeated_calls", last - summed, "thop_versions.repeated_calls", Phrase("{type!s} ran {calls!s} times and thop 0.0.22 "
+                                  "keeps the last call's count only: {last} of {summed}", {"type": row.type, "calls": row.calls, "last": last, "summed": summed})))
             ops = f32(last)
             if ops != last:
-                terms.append(Term("float32", ops - last, f"thop 0.0.22 stores {exact(last)} as a float32: {exact(ops)}"))
+                terms.append(Term("float32", ops - last, "thop_versions.float32.3", Phrase("thop 0.0.22 stores {last} as a float32: {ops}", {"last": last, "ops": ops})))
         sizes = self._param_sizes(tree, row)
         params_exact, params = sum(sizes), f32_sum(sizes)
         p_terms: tuple[Term, ...] = ()
         if params_exact != ref_params:
-            p_terms += (Term("params_tied", params_exact - ref_params, f"thop 0.0.22 counts every parameter "
-                             f"{row.type} holds, {exact(params_exact - ref_params)} of them registered first "
-                             "under another module"),)
+            p_terms += (Term("params_tied", params_exact - ref_params, "thop_versions.params_tied", Phrase("thop 0.0.22 counts every parameter "
+                             "{type!s} holds, {v} of them registered first "
+                             "under another module", {"type": row.type, "v": params_exact - ref_params})),)
         if params != params_exact:
-            p_terms += (Term("float32", params - params_exact, f"thop 0.0.22 sums {row.type}'s parameters in float32: "
-                             f"{exact(params_exact)} comes out as {exact(params)}"),)
+            p_terms += (Term("float32", params - params_exact, "thop_versions.float32", Phrase("thop 0.0.22 sums {type!s}'s parameters in float32: "
+                             "{params_exact} comes out as {params}", {"type": row.type, "params_exact": params_exact, "params": params})),)
         return LayerPrediction(row.name, row.type, row.calls, {"ops": ref_ops, "params": ref_params},
                                {"ops": ops, "params": params},
                                {k: v for k, v in (("ops", tuple(terms)), ("params", p_terms)) if v})
@@ -473,11 +473,11 @@ class UltralyticsThopConvention(Convention):
                 key = f"functional:{'Tensor.matmul' if label == 'Tensor.__matmul__' else label}"
                 unattributed[key] = unattributed.get(key, 0) + count
                 ts = u_terms.setdefault(key, [])
-                ts.append(Term("functional_not_seen", macs, f"{label} in {row.type} ({row.name or 'root'}) counted "
-                               f"in the total only: {exact(macs)} MACs"))
+                ts.append(Term("functional_not_seen", macs, "thop_versions.functional_not_seen", Phrase("{label!s} in {type!s} ({v!s}) counted "
+                               "in the total only: {macs} MACs", {"label": label, "type": row.type, "v": row.name or 'root', "macs": macs})))
                 if count != macs:
-                    ts.append(Term("formula", count - macs, f"its {label} rule gives {exact(count)} where the MAC "
-                                   f"count is {exact(macs)}"))
+                    ts.append(Term("formula", count - macs, "thop_versions.formula.3", Phrase("its {label!s} rule gives {count} where the MAC "
+                                   "count is {macs}", {"label": label, "count": count, "macs": macs})))
             pred = self._row(tree, row, seen, names)
             if pred is not None:
                 layers.append(pred)
@@ -504,26 +504,26 @@ class UltralyticsThopConvention(Convention):
             ops = sum(parts.values())
             for cause, amount in parts.items():
                 if cause != "macs" and amount:
-                    terms.append(Term(cause, amount, f"ultralytics-thop counts {row.type}'s {cause.replace('_', ' ')}: "
-                                      f"{exact(amount)} ({(rule.__doc__ or '').split(': ', 1)[-1].rstrip('.')})"))
+                    terms.append(Term(cause, amount, "thop_versions.x.2", Phrase("ultralytics-thop counts {type!s}'s {replace!s}: "
+                                      "{amount} ({rstrip!s})", {"type": row.type, "replace": cause.replace('_', ' '), "amount": amount, "rstrip": (rule.__doc__ or '').split(': ', 1)[-1].rstrip('.')})))
             rest = parts.get("macs", 0) - ref
             if rest:
-                terms.append(Term("formula", rest, f"ultralytics-thop's {row.type} formula gives "
-                                  f"{exact(parts.get('macs', 0))} MACs where the MAC count is {exact(ref)}"))
+                terms.append(Term("formula", rest, "thop_versions.formula", Phrase("ultralytics-thop's {type!s} formula gives "
+                                  "{get} MACs where the MAC count is {ref}", {"type": row.type, "get": parts.get('macs', 0), "ref": ref})))
         else:
             seen_macs = sum(m for _, _, m, _ in seen)
             seen_flops = sum(f for _, _, _, f in seen)
             if seen_macs:
                 labels = ", ".join(sorted({lbl for lbl, *_ in seen}))
-                terms.append(Term("functional_not_seen", -seen_macs, f"{row.type} has no rule: its {labels} "
-                                  f"({exact(seen_macs)} MACs) are counted in the total only"))
+                terms.append(Term("functional_not_seen", -seen_macs, "thop_versions.functional_not_seen.2", Phrase("{type!s} has no rule: its {labels!s} "
+                                  "({seen_macs} MACs) are counted in the total only", {"type": row.type, "labels": labels, "seen_macs": seen_macs})))
             missed, missed_flops = ref - seen_macs, row.flops - seen_flops
             if missed or (missed_flops and not found):
                 cause = "unsupported_module" if common._builtin_compute(row) else "functional_not_seen"
                 what = (f"ultralytics-thop has no rule for {row.type}" if cause == "unsupported_module" else
                         f"ultralytics-thop counts no product of {row.type}.forward but matmul / linear / einsum / SDPA")
-                terms.append(Term(cause, -missed, f"{what}: {exact(missed)} MACs ({exact(missed_flops)} FLOPs) "
-                                  "not counted", flops=-missed_flops))
+                terms.append(Term(cause, -missed, "thop_versions.x", Phrase("{what!s}: {missed} MACs ({missed_flops} FLOPs) "
+                                  "not counted", {"what": what, "missed": missed, "missed_flops": missed_flops}), flops=-missed_flops))
         leaf = not tree.children.get(row.name)
         if not (leaf or ops or row.params or terms or ref):
             return None

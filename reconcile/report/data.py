@@ -18,6 +18,7 @@ from typing import Any
 from reconcile.explain.core import LayerExplanation, ToolExplanation
 from reconcile.records import to_plain
 from reconcile.report.model import ModelReport
+from reconcile.report.sentences import sentence
 
 
 def _num(x: Any) -> Any:
@@ -27,7 +28,7 @@ def _num(x: Any) -> Any:
 
 
 def _layer(le: LayerExplanation, metric: str) -> dict[str, Any]:
-    causes = [{"metric": m, "id": c.id, "kind": c.kind, "amount": _num(c.amount), "flops": _num(c.flops), "text": c.text}
+    causes = [{"metric": m, "id": c.id, "kind": c.kind, "amount": _num(c.amount), "flops": _num(c.flops), "text": sentence(c)}
               for m, cs in le.causes.items() for c in cs]
     return {
         "module": le.module,
