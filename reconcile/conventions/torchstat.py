@@ -166,11 +166,11 @@ def _conv_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
         positions = c.y[2] * c.y[3] * (cout // g) * g
         where = Phrase("{positions} outputs", {"positions": positions})
     value = (2 * mul - 1 + bias) * positions
-    parts = [("mac_vs_flop", mul * positions, f"multiplies and adds counted apart: {mul} adds per output beside "
-              f"{mul} multiplies, x {where}"),
-             ("per_output_minus_one", -positions, f"k-1 = {mul - 1} adds per output, not k = {mul}: -1 x {where}")]
+    parts = [("mac_vs_flop", mul * positions, Phrase("multiplies and adds counted apart: {mul!s} adds per output beside "
+              "{mul!s} multiplies, x {where!s}", {"mul": mul, "where": where})),
+             ("per_output_minus_one", -positions, Phrase("k-1 = {v!s} adds per output, not k = {mul!s}: -1 x {where!s}", {"v": mul - 1, "mul": mul, "where": where}))]
     if bias:
-        parts.append(("bias", positions, f"one bias add per output: {where}"))
+        parts.append(("bias", positions, Phrase("one bias add per output: {where!s}", {"where": where})))
     return value, parts
 
 
@@ -239,8 +239,8 @@ def _softmax_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
 def _linear_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     i, o = c.x[1], c.y[1]
     return o * (2 * i - 1), [
-        ("mac_vs_flop", o * i, f"multiplies and adds counted apart: {i} adds per output beside {i} multiplies, x {o} outputs"),
-        ("per_output_minus_one", -o, f"in-1 = {i - 1} adds per output, not {i}, and no bias: -1 x {o} outputs"),
+        ("mac_vs_flop", o * i, Phrase("multiplies and adds counted apart: {i!s} adds per output beside {i!s} multiplies, x {o!s} outputs", {"i": i, "o": o})),
+        ("per_output_minus_one", -o, Phrase("in-1 = {v!s} adds per output, not {i!s}, and no bias: -1 x {o!s} outputs", {"v": i - 1, "i": i, "o": o})),
     ]
 
 
@@ -255,7 +255,7 @@ def _bilinear_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     return o * (2 * mul - 1), [
         ("mac_vs_flop", o * mul, Phrase("multiplies and adds counted apart: {mul} adds per output beside "
          "{mul} multiplies, x {o!s} outputs", {"mul": mul, "o": o})),
-        ("per_output_minus_one", -o, f"k-1 adds per output, not k: -1 x {o} outputs"),
+        ("per_output_minus_one", -o, Phrase("k-1 adds per output, not k: -1 x {o!s} outputs", {"o": o})),
     ]
 
 
@@ -294,12 +294,12 @@ def _memory_elements(row: ModuleRow, c: Call, trainable: int) -> tuple[int, int,
     if _isa(row, RELU_FAMILY):
         return b * n_in, b * n_in, "the input"
     if _isa(row, PRELU):
-        return b * (n_in + trainable), b * n_in, f"the input and {trainable} trainable parameters"
+        return b * (n_in + trainable), b * n_in, Phrase("the input and {trainable!s} trainable parameters", {"trainable": trainable})
     if _isa(row, CONV2D):
         return b * (n_in + trainable), b * n_out, Phrase("the input and {trainable} trainable parameters", {"trainable": trainable})
     if _isa(row, BN2D):
         ch = c.x[1]
-        return b * (n_in + 2 * ch), numel(c.x), f"the input and 2 x {ch} channel statistics"
+        return b * (n_in + 2 * ch), numel(c.x), Phrase("the input and 2 x {ch!s} channel statistics", {"ch": ch})
     if _isa(row, LINEAR):
         return b * (n_in + trainable), numel(c.y), Phrase("the input and {trainable} trainable parameters", {"trainable": trainable})
     if _isa(row, AVGPOOL2D + MAXPOOL2D):

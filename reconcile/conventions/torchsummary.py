@@ -226,7 +226,7 @@ class TorchsummaryConvention(Convention):
         headline[ESTIMATED] = headline[INPUT] + headline[PASS] + headline[PARAMS]
         reference[ESTIMATED] = reference[INPUT] + reference[PASS] + reference[PARAMS]
         terms[ESTIMATED] = tuple(
-            Term(t.cause, t.amount, "torchsummary.x.2", Phrase("{label!s}: {text!s}", {"label": label, "text": t.text}))
+            Term(t.cause, t.amount, t.rule + ".estimated", Phrase("{label!s}: {text}", {"label": label, "text": t.sentence}))
             for key, label in ((INPUT, "input size"), (PASS, "forward/backward pass size"), (PARAMS, "params size"))
             for t in terms[key]
         )
@@ -389,7 +389,7 @@ class TorchsummaryConvention(Convention):
                               "({dtypes!s}): 4 x {count} = {v} bytes instead of "
                               "{whole}", {"dtypes": dtypes, "count": count, "v": BYTES * count, "whole": whole})))
         for t in _split_terms(splits, "total", "Total params"):
-            terms.append(Term(t.cause, BYTES * t.amount, "torchsummary.x.3", Phrase("4 bytes x ({text!s})", {"text": t.text})))
+            terms.append(Term(t.cause, BYTES * t.amount, t.rule + ".bytes", Phrase("4 bytes x ({text})", {"text": t.sentence})))
         return BYTES * total, whole, tuple(terms)
 
 

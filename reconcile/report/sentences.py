@@ -10,6 +10,7 @@ what the report compares to group layers explained by the same formula.
 
 from __future__ import annotations
 
+import re
 import string
 from fractions import Fraction
 from typing import Any, Mapping
@@ -22,6 +23,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, Fraction, float)) and not isinstance(value, bool)
 
 
+# digits inside a name-like value ("Conv2d", "layer1.0", a shape a convention still builds as a
+# string): the same formula on a layer of another size or place
+_DIGITS = re.compile(r"\d[\d,]*(?:\.\d+)?")
+
+
 class _Filler(string.Formatter):
     def __init__(self, hide_numbers: bool = False) -> None:
         self.hide_numbers = hide_numbers
@@ -31,6 +37,8 @@ class _Filler(string.Formatter):
             return self.vformat(value.template, (), value.values)
         if self.hide_numbers and _is_number(value):
             return "#"
+        if self.hide_numbers and isinstance(value, str):
+            return _DIGITS.sub("#", value)
         return super().convert_field(value, conversion)
 
     def format_field(self, value: Any, format_spec: str) -> str:
@@ -61,13 +69,8 @@ def sentence(term: Any) -> str:
     return render(term.sentence.template, term.sentence.values)
 
 
-def _without_numbers(value: Any) -> Any:
-    if isinstance(value, Phrase):
-        return (value.template, tuple((k, _without_numbers(v)) for k, v in value.values.items()))
-    return "#" if _is_number(value) else value
-
-
-def shape(term: Any) -> tuple:
-    """What two causes share when they come from the same rule with the same formula on layers
-    of other sizes: the rule and its values with every number left out."""
-    return (term.rule, _without_numbers(term.sentence))
+def shape(term: Any) -> str:
+    """What two causes share when they state the same formula on layers of other sizes: the
+    sentence filled with "#" for every number value (and for digits in names). Two rules that
+    say the same words (torchstat's Conv2d and Linear "2 per MAC") are one formula."""
+    return numbers_out(term)
