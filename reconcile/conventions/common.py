@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from reconcile.conventions.base import LayerPrediction, Term, joined
-from reconcile.records import ModuleRow, NativeCount
-from reconcile.records import Phrase
+from reconcile.records import ModuleRow, NativeCount, Phrase
 
 
 class Tree:

@@ -18,7 +18,7 @@ marked ``reference["_inclusive"]``; the root's terms cover the whole model.
 Where native and FCM see different ops: native counts on the meta device, where attention runs
 its math path (two ``bmm``); FCM runs on CPU, where ``scaled_dot_product_attention`` runs as one
 fused kernel (``_scaled_dot_product_flash_attention_for_cpu``, no formula) whenever torch's CPU
-gate allows (``conventions.ptflops.sdpa_fused_on_cpu``, shared with ptflops' aten backend, which
+gate allows (``conventions.ptflops_aten.sdpa_fused_on_cpu``, shared with ptflops' aten backend, which
 sees the same ops); recurrent layers run on CPU as per-gate ``addmm`` / ``mm`` except LSTM (one
 fused ``mkldnn_rnn_layer``, no formula), as ptflops' aten backend records them.
 
@@ -58,8 +58,7 @@ from fractions import Fraction
 from reconcile.conventions import common
 from reconcile.conventions.base import INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, whole
 from reconcile.counter.formulas import flops_of
-from reconcile.records import ModuleRow, NativeCount
-from reconcile.records import Phrase
+from reconcile.records import ModuleRow, NativeCount, Phrase
 
 # flop_registry of torch/utils/flop_counter.py (torch 2.14.1): op -> its formula, one line each.
 # FLOPs are 2 * m * n * k for every product; bias and the added tensor of addmm / baddbmm ignored.
@@ -159,7 +158,7 @@ class Work:
 
 def forward_work(native: NativeCount, row: ModuleRow) -> Work:
     """The forward ops of one native row (exclusive) as FCM counts them on CPU."""
-    from reconcile.conventions.ptflops import _AtenWork, sdpa_fused_on_cpu
+    from reconcile.conventions.ptflops_aten import AtenWork, sdpa_fused_on_cpu
 
     work = Work()
     sdpa = _SDPA_MARK in row.ops
@@ -168,7 +167,7 @@ def forward_work(native: NativeCount, row: ModuleRow) -> Work:
     for op, comps in row.op_components.items():
         macs = comps.get("macs", 0)
         if op.startswith("module::"):  # a recurrent layer: the aten ops CPU runs it as
-            rnn = _AtenWork()
+            rnn = AtenWork()
             rnn._recurrent(native, row, op)
             for key, m in rnn.macs_by_key.items():
                 work.counted[key] += m
@@ -206,7 +205,7 @@ def _unfused_bwd_macs(row: ModuleRow) -> int:
     """A fused attention call's backward is one CPU kernel too (no formula), where native's math
     path runs two bmm per forward bmm with its MACs: of the row's backward bmm, FCM counts two per
     forward MAC of its unfused calls (the rest is fused)."""
-    from reconcile.conventions.ptflops import sdpa_fused_on_cpu
+    from reconcile.conventions.ptflops_aten import sdpa_fused_on_cpu
 
     return 2 * sum(c.components.get("macs", 0) for c in row.torch_calls
                    if c.func == _SDPA and not sdpa_fused_on_cpu(c))

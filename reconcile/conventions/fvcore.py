@@ -54,8 +54,7 @@ from reconcile.conventions.base import (
     INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, n_out, numel, whole,
 )
 from reconcile.counter.formulas import POOL_MEAN, flops_of
-from reconcile.records import ModuleRow, NativeCount, TensorMeta, TracedOps
-from reconcile.records import Phrase
+from reconcile.records import ModuleRow, NativeCount, Phrase, TensorMeta, TracedOps
 
 # fvcore/nn/jit_analysis.py _IGNORED_OPS, verbatim: zero, silently (prim:: ops are ignored too).
 IGNORED = frozenset((

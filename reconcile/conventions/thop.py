@@ -13,8 +13,7 @@ from reconcile.conventions.base import (
     Convention, LayerPrediction, Prediction, RuleDoc, Term, n_in, n_out, numel,
 )
 from reconcile.conventions import common
-from reconcile.records import ModuleRow, NativeCount
-from reconcile.records import Phrase
+from reconcile.records import ModuleRow, NativeCount, Phrase
 
 _NN = "torch.nn.modules."
 

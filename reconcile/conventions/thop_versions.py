@@ -19,8 +19,7 @@ from fractions import Fraction
 
 from reconcile.conventions import common
 from reconcile.conventions.base import Convention, LayerPrediction, Prediction, RuleDoc, Term, n_in, n_out, numel
-from reconcile.records import CallRecord, ModuleRow, NativeCount
-from reconcile.records import Phrase
+from reconcile.records import CallRecord, ModuleRow, NativeCount, Phrase
 
 _NN = "torch.nn.modules."
 

@@ -62,12 +62,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from reconcile.conventions.base import (
-    joined, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, itemsize, numel,
+    Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, itemsize, joined, numel,
 )
 from reconcile.conventions.common import _builtin_compute
 from reconcile.counter.formulas import flops_of
-from reconcile.records import CallRecord, ModuleRow, NativeCount
-from reconcile.records import Phrase
+from reconcile.records import CallRecord, ModuleRow, NativeCount, Phrase
 
 # headline keys, as the adapter names them
 MACS = "Total mult-adds"

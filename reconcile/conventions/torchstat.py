@@ -44,10 +44,9 @@ from typing import Callable, Mapping
 
 from reconcile.conventions import common
 from reconcile.conventions.base import (
-    joined, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, numel,
+    Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, joined, numel,
 )
-from reconcile.records import CallRecord, ModuleRow, NativeCount
-from reconcile.records import Phrase
+from reconcile.records import CallRecord, ModuleRow, NativeCount, Phrase
 
 _NN = "torch.nn.modules."
 MIB = 2**20

@@ -50,10 +50,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reconcile.conventions.base import (
-    joined, OUTSIDE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, itemsize, numel,
+    Convention, LayerPrediction, Number, OUTSIDE, Prediction, RuleDoc, Term, itemsize, joined, numel,
 )
-from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo
-from reconcile.records import Phrase
+from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo, Phrase
 
 _NOT_HOOKED = ("torch.nn.modules.container.Sequential", "torch.nn.modules.container.ModuleList")
 BYTES = 4  # torchsummary: "assume 4 bytes/number (float on cuda)"
