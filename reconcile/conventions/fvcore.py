@@ -606,14 +606,14 @@ def _flop_terms(work: list[Work], tool: str = "fvcore") -> tuple[Term, ...]:
             extra = sum(w.batch_stats for w in ws)
             if extra:  # a BatchNorm module on batch statistics: its eval count, then what training adds
                 low = ws[0].eval_per
-                terms.append(Term(cause, flops - macs - extra, "fvcore.x", Phrase("{tool!s} counts {op!s} at {low!s} per element with "
+                terms.append(Term(cause, flops - macs - extra, "fvcore.batch_statistics", Phrase("{tool!s} counts {op!s} at {low!s} per element with "
                                   "running statistics: {low!s} x {n} = {v} ({calls!s})", {"tool": tool, "op": op, "low": low, "n": n, "v": low * n, "calls": _calls(calls)})))
                 terms.append(Term("train_mode", extra, "fvcore.train_mode", Phrase("in training mode (the model was not put in eval()) BatchNorm "
                                   "normalises with the batch's statistics, "
                                   "which {tool!s} counts at {per!s} per element, {v!s} more: "
                                   "{v!s} x {n} = {extra}", {"tool": tool, "per": per, "v": per - low, "n": n, "extra": extra})))
             elif cause in ("norm", "interpolate", "pool"):
-                terms.append(Term(cause, flops - macs, "fvcore.x.2", Phrase("{tool!s} counts {op!s} at {per!s} per {rule!s}: "
+                terms.append(Term(cause, flops - macs, "fvcore.per_element", Phrase("{tool!s} counts {op!s} at {per!s} per {rule!s}: "
                                   "{per!s} x {n} = {flops} ({calls!s})", {"tool": tool, "op": op, "per": per, "rule": rule, "n": n, "flops": flops, "calls": _calls(calls)})))
             else:
                 terms.append(Term("formula", flops - macs, "fvcore.formula", Phrase("{tool!s}'s {op!s} handle gives {flops} where the "
@@ -623,7 +623,7 @@ def _flop_terms(work: list[Work], tool: str = "fvcore") -> tuple[Term, ...]:
             terms.append(Term("unsupported_op", -macs, "fvcore.unsupported_op.2", Phrase("{tool!s} has no handle for {op!s} ({calls!s}): counted "
                               "as 0, leaving out {left!s}", {"tool": tool, "op": op, "calls": _calls(calls), "left": left}), flops=-nflops))
         elif status == "dropped" and (macs or nflops):
-            terms.append(Term(cause if cause == "dead_code" else "unsupported_op", -macs, "fvcore.x.3", Phrase("{tool!s}'s trace has no "
+            terms.append(Term(cause if cause == "dead_code" else "unsupported_op", -macs, "fvcore.trace_dropped", Phrase("{tool!s}'s trace has no "
                               "{op!s}: {note!s} ({nflops} FLOPs not counted)", {"tool": tool, "op": op, "note": ws[0].note, "nflops": nflops}), flops=-nflops))
     return tuple(terms)
 

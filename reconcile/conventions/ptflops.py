@@ -622,7 +622,7 @@ class PtflopsConvention(Convention):
                               "where the MAC count is {own}", {"type": row.type, "macs_part": macs_part, "own": own})))
         for cause, (amount, how) in parts.items():
             if cause != "macs" and amount:
-                terms.append(Term(cause, amount, "ptflops.x.4", Phrase("ptflops counts {type!s}'s {v!s} "
+                terms.append(Term(cause, amount, "ptflops.hook_extra", Phrase("ptflops counts {type!s}'s {v!s} "
                                   "({how!s}): {amount}", {"type": row.type, "v": cause if cause != 'formula' else 'extra work', "how": how, "amount": amount})))
         per_sample = whole(Fraction(hook_count, batch)) - hook_count
         macs = whole(Fraction(hook_count, batch))
@@ -639,7 +639,7 @@ class PtflopsConvention(Convention):
                 extra = whole(Fraction(predicted[m]) * (k - 1) / k)
                 by_metric[m] = _scale(by_metric[m], k)
                 if extra:
-                    by_metric[m].append(Term(cause, extra, "ptflops.x.6", Phrase("{type!s} is reached by {k!s} paths and ptflops sums "
+                    by_metric[m].append(Term(cause, extra, "ptflops.paths", Phrase("{type!s} is reached by {k!s} paths and ptflops sums "
                                              "it once per path: {predicted} on each of {k!s} rows", {"type": row.type, "k": k, "predicted": predicted[m]})))
         if shadowed:
             reference[INCLUSIVE] = 1
@@ -668,7 +668,7 @@ class PtflopsConvention(Convention):
         terms: list[Term] = []
         if seen_macs:
             fnames = ", ".join(sorted({c.fname for c in seen if c.macs}))
-            terms.append(Term(TOTAL_ONLY, -seen_macs, "ptflops.x", Phrase("ptflops has no row for {type!s}.forward: the patched "
+            terms.append(Term(TOTAL_ONLY, -seen_macs, "ptflops.unhooked_forward", Phrase("ptflops has no row for {type!s}.forward: the patched "
                               "{fnames!s} count its {seen_macs} MACs in the total only", {"type": row.type, "fnames": fnames, "seen_macs": seen_macs})))
         if missed_macs or missed_flops:
             families = joined([Phrase("{k!s} {v}", {"k": k, "v": v}) for k, v in rest.items()], ", ", "no arithmetic")

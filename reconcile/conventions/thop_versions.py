@@ -195,7 +195,7 @@ class Thop0022Convention(Convention):
                     parts[k] = parts.get(k, 0) + amount
             for cause, amount in parts.items():
                 if amount:
-                    terms.append(Term(cause, amount, "thop_versions.x.3", Phrase("thop 0.0.22 counts {type!s}'s {replace!s}: "
+                    terms.append(Term(cause, amount, "thop_0_0_22.hook_extra", Phrase("thop 0.0.22 counts {type!s}'s {replace!s}: "
                                       "{amount} ({rstrip!s})", {"type": row.type, "replace": cause.replace('_', ' '), "amount": amount, "rstrip": (rule.__doc__ or '').split(': ', 1)[-1].rstrip('.')})))
             rest = summed - ref_ops - sum(parts.values())
             if rest:
@@ -503,7 +503,7 @@ class UltralyticsThopConvention(Convention):
             ops = sum(parts.values())
             for cause, amount in parts.items():
                 if cause != "macs" and amount:
-                    terms.append(Term(cause, amount, "thop_versions.x.2", Phrase("ultralytics-thop counts {type!s}'s {replace!s}: "
+                    terms.append(Term(cause, amount, "ultralytics_thop.hook_extra", Phrase("ultralytics-thop counts {type!s}'s {replace!s}: "
                                       "{amount} ({rstrip!s})", {"type": row.type, "replace": cause.replace('_', ' '), "amount": amount, "rstrip": (rule.__doc__ or '').split(': ', 1)[-1].rstrip('.')})))
             rest = parts.get("macs", 0) - ref
             if rest:
@@ -521,7 +521,7 @@ class UltralyticsThopConvention(Convention):
                 cause = "unsupported_module" if common._builtin_compute(row) else "functional_not_seen"
                 what = (f"ultralytics-thop has no rule for {row.type}" if cause == "unsupported_module" else
                         f"ultralytics-thop counts no product of {row.type}.forward but matmul / linear / einsum / SDPA")
-                terms.append(Term(cause, -missed, "thop_versions.x", Phrase("{what!s}: {missed} MACs ({missed_flops} FLOPs) "
+                terms.append(Term(cause, -missed, "ultralytics_thop.missed", Phrase("{what!s}: {missed} MACs ({missed_flops} FLOPs) "
                                   "not counted", {"what": what, "missed": missed, "missed_flops": missed_flops}), flops=-missed_flops))
         leaf = not tree.children.get(row.name)
         if not (leaf or ops or row.params or terms or ref):

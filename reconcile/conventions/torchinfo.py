@@ -425,14 +425,14 @@ class TorchinfoConvention(Convention):
             if not ref:
                 return 0, ()
             cause = "unsupported_module" if _builtin_compute(row) else "functional_not_seen"
-            return 0, (Term(cause, -ref, "torchinfo.x.6", Phrase("torchinfo counts parameters only: {type!s}{where!s} has none, so its "
+            return 0, (Term(cause, -ref, "torchinfo.no_params", Phrase("torchinfo counts parameters only: {type!s}{where!s} has none, so its "
                             "{ref} MACs ({flops_of} FLOPs) are not counted", {"type": row.type, "where": where, "ref": ref, "flops_of": flops_of(dict(comps))}),
                             flops=-flops_of(dict(comps))),)
         if not ref:
             # no multiply-accumulate natively: the whole parameter-based count is a convention
             cause = ("norm" if comps.get("norm") or "Norm" in row.type else
                      "activation" if comps.get("activation") else "formula")
-            return pred, ((Term(cause, pred, "torchinfo.x.7", Phrase("{type!s}{where!s} counted from its parameters: "
+            return pred, ((Term(cause, pred, "torchinfo.from_params", Phrase("{type!s}{where!s} counted from its parameters: "
                                 "{rule_text!s} = {pred}", {"type": row.type, "where": where, "rule_text": _rule_text(row.type, size, model, info), "pred": pred})),) if pred else ())
         out: list[Term] = []
         if parts["bias"]:
@@ -550,7 +550,7 @@ def _param_terms(model: _Model, counts: _Counts, info: _Info, mine: set[int], tr
         signed = Phrase("{v!s}{abs}", {"v": '+' if amount > 0 else '-', "abs": abs(amount)})
         if info.leaf:
             names = ", ".join(ts[i].name for i, _ in items[:3]) + (", ..." if len(items) > 3 else "")
-            out.append(Term(cause, amount, "torchinfo.x.5", Phrase("{type!s} counts {names!s} again ({signed!s}): registered here under "
+            out.append(Term(cause, amount, "torchinfo.registered_twice", Phrase("{type!s} counts {names!s} again ({signed!s}): registered here under "
                             "another name too (tied or shared)", {"type": row.type, "names": names, "signed": signed})))
             continue
         said = joined([
@@ -560,11 +560,11 @@ def _param_terms(model: _Model, counts: _Counts, info: _Info, mine: set[int], tr
         why = ("tied or shared tensors are counted once per record that holds them" if cause == "params_tied" else
                "torchinfo takes a record's children from the list (the deeper records that follow it), not from "
                "the module tree, and this module's calls do not line up with it")
-        out.append(Term(cause, amount, "torchinfo.x", Phrase("{type!s}'s leftover is its named_parameters() (each tensor once) minus "
+        out.append(Term(cause, amount, "torchinfo.leftover", Phrase("{type!s}'s leftover is its named_parameters() (each tensor once) minus "
                         "what the records below it count, and {why!s}: {said!s} ({signed!s})", {"type": row.type, "why": why, "said": said, "signed": signed})))
     if not info.leaf and value < 0:
         cause = min(by_cause, key=lambda c: sum(d * ts[i].numel for i, d in by_cause[c])) if by_cause else "formula"
-        out.append(Term(cause, -value, "torchinfo.x.2", Phrase("{type!s}'s leftover is negative ({value}) and torchinfo clips it "
+        out.append(Term(cause, -value, "torchinfo.leftover_clipped", Phrase("{type!s}'s leftover is negative ({value}) and torchinfo clips it "
                         "to 0 (max(leftover, 0)): the compensation for counts made again below it stops there", {"type": row.type, "value": value})))
     return tuple(out)
 
@@ -591,7 +591,7 @@ def _frozen_terms(layers: list[LayerPrediction]) -> tuple[Term, ...]:
             by[t.cause] += t.amount
         for t in p.terms.get("trainable_params", ()):
             by[t.cause] -= t.amount
-    return tuple(Term(c, v, "torchinfo.x.3", Phrase("Total params {v!s}{abs} on frozen tensors ({c!s})", {"v": '+' if v > 0 else '-', "abs": abs(v), "c": c}))
+    return tuple(Term(c, v, "torchinfo.total_frozen", Phrase("Total params {v!s}{abs} on frozen tensors ({c!s})", {"v": '+' if v > 0 else '-', "abs": abs(v), "c": c}))
                  for c, v in by.items() if v)
 
 
@@ -600,7 +600,7 @@ def _summed_terms(layers: list[LayerPrediction], key: str, label: str) -> tuple[
     for p in layers:
         for t in p.terms.get(key, ()):
             by[t.cause] += t.amount
-    return tuple(Term(c, v, "torchinfo.x.4", Phrase("{label!s}: {v!s}{abs} bytes over its rows ({c!s})", {"label": label, "v": '+' if v > 0 else '-', "abs": abs(v), "c": c}))
+    return tuple(Term(c, v, "torchinfo.bytes_over_rows", Phrase("{label!s}: {v!s}{abs} bytes over its rows ({c!s})", {"label": label, "v": '+' if v > 0 else '-', "abs": abs(v), "c": c}))
                  for c, v in by.items() if v)
 
 

@@ -148,6 +148,12 @@ Parts = list[tuple[str, int, str]]
 Rule = Callable[[ModuleRow, Call], tuple[int, Parts]]
 
 
+def _apart(k: int, outputs: Phrase) -> Phrase:
+    """MAdd's 2k-1 per output: k multiplies and k adds counted apart (one of the adds then taken back)."""
+    return Phrase("multiplies and adds counted apart: {k!s} adds per output beside {k!s} multiplies, x {outputs}",
+                  {"k": k, "outputs": outputs})
+
+
 def _conv_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     """compute_Conv2d_madd / compute_ConvTranspose2d_madd: (2 K Cin/g - 1 + bias) per output
     (transposed: per input position and output channel), multiplies and adds apart."""
@@ -160,13 +166,12 @@ def _conv_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     bias = 1 if a.get("has_bias") else 0
     if _isa(row, CONV_T2D):
         positions = c.x[2] * c.x[3] * (cout // g) * g
-        where = Phrase("{positions} input positions x output channels", {"positions": positions})
+        where = Phrase("{n} input positions x output channels", {"n": positions})
     else:
         positions = c.y[2] * c.y[3] * (cout // g) * g
-        where = Phrase("{positions} outputs", {"positions": positions})
+        where = Phrase("{n} outputs", {"n": positions})
     value = (2 * mul - 1 + bias) * positions
-    parts = [("mac_vs_flop", mul * positions, Phrase("multiplies and adds counted apart: {mul!s} adds per output beside "
-              "{mul!s} multiplies, x {where!s}", {"mul": mul, "where": where})),
+    parts = [("mac_vs_flop", mul * positions, _apart(mul, where)),
              ("per_output_minus_one", -positions, Phrase("k-1 = {v!s} adds per output, not k = {mul!s}: -1 x {where!s}", {"v": mul - 1, "mul": mul, "where": where}))]
     if bias:
         parts.append(("bias", positions, Phrase("one bias add per output: {where!s}", {"where": where})))
@@ -238,7 +243,7 @@ def _softmax_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
 def _linear_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     i, o = c.x[1], c.y[1]
     return o * (2 * i - 1), [
-        ("mac_vs_flop", o * i, Phrase("multiplies and adds counted apart: {i!s} adds per output beside {i!s} multiplies, x {o!s} outputs", {"i": i, "o": o})),
+        ("mac_vs_flop", o * i, _apart(i, Phrase("{n!s} outputs", {"n": o}))),
         ("per_output_minus_one", -o, Phrase("in-1 = {v!s} adds per output, not {i!s}, and no bias: -1 x {o!s} outputs", {"v": i - 1, "i": i, "o": o})),
     ]
 
@@ -252,8 +257,8 @@ def _bilinear_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     o = c.y[1]
     mul = i1 * i2 + i2
     return o * (2 * mul - 1), [
-        ("mac_vs_flop", o * mul, Phrase("multiplies and adds counted apart: {mul} adds per output beside "
-         "{mul} multiplies, x {o!s} outputs", {"mul": mul, "o": o})),
+        ("mac_vs_flop", o * mul, Phrase("multiplies and adds counted apart: {k} adds per output beside {k} multiplies, "
+                                         "x {outputs}", {"k": mul, "outputs": Phrase("{n!s} outputs", {"n": o})})),
         ("per_output_minus_one", -o, Phrase("k-1 adds per output, not k: -1 x {o!s} outputs", {"o": o})),
     ]
 
@@ -520,14 +525,14 @@ class TorchstatConvention(Convention):
         }
         terms: dict[str, tuple[Term, ...]] = {}
         if row.macs or row.flops:
-            t = Term(cause, -row.macs, "torchstat.x", Phrase("{why!s}: {macs} MACs, {flops} FLOPs "
+            t = Term(cause, -row.macs, "torchstat.not_leaf", Phrase("{why!s}: {macs} MACs, {flops} FLOPs "
                      "({join!s})", {"why": why, "macs": row.macs, "flops": row.flops, "join": joined([Phrase("{k!s} {v}", {"k": k, "v": v}) for k, v in row.components.items()], ", ")}), flops=-row.flops)
             terms["MAdd"] = terms["Flops"] = (t,)
         if row.params:
             terms["params"] = (Term("params_missed", -row.params, "torchstat.params_missed", Phrase("torchstat misses the {params} parameters "
                                     "held directly by {type!s} (it only reads leaf modules)", {"params": row.params, "type": row.type})),)
-        read = (Term(cause, -row.bytes_read, "torchstat.x.2", Phrase("{why!s}: its ops read {bytes_read} B", {"why": why, "bytes_read": row.bytes_read})),) if row.bytes_read else ()
-        write = (Term(cause, -row.bytes_written, "torchstat.x.3", Phrase("{why!s}: its ops wrote {bytes_written} B", {"why": why, "bytes_written": row.bytes_written})),) \
+        read = (Term(cause, -row.bytes_read, "torchstat.not_leaf_read", Phrase("{why!s}: its ops read {bytes_read} B", {"why": why, "bytes_read": row.bytes_read})),) if row.bytes_read else ()
+        write = (Term(cause, -row.bytes_written, "torchstat.not_leaf_wrote", Phrase("{why!s}: its ops wrote {bytes_written} B", {"why": why, "bytes_written": row.bytes_written})),) \
             if row.bytes_written else ()
         terms["MemRead"], terms["MemWrite"], terms["MemR+W"] = read, write, read + write
         terms["memory_bytes"] = write

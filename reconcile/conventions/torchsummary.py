@@ -468,7 +468,7 @@ def _split_terms(splits: list[_Split], part: str, label: str) -> tuple[Term, ...
         if not amount:
             continue
         where = ", ".join(s.where for s in ss[:3]) + (f" and {len(ss) - 3} more" if len(ss) > 3 else "")
-        terms.append(Term(cause, amount, "torchsummary.x", Phrase("{label!s} {v!s}{abs}: "
+        terms.append(Term(cause, amount, "torchsummary.headline", Phrase("{label!s} {v!s}{abs}: "
                           "{PHRASE!s} ({where!s})", {"label": label, "v": '+' if amount > 0 else '-', "abs": abs(amount), "PHRASE": _PHRASE[cause], "where": where})))
     return tuple(terms)
 

@@ -15,7 +15,7 @@ from reconcile.explain.core import MetricSummary, ToolExplanation
 from reconcile import numbers
 from reconcile.report.files import file_stem
 from reconcile.report.grouping import LayerGroup, group_layers, layer_table, ran
-from reconcile.report.sentences import numbers_out, sentence, shape
+from reconcile.report.sentences import numbers_out, phrase, sentence, shape
 from reconcile.report.model import ModelReport
 
 MAX_LAYER_ROWS = 400
@@ -397,10 +397,10 @@ def training_section(r: ModelReport) -> list[str]:
     out += ["### Rules of thumb against the exact count", ""]
     for rule in t.rules:
         gap = rule.predicted - rule.exact
-        out += [f"**{rule.name}**: {rule.formula} = {_n(rule.predicted)} FLOPs; exact {_n(rule.exact)}: the "
+        out += [f"**{rule.name}**: {phrase(rule.formula)} = {_n(rule.predicted)} FLOPs; exact {_n(rule.exact)}: the "
                 f"rule is off by {_signed(gap)} ({numbers.percent(gap, rule.exact, 2)}), split into:", ""]
         out += _table(["cause", "FLOPs the rule counts more (+) or less (−)", "why"],
-                      [[g.cause, _signed(g.amount), g.text] for g in rule.gaps] + [["**sum**", f"**{_signed(gap)}**", ""]],
+                      [[g.cause, _signed(g.amount), sentence(g)] for g in rule.gaps] + [["**sum**", f"**{_signed(gap)}**", ""]],
                       "lrl") + [""]
     mem = t.memory
     if mem is not None:
@@ -425,7 +425,7 @@ def training_section(r: ModelReport) -> list[str]:
         for p in t.pass_sizes:
             out += [f"**{p.tool}'s forward/backward pass size** ({p.rule}) = {_n(p.bytes)} bytes "
                     f"({numbers.mib(p.bytes)}) = saved activations {_n(p.saved)} plus:", ""]
-            out += _table(["term", "bytes", "why"], [[g.cause, _signed(g.amount), g.text] for g in p.terms], "lrl")
+            out += _table(["term", "bytes", "why"], [[g.cause, _signed(g.amount), sentence(g)] for g in p.terms], "lrl")
             out += [""]
     return out
 

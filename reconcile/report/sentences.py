@@ -46,6 +46,8 @@ class _Filler(string.Formatter):
             return value
         if not format_spec and isinstance(value, (int, Fraction)) and not isinstance(value, bool):
             return exact(value)
+        if format_spec and isinstance(value, Fraction):  # a ratio shown to some digits: "{ratio:.2f}"
+            return format(float(value), format_spec)
         return format(value, format_spec)
 
 
@@ -56,6 +58,11 @@ _HIDING = _Filler(hide_numbers=True)
 def render(template: str, values: Mapping[str, Any]) -> str:
     """``template`` with its slots filled from ``values``."""
     return _FILLER.vformat(template, (), values)
+
+
+def phrase(p: Phrase) -> str:
+    """A ``Phrase`` (a rule of thumb's formula, a training gap's sentence) as text."""
+    return render(p.template, p.values)
 
 
 def numbers_out(term: Any) -> str:
@@ -69,8 +76,20 @@ def sentence(term: Any) -> str:
     return render(term.sentence.template, term.sentence.values)
 
 
-def shape(term: Any) -> str:
+_SLOT = re.compile(r"\{(\w+)(?:![rsa])?(?::[^{}]*)?\}")
+
+
+def _without_numbers(value: Any) -> Any:
+    if isinstance(value, Phrase):
+        # how a slot is shown ("!s", a format spec) is rendering, not the formula
+        return (_SLOT.sub(r"{\1}", value.template), tuple((k, _without_numbers(v)) for k, v in value.values.items()))
+    if isinstance(value, str):
+        return _DIGITS.sub("#", value)
+    return "#" if _is_number(value) else value
+
+
+def shape(term: Any) -> tuple:
     """What two causes share when they state the same formula on layers of other sizes: the
-    sentence filled with "#" for every number value (and for digits in names). Two rules that
-    say the same words (torchstat's Conv2d and Linear "2 per MAC") are one formula."""
-    return numbers_out(term)
+    rule, its sentence's slots and its values with every number left out (digits in a name too:
+    Conv1d and Conv2d, layer1 and layer2 are the same formula). Compared as data, never as text."""
+    return (term.rule, _without_numbers(term.sentence))
