@@ -268,16 +268,23 @@ def _terms(work: Work, where: str) -> tuple[Term, ...]:
     terms = []
     for key, macs in sorted(work.counted.items()):
         if macs:
-            terms.append(Term("mac_vs_flop", macs, "flopcountermode.mac_vs_flop", Phrase("FlopCounterMode counts 2 FLOPs per multiply-accumulate of {key!s}: "
-                              "2 x {macs} MACs = {v}{where!s}", {"key": key, "macs": macs, "v": 2 * macs, "where": where})))
+            terms.append(Term("mac_vs_flop", macs, "flopcountermode.mac_vs_flop",
+                              Phrase("FlopCounterMode counts 2 FLOPs per multiply-accumulate of {key!s}: "
+                              "2 x {macs} MACs = {v}{where!s}", {"key": key, "macs": macs, "v": 2 * macs,
+                                                                 "where": where})))
     for key, extra in sorted(work.grouped.items()):
         if extra:
-            terms.append(Term("groups_ignored", extra, "flopcountermode.groups_ignored", Phrase("FlopCounterMode's {key!s} formula ignores groups: the weight "
+            terms.append(Term("groups_ignored", extra, "flopcountermode.groups_ignored",
+                              Phrase("FlopCounterMode's {key!s} formula ignores groups: the weight "
                               "gradient of grouped convolutions ({grouped_macs} MACs) is counted as if "
-                              "dense, {extra} FLOPs more than 2 per MAC{where!s}", {"key": key, "grouped_macs": work.grouped_macs, "extra": extra, "where": where})))
+                              "dense, {extra} FLOPs more than 2 per MAC{where!s}", {"key": key,
+                                                                                    "grouped_macs": work.grouped_macs,
+                                                                                    "extra": extra, "where": where})))
     for op, (macs, flops) in sorted(work.missed.items()):
-        terms.append(Term("unsupported_op", -macs, "flopcountermode.unsupported_op", Phrase("FlopCounterMode has no formula for {op!s}: its {macs} MACs "
-                          "({flops} FLOPs) count 0{where!s}", {"op": op, "macs": macs, "flops": flops, "where": where}), flops=-flops))
+        terms.append(Term("unsupported_op", -macs, "flopcountermode.unsupported_op",
+                          Phrase("FlopCounterMode has no formula for {op!s}: its {macs} MACs "
+                          "({flops} FLOPs) count 0{where!s}", {"op": op, "macs": macs, "flops": flops, "where": where}),
+                          flops=-flops))
     return tuple(terms)
 
 
@@ -353,7 +360,8 @@ class FlopCounterModeConvention(Convention):
             if outside.flops():
                 key = f"Global outside {top.type}"  # the adapter's key for Global less the root's row
                 unattributed[key] = outside.flops()
-                unattributed_terms[key] = (Term("outside_root", outside.flops(), "flopcountermode.outside_root", _outside_text(outside)),)
+                unattributed_terms[key] = (Term("outside_root", outside.flops(), "flopcountermode.outside_root",
+                                                _outside_text(outside)),)
         headline = dict(self._values(root, training))
         return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline=headline,
                           unattributed=unattributed, unattributed_terms=unattributed_terms,
@@ -367,7 +375,8 @@ class FlopCounterModeConvention(Convention):
         predicted = self._values(work, training)
         terms = _terms(whole_model, "")
         if outside.flops():
-            terms = (*terms, Term("outside_root", -outside.flops(), "flopcountermode.outside_root", _outside_text(outside)))
+            terms = (*terms, Term("outside_root", -outside.flops(), "flopcountermode.outside_root",
+                                  _outside_text(outside)))
         return LayerPrediction(row.name, row.type, row.calls, {**predicted, "flops": whole_model.macs}, predicted,
                                {"flops": terms})
 

@@ -606,25 +606,43 @@ def _flop_terms(work: list[Work], tool: str = "fvcore") -> tuple[Term, ...]:
             extra = sum(w.batch_stats for w in ws)
             if extra:  # a BatchNorm module on batch statistics: its eval count, then what training adds
                 low = ws[0].eval_per
-                terms.append(Term(cause, flops - macs - extra, "fvcore.batch_statistics", Phrase("{tool!s} counts {op!s} at {low!s} per element with "
-                                  "running statistics: {low!s} x {n} = {v} ({calls!s})", {"tool": tool, "op": op, "low": low, "n": n, "v": low * n, "calls": _calls(calls)})))
-                terms.append(Term("train_mode", extra, "fvcore.train_mode", Phrase("in training mode (the model was not put in eval()) BatchNorm "
+                terms.append(Term(cause, flops - macs - extra, "fvcore.batch_statistics",
+                                  Phrase("{tool!s} counts {op!s} at {low!s} per element with "
+                                  "running statistics: {low!s} x {n} = {v} ({calls!s})", {"tool": tool, "op": op,
+                                                                                          "low": low, "n": n,
+                                                                                          "v": low * n,
+                                                                                          "calls": _calls(calls)})))
+                terms.append(Term("train_mode", extra, "fvcore.train_mode",
+                                  Phrase("in training mode (the model was not put in eval()) BatchNorm "
                                   "normalises with the batch's statistics, "
                                   "which {tool!s} counts at {per!s} per element, {v!s} more: "
-                                  "{v!s} x {n} = {extra}", {"tool": tool, "per": per, "v": per - low, "n": n, "extra": extra})))
+                                  "{v!s} x {n} = {extra}", {"tool": tool, "per": per, "v": per - low, "n": n,
+                                                            "extra": extra})))
             elif cause in ("norm", "interpolate", "pool"):
-                terms.append(Term(cause, flops - macs, "fvcore.per_element", Phrase("{tool!s} counts {op!s} at {per!s} per {rule!s}: "
-                                  "{per!s} x {n} = {flops} ({calls!s})", {"tool": tool, "op": op, "per": per, "rule": rule, "n": n, "flops": flops, "calls": _calls(calls)})))
+                terms.append(Term(cause, flops - macs, "fvcore.per_element",
+                                  Phrase("{tool!s} counts {op!s} at {per!s} per {rule!s}: "
+                                  "{per!s} x {n} = {flops} ({calls!s})", {"tool": tool, "op": op, "per": per,
+                                                                          "rule": rule, "n": n, "flops": flops,
+                                                                          "calls": _calls(calls)})))
             else:
-                terms.append(Term("formula", flops - macs, "fvcore.formula", Phrase("{tool!s}'s {op!s} handle gives {flops} where the "
-                                  "MAC count is {macs} ({calls!s})", {"tool": tool, "op": op, "flops": flops, "macs": macs, "calls": _calls(calls)})))
+                terms.append(Term("formula", flops - macs, "fvcore.formula",
+                                  Phrase("{tool!s}'s {op!s} handle gives {flops} where the "
+                                  "MAC count is {macs} ({calls!s})", {"tool": tool, "op": op, "flops": flops,
+                                                                      "macs": macs, "calls": _calls(calls)})))
         elif status == "unsupported" and (macs or nflops):
-            left = Phrase("{macs} MACs ({nflops} FLOPs)", {"macs": macs, "nflops": nflops}) if macs else Phrase("{nflops} FLOPs", {"nflops": nflops})
-            terms.append(Term("unsupported_op", -macs, "fvcore.unsupported_op.2", Phrase("{tool!s} has no handle for {op!s} ({calls!s}): counted "
-                              "as 0, leaving out {left!s}", {"tool": tool, "op": op, "calls": _calls(calls), "left": left}), flops=-nflops))
+            left = Phrase("{macs} MACs ({nflops} FLOPs)", {"macs": macs,
+                                                           "nflops": nflops}) if macs else Phrase("{nflops} FLOPs",
+                                                                                                  {"nflops": nflops})
+            terms.append(Term("unsupported_op", -macs, "fvcore.unsupported_op.2",
+                              Phrase("{tool!s} has no handle for {op!s} ({calls!s}): counted "
+                              "as 0, leaving out {left!s}", {"tool": tool, "op": op, "calls": _calls(calls),
+                                                             "left": left}), flops=-nflops))
         elif status == "dropped" and (macs or nflops):
-            terms.append(Term(cause if cause == "dead_code" else "unsupported_op", -macs, "fvcore.trace_dropped", Phrase("{tool!s}'s trace has no "
-                              "{op!s}: {note!s} ({nflops} FLOPs not counted)", {"tool": tool, "op": op, "note": ws[0].note, "nflops": nflops}), flops=-nflops))
+            terms.append(Term(cause if cause == "dead_code" else "unsupported_op", -macs, "fvcore.trace_dropped",
+                              Phrase("{tool!s}'s trace has no "
+                              "{op!s}: {note!s} ({nflops} FLOPs not counted)", {"tool": tool, "op": op,
+                                                                                "note": ws[0].note, "nflops": nflops}),
+                              flops=-nflops))
     return tuple(terms)
 
 
@@ -638,14 +656,18 @@ def _act_terms(work: list[Work], tool: str = "fvcore") -> tuple[Term, ...]:
         dead = [w for w in ws if w.cause == "dead_code"]
         if dead:
             missed = sum(w.acts_ref - w.acts for w in dead)
-            terms.append(Term("dead_code", -missed, "fvcore.dead_code", Phrase("{tool!s}'s trace drops {op!s} whose result nothing returned uses: "
-                              "its {missed} output elements are not counted", {"tool": tool, "op": op, "missed": missed})))
+            terms.append(Term("dead_code", -missed, "fvcore.dead_code",
+                              Phrase("{tool!s}'s trace drops {op!s} whose result nothing returned uses: "
+                              "its {missed} output elements are not counted", {"tool": tool, "op": op,
+                                                                               "missed": missed})))
         ws = [w for w in ws if w.cause != "dead_code"]
         if not ws:
             continue
         missed = sum(w.acts_ref - w.acts for w in ws)
-        terms.append(Term("unsupported_op", -missed, "fvcore.unsupported_op", Phrase("{tool!s}'s activation count has no handle for {op!s} "
-                          "({calls!s}): its {missed} output elements are not counted", {"tool": tool, "op": op, "calls": _calls(sum((w.calls for w in ws))), "missed": missed})))
+        terms.append(Term("unsupported_op", -missed, "fvcore.unsupported_op",
+                          Phrase("{tool!s}'s activation count has no handle for {op!s} "
+                          "({calls!s}): its {missed} output elements are not counted", {"tool": tool, "op": op,
+                                                                                        "calls": _calls(sum((w.calls for w in ws))), "missed": missed})))
     return tuple(terms)
 
 
@@ -704,8 +726,10 @@ def _trace_terms(work: list[Work]) -> dict[str, tuple[Term, ...]]:
                     "torch.jit.is_tracing() takes another path under a trace", {"calls": _calls(n), "op": op}))
         else:
             text = (Phrase("the jit trace holds {calls!s} of {op!s} fewer than the eager forward ran here: the trace drops "
-                    "ops whose result nothing returned uses, and code under a trace can take another path", {"calls": _calls(-n), "op": op}))
-        by.setdefault(f"unsupported:{op}", []).append(Term(cause, n, f"fvcore.{cause}.{'more' if n > 0 else 'fewer'}", text))
+                    "ops whose result nothing returned uses, and code under a trace can take another path",
+                           {"calls": _calls(-n), "op": op}))
+        by.setdefault(f"unsupported:{op}", []).append(Term(cause, n, f"fvcore.{cause}.{'more' if n > 0 else 'fewer'}",
+                                                           text))
     return {k: tuple(v) for k, v in by.items()}
 
 

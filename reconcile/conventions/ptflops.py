@@ -111,7 +111,8 @@ def _norm(row: ModuleRow, _names: frozenset[str]) -> Parts:
 
 def _upsample(row: ModuleRow, _names: frozenset[str]) -> Parts:
     """output[0].numel(): the first sample's elements only."""
-    return {"interpolate": (sum(numel(out_shape(c)[1:]) for c in row.call_records), "1 per output element of the first sample")}
+    return {"interpolate": (sum(numel(out_shape(c)[1:]) for c in row.call_records),
+                            "1 per output element of the first sample")}
 
 
 _GATE_OPS = {"RNN_TANH": 1, "RNN_RELU": 1, "GRU": 7, "LSTM": 10}  # ptflops' rnn_flops: H, 7H, 10H per step
@@ -461,7 +462,8 @@ class _Unattributed:
         out: dict[str, list[Term]] = defaultdict(list)
         for (label, cause), (amount, flops, rows, macs) in self._parts.items():
             if amount or flops:
-                out[label].append(Term(cause, amount, f"ptflops.outside_rows.{cause}", text(label, cause, amount, _who(rows)),
+                out[label].append(Term(cause, amount, f"ptflops.outside_rows.{cause}", text(label, cause, amount,
+                                                                                            _who(rows)),
                                        flops=flops, macs=macs))
         return {k: tuple(v) for k, v in out.items()}
 
@@ -476,12 +478,15 @@ def _params_row_terms(tool: str, row: ModuleRow, native: NativeCount) -> tuple[i
     borrowed = [p for p in registered if not p.name.startswith(prefix) and p.trainable]
     terms = []
     if frozen:
-        terms.append(Term("params_frozen", -frozen, "ptflops.params_frozen", Phrase("{tool!s} leaves out the {frozen} frozen parameters "
+        terms.append(Term("params_frozen", -frozen, "ptflops.params_frozen",
+                          Phrase("{tool!s} leaves out the {frozen} frozen parameters "
                           "(requires_grad=False) of {type!s}", {"tool": tool, "frozen": frozen, "type": row.type})))
     if borrowed:
         n = sum(p.numel for p in borrowed)
-        terms.append(Term("params_tied", n, "ptflops.params_tied", Phrase("{tool!s} counts {n} parameters that {type!s} shares with "
-                          "{join!s} (owned there)", {"tool": tool, "n": n, "type": row.type, "join": ', '.join(sorted({p.name for p in borrowed}))})))
+        terms.append(Term("params_tied", n, "ptflops.params_tied",
+                          Phrase("{tool!s} counts {n} parameters that {type!s} shares with "
+                          "{join!s} (owned there)", {"tool": tool, "n": n, "type": row.type,
+                                                     "join": ', '.join(sorted({p.name for p in borrowed}))})))
     return counted, tuple(terms)
 
 
@@ -583,8 +588,10 @@ class PtflopsConvention(Convention):
         macs = int(x) if self.truncates else whole(Fraction(x))
         headline_terms: dict[str, tuple[Term, ...]] = {}
         if macs != macs_exact:
-            headline_terms["macs"] = (Term("per_sample", macs - macs_exact, "ptflops.per_sample", Phrase("ptflops truncates its total "
-                                           "{macs_exact} to an int: {v}", {"macs_exact": macs_exact, "v": macs - macs_exact})),)
+            headline_terms["macs"] = (Term("per_sample", macs - macs_exact, "ptflops.per_sample",
+                                           Phrase("ptflops truncates its total "
+                                           "{macs_exact} to an int: {v}", {"macs_exact": macs_exact,
+                                                                           "v": macs - macs_exact})),)
         params_total = sum(p.numel for p in native.params if p.trainable)
         p_terms = _params_headline_terms(native, params_rows)
         if p_terms:
@@ -613,21 +620,31 @@ class PtflopsConvention(Convention):
             inner = [r for r in tree.subtree(row.name) if r.name != row.name]
             inner_macs, inner_flops = ref - row.macs, sum(r.flops for r in inner)
             kinds = sorted({r.type for r in inner if r.macs})
-            terms.append(Term("nested_skipped", -inner_macs, "ptflops.nested_skipped", Phrase("ptflops' {type!s} hook counts only the attention "
+            terms.append(Term("nested_skipped", -inner_macs, "ptflops.nested_skipped",
+                              Phrase("ptflops' {type!s} hook counts only the attention "
                               "itself and, the module being atomic, skips the {inner_macs} MACs "
-                              "({inner_flops} FLOPs) of the {join!s} inside it", {"type": row.type, "inner_macs": inner_macs, "inner_flops": inner_flops, "join": ', '.join(kinds)}), flops=-inner_flops))
+                              "({inner_flops} FLOPs) of the {join!s} inside it", {"type": row.type,
+                                                                                  "inner_macs": inner_macs,
+                                                                                  "inner_flops": inner_flops,
+                                                                                  "join": ', '.join(kinds)}),
+                              flops=-inner_flops))
             own = row.macs
         if macs_part != own:
-            terms.append(Term("formula", macs_part - own, "ptflops.formula", Phrase("ptflops' {type!s} formula gives {macs_part} MACs "
+            terms.append(Term("formula", macs_part - own, "ptflops.formula",
+                              Phrase("ptflops' {type!s} formula gives {macs_part} MACs "
                               "where the MAC count is {own}", {"type": row.type, "macs_part": macs_part, "own": own})))
         for cause, (amount, how) in parts.items():
             if cause != "macs" and amount:
                 terms.append(Term(cause, amount, "ptflops.hook_extra", Phrase("ptflops counts {type!s}'s {v!s} "
-                                  "({how!s}): {amount}", {"type": row.type, "v": cause if cause != 'formula' else 'extra work', "how": how, "amount": amount})))
+                                  "({how!s}): {amount}", {"type": row.type,
+                                                          "v": cause if cause != 'formula' else 'extra work',
+                                                          "how": how, "amount": amount})))
         per_sample = whole(Fraction(hook_count, batch)) - hook_count
         macs = whole(Fraction(hook_count, batch))
-        sample_terms = [Term("per_sample", per_sample, "ptflops.per_sample.2", Phrase("ptflops divides module counts by the batch ({batch!s}): "
-                             "{hook_count} / {batch!s} = {macs}", {"batch": batch, "hook_count": hook_count, "macs": macs}))] if per_sample else []
+        sample_terms = [Term("per_sample", per_sample, "ptflops.per_sample.2",
+                             Phrase("ptflops divides module counts by the batch ({batch!s}): "
+                             "{hook_count} / {batch!s} = {macs}", {"batch": batch, "hook_count": hook_count,
+                                                                   "macs": macs}))] if per_sample else []
         params, p_terms = _params_row_terms(self.tool, row, tree.native)
         ref_params = tree.params(row.name)
         reference: dict[str, Number] = {"macs": ref, "__flops__": ref, "params": ref_params}
@@ -639,8 +656,10 @@ class PtflopsConvention(Convention):
                 extra = whole(Fraction(predicted[m]) * (k - 1) / k)
                 by_metric[m] = _scale(by_metric[m], k)
                 if extra:
-                    by_metric[m].append(Term(cause, extra, "ptflops.paths", Phrase("{type!s} is reached by {k!s} paths and ptflops sums "
-                                             "it once per path: {predicted} on each of {k!s} rows", {"type": row.type, "k": k, "predicted": predicted[m]})))
+                    by_metric[m].append(Term(cause, extra, "ptflops.paths",
+                                             Phrase("{type!s} is reached by {k!s} paths and ptflops sums "
+                                             "it once per path: {predicted} on each of {k!s} rows", {"type": row.type,
+                                                                                                     "k": k, "predicted": predicted[m]})))
         if shadowed:
             reference[INCLUSIVE] = 1
             predicted["shadowed"] = 1
@@ -668,26 +687,38 @@ class PtflopsConvention(Convention):
         terms: list[Term] = []
         if seen_macs:
             fnames = ", ".join(sorted({c.fname for c in seen if c.macs}))
-            terms.append(Term(TOTAL_ONLY, -seen_macs, "ptflops.unhooked_forward", Phrase("ptflops has no row for {type!s}.forward: the patched "
-                              "{fnames!s} count its {seen_macs} MACs in the total only", {"type": row.type, "fnames": fnames, "seen_macs": seen_macs})))
+            terms.append(Term(TOTAL_ONLY, -seen_macs, "ptflops.unhooked_forward",
+                              Phrase("ptflops has no row for {type!s}.forward: the patched "
+                              "{fnames!s} count its {seen_macs} MACs in the total only", {"type": row.type,
+                                                                                          "fnames": fnames,
+                                                                                          "seen_macs": seen_macs})))
         if missed_macs or missed_flops:
             families = joined([Phrase("{k!s} {v}", {"k": k, "v": v}) for k, v in rest.items()], ", ", "no arithmetic")
             if common._builtin_compute(row):
-                terms.append(Term("unsupported_module", -missed_macs, "ptflops.unsupported_module", Phrase("ptflops has no hook for {type!s}: "
+                terms.append(Term("unsupported_module", -missed_macs, "ptflops.unsupported_module",
+                                  Phrase("ptflops has no hook for {type!s}: "
                                   "{missed_macs} MACs ({missed_flops} FLOPs: {families!s}) in its "
-                                  "forward are not counted", {"type": row.type, "missed_macs": missed_macs, "missed_flops": missed_flops, "families": families}), flops=-missed_flops))
+                                  "forward are not counted", {"type": row.type, "missed_macs": missed_macs,
+                                                              "missed_flops": missed_flops, "families": families}),
+                                  flops=-missed_flops))
             else:
-                terms.append(Term("functional_not_seen", -missed_macs, "ptflops.functional_not_seen", Phrase("ptflops cannot see the work in "
+                terms.append(Term("functional_not_seen", -missed_macs, "ptflops.functional_not_seen",
+                                  Phrase("ptflops cannot see the work in "
                                   "{type!s}.forward that no patched function does: {missed_macs} MACs, "
-                                  "{missed_flops} FLOPs ({families!s})", {"type": row.type, "missed_macs": missed_macs, "missed_flops": missed_flops, "families": families}), flops=-missed_flops))
+                                  "{missed_flops} FLOPs ({families!s})", {"type": row.type, "missed_macs": missed_macs,
+                                                                          "missed_flops": missed_flops,
+                                                                          "families": families}), flops=-missed_flops))
         p_terms = []
         trainable = sum(p.numel for p in _owned_directly(tree.native, row.name) if p.trainable)
         frozen = row.params - trainable
         if trainable:
-            p_terms.append(Term("params_missed", -trainable, "ptflops.params_missed.2", Phrase("ptflops has no row for {type!s}, so its "
-                                "{trainable} parameters are in no row (its total counts them)", {"type": row.type, "trainable": trainable})))
+            p_terms.append(Term("params_missed", -trainable, "ptflops.params_missed.2",
+                                Phrase("ptflops has no row for {type!s}, so its "
+                                "{trainable} parameters are in no row (its total counts them)", {"type": row.type,
+                                                                                                 "trainable": trainable})))
         if frozen:
-            p_terms.append(Term("params_frozen", -frozen, "ptflops.params_frozen.2", Phrase("ptflops leaves out the {frozen} frozen "
+            p_terms.append(Term("params_frozen", -frozen, "ptflops.params_frozen.2",
+                                Phrase("ptflops leaves out the {frozen} frozen "
                                 "parameters of {type!s}", {"frozen": frozen, "type": row.type})))
         if not (row.macs or terms or row.params):
             return None
@@ -705,12 +736,17 @@ def _owned_directly(native: NativeCount, name: str) -> list[ParamInfo]:
 def _unattributed_text(label: str, cause: str, amount: Number, who: str) -> Phrase:
     fname = label.split(":", 1)[1]
     if cause == "double_count":
-        return Phrase("{fname!s} counted by the hook of {who!s} and again by the patched {fname!s}: +{amount}", {"fname": fname, "who": who, "amount": amount})
+        return Phrase("{fname!s} counted by the hook of {who!s} and again by the patched {fname!s}: +{amount}",
+                      {"fname": fname, "who": who, "amount": amount})
     if cause == TOTAL_ONLY:
-        return Phrase("the patched {fname!s} counts the {amount} MACs of {who!s} in the total, outside any row", {"fname": fname, "amount": amount, "who": who})
+        return Phrase("the patched {fname!s} counts the {amount} MACs of {who!s} in the total, outside any row",
+                      {"fname": fname, "amount": amount, "who": who})
     if cause == "formula":
-        return Phrase("the patched {fname!s} formula differs from the MAC count in {who!s}: {amount}", {"fname": fname, "who": who, "amount": amount})
-    return Phrase("functional {fname!s} counted outside any module, in {who!s}: {amount}", {"fname": fname, "who": who, "amount": amount})
+        return Phrase("the patched {fname!s} formula differs from the MAC count in {who!s}: {amount}", {"fname": fname,
+                                                                                                        "who": who,
+                                                                                                        "amount": amount})
+    return Phrase("functional {fname!s} counted outside any module, in {who!s}: {amount}", {"fname": fname, "who": who,
+                                                                                            "amount": amount})
 
 
 def _params_headline_terms(native: NativeCount, rows: Mapping[str, int]) -> tuple[Term, ...]:
@@ -720,11 +756,14 @@ def _params_headline_terms(native: NativeCount, rows: Mapping[str, int]) -> tupl
     terms = []
     if missed:
         n = sum(p.numel for p in missed)
-        terms.append(Term("params_missed", n, "ptflops.params_missed", Phrase("ptflops' total counts {n} trainable parameters that no row "
-                          "holds ({join!s}{v!s})", {"n": n, "join": ', '.join((p.name for p in missed[:4])), "v": ', ...' if len(missed) > 4 else ''})))
+        terms.append(Term("params_missed", n, "ptflops.params_missed",
+                          Phrase("ptflops' total counts {n} trainable parameters that no row "
+                          "holds ({join!s}{v!s})", {"n": n, "join": ', '.join((p.name for p in missed[:4])),
+                                                    "v": ', ...' if len(missed) > 4 else ''})))
     if multi:
         n = sum(p.numel * (c - 1) for p, c in multi)
-        terms.append(Term("params_tied", -n, "ptflops.params_tied.2", Phrase("ptflops' total counts once the {n} parameters that several "
+        terms.append(Term("params_tied", -n, "ptflops.params_tied.2",
+                          Phrase("ptflops' total counts once the {n} parameters that several "
                           "rows each count", {"n": n})))
     return tuple(terms)
 

@@ -205,8 +205,10 @@ class PtflopsAtenConvention(Convention):
                 # the work of its subtree is counted in 'Global'
                 for r in tree.subtree(child.name):
                     uncalled.add_row(native, r)
-                terms = (Term(TOTAL_ONLY, -work.counted_macs, "ptflops_aten.never_called", Phrase("{type!s} {name!s} is never called itself, so "
-                              "the {counted_macs} MACs of its members are counted in 'Global' only", {"type": child.type, "name": child.name, "counted_macs": work.counted_macs})),
+                terms = (Term(TOTAL_ONLY, -work.counted_macs, "ptflops_aten.never_called",
+                              Phrase("{type!s} {name!s} is never called itself, so "
+                              "the {counted_macs} MACs of its members are counted in 'Global' only",
+                                     {"type": child.type, "name": child.name, "counted_macs": work.counted_macs})),
                          *(t for t in self._terms(work, child) if t.cause != "bias"))
                 layers.append(LayerPrediction(child.name, child.type, child.calls, reference, {"macs": 0},
                                               {"macs": terms}))
@@ -231,23 +233,28 @@ class PtflopsAtenConvention(Convention):
         for op in unattributed:
             key = op.removeprefix("Global:")
             macs = glob_macs.get(key, 0)
-            ts = [Term(TOTAL_ONLY, macs, "ptflops_aten.global", Phrase("the {macs} MACs of {key!s} outside any called direct child of "
+            ts = [Term(TOTAL_ONLY, macs, "ptflops_aten.global",
+                       Phrase("the {macs} MACs of {key!s} outside any called direct child of "
                        "{type!s} are counted in 'Global' only", {"macs": macs, "key": key, "type": root.type}))]
             if unattributed[op] != macs:
-                ts.append(Term("bias", unattributed[op] - macs, "ptflops_aten.bias.2", Phrase("{key!s} counts its bias adds: {v}", {"key": key, "v": unattributed[op] - macs})))
+                ts.append(Term("bias", unattributed[op] - macs, "ptflops_aten.bias.2",
+                               Phrase("{key!s} counts its bias adds: {v}", {"key": key, "v": unattributed[op] - macs})))
             u_terms[op] = tuple(ts)
         total += sum(unattributed.values())
         terms = self._terms(work, root)
         if work.counted_macs:
-            terms = (Term(TOTAL_ONLY, -work.counted_macs, "ptflops_aten.root_children", Phrase("ptflops-aten names only the root's direct children: the "
-                          "{counted_macs} MACs of {type!s}.forward itself are in 'Global' only", {"counted_macs": work.counted_macs, "type": root.type})),
+            terms = (Term(TOTAL_ONLY, -work.counted_macs, "ptflops_aten.root_children",
+                          Phrase("ptflops-aten names only the root's direct children: the "
+                          "{counted_macs} MACs of {type!s}.forward itself are in 'Global' only",
+                                 {"counted_macs": work.counted_macs, "type": root.type})),
                      *(t for t in terms if t.cause != "bias"))
         if root.macs or terms or root.params:
             layers.append(LayerPrediction("", root.type, root.calls, {"macs": root.macs, "params": root.params},
                                           {"macs": 0}, {"macs": terms} if terms else {}))
         params = sum(p.numel for p in native.params if p.trainable)
         frozen = native.totals["params"] - params
-        headline_terms = {"params": (Term("params_frozen", -frozen, "ptflops_aten.params_frozen.3", Phrase("ptflops leaves out {frozen} frozen "
+        headline_terms = {"params": (Term("params_frozen", -frozen, "ptflops_aten.params_frozen.3",
+                                          Phrase("ptflops leaves out {frozen} frozen "
                                           "parameters (requires_grad=False)", {"frozen": frozen})),)} if frozen else {}
         return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline={"macs": total, "params": params},
                           unattributed=unattributed, unattributed_terms=u_terms, headline_terms=headline_terms,
@@ -257,11 +264,14 @@ class PtflopsAtenConvention(Convention):
     def _terms(work: AtenWork, row: ModuleRow) -> tuple[Term, ...]:
         terms = []
         if work.bias:
-            terms.append(Term("bias", work.bias, "ptflops_aten.bias", Phrase("aten addmm / convolution in {type!s} count their bias adds: "
+            terms.append(Term("bias", work.bias, "ptflops_aten.bias",
+                              Phrase("aten addmm / convolution in {type!s} count their bias adds: "
                               "{bias}", {"type": row.type, "bias": work.bias})))
         for reason, (macs, flops) in work.missed.items():
-            terms.append(Term("unsupported_op", -macs, "ptflops_aten.unsupported_op", Phrase("ptflops-aten misses {macs} MACs ({flops} FLOPs) "
-                              "in {type!s}: {reason!s}", {"macs": macs, "flops": flops, "type": row.type, "reason": reason}), flops=-flops))
+            terms.append(Term("unsupported_op", -macs, "ptflops_aten.unsupported_op",
+                              Phrase("ptflops-aten misses {macs} MACs ({flops} FLOPs) "
+                              "in {type!s}: {reason!s}", {"macs": macs, "flops": flops, "type": row.type,
+                                                          "reason": reason}), flops=-flops))
         return tuple(terms)
 
 

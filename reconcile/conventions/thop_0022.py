@@ -159,7 +159,8 @@ class Thop0022Convention(Convention):
         headline_terms = {}
         for key, total, parts in (("macs", total_ops, ops), ("params", total_params, params)):
             if total != sum(parts):
-                headline_terms[key] = (Term("float32", total - sum(parts), "thop_0022.float32.2", Phrase("thop 0.0.22 sums its rows in float32: "
+                headline_terms[key] = (Term("float32", total - sum(parts), "thop_0022.float32.2",
+                                            Phrase("thop 0.0.22 sums its rows in float32: "
                                             "{sum} comes out as {total}", {"sum": sum(parts), "total": total})),)
         return Prediction(self.tool, self.metric, self.unit, tuple(layers),
                           headline={"macs": total_ops, "params": total_params},
@@ -174,8 +175,11 @@ class Thop0022Convention(Convention):
         if rule is None:
             ops = 0
             if ref_ops or tree.flops(row.name):
-                terms.append(Term("unsupported_module", -ref_ops, "thop_0022.unsupported_module", Phrase("thop 0.0.22 has no rule for {type!s}: its "
-                                  "{ref_ops} MACs and {flops} FLOPs are not counted", {"type": row.type, "ref_ops": ref_ops, "flops": tree.flops(row.name)}),
+                terms.append(Term("unsupported_module", -ref_ops, "thop_0022.unsupported_module",
+                                  Phrase("thop 0.0.22 has no rule for {type!s}: its "
+                                  "{ref_ops} MACs and {flops} FLOPs are not counted", {"type": row.type,
+                                                                                       "ref_ops": ref_ops,
+                                                                                       "flops": tree.flops(row.name)}),
                                   flops=-tree.flops(row.name)))
         elif not row.call_records:
             ops = 0
@@ -189,29 +193,42 @@ class Thop0022Convention(Convention):
                     parts[k] = parts.get(k, 0) + amount
             for cause, amount in parts.items():
                 if amount:
-                    terms.append(Term(cause, amount, "thop_0022.hook_extra", Phrase("thop 0.0.22 counts {type!s}'s {replace!s}: "
-                                      "{amount} ({rstrip!s})", {"type": row.type, "replace": cause.replace('_', ' '), "amount": amount, "rstrip": (rule.__doc__ or '').split(': ', 1)[-1].rstrip('.')})))
+                    terms.append(Term(cause, amount, "thop_0022.hook_extra",
+                                      Phrase("thop 0.0.22 counts {type!s}'s {replace!s}: "
+                                      "{amount} ({rstrip!s})", {"type": row.type, "replace": cause.replace('_', ' '),
+                                                                "amount": amount,
+                                                                "rstrip": (rule.__doc__ or '').split(': ', 1)[-1].rstrip('.')})))
             rest = summed - ref_ops - sum(parts.values())
             if rest:
-                terms.append(Term("formula", rest, "thop_0022.formula.2", Phrase("thop 0.0.22's {type!s} formula gives {v} "
-                                  "MACs where the MAC count is {ref_ops}", {"type": row.type, "v": ref_ops + rest, "ref_ops": ref_ops})))
+                terms.append(Term("formula", rest, "thop_0022.formula.2",
+                                  Phrase("thop 0.0.22's {type!s} formula gives {v} "
+                                  "MACs where the MAC count is {ref_ops}", {"type": row.type, "v": ref_ops + rest,
+                                                                            "ref_ops": ref_ops})))
             last = rule(row.attrs, row.call_records[-1])[0]
             if last != summed:
-                terms.append(Term("repeated_calls", last - summed, "thop_0022.repeated_calls", Phrase("{type!s} ran {calls!s} times and thop 0.0.22 "
-                                  "keeps the last call's count only: {last} of {summed}", {"type": row.type, "calls": row.calls, "last": last, "summed": summed})))
+                terms.append(Term("repeated_calls", last - summed, "thop_0022.repeated_calls",
+                                  Phrase("{type!s} ran {calls!s} times and thop 0.0.22 "
+                                  "keeps the last call's count only: {last} of {summed}", {"type": row.type,
+                                                                                           "calls": row.calls,
+                                                                                           "last": last,
+                                                                                           "summed": summed})))
             ops = f32(last)
             if ops != last:
-                terms.append(Term("float32", ops - last, "thop_0022.float32.3", Phrase("thop 0.0.22 stores {last} as a float32: {ops}", {"last": last, "ops": ops})))
+                terms.append(Term("float32", ops - last, "thop_0022.float32.3",
+                                  Phrase("thop 0.0.22 stores {last} as a float32: {ops}", {"last": last, "ops": ops})))
         sizes = self._param_sizes(tree, row)
         params_exact, params = sum(sizes), f32_sum(sizes)
         p_terms: tuple[Term, ...] = ()
         if params_exact != ref_params:
-            p_terms += (Term("params_tied", params_exact - ref_params, "thop_0022.params_tied", Phrase("thop 0.0.22 counts every parameter "
+            p_terms += (Term("params_tied", params_exact - ref_params, "thop_0022.params_tied",
+                             Phrase("thop 0.0.22 counts every parameter "
                              "{type!s} holds, {v} of them registered first "
                              "under another module", {"type": row.type, "v": params_exact - ref_params})),)
         if params != params_exact:
-            p_terms += (Term("float32", params - params_exact, "thop_0022.float32", Phrase("thop 0.0.22 sums {type!s}'s parameters in float32: "
-                             "{params_exact} comes out as {params}", {"type": row.type, "params_exact": params_exact, "params": params})),)
+            p_terms += (Term("float32", params - params_exact, "thop_0022.float32",
+                             Phrase("thop 0.0.22 sums {type!s}'s parameters in float32: "
+                             "{params_exact} comes out as {params}", {"type": row.type, "params_exact": params_exact,
+                                                                      "params": params})),)
         return LayerPrediction(row.name, row.type, row.calls, {"ops": ref_ops, "params": ref_params},
                                {"ops": ops, "params": params},
                                {k: v for k, v in (("ops", tuple(terms)), ("params", p_terms)) if v})

@@ -172,7 +172,8 @@ def _conv_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
         where = Phrase("{n} outputs", {"n": positions})
     value = (2 * mul - 1 + bias) * positions
     parts = [("mac_vs_flop", mul * positions, _apart(mul, where)),
-             ("per_output_minus_one", -positions, Phrase("k-1 = {v!s} adds per output, not k = {mul!s}: -1 x {where!s}", {"v": mul - 1, "mul": mul, "where": where}))]
+             ("per_output_minus_one", -positions, Phrase("k-1 = {v!s} adds per output, not k = {mul!s}: -1 x {where!s}",
+                                                         {"v": mul - 1, "mul": mul, "where": where}))]
     if bias:
         parts.append(("bias", positions, Phrase("one bias add per output: {where!s}", {"where": where})))
     return value, parts
@@ -189,33 +190,38 @@ def _conv_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     parts: Parts = []
     if a.get("has_bias"):
         value += cout * active
-        parts.append(("bias", cout * active, Phrase("one bias add per output: {cout!s} x {active} = {v}", {"cout": cout, "active": active, "v": cout * active})))
+        parts.append(("bias", cout * active, Phrase("one bias add per output: {cout!s} x {active} = {v}", {"cout": cout,
+                                                                                                           "active": active, "v": cout * active})))
     return value, parts
 
 
 def _bn_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     n = numel(c.x[1:])
-    return 4 * n, [("norm", 4 * n, Phrase("BatchNorm2d counted as 4 ops per element (affine or not): 4 x {n}", {"n": n}))]
+    return 4 * n, [("norm", 4 * n, Phrase("BatchNorm2d counted as 4 ops per element (affine or not): 4 x {n}",
+                                          {"n": n}))]
 
 
 def _bn_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     n = numel(c.x)
     k = 2 if row.attrs.get("affine") else 1
-    return k * n, [("norm", k * n, Phrase("BatchNorm2d counted as {k!s} op{v!s} per element: {k!s} x {n}", {"k": k, "v": 's' if k > 1 else '', "n": n}))]
+    return k * n, [("norm", k * n, Phrase("BatchNorm2d counted as {k!s} op{v!s} per element: {k!s} x {n}",
+                                          {"k": k, "v": 's' if k > 1 else '', "n": n}))]
 
 
 def _maxpool_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     kh, kw = _pair(row.attrs["kernel_size"])
     n = numel(c.y[1:])
     v = (kh * kw - 1) * n
-    return v, [("pool", v, Phrase("MaxPool2d counted as k-1 = {v!s} compares per output: x {n}", {"v": kh * kw - 1, "n": n}))]
+    return v, [("pool", v, Phrase("MaxPool2d counted as k-1 = {v!s} compares per output: x {n}", {"v": kh * kw - 1,
+                                                                                                  "n": n}))]
 
 
 def _avgpool_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     kh, kw = _pair(row.attrs["kernel_size"])
     n = numel(c.y[1:])
     v = kh * kw * n
-    return v, [("pool", v, Phrase("AvgPool2d counted as k = {v!s} ops per output (k-1 adds, 1 divide): x {n}", {"v": kh * kw, "n": n}))]
+    return v, [("pool", v, Phrase("AvgPool2d counted as k = {v!s} ops per output (k-1 adds, 1 divide): x {n}",
+                                  {"v": kh * kw, "n": n}))]
 
 
 def _pool_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
@@ -244,7 +250,8 @@ def _linear_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     i, o = c.x[1], c.y[1]
     return o * (2 * i - 1), [
         ("mac_vs_flop", o * i, _apart(i, Phrase("{n!s} outputs", {"n": o}))),
-        ("per_output_minus_one", -o, Phrase("in-1 = {v!s} adds per output, not {i!s}, and no bias: -1 x {o!s} outputs", {"v": i - 1, "i": i, "o": o})),
+        ("per_output_minus_one", -o, Phrase("in-1 = {v!s} adds per output, not {i!s}, and no bias: -1 x {o!s} outputs",
+                                            {"v": i - 1, "i": i, "o": o})),
     ]
 
 
@@ -298,14 +305,17 @@ def _memory_elements(row: ModuleRow, c: Call, trainable: int) -> tuple[int, int,
     if _isa(row, RELU_FAMILY):
         return b * n_in, b * n_in, "the input"
     if _isa(row, PRELU):
-        return b * (n_in + trainable), b * n_in, Phrase("the input and {trainable!s} trainable parameters", {"trainable": trainable})
+        return b * (n_in + trainable), b * n_in, Phrase("the input and {trainable!s} trainable parameters",
+                                                        {"trainable": trainable})
     if _isa(row, CONV2D):
-        return b * (n_in + trainable), b * n_out, Phrase("the input and {trainable} trainable parameters", {"trainable": trainable})
+        return b * (n_in + trainable), b * n_out, Phrase("the input and {trainable} trainable parameters",
+                                                         {"trainable": trainable})
     if _isa(row, BN2D):
         ch = c.x[1]
         return b * (n_in + 2 * ch), numel(c.x), Phrase("the input and 2 x {ch!s} channel statistics", {"ch": ch})
     if _isa(row, LINEAR):
-        return b * (n_in + trainable), numel(c.y), Phrase("the input and {trainable} trainable parameters", {"trainable": trainable})
+        return b * (n_in + trainable), numel(c.y), Phrase("the input and {trainable} trainable parameters",
+                                                          {"trainable": trainable})
     if _isa(row, AVGPOOL2D + MAXPOOL2D):
         return b * n_in, b * n_out, "the input"
     return None
@@ -383,9 +393,11 @@ class TorchstatConvention(Convention):
                 headline[h] = last.predicted[k]
                 diff = headline[h] - sums[h]
                 if diff:
-                    headline_terms[h] = (Term("total_not_sum", diff, "torchstat.total_not_sum", Phrase("torchstat's total row shows the last row's "
+                    headline_terms[h] = (Term("total_not_sum", diff, "torchstat.total_not_sum",
+                                              Phrase("torchstat's total row shows the last row's "
                                               "{k!s} ({module!s}: {headline} B), not the sum of the rows "
-                                              "({sums} B)", {"k": k, "module": last.module, "headline": headline[h], "sums": sums[h]})),)
+                                              "({sums} B)", {"k": k, "module": last.module, "headline": headline[h],
+                                                             "sums": sums[h]})),)
         return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline=headline,
                           headline_terms=headline_terms, headline_reference=sums)
 
@@ -424,15 +436,20 @@ class TorchstatConvention(Convention):
             flops = sum(c.flops for c in calls)
             if not (macs or flops):
                 return 0, ()
-            return 0, (Term("unsupported_module", -macs, "torchstat.unsupported_module", Phrase("torchstat has no {key!s} rule for {type!s}: its "
-                            "{macs} MACs ({flops} FLOPs) are not counted", {"key": key, "type": row.type, "macs": macs, "flops": flops}), flops=-flops),)
+            return 0, (Term("unsupported_module", -macs, "torchstat.unsupported_module",
+                            Phrase("torchstat has no {key!s} rule for {type!s}: its "
+                            "{macs} MACs ({flops} FLOPs) are not counted", {"key": key, "type": row.type, "macs": macs,
+                                                                            "flops": flops}), flops=-flops),)
         terms: list[Term] = []
         last = calls[-1]
         if len(calls) > 1:
             earlier = calls[:-1]
             terms.append(Term("repeated_calls", -sum(c.macs for c in earlier),
-                              "torchstat.repeated_calls", Phrase("{type!s} ran {calls!s}; torchstat keeps the last one only, leaving out "
-                              "{sum} MACs ({sum2} FLOPs)", {"type": row.type, "calls": _calls(len(calls)), "sum": sum((c.macs for c in earlier)), "sum2": sum((c.flops for c in earlier))}),
+                              "torchstat.repeated_calls",
+                              Phrase("{type!s} ran {calls!s}; torchstat keeps the last one only, leaving out "
+                              "{sum} MACs ({sum2} FLOPs)", {"type": row.type, "calls": _calls(len(calls)),
+                                                            "sum": sum((c.macs for c in earlier)),
+                                                            "sum2": sum((c.flops for c in earlier))}),
                               flops=-sum(c.flops for c in earlier)))
         one, parts = rule(row, last)
         named = 0
@@ -443,10 +460,14 @@ class TorchstatConvention(Convention):
             named += batch * amount
         rest = batch * one - last.macs - named
         if rest:
-            terms.append(Term("formula", rest, "torchstat.formula", Phrase("torchstat's {type!s} {key!s} formula counts {v} "
-                              "multiplies where the MAC count is {macs}", {"type": row.type, "key": key, "v": batch * one - named, "macs": last.macs})))
+            terms.append(Term("formula", rest, "torchstat.formula",
+                              Phrase("torchstat's {type!s} {key!s} formula counts {v} "
+                              "multiplies where the MAC count is {macs}", {"type": row.type, "key": key,
+                                                                           "v": batch * one - named,
+                                                                           "macs": last.macs})))
         if batch > 1:
-            terms.append(Term("per_sample", one - batch * one, "torchstat.per_sample", Phrase("torchstat runs one sample: "
+            terms.append(Term("per_sample", one - batch * one, "torchstat.per_sample",
+                              Phrase("torchstat runs one sample: "
                               "{v} / {batch!s} = {one}", {"v": batch * one, "batch": batch, "one": one})))
         return one, tuple(terms)
 
@@ -460,8 +481,11 @@ class TorchstatConvention(Convention):
                 out.append((ref, 0, ()))
                 continue
             if model[-1][0] is None:
-                terms = (Term("unsupported_module", -ref, "torchstat.unsupported_module.2", Phrase("torchstat has no memory rule for {type!s}: "
-                              "{what!s} 0 where its ops {v!s} {ref} B", {"type": row.type, "what": what, "v": 'read' if i == 0 else 'wrote', "ref": ref})),) if ref else ()
+                terms = (Term("unsupported_module", -ref, "torchstat.unsupported_module.2",
+                              Phrase("torchstat has no memory rule for {type!s}: "
+                              "{what!s} 0 where its ops {v!s} {ref} B", {"type": row.type, "what": what,
+                                                                         "v": 'read' if i == 0 else 'wrote',
+                                                                         "ref": ref})),) if ref else ()
                 out.append((ref, 0, terms))
                 continue
             per_call = [(m[i] if m else 0) * size for m, size in model]
@@ -469,17 +493,23 @@ class TorchstatConvention(Convention):
             elements = model[-1][0][i]
             size = model[-1][1]
             out.append(self._memory_terms(row, what, ref, per_call, batch, _wrap_int32,
-                                          Phrase("{elements} elements ({desc!s}) x {size!s} B", {"elements": elements, "desc": desc, "size": size}),
+                                          Phrase("{elements} elements ({desc!s}) x {size!s} B", {"elements": elements,
+                                                                                                 "desc": desc,
+                                                                                                 "size": size}),
                                           "read" if i == 0 else "wrote", "np.int32"))
         n_out = [numel(c.y[1:]) * 4 for c in calls]
         out.append(self._memory_terms(row, "memory", ref_w, n_out, batch, None,
-                                      Phrase("{v} output elements x 4 B", {"v": n_out[-1] // 4}) if calls else "", "wrote", ""))
-        mib_terms = tuple(Term(t.cause, Fraction(t.amount, MIB), t.rule + ".mib", Phrase("{text} (in MiB)", {"text": t.sentence})) for t in out[-1][2])
+                                      Phrase("{v} output elements x 4 B", {"v": n_out[-1] // 4}) if calls else "",
+                                      "wrote", ""))
+        mib_terms = tuple(Term(t.cause, Fraction(t.amount, MIB), t.rule + ".mib", Phrase("{text} (in MiB)",
+                                                                                         {"text": t.sentence})) for t in out[-1][2])
         exact_mib = Fraction(n_out[-1], MIB) if calls else Fraction(0)
         stored = _float32(n_out[-1] / MIB) if calls else Fraction(0)
         if stored != exact_mib:
-            mib_terms += (Term("memory_model", stored - exact_mib, "torchstat.memory_model.2", Phrase("stored as float32: {n_out} B / 2**20 "
-                               "= {exact_mib} MiB rounds to {float!r}", {"n_out": n_out[-1], "exact_mib": exact_mib, "float": float(stored)})),)
+            mib_terms += (Term("memory_model", stored - exact_mib, "torchstat.memory_model.2",
+                               Phrase("stored as float32: {n_out} B / 2**20 "
+                               "= {exact_mib} MiB rounds to {float!r}", {"n_out": n_out[-1], "exact_mib": exact_mib,
+                                                                         "float": float(stored)})),)
         out.append((Fraction(ref_w, MIB), stored, mib_terms))
         return tuple(out)
 
@@ -493,19 +523,28 @@ class TorchstatConvention(Convention):
             return ref, 0, ()
         whole = [batch * v for v in per_call]
         scope = (f", x {batch} samples" if batch > 1 else "") + (f", summed over {_calls(len(whole))}" if len(whole) > 1 else "")
-        terms = [Term("memory_model", sum(whole) - ref, "torchstat.memory_model", Phrase("torchstat's {what!s} model (last call, one sample: {model_text!s})"
-                      "{scope!s}: {sum} B, where its ops {verb!s} {ref} B", {"what": what, "model_text": model_text, "scope": scope, "sum": sum(whole), "verb": verb, "ref": ref}))]
+        terms = [Term("memory_model", sum(whole) - ref, "torchstat.memory_model",
+                      Phrase("torchstat's {what!s} model (last call, one sample: {model_text!s})"
+                      "{scope!s}: {sum} B, where its ops {verb!s} {ref} B", {"what": what, "model_text": model_text,
+                                                                             "scope": scope, "sum": sum(whole),
+                                                                             "verb": verb, "ref": ref}))]
         if len(whole) > 1:
-            terms.append(Term("repeated_calls", whole[-1] - sum(whole), "torchstat.repeated_calls.2", Phrase("{type!s} ran {calls!s}; "
-                              "torchstat keeps the last one only: {whole} B of {sum} B", {"type": row.type, "calls": _calls(len(whole)), "whole": whole[-1], "sum": sum(whole)})))
+            terms.append(Term("repeated_calls", whole[-1] - sum(whole), "torchstat.repeated_calls.2",
+                              Phrase("{type!s} ran {calls!s}; "
+                              "torchstat keeps the last one only: {whole} B of {sum} B", {"type": row.type,
+                                                                                          "calls": _calls(len(whole)),
+                                                                                          "whole": whole[-1],
+                                                                                          "sum": sum(whole)})))
         one = per_call[-1]
         if batch > 1:
-            terms.append(Term("per_sample", one - whole[-1], "torchstat.per_sample.2", Phrase("torchstat runs one sample: "
+            terms.append(Term("per_sample", one - whole[-1], "torchstat.per_sample.2",
+                              Phrase("torchstat runs one sample: "
                               "{whole} B / {batch!s} = {one} B", {"whole": whole[-1], "batch": batch, "one": one})))
         value = one
         if store is not None and store(one) != one:
             value = store(one)
-            terms.append(Term("memory_model", value - one, "torchstat.memory_model.3", Phrase("{one} B overflows {store_name!s}: "
+            terms.append(Term("memory_model", value - one, "torchstat.memory_model.3",
+                              Phrase("{one} B overflows {store_name!s}: "
                               "stored as {value}", {"one": one, "store_name": store_name, "value": value})))
         return ref, value, tuple(t for t in terms if t.amount)
 
@@ -526,17 +565,27 @@ class TorchstatConvention(Convention):
         terms: dict[str, tuple[Term, ...]] = {}
         if row.macs or row.flops:
             t = Term(cause, -row.macs, "torchstat.not_leaf", Phrase("{why!s}: {macs} MACs, {flops} FLOPs "
-                     "({join!s})", {"why": why, "macs": row.macs, "flops": row.flops, "join": joined([Phrase("{k!s} {v}", {"k": k, "v": v}) for k, v in row.components.items()], ", ")}), flops=-row.flops)
+                     "({join!s})", {"why": why, "macs": row.macs, "flops": row.flops,
+                                    "join": joined([Phrase("{k!s} {v}", {"k": k, "v": v}) for k,
+                                                    v in row.components.items()], ", ")}), flops=-row.flops)
             terms["MAdd"] = terms["Flops"] = (t,)
         if row.params:
-            terms["params"] = (Term("params_missed", -row.params, "torchstat.params_missed", Phrase("torchstat misses the {params} parameters "
-                                    "held directly by {type!s} (it only reads leaf modules)", {"params": row.params, "type": row.type})),)
-        read = (Term(cause, -row.bytes_read, "torchstat.not_leaf_read", Phrase("{why!s}: its ops read {bytes_read} B", {"why": why, "bytes_read": row.bytes_read})),) if row.bytes_read else ()
-        write = (Term(cause, -row.bytes_written, "torchstat.not_leaf_wrote", Phrase("{why!s}: its ops wrote {bytes_written} B", {"why": why, "bytes_written": row.bytes_written})),) \
+            terms["params"] = (Term("params_missed", -row.params, "torchstat.params_missed",
+                                    Phrase("torchstat misses the {params} parameters "
+                                    "held directly by {type!s} (it only reads leaf modules)", {"params": row.params,
+                                                                                               "type": row.type})),)
+        read = (Term(cause, -row.bytes_read, "torchstat.not_leaf_read", Phrase("{why!s}: its ops read {bytes_read} B",
+                                                                               {"why": why,
+                                                                                "bytes_read": row.bytes_read})),
+                ) if row.bytes_read else ()
+        write = (Term(cause, -row.bytes_written, "torchstat.not_leaf_wrote",
+                      Phrase("{why!s}: its ops wrote {bytes_written} B", {"why": why,
+                                                                          "bytes_written": row.bytes_written})),) \
             if row.bytes_written else ()
         terms["MemRead"], terms["MemWrite"], terms["MemR+W"] = read, write, read + write
         terms["memory_bytes"] = write
-        terms["memory"] = tuple(Term(t.cause, Fraction(t.amount, MIB), t.rule + ".mib", Phrase("{text} (in MiB)", {"text": t.sentence})) for t in write)
+        terms["memory"] = tuple(Term(t.cause, Fraction(t.amount, MIB), t.rule + ".mib", Phrase("{text} (in MiB)",
+                                                                                               {"text": t.sentence})) for t in write)
         predicted = {k: (Fraction(0) if k == "memory" else 0) for k in reference}
         return LayerPrediction(row.name, row.type, row.calls, reference, predicted, terms)
 

@@ -253,10 +253,13 @@ class UltralyticsThopConvention(Convention):
                 key = f"functional:{'Tensor.matmul' if label == 'Tensor.__matmul__' else label}"
                 unattributed[key] = unattributed.get(key, 0) + count
                 ts = u_terms.setdefault(key, [])
-                ts.append(Term("functional_not_seen", macs, "ultralytics_thop.functional_not_seen", Phrase("{label!s} in {type!s} ({v!s}) counted "
-                               "in the total only: {macs} MACs", {"label": label, "type": row.type, "v": row.name or 'root', "macs": macs})))
+                ts.append(Term("functional_not_seen", macs, "ultralytics_thop.functional_not_seen",
+                               Phrase("{label!s} in {type!s} ({v!s}) counted "
+                               "in the total only: {macs} MACs", {"label": label, "type": row.type,
+                                                                  "v": row.name or 'root', "macs": macs})))
                 if count != macs:
-                    ts.append(Term("formula", count - macs, "ultralytics_thop.formula.3", Phrase("its {label!s} rule gives {count} where the MAC "
+                    ts.append(Term("formula", count - macs, "ultralytics_thop.formula.3",
+                                   Phrase("its {label!s} rule gives {count} where the MAC "
                                    "count is {macs}", {"label": label, "count": count, "macs": macs})))
             pred = self._row(tree, row, seen, names)
             if pred is not None:
@@ -284,26 +287,37 @@ class UltralyticsThopConvention(Convention):
             ops = sum(parts.values())
             for cause, amount in parts.items():
                 if cause != "macs" and amount:
-                    terms.append(Term(cause, amount, "ultralytics_thop.hook_extra", Phrase("ultralytics-thop counts {type!s}'s {replace!s}: "
-                                      "{amount} ({rstrip!s})", {"type": row.type, "replace": cause.replace('_', ' '), "amount": amount, "rstrip": (rule.__doc__ or '').split(': ', 1)[-1].rstrip('.')})))
+                    terms.append(Term(cause, amount, "ultralytics_thop.hook_extra",
+                                      Phrase("ultralytics-thop counts {type!s}'s {replace!s}: "
+                                      "{amount} ({rstrip!s})", {"type": row.type, "replace": cause.replace('_', ' '),
+                                                                "amount": amount,
+                                                                "rstrip": (rule.__doc__ or '').split(': ', 1)[-1].rstrip('.')})))
             rest = parts.get("macs", 0) - ref
             if rest:
-                terms.append(Term("formula", rest, "ultralytics_thop.formula", Phrase("ultralytics-thop's {type!s} formula gives "
-                                  "{get} MACs where the MAC count is {ref}", {"type": row.type, "get": parts.get('macs', 0), "ref": ref})))
+                terms.append(Term("formula", rest, "ultralytics_thop.formula",
+                                  Phrase("ultralytics-thop's {type!s} formula gives "
+                                  "{get} MACs where the MAC count is {ref}", {"type": row.type,
+                                                                              "get": parts.get('macs', 0),
+                                                                              "ref": ref})))
         else:
             seen_macs = sum(m for _, _, m, _ in seen)
             seen_flops = sum(f for _, _, _, f in seen)
             if seen_macs:
                 labels = ", ".join(sorted({lbl for lbl, *_ in seen}))
-                terms.append(Term("functional_not_seen", -seen_macs, "ultralytics_thop.functional_not_seen.2", Phrase("{type!s} has no rule: its {labels!s} "
-                                  "({seen_macs} MACs) are counted in the total only", {"type": row.type, "labels": labels, "seen_macs": seen_macs})))
+                terms.append(Term("functional_not_seen", -seen_macs, "ultralytics_thop.functional_not_seen.2",
+                                  Phrase("{type!s} has no rule: its {labels!s} "
+                                  "({seen_macs} MACs) are counted in the total only", {"type": row.type,
+                                                                                       "labels": labels,
+                                                                                       "seen_macs": seen_macs})))
             missed, missed_flops = ref - seen_macs, row.flops - seen_flops
             if missed or (missed_flops and not found):
                 cause = "unsupported_module" if common._builtin_compute(row) else "functional_not_seen"
                 what = (f"ultralytics-thop has no rule for {row.type}" if cause == "unsupported_module" else
                         f"ultralytics-thop counts no product of {row.type}.forward but matmul / linear / einsum / SDPA")
-                terms.append(Term(cause, -missed, "ultralytics_thop.missed", Phrase("{what!s}: {missed} MACs ({missed_flops} FLOPs) "
-                                  "not counted", {"what": what, "missed": missed, "missed_flops": missed_flops}), flops=-missed_flops))
+                terms.append(Term(cause, -missed, "ultralytics_thop.missed",
+                                  Phrase("{what!s}: {missed} MACs ({missed_flops} FLOPs) "
+                                  "not counted", {"what": what, "missed": missed, "missed_flops": missed_flops}),
+                                  flops=-missed_flops))
         leaf = not tree.children.get(row.name)
         if not (leaf or ops or row.params or terms or ref):
             return None

@@ -225,7 +225,8 @@ def _six_nd(native: NativeCount, tokens: int) -> RuleOfThumb:
     ]
     gaps = [g for g in gaps if g.amount]
     assert 6 * n_all * D == T + sum(g.amount for g in gaps), "rule gaps must add up"
-    return RuleOfThumb("6nd", "6 x parameters x tokens (Kaplan et al.)", Phrase("6 x {params} parameters x {tokens} tokens", {"params": n_all, "tokens": D}),
+    return RuleOfThumb("6nd", "6 x parameters x tokens (Kaplan et al.)",
+                       Phrase("6 x {params} parameters x {tokens} tokens", {"params": n_all, "tokens": D}),
                        6 * n_all * D, T, tuple(gaps))
 
 

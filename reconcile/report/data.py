@@ -28,7 +28,8 @@ def _num(x: Any) -> Any:
 
 
 def _layer(le: LayerExplanation, metric: str) -> dict[str, Any]:
-    causes = [{"metric": m, "id": c.id, "kind": c.kind, "amount": _num(c.amount), "flops": _num(c.flops), "text": sentence(c)}
+    causes = [{"metric": m, "id": c.id, "kind": c.kind, "amount": _num(c.amount), "flops": _num(c.flops),
+               "text": sentence(c)}
               for m, cs in le.causes.items() for c in cs]
     return {
         "module": le.module,

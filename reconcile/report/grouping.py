@@ -31,7 +31,8 @@ class LayerGroup:
     type: str
     reference: int | Fraction | None  # native MACs, summed
     raw: tuple[int | Fraction | None, ...]  # per tool column, summed (None: no row in that tool)
-    measured_against: tuple[int | Fraction | None, ...]  # per tool column: the native MACs its rows are explained against
+    measured_against: tuple[int | Fraction | None,
+                            ...]  # per tool column: the native MACs its rows are explained against
     notes: tuple[tuple[str, str, Cause], ...]  # (cause id, tool, cause) of the first member
     residual: tuple[int | Fraction, ...]  # per tool column
 
@@ -127,7 +128,8 @@ def group_layers(tools: Sequence[ToolExplanation], modules: Sequence[str],
             residual.append(sum((le.residual.get(t.metric, 0) for le in present), 0))
         notes = tuple((c.id, t.tool, c) for t in tools if t.tool in first
                       for c in first[t.tool].causes.get(t.metric, ()))
-        ref = sum((references[m] for m in members if m in references), 0) if any(m in references for m in members) else None
+        ref = sum((references[m] for m in members if m in references),
+                  0) if any(m in references for m in members) else None
         groups.append(LayerGroup(tuple(members), types.get(members[0], ""), ref, tuple(raw), tuple(against), notes,
                                  tuple(residual)))
     return groups

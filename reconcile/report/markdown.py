@@ -400,7 +400,8 @@ def training_section(r: ModelReport) -> list[str]:
         out += [f"**{rule.name}**: {phrase(rule.formula)} = {_n(rule.predicted)} FLOPs; exact {_n(rule.exact)}: the "
                 f"rule is off by {_signed(gap)} ({numbers.percent(gap, rule.exact, 2)}), split into:", ""]
         out += _table(["cause", "FLOPs the rule counts more (+) or less (−)", "why"],
-                      [[g.cause, _signed(g.amount), sentence(g)] for g in rule.gaps] + [["**sum**", f"**{_signed(gap)}**", ""]],
+                      [[g.cause, _signed(g.amount),
+                        sentence(g)] for g in rule.gaps] + [["**sum**", f"**{_signed(gap)}**", ""]],
                       "lrl") + [""]
     mem = t.memory
     if mem is not None:
