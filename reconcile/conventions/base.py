@@ -2,9 +2,10 @@
 
 A ``Convention`` predicts, for every row a tool reports, each raw number the tool would print,
 as a native *reference* plus named *terms*. Each term is one cause of disagreement with the
-reference, with an exact amount, the rule that produced it and that rule's values; the sentence
-is rendered from them in ``reconcile.report``, never here. The explain stage compares predictions with a
-real run: residual = raw - predicted, and the goal is zero everywhere.
+reference, with an exact amount, the rule that produced it and that rule's values (a ``Phrase``:
+the sentence with named slots, and exact numbers and names to fill them); the sentence is
+rendered in ``reconcile.report.sentences``, never here. The explain stage compares predictions
+with a real run: residual = raw - predicted, and the goal is zero everywhere.
 
 References (what a term is measured against):
 - op counts: the native ``macs`` of the same scope (torchvision's ``_ops`` convention);
