@@ -334,14 +334,14 @@ def bind(model: Any, positional: Sequence[Any], named: dict[str, Any]) -> tuple[
             args.append(p.default)
         else:
             raise ReconcileError(f"{type(model).__name__}.forward needs {p.name!r} before "
-                                 f"{', '.join(remaining)}: give it as an input too")
+                                 f"{elide(list(remaining))}: give it as an input too")
     if remaining:
         known = [p.name for p in params]
         for n in remaining:
             if n in known[: len(positional)]:
                 raise ReconcileError(f"input {n!r} is also given positionally: give it once")
         raise ReconcileError(
-            f"{type(model).__name__}.forward has no positional parameter {', '.join(map(repr, remaining))} "
-            f"(it takes {', '.join(known) or 'no named parameters'}): rename the input"
+            f"{type(model).__name__}.forward has no positional parameter {elide(list(map(repr, remaining)))} "
+            f"(it takes {elide(known) or 'no named parameters'}): rename the input"
         )
     return tuple(args)

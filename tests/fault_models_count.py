@@ -123,3 +123,11 @@ def many_inputs() -> nn.Module:
 
 # 20,000 tensors of one element each: one 20,000-argument forward
 many_inputs.example_inputs = lambda: tuple(torch.zeros(1) for _ in range(MANY))  # type: ignore[attr-defined]
+
+
+def many_named_inputs() -> nn.Module:
+    return _Conv()
+
+
+# 20,000 keyword inputs, none of them a parameter of forward(x): refused, naming every one
+many_named_inputs.example_inputs = lambda: {f"x{k}": torch.zeros(1) for k in range(MANY)}  # type: ignore[attr-defined]
