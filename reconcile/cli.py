@@ -129,10 +129,11 @@ def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...]):
 
 
 def _each_counted(ns: argparse.Namespace, cfg: RunConfig, work: Callable[[object], None], *, device: str,
-                  mode: str, training: bool = False) -> int:
+                  mode: str, training: bool = False, note: bool = True) -> int:
     """Run ``work`` on each model's native count, counted in a worker (``reconcile.isolated``: a
     crash, hang, print or change to torch's globals touches only that model); a model that could
-    not be counted, or whose ``work`` raised a ReconcileError, is one line and the rest go on."""
+    not be counted, or whose ``work`` raised a ReconcileError, is one line and the rest go on.
+    ``note``: say on stderr when a count asked for on meta was made on CPU."""
     from reconcile import isolated, models
 
     failed = 0
@@ -142,7 +143,7 @@ def _each_counted(ns: argparse.Namespace, cfg: RunConfig, work: Callable[[object
         try:
             if counted.error:
                 raise ReconcileError(counted.error)
-            if counted.moved:
+            if counted.moved and note:
                 print(f"reconcile: note: {counted.name} counted on cpu: on meta, {counted.moved}", file=sys.stderr)
             work(counted)
         except ReconcileError as exc:
@@ -477,7 +478,6 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
         raise ReconcileError(f"--repeat must be at least 1, got {ns.repeat}")
     from pathlib import Path
 
-    from reconcile import models
     from reconcile.roofline import core as rcore
     from reconcile.roofline import compute_dtype, platforms, render, split_keys
 
@@ -508,8 +508,7 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
             local_here = any(p.key == "local" for p in plats)
             run = isolated.measured(spec.name, inputs, ns.repeat, local_here, cfg.timeout)
             if run.status != "ok":
-                raise ReconcileError(isolated.failure(spec.name, run).replace("could not be counted",
-                                                                              "could not be measured"))
+                raise ReconcileError(isolated.failure(spec.name, run, what="measured"))
             module_s, total_s = run.detail["module_s"], run.detail["total_s"]
             kernels: dict[str, float] = run.detail["kernels"]
             noise = 0.0
@@ -554,7 +553,7 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
                                      "choose another folder with --plot") from exc
         sys.stdout.flush()
 
-    code = _each_counted(ns, cfg, work, device="meta", mode="eval")
+    code = _each_counted(ns, cfg, work, device="meta", mode="eval", note=False)
     if within and not code:  # listed in the table too; said here with why they do not fail the check
         print(f"reconcile: {len(within)} layer(s) measured faster than their bound by less than the local peak "
               f"itself moved between its timings before and after the layers (up to {max(noises):.1%}): timing "

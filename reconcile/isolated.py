@@ -90,7 +90,7 @@ def _counted(mr: "ModelRuns") -> Counted:
     return Counted(mr, "", moved)
 
 
-def failure(name: str, run: ToolRun | None, error: str = "") -> str:
+def failure(name: str, run: ToolRun | None, error: str = "", what: str = "counted") -> str:
     """One line for a model that could not be counted: a user's mistake as reconcile says it
     (unknown model, a factory or forward that raised), out of memory with what to do, and a
     worker that died or timed out with how."""
@@ -105,8 +105,8 @@ def failure(name: str, run: ToolRun | None, error: str = "") -> str:
         return (f"{name}: the input or model is too large for this machine's memory ({run.error_type}); "
                 "count it with --device meta, which allocates nothing")
     if run.status == "timeout":
-        return f"{name} could not be counted: {message} (raise --timeout if it needs longer)"
-    return f"{name} could not be counted: {run.error_type}: {message}"
+        return f"{name} could not be {what}: {message} (raise --timeout if it needs longer)"
+    return f"{name} could not be {what}: {run.error_type}: {message}"
 
 
 def _out_of_memory(text: str) -> bool:
