@@ -18,6 +18,20 @@ Number = int | Fraction
 
 
 @dataclass(frozen=True)
+class Phrase:
+    """Words with named slots and the exact values that fill them: part of a cause's sentence (a
+    list of op families, "(call 2 of 3)"), kept as data so that the report renders it (and groups
+    by it with the numbers left out). ``template`` is ``str.format`` text, as ``Term.sentence``."""
+
+    template: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+# what fills a slot of a cause's sentence: an exact number, a name, or a nested phrase
+Value = int | Fraction | float | str | Phrase
+
+
+@dataclass(frozen=True)
 class TensorMeta:
     """Shape and dtype of one tensor seen at a module boundary."""
 
