@@ -72,6 +72,8 @@ ADAPTERS: dict[str, str] = {
     "flopcountermode-training": "reconcile.adapters.flopcountermode:FlopCounterModeTrainingAdapter",
     # not a counter: a model's default inputs, when finding them runs user or library code
     "inputs": "reconcile.adapters.inputs:InputsProbe",
+    # not a counter: `roofline --measure` times each layer of the model (reconcile.isolated)
+    "roofline-measure": "reconcile.isolated:MeasureLayers",
 }
 
 # imported once by the forkserver, so no worker pays for them. Only ImportError is tolerated
@@ -106,6 +108,7 @@ class Job:
     inputs: tuple[Any, ...] = ()
     mode: str = "eval"
     device: str | None = None  # where to build and run; None: where the adapter asks (Adapter.device)
+    options: tuple[tuple[str, Any], ...] = ()  # keyword arguments of the adapter's constructor
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
@@ -587,7 +590,7 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, thre
         if pin is not None:  # its own folder first, the preloaded copy of its module dropped
             versions.check(pin.name)  # not installed: a ReconcileError, recorded as this job's failure
             versions.activate(pin)
-        adapter = _resolve(spec)()
+        adapter = _resolve(spec)(**dict(job.options))
         if pin is not None:
             adapter.name, adapter.distribution = pin.name, pin.dist
         version = adapter.version()
