@@ -163,3 +163,10 @@ def wait_for_session_end(sid: int, seconds: float) -> list[str]:
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(0.2)
+
+
+# a factory whose spec, ``tests.fault_models:long_name_xxx...``, is 240 characters: longer than a
+# file name may be once reconcile adds its suffixes (issue 19)
+LONG_NAME = "long_name_" + "x" * (240 - len("tests.fault_models:long_name_"))
+globals()[LONG_NAME] = _factory(LONG_NAME, lambda: None)
+LONG_SPEC = f"tests.fault_models:{LONG_NAME}"
