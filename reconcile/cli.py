@@ -291,7 +291,12 @@ def cmd_report(ns: argparse.Namespace) -> int:
                 # native could not count it, some tools did: their numbers are still reported (raw)
             report = pipeline.reconcile_model(mr, hardware if mr.native is not None else None)
             files = pipeline.render_model(report)
-            pipeline.write_files(folder, files)
+            try:
+                pipeline.write_files(folder, files)
+            except pipeline.WriteFailed as exc:  # a full disk: this model's report is lost, not the others'
+                _err(f"{exc}: the report of {mr.name} was not written")
+                failed += 1
+                continue
             reports.append(report)
             unexplained = [t.tool for t in report.tools if t.status == "ok" and t.residual]
             note = f"; unexplained residual in {', '.join(unexplained)}" if unexplained else ""
@@ -398,7 +403,9 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
     done: dict[str, object] = {}
     if ns.resume:  # models whose result is kept for the same tools and versions are not run again
         for name in names:
-            runs = zoo.load_runs(kept_folder / zoo.kept_file(name), zoo.run_key(name, tools, cfg.timeout))
+            runs, note = zoo.resume(kept_folder, name, zoo.run_key(name, tools, cfg.timeout))
+            if note:  # a file that does not validate is never trusted, never fatal: the model runs again
+                _err_line(note)
             if runs is not None:
                 done[name] = runs
     todo = [n for n in names if n not in done]
@@ -425,8 +432,12 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
 
         def keep(mr) -> None:
             if not mr.error:  # kept as soon as it is complete: an interrupted run resumes here
-                pipeline.write_files(kept_folder, {zoo.kept_file(mr.spec): zoo.dump_runs(
-                    zoo.run_key(mr.spec, tools, cfg.timeout), mr)})
+                try:
+                    pipeline.write_files(kept_folder, {zoo.kept_file(mr.spec): zoo.dump_runs(
+                        zoo.run_key(mr.spec, tools, cfg.timeout), mr)})
+                except (ReconcileError, TypeError) as exc:  # the run goes on; only --resume loses this model
+                    progress.write(f"reconcile: {mr.spec}: its result could not be kept for --resume ({exc})",
+                                   file=sys.stderr)
             finish(mr.spec, mr)
 
         with executors.session(cfg.executor, cfg.ray_address):
