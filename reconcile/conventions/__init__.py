@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "flopcountermode": "reconcile.conventions.flopcountermode:CONVENTION",
     "torchinfo": "reconcile.conventions.torchinfo:CONVENTION",
     "mmengine": "reconcile.conventions.mmengine:CONVENTION",
+    "torchprofile": "reconcile.conventions.torchprofile:CONVENTION",
 }
 
 
