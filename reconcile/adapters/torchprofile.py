@@ -19,11 +19,15 @@ Guarantees, for a run with status ``ok``:
   own ``forward`` ran, not its children's). torchprofile's ``_get_trace_graph`` records no module
   scopes (every ``Node.scope`` is empty), so the adapter pushes each module's name as the trace
   scope around its forward, with forward hooks on a copy, as fvcore does: the nodes and their
-  counts are unchanged, only their scope is filled. ``raw["unhandled:<op>"]``: calls of traced
-  ops torchprofile has no handler for (it warns ``No handlers found`` and skips them: 0).
+  counts are unchanged, only their scope is filled.
 * Reconciliation: the rows sum to ``headline["macs"]``; ``unattributed`` is empty (a node
   outside every module scope is the root's).
-* ``warnings``: Python warnings raised during the run (torchprofile's ``No handlers found``).
+* ``warnings``: Python warnings raised during the run: torchprofile's ``No handlers found:
+  "<op>". Skipped.``, one per traced node without a handler (counted as 0), is its only report of
+  what it skipped (no scope, no count), and is kept as it is.
+* A model with a ``None`` among its inputs is traced through ``flat_io``'s wrapper (the Nones put
+  back in place): ``profile_macs`` takes positional tensors only. The wrapper's own nodes are
+  the root's.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import copy
 from collections import Counter
 from typing import Any, Iterator
 
-from reconcile.adapters.base import Adapter, ToolFailure, capture_output, counting_calls, exact_number, module_names
+from reconcile.adapters.base import Adapter, capture_output, counting_calls, exact_number, flat_io, module_names
 from reconcile.records import ToolLayer, ToolRun
 
 
@@ -89,47 +93,31 @@ class TorchprofileAdapter(Adapter):
         names = module_names(work)
         known = set(names.values())
         args = tuple(inputs)
+        target, notes = work, []
         if not all(isinstance(a, torch.Tensor) for a in args):
-            raise ToolFailure("torchprofile traces tensor inputs only: this model takes a non-tensor input",
-                              TypeError("profile_macs(model, args): args must be tensors"))
-        graphs: list[Any] = []
+            # profile_macs takes positional tensors only (no kwargs): a None between them (GPT-2's
+            # past_key_values before attention_mask) is put back by a wrapper, as for fvcore
+            target, args = flat_io(work, args)
+            notes.append("traced through a wrapper that puts the model's None inputs back in place "
+                         "(profile_macs takes positional tensors only); its own nodes are the root's")
         with capture_output() as cap:
-            import importlib
-
             from torchprofile import profile_macs
-            from torchprofile.handlers import HANDLER_MAP
 
-            profile = importlib.import_module("torchprofile.profile")  # the module, not the function
-            original = profile.trace
-
-            def keeping(*a: Any, **kw: Any) -> Any:  # the graph profile_macs walks, kept to list its skipped nodes
-                graph = original(*a, **kw)
-                graphs.append(graph)
-                return graph
-
-            profile.trace = keeping
-            try:
-                with _module_scopes(work), counting_calls(work) as calls:
-                    per_node = profile_macs(work, args if len(args) != 1 else args[0], reduction=None)
-            finally:
-                profile.trace = original
+            with _module_scopes(work), counting_calls(work) as calls:
+                per_node = profile_macs(target, args if len(args) != 1 else args[0], reduction=None)
 
         macs: Counter = Counter({name: 0 for name in known})
         for node, value in per_node.items():
             macs[_module_of(node.scope, known)] += exact_number(value)
         total = sum(macs.values())
-        unhandled: dict[str, Counter] = {}
-        for node in (n for g in graphs for n in g.nodes):  # warned "No handlers found", skipped: 0
-            if node.operator not in HANDLER_MAP:
-                unhandled.setdefault(_module_of(node.scope, known), Counter())[node.operator] += 1
         by_id = {id(m): m for _, m in work.named_modules(remove_duplicate=False)}
-        layers = []
+        layers, seen = [], set()
         for key, name in names.items():
-            if name in (layer.module for layer in layers):
+            if name in seen:  # a module registered under two names: one row, under its first name
                 continue
+            seen.add(name)
             module = by_id[key]
             raw: dict[str, Any] = {"macs": macs[name]}
-            raw.update({f"unhandled:{op}": n for op, n in sorted(unhandled.get(name, Counter()).items())})
             layers.append(ToolLayer(module=name, type=type(module).__name__, calls=calls.get(key, 0), raw=raw,
                                     key=name))
         return ToolRun(
@@ -145,6 +133,7 @@ class TorchprofileAdapter(Adapter):
                 "profile_macs(model, inputs, reduction=None) summed: what the default reduction=sum returns",
                 "run on a deepcopy with forward hooks pushing each module's name as the trace scope "
                 "(torchprofile records none); counts unchanged",
+                *notes,
             ),
         )
 

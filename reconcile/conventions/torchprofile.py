@@ -77,7 +77,8 @@ def _sdpa_mul_elements(row: ModuleRow, calls: int, mul_calls: int, mul_out: int)
     From the recorded calls' q and k shapes when they are all there, else pro rata."""
     recorded = [c for c in row.torch_calls if c.func == "F.scaled_dot_product_attention"]
     if len(recorded) == calls and all(isinstance(a, TensorMeta) for c in recorded for a in c.args[:2]):
-        return sum(numel(c.args[0].shape) + numel(c.args[1].shape) for c in recorded)
+        # k is scaled after it is broadcast to q's heads (grouped-query attention: fewer k heads)
+        return sum(numel(c.args[0].shape) + numel((*c.args[0].shape[:-2], *c.args[1].shape[-2:])) for c in recorded)
     return mul_out * min(2 * calls, mul_calls) // mul_calls if mul_calls else 0
 
 
