@@ -20,6 +20,7 @@ REGISTRY: dict[str, str] = {
     "torchinfo": "reconcile.conventions.torchinfo:CONVENTION",
     "mmengine": "reconcile.conventions.mmengine:CONVENTION",
     "torchprofile": "reconcile.conventions.torchprofile:CONVENTION",
+    "torchscan": "reconcile.conventions.torchscan:CONVENTION",
 }
 
 
