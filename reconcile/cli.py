@@ -18,7 +18,7 @@ from reconcile.config import DEVICES, FORMATS, RunConfig
 from reconcile.errors import ReconcileError
 
 TOOL_NAMES = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore",
-              "mmengine", "torchinfo", "flopcountermode", "torchprofile", "torchscan")
+              "mmengine", "torchinfo", "flopcountermode", "torchprofile", "torchscan", "pthflops")
 
 
 def _pinned() -> tuple[str, ...]:

@@ -144,6 +144,7 @@ class TorchscanConvention(Convention):
         for b in native.buffers:
             owner = b.name.rsplit(".", 1)[0] if "." in b.name else ""
             buffers[owner] = buffers.get(owner, 0) + b.numel
+        held = _first_called_holders(native)
         layers = []
         inside_mha: set[str] = set()
         for r in native.rows:
@@ -152,13 +153,14 @@ class TorchscanConvention(Convention):
             mha = is_instance(r, _MHA)
             if mha:
                 inside_mha.update(x.name for x in tree.subtree(r.name) if x.name != r.name)
-            layers.append(self._row(tree, r, mha, buffers))
+            layers.append(self._row(tree, r, mha, buffers, held))
         macs = sum(p.predicted["macs"] for p in layers)
         params = native.totals["params"]
         return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline={"macs": macs, "params": params},
                           headline_reference={"macs": macs, "params": params})
 
-    def _row(self, tree: common.Tree, row: ModuleRow, mha: bool, buffers: dict[str, int]) -> LayerPrediction:
+    def _row(self, tree: common.Tree, row: ModuleRow, mha: bool, buffers: dict[str, int],
+             held: dict[str, int]) -> LayerPrediction:
         leaf = mha or not tree.children.get(row.name)
         ref = tree.macs(row.name) if mha else row.macs
         terms: list[Term] = []
@@ -173,11 +175,35 @@ class TorchscanConvention(Convention):
         names = [x.name for x in tree.subtree(row.name)] if mha else [row.name]
         params = tree.params(row.name) if mha else row.params
         n_buf = sum(buffers.get(n, 0) for n in names)
-        param_terms = (Term("params_buffers", n_buf, f"{TOOL}'s Param # adds the {exact(n_buf)} elements of "
-                            f"{row.type}'s buffers"),) if n_buf else ()
+        counted = params if mha else held.get(row.name, 0)  # MultiheadAttention: its subtree, recurse=True
+        param_terms: list[Term] = []
+        if n_buf:
+            param_terms.append(Term("params_buffers", n_buf, f"{TOOL}'s Param # adds the {exact(n_buf)} elements of "
+                                    f"{row.type}'s buffers"))
+        if counted != params:
+            param_terms.append(Term("params_tied", counted - params, f"{TOOL} counts a tied parameter at the first "
+                                    f"module called that holds it, not at its first name: {exact(counted)} here "
+                                    f"where {exact(params)} are registered first under this module"))
         return LayerPrediction(row.name, row.type, row.calls, {"macs": ref, "params": params},
-                               {"macs": macs, "params": params + n_buf},
-                               {"macs": tuple(terms), "params": param_terms})
+                               {"macs": macs, "params": counted + n_buf},
+                               {"macs": tuple(terms), "params": tuple(param_terms)})
+
+
+def _first_called_holders(native: NativeCount) -> dict[str, int]:
+    """Parameter elements per module as torchscan's pre-hooks count them: each tensor once, at the
+    first module *called* that holds it directly (under its first name or an alias)."""
+    first: dict[str, int] = {}
+    for r in native.rows:
+        if r.calls and r.call_records:
+            first[r.name] = min(c.order for c in r.call_records)
+    out: dict[str, int] = {}
+    for p in native.params:
+        holders = [n.rsplit(".", 1)[0] if "." in n else "" for n in (p.name, *p.aliases)]
+        called = [h for h in holders if h in first]
+        if called:
+            owner = min(called, key=lambda h: first[h])
+            out[owner] = out.get(owner, 0) + p.numel
+    return out
 
 
 CONVENTION = TorchscanConvention()
