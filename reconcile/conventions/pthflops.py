@@ -168,7 +168,7 @@ class PthflopsConvention(Convention):
                 layers.append(LayerPrediction(r.name, r.type, r.calls, {"flops": r.macs}, {"flops": 0},
                                               {"flops": tuple(terms)}))
                 continue
-            if r.name and fx_leaf(r):
+            if r.name and fx_leaf(r) and r.calls:  # a ModuleList is never called: its children are nodes
                 inside.update(x.name for x in tree.subtree(r.name) if x.name != r.name)
                 value = _leaf(r, r.macs, terms) if r.calls else 0
             else:
