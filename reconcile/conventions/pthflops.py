@@ -111,8 +111,23 @@ def _leaf(row: ModuleRow, ref: int, terms: list[Term]) -> int:
     return 0
 
 
+# modules whose forward hands all its work to a function registered with ``torch.fx.wrap``: one
+# call_function node under the function's own name, which pthflops counts as 0
+_FX_WRAPPED = {
+    "torchvision.models.swin_transformer.ShiftedWindowAttention": "shifted_window_attention",
+    "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": "shifted_window_attention",
+}
+
+
 def _traced(row: ModuleRow, terms: list[Term]) -> int:
     """A traced-through module's own forward: its add / mul / matmul calls."""
+    wrapped = _FX_WRAPPED.get(row.attrs.get("class", ""))
+    if wrapped:
+        if row.macs or row.flops:
+            terms.append(Term("functional_not_seen", -row.macs, f"{row.type}.forward calls {wrapped}, which "
+                              f"torchvision registers with torch.fx.wrap: one fx node that {TOOL} counts as 0 "
+                              f"({exact(row.macs)} MACs, {exact(row.flops)} FLOPs not counted)", flops=-row.flops))
+        return 0
     total = 0
     elementwise = matmul = 0
     for c in row.torch_calls:
