@@ -65,6 +65,7 @@ ADAPTERS: dict[str, str] = {
     "mmengine": "reconcile.adapters.mmengine:MmengineAdapter",
     "torchprofile": "reconcile.adapters.torchprofile:TorchprofileAdapter",
     "torchscan": "reconcile.adapters.torchscan:TorchscanAdapter",
+    "torchscan-ops": "reconcile.adapters.torchscan:TorchscanOpsAdapter",
     "pthflops": "reconcile.adapters.pthflops:PthflopsAdapter",
     "native": "reconcile.adapters.native:NativeAdapter",
     # not a counter: the forward as torch.jit traces it, for the native count (fvcore's convention)

@@ -12,8 +12,10 @@ torchscan's summary holds two views of one forward, which users read apart:
   type has no formula ("Module type not supported": 0). The table's per-layer "Param #" is the
   module's own parameters *plus its buffers*, each tensor once in call order (MHA: its
   subtree); "Total params" is ``model.parameters()`` only.
-* the **operator view** (row ``torchscan-ops``): ``FlopCounterMode`` around the same forward
-  ("Operator forward FLOPs"), not modelled here yet.
+* the **operator view** (row ``torchscan-ops``, ``TorchscanOpsAdapter``): torchscan's
+  ``measure_flops`` runs ``FlopCounterMode(display=False)`` (and a recorder of every aten op) around
+  the same forward, still under ``eval()`` and ``no_grad`` ("Operator forward FLOPs", printed
+  "known" when an observed op has no formula and is not one torchscan lists as free).
 
 Guarantees, for a run with status ``ok`` (the module view):
 
@@ -32,8 +34,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from reconcile.adapters.base import Adapter, capture_output, exact_number, module_names
-from reconcile.records import ToolLayer, ToolRun
+from reconcile.adapters.base import Adapter, capture_output, exact_number, fcm_keys, module_names
+from reconcile.records import Number, ToolLayer, ToolRun
 
 
 def _known(result: Any) -> Any:
@@ -92,5 +94,79 @@ class TorchscanAdapter(Adapter):
                 "summary(model, args=inputs): the model's own inputs instead of input_shape's random ones",
                 f"MACs status: {totals['macs']['status']} (torchscan prints a partial total as 'known')",
                 "per-layer params: the printed Param # (parameters + buffers); calls of a module summed",
+            ),
+        )
+
+
+class TorchscanOpsAdapter(Adapter):
+    """torchscan's operator view, read from the report ``summary`` returns (what it printed from):
+
+    * ``headline``: ``flops`` = ``report["operator_flops"]["total"]`` (its value, or its known value
+      when partial: "Operator forward FLOPs"), and ``"<op>"`` = its ``by_operator`` count per aten
+      op (``"aten.convolution"``): FlopCounterMode's Global, an exact int each. Unit: FLOPs.
+    * ``layers``: one row per key of ``by_module`` (FlopCounterMode's module-tracker names, a
+      module's FLOPs *inclusive* of every module it called), re-keyed to ``named_modules()`` names
+      by ``fcm_keys``; ``raw = {"flops": n}`` (torchscan keeps no per-module split by op);
+      ``calls`` the module's calls, from the report's per-call layer entries.
+    * ``unattributed``: ``{"Global outside <root>": n}`` when the total holds FLOPs the root's row
+      does not. ``warnings``: torchscan's ``uncounted_operator`` diagnostics, one line each.
+    """
+
+    name = "torchscan-ops"
+    distribution = "torchscan"
+
+    def attempted(self) -> str:
+        return "torchscan.summary(deepcopy(model), args=inputs)['operator_flops']"
+
+    def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
+        work = copy.deepcopy(model)
+        names = module_names(work)
+        keys = fcm_keys(work)  # before the run: torchscan's forward cannot rename anything
+        by_path = {path: names[id(m)] for path, m in work.named_modules()}
+        with capture_output(loggers=("torch.utils.module_tracker",)) as cap:
+            import torchscan
+
+            report = torchscan.summary(work, args=tuple(inputs))
+        ops = report["operator_flops"]
+        calls: dict[str, int] = {}
+        for layer in report["layers"]:
+            name = by_path.get(layer["path"], layer["path"])
+            calls[name] = calls.get(name, 0) + 1
+        layers: list[ToolLayer] = []
+        outside_tree: list[str] = []
+        root_key = type(work).__name__
+        for key, flops in sorted(ops["by_module"].items(), key=lambda kv: (kv[0] != root_key, kv[0])):
+            module = keys.get(key)
+            if module is None or id(module) not in names:
+                outside_tree.append(f"torchscan operator row {key!r} names no module of the model: {flops} FLOPs, "
+                                    "counted in its callers' rows")
+                continue
+            name = names[id(module)]
+            layers.append(ToolLayer(module=name, type=type(module).__name__, calls=calls.get(name, 0),
+                                    raw={"flops": int(flops)}, key=key))
+        total = ops["total"]
+        flops = int(total["value"] if total["value"] is not None else total["known_value"] or 0)
+        headline: dict[str, Number] = {"flops": flops}
+        headline.update(sorted((k, int(v)) for k, v in ops["by_operator"].items()))
+        unattributed: dict[str, Number] = {}
+        outside = flops - int(ops["by_module"].get(root_key, 0))
+        if outside:
+            unattributed[f"Global outside {root_key}"] = outside
+        diagnostics = [f"{d.get('code')}: {d.get('operator', d.get('path', ''))}: {d.get('message')}"
+                       for d in ops["diagnostics"]]
+        return ToolRun(
+            tool=self.name,
+            version=self.version(),
+            status="ok",
+            headline=headline,
+            units={k: "FLOPs" for k in headline},
+            layers=tuple(layers),
+            unattributed=unattributed,
+            warnings=tuple([*cap.warnings, *cap.log, *diagnostics]),
+            notes=(
+                "summary(model, args=inputs): the model's own inputs instead of input_shape's random ones",
+                f"Operator forward FLOPs status: {total['status']} (torchscan prints a partial total as 'known')",
+                "per-layer rows: torchscan's operator by_module, inclusive (a module holds the modules it called)",
+                *outside_tree,
             ),
         )

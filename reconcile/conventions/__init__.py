@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
     "mmengine": "reconcile.conventions.mmengine:CONVENTION",
     "torchprofile": "reconcile.conventions.torchprofile:CONVENTION",
     "torchscan": "reconcile.conventions.torchscan:CONVENTION",
+    "torchscan-ops": "reconcile.conventions.torchscan_ops:CONVENTION",
     "pthflops": "reconcile.conventions.pthflops:CONVENTION",
 }
 
