@@ -130,3 +130,129 @@ def test_resnet18_total_and_zero_residual(resnet18_run):
     # 2 * (64 * 5 + 128 * 5 + 256 * 5 + 512 * 5) + 20 = 9,620
     assert ex.summaries["layer_params"].causes == {"params_buffers": 9620}
     assert_explained(ex)
+
+
+# ---- the operator view, row torchscan-ops: "Operator forward FLOPs" --------------------------------
+# torchscan runs FlopCounterMode(display=False) around its own forward, under eval() and no_grad:
+# 2 FLOPs per MAC of the ops with a formula (convolution, addmm, mm, bmm), 0 for the rest; rows
+# by module, inclusive. Under no_grad a self-attention nn.MultiheadAttention runs torch's fused
+# fast path, one aten._native_multi_head_attention with no formula: 0 for the whole module.
+
+
+def _ops_run(model: nn.Module, inputs: tuple):
+    run = adapter("torchscan-ops").run(model, inputs)
+    assert run.status == "ok", f"{run.error_type}: {run.error_message}"
+    return run, explain("torchscan-ops", run, count(model, inputs))
+
+
+def test_ops_small_by_hand():
+    # 1x3x8x8. conv 4*8*8 * 3*9 = 6,912 MACs -> 13,824 FLOPs; fc 4 * 2 = 8 MACs -> 16 FLOPs (its bias
+    # add not counted). bn, pool, gap, y + 1, flatten: no formula, 0. Total 13,840; the root's row
+    # holds both (inclusive); bn, pool and gap ran no formula op, so they have no row.
+    run, ex = _ops_run(Small().eval(), (torch.randn(1, 3, 8, 8),))
+    assert run.headline == {"flops": 13840, "aten.convolution": 13824, "aten.addmm": 16}
+    assert run.units["flops"] == "FLOPs"
+    assert _rows(run, "flops") == {"": 13840, "conv": 13824, "fc": 16}
+    assert _causes(ex) == {"mac_vs_flop": 6912 + 8}
+    assert_explained(ex)
+
+
+class Attend(nn.Module):
+    """nn.MultiheadAttention(8, heads, batch_first) then Linear(8, 3); ``cross``: the query is
+    another tensor than key and value (x + 1), which keeps the slow path."""
+
+    def __init__(self, heads: int, cross: bool) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, heads, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+        self.cross = cross
+
+    def forward(self, x):
+        q = x + 1 if self.cross else x
+        return self.fc(self.mha(q, x, x, need_weights=False)[0])
+
+
+# 1x4x8 (4 tokens, E = 8). fc 4 * 8 * 3 = 96 MACs -> 192 FLOPs. MultiheadAttention's 1,280 MACs:
+# in-projection 4 * 8 * 24 = 768, scores and weighted sum 4 * 4 * 8 = 128 each (heads x 4 x 4 x
+# E/heads, whatever the heads), out-projection 4 * 8 * 8 = 256.
+ATTEND = {
+    # self-attention, 2 heads: the fast path, 0 of the 1,280 MACs; total 192
+    "self, 2 heads": (2, False, 192, {"": 192, "fc": 192}, {"mac_vs_flop": 96, "unsupported_op": -1280}),
+    # 1 head (odd): the slow path; in- and out-projection addmm (768 + 256) * 2 = 2,048 FLOPs; the
+    # attention itself runs CPU's fused scaled_dot_product_attention (no formula): -256 MACs.
+    # Total 2,048 + 192 = 2,240
+    "self, 1 head": (1, False, 2240, {"": 2240, "mha": 2048, "fc": 192},
+                     {"mac_vs_flop": 96 + 1024, "unsupported_op": -256}),
+    # cross-attention, 2 heads: the slow path, as above (query 4 * 8 * 8 = 256 and key-value
+    # 4 * 8 * 16 = 512 MACs: the same 768)
+    "cross, 2 heads": (2, True, 2240, {"": 2240, "mha": 2048, "fc": 192},
+                       {"mac_vs_flop": 96 + 1024, "unsupported_op": -256}),
+}
+
+
+@pytest.mark.parametrize("case", list(ATTEND))
+def test_ops_multihead_attention_fast_path(case):
+    heads, cross, total, rows, causes = ATTEND[case]
+    run, ex = _ops_run(Attend(heads, cross).eval(), (torch.randn(1, 4, 8),))
+    assert run.headline["flops"] == total
+    assert _rows(run, "flops") == rows
+    assert _causes(ex) == causes
+    fused = any("aten._native_multi_head_attention" in w for w in run.warnings)
+    assert fused == (case == "self, 2 heads")
+    assert_explained(ex)
+
+
+class MaskedAttention(nn.Module):
+    """scaled_dot_product_attention with a float mask computed from a parameter (as T5's position
+    bias is), then Linear(4, 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mask = nn.Parameter(torch.zeros(4, 4))
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.nn.functional.scaled_dot_product_attention(x, x, x, attn_mask=self.mask * 2))
+
+
+def test_ops_sdpa_mask_needs_no_grad():
+    # q = k = v 1x2x4x4 (2 heads, 4 tokens, d = 4): scores and weighted sum 2 * 4 * 4 * 4 = 128 MACs
+    # each, 256. With grad enabled the mask requires grad and CPU runs the math path (bmm, counted:
+    # FlopCounterMode's own row); under torchscan's no_grad the computed mask does not, so CPU runs
+    # the fused kernel, no formula: 0 (unsupported_op -256). fc: 8 rows * 4 * 3 = 96 MACs -> 192 FLOPs.
+    run, ex = _ops_run(MaskedAttention().eval(), (torch.randn(1, 2, 4, 4),))
+    assert run.headline["flops"] == 192
+    assert _causes(ex) == {"mac_vs_flop": 96, "unsupported_op": -256}
+    assert_explained(ex)
+
+
+def test_ops_adapter_leaves_the_model_as_it_was():
+    model = Small().train()
+    adapter("torchscan-ops").run(model, (torch.randn(1, 3, 8, 8),))
+    assert model.training and model.bn.training
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert int(model.bn.num_batches_tracked) == 0
+
+
+def test_ops_resnet18_total_and_zero_residual():
+    # every MAC of resnet18 is a convolution or the fc's addmm: 2 * 1,814,073,344 = 3,628,146,688
+    model = models.build(models.resolve("resnet18"), device="cpu")
+    run, ex = _ops_run(model, (torch.zeros(1, 3, 224, 224),))
+    assert run.headline["flops"] == 3628146688
+    assert _causes(ex) == {"mac_vs_flop": 1814073344}
+    assert_explained(ex)
+
+
+def test_ops_vit_b_16_fast_path_and_zero_residual():
+    # Native 17,563,828,224 MACs (torchvision's _ops 17.564 G). Each of the 12 encoder layers'
+    # self-attention runs the fast path under no_grad and counts 0: 197 tokens, E = 768, 12 heads:
+    # in-projection 197 * 768 * 2304 = 348,585,984, scores and weighted sum 2 * 12 * 197 * 197 * 64
+    # = 59,610,624, out-projection 197 * 768 * 768 = 116,195,328: 524,391,936 per layer, 12 x =
+    # 6,292,703,232. The rest (patch conv, MLPs, head) 17,563,828,224 - 6,292,703,232 =
+    # 11,271,124,992 MACs -> 22,542,249,984 FLOPs.
+    model = models.build(models.resolve("vit_b_16"), device="cpu")
+    run, ex = _ops_run(model, (torch.zeros(1, 3, 224, 224),))
+    assert run.headline["flops"] == 22542249984
+    assert _causes(ex) == {"mac_vs_flop": 11271124992, "unsupported_op": -6292703232}
+    assert any("aten._native_multi_head_attention was observed 12 time(s)" in w for w in run.warnings)
+    assert_explained(ex)

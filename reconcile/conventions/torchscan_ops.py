@@ -17,11 +17,18 @@ rest, rows inclusive by module-tracker names), forward only, with what ``no_grad
   The native counter runs the slow path (fast path off), whose in-projection is one ``linear``
   for self-attention and two or three otherwise (``F._in_projection_packed``): with the
   out-projection's, a self-attention call runs exactly two matrix products (``addmm`` / ``mm``).
-* ``scaled_dot_product_attention``: a mask never requires grad, so CPU fuses it whenever the rest
-  of its gate allows (``conventions.ptflops.sdpa_fused_on_cpu`` with ``mask_requires_grad`` off).
+* ``scaled_dot_product_attention``: a mask computed in the forward (T5's position bias, a causal
+  mask built from parameters) does not require grad under ``no_grad``, so CPU fuses the call
+  whenever the rest of its gate allows (``conventions.ptflops.sdpa_fused_on_cpu`` with
+  ``mask_requires_grad`` off), where FlopCounterMode run with grad counts its math path's bmm.
 
-Known limit: ``nn.TransformerEncoderLayer``'s own fast path (``_transformer_encoder_layer_fwd``,
-also taken under ``no_grad``) is not modelled; it shows as a residual.
+Known limits (each shows as a residual): ``nn.TransformerEncoderLayer``'s own fast path
+(``_transformer_encoder_layer_fwd``, also taken under ``no_grad``) is not modelled; a mask that is
+itself a leaf tensor requiring grad (a parameter passed as is) still requires grad under
+``no_grad`` and keeps the math path, which the native record (whose probe runs with grad enabled)
+cannot tell from a computed mask; a MultiheadAttention called with self- and cross-attention in
+one model run is read as not fused; torchscan always runs ``eval()``, so a native count in train
+mode differs wherever train mode changes a formula op.
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ def mha_fast_path(native: NativeCount, row: ModuleRow) -> bool:
 
 
 def _no_grad(row: ModuleRow) -> ModuleRow:
-    """The row as ``no_grad`` runs it: no attention mask requires grad."""
+    """The row as ``no_grad`` runs it: no attention mask computed in the forward requires grad."""
     if not row.torch_calls:
         return row
     calls = tuple(dataclasses.replace(c, facts={**c.facts, "mask_requires_grad": False}) for c in row.torch_calls)
@@ -86,8 +93,8 @@ class TorchscanOpsConvention(FlopCounterModeConvention):
           and "backward" not in r.family),
         RuleDoc("nn.MultiheadAttention under no_grad", "self-attention, batch_first, even heads, in-projection bias "
                 "(torch's gate): one fused aten._native_multi_head_attention, no formula: 0 for the whole module"),
-        RuleDoc("scaled_dot_product_attention under no_grad", "no mask requires grad: fused on CPU whenever the rest "
-                "of the gate allows (0)"),
+        RuleDoc("scaled_dot_product_attention under no_grad", "a mask computed in the forward requires no grad: "
+                "fused on CPU whenever the rest of the gate allows (0)"),
     )
 
     def flops_reference(self, native: NativeCount) -> int:
