@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 
 from reconcile.conventions import common
-from reconcile.conventions.base import INCLUSIVE, LayerPrediction, Prediction, RuleDoc, is_instance
+from reconcile.conventions.base import INCLUSIVE, Prediction, RuleDoc, is_instance
 from reconcile.conventions.flopcountermode import FlopCounterModeConvention, Work, forward_work
 from reconcile.records import ModuleRow, NativeCount
 
@@ -121,7 +121,7 @@ class TorchscanOpsConvention(FlopCounterModeConvention):
             p, predicted={"flops": p.predicted["flops"]},
             reference={k: v for k, v in p.reference.items() if k in ("flops", INCLUSIVE)})
             for p in prediction.layers)
-        return dataclasses.replace(prediction, tool=self.tool, layers=layers)
+        return dataclasses.replace(prediction, layers=layers)
 
 
 CONVENTION = TorchscanOpsConvention()
