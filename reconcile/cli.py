@@ -18,7 +18,7 @@ from reconcile.config import DEVICES, FORMATS, RunConfig
 from reconcile.errors import ReconcileError
 
 TOOL_NAMES = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore",
-              "mmengine", "torchinfo", "flopcountermode")
+              "mmengine", "torchinfo", "flopcountermode", "torchprofile", "torchscan", "torchscan-ops", "pthflops")
 
 
 def _pinned() -> tuple[str, ...]:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # ultralytics-thop: a pinned tool (tool_versions.toml, its own folder) in the default set, since users run it
 # today; the old versions (thop@0.0.22, ptflops@0.7) are opt-in with --tools
 TOOLS = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore",
-         "mmengine", "torchinfo", "flopcountermode")
+         "mmengine", "torchinfo", "flopcountermode", "torchprofile", "torchscan", "torchscan-ops", "pthflops")
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,12 @@ def _options(inputs: Sequence[models.InputSpec] | None, shape: tuple[int, ...] |
 # not a tool: the forward as torch.jit traces it, recorded for the native count when fvcore (which
 # counts that trace) is compared; it runs as a job of its own beside the tools
 TRACE = "native-trace"
-TRACED_TOOLS = ("fvcore", "mmengine")
+TRACED_TOOLS = ("fvcore", "mmengine", "torchprofile")
 
 # relative run time of each tool on the same model, measured on resnet18/vgg16 (native runs on meta)
 _TOOL_COST = {"native": 0.1, "thop": 1.0, "ptflops": 1.2, "ptflops-aten": 1.2, "torchstat": 1.5,
               "torchsummary": 2.0, "fvcore": 2.5, "ultralytics-thop": 1.0, "thop@0.0.22": 1.0, "ptflops@0.7": 1.2,
-              "flopcountermode": 1.2, "torchinfo": 1.2, "mmengine": 3.0, TRACE: 1.2}
+              "flopcountermode": 1.2, "torchinfo": 1.2, "mmengine": 3.0, TRACE: 1.2, "torchprofile": 1.2, "torchscan": 1.5, "torchscan-ops": 1.5, "pthflops": 1.5}
 
 
 def _expected_size(spec: models.ModelSpec) -> float:

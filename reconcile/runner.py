@@ -63,6 +63,10 @@ ADAPTERS: dict[str, str] = {
     "fvcore": "reconcile.adapters.fvcore:FvcoreAdapter",
     "torchinfo": "reconcile.adapters.torchinfo:TorchinfoAdapter",
     "mmengine": "reconcile.adapters.mmengine:MmengineAdapter",
+    "torchprofile": "reconcile.adapters.torchprofile:TorchprofileAdapter",
+    "torchscan": "reconcile.adapters.torchscan:TorchscanAdapter",
+    "torchscan-ops": "reconcile.adapters.torchscan:TorchscanOpsAdapter",
+    "pthflops": "reconcile.adapters.pthflops:PthflopsAdapter",
     "native": "reconcile.adapters.native:NativeAdapter",
     # not a counter: the forward as torch.jit traces it, for the native count (fvcore's convention)
     "native-trace": "reconcile.adapters.native:TracedAdapter",
@@ -84,7 +88,7 @@ ADAPTERS: dict[str, str] = {
 # makes the server die with its caller and clean up after itself (it is imported only there).
 PRELOAD = ("reconcile._server", "__main__", "torch", "torchvision", "numpy", "pandas", "reconcile.runner",
            "reconcile.counter.core", "thop", "ptflops", "fvcore.nn", "torchsummary", "torchstat",
-           "torchinfo", "mmengine.analysis")
+           "torchinfo", "mmengine.analysis", "torchprofile", "torchscan", "pthflops")
 
 _RESULT_GRACE = 5.0  # seconds a worker that sent its result gets to exit before it is killed
 _OUTPUT_TAIL = 10  # lines of a dead worker's output kept in its ToolRun

@@ -156,7 +156,7 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
 RUNS_FOLDER = ".zoo-runs"  # under the output folder: one file per model and source
 # every distribution whose version can change a model's structure, its default inputs or a count
 _VERSIONED = ("reconcile", "torch", "torchvision", "timm", "transformers", "thop", "ptflops", "torchstat",
-              "torchsummary", "fvcore", "torchinfo", "mmengine", "pandas")
+              "torchsummary", "fvcore", "torchinfo", "mmengine", "pandas", "torchprofile", "torchscan", "pthflops")
 
 
 def runs_folder(out: str, source: str) -> str:

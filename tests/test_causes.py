@@ -336,6 +336,28 @@ def test_cause_train_mode():
     assert causes(ex) == {"norm": 32, "train_mode": 48}
 
 
+def test_cause_pool_kernel_1d():
+    # MaxPool2d(2) on 1x1x4x4 -> 1x1x2x2, 4 outputs: torchscan reads kernel_size=2 as 2 elements,
+    # (2 - 1) * 4 = 4 MACs, where a 2x2 window is (4 - 1) * 4 = 12: pool 12, pool_kernel_1d -8
+    from tests.harness import adapter
+
+    model, x = nn.Sequential(nn.MaxPool2d(2)).eval(), torch.randn(1, 1, 4, 4)
+    ex = explain("torchscan", adapter("torchscan").run(model, (x,)), count(model, (x,)))
+    assert_explained(ex)
+    assert causes(ex) == {"pool": 12, "pool_kernel_1d": -8}
+
+
+def test_cause_params_buffers():
+    # BatchNorm1d(3): torchscan's Param # is weight + bias 6 plus running mean and var 3 + 3 and
+    # num_batches_tracked 1: 13, where the parameters are 6
+    from tests.harness import adapter
+
+    model, x = nn.Sequential(nn.BatchNorm1d(3)).eval(), torch.randn(2, 3)
+    ex = explain("torchscan", adapter("torchscan").run(model, (x,)), count(model, (x,)))
+    assert_explained(ex)
+    assert causes(ex, "layer_params") == {"params_buffers": 7}
+
+
 def test_every_cause_has_a_test():
     module = sys.modules[__name__]
     tested = {name.removeprefix("test_cause_") for name in dir(module) if name.startswith("test_cause_")}

@@ -114,6 +114,34 @@ def module_names(model: Any) -> dict[int, str]:
     return names
 
 
+def fcm_keys(model: Any) -> dict[str, Any]:
+    """FlopCounterMode's module-tracker name -> module object, for ``model`` called first (its
+    root); FlopCounterMode's own rows and torchscan's operator view (which runs it) are keyed so.
+
+    Reproduces ``torch.utils.module_tracker.ModuleTracker._get_mod_name``: a name is assigned to
+    every child before the child is walked, and a module already walked is not walked again, so a
+    module reachable twice ends with its last path and its children with their first."""
+    known: dict[int, str] = {}
+    objects: dict[int, Any] = {}
+    walked: set[int] = set()
+
+    def name_of(mod: Any) -> str:
+        objects[id(mod)] = mod
+        if id(mod) not in known:
+            known[id(mod)] = type(mod).__name__
+        name = known[id(mod)]
+        if id(mod) not in walked:
+            for child_name, child in mod.named_children():
+                objects[id(child)] = child
+                known[id(child)] = f"{name}.{child_name}"
+                name_of(child)
+            walked.add(id(mod))
+        return name
+
+    name_of(model)
+    return {name: objects[i] for i, name in known.items()}
+
+
 def output_tensors(obj: Any, seen: set[int] | None = None) -> list[Any]:
     """Every tensor of a forward's result, in order: through tuples, lists, dicts (a transformers
     ``ModelOutput`` is one) and the attributes of other objects (a ``Cache``)."""

@@ -38,37 +38,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from reconcile.adapters.base import Adapter, capture_output, counting_calls, module_names
+from reconcile.adapters.base import Adapter, capture_output, counting_calls, fcm_keys, module_names
 from reconcile.records import Number, ToolLayer, ToolRun
 
 GLOBAL = "Global"
-
-
-def fcm_keys(model: Any) -> dict[str, Any]:
-    """FCM's module-tracker name -> module object, for ``model`` called first (its root).
-
-    Reproduces ``torch.utils.module_tracker.ModuleTracker._get_mod_name``: a name is assigned to
-    every child before the child is walked, and a module already walked is not walked again, so a
-    module reachable twice ends with its last path and its children with their first."""
-    known: dict[int, str] = {}
-    objects: dict[int, Any] = {}
-    walked: set[int] = set()
-
-    def name_of(mod: Any) -> str:
-        objects[id(mod)] = mod
-        if id(mod) not in known:
-            known[id(mod)] = type(mod).__name__
-        name = known[id(mod)]
-        if id(mod) not in walked:
-            for child_name, child in mod.named_children():
-                objects[id(child)] = child
-                known[id(child)] = f"{name}.{child_name}"
-                name_of(child)
-            walked.add(id(mod))
-        return name
-
-    name_of(model)
-    return {name: objects[i] for i, name in known.items()}
 
 
 def op_key(packet: Any) -> str:

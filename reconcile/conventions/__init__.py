@@ -19,6 +19,10 @@ REGISTRY: dict[str, str] = {
     "flopcountermode": "reconcile.conventions.flopcountermode:CONVENTION",
     "torchinfo": "reconcile.conventions.torchinfo:CONVENTION",
     "mmengine": "reconcile.conventions.mmengine:CONVENTION",
+    "torchprofile": "reconcile.conventions.torchprofile:CONVENTION",
+    "torchscan": "reconcile.conventions.torchscan:CONVENTION",
+    "torchscan-ops": "reconcile.conventions.torchscan_ops:CONVENTION",
+    "pthflops": "reconcile.conventions.pthflops:CONVENTION",
 }
 
 

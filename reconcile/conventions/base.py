@@ -69,6 +69,10 @@ CAUSES: dict[str, tuple[str, str]] = {
     # after train_mode, so that every cause above keeps its colour
     "outside_root": ("convention", "counts work in its total that its root module's row does not hold (FlopCounterMode's "
                      "module tracker opens the root's backward only once all its outputs' gradients are complete)"),
+    # after outside_root, so that every cause above keeps its colour
+    "pool_kernel_1d": ("convention", "reads an integer pooling kernel_size k as k elements instead of k x k (a 1-D "
+                       "window) in a 2-D or 3-D pool (torchscan's MaxPool / AvgPool)"),
+    "params_buffers": ("convention", "counts buffers (BatchNorm's running statistics) in a layer's parameter figure"),
 }
 
 

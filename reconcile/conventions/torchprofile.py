@@ -1,0 +1,204 @@
+"""torchprofile 0.1.0: its rules, written once, predicting ``profile_macs`` per module.
+
+Rows (as the torchprofile adapter reports them): every module, **exclusive** (the traced nodes
+its own ``forward`` ran), ``macs`` only; torchprofile has no parameter count.
+
+torchprofile traces with ``torch.jit._get_trace_graph``, like fvcore, and applies one handler per
+traced op (``handlers.HANDLER_MAP``, read from its source):
+
+* conv (``aten::_convolution``), ``addmm``, ``addmv``, ``bmm``, ``baddbmm``, ``linear`` /
+  ``matmul``, ``einsum``, ``scaled_dot_product_attention`` (QK and AV), ``lstm``: the MACs
+  (bias never counted), which is native's ``macs`` of the same work;
+* ``batch_norm`` / ``instance_norm`` / ``layer_norm`` / ``group_norm``: 1 per element when a
+  weight is passed (affine), else 0 (native: 0 MACs);
+* ``mean``, ``avg_pool{1,2,3}d``, ``adaptive_avg_pool{1,2,3}d``: 1 per *output* element;
+* ``mul`` / ``mul_``: 1 per output element; ``leaky_relu`` 1 per element;
+  ``upsample_bilinear2d`` 4 and ``grid_sampler`` 4 (bilinear) per output element;
+* everything else 0: add, relu, gelu, softmax, max-pool, ... silently (``_ZERO_COST_OPS``), other
+  ops with a "No handlers found" warning (``_convolution_mode``, ``gru``, ``rms_norm``, ...).
+
+Which traced ops a module's own forward holds is fvcore's trace model
+(``reconcile.conventions.fvcore.traced_work``, written once there): the same
+``_get_trace_graph`` on the same forward. On top of native's eager ops the trace holds Python
+arithmetic on sizes as 0-dim tensor nodes: each size ``aten::mul`` costs torchprofile 1 MAC
+(``prod([]) == 1``). Their count is the traced ``aten::mul`` calls fvcore's model predicts (with
+reconcile's own trace, ``NativeCount.traced``, when the pipeline made one: ``TRACED_TOOLS``) minus
+the eager multiplies the trace keeps as ``aten::mul``; without the trace record, only
+MultiheadAttention's size multiplies are known and the rest is a residual. A module whose result
+nothing returned uses is not in the trace: 0 (``dead_code``).
+
+Known limits (each a residual, nothing hidden): a transposed conv is costed by torchprofile as
+``N_out * Cin * K`` when ``Cout != Cin`` (predicted as native's MACs); an ``einsum`` with ``...``
+is 0 in torchprofile; ``grid_sample`` in nearest or bicubic mode (assumed bilinear).
+"""
+
+from __future__ import annotations
+
+from reconcile.conventions.base import Convention, LayerPrediction, Prediction, RuleDoc, Term, numel
+from reconcile.conventions.fvcore import trace_only, traced_work
+from reconcile.counter.formulas import POOL_MEAN, flops_of
+from reconcile.records import ModuleRow, NativeCount, TensorMeta
+from reconcile.report.numbers import exact
+
+TOOL = "torchprofile"
+
+_NORMS = {"aten::native_batch_norm": "batch_norm", "aten::_native_batch_norm_legit": "batch_norm",
+          "aten::_native_batch_norm_legit_no_training": "batch_norm", "aten::native_layer_norm": "layer_norm",
+          "aten::native_group_norm": "group_norm"}
+_POOLS = {POOL_MEAN: "adaptive_avg_pool (a 1x1 pool, native's keepdim mean)",
+          "aten::_adaptive_avg_pool1d": "adaptive_avg_pool1d", "aten::_adaptive_avg_pool2d": "adaptive_avg_pool2d",
+          "aten::_adaptive_avg_pool3d": "adaptive_avg_pool3d", "aten::adaptive_avg_pool1d": "adaptive_avg_pool1d",
+          "aten::avg_pool1d": "avg_pool1d", "aten::avg_pool2d": "avg_pool2d", "aten::avg_pool3d": "avg_pool3d"}
+_MULS = ("aten::mul", "aten::mul_")
+_INTERPOLATE = {"aten::upsample_bilinear2d": 4, "aten::grid_sampler_2d": 4}
+_INSTANCE_NORM = "torch.nn.modules.instancenorm._InstanceNorm"
+_CONV = tuple(f"torch.nn.modules.conv.Conv{d}d" for d in (1, 2, 3))
+# traced ops without a torchprofile handler for native work that has MACs: counted as 0
+_NO_HANDLER = ("aten::_convolution_mode", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu")
+
+
+def _isa(row: ModuleRow, cls: str) -> bool:
+    return row.attrs.get("class") == cls or cls in row.attrs.get("bases", ())
+
+
+def _out(row: ModuleRow, op: str) -> int:
+    return row.op_elements.get(op, (0, 0))[1]
+
+
+def _affine(row: ModuleRow) -> bool:
+    """A weight is passed to the norm (torchprofile reads ``inputs[1]`` / ``inputs[2]``); a
+    functional norm in a parent's forward is assumed to get one."""
+    return bool(row.attrs.get("has_weight", True))
+
+
+def _sdpa_mul_elements(row: ModuleRow, calls: int, mul_calls: int, mul_out: int) -> int:
+    """Output elements of the two multiplies (q and k scaled) native's math SDPA runs per call:
+    inside the one traced ``scaled_dot_product_attention`` node, so not a traced ``aten::mul``.
+    From the recorded calls' q and k shapes when they are all there, else pro rata."""
+    recorded = [c for c in row.torch_calls if c.func == "F.scaled_dot_product_attention"]
+    if len(recorded) == calls and all(isinstance(a, TensorMeta) for c in recorded for a in c.args[:2]):
+        # k is scaled after it is broadcast to q's heads (grouped-query attention: fewer k heads)
+        return sum(numel(c.args[0].shape) + numel((*c.args[0].shape[:-2], *c.args[1].shape[-2:])) for c in recorded)
+    return mul_out * min(2 * calls, mul_calls) // mul_calls if mul_calls else 0
+
+
+def _own(row: ModuleRow, fv_muls: int) -> tuple[int, int, list[Term]]:
+    """(torchprofile's count, native MACs, terms) for the live module ``row``'s own forward.
+    ``fv_muls``: traced ``aten::mul`` nodes fvcore's trace model puts in it."""
+    terms: list[Term] = []
+    tp = 0
+    ref = 0
+    sdpa = row.ops.get("aten::_safe_softmax", 0)
+    traced_ops = {w.op for w in traced_work(row)}
+    real_muls = 0
+    for op, calls in row.ops.items():
+        comps = row.op_components.get(op, {})
+        macs = comps.get("macs", 0)
+        ref += macs
+        if macs:
+            no_handler = next((t for t in _NO_HANDLER if t in traced_ops and _maps_to(row, op, t)), None)
+            if no_handler:
+                terms.append(Term("unsupported_op", -macs, f"{TOOL} has no handler for {no_handler} "
+                                  f"({exact(calls)} calls): counted as 0, leaving out {exact(macs)} MACs",
+                                  flops=-flops_of(comps)))
+            else:
+                tp += macs
+        if op in _NORMS:
+            n = row.op_elements.get(op, (0, 0))[0]
+            traced = "instance_norm" if _isa(row, _INSTANCE_NORM) else _NORMS[op]
+            if _affine(row) and n:
+                tp += n
+                terms.append(Term("norm", n, f"{TOOL} counts an affine {traced} at 1 MAC per element: 1 x {exact(n)}"))
+        elif op in _POOLS or op == "aten::mean":
+            n = _out(row, op)
+            if n:
+                tp += n
+                if op in _POOLS:
+                    terms.append(Term("pool", n, f"{TOOL} counts {_POOLS[op]} at 1 MAC per output element: "
+                                      f"1 x {exact(n)}"))
+                else:
+                    terms.append(Term("formula", n, f"{TOOL}'s aten::mean handler counts 1 MAC per output "
+                                      f"element: 1 x {exact(n)}"))
+        elif op in _MULS:
+            n = _out(row, op)
+            inner = _sdpa_mul_elements(row, sdpa, calls, n) if sdpa and op == "aten::mul" else 0
+            kept = calls - (min(2 * sdpa, calls) if op == "aten::mul" else 0)
+            real_muls += kept
+            if n - inner:
+                tp += n - inner
+                terms.append(Term("elementwise", n - inner, f"{TOOL} counts {op} at 1 MAC per output element: "
+                                  f"1 x {exact(n - inner)} ({exact(kept)} calls)"))
+        elif op == "aten::leaky_relu":
+            n = _out(row, op)
+            tp += n
+            terms.append(Term("activation", n, f"{TOOL} counts leaky_relu at 1 MAC per element: 1 x {exact(n)}"))
+        elif op in _INTERPOLATE:
+            n = _out(row, op)
+            per = _INTERPOLATE[op]
+            tp += per * n
+            terms.append(Term("interpolate", per * n, f"{TOOL} counts {op.removeprefix('aten::')} at {per} MACs per "
+                              f"output element: {per} x {exact(n)}"))
+    size_muls = fv_muls - real_muls
+    if size_muls > 0:
+        tp += size_muls
+        terms.append(Term("trace_size_arithmetic", size_muls, f"the jit trace records Python arithmetic on sizes as "
+                          f"{exact(size_muls)} aten::mul node(s) on 0-dim tensors here, each 1 MAC to {TOOL} "
+                          "(no eager op runs for them)"))
+    return tp, ref, terms
+
+
+def _maps_to(row: ModuleRow, op: str, traced: str) -> bool:
+    """The native MAC op ``op`` is the work behind the handler-less traced op ``traced``."""
+    if traced == "aten::_convolution_mode":
+        return op in ("aten::convolution", "aten::conv1d", "aten::conv2d", "aten::conv3d")
+    return op.startswith("module::")  # a recurrent layer: its work as one module op
+
+
+class TorchprofileConvention(Convention):
+    tool = TOOL
+    unit = "MACs"
+    metric = "macs"
+    headline_metric = "macs"
+    metrics = {"macs": "macs"}
+    op_metrics = ("macs",)
+    rules = (
+        RuleDoc("unit", "MACs only (profile_macs); no parameter count"),
+        RuleDoc("mechanism", "torch.jit._get_trace_graph; one handler per traced op; rows: the nodes each module's own "
+                "forward ran (scopes pushed by reconcile's adapter: torchprofile records none)"),
+        RuleDoc("conv / addmm / bmm / baddbmm / linear / matmul / einsum / SDPA / lstm", "the MACs, bias never counted"),
+        RuleDoc("batch_norm / instance_norm / layer_norm / group_norm", "1 per element if a weight is passed, else 0"),
+        RuleDoc("mean / avg_pool / adaptive_avg_pool", "1 per output element"),
+        RuleDoc("mul / mul_", "1 per output element; a size multiply traced on 0-dim tensors (MultiheadAttention's "
+                "bsz * num_heads) 1 each"),
+        RuleDoc("leaky_relu / upsample_bilinear2d / grid_sampler", "1 / 4 / 4 (bilinear) per output element"),
+        RuleDoc("zero", "add, relu, gelu, silu, softmax, max_pool, sub, div, sum, upsample_nearest2d, ... "
+                "(_ZERO_COST_OPS); any other op warns \"No handlers found\" and counts 0 (_convolution_mode, gru, rms_norm)"),
+        RuleDoc("dead code", "a module whose result nothing returned uses is not in the trace: 0"),
+        RuleDoc("kwargs", "positional tensor inputs only (kwargs raise ValueError)"),
+    )
+
+    def predict(self, native: NativeCount) -> Prediction:
+        layers = [self._row(native, r) for r in native.rows]
+        total = sum(p.predicted["macs"] for p in layers)
+        return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline={"macs": total},
+                          headline_reference={"macs": total})
+
+    def _row(self, native: NativeCount, row: ModuleRow) -> LayerPrediction:
+        ref = row.macs
+        if not row.calls:
+            return LayerPrediction(row.name, row.type, row.calls, {"macs": ref}, {"macs": 0}, {"macs": ()})
+        work = traced_work(row, meta=native.device == "meta")
+        if native.traced is not None:
+            work = work + trace_only(row.name, work, native.traced)
+        if row.call_records and not any(c.used for c in row.call_records):  # fvcore's liveness rule
+            terms = (Term("dead_code", -ref, f"nothing the model returns uses {row.type}'s result, so the jit trace "
+                          f"drops it: {exact(ref)} MACs not counted", flops=-row.flops),) if ref or row.flops else ()
+            return LayerPrediction(row.name, row.type, row.calls, {"macs": ref}, {"macs": 0}, {"macs": terms})
+        fv_muls = sum(w.calls for w in work if w.op in _MULS and w.status != "dropped")
+        tp, own_ref, terms = _own(row, fv_muls)
+        if own_ref != ref:  # every native MAC is in exactly one op of the row
+            raise AssertionError(f"{TOOL} convention mapped {own_ref} of {ref} native MACs in {row.name!r}")
+        return LayerPrediction(row.name, row.type, row.calls, {"macs": ref}, {"macs": tp}, {"macs": tuple(terms)})
+
+
+CONVENTION = TorchprofileConvention()
