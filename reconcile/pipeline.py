@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # today; the old versions (thop@0.0.22, ptflops@0.7) are opt-in with --tools
 TOOLS = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore",
          "mmengine", "torchinfo", "flopcountermode")
+TOOLS += ("deepspeed", "calflops", "flops-profiler")  # issue 20: the profilers transformers users run
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ TRACED_TOOLS = ("fvcore", "mmengine")
 _TOOL_COST = {"native": 0.1, "thop": 1.0, "ptflops": 1.2, "ptflops-aten": 1.2, "torchstat": 1.5,
               "torchsummary": 2.0, "fvcore": 2.5, "ultralytics-thop": 1.0, "thop@0.0.22": 1.0, "ptflops@0.7": 1.2,
               "flopcountermode": 1.2, "torchinfo": 1.2, "mmengine": 3.0, TRACE: 1.2}
+_TOOL_COST.update({"deepspeed": 2.5, "calflops": 2.0, "flops-profiler": 3.0})  # imports + warm-up forwards
 
 
 def _expected_size(spec: models.ModelSpec) -> float:

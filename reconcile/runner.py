@@ -64,6 +64,7 @@ ADAPTERS: dict[str, str] = {
     "torchinfo": "reconcile.adapters.torchinfo:TorchinfoAdapter",
     "mmengine": "reconcile.adapters.mmengine:MmengineAdapter",
     "native": "reconcile.adapters.native:NativeAdapter",
+    "deepspeed": "reconcile.adapters.deepspeed:DeepspeedAdapter", "calflops": "reconcile.adapters.calflops:CalflopsAdapter", "flops-profiler": "reconcile.adapters.flops_profiler:FlopsProfilerAdapter",
     # not a counter: the forward as torch.jit traces it, for the native count (fvcore's convention)
     "native-trace": "reconcile.adapters.native:TracedAdapter",
     "native-training": "reconcile.adapters.native:NativeTrainingAdapter",  # native with --training

@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "flopcountermode": "reconcile.conventions.flopcountermode:CONVENTION",
     "torchinfo": "reconcile.conventions.torchinfo:CONVENTION",
     "mmengine": "reconcile.conventions.mmengine:CONVENTION",
+    "deepspeed": "reconcile.conventions.deepspeed:CONVENTION", "calflops": "reconcile.conventions.calflops:CONVENTION", "flops-profiler": "reconcile.conventions.flops_profiler:CONVENTION",
 }
 
 
