@@ -1,0 +1,39 @@
+"""flops-profiler 0.1.2 (``flops_profiler.profiler.get_model_profile``), the standalone copy of
+DeepSpeed's profiler from before DeepSpeed counted attention. Its rules are not DeepSpeed 0.19.8's
+(so it is its own tool, not ``deepspeed@VERSION``): DeepSpeed's convention with
+
+- not patched: ``F.scaled_dot_product_attention``, ``Tensor.__matmul__``;
+- patched as well: ``Tensor.baddbmm``;
+- ``torch.add``/``mul``: dimensions aligned from the left (as calflops), not broadcast;
+- parameters: every parameter (as DeepSpeed); three warm-up forwards.
+"""
+
+from __future__ import annotations
+
+from reconcile.conventions.base import RuleDoc
+from reconcile.conventions.deepspeed import DeepspeedConvention
+
+
+class FlopsProfilerConvention(DeepspeedConvention):
+    tool = "flops-profiler"
+    sdpa = False
+    operator_matmul = False
+    mm_bmm = True
+    tensor_baddbmm = True
+    broadcast_left = True
+    warm_up = 3
+    rules = (
+        *(r for r in DeepspeedConvention.rules if r.family not in ("run", "not counted",
+                                                                   "F.scaled_dot_product_attention",
+                                                                   "torch.matmul, Tensor.matmul, @, mm, bmm",
+                                                                   "torch.add/mul, Tensor.add/mul")),
+        RuleDoc("torch.matmul, Tensor.matmul, mm, bmm, Tensor.baddbmm", "MACs prod(A.shape) x B.shape[-1]; FLOPs 2 x MACs"),
+        RuleDoc("torch.add/mul, Tensor.add/mul", "FLOPs the larger size of each dimension, dimensions aligned from "
+                "the left (not broadcast)"),
+        RuleDoc("not counted", "F.scaled_dot_product_attention, @ (Tensor.__matmul__), other operators, x.softmax(), "
+                "sigmoid/tanh/hardswish/hardtanh, F.embedding, dropout; a function captured before patching"),
+        RuleDoc("run", "get_model_profile(model, args=inputs, print_profile=False): three warm-up forwards, then one"),
+    )
+
+
+CONVENTION = FlopsProfilerConvention()
