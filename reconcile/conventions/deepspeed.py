@@ -180,7 +180,7 @@ class DeepspeedConvention(Convention):
             macs = numel(q) * k[-2] + numel(q[:-1]) * k[-2] * v[-1]
             acc.count(macs, native_macs, "scaled_dot_product_attention (QK and AV)")
             rest = {k_: v_ for k_, v_ in comps.items() if k_ != "macs"}
-            acc.miss("softmax", rest, "leaves out SDPA's softmax and scaling")
+            acc.miss("unsupported_op", rest, "leaves out SDPA's softmax and scaling")
         elif family.startswith("numel:"):
             cause = family.split(":")[1]
             acc.extra(cause, numel(a0), f"{call.func} as 1 per input element: {exact(numel(a0))}")
