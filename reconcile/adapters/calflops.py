@@ -17,6 +17,7 @@ NEVER install calflops2 beside it: it installs the same ``calflops`` package.
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 from reconcile.adapters.base import Adapter, capture_output, counting_calls, exact_number, module_names
@@ -33,6 +34,7 @@ class CalflopsAdapter(Adapter):
 
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         work = copy.deepcopy(model)  # calflops calls eval() and leaves attributes when the model raises
+        args, kwargs, input_notes = _arguments(work, inputs)
         names = module_names(work)
         snap: dict[int, tuple[int, int, int]] = {}
         with capture_output() as cap:
@@ -51,7 +53,7 @@ class CalflopsAdapter(Adapter):
             try:
                 with counting_calls(work) as calls:
                     flops, macs, params = calculate_flops(
-                        work, args=list(inputs), forward_mode="forward", print_results=False,
+                        work, args=args, kwargs=kwargs, forward_mode="forward", print_results=False,
                         output_as_string=False)
             finally:
                 CalFlopsPipline.end_flops_calculate = original_end
@@ -68,6 +70,7 @@ class CalflopsAdapter(Adapter):
             "process is thrown away)",
             "print_results=False and output_as_string=False: the exact numbers, not the printed strings",
             "per-module __macs__/__flops__/__params__ read just before end_flops_calculate deletes them",
+            *input_notes,
         )
         return ToolRun(
             tool=self.name,
@@ -79,3 +82,15 @@ class CalflopsAdapter(Adapter):
             warnings=tuple([*cap.warnings, *(ln.strip() for ln in (cap.stdout + cap.stderr).splitlines() if ln.strip())]),
             notes=notes,
         )
+
+
+def _arguments(model: Any, inputs: tuple[Any, ...]) -> tuple[list[Any], dict[str, Any], tuple[str, ...]]:
+    """calflops calls ``.to(device)`` on every positional input, so a ``None`` between them (a
+    transformers model's unused ``past_key_values``) breaks it: then the inputs go in as keywords
+    of ``forward``, the ``None`` ones left out, as calflops' README passes a transformers batch."""
+    if all(a is not None for a in inputs):
+        return list(inputs), {}, ()
+    bound = inspect.signature(model.forward).bind(*inputs)
+    kwargs = {k: v for k, v in bound.arguments.items() if v is not None}
+    return [], kwargs, (f"inputs passed as keywords {sorted(kwargs)} (calflops calls .to() on each positional "
+                        "input, and one of them is None)",)
