@@ -1,7 +1,8 @@
 """Adapter for flops-profiler 0.1.2, the standalone copy of DeepSpeed's profiler taken before
 DeepSpeed counted ``scaled_dot_product_attention`` and ``@`` (its own rules: see its convention):
 ``flops_profiler.profiler.get_model_profile`` as its users call it (``args`` the model's inputs,
-its default ``warm_up=3`` forwards, ``func_name='forward'``), with ``print_profile=False`` and
+its default ``warm_up=3`` forwards, ``func_name='forward'``: it calls ``model.forward`` directly, so the
+root's hooks never run and its ``calls`` here read 0), with ``print_profile=False`` and
 ``as_string=False`` (its default).
 
 Rows: every module of ``named_modules()`` (root ``""``): ``__macs__``/``__flops__`` are the

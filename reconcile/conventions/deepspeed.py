@@ -105,6 +105,8 @@ class DeepspeedConvention(Convention):
     trainable_params_only = False
     interpolate_scaled = True  # F.interpolate with scale_factor: numel x scale^d (calflops: numel)
     warm_up = 1
+    root_hooked = True  # False: the model's forward is called directly (model.forward(...)), so no hook of
+    # the root runs and the work of its own forward lands in no module: counted nowhere
 
     rules = (
         RuleDoc("unit", "MACs and FLOPs, each module's own work (functionals it calls directly), summed over calls; "
@@ -340,7 +342,10 @@ class DeepspeedConvention(Convention):
         layers = []
         for row in native.rows:
             acc = _Acc(self.tool)
-            if _builtin(row):
+            if row.name == "" and not self.root_hooked:
+                acc.miss("functional_not_seen", dict(row.components), "calls model.forward() directly, so the "
+                         f"root's hooks never run and the work of {row.type}.forward itself lands in no module")
+            elif _builtin(row):
                 self._builtin_row(acc, row)
             else:
                 self._user_row(acc, row)

@@ -5,7 +5,10 @@ DeepSpeed's profiler from before DeepSpeed counted attention. Its rules are not 
 - not patched: ``F.scaled_dot_product_attention``, ``Tensor.__matmul__``;
 - patched as well: ``Tensor.baddbmm``;
 - ``torch.add``/``mul``: dimensions aligned from the left (as calflops), not broadcast;
-- parameters: every parameter (as DeepSpeed); three warm-up forwards.
+- parameters: every parameter (as DeepSpeed); three warm-up forwards;
+- ``get_model_profile`` calls ``model.forward(*args)`` directly (its ``func_name``), so the root's
+  hooks never run: the work the model's own ``forward`` does through patched names is counted
+  nowhere (its ``__macs__`` stays 0, and no frame is open to receive it).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class FlopsProfilerConvention(DeepspeedConvention):
     tensor_baddbmm = True
     broadcast_left = True
     warm_up = 3
+    root_hooked = False  # get_model_profile calls getattr(model, 'forward')(*args): the root's hooks never run
     rules = (
         *(r for r in DeepspeedConvention.rules if r.family not in ("run", "not counted",
                                                                    "F.scaled_dot_product_attention",
@@ -32,6 +36,7 @@ class FlopsProfilerConvention(DeepspeedConvention):
                 "the left (not broadcast)"),
         RuleDoc("not counted", "F.scaled_dot_product_attention, @ (Tensor.__matmul__), other operators, x.softmax(), "
                 "sigmoid/tanh/hardswish/hardtanh, F.embedding, dropout; a function captured before patching"),
+        RuleDoc("root", "the model's own forward is called directly (model.forward): its own work is counted nowhere"),
         RuleDoc("run", "get_model_profile(model, args=inputs, print_profile=False): three warm-up forwards, then one"),
     )
 
