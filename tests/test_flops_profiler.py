@@ -82,3 +82,15 @@ def test_small_bert_explained(small_bert):
     # as calflops: 1,118,208 less SDPA's 65,536 = 1,052,672
     assert run.headline["macs"] == 1_052_672
     assert_explained(explain("flops-profiler", run, count(model, inputs)))
+
+
+def test_same_padding_is_a_failed_run_with_its_reason():
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding="same"))
+    inputs = (torch.randn(1, 3, 8, 8),)
+    from reconcile import conventions
+
+    # counted first: the failed run leaves flops-profiler's patches on torch (a job's process is thrown away)
+    assert "padding='same'" in conventions.get("flops-profiler").cannot_run(count(conv.eval(), inputs))
+    run = adapter("flops-profiler").run(conv.eval(), inputs)
+    assert run.status == "failed" and run.error_type == "TypeError"
+    assert "padding='same'" in run.error_message

@@ -16,10 +16,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from reconcile.adapters.base import Adapter, capture_output, counting_calls, exact_number, module_names
+from reconcile.adapters.base import Adapter, ToolFailure, capture_output, counting_calls, exact_number, module_names
 from reconcile.records import Number, ToolLayer, ToolRun
 
 WARM_UP = 3  # get_model_profile's default
+SAME_PADDING = ("flops-profiler cannot cost a convolution with padding='same' or 'valid': its conv formula "
+                "adds the padding string to the input size")
 
 
 class FlopsProfilerAdapter(Adapter):
@@ -47,7 +49,12 @@ class FlopsProfilerAdapter(Adapter):
             profiler.FlopsProfiler.end_profile = end_profile
             try:
                 with counting_calls(work) as calls:
-                    flops, macs, params = profiler.get_model_profile(work, args=list(inputs), print_profile=False)
+                    try:
+                        flops, macs, params = profiler.get_model_profile(work, args=list(inputs), print_profile=False)
+                    except TypeError as exc:
+                        if "'int' and 'str'" in str(exc):
+                            raise ToolFailure(SAME_PADDING, exc) from exc
+                        raise
             finally:
                 profiler.FlopsProfiler.end_profile = original_end
         layers = []

@@ -78,6 +78,10 @@ class _Acc:
             self.flops_terms.append(t)
 
 
+# RNN type -> (gates G, gate operations per hidden unit in DeepSpeed's _rnn_flops)
+_RNN_GATES = {"RNN": (1, 1), "RNNCell": (1, 1), "GRU": (3, 7), "GRUCell": (3, 7), "LSTM": (4, 10), "LSTMCell": (4, 10)}
+
+
 def _shape(a: Any) -> tuple[int, ...] | None:
     return a.shape if isinstance(a, TensorMeta) else None
 
@@ -295,9 +299,44 @@ class DeepspeedConvention(Convention):
         if cls == "MultiheadAttention":
             self._mha(acc, row)
             return
+        if cls in _RNN_GATES:
+            self._rnn(acc, row, cls)
+            return
         # anything else (Embedding, Dropout, Identity, Flatten, Sigmoid, Hardswish, ReLU6 through
         # F.hardtanh, ...): no patched name in its forward
         acc.miss("unsupported_module", dict(row.components), f"has no patched function in {row.type}.forward")
+
+    def _rnn(self, acc: _Acc, row: ModuleRow, cls: str) -> None:
+        """The module hook ``_rnn_forward_hook`` (``_rnn_cell_forward_hook``): FLOPs only, per layer
+        2|W_ih| - G h + 2|W_hh| - G h + gate ops (+ |b_ih| + |b_hh|), the forward direction's weights,
+        x input.shape[0] x input.shape[1] (cells: x input.shape[0]), x2 bidirectional; 0 MACs."""
+        a = row.attrs
+        g, gate_ops = _RNN_GATES[cls]
+        h = a["hidden_size"]
+        cell = cls.endswith("Cell")
+        layers = 1 if cell else a["num_layers"]
+        dirs = 2 if a.get("bidirectional") else 1
+        out_h = a.get("proj_size") or h
+        weights = minus = gates = bias = 0
+        for i in range(layers):
+            in_i = a["input_size"] if i == 0 else out_h * dirs
+            weights += g * h * in_i + g * h * out_h
+            minus += 2 * g * h
+            gates += gate_ops * h
+            bias += 2 * g * h if a.get("bias", True) else 0
+        units = sum((c.inputs[0].shape[0] if cell else c.inputs[0].shape[0] * c.inputs[0].shape[1])
+                    for c in row.call_records) * (1 if cell else dirs)
+        native = row.macs
+        acc.macs_terms.append(Term("formula", -native, f"{self.tool} counts {cls} in FLOPs only (0 MACs)"))
+        acc.flops_terms.append(Term("mac_vs_flop", native, f"{self.tool} counts {cls}'s weights at 2 per MAC"))
+        diff = 2 * weights * units - 2 * native
+        if diff:
+            acc.flops_terms.append(Term("formula", diff, f"{self.tool} costs {cls} from the forward direction's "
+                                        f"weights per step: 2 x {exact(weights)} x {exact(units)}"))
+        acc.flops_terms.append(Term("per_output_minus_one", -minus * units, f"{self.tool}: 2|W| - G x hidden per "
+                                    f"product: -{exact(minus)} x {exact(units)}"))
+        acc.extra("rnn_gates", gates * units, f"{cls} gate operations {gate_ops} x hidden per step: {exact(gates * units)}")
+        acc.extra("bias", bias * units, f"{cls} |b_ih| + |b_hh| per step: {exact(bias * units)}")
 
     def _mha(self, acc: _Acc, row: ModuleRow) -> None:
         """F.multi_head_attention_forward (grad enabled: not the fused path) calls the patched

@@ -41,4 +41,14 @@ class FlopsProfilerConvention(DeepspeedConvention):
     )
 
 
+    def cannot_run(self, native):
+        """A convolution padded with a string (``padding='same'``): ``_conv_flops_compute`` adds it
+        to an int and raises TypeError (timm's convmixer_768_32)."""
+        for row in native.rows:
+            if row.attrs.get("class", "").startswith("torch.nn.modules.conv.Conv") and isinstance(row.attrs.get("padding"), str):
+                return (f"flops-profiler cannot cost a convolution with padding={row.attrs['padding']!r} "
+                        f"({row.type} {row.name}): its conv formula adds the padding string to the input size")
+        return None
+
+
 CONVENTION = FlopsProfilerConvention()
