@@ -179,3 +179,17 @@ def test_small_bert_explained(small_bert):
     # 1,114,112; pooler 64 x 64 = 4,096 -> 1,118,208
     assert run.headline["macs"] == 1_118_208
     assert_explained(explain("deepspeed", run, count(model, inputs)))
+
+
+def lstm_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.LSTM(3, 2, batch_first=True))
+
+
+def test_lstm_module_hook_flops_only():
+    # nn.LSTM(3, 2), input (1, 5, 3): DeepSpeed's _rnn_forward_hook, per step: 2 x |W_ih| (8 x 3) - 8
+    # + 2 x |W_hh| (8 x 2) - 8 + 10 x 2 gate ops + |b_ih| + |b_hh| (8 + 8) = 40 + 24 + 20 + 16 = 100;
+    # x 1 x 5 steps = 500 FLOPs, 0 MACs; params 24 + 16 + 16 = 56
+    rows = {"0": (0, 500, 56)}
+    check_rows("deepspeed", lstm_model(), (torch.randn(1, 5, 3),), rows, (0, 500, 56))
+    check_adapter("deepspeed", lstm_model(), (torch.randn(1, 5, 3),), rows, (0, 500, 56))

@@ -94,3 +94,13 @@ def test_same_padding_is_a_failed_run_with_its_reason():
     run = adapter("flops-profiler").run(conv.eval(), inputs)
     assert run.status == "failed" and run.error_type == "TypeError"
     assert "padding='same'" in run.error_message
+
+
+def test_lstm_weights_once_per_step():
+    from tests.test_deepspeed import lstm_model
+
+    # flops-profiler's _rnn_flops, per step: |W_ih| 24 + |W_hh| 16 + 10 x 2 gate ops + 8 + 8 bias = 76;
+    # x 5 steps = 380 FLOPs (DeepSpeed 0.19.8: 500), 0 MACs; params 56
+    rows = {"0": (0, 380, 56)}
+    check_rows("flops-profiler", lstm_model(), (torch.randn(1, 5, 3),), rows, (0, 380, 56))
+    check_adapter("flops-profiler", lstm_model(), (torch.randn(1, 5, 3),), rows, (0, 380, 56))

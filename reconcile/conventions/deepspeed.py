@@ -109,6 +109,7 @@ class DeepspeedConvention(Convention):
     trainable_params_only = False
     interpolate_scaled = True  # F.interpolate with scale_factor: numel x scale^d (calflops: numel)
     warm_up = 1
+    rnn_two_per_weight = True  # RNN FLOPs 2|W| - G x hidden per layer and step (flops-profiler: |W|)
     root_hooked = True  # False: the model's forward is called directly (model.forward(...)), so no hook of
     # the root runs and the work of its own forward lands in no module: counted nowhere
 
@@ -328,13 +329,16 @@ class DeepspeedConvention(Convention):
                     for c in row.call_records) * (1 if cell else dirs)
         native = row.macs
         acc.macs_terms.append(Term("formula", -native, f"{self.tool} counts {cls} in FLOPs only (0 MACs)"))
-        acc.flops_terms.append(Term("mac_vs_flop", native, f"{self.tool} counts {cls}'s weights at 2 per MAC"))
-        diff = 2 * weights * units - 2 * native
+        k = 2 if self.rnn_two_per_weight else 1
+        if k == 2:
+            acc.flops_terms.append(Term("mac_vs_flop", native, f"{self.tool} counts {cls}'s weights at 2 per MAC"))
+        diff = k * weights * units - k * native
         if diff:
             acc.flops_terms.append(Term("formula", diff, f"{self.tool} costs {cls} from the forward direction's "
-                                        f"weights per step: 2 x {exact(weights)} x {exact(units)}"))
-        acc.flops_terms.append(Term("per_output_minus_one", -minus * units, f"{self.tool}: 2|W| - G x hidden per "
-                                    f"product: -{exact(minus)} x {exact(units)}"))
+                                        f"weights per step: {k} x {exact(weights)} x {exact(units)}"))
+        if k == 2:
+            acc.flops_terms.append(Term("per_output_minus_one", -minus * units, f"{self.tool}: 2|W| - G x hidden "
+                                        f"per product: -{exact(minus)} x {exact(units)}"))
         acc.extra("rnn_gates", gates * units, f"{cls} gate operations {gate_ops} x hidden per step: {exact(gates * units)}")
         acc.extra("bias", bias * units, f"{cls} |b_ih| + |b_hh| per step: {exact(bias * units)}")
 

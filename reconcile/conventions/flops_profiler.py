@@ -5,6 +5,7 @@ DeepSpeed's profiler from before DeepSpeed counted attention. Its rules are not 
 - not patched: ``F.scaled_dot_product_attention``, ``Tensor.__matmul__``;
 - patched as well: ``Tensor.baddbmm``;
 - ``torch.add``/``mul``: dimensions aligned from the left (as calflops), not broadcast;
+- RNN/LSTM/GRU FLOPs: |W_ih| + |W_hh| per step (DeepSpeed: twice that, less G x hidden);
 - parameters: every parameter (as DeepSpeed); three warm-up forwards;
 - ``get_model_profile`` calls ``model.forward(*args)`` directly (its ``func_name``), so the root's
   hooks never run: the work the model's own ``forward`` does through patched names is counted
@@ -25,6 +26,7 @@ class FlopsProfilerConvention(DeepspeedConvention):
     tensor_baddbmm = True
     broadcast_left = True
     warm_up = 3
+    rnn_two_per_weight = False  # its _rnn_flops adds |W_ih| + |W_hh| per step, not 2|W| - G x hidden
     root_hooked = False  # get_model_profile calls getattr(model, 'forward')(*args): the root's hooks never run
     rules = (
         *(r for r in DeepspeedConvention.rules if r.family not in ("run", "not counted",
