@@ -193,3 +193,22 @@ def test_lstm_module_hook_flops_only():
     rows = {"0": (0, 500, 56)}
     check_rows("deepspeed", lstm_model(), (torch.randn(1, 5, 3),), rows, (0, 500, 56))
     check_adapter("deepspeed", lstm_model(), (torch.randn(1, 5, 3),), rows, (0, 500, 56))
+
+
+class _Einsum(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 5))
+
+    def forward(self, x):
+        return torch.einsum("ij,jk->ik", x, self.w)
+
+
+def test_einsum_by_numpy_path():
+    # torch.einsum("ij,jk->ik") of (3, 4) by (4, 5): numpy's count 3 x 4 x 5 = 60 index combinations x 2
+    # (j is summed) = 120 FLOPs, 0 MACs (the profiler returns (flops, 0) for einsum); wrapped so that
+    # every copy's hooks see it
+    model = nn.Sequential(_Einsum())
+    rows = {"0": (0, 120, 20)}
+    check_rows("deepspeed", model, (torch.randn(3, 4),), rows, (0, 120, 20))
+    check_adapter("deepspeed", model, (torch.randn(3, 4),), rows, (0, 120, 20))

@@ -82,6 +82,32 @@ class _Acc:
 _RNN_GATES = {"RNN": (1, 1), "RNNCell": (1, 1), "GRU": (3, 7), "GRUCell": (3, 7), "LSTM": (4, 10), "LSTMCell": (4, 10)}
 
 
+def _einsum_flops(call: TorchCall) -> int | None:
+    """numpy's ``einsum_path(..., optimize='optimal')`` "Optimized FLOP count" for one or two
+    operands: the product of every index size x (1, + 1 when an index is summed away), which the
+    profiler reads back from the text ``%.3e``; None for anything else (ellipsis, 3+ operands)."""
+    eq = call.args[0] if call.args and isinstance(call.args[0], str) else None
+    shapes = [a.shape for a in call.args[1:] if isinstance(a, TensorMeta)]
+    if eq is None or "..." in eq or not 1 <= len(shapes) <= 2 or len(shapes) != len(call.args) - 1:
+        return None
+    eq = eq.replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        return None
+    sizes: dict[str, int] = {}
+    for term, shape in zip(terms, shapes):
+        if len(term) != len(shape):
+            return None
+        for ch, d in zip(term, shape):
+            sizes[ch] = max(sizes.get(ch, 1), d)
+    if "->" not in eq:
+        rhs = "".join(sorted(ch for ch in sizes if lhs.count(ch) == 1))
+    removed = set(sizes) - set(rhs)
+    cost = numel(tuple(sizes.values())) * (max(1, len(shapes) - 1) + (1 if removed else 0))
+    return int(float("%.3e" % cost))
+
+
 def _shape(a: Any) -> tuple[int, ...] | None:
     return a.shape if isinstance(a, TensorMeta) else None
 
@@ -145,7 +171,7 @@ class DeepspeedConvention(Convention):
                "torch.matmul": "matmul", "Tensor.matmul": "matmul",
                "torch.addmm": "addmm", "Tensor.addmm": "addmm", "torch.baddbmm": "addmm",
                "torch.mul": "elementwise", "Tensor.mul": "elementwise", "torch.add": "elementwise",
-               "Tensor.add": "elementwise", "F.softmax": "numel:softmax", "F.batch_norm": "batch_norm",
+               "Tensor.add": "elementwise", "torch.einsum": "einsum", "F.softmax": "numel:softmax", "F.batch_norm": "batch_norm",
                "F.interpolate": "interpolate", "F.upsample": "interpolate"}
         for n in ("relu", "prelu", "elu", "leaky_relu", "relu6", "silu", "gelu"):
             out[f"F.{n}"] = "numel:activation"
@@ -198,6 +224,15 @@ class DeepspeedConvention(Convention):
             acc.extra("norm", per * numel(a0), f"{call.func} as {per} per element: {per} x {exact(numel(a0))}")
         elif family == "elementwise":
             acc.extra("elementwise", self._elementwise(call), f"{call.func} as the size of its operands' shape")
+        elif family == "einsum":
+            flops = _einsum_flops(call)
+            if flops is None:  # an equation this rule does not cover: left as a residual, not guessed
+                acc.miss("unsupported_op", comps, "counts this einsum by numpy's einsum_path (not covered here)")
+                return
+            t = Term("formula", -native_macs, f"{self.tool} counts torch.einsum in FLOPs only (0 MACs)")
+            acc.macs_terms.append(t)
+            acc.flops_terms.append(Term("formula", flops - native_macs, f"{self.tool} costs torch.einsum by numpy's "
+                                        f"einsum_path, printed with 4 digits and read back: {exact(flops)} FLOPs"))
         elif family == "interpolate":
             acc.extra("interpolate", self._interpolate(call), f"{call.func}")
 
