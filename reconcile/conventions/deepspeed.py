@@ -84,7 +84,8 @@ _RNN_GATES = {"RNN": (1, 1), "RNNCell": (1, 1), "GRU": (3, 7), "GRUCell": (3, 7)
 
 def _einsum_flops(call: TorchCall) -> int | None:
     """numpy's ``einsum_path(..., optimize='optimal')`` "Optimized FLOP count" for one or two
-    operands: the product of every index size x (1, + 1 when an index is summed away), which the
+    operands: the product of every index size x (1, + 1 when an index is summed away), plus 1 (numpy's
+    ``opt_cost = sum(cost_list) + 1``), which the
     profiler reads back from the text ``%.3e``; None for anything else (ellipsis, 3+ operands)."""
     eq = call.args[0] if call.args and isinstance(call.args[0], str) else None
     shapes = [a.shape for a in call.args[1:] if isinstance(a, TensorMeta)]
@@ -105,7 +106,7 @@ def _einsum_flops(call: TorchCall) -> int | None:
         rhs = "".join(sorted(ch for ch in sizes if lhs.count(ch) == 1))
     removed = set(sizes) - set(rhs)
     cost = numel(tuple(sizes.values())) * (max(1, len(shapes) - 1) + (1 if removed else 0))
-    return int(float("%.3e" % cost))
+    return int(float("%.3e" % (cost + 1)))  # numpy: opt_cost = sum(cost_list) + 1
 
 
 def _shape(a: Any) -> tuple[int, ...] | None:
