@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from reconcile import conventions  # a callable module: reconcile.conventions() is the table
 from reconcile import explain  # a callable module too: importing its submodules cannot unbind it
 from reconcile import roofline  # callable as well: reconcile.roofline(native, hardware)
+from reconcile._version import __version__
 from reconcile.errors import ReconcileError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,14 +31,26 @@ if TYPE_CHECKING:  # pragma: no cover
     from reconcile.report.model import ModelReport
 
 __all__ = ["ReconcileError", "compare", "conventions", "count", "explain", "normalize", "predict", "roofline", "__version__"]
-__version__ = "0.1.0"
 
 
 def count(model: Any, inputs: Any, **kwargs: Any) -> "NativeCount":
-    """Count ``model(*inputs)`` with the native counter (see ``reconcile.counter.core.count``)."""
-    from reconcile.counter import count as _count
+    """Count ``model(*inputs)`` with the native counter (see ``reconcile.counter.core.count``).
 
-    return _count(model, inputs, **kwargs)
+    The model runs in this process, by design (it is your object). What its forward changes in
+    torch's process-wide settings is put back afterwards, even when it raises: the default dtype
+    and device, grad mode, the deterministic-algorithms flags, the number of threads, the float32
+    matmul precision, anomaly detection, the CPU random generator's state and the
+    ``torch.backends`` flags (cudnn, cuda matmul and attention backends, mkldnn, opt_einsum).
+    What cannot be put back: ``torch.set_num_interop_threads`` (settable once), ``set_flush_denormal``
+    (no getter), other devices' random generators, functions or classes the model patched, modules
+    it imported, environment variables, processes or threads it started. To keep all of that
+    away, count in a worker process: ``reconcile count`` on the command line, or
+    ``reconcile.compare(spec, tools="native")``."""
+    from reconcile.counter import count as _count
+    from reconcile.torch_state import kept
+
+    with kept():
+        return _count(model, inputs, **kwargs)
 
 
 def predict(native: "NativeCount", tool: str) -> "Prediction":

@@ -5,7 +5,9 @@ The server exits once the caller that started it is gone, even killed by SIGKILL
 EOF on its "alive" pipe (workers drop their copy of it). When it exits:
 - every worker still running is killed with its whole process group, so neither a hung tool
   nor a process the model started outlives the run (workers also die with the server by
-  ``PR_SET_PDEATHSIG``, but that would spare their children);
+  ``PR_SET_PDEATHSIG``, but that would spare their children); the server is a subreaper
+  (``PR_SET_CHILD_SUBREAPER``), so a process a job started in a new session, orphaned, is its
+  child too and is killed with them;
 - if the caller died without cleaning up, its ``pymp-*`` folder (which holds the server's socket)
   is removed. A caller that is still alive removes it itself at exit.
 """
@@ -132,9 +134,23 @@ _CALLER, _FROM_MAIN_THREAD = _caller() if _LISTENER is not None else (0, False)
 _ADDRESS = _socket_path(_LISTENER)
 _SERVER = os.getpid()
 
+def _become_subreaper() -> None:
+    """Processes a job starts in a session of their own (``start_new_session=True``) leave the
+    worker's group; with this, once the worker is gone they become this server's children, not
+    init's, so the caller can end them when the job settles (``runner._end_orphans``) and this
+    server at its exit (``_clean_up``)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):  # not Linux: such a process outlives the run, as before
+        pass
+
+
 if _CALLER:  # imported anywhere else, this module does nothing
     atexit.register(_clean_up)
     signal.signal(signal.SIGTERM, _stop)
+    _become_subreaper()
     if _FROM_MAIN_THREAD:  # the signal follows the thread that started us, not the process
         try:
             import ctypes

@@ -28,7 +28,11 @@ def _pinned() -> tuple[str, ...]:
     return versions.names()
 
 
-def _err(msg: str) -> None:
+def _err(msg: str, limit: int = 1000) -> None:
+    """One line on stderr, however long the message (20,000 inputs listed in it, say)."""
+    msg = " ".join(msg.split())
+    if len(msg) > limit:
+        msg = f"{msg[: limit - 40]} [... {len(msg) - limit + 40:,} characters cut]"
     print(f"reconcile: error: {msg}", file=sys.stderr)
 
 
@@ -83,6 +87,10 @@ def _config(ns: argparse.Namespace) -> RunConfig:
     dtype = models.parse_dtype(ns.input_dtype) if getattr(ns, "input_dtype", None) else "float32"
     tools = tuple(t.strip() for t in ns.tools.split(",") if t.strip()) if getattr(ns, "tools", None) else ()
     inputs = tuple(models.parse_input(t) for t in (getattr(ns, "input", None) or ()))
+    if getattr(ns, "input_high", None) is not None:
+        from reconcile.inputs import check_high
+
+        check_high(ns.input_high)  # 99999999999999999999999: one line now, not a traceback in a worker
     if inputs and (shape is not None or getattr(ns, "input_high", None) is not None
                    or (getattr(ns, "input_dtype", None) or "float32") != "float32"):
         raise ReconcileError("give inputs either with --input (each with its own dtype) or with "
@@ -105,12 +113,6 @@ def _config(ns: argparse.Namespace) -> RunConfig:
     )
 
 
-def _inputs_for(spec, cfg: RunConfig):
-    from reconcile import pipeline
-
-    return pipeline.inputs_for(spec, cfg.inputs, cfg.input_shape, cfg.input_dtype, cfg.input_high)
-
-
 def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...]):
     from reconcile import models, pipeline
     from reconcile.progress import Progress
@@ -127,57 +129,28 @@ def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...]):
         progress.close()
 
 
-def _each_model(specs_text: str, work: Callable[[object], None]) -> int:
-    """Run ``work`` per model spec; a model's ReconcileError is reported and the rest go on. Two
-    spellings of one model (resnet18,ResNet18) run once, under the first."""
-    from reconcile import models
+def _each_counted(ns: argparse.Namespace, cfg: RunConfig, work: Callable[[object], None], *, device: str,
+                  mode: str, training: bool = False, note: bool = True) -> int:
+    """Run ``work`` on each model's native count, counted in a worker (``reconcile.isolated``: a
+    crash, hang, print or change to torch's globals touches only that model); a model that could
+    not be counted, or whose ``work`` raised a ReconcileError, is one line and the rest go on.
+    ``note``: say on stderr when a count asked for on meta was made on CPU."""
+    from reconcile import isolated, models
 
     failed = 0
-    seen: set[str] = set()
-    for text in models.split_specs(specs_text):
+    for counted in isolated.counted(models.split_specs(ns.specs), inputs=cfg.inputs, input_shape=cfg.input_shape,
+                                    input_dtype=cfg.input_dtype, input_high=cfg.input_high, device=device,
+                                    mode=mode, training=training, timeout=cfg.timeout):
         try:
-            spec = models.resolve(text)
-            if spec.name in seen:
-                continue
-            seen.add(spec.name)
-            try:
-                work(spec)
-            except MemoryError as exc:
-                raise _too_large(spec.name, exc) from exc
-            except RuntimeError as exc:
-                if not _out_of_memory(exc):
-                    raise
-                raise _too_large(spec.name, exc) from exc
+            if counted.error:
+                raise ReconcileError(counted.error)
+            if counted.moved and note:
+                print(f"reconcile: note: {counted.name} counted on cpu: on meta, {counted.moved}", file=sys.stderr)
+            work(counted)
         except ReconcileError as exc:
             _err(str(exc))
             failed += 1
     return 2 if failed else 0
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "can't allocate memory" in text or "cannot allocate memory" in text or "out of memory" in text
-
-
-def _too_large(name: str, exc: BaseException) -> ReconcileError:
-    return ReconcileError(f"{name}: the input or model is too large for this machine's memory "
-                          f"({type(exc).__name__}); count it with --device meta, which allocates nothing")
-
-
-def _native_count(spec, inputs, device: str, mode: str, training: bool = False):
-    """The native count of ``spec`` on ``device``; on meta, a forward that reads values meta cannot
-    know (a branch on a weight) is counted on CPU instead. Returns (count, why it moved or "")."""
-    from reconcile import models
-    from reconcile.counter import count
-
-    try:
-        model, args = models.prepare(models.build(spec, device=device), inputs, device, mode)
-        return count(model, args, name=spec.name, mode=mode, training=training), ""
-    except ReconcileError as exc:
-        if device != "meta":
-            raise
-        model, args = models.prepare(models.build(spec, device="cpu"), inputs, "cpu", mode)
-        return count(model, args, name=spec.name, mode=mode, training=training), str(exc)
 
 
 def cmd_count(ns: argparse.Namespace) -> int:
@@ -185,11 +158,8 @@ def cmd_count(ns: argparse.Namespace) -> int:
     from reconcile.records import to_plain
     from reconcile.report.text import count_table
 
-    def work(spec) -> None:
-        inputs = _inputs_for(spec, cfg)
-        result, moved = _native_count(spec, inputs, cfg.device, cfg.mode, cfg.training)
-        if moved:
-            print(f"reconcile: note: {spec.name} counted on cpu: on meta, {moved}", file=sys.stderr)
+    def work(counted) -> None:
+        spec, inputs, result = counted, counted.inputs, counted.native
         inp = inputs[0]
         depth = cfg.depth if cfg.depth is not None else max(r.depth for r in result.rows)
         if cfg.format == "json":
@@ -226,7 +196,7 @@ def cmd_count(ns: argparse.Namespace) -> int:
                 print()
         sys.stdout.flush()
 
-    return _each_model(ns.specs, work)
+    return _each_counted(ns, cfg, work, device=cfg.device, mode=cfg.mode, training=cfg.training)
 
 
 def _json_row(r: dict) -> dict:
@@ -254,7 +224,7 @@ def cmd_tools(ns: argparse.Namespace) -> int:
     cfg = _config(ns)
     from reconcile import models
     from reconcile.records import to_plain
-    from reconcile.report import numbers
+    from reconcile import numbers
     from reconcile.report.text import table
 
     tools = _tools_text(ns)
@@ -322,7 +292,12 @@ def cmd_report(ns: argparse.Namespace) -> int:
                 # native could not count it, some tools did: their numbers are still reported (raw)
             report = pipeline.reconcile_model(mr, hardware if mr.native is not None else None)
             files = pipeline.render_model(report)
-            pipeline.write_files(folder, files)
+            try:
+                pipeline.write_files(folder, files)
+            except pipeline.WriteFailed as exc:  # a full disk: this model's report is lost, not the others'
+                _err(f"{exc}: the report of {mr.name} was not written")
+                failed += 1
+                continue
             reports.append(report)
             unexplained = [t.tool for t in report.tools if t.status == "ok" and t.residual]
             note = f"; unexplained residual in {', '.join(unexplained)}" if unexplained else ""
@@ -344,19 +319,17 @@ def cmd_report(ns: argparse.Namespace) -> int:
 def cmd_predict(ns: argparse.Namespace) -> int:
     """What a tool would report, predicted from the native count alone (the tool is not run)."""
     cfg = _config(ns)
-    from reconcile import conventions, models, pipeline
-    from reconcile.counter import count
+    from reconcile import conventions, pipeline
     from reconcile.records import to_plain
-    from reconcile.report import numbers
+    from reconcile import numbers
+    from reconcile.report.sentences import sentence
     from reconcile.report.text import table
 
     conv = conventions.get(ns.tool)
 
-    def work(spec) -> None:
-        inputs = _inputs_for(spec, cfg)
+    def work(counted) -> None:
+        spec, inputs, native = counted, counted.inputs, counted.native
         inp = inputs[0]
-        model, args = models.prepare(models.build(spec, device="meta"), inputs, "meta", cfg.mode)
-        native = count(model, args, name=spec.name, mode=cfg.mode)
         why = conv.cannot_run(native)
         if why:  # the tool would print nothing: say so rather than numbers it never prints
             raise ReconcileError(f"{conv.tool} cannot run on {spec.name}: {why}")
@@ -364,9 +337,9 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         if conv.tool in pipeline.TRACED_TOOLS:  # ops only a torch.jit trace holds: traced as `report` does
             from dataclasses import replace
 
-            from reconcile.adapters.native import TracedAdapter
+            from reconcile.isolated import traced as trace
 
-            traced = TracedAdapter().run(*models.prepare(models.build(spec, device="cpu"), inputs, "cpu", cfg.mode))
+            traced = trace(spec.name, inputs, cfg.mode, cfg.timeout)
             if traced.status == "ok":
                 native = replace(native, traced=traced.detail)
             else:
@@ -379,7 +352,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
                               "unattributed": to_plain(dict(pred.unattributed)),
                               "layers": [{"module": p.module, "type": p.type, "calls": p.calls, "call": p.call,
                                           "predicted": to_plain(dict(p.predicted)),
-                                          "terms": {m: [{"cause": t.cause, "amount": to_plain(t.amount), "text": t.text}
+                                          "terms": {m: [{"cause": t.cause, "amount": to_plain(t.amount), "text": sentence(t)}
                                                         for t in ts] for m, ts in p.terms.items()}}
                                          for p in pred.layers]}))
             return
@@ -388,7 +361,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         keys = [k for k in keys if any(k in p.predicted for p in pred.layers)] or [conv.metric]
         rows = [[p.module or "(model)", p.type, str(p.calls) + ("" if p.call is None else f" #{p.call}"),
                  *(numbers.exact(p.predicted.get(k, 0)) for k in keys),
-                 "; ".join(t.text for k in keys for t in p.terms.get(k, ()))] for p in pred.layers]
+                 "; ".join(sentence(t) for k in keys for t in p.terms.get(k, ()))] for p in pred.layers]
         print(f"{spec.name}: what {conv.tool} would report (predicted from the native count; {conv.tool} was not run)")
         print(table(["module", "type", "calls", *keys, "why it differs from native"], rows,
                     [False, False, True, *([True] * len(keys)), False]))
@@ -397,7 +370,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
             print(f"note: {trace_note}")
         print()
 
-    return _each_model(ns.specs, work)
+    return _each_counted(ns, cfg, work, device="meta", mode=cfg.mode)
 
 
 def cmd_conventions(ns: argparse.Namespace) -> int:
@@ -431,7 +404,9 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
     done: dict[str, object] = {}
     if ns.resume:  # models whose result is kept for the same tools and versions are not run again
         for name in names:
-            runs = zoo.load_runs(kept_folder / zoo.kept_file(name), zoo.run_key(name, tools, cfg.timeout))
+            runs, note = zoo.resume(kept_folder, name, zoo.run_key(name, tools, cfg.timeout))
+            if note:  # a file that does not validate is never trusted, never fatal: the model runs again
+                _err_line(note)
             if runs is not None:
                 done[name] = runs
     todo = [n for n in names if n not in done]
@@ -458,8 +433,12 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
 
         def keep(mr) -> None:
             if not mr.error:  # kept as soon as it is complete: an interrupted run resumes here
-                pipeline.write_files(kept_folder, {zoo.kept_file(mr.spec): zoo.dump_runs(
-                    zoo.run_key(mr.spec, tools, cfg.timeout), mr)})
+                try:
+                    pipeline.write_files(kept_folder, {zoo.kept_file(mr.spec): zoo.dump_runs(
+                        zoo.run_key(mr.spec, tools, cfg.timeout), mr)})
+                except (ReconcileError, TypeError) as exc:  # the run goes on; only --resume loses this model
+                    progress.write(f"reconcile: {mr.spec}: its result could not be kept for --resume ({exc})",
+                                   file=sys.stderr)
             finish(mr.spec, mr)
 
         with executors.session(cfg.executor, cfg.ray_address):
@@ -512,7 +491,6 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
         raise ReconcileError(f"--repeat must be at least 1, got {ns.repeat}")
     from pathlib import Path
 
-    from reconcile import models
     from reconcile.roofline import core as rcore
     from reconcile.roofline import compute_dtype, platforms, render, split_keys
 
@@ -521,9 +499,8 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
     within: list[str] = []  # faster than their local bound by less than the peak's own noise
     noises: list[float] = []  # per model: how far the local peak moved between its two timings
 
-    def work(spec) -> None:
-        inputs = _inputs_for(spec, cfg)
-        native, _ = _native_count(spec, inputs, "meta", "eval")
+    def work(counted) -> None:
+        spec, inputs, native = counted, counted.inputs, counted.native
         dtype = ns.peak_dtype or compute_dtype(native)
         if ns.measure and dtype not in refreshed and "local" in split_keys(ns.hardware):
             from reconcile.roofline import local
@@ -536,18 +513,20 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
         plats = platforms(ns.hardware, dtype, ns.tf32)
         measured = None
         if ns.measure:
+            from reconcile import isolated
             from reconcile.roofline import local
 
-            model, args = models.prepare(models.build(spec, device="cpu"), inputs, "cpu")
-            # the local peak also covers this model's own kernels, each timed alone
-            kernels: dict[str, float] = {}
+            # the local peak also covers this model's own kernels, each timed alone, just before and
+            # just after the layers (this machine's speed drifts); all timed in a worker of its own
             local_here = any(p.key == "local" for p in plats)
-            if local_here:  # timed just before and just after the layers: this machine's speed drifts
-                kernels = local.model_kernels(model, args)
-            module_s, total_s = local.measure_layers(model, args, ns.repeat)
+            run = isolated.measured(spec.name, inputs, ns.repeat, local_here, cfg.timeout)
+            if run.status != "ok":
+                raise ReconcileError(isolated.failure(spec.name, run, what="measured"))
+            module_s, total_s = run.detail["module_s"], run.detail["total_s"]
+            kernels: dict[str, float] = run.detail["kernels"]
             noise = 0.0
             if local_here:
-                after = local.model_kernels(model, args)
+                after = run.detail["kernels_after"]
                 noise = local.peak_noise(kernels, after)
                 kernels = {k: max(v, after.get(k, 0.0)) for k, v in kernels.items()}
                 plats = [local.with_model_kernels(p, kernels) if p.key == "local" else p for p in plats]
@@ -587,7 +566,7 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
                                      "choose another folder with --plot") from exc
         sys.stdout.flush()
 
-    code = _each_model(ns.specs, work)
+    code = _each_counted(ns, cfg, work, device="meta", mode="eval", note=False)
     if within and not code:  # listed in the table too; said here with why they do not fail the check
         print(f"reconcile: {len(within)} layer(s) measured faster than their bound by less than the local peak "
               f"itself moved between its timings before and after the layers (up to {max(noises):.1%}): timing "
@@ -617,6 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="count in eval (default; train with --training) or train mode")
     _add_training_arg(p)
     p.add_argument("--depth", type=int, metavar="N", help="show modules down to depth N (default: all)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
     p.set_defaults(func=cmd_count)
 
@@ -644,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--tool", required=True, choices=tuple(dict.fromkeys(TOOL_NAMES + _pinned())), help="the tool to predict")
     p.add_argument("--mode", choices=("eval", "train"), default="eval", help="eval (default) or train mode")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json")
     p.set_defaults(func=cmd_predict)
 
@@ -682,6 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time each layer on CPU with real tensors (best of --repeat) next to its bound on "
                         "this machine's entries (local, custom); exit status 1 if one beats its bound")
     p.add_argument("--repeat", type=int, default=5, metavar="N", help="repetitions for --measure (default 5)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
     p.add_argument("--plot", metavar="DIR", help="write a roofline and a per-family picture per hardware (PNG)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
     p.set_defaults(func=cmd_roofline)

@@ -49,11 +49,23 @@ def check_executor(name: str, address: str | None = None) -> str:
         raise ReconcileError("--ray-address needs --executor ray")
     if name == "ray":
         try:
-            import ray  # noqa: F401
+            _import_ray()
         except ImportError:
             raise ReconcileError("--executor ray needs Ray: pip install 'reconcile[ray]' "
                                  "(make setup installs it)") from None
     return name
+
+
+def _import_ray() -> Any:
+    """``import ray``, without abseil's failure signal handler, which Ray otherwise installs in
+    this process while ``ray.init`` runs (it reads this variable when it is imported): a SIGTERM
+    then printed Ray's "*** SIGTERM received" stack dump on the terminal and aborted the process
+    3 s later (exit -6) while the run was still stopping. A value the user set is kept."""
+    if "ray" not in sys.modules:
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    import ray
+
+    return ray
 
 
 def run(jobs: list["Job"], *, executor: str = "local", address: str | None = None, timeout: float = 300.0,
@@ -92,7 +104,7 @@ def run_on_ray(jobs: list["Job"], *, address: str | None, timeout: float, worker
         runner.adapter_spec(job.tool)  # an unknown tool is the caller's to fix; a pinned version is known
     if not jobs:
         return []
-    import ray
+    ray = _import_ray()
 
     with session("ray", address, workers):
         # torch threads per job: on the local instance this machine's CPUs shared by the workers, as
@@ -116,7 +128,8 @@ def _run_tasks(ray: Any, jobs: list["Job"], *, timeout: float, threads: int, bui
         results: list[ToolRun | None] = [None] * len(jobs)
         pending = list(refs)
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            with _signals_outside_ray():
+                done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
             for ref in done:
                 i = refs[ref]
                 results[i] = _result(ray, ref, jobs[i])
@@ -130,6 +143,32 @@ def _run_tasks(ray: Any, jobs: list["Job"], *, timeout: float, threads: int, bui
                 pass
         raise
     return [r for r in results if r is not None]
+
+
+@contextlib.contextmanager
+def _signals_outside_ray() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP arriving inside a Ray call are acted on (by this process's own
+    handlers) once it returns. Ray runs Python's signal handlers from inside its C++ calls and
+    turns what they raise into a plain ``KeyboardInterrupt``: a SIGHUP or SIGTERM then ended the
+    run as Ctrl-C would (exit code 130), or crashed it."""
+    import signal
+
+    pending: list[int] = []
+    saved = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            handler = signal.getsignal(sig)
+            if handler not in (signal.SIG_IGN, None):
+                saved[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
+    except ValueError:  # not the main thread: signals are not ours to hold
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for sig in pending[:1]:
+            signal.raise_signal(sig)
 
 
 def _result(ray: Any, ref: Any, job: "Job") -> "ToolRun":
@@ -157,48 +196,81 @@ def session(executor: str, address: str | None = None, workers: int = 2) -> Iter
     if executor != "ray":
         yield
         return
-    import ray
+    ray = _import_ray()
 
     if ray.is_initialized():
         yield
         return
     if address is not None:
         _check_reachable(address)
+    # mode 0700 (mkdtemp): Ray makes its own folders under it 0777, so this one keeps them private
     folder = tempfile.mkdtemp(prefix="reconcile-ray-", dir=_short_temp_dir()) if address is None else None
+    watchdog = _Watchdog.start(folder) if folder is not None else None
     try:
         try:
-            _init(ray, address, workers, folder)
+            # a stop signal while Ray starts is acted on once it is up (raised inside Ray's start,
+            # it left half-started threads that crashed the process at exit)
+            with _signals_outside_ray(), _our_signal_handlers():
+                _init(ray, address, workers, folder)
         except Exception as exc:  # noqa: BLE001 - Ray's own start-up or connection error, in one line
             where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ReconcileError(f"could not start or reach {where}: {text}"
                                  + ("; check the address (`ray status` on the head node)" if address else "")) from exc
+        except BaseException:  # stopped by a signal while Ray started: what did start is stopped
+            with contextlib.suppress(Exception), _our_signal_handlers():
+                ray.shutdown()
+            raise
         try:
             yield
         finally:
-            ray.shutdown()
+            with _our_signal_handlers():  # Ray's own handlers would print a dump on a second signal
+                ray.shutdown()
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+        if watchdog is not None:  # it kills what Ray left of the local instance, if anything
+            watchdog.stop()
+
+
+# what a gRPC server (Ray's GCS, or its client server behind ray://) answers first: an HTTP/2
+# SETTINGS frame. The client's preface and an empty SETTINGS frame of its own ask for it.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS = 4
 
 
 def _check_reachable(address: str, seconds: float = 5.0) -> None:
-    """A wrong address is a one-line error at once: Ray itself retries an unreachable head for
-    minutes, printing its C++ client's warnings on the terminal meanwhile."""
+    """A wrong address is a one-line error at once: Ray itself retries an unreachable head, or
+    one that is not Ray (a web server on that port), for minutes, printing its C++ client's
+    warnings on the terminal meanwhile. So the address must accept a connection and answer as
+    a gRPC server does (Ray's head node is one) within ``seconds``."""
     import socket
 
     text = address.removeprefix("ray://")
     if text == "auto" or ":" not in text:
         return  # "auto": Ray finds the cluster this machine started; Ray's own error otherwise
     host, _, port = text.rpartition(":")
+    what = ("check the address (`ray status` on the head node prints it) or leave out --ray-address for a "
+            "local Ray instance")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds) as sock:
+            sock.sendall(_HTTP2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
     except (OSError, ValueError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-        raise ReconcileError(f"could not reach the Ray cluster at {address!r}: {why}; check the address "
-                             "(`ray status` on the head node prints it) or leave out --ray-address for a "
-                             "local Ray instance") from None
+        if isinstance(exc, TimeoutError) or isinstance(exc, socket.timeout):
+            why = f"no answer within {seconds:g} s"
+        else:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise ReconcileError(f"could not reach the Ray cluster at {address!r}: {why}; {what}") from None
+    if len(head) < 9 or head[3] != _SETTINGS:
+        seen = head[:16].decode("ascii", errors="replace").split("\r")[0].strip() or "nothing"
+        raise ReconcileError(f"{address!r} is not a Ray cluster: it answered {seen!r}, not as Ray's head node "
+                             f"does; {what}")
 
 
 def _short_temp_dir() -> str:
@@ -211,9 +283,164 @@ def _short_temp_dir() -> str:
     return base
 
 
+@contextlib.contextmanager
+def _our_signal_handlers() -> Iterator[None]:
+    """Keep this process's SIGINT, SIGTERM and SIGHUP handlers across Ray's start and stop: the
+    driver Ray starts installs its own (a SIGTERM then printed Ray's "*** SIGTERM received" dump and
+    ended the command with exit code 1, not the documented 143)."""
+    import signal
+
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    saved = {sig: signal.getsignal(sig) for sig in stops}
+    # ray.init first sets its own SIGTERM handler (``sys.exit(15)``: a run stopped while Ray
+    # started ended with exit code 15 and nothing said); it sets it through this function
+    try:
+        from ray._private import utils as ray_utils
+    except ImportError:
+        ray_utils = None
+    setter = getattr(ray_utils, "set_sigterm_handler", None)
+    if setter is not None:
+        ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        if setter is not None:
+            ray_utils.set_sigterm_handler = setter
+        for sig, handler in saved.items():
+            # None: set outside Python, nothing Python can put back; SIG_IGN now: a stop signal
+            # came meanwhile and its handler ignores further ones while the run cleans up
+            if handler is None or signal.getsignal(sig) is signal.SIG_IGN:
+                continue
+            try:
+                signal.signal(sig, handler)
+            except ValueError:  # not the main thread: the handlers were not ours to keep
+                break
+
+
+class _Watchdog:
+    """A small process that outlives this one only to clean up after it: when this process ends
+    without stopping it, even by SIGKILL (its pipe then reaches EOF), it kills every process of the
+    local Ray instance and removes the folder. While the run lasts it notes, once a second, the
+    processes that name the folder on their command line or in their environment (the GCS, the
+    raylet, workers: ``RECONCILE_RAY_FOLDER`` is set while Ray starts, and the workers' TMPDIR is
+    in it) and every child of those (Ray's agents, which rename their command lines and get an
+    environment of Ray's making), each with its start time, so a pid used again is spared. Ray
+    alone leaves its DashboardAgent and RuntimeEnvAgent running for minutes, even after a normal
+    ``ray.shutdown()``, so the watchdog also acts when the session ends normally."""
+
+    def __init__(self, process: Any, fd: int) -> None:
+        self.process = process
+        self.fd = fd
+
+    @classmethod
+    def start(cls, folder: str) -> "_Watchdog | None":
+        import subprocess
+
+        read, write = os.pipe()
+        try:
+            import multiprocessing
+
+            # this process's own multiprocessing folder, if it has one: removed only if it dies
+            own = multiprocessing.current_process()._config.get("tempdir") or ""
+            process = subprocess.Popen([sys.executable, "-c", _WATCHDOG, folder, str(os.getpid()), own], stdin=read,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+                                       start_new_session=True)  # a Ctrl-C at the terminal is not for it
+        except OSError as exc:  # the run goes on; only a SIGKILL of it would leave Ray behind
+            log.debug("no watchdog for the local Ray instance: %s", exc)
+            os.close(write)
+            return None
+        finally:
+            os.close(read)
+        os.set_inheritable(write, False)
+        return cls(process, write)
+
+    def stop(self) -> None:
+        """The session ended normally (Ray stopped, folder removed): the watchdog checks and exits."""
+        os.close(self.fd)
+        try:
+            self.process.wait(10)
+        except Exception:  # noqa: BLE001 - it is in its own session; it ends itself
+            pass
+
+
+_WATCHDOG = r"""
+import os, select, shutil, signal, sys, time
+folder = sys.argv[1].encode()
+driver = int(sys.argv[2])
+spare = {os.getpid(), driver}  # this process, and the one that started it
+known = {}  # pid -> start time (a pid used again later is not ours)
+
+def stat(pid):
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        text = fh.read().decode("ascii", "replace")
+    return text[text.rindex(")") + 2:].split()  # state, ppid, ..., starttime is field 22
+
+def scan():
+    # ours: a process naming the folder, or a child of one of ours (Ray's agents rename their
+    # command lines and get an environment of Ray's making)
+    procs = {}
+    for e in os.listdir("/proc"):
+        if e.isdigit() and int(e) not in spare:
+            try:
+                procs[int(e)] = stat(e)
+            except (OSError, ValueError, IndexError):
+                pass
+    for pid, fields in procs.items():
+        if pid in known:
+            continue
+        named = False
+        for name in ("cmdline", "environ"):
+            try:
+                with open(f"/proc/{pid}/{name}", "rb") as fh:
+                    named = named or folder in fh.read()
+            except OSError:
+                pass
+        if named:
+            known[pid] = fields[19]
+    for _ in range(5):  # children of ours, generation by generation
+        grown = {pid: f[19] for pid, f in procs.items() if pid not in known and int(f[1]) in known}
+        if not grown:
+            break
+        known.update(grown)
+
+while True:  # until EOF: the process that started this one closed its end, or died
+    ready = select.select([0], [], [], 1.0)[0]
+    scan()
+    if ready and not os.read(0, 1):
+        break
+
+for _ in range(50):
+    scan()
+    alive = []
+    for pid, start in known.items():
+        try:
+            fields = stat(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+        if fields[19] == start and fields[0] not in "ZX":
+            alive.append(pid)
+    if not alive:
+        break
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    time.sleep(0.1)
+shutil.rmtree(folder, ignore_errors=True)
+if sys.argv[3] and os.path.basename(sys.argv[3]).startswith("pymp-"):
+    try:
+        gone = stat(driver)[0] in "ZX"
+    except (OSError, ValueError, IndexError):
+        gone = True
+    if gone:  # killed: it could not remove its own multiprocessing folder
+        shutil.rmtree(sys.argv[3], ignore_errors=True)
+"""
+
+
 def cluster_cpus() -> int:
     """CPUs of the Ray cluster this process is connected to (1 when it cannot tell)."""
-    import ray
+    ray = _import_ray()
 
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
@@ -233,11 +460,39 @@ def _init(ray: Any, address: str | None, workers: int, folder: str | None) -> No
             # servers' pymp-* folders) go in this run's folder, removed when the session ends
             tmp = os.path.join(folder, "tmp")
             os.makedirs(tmp, exist_ok=True)
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     logging_level=logging.ERROR, _temp_dir=folder,
-                     runtime_env={"env_vars": {"PYTHONPATH": path, "TMPDIR": tmp}})
+            os.environ["RECONCILE_RAY_FOLDER"] = folder  # for the watchdog: see _Watchdog
+            with _loopback_only():
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                         logging_level=logging.ERROR, _temp_dir=os.path.join(folder, "ray"),
+                         runtime_env={"env_vars": {"PYTHONPATH": path, "TMPDIR": tmp}})
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False, logging_level=logging.ERROR)
     finally:
         for q, level in zip(quiet, levels):
             q.setLevel(level)
+        os.environ.pop("RECONCILE_RAY_FOLDER", None)
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While a local instance starts: its node address is 127.0.0.1, so that Ray's GCS, raylet,
+    agents, workers and this driver listen on the loopback interface only (Ray binds its gRPC
+    servers to 0.0.0.0 unless the node's address is 127.0.0.1). ``ray.init`` turns a
+    ``_node_ip_address`` of 127.0.0.1 into the machine's own address, except where Ray runs
+    single-machine only (its Windows and macOS default, ``ENABLE_RAY_CLUSTER`` false), which is
+    what this asks for, in Ray's own module, only for the start."""
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # another Ray layout: its defaults apply
+        yield
+        return
+    saved = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if saved is None:
+        log.debug("this Ray has no ENABLE_RAY_CLUSTER: its local instance may listen on every interface")
+        yield
+        return
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved

@@ -42,6 +42,9 @@ _DEFAULT_HIGH = 2  # integer inputs default to {0, 1}: valid ids for any embeddi
 # Largest input accepted, in elements: 2**40 (4 TiB of float32) is past any machine, and beyond
 # it torch's own size arithmetic overflows into confusing errors.
 MAX_ELEMENTS = 2**40
+# The largest exclusive upper bound of integer inputs per dtype: values are drawn from [0, high)
+# and high itself must fit the dtype (torch.randint takes it as a signed 64-bit integer).
+MAX_HIGH = {"long": 2**63 - 1, "int32": 2**31}
 # meta inputs up to this many elements carry their CPU values (masks and token ids are small)
 _VALUES_LIMIT = 1 << 22
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -72,10 +75,8 @@ class InputSpec:
             raise ReconcileError(
                 f"input dtype {self.dtype!r} is not supported: use one of {', '.join(DTYPES)}"
             )
-        if self.high is not None and (type(self.high) is not int or self.high < 1):
-            raise ReconcileError(
-                f"input high {self.high!r} must be a positive integer (values are drawn from [0, high))"
-            )
+        if self.high is not None:
+            check_high(self.high, "input high", self.dtype)
         if self.name is not None and not _NAME_RE.match(self.name):
             raise ReconcileError(f"input name {self.name!r} must be a Python identifier, e.g. input_ids")
         if self.fill not in FILLS:
@@ -174,6 +175,21 @@ def parse_input(text: str) -> InputSpec:
     return InputSpec(shape, dtype, high, name, fill)
 
 
+def check_high(high: Any, what: str = "--input-high", dtype: str | None = None) -> int:
+    """``high`` if it is a usable exclusive upper bound of integer inputs, else a ReconcileError:
+    at least 1 and at most what the dtype holds (``MAX_HIGH``: 2**63 - 1 for long, 2**31 for
+    int32; without a dtype, long's, the widest), since values are drawn from [0, high)."""
+    limit = MAX_HIGH.get(dtype or "long", MAX_HIGH["long"])
+    if type(high) is not int or not 1 <= high <= limit:
+        shown = f"{high:,}" if type(high) is int else repr(high)
+        raise ReconcileError(
+            f"{what} {shown} must be an integer from 1 to {limit:,} ({'2**31' if limit == 2**31 else '2**63 - 1'}: "
+            f"integer inputs are drawn from [0, high) as {dtype if dtype in MAX_HIGH else 'long'} values, "
+            f"which cannot be larger)"
+        )
+    return high
+
+
 def check_inputs(inputs: Sequence[InputSpec]) -> Inputs:
     """A model's inputs as a tuple: at least one, names unique, positional ones first."""
     inputs = tuple(inputs)
@@ -192,8 +208,21 @@ def check_inputs(inputs: Sequence[InputSpec]) -> Inputs:
     return inputs
 
 
-def describe(inputs: Sequence[InputSpec]) -> str:
-    return ", ".join(i.describe() for i in inputs)
+# inputs listed by name and shape on one line; past this, the first and last few and how many
+DESCRIBE_LIMIT = 12
+
+
+def describe(inputs: Sequence[InputSpec], limit: int = DESCRIBE_LIMIT) -> str:
+    return elide([i.describe() for i in inputs], limit)
+
+
+def elide(texts: Sequence[str], limit: int = DESCRIBE_LIMIT) -> str:
+    """``texts`` joined by ", ", or, past ``limit`` of them, the first and last few and how many
+    there are: a model with 20,000 inputs gets a line, not 350 KB of one."""
+    if len(texts) <= limit:
+        return ", ".join(texts)
+    head, tail = texts[: limit - 2], texts[-2:]
+    return f"{', '.join(head)}, ... {', '.join(tail)} ({len(texts):,} inputs, {len(texts) - limit:,} not shown)"
 
 
 def with_dtype(inputs: Sequence[InputSpec], dtype: str | None, high: int | None) -> Inputs:
@@ -305,14 +334,14 @@ def bind(model: Any, positional: Sequence[Any], named: dict[str, Any]) -> tuple[
             args.append(p.default)
         else:
             raise ReconcileError(f"{type(model).__name__}.forward needs {p.name!r} before "
-                                 f"{', '.join(remaining)}: give it as an input too")
+                                 f"{elide(list(remaining))}: give it as an input too")
     if remaining:
         known = [p.name for p in params]
         for n in remaining:
             if n in known[: len(positional)]:
                 raise ReconcileError(f"input {n!r} is also given positionally: give it once")
         raise ReconcileError(
-            f"{type(model).__name__}.forward has no positional parameter {', '.join(map(repr, remaining))} "
-            f"(it takes {', '.join(known) or 'no named parameters'}): rename the input"
+            f"{type(model).__name__}.forward has no positional parameter {elide(list(map(repr, remaining)))} "
+            f"(it takes {elide(known) or 'no named parameters'}): rename the input"
         )
     return tuple(args)

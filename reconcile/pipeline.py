@@ -399,11 +399,18 @@ def _signals_held() -> Iterator[None]:
             signal.raise_signal(sig)
 
 
+class WriteFailed(ReconcileError):
+    """A file could not be written (a full disk, a quota, a name the file system refuses): none of
+    that call's files were, and no temporary file is left."""
+
+
 def write_files(folder: Path, files: dict[str, str | bytes]) -> None:
     """Write every file whole or none: all are rendered first, each goes to a temporary file in
     the same folder, and they are renamed into place only once all were written, with SIGINT,
     SIGTERM and SIGHUP held back while they are. Files get the usual ``0o666 & ~umask``. Text is
-    written as UTF-8 with ``\n`` line ends, bytes (pictures) as they are."""
+    written as UTF-8 with ``\n`` line ends, bytes (pictures) as they are. A file that cannot be
+    written (``ENOSPC``, ``EDQUOT``, ``ENAMETOOLONG``) is ``WriteFailed``, one line naming it; the
+    temporary files are removed, so the folder holds what it held before."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -411,21 +418,25 @@ def write_files(folder: Path, files: dict[str, str | bytes]) -> None:
                              "choose another folder with --out") from exc
     mode = 0o666 & ~_umask()
     temps: list[tuple[str, Path]] = []
+    name = ""
     try:
-        for name, text in files.items():
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-            os.fchmod(fd, mode)  # mkstemp makes 0600
-            if isinstance(text, bytes):
-                with os.fdopen(fd, "wb") as fb:
-                    fb.write(text)
-            else:
-                with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                    fh.write(text)
-            temps.append((name, Path(tmp)))
-        with _signals_held():
-            for name, tmp in temps:
-                os.replace(tmp, folder / name)
-            temps.clear()
+        try:
+            for name, text in files.items():
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+                temps.append((name, Path(tmp)))  # before writing: a failed write must not leave it
+                os.fchmod(fd, mode)  # mkstemp makes 0600
+                if isinstance(text, bytes):
+                    with os.fdopen(fd, "wb") as fb:
+                        fb.write(text)
+                else:
+                    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+                        fh.write(text)
+            with _signals_held():
+                for name, tmp in temps:
+                    os.replace(tmp, folder / name)
+                temps.clear()
+        except OSError as exc:
+            raise WriteFailed(f"could not write {name} in {str(folder)!r}: {exc.strerror or exc}") from exc
     finally:
         for _, tmp in temps:
             tmp.unlink(missing_ok=True)

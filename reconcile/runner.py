@@ -73,6 +73,8 @@ ADAPTERS: dict[str, str] = {
     "flopcountermode-training": "reconcile.adapters.flopcountermode:FlopCounterModeTrainingAdapter",
     # not a counter: a model's default inputs, when finding them runs user or library code
     "inputs": "reconcile.adapters.inputs:InputsProbe",
+    # not a counter: `roofline --measure` times each layer of the model (reconcile.isolated)
+    "roofline-measure": "reconcile.isolated:MeasureLayers",
 }
 
 # imported once by the forkserver, so no worker pays for them. Only ImportError is tolerated
@@ -107,6 +109,7 @@ class Job:
     inputs: tuple[Any, ...] = ()
     mode: str = "eval"
     device: str | None = None  # where to build and run; None: where the adapter asks (Adapter.device)
+    options: tuple[tuple[str, Any], ...] = ()  # keyword arguments of the adapter's constructor
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
@@ -179,31 +182,66 @@ def run_jobs(
     threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
     from reconcile.sources import preload_for
 
-    ctx, server = _forkserver_context(preload_for([job.model for job in jobs]))
+    preload = preload_for([job.model for job in jobs])
+    ctx, server = _forkserver_context(preload)
 
     results: list[ToolRun | None] = [None] * len(jobs)
     # longest first, so two workers finish together (results stay in job order)
     pending = deque(sorted(range(len(jobs)), key=lambda i: -jobs[i].cost))
     running: list[_Worker] = []
+
+    def settle(index: int, run: ToolRun) -> None:
+        results[index] = run
+        if on_done is not None:
+            on_done(jobs[index], run)
+
     try:
         while pending or running:
             while pending and len(running) < workers:
                 index = pending.popleft()
-                running.append(_Worker.start(ctx, server, index, jobs[index], specs[index], builder, threads, timeout))
-                if on_start is not None:
-                    on_start(jobs[index])
+                for attempt in (1, 2):
+                    if _dead(server):  # killed (by a job's model, or from outside): a new one for the rest
+                        why = _exit_status(server)  # read before the new start reaps it
+                        log.debug("the worker fork server (pid %s) died (%s): starting a new one", server, why)
+                        for worker in running:
+                            if worker.server == server:
+                                worker.server_died = why
+                        ctx, server = _forkserver_context(preload)
+                    try:
+                        worker = _Worker.start(ctx, server, index, jobs[index], specs[index], builder, threads,
+                                               timeout)
+                    except (EOFError, OSError) as exc:  # the server died while it forked this job's worker
+                        if not _dead(server):
+                            raise
+                        if attempt == 1:
+                            continue
+                        worker = None
+                        settle(index, bounded(ToolRun(
+                            tool=jobs[index].tool, version="", status="failed", error_type="WorkerDied",
+                            error_message=f"the worker fork server died ({_exit_status(server)}) twice while "
+                                          f"starting this job's worker: {type(exc).__name__}",
+                            attempted=f"{jobs[index].describe()} (starting the worker)")))
+                    break
+                if worker is not None:
+                    running.append(worker)
+                    if on_start is not None:
+                        on_start(jobs[index])
+            if not running:
+                continue
             waiting = [w.conn for w in running if not w.eof] + [w.process.sentinel for w in running]
             wait(waiting, timeout=max(0.0, min(w.deadline for w in running) - time.monotonic()))
             for worker in list(running):
                 run = worker.poll()
                 if run is not None:
-                    results[worker.index] = run
                     running.remove(worker)
-                    if on_done is not None:
-                        on_done(jobs[worker.index], run)
+                    # what the job started in a session of its own is the server's now (a subreaper)
+                    _end_orphans(worker.server, {w.process.pid for w in running})
+                    settle(worker.index, run)
     finally:
         for worker in running:  # only reached on an error or interrupt in this loop
             worker.kill()
+        if running:
+            _end_orphans(server, set())
     done = [r for r in results if r is not None]
     assert len(done) == len(jobs), "every job settles before the loop ends"
     return done
@@ -236,6 +274,73 @@ def shutdown(grace: float = 2.0) -> None:
                 break
         if isinstance(address, str):
             _remove(address)
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after "(comm)": state, ppid, pgrp, ... ([] when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode("ascii", errors="replace")
+    except OSError:
+        return []
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _dead(pid: int, wait: float = 0.0) -> bool:
+    """Whether a child of this process has died (gone, or a zombie not yet reaped), waiting up to
+    ``wait`` seconds for it to. Read from /proc, not ``waitpid``: multiprocessing reaps its fork
+    server itself when it starts a new one."""
+    deadline = time.monotonic() + wait
+    while True:
+        fields = _stat(pid)
+        if not fields or fields[0] in ("Z", "X"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
+def _exit_status(pid: int) -> str:
+    """How a dead, unreaped child ended, in words (its exit status is in /proc until it is reaped)."""
+    fields = _stat(pid)
+    try:
+        status = int(fields[49])  # field 52 of stat: exit_code, as waitpid gives it
+    except (IndexError, ValueError):
+        return "it is gone"
+    if os.WIFSIGNALED(status):
+        try:
+            return f"killed by signal {signal.Signals(os.WTERMSIG(status)).name}"
+        except ValueError:
+            return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exited with code {os.WEXITSTATUS(status)}"
+
+
+def _end_orphans(server: int, workers: set[int]) -> None:
+    """Kill the fork server's children that are not running workers: processes a job started in a
+    new session (``start_new_session=True``: out of its worker's group), which the server, a
+    subreaper, inherited when their worker ended (``reconcile._server``). Each one that leads a
+    group goes with its group; what they started themselves is inherited and killed in turn."""
+    for _ in range(20):  # each round kills one generation; more is a fork bomb, left to the server's exit
+        orphans = []
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return
+        for entry in entries:
+            if entry.isdigit() and int(entry) not in workers:
+                fields = _stat(int(entry))
+                if len(fields) > 2 and fields[1] == str(server) and fields[0] not in ("Z", "X"):
+                    orphans.append((int(entry), int(fields[2])))
+        if not orphans:
+            return
+        for pid, group in orphans:
+            if group == pid:
+                _kill_group(pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.01)  # their children are reparented to the server as they die
 
 
 def _reaped(pid: int) -> bool:
@@ -332,6 +437,8 @@ class _Worker:
     started: float
     deadline: float
     timeout: float
+    server: int = 0  # pid of the fork server that forked this worker
+    server_died: str = ""  # how that server ended, once it is known to have died
     phase: str = "starting the worker"
     version: str = ""
     eof: bool = False
@@ -372,7 +479,7 @@ class _Worker:
         # counting it made the first jobs time out before their adapter, and version, were loaded
         started = time.monotonic()
         log.debug("started %s (pid %s)", job.describe(), process.pid)
-        return cls(index, job, process, receive, output, started, started + timeout, timeout)
+        return cls(index, job, process, receive, output, started, started + timeout, timeout, server)
 
     def poll(self) -> ToolRun | None:
         """The job's ToolRun once it is settled, else None. Never blocks for long."""
@@ -440,7 +547,14 @@ class _Worker:
         tail = _tail(self.output)
         log.debug("%s: worker %s; its last output:\n%s", self.job.describe(), how, "\n".join(tail))
         message = f"worker {how} while {self.phase}, without a result"
-        if self.phase == "starting the worker" and code:
+        # a worker dies with its server (PR_SET_PDEATHSIG), and its exit code is then unknown (255:
+        # the server reports it); the server may still be exiting when its pipe closes
+        if self.server_died or (self.server and _dead(self.server, 1.0 if code == 255 else 0.0)):
+            message = (f"the worker fork server died ({self.server_died or _exit_status(self.server)}) while "
+                       f"{self.phase}, killed "
+                       "by this job's model or from outside, and took the job's worker with it; the remaining "
+                       "jobs run on a new server")
+        elif self.phase == "starting the worker" and code:
             message += (" (it could not load the job: a script calling run_jobs must guard its entry "
                         "point with `if __name__ == '__main__':`)")
         return self._record(
@@ -588,7 +702,7 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, thre
         if pin is not None:  # its own folder first, the preloaded copy of its module dropped
             versions.check(pin.name)  # not installed: a ReconcileError, recorded as this job's failure
             versions.activate(pin)
-        adapter = _resolve(spec)()
+        adapter = _resolve(spec)(**dict(job.options))
         if pin is not None:
             adapter.name, adapter.distribution = pin.name, pin.dist
         version = adapter.version()

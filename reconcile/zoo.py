@@ -178,34 +178,106 @@ def run_key(spec: str, tools: Sequence[str], timeout: float) -> dict:
     return {"spec": spec, "tools": list(tools), "timeout": timeout, "versions": versions}
 
 
+KEPT_SUFFIX = ".runs.json.gz"
+# the format before 2026-12-04: a pickle, which runs whatever code its file names when loaded, so a
+# file planted in an output folder ran on ``--resume``. Never loaded; such a model is run again
+OLD_KEPT_SUFFIX = ".runs.pickle.gz"
+_KEPT_LIMIT = 1 << 30  # bytes of JSON a kept file may unpack to: more is not a file of ours
+
+
 def kept_file(spec: str) -> str:
     from reconcile.report.files import file_stem
 
-    return f"{file_stem(spec)}.runs.pickle.gz"
+    return f"{file_stem(spec)}{KEPT_SUFFIX}"
+
+
+def _kept_classes() -> tuple[type, ...]:
+    """The records a kept file may hold, and nothing else."""
+    from reconcile import records
+    from reconcile.inputs import InputSpec
+    from reconcile.pipeline import ModelRuns
+
+    return (ModelRuns, InputSpec, records.NativeCount, records.ModuleRow, records.CallRecord, records.TensorMeta,
+            records.TorchCall, records.ParamInfo, records.BackwardRow, records.TrainingInfo,
+            records.TrainingMemory, records.TracedOps, records.ToolRun, records.ToolLayer)
 
 
 def dump_runs(key: dict, runs) -> bytes:
-    """A collected model (``pipeline.ModelRuns``) with its key, for ``load_runs``."""
+    """A collected model (``pipeline.ModelRuns``) with its key, for ``load_runs``: gzip-ed JSON
+    (``reconcile.record_json``), which cannot run code when read. A ``TypeError`` if some value
+    of the record has no exact JSON form (the model is then not kept, and simply runs again)."""
     import gzip
-    import pickle
+    import json
 
-    # mtime=0: the same result gives the same bytes
-    return gzip.compress(pickle.dumps({"key": key, "runs": runs}, protocol=pickle.HIGHEST_PROTOCOL), mtime=0)
+    from reconcile.record_json import to_json
+
+    text = '{"key":' + json.dumps(key, sort_keys=True) + ',"runs":' + to_json(runs) + "}"
+    return gzip.compress(text.encode("utf-8"), mtime=0)  # mtime=0: the same result gives the same bytes
 
 
-def load_runs(path, key: dict):
-    """The kept ``ModelRuns`` at ``path`` if it was made with exactly ``key``, else None (a file
-    from other versions, tools or an older reconcile, or one that does not load)."""
+def read_kept(path, key: dict):
+    """The kept ``ModelRuns`` at ``path`` if it was made with exactly ``key``, and why not if it is
+    not: ``(runs, "")``; ``(None, "")`` if there is no such file or it was made with other
+    versions, tools or timeout (stale, not wrong); ``(None, why)`` if the file is not a valid kept
+    result (not gzip, not JSON, a field missing or of the wrong type, an unknown record, another
+    model's). Nothing in the file is ever run: it is JSON, read into the known record types only
+    (``reconcile.record_json``), each field checked against its type."""
     import gzip
-    import pickle
+    import json
     import zlib
+
+    from reconcile.pipeline import ModelRuns
+    from reconcile.record_json import from_data
 
     try:
         with gzip.open(path, "rb") as fh:
-            kept = pickle.load(fh)
-    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, AttributeError, ImportError, TypeError,
-            ValueError):
-        return None
-    if not isinstance(kept, dict) or kept.get("key") != key:
-        return None
-    return kept.get("runs")
+            raw = fh.read(_KEPT_LIMIT + 1)
+    except FileNotFoundError:
+        return None, ""
+    except (OSError, EOFError, zlib.error) as exc:
+        return None, f"not a gzip file ({exc})"
+    if len(raw) > _KEPT_LIMIT:
+        return None, f"unpacks to more than {_KEPT_LIMIT:,} bytes"
+    try:
+        kept = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        return None, f"not JSON ({str(exc)[:100]})"
+    if not isinstance(kept, dict) or set(kept) != {"key", "runs"}:
+        return None, "not a kept result (expected an object with a key and runs)"
+    if kept["key"] != key:
+        return None, ""
+    try:
+        runs = from_data(kept["runs"], _kept_classes(), ModelRuns)
+    except ValueError as exc:
+        return None, f"its result does not read back: {str(exc)[:200]}"
+    if runs.spec != key.get("spec"):
+        return None, f"it holds {runs.spec!r}, not {key.get('spec')!r}"
+    return runs, ""
+
+
+def load_runs(path, key: dict):
+    """``read_kept``'s ``ModelRuns``, or None: no file, a stale one, or one that is not valid."""
+    return read_kept(path, key)[0]
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
+def resume(folder, spec: str, key: dict):
+    """For ``zoo --resume``: the kept ``ModelRuns`` of ``spec`` in ``folder`` (``runs_folder``) made
+    with ``key``, or None, and a one-line note for the user ("" when there is nothing to say): a
+    file that does not validate, or one in the old pickle format (never loaded), means the model
+    runs again."""
+    from pathlib import Path
+
+    from reconcile.report.files import file_stem
+
+    folder = Path(folder)
+    runs, why = read_kept(folder / kept_file(spec), key)
+    if why:
+        return None, f"{spec}: the kept result {kept_file(spec)} is not valid ({why}): running it again"
+    if runs is None and (folder / f"{file_stem(spec)}{OLD_KEPT_SUFFIX}").exists():
+        return None, (f"{spec}: the kept result {file_stem(spec)}{OLD_KEPT_SUFFIX} is in the old pickle format, "
+                      "which is never loaded (it could run code): running it again")
+    return runs, ""

@@ -106,7 +106,27 @@ def _changes_global_torch_state() -> None:
     torch.nn.functional.relu = lambda x, inplace=False: x
 
 
+def _kill_server() -> None:
+    import signal
+
+    os.kill(os.getppid(), signal.SIGKILL)  # a worker's parent is reconcile's fork server
+    _hang()  # the worker itself dies with its server (PR_SET_PDEATHSIG)
+
+
+NEW_SESSION_SLEEP = "3599"  # ``sleep 3599``: the process to look for
+
+
+def _child_in_new_session() -> None:
+    import subprocess
+
+    # out of the worker's process group: killing the group does not reach it
+    subprocess.Popen(["sleep", NEW_SESSION_SLEEP], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+
+
 hang = _factory("hang", _hang)
+kills_server = _factory("kills_server", _kill_server)
+child_in_new_session = _factory("child_in_new_session", _child_in_new_session)
 abort = _factory("abort", _abort)
 segfault = _factory("segfault", _segfault)
 exit = _factory("exit", _exit)  # noqa: A001 - the fault's name
@@ -163,3 +183,10 @@ def wait_for_session_end(sid: int, seconds: float) -> list[str]:
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(0.2)
+
+
+# a factory whose spec, ``tests.fault_models:long_name_xxx...``, is 240 characters: longer than a
+# file name may be once reconcile adds its suffixes (issue 19)
+LONG_NAME = "long_name_" + "x" * (240 - len("tests.fault_models:long_name_"))
+globals()[LONG_NAME] = _factory(LONG_NAME, lambda: None)
+LONG_SPEC = f"tests.fault_models:{LONG_NAME}"

@@ -109,16 +109,19 @@ def test_an_interrupted_zoo_resumes_to_the_same_table(tmp_path):
 
 
 def test_a_kept_result_is_used_only_for_the_same_tools_timeout_and_versions(tmp_path):
+    from tests.test_zoo_kept import small_runs
+
+    kept = small_runs("resnet18")  # a ModelRuns: kept files are checked to hold one (issue 19)
     key = zoo.run_key("resnet18", ("native", "thop"), 600.0)
     path = tmp_path / zoo.kept_file("resnet18")
-    path.write_bytes(zoo.dump_runs(key, {"a": 1}))
-    assert zoo.load_runs(path, key) == {"a": 1}
+    path.write_bytes(zoo.dump_runs(key, kept))
+    assert zoo.load_runs(path, key) == kept
     assert zoo.load_runs(path, zoo.run_key("resnet18", ("native",), 600.0)) is None
     assert zoo.load_runs(path, zoo.run_key("resnet18", ("native", "thop"), 60.0)) is None
     assert zoo.load_runs(path, {**key, "versions": {**key["versions"], "torch": "0.0"}}) is None
     path.write_bytes(b"not a result")
     assert zoo.load_runs(path, key) is None
-    assert zoo.dump_runs(key, {"a": 1}) == zoo.dump_runs(key, {"a": 1})  # same bytes: no timestamp
+    assert zoo.dump_runs(key, kept) == zoo.dump_runs(key, kept)  # same bytes: no timestamp
 
 
 @pytest.mark.parametrize("argv, words", [

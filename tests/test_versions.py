@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from reconcile import conventions, pipeline, runner, versions
-from reconcile.conventions.thop_versions import f32, f32_sum
+from reconcile.conventions.thop_0022 import f32, f32_sum
 from reconcile.errors import ReconcileError
 from reconcile.explain.core import explain_run
 from reconcile.explain.pair import explain_pair

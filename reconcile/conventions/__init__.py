@@ -12,7 +12,7 @@ REGISTRY: dict[str, str] = {
     "native": "reconcile.conventions.native:CONVENTION",
     "thop": "reconcile.conventions.thop:CONVENTION",
     "ptflops": "reconcile.conventions.ptflops:CONVENTION",
-    "ptflops-aten": "reconcile.conventions.ptflops:ATEN_CONVENTION",
+    "ptflops-aten": "reconcile.conventions.ptflops_aten:CONVENTION",
     "torchstat": "reconcile.conventions.torchstat:CONVENTION",
     "torchsummary": "reconcile.conventions.torchsummary:CONVENTION",
     "fvcore": "reconcile.conventions.fvcore:CONVENTION",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from reconcile.report import numbers
+from reconcile import numbers
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
@@ -40,7 +40,9 @@ def count_table(model: str, input_shapes: Sequence[Sequence[int]], device: str, 
             numbers.ratio(r["flops"] / moved if moved else None),
             str(r["unknown_ops"]) if r["unknown_ops"] else "",
         ])
-    shapes = ", ".join("x".join(str(d) for d in s) for s in input_shapes)
+    from reconcile.inputs import elide
+
+    shapes = elide(["x".join(str(d) for d in s) for s in input_shapes])
     head = f"{model}  input {shapes}  (counted on {device})"
     foot = (
         f"total: {numbers.exact(totals['macs'])} MACs, {numbers.exact(totals['flops'])} FLOPs, "

@@ -1,0 +1,199 @@
+"""A local Ray instance locked down (issue 19): every process of the run listens on the loopback
+interface only, its folder is private (0700), a stop signal ends the run with the documented exit
+code and one line (no Ray dump), and a SIGKILL of reconcile leaves no Ray process and no folder;
+an address that is not Ray is a one-line error at once.
+
+Each case starts a local Ray instance (about 15 s here), so the cases are few and marked slow.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("ray")
+
+from tests.fault_models import ROOT  # noqa: E402
+
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+
+
+def _listeners() -> dict[int, list[str]]:
+    """Listening TCP sockets by inode: their local addresses, from /proc/net/tcp and tcp6."""
+    found: dict[int, list[str]] = {}
+    for name, v6 in (("tcp", False), ("tcp6", True)):
+        try:
+            with open(f"/proc/net/{name}") as fh:
+                lines = fh.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            hexaddr, port = fields[1].split(":")
+            raw = bytes.fromhex(hexaddr)
+            # /proc/net holds the address as 32-bit words in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            addr = socket.inet_ntop(socket.AF_INET6 if v6 else socket.AF_INET, raw)
+            found.setdefault(int(fields[9]), []).append(f"{addr}:{int(port, 16)}")
+    return found
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def _sockets_of(pid: int) -> set[int]:
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(int(link[8:-1]))
+    except OSError:
+        pass
+    return inodes
+
+
+def _naming(text: str) -> list[str]:
+    """Living processes whose command line or environment holds ``text``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        for name in ("cmdline", "environ"):
+            try:
+                with open(f"/proc/{entry}/{name}", "rb") as fh:
+                    if text.encode() in fh.read():
+                        with open(f"/proc/{entry}/stat") as st:
+                            if st.read().rsplit(")", 1)[1].split()[0] not in "ZX":
+                                found.append(entry)
+                        break
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture
+def short_tmp():
+    # short, so that Ray's own folder goes in it (a long TMPDIR sends it to /tmp: socket path limits)
+    folder = tempfile.mkdtemp(prefix="rl-", dir="/tmp")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _start(tmp: str) -> subprocess.Popen:
+    env = dict(os.environ, TMPDIR=tmp, PYTHONPATH=str(ROOT))
+    # hang: thop hangs on it until the timeout, so the run is in the middle when it is stopped
+    return subprocess.Popen([sys.executable, "-m", "reconcile", "zoo", "--models", "tests.fault_models:hang",
+                             "--tools", "native,thop", "--timeout", "120", "--executor", "ray",
+                             "--out", os.path.join(tmp, "out")],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _wait_for_ray_workers(proc: subprocess.Popen, seconds: float = 240) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        pids = _tree(proc.pid)
+        names = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/comm") as fh:
+                    names.append(fh.read().strip())
+            except OSError:
+                pass
+        if any(n.startswith("ray::") and "IDLE" not in n and "Agent" not in n and "RuntimeEnv" not in n
+               for n in names) or sum(n.startswith("ray::") for n in names) >= 3:
+            time.sleep(3)  # the task has started its fork server
+            return _tree(proc.pid)
+        time.sleep(0.2)
+    raise AssertionError(f"no Ray workers: {proc.communicate(timeout=60)}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+def test_a_local_ray_run_is_private_and_stops_cleanly(short_tmp, sig):
+    proc = _start(short_tmp)
+    try:
+        pids = _wait_for_ray_workers(proc)
+        if sig == signal.SIGTERM:  # once is enough: every listener of the run, on loopback only
+            listening = _listeners()
+            seen = {addr for pid in pids for inode in _sockets_of(pid) for addr in listening.get(inode, [])}
+            assert len(seen) >= 4, seen  # GCS, raylet (2), the driver and each worker
+            assert all(addr.rsplit(":", 1)[0] in LOOPBACK for addr in seen), seen
+            folders = [f for f in os.listdir(short_tmp) if f.startswith("reconcile-ray-")]
+            assert len(folders) == 1
+            assert os.stat(os.path.join(short_tmp, folders[0])).st_mode & 0o777 == 0o700
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 128 + sig, err
+        assert err.strip().splitlines() == [f"reconcile: error: stopped by {signal.Signals(sig).name}"], err
+    deadline = time.monotonic() + 60
+    while (_naming(short_tmp) or os.listdir(short_tmp)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _naming(short_tmp) == []  # no raylet, GCS, DashboardAgent, RuntimeEnvAgent or worker left
+    assert os.listdir(short_tmp) == []  # nor its session folder
+
+
+class _Http(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_address_that_is_not_ray_is_one_line_at_once(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Http)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "reconcile", "zoo", "--models", "resnet18", "--tools", "native",
+                               "--executor", "ray", "--ray-address", address, "--out", str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - started
+    finally:
+        server.shutdown()
+    assert done.returncode == 2
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and f"'{address}' is not a Ray cluster: it answered '" in err[0], done.stderr
+    assert took < 30  # Ray alone retries for minutes
+    assert not (tmp_path / "zoo.md").exists()

@@ -1,0 +1,192 @@
+"""Kept zoo results (issue 19): gzip-ed JSON that reads back into exactly the records that were
+kept, checked on load; a file that does not check (a planted pickle, a malformed body under a
+valid key, garbage) is run again with one line on stderr, never trusted, never fatal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import os
+import pickle
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from reconcile import pipeline, zoo
+from reconcile.inputs import InputSpec
+from reconcile.record_json import from_json, to_json
+from reconcile.records import TensorMeta, ToolLayer, ToolRun, TorchCall, TracedOps
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def small_runs(spec: str = "resnet18", native=None) -> pipeline.ModelRuns:
+    """A ModelRuns with a value of every kind a kept file must carry exactly: a Fraction, tuples
+    (of ints, of records), mappings with int values, None, a float, a bool."""
+    thop = ToolRun("thop", "2.0.0", "ok", headline={"macs": 1_814_083_944, "params": Fraction(23, 2)},
+                   units={"macs": "MAC"}, layers=(ToolLayer("conv1", "Conv2d", 1, {"MACs": Fraction(7, 3)},
+                                                            key="conv1", call=0),),
+                   unattributed={"macs": 3}, warnings=("w",), notes=("n",), seconds=1.25)
+    failed = ToolRun("fvcore", "0.1.5", "timeout", error_type="Timeout", error_message="no result after 5 s",
+                     attempted="fvcore on x (running fvcore)")
+    runs = (thop, failed)
+    if native is not None:
+        runs = (ToolRun("native", "1", "ok", detail=native), *runs)
+    return pipeline.ModelRuns(spec, spec, (InputSpec((1, 3, 224, 224)), InputSpec((1, 7), "long", 50, "ids")),
+                              native, runs, "", {"_ops": 1.814, "num_params": 11689512}, "eval",
+                              ("--input", "1x3x224x224"), False)
+
+
+def _same(a, b, at="") -> None:
+    """Equal field for field, ``detail`` (left out of ``==``) included, and of the same types."""
+    assert type(a) is type(b), at
+    if dataclasses.is_dataclass(a):
+        for f in dataclasses.fields(a):
+            _same(getattr(a, f.name), getattr(b, f.name), f"{at}.{f.name}")
+    elif isinstance(a, (tuple, list)):
+        assert len(a) == len(b), at
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{at}[{i}]")
+    elif isinstance(a, dict):
+        assert list(a) == list(b), at
+        for k in a:
+            _same(a[k], b[k], f"{at}[{k!r}]")
+    else:
+        assert a == b, at
+
+
+@pytest.fixture(scope="module")
+def counted():
+    """A native count with every part a kept file holds: per-call records, Python-level torch
+    calls (attention), the backward and training memory (training=True), a trace."""
+    import reconcile
+    from tests.models_small import SMALL_MODELS
+
+    model, inputs = SMALL_MODELS["attention"]()
+    native = reconcile.count(model, inputs, training=True)
+    traced = TracedOps({"": {"aten::add": 2}, "head": {"aten::linear": 1}}, {"": {"aten::add": 1}})
+    # a watched torch call with every kind of argument a record keeps (nn.MultiheadAttention makes none)
+    call = TorchCall("torch.matmul", (TensorMeta((2, 3), "float32"), 1.5, None, (1, 2), "x", True),
+                     (("dim", -1),), {"macs": 6}, {"last_dim_contiguous": True})
+    rows = (dataclasses.replace(native.rows[0], torch_calls=(call,)), *native.rows[1:])
+    return dataclasses.replace(native, traced=traced, rows=rows)
+
+
+def test_a_model_runs_reads_back_field_for_field(counted):
+    kept = small_runs("tests.models_small:attention", counted)
+    assert counted.training is not None and counted.training.memory is not None
+    assert any(r.torch_calls for r in counted.rows) and any(r.backward is not None for r in counted.rows)
+    back = from_json(to_json(kept), zoo._kept_classes(), pipeline.ModelRuns)
+    assert back == kept
+    _same(kept, back)
+    assert back.runs[0].detail == counted  # ToolRun.detail is outside ==: checked on its own
+    # and through the kept file itself
+    key = zoo.run_key(kept.spec, ("native", "thop", "fvcore"), 5.0)
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"kept-{os.getpid()}.gz"
+    try:
+        path.write_bytes(zoo.dump_runs(key, kept))
+        assert zoo.read_kept(path, key) == (kept, "")
+        _same(zoo.load_runs(path, key), kept)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _body(runs_json: object) -> bytes:
+    key = zoo.run_key("resnet18", ("native",), 600.0)
+    return gzip.compress(json.dumps({"key": key, "runs": runs_json}).encode())
+
+
+def _good_fields() -> dict:
+    return json.loads(to_json(small_runs()))["fields"]
+
+
+class _Marker:
+    """Pickled, this would run ``exec`` on load: the attack on the old ``.runs.pickle.gz`` files."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').write('ran')",))
+
+
+@pytest.mark.parametrize("body, why", [
+    (b"garbage", "not a gzip file"),
+    (gzip.compress(b"{not json"), "not JSON"),
+    (gzip.compress(b"[1, 2]"), "not a kept result"),
+    (_body({"$record": "ModelRuns", "fields": {**_good_fields(), "spec": 5}}), "expected a string"),
+    (_body({"$record": "ModelRuns", "fields": {k: v for k, v in _good_fields().items() if k != "name"}}),
+     "lacks its field 'name'"),
+    (_body({"$record": "ModelRuns", "fields": {**_good_fields(), "evil": 1}}), "has no field 'evil'"),
+    (_body({"$record": "ModelRuns", "fields": {**_good_fields(), "native": {"$record": "Popen", "fields": {}}}}),
+     "none of"),
+    (_body({"$record": "ModelRuns", "fields": {**_good_fields(), "training": 1}}), "expected a bool"),
+    (_body({"$record": "ModelRuns", "fields": {**_good_fields(), "runs": {"$tuple": [
+        {"$record": "ToolRun", "fields": {"tool": "x", "version": "", "status": "fine"}}]}}}), "not a valid ToolRun"),
+    (_body({"$record": "ModelRuns", "fields": {**_good_fields(), "runs": [1]}}), "expected $tuple"),
+    (_body({"a": 1}), "expected a ModelRuns record"),
+    (_body({"$record": "ModelRuns", "fields": {**_good_fields(), "spec": "resnet50"}}), "holds 'resnet50'"),
+])
+def test_a_kept_file_that_does_not_check_is_not_used(tmp_path, body, why):
+    path = tmp_path / zoo.kept_file("resnet18")
+    path.write_bytes(body)
+    runs, problem = zoo.read_kept(path, zoo.run_key("resnet18", ("native",), 600.0))
+    assert runs is None and why in problem, problem
+
+
+def test_a_planted_pickle_is_never_loaded(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / zoo.kept_file("resnet18")
+    path.write_bytes(gzip.compress(pickle.dumps({"key": zoo.run_key("resnet18", ("native",), 600.0),
+                                                 "runs": _Marker(str(marker))})))
+    runs, problem = zoo.read_kept(path, zoo.run_key("resnet18", ("native",), 600.0))
+    assert runs is None and "not JSON" in problem
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_zoo_resume_runs_again_what_does_not_check_and_runs_no_planted_code(tmp_path):
+    """Three models kept by a first run; then one kept file gets a malformed body under its valid
+    key, one is replaced by a pickle that would write a marker file, and one is deleted with a
+    pickle left at the old name. ``--resume`` runs all three again, one line each, rc 0."""
+    specs = ["tests.fault_models:good", "tests.fault_models:hang", "tests.fault_models:sys_exit"]
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "reconcile", "zoo", "--models", ",".join(specs), "--tools", "native",
+            "--timeout", "120", "--out", str(out)]
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    first = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    kept = out / ".zoo-runs" / "torchvision"
+    files = [kept / zoo.kept_file(s) for s in specs]
+    assert all(f.exists() for f in files), sorted(os.listdir(kept))
+    table = (out / "zoo.md").read_bytes()
+
+    malformed = json.loads(gzip.decompress(files[0].read_bytes()))
+    malformed["runs"]["fields"]["native"] = {"$record": "NativeCount", "fields": {"model": 1}}
+    files[0].write_bytes(gzip.compress(json.dumps(malformed).encode()))
+    marker = tmp_path / "marker"
+    key_hang = json.loads(gzip.decompress(files[1].read_bytes()))["key"]
+    planted = gzip.compress(pickle.dumps({"key": key_hang, "runs": _Marker(str(marker))}))
+    files[1].write_bytes(planted)
+    files[2].unlink()
+    old = kept / (files[2].name[: -len(zoo.KEPT_SUFFIX)] + zoo.OLD_KEPT_SUFFIX)
+    old.write_bytes(planted)
+
+    again = subprocess.run([*args, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert not marker.exists()
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr and "(kept from an earlier run)" not in again.stdout
+    notes = [line for line in again.stderr.splitlines() if "running it again" in line]
+    assert len(notes) == 3, again.stderr
+    assert "is not valid (its result does not read back" in notes[0]
+    assert "is not valid (not JSON" in notes[1]
+    assert "old pickle format, which is never loaded" in notes[2]
+    assert (out / "zoo.md").read_bytes() == table  # all three counted again, the same
+    assert all(f.exists() for f in files)  # and kept anew, in the new format
+    assert zoo.load_runs(files[1], key_hang) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing left in the temporary folder
