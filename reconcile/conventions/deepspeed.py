@@ -26,10 +26,15 @@ from typing import Any
 from reconcile.conventions import common
 from reconcile.conventions.base import Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, numel
 from reconcile.counter.formulas import flops_of
-from reconcile.records import CallRecord, ModuleRow, NativeCount, TensorMeta, TorchCall
-from reconcile.report.numbers import exact
+from reconcile.records import ModuleRow, NativeCount, Phrase, TensorMeta, TorchCall
+from reconcile.numbers import exact
 
 _NN = "torch.nn.modules."
+
+
+def _term(cause: str, amount: Number, text: str, flops: Number = 0, macs: Number | None = None) -> Term:
+    """A term whose sentence is ``text`` as it stands (no slots; braces kept literal)."""
+    return Term(cause, amount, f"deepspeed.{cause}", Phrase(text.replace("{", "{{").replace("}", "}}")), flops, macs)
 
 
 def _cls(row: ModuleRow) -> str:
@@ -56,7 +61,7 @@ class _Acc:
         """Work the tool counts as ``macs`` MACs where the native count has ``native_macs``."""
         self.counted += macs
         if macs != native_macs:
-            t = Term("formula", macs - native_macs, f"{self.tool} counts {what} as {exact(macs)} MACs where the "
+            t = _term("formula", macs - native_macs, f"{self.tool} counts {what} as {exact(macs)} MACs where the "
                      f"MAC count is {exact(native_macs)}")
             self.macs_terms.append(t)
             self.flops_terms.append(t)
@@ -64,14 +69,14 @@ class _Acc:
     def extra(self, cause: str, amount: int, text: str) -> None:
         """FLOPs the tool counts beyond 2 per MAC (bias, norm, activation...)."""
         if amount:
-            self.flops_terms.append(Term(cause, amount, f"{self.tool}: {text}"))
+            self.flops_terms.append(_term(cause, amount, f"{self.tool}: {text}"))
 
     def miss(self, cause: str, components: dict[str, int], text: str) -> None:
         """Native work the tool does not count at all."""
         macs = components.get("macs", 0)
         flops = flops_of(components)
         if macs or flops:
-            t = Term(cause, -macs, f"{self.tool} {text}: {exact(macs)} MACs, {exact(flops)} FLOPs not counted",
+            t = _term(cause, -macs, f"{self.tool} {text}: {exact(macs)} MACs, {exact(flops)} FLOPs not counted",
                      flops=-flops, macs=-macs)
             if macs:
                 self.macs_terms.append(t)
@@ -230,9 +235,9 @@ class DeepspeedConvention(Convention):
             if flops is None:  # an equation this rule does not cover: left as a residual, not guessed
                 acc.miss("unsupported_op", comps, "counts this einsum by numpy's einsum_path (not covered here)")
                 return
-            t = Term("formula", -native_macs, f"{self.tool} counts torch.einsum in FLOPs only (0 MACs)")
+            t = _term("formula", -native_macs, f"{self.tool} counts torch.einsum in FLOPs only (0 MACs)")
             acc.macs_terms.append(t)
-            acc.flops_terms.append(Term("formula", flops - native_macs, f"{self.tool} costs torch.einsum by numpy's "
+            acc.flops_terms.append(_term("formula", flops - native_macs, f"{self.tool} costs torch.einsum by numpy's "
                                         f"einsum_path, printed with 4 digits and read back: {exact(flops)} FLOPs"))
         elif family == "interpolate":
             acc.extra("interpolate", self._interpolate(call), f"{call.func}")
@@ -364,16 +369,16 @@ class DeepspeedConvention(Convention):
         units = sum((c.inputs[0].shape[0] if cell else c.inputs[0].shape[0] * c.inputs[0].shape[1])
                     for c in row.call_records) * (1 if cell else dirs)
         native = row.macs
-        acc.macs_terms.append(Term("formula", -native, f"{self.tool} counts {cls} in FLOPs only (0 MACs)"))
+        acc.macs_terms.append(_term("formula", -native, f"{self.tool} counts {cls} in FLOPs only (0 MACs)"))
         k = 2 if self.rnn_two_per_weight else 1
         if k == 2:
-            acc.flops_terms.append(Term("mac_vs_flop", native, f"{self.tool} counts {cls}'s weights at 2 per MAC"))
+            acc.flops_terms.append(_term("mac_vs_flop", native, f"{self.tool} counts {cls}'s weights at 2 per MAC"))
         diff = k * weights * units - k * native
         if diff:
-            acc.flops_terms.append(Term("formula", diff, f"{self.tool} costs {cls} from the forward direction's "
+            acc.flops_terms.append(_term("formula", diff, f"{self.tool} costs {cls} from the forward direction's "
                                         f"weights per step: {k} x {exact(weights)} x {exact(units)}"))
         if k == 2:
-            acc.flops_terms.append(Term("per_output_minus_one", -minus * units, f"{self.tool}: 2|W| - G x hidden "
+            acc.flops_terms.append(_term("per_output_minus_one", -minus * units, f"{self.tool}: 2|W| - G x hidden "
                                         f"per product: -{exact(minus)} x {exact(units)}"))
         acc.extra("rnn_gates", gates * units, f"{cls} gate operations {gate_ops} x hidden per step: {exact(gates * units)}")
         acc.extra("bias", bias * units, f"{cls} |b_ih| + |b_hh| per step: {exact(bias * units)}")
@@ -407,12 +412,12 @@ class DeepspeedConvention(Convention):
         terms = []
         frozen = sum(p.numel for p in registered if p.name.startswith(prefix) and not p.trainable)
         if frozen and self.trainable_params_only:
-            terms.append(Term("params_frozen", -frozen, f"{self.tool} counts only requires_grad parameters: "
+            terms.append(_term("params_frozen", -frozen, f"{self.tool} counts only requires_grad parameters: "
                               f"{exact(frozen)} frozen ones of {row.type} left out"))
         borrowed = sum(p.numel for p in registered if not p.name.startswith(prefix)
                        and (p.trainable or not self.trainable_params_only))
         if borrowed:
-            terms.append(Term("params_tied", borrowed, f"{self.tool} counts {exact(borrowed)} parameters {row.type} "
+            terms.append(_term("params_tied", borrowed, f"{self.tool} counts {exact(borrowed)} parameters {row.type} "
                               "shares with (registered first under) another module"))
         return counted, tuple(terms)
 
@@ -429,7 +434,7 @@ class DeepspeedConvention(Convention):
             else:
                 self._user_row(acc, row)
             if acc.counted:
-                acc.flops_terms.insert(0, Term("mac_vs_flop", acc.counted, f"{self.tool} counts 2 FLOPs per MAC: "
+                acc.flops_terms.insert(0, _term("mac_vs_flop", acc.counted, f"{self.tool} counts 2 FLOPs per MAC: "
                                                f"{exact(acc.counted)} MACs"))
             ref_params = tree.params(row.name)
             params, p_terms = self._params(native, row, tree)
