@@ -19,6 +19,7 @@ from reconcile.errors import ReconcileError
 
 TOOL_NAMES = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore",
               "mmengine", "torchinfo", "flopcountermode", "torchprofile", "torchscan", "torchscan-ops", "pthflops")
+TOOL_NAMES += ("deepspeed", "calflops", "flops-profiler")  # issue 20
 
 
 def _pinned() -> tuple[str, ...]:

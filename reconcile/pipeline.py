@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # today; the old versions (thop@0.0.22, ptflops@0.7) are opt-in with --tools
 TOOLS = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore",
          "mmengine", "torchinfo", "flopcountermode", "torchprofile", "torchscan", "torchscan-ops", "pthflops")
+OPT_IN = ("deepspeed", "calflops", "flops-profiler")  # issue 20: known, run with --tools, not yet in the default set
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,9 @@ def parse_tools(text: str | Sequence[str] | None) -> tuple[str, ...]:
     names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
     from reconcile import versions
 
-    unknown = [t for t in names if t not in TOOLS and versions.get(t) is None]
+    unknown = [t for t in names if t not in TOOLS and t not in OPT_IN and versions.get(t) is None]
     if unknown:
-        known = dict.fromkeys([*TOOLS, *versions.names()])
+        known = dict.fromkeys([*TOOLS, *OPT_IN, *versions.names()])
         raise ReconcileError(f"unknown tool {unknown[0]!r}: choose from {', '.join(known)}")
     for t in names:  # a pinned version asked for but not installed: what to run, before anything starts
         versions.check(t)  # (in the default set it fails as its own run instead, like a missing tool)
@@ -113,6 +114,7 @@ TRACED_TOOLS = ("fvcore", "mmengine", "torchprofile")
 _TOOL_COST = {"native": 0.1, "thop": 1.0, "ptflops": 1.2, "ptflops-aten": 1.2, "torchstat": 1.5,
               "torchsummary": 2.0, "fvcore": 2.5, "ultralytics-thop": 1.0, "thop@0.0.22": 1.0, "ptflops@0.7": 1.2,
               "flopcountermode": 1.2, "torchinfo": 1.2, "mmengine": 3.0, TRACE: 1.2, "torchprofile": 1.2, "torchscan": 1.5, "torchscan-ops": 1.5, "pthflops": 1.5}
+_TOOL_COST.update({"deepspeed": 2.5, "calflops": 2.0, "flops-profiler": 3.0})  # imports + warm-up forwards
 
 
 def _expected_size(spec: models.ModelSpec) -> float:

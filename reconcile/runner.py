@@ -68,6 +68,7 @@ ADAPTERS: dict[str, str] = {
     "torchscan-ops": "reconcile.adapters.torchscan:TorchscanOpsAdapter",
     "pthflops": "reconcile.adapters.pthflops:PthflopsAdapter",
     "native": "reconcile.adapters.native:NativeAdapter",
+    "deepspeed": "reconcile.adapters.deepspeed:DeepspeedAdapter", "calflops": "reconcile.adapters.calflops:CalflopsAdapter", "flops-profiler": "reconcile.adapters.flops_profiler:FlopsProfilerAdapter",
     # not a counter: the forward as torch.jit traces it, for the native count (fvcore's convention)
     "native-trace": "reconcile.adapters.native:TracedAdapter",
     "native-training": "reconcile.adapters.native:NativeTrainingAdapter",  # native with --training

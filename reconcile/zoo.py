@@ -157,6 +157,7 @@ RUNS_FOLDER = ".zoo-runs"  # under the output folder: one file per model and sou
 # every distribution whose version can change a model's structure, its default inputs or a count
 _VERSIONED = ("reconcile", "torch", "torchvision", "timm", "transformers", "thop", "ptflops", "torchstat",
               "torchsummary", "fvcore", "torchinfo", "mmengine", "pandas", "torchprofile", "torchscan", "pthflops")
+_VERSIONED += ("deepspeed", "calflops", "flops-profiler")  # issue 20
 
 
 def runs_folder(out: str, source: str) -> str:

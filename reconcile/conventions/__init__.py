@@ -23,6 +23,7 @@ REGISTRY: dict[str, str] = {
     "torchscan": "reconcile.conventions.torchscan:CONVENTION",
     "torchscan-ops": "reconcile.conventions.torchscan_ops:CONVENTION",
     "pthflops": "reconcile.conventions.pthflops:CONVENTION",
+    "deepspeed": "reconcile.conventions.deepspeed:CONVENTION", "calflops": "reconcile.conventions.calflops:CONVENTION", "flops-profiler": "reconcile.conventions.flops_profiler:CONVENTION",
 }
 
 
