@@ -24,35 +24,18 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from dataclasses import dataclass
+from dataclasses import replace
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
 from reconcile.errors import ReconcileError
+from reconcile.tools import Tool
 
 TABLE = Path(__file__).with_name("tool_versions.toml")
 
 
-@dataclass(frozen=True)
-class Pin:
-    name: str  # what --tools takes: "thop@0.0.22", "ultralytics-thop"
-    tool: str  # the tool whose adapter and convention it reuses
-    dist: str
-    version: str
-    module: str  # the import name the folder provides
-    adapter: str = ""  # "module:Class"; empty: the tool's own adapter
-    convention: str = ""  # "module:attribute"; empty: the tool's own convention
-
-    @property
-    def requirement(self) -> str:
-        return f"{self.dist}=={self.version}"
-
-    def folder(self) -> Path:
-        return tools_root() / self.name
-
-    def install_command(self) -> str:
-        return f"{sys.executable} -m pip install --no-deps --target {self.folder()} {self.requirement}"
+Pin = Tool  # a pinned version is a ``reconcile.tools.Tool`` whose ``version`` is set
 
 
 def tools_root() -> Path:
@@ -61,25 +44,47 @@ def tools_root() -> Path:
     return Path(os.environ.get("RECONCILE_TOOLS_ROOT") or Path(sys.prefix) / "tools")
 
 
+_KEYS = {"tool", "dist", "version", "module", "adapter", "convention", "default"}
+
+
 @lru_cache(maxsize=1)
-def _table() -> dict[str, Pin]:
+def _raw() -> dict[str, dict]:
     with TABLE.open("rb") as fh:
         raw = tomllib.load(fh)
-    pins = {}
     for name, entry in raw.items():
-        unknown = set(entry) - {"tool", "dist", "version", "module", "adapter", "convention"}
+        unknown = set(entry) - _KEYS
         if unknown or not {"tool", "dist", "version"} <= set(entry):
             raise ValueError(f"{TABLE.name}: {name!r} needs tool, dist and version (unknown keys: {sorted(unknown)})")
-        pins[name] = Pin(name, entry["tool"], entry["dist"], entry["version"], entry.get("module", entry["tool"]),
-                         entry.get("adapter", ""), entry.get("convention", ""))
-    return pins
+    return raw
+
+
+def pins(tools: dict[str, Tool]) -> dict[str, Tool]:
+    """Every line of the table as a ``Tool``, taking from the tool it extends (in ``tools``) what
+    the line does not say: adapter, convention, training adapter, preload, cost, traced. A pin is
+    not in the default run unless its line says ``default = true``."""
+    out = {}
+    for name, entry in _raw().items():
+        base = tools.get(entry["tool"])
+        if base is None:
+            raise ValueError(f"{TABLE.name}: {name!r} extends {entry['tool']!r}, which is not a tool")
+        out[name] = replace(base, name=name, adapter=entry.get("adapter") or base.adapter,
+                            convention=entry.get("convention") or base.convention, dist=entry["dist"],
+                            version=entry["version"], extends=base.name, module=entry.get("module", base.name),
+                            default=bool(entry.get("default", False)), reference=False, versioned=())
+    return out
+
+
+def _table() -> dict[str, Tool]:
+    from reconcile import tools
+
+    return {name: t for name, t in tools.all_tools().items() if t.pinned}
 
 
 def names() -> tuple[str, ...]:
-    return tuple(_table())
+    return tuple(_raw())
 
 
-def get(name: str) -> Pin | None:
+def get(name: str) -> Tool | None:
     """The pin called ``name``, or None for a tool of the environment."""
     return _table().get(name)
 

@@ -1,0 +1,179 @@
+"""The tool registry: one frozen ``Tool`` record per counting tool, the only list of tools.
+
+Guarantees:
+- every tool reconcile runs, predicts or explains is one ``Tool`` here (``BUILTIN``) or one line of
+  ``tool_versions.toml`` (a pinned version, loaded by ``reconcile.versions`` into the same record
+  type, taking what it does not say from the tool it extends); the runner, the pipeline, the CLI's
+  choices, the zoo's versions and the conventions all read from ``all_tools()``, and nothing else
+  names a tool. Adding a counter is its adapter module, its convention module and one entry here;
+- what makes a tool special is data on its record (the reference every explanation needs, the run's
+  ``--device``, a training adapter, a torch.jit trace to compare with), never a test of its name;
+- importing this module imports neither torch nor any tool (adapters and conventions are named as
+  ``"module:attribute"`` strings, imported where they are used).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconcile.errors import ReconcileError
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str  # what --tools takes; the ToolRun's tool
+    adapter: str  # "module:Class"; the module imports its tool only inside ``run``
+    convention: str = ""  # "module:attribute" of its Convention; "": numbers reported, not explained
+    training_adapter: str = ""  # "module:Class" counting forward + backward (--training); "": forward only
+    preload: tuple[str, ...] = ()  # modules its workers import: the fork server imports them once
+    dist: str = ""  # the distribution its version is read from ("": reconcile's own)
+    version: str = ""  # a pinned version (tool_versions.toml), installed in its own folder; "": the environment's
+    extends: str = ""  # a pin: the tool whose adapter, convention and the rest it reuses unless it says
+    module: str = ""  # a pin: the import name its folder provides (its workers drop the preloaded copy)
+    traced: bool = False  # counts a torch.jit trace: the pipeline runs the trace job (``TRACE``) beside it
+    default: bool = True  # in the runs with no --tools
+    cost: float = 1.0  # relative run time on the same model (the costliest jobs start first)
+    run_device: bool = False  # builds and counts on the run's --device; else where its adapter asks (cpu)
+    reference: bool = False  # the native count every prediction and explanation starts from: always runs, first
+    versioned: tuple[str, ...] = ()  # other distributions whose versions change its numbers (zoo's resume key)
+
+    @property
+    def tool(self) -> str:
+        """The tool this is a version of (itself for a tool of the environment)."""
+        return self.extends or self.name
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.version)
+
+    def job(self, training: bool = False) -> str:
+        """The job name its worker runs: ``NAME-training`` for its training adapter with --training."""
+        return f"{self.name}{TRAINING}" if training and self.training_adapter else self.name
+
+    # ----- a pin's folder (reconcile.versions installs, checks and activates it) -----
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.dist}=={self.version}"
+
+    def folder(self) -> Path:
+        from reconcile.versions import tools_root
+
+        return tools_root() / self.name
+
+    def install_command(self) -> str:
+        return f"{sys.executable} -m pip install --no-deps --target {self.folder()} {self.requirement}"
+
+
+_A = "reconcile.adapters."
+_C = "reconcile.conventions."
+
+# In the order the default run lists them (each pin of tool_versions.toml follows the tool it extends).
+# cost: relative run time measured on resnet18/vgg16 (native runs on meta).
+BUILTIN: tuple[Tool, ...] = (
+    Tool("native", _A + "native:NativeAdapter", _C + "native:CONVENTION",
+         training_adapter=_A + "native:NativeTrainingAdapter", preload=("reconcile.counter.core",), cost=0.1,
+         run_device=True, reference=True),
+    Tool("thop", _A + "thop:ThopAdapter", _C + "thop:CONVENTION", preload=("thop",), dist="thop", cost=1.0),
+    Tool("ptflops", _A + "ptflops:PtflopsAdapter", _C + "ptflops:CONVENTION", preload=("ptflops",),
+         dist="ptflops", cost=1.2),
+    Tool("ptflops-aten", _A + "ptflops:PtflopsAtenAdapter", _C + "ptflops:ATEN_CONVENTION", preload=("ptflops",),
+         dist="ptflops", cost=1.2),
+    Tool("torchstat", _A + "torchstat:TorchstatAdapter", _C + "torchstat:CONVENTION", preload=("torchstat",),
+         dist="torchstat", cost=1.5, versioned=("pandas",)),  # its tables are pandas'
+    Tool("torchsummary", _A + "torchsummary:TorchsummaryAdapter", _C + "torchsummary:CONVENTION",
+         preload=("torchsummary",), dist="torchsummary", cost=2.0),
+    Tool("fvcore", _A + "fvcore:FvcoreAdapter", _C + "fvcore:CONVENTION", preload=("fvcore.nn",), dist="fvcore",
+         traced=True, cost=2.5),
+    Tool("mmengine", _A + "mmengine:MmengineAdapter", _C + "mmengine:CONVENTION", preload=("mmengine.analysis",),
+         dist="mmengine", traced=True, cost=3.0),
+    Tool("torchinfo", _A + "torchinfo:TorchinfoAdapter", _C + "torchinfo:CONVENTION", preload=("torchinfo",),
+         dist="torchinfo", cost=1.2),
+    Tool("flopcountermode", _A + "flopcountermode:FlopCounterModeAdapter", _C + "flopcountermode:CONVENTION",
+         training_adapter=_A + "flopcountermode:FlopCounterModeTrainingAdapter", dist="torch", cost=1.2),
+)
+
+TRAINING = "-training"  # the suffix of a training job's name (``Tool.job``)
+# not tools but jobs of their own: the forward as torch.jit traces it (for the native count, compared
+# with a traced tool's), and a model's default inputs when finding them runs user or library code
+TRACE = "native-trace"
+HELPERS: dict[str, str] = {TRACE: _A + "native:TracedAdapter", "inputs": _A + "inputs:InputsProbe"}
+TRACE_COST = 1.2
+
+
+def all_tools() -> dict[str, Tool]:
+    """Every tool by name: the built-in ones, each followed by its pinned versions, those of the
+    default run first (the order of its reports' columns and of the CLI's lists)."""
+    from reconcile import versions
+
+    pins = versions.pins({t.name: t for t in BUILTIN})
+    ordered: list[Tool] = []
+    for t in BUILTIN:
+        ordered += [t, *(pin for pin in pins.values() if pin.extends == t.name)]
+    return {t.name: t for t in sorted(ordered, key=lambda t: not t.default)}  # sorted() is stable
+
+
+def names() -> tuple[str, ...]:
+    return tuple(all_tools())
+
+
+def defaults() -> tuple[str, ...]:
+    """The tools of a run with no --tools."""
+    return tuple(t.name for t in all_tools().values() if t.default)
+
+
+def find(name: str) -> Tool | None:
+    return all_tools().get(name)
+
+
+def get(name: str) -> Tool:
+    """The tool called ``name``; a ReconcileError naming the known ones for any other name."""
+    tool = find(name)
+    if tool is None:
+        raise ReconcileError(f"unknown tool {name!r}: choose from {', '.join(names())}")
+    return tool
+
+
+def reference() -> Tool:
+    """The tool every prediction starts from (native)."""
+    return next(t for t in all_tools().values() if t.reference)
+
+
+def adapter_of(job: str) -> str:
+    """The ``"module:Class"`` a worker runs for a job name: a tool's adapter, its training adapter
+    (``NAME-training``) or a helper job's; a ReconcileError for a name reconcile does not know."""
+    if job in HELPERS:
+        return HELPERS[job]
+    tool = find(job)
+    if tool is not None:
+        return tool.adapter
+    base = job[: -len(TRAINING)] if job.endswith(TRAINING) else ""
+    tool = find(base) if base else None
+    if tool is not None and tool.training_adapter:
+        return tool.training_adapter
+    known = sorted([*all_tools(), *HELPERS, *(t.job(True) for t in all_tools().values() if t.training_adapter)])
+    raise ReconcileError(f"unknown tool {job!r}; known tools: {', '.join(known)}")
+
+
+def preload(jobs: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
+    """Modules the fork server imports for its workers: those of every default tool (a run's first
+    fork server serves later runs of the same process too) and of the tools among ``jobs``."""
+    table = all_tools()
+    asked = {j[: -len(TRAINING)] if j.endswith(TRAINING) and j not in table else j for j in jobs}
+    out: list[str] = []
+    for t in table.values():
+        if t.default or t.name in asked:
+            out += [m for m in t.preload if m not in out]
+    return tuple(out)
+
+
+def versioned() -> tuple[str, ...]:
+    """Every distribution whose version can change a tool's count, in registry order."""
+    out: list[str] = []
+    for t in all_tools().values():
+        for dist in (t.dist, *t.versioned):
+            if dist and not t.pinned and dist not in out:
+                out.append(dist)
+    return tuple(out)
