@@ -280,7 +280,7 @@ def _probe_inputs(specs: Sequence[models.ModelSpec], timeout: float, workers: in
 
     if not specs:
         return {}
-    runs = run_jobs([Job(s.name, "inputs", input_shape=(1,)) for s in specs], timeout=timeout, workers=workers)
+    runs = run_jobs([Job(s.name, registry.PROBE, input_shape=(1,)) for s in specs], timeout=timeout, workers=workers)
     out: dict[str, models.Inputs | str] = {}
     for spec, run in zip(specs, runs):
         if run.status == "ok":

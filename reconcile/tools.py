@@ -99,7 +99,8 @@ TRAINING = "-training"  # the suffix of a training job's name (``Tool.job``)
 # not tools but jobs of their own: the forward as torch.jit traces it (for the native count, compared
 # with a traced tool's), and a model's default inputs when finding them runs user or library code
 TRACE = "native-trace"
-HELPERS: dict[str, str] = {TRACE: _A + "native:TracedAdapter", "inputs": _A + "inputs:InputsProbe"}
+PROBE = "inputs"
+HELPERS: dict[str, str] = {TRACE: _A + "native:TracedAdapter", PROBE: _A + "inputs:InputsProbe"}
 TRACE_COST = 1.2
 
 
