@@ -2,8 +2,8 @@
 
 Guarantees:
 - every tool reconcile runs, predicts or explains is one ``Tool`` here (``BUILTIN``) or one line of
-  ``tool_versions.toml`` (a pinned version, loaded by ``reconcile.versions`` into the same record
-  type, taking what it does not say from the tool it extends); the runner, the pipeline, the CLI's
+  ``tool_versions.toml`` (a pinned version, loaded here into the same record type, installed and
+  activated by ``reconcile.versions``, taking what it does not say from the tool it extends); the runner, the pipeline, the CLI's
   choices, the zoo's versions and the conventions all read from ``all_tools()``, and nothing else
   names a tool. Adding a counter is its adapter module, its convention module and one entry here;
 - what makes a tool special is data on its record (the reference every explanation needs, the run's
@@ -14,8 +14,11 @@ Guarantees:
 
 from __future__ import annotations
 
+import os
 import sys
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 from reconcile.errors import ReconcileError
@@ -59,8 +62,6 @@ class Tool:
         return f"{self.dist}=={self.version}"
 
     def folder(self) -> Path:
-        from reconcile.versions import tools_root
-
         return tools_root() / self.name
 
     def install_command(self) -> str:
@@ -107,13 +108,53 @@ TRACE_COST = 1.2
 def all_tools() -> dict[str, Tool]:
     """Every tool by name: the built-in ones, each followed by its pinned versions, those of the
     default run first (the order of its reports' columns and of the CLI's lists)."""
-    from reconcile import versions
-
-    pins = versions.pins({t.name: t for t in BUILTIN})
+    pins = _pins({t.name: t for t in BUILTIN})
     ordered: list[Tool] = []
     for t in BUILTIN:
         ordered += [t, *(pin for pin in pins.values() if pin.extends == t.name)]
     return {t.name: t for t in sorted(ordered, key=lambda t: not t.default)}  # sorted() is stable
+
+
+# ----- pinned versions: one line each in tool_versions.toml (``reconcile.versions`` installs them) -----
+
+TABLE = Path(__file__).with_name("tool_versions.toml")
+_KEYS = {"tool", "dist", "version", "module", "adapter", "convention", "default"}
+
+
+def tools_root() -> Path:
+    """Where pinned tools are installed: ``$RECONCILE_TOOLS_ROOT``, else ``tools/`` in the running
+    environment (``.venv/tools``)."""
+    return Path(os.environ.get("RECONCILE_TOOLS_ROOT") or Path(sys.prefix) / "tools")
+
+
+@lru_cache(maxsize=1)
+def _table_lines() -> dict[str, dict]:
+    with TABLE.open("rb") as fh:
+        raw = tomllib.load(fh)
+    for name, entry in raw.items():
+        unknown = set(entry) - _KEYS
+        if unknown or not {"tool", "dist", "version"} <= set(entry):
+            raise ValueError(f"{TABLE.name}: {name!r} needs tool, dist and version (unknown keys: {sorted(unknown)})")
+    return raw
+
+
+def _pins(tools: dict[str, Tool]) -> dict[str, Tool]:
+    """Every line of the table as a ``Tool``, taking from the tool it extends (in ``tools``) what
+    the line does not say: adapter, convention, training adapter, preload, cost, traced. A pin is
+    not in the default run unless its line says ``default = true``."""
+    out = {}
+    for name, entry in _table_lines().items():
+        base = tools.get(entry["tool"])
+        if base is None:
+            raise ValueError(f"{TABLE.name}: {name!r} extends {entry['tool']!r}, which is not a tool")
+        out[name] = replace(base, name=name, adapter=entry.get("adapter") or base.adapter,
+                            convention=entry.get("convention") or base.convention, dist=entry["dist"],
+                            version=entry["version"], extends=base.name, module=entry.get("module", base.name),
+                            default=bool(entry.get("default", False)), reference=False, versioned=())
+    return out
+
+
+# ----- reading the registry -------------------------------------------------------------------------
 
 
 def names() -> tuple[str, ...]:

@@ -18,70 +18,25 @@ Guarantees:
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
-from dataclasses import replace
-from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
 from reconcile.errors import ReconcileError
-from reconcile.tools import Tool
-
-TABLE = Path(__file__).with_name("tool_versions.toml")
-
+from reconcile.tools import TABLE, Tool, _table_lines, all_tools, tools_root  # noqa: F401 - tools_root re-exported
 
 Pin = Tool  # a pinned version is a ``reconcile.tools.Tool`` whose ``version`` is set
 
 
-def tools_root() -> Path:
-    """Where pinned tools are installed: ``$RECONCILE_TOOLS_ROOT``, else ``tools/`` in the running
-    environment (``.venv/tools``)."""
-    return Path(os.environ.get("RECONCILE_TOOLS_ROOT") or Path(sys.prefix) / "tools")
-
-
-_KEYS = {"tool", "dist", "version", "module", "adapter", "convention", "default"}
-
-
-@lru_cache(maxsize=1)
-def _raw() -> dict[str, dict]:
-    with TABLE.open("rb") as fh:
-        raw = tomllib.load(fh)
-    for name, entry in raw.items():
-        unknown = set(entry) - _KEYS
-        if unknown or not {"tool", "dist", "version"} <= set(entry):
-            raise ValueError(f"{TABLE.name}: {name!r} needs tool, dist and version (unknown keys: {sorted(unknown)})")
-    return raw
-
-
-def pins(tools: dict[str, Tool]) -> dict[str, Tool]:
-    """Every line of the table as a ``Tool``, taking from the tool it extends (in ``tools``) what
-    the line does not say: adapter, convention, training adapter, preload, cost, traced. A pin is
-    not in the default run unless its line says ``default = true``."""
-    out = {}
-    for name, entry in _raw().items():
-        base = tools.get(entry["tool"])
-        if base is None:
-            raise ValueError(f"{TABLE.name}: {name!r} extends {entry['tool']!r}, which is not a tool")
-        out[name] = replace(base, name=name, adapter=entry.get("adapter") or base.adapter,
-                            convention=entry.get("convention") or base.convention, dist=entry["dist"],
-                            version=entry["version"], extends=base.name, module=entry.get("module", base.name),
-                            default=bool(entry.get("default", False)), reference=False, versioned=())
-    return out
-
-
 def _table() -> dict[str, Tool]:
-    from reconcile import tools
-
-    return {name: t for name, t in tools.all_tools().items() if t.pinned}
+    return {name: t for name, t in all_tools().items() if t.pinned}
 
 
 def names() -> tuple[str, ...]:
-    return tuple(_raw())
+    return tuple(_table_lines())
 
 
 def get(name: str) -> Tool | None:
