@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from reconcile import conventions  # a callable module: reconcile.conventions() is the table
 from reconcile import explain  # a callable module too: importing its submodules cannot unbind it
 from reconcile import roofline  # callable as well: reconcile.roofline(native, hardware)
+from reconcile._version import __version__
 from reconcile.errors import ReconcileError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,7 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from reconcile.report.model import ModelReport
 
 __all__ = ["ReconcileError", "compare", "conventions", "count", "explain", "normalize", "predict", "roofline", "__version__"]
-__version__ = "0.1.0"
 
 
 def count(model: Any, inputs: Any, **kwargs: Any) -> "NativeCount":

@@ -210,7 +210,7 @@ def cmd_tools(ns: argparse.Namespace) -> int:
     cfg = _config(ns)
     from reconcile import models
     from reconcile.records import to_plain
-    from reconcile.report import numbers
+    from reconcile import numbers
     from reconcile.report.text import table
 
     results = _collect(ns, cfg)
@@ -299,7 +299,8 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     from reconcile import conventions, models, pipeline
     from reconcile.counter import count
     from reconcile.records import to_plain
-    from reconcile.report import numbers
+    from reconcile import numbers
+    from reconcile.report.sentences import sentence
     from reconcile.report.text import table
 
     conv = conventions.get(ns.tool)
@@ -321,7 +322,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
                               "unattributed": to_plain(dict(pred.unattributed)),
                               "layers": [{"module": p.module, "type": p.type, "calls": p.calls, "call": p.call,
                                           "predicted": to_plain(dict(p.predicted)),
-                                          "terms": {m: [{"cause": t.cause, "amount": to_plain(t.amount), "text": t.text}
+                                          "terms": {m: [{"cause": t.cause, "amount": to_plain(t.amount), "text": sentence(t)}
                                                         for t in ts] for m, ts in p.terms.items()}}
                                          for p in pred.layers]}))
             return
@@ -330,7 +331,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         keys = [k for k in keys if any(k in p.predicted for p in pred.layers)] or [conv.metric]
         rows = [[p.module or "(model)", p.type, str(p.calls) + ("" if p.call is None else f" #{p.call}"),
                  *(numbers.exact(p.predicted.get(k, 0)) for k in keys),
-                 "; ".join(t.text for k in keys for t in p.terms.get(k, ()))] for p in pred.layers]
+                 "; ".join(sentence(t) for k in keys for t in p.terms.get(k, ()))] for p in pred.layers]
         print(f"{spec.name}: what {conv.tool} would report (predicted from the native count; {conv.tool} was not run)")
         print(table(["module", "type", "calls", *keys, "why it differs from native"], rows,
                     [False, False, True, *([True] * len(keys)), False]))

@@ -11,24 +11,24 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from fractions import Fraction
 from typing import Any, Mapping
 
+from reconcile import rollup  # the roll-ups the methods of NativeCount return live below records
+from reconcile.components import COMPONENTS  # noqa: F401 - the vocabulary, defined below records
+
 Number = int | Fraction
 
-# Component names of the native count. ``macs`` is the torchvision ``_ops`` convention;
-# every other component is a count of elementwise arithmetic operations of that family.
-COMPONENTS = (
-    "macs",  # multiply-accumulates of conv / linear / matmul / bmm / einsum / attention / RNN gates
-    "bias",  # bias additions fused into conv / linear / addmm / baddbmm (1 per output element)
-    "norm",  # batch / layer / group / instance norm arithmetic
-    "activation",  # relu, gelu, silu, sigmoid, tanh, hardswish, ... (per element, see formulas)
-    "pool",  # max / avg / adaptive pools (window reads compared or summed)
-    "elementwise",  # add, sub, mul, div, residual adds, scaling, clamps
-    "reduction",  # sum, mean, amax, var, norms of tensors
-    "softmax",  # softmax / log_softmax
-    "interpolate",  # upsample / interpolate
-    "attention",  # non-MAC arithmetic inside fused attention (scale, softmax, mask)
-    "rnn",  # non-MAC arithmetic inside recurrent cells (gate activations, state updates)
-    "other",  # arithmetic of op families not listed above (embedding bag sums, cumsum, ...)
-)
+
+@dataclass(frozen=True)
+class Phrase:
+    """Words with named slots and the exact values that fill them: part of a cause's sentence (a
+    list of op families, "(call 2 of 3)"), kept as data so that the report renders it (and groups
+    by it with the numbers left out). ``template`` is ``str.format`` text, as ``Term.sentence``."""
+
+    template: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+# what fills a slot of a cause's sentence: an exact number, a name, or a nested phrase
+Value = int | Fraction | float | str | Phrase
 
 
 @dataclass(frozen=True)
@@ -305,30 +305,23 @@ class NativeCount:
                 return r
         raise KeyError(name)
 
-    # Views live in ``reconcile.views``; these delegate so users can discover them on the result.
+    # Roll-ups live in ``reconcile.rollup`` (below this module; ``reconcile.views`` re-exports them):
+    # these delegate so users can discover them on the result.
     def to_frame(self, include_inclusive: bool = True):
         """Per-module rows as a pandas DataFrame indexed by module name."""
-        from reconcile import views
-
-        return views.to_frame(self, include_inclusive)
+        return rollup.to_frame(self, include_inclusive)
 
     def by_depth(self, depth: int) -> list[dict[str, Any]]:
         """Modules at depth <= ``depth`` with inclusive totals."""
-        from reconcile import views
-
-        return views.by_depth(self, depth)
+        return rollup.by_depth(self, depth)
 
     def by_operator(self) -> dict[str, dict[str, int]]:
         """aten op -> calls and components summed over modules."""
-        from reconcile import views
-
-        return views.by_operator(self)
+        return rollup.by_operator(self)
 
     def inclusive(self) -> dict[str, dict[str, int]]:
         """Per module: own work plus all descendants'."""
-        from reconcile import views
-
-        return views.inclusive(self)
+        return rollup.inclusive(self)
 
     @property
     def intensity(self) -> Fraction | None:

@@ -80,7 +80,7 @@ BUILTIN: tuple[Tool, ...] = (
     Tool("thop", _A + "thop:ThopAdapter", _C + "thop:CONVENTION", preload=("thop",), dist="thop", cost=1.0),
     Tool("ptflops", _A + "ptflops:PtflopsAdapter", _C + "ptflops:CONVENTION", preload=("ptflops",),
          dist="ptflops", cost=1.2),
-    Tool("ptflops-aten", _A + "ptflops:PtflopsAtenAdapter", _C + "ptflops:ATEN_CONVENTION", preload=("ptflops",),
+    Tool("ptflops-aten", _A + "ptflops:PtflopsAtenAdapter", _C + "ptflops_aten:CONVENTION", preload=("ptflops",),
          dist="ptflops", cost=1.2),
     Tool("torchstat", _A + "torchstat:TorchstatAdapter", _C + "torchstat:CONVENTION", preload=("torchstat",),
          dist="torchstat", cost=1.5, versioned=("pandas",)),  # its tables are pandas'

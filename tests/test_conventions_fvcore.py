@@ -18,6 +18,7 @@ from torch import nn
 from reconcile import models
 from reconcile.conventions.base import INCLUSIVE
 from reconcile.counter import count
+from reconcile.report.sentences import sentence
 from tests.harness import adapter, assert_explained, explain, explain_in_process
 from tests.models_small import SMALL_MODELS
 
@@ -109,7 +110,7 @@ def test_batch_norm_eval(affine, per):
     assert_explained(ex)
     assert ex.raw_total == per * 128
     assert ex.causes == {"norm": per * 128}
-    assert f"{per} x 128" in ex.layers[0].causes["flops"][0].text
+    assert f"{per} x 128" in sentence(ex.layers[0].causes["flops"][0])
 
 
 def test_batch_norm_train_five_per_element():
@@ -145,7 +146,7 @@ def test_unsupported_max_pool():
     assert ex.run.headline["unsupported:aten::max_pool2d"] == 1
     (term,) = ex.layers[0].causes["flops"]
     assert (term.id, term.amount, term.flops) == ("unsupported_op", 0, -192)
-    assert term.text.startswith("fvcore has no handle for aten::max_pool2d (1 call)")
+    assert sentence(term).startswith("fvcore has no handle for aten::max_pool2d (1 call)")
 
 
 def test_scaled_dot_product_attention_not_counted():

@@ -21,6 +21,7 @@ from reconcile import conventions, models
 from reconcile.conventions.base import OUTSIDE
 from reconcile.conventions.torchsummary import printed_lines
 from reconcile.counter import count
+from reconcile.report.sentences import sentence
 from tests.harness import adapter, assert_explained, explain, explain_in_process, residual_rows
 from tests.models_small import SMALL_MODELS
 
@@ -328,11 +329,11 @@ def test_terms_add_up_and_read_well():
         for metric, value in p.predicted.items():
             assert value == p.reference[metric] + sum(t.amount for t in p.terms.get(metric, ())), (p.module, metric)
     conv = next(p for p in pred.layers if p.module == "conv")
-    assert conv.terms["output_prod"][0].text == (
+    assert sentence(conv.terms["output_prod"][0]) == (
         "the batch printed as -1 makes np.prod of Conv2d's output shape negative: -144 "
         "(abs() of the total undoes the sign)")
     outside = next(p for p in pred.layers if p.module == OUTSIDE)
-    assert outside.terms["nb_params"][0].text == (
+    assert sentence(outside.terms["nb_params"][0]) == (
         "4 parameters held by the root FreeParams, which torchsummary does not hook, are not counted")
     run = adapter("torchsummary").run(model, inputs)
     ex = explain("torchsummary", run, native)

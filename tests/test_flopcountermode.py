@@ -12,6 +12,7 @@ from torch import nn
 
 from reconcile import conventions
 from reconcile.adapters.flopcountermode import FlopCounterModeAdapter, fcm_keys
+from reconcile.report.sentences import sentence
 from tests.harness import assert_explained, explain, explain_in_process
 from tests.models_small import SMALL_MODELS, BiasedAttention
 
@@ -72,7 +73,7 @@ def test_lstm_is_one_fused_cpu_op_with_no_formula():
     lstm = next(le for le in ex.layers if le.module == "lstm")
     # LSTM(8, 16) on 2 x 5 steps: 4 gates x 16 x (8 inputs + 16 hidden) x 10 = 15,360 MACs, all missed
     assert [(c.id, c.amount) for c in lstm.causes["flops"]] == [("unsupported_op", -15_360)]
-    assert "mkldnn_rnn_layer" in lstm.causes["flops"][0].text
+    assert "mkldnn_rnn_layer" in sentence(lstm.causes["flops"][0])
     assert lstm.raw == {}  # no formula op ran in it: FCM has no row
 
 

@@ -7,7 +7,9 @@ process of its own (8 s, or once that child exists).
   nothing left in the temporary folder;
 - SIGKILL: nothing can clean up in the killed process, yet its fork server and workers end by
   themselves within seconds (the server dies with its caller and kills its workers' process
-  groups), and the temporary folder is left empty.
+  groups), and the temporary folder is left empty (the server removes the caller's pymp-*
+  folder). So SIGKILL is sent once the fork server runs: before it exists, no process is left
+  that could remove the folder the command has already made.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ from tests.fault_models import session_processes, start, wait_for_session_end
 SPECS = "tests.fault_models:spawn_child_and_hang,tests.fault_models:good"
 
 
+def wait_for_process(sid: int, needle: str) -> None:
+    """Wait (up to 60 s) until a process of session ``sid`` has ``needle`` in its command line."""
+    deadline = time.monotonic() + 60
+    while not any(needle in p for p in session_processes(sid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(needle in p for p in session_processes(sid)), session_processes(sid)
+
+
 @pytest.mark.parametrize("moment", [1, 4, 8])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_a_stopped_run_leaves_nothing(tmp_path, sig, moment):
@@ -33,10 +43,15 @@ def test_a_stopped_run_leaves_nothing(tmp_path, sig, moment):
                   "--out", str(out)], str(tmp))
     time.sleep(moment)
     if moment == 8:  # make sure the hang has started, with its child process
-        deadline = time.monotonic() + 60
-        while not any("sleep 3600" in p for p in session_processes(proc.pid)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert any("sleep 3600" in p for p in session_processes(proc.pid))
+        wait_for_process(proc.pid, "sleep 3600")
+    elif sig == signal.SIGKILL:
+        # only a process that outlives the caller can clean up after a SIGKILL: the fork server.
+        # The command makes its pymp-* folder first thing (cli.main: torch's compile cache goes
+        # there) and starts the server a moment later (0.2 s quiet, over 1 s on a busy machine):
+        # a SIGKILL in between leaves that folder with no process to remove it, which the old
+        # fixed sleep hit under load. So kill once the server runs (moment 1: while it starts
+        # up, before its torch import is done).
+        wait_for_process(proc.pid, "multiprocessing.forkserver")
     assert proc.poll() is None, proc.communicate()  # still running: the hang lasts 120 s
     os.kill(proc.pid, sig)
     stdout, stderr = proc.communicate(timeout=30)

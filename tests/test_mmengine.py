@@ -21,6 +21,7 @@ from reconcile import conventions, models, pipeline
 from reconcile.config import RunConfig
 from reconcile.conventions.base import INCLUSIVE
 from reconcile.counter import count
+from reconcile.report.sentences import sentence
 from tests.harness import adapter, assert_explained, explain
 from tests.models_small import SMALL_MODELS, Fn
 
@@ -141,7 +142,7 @@ def test_batch_norm_train_mode_cause(affine, low):
     assert_explained(ex)
     assert ex.raw_total == (low + 3) * 256
     assert ex.causes == {"norm": low * 256, "train_mode": 768, "unsupported_op": 0}
-    text = next(c.text for c in ex.layers[0].causes["flops"] if c.id == "train_mode")
+    text = next(sentence(c) for c in ex.layers[0].causes["flops"] if c.id == "train_mode")
     assert "mmengine counts" in text and "3 x 256 = 768" in text and "not put in eval()" in text
 
 

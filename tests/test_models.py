@@ -84,11 +84,12 @@ def test_torchvision_names_are_the_80_classification_models_sorted():
 
 
 @pytest.mark.parametrize("name", TV_NAMES)
-def test_meta_build_matches_published_param_count(name):
+def test_meta_build_matches_published_param_count(name, built_on_meta):
     model = models.build(models.resolve(name), device="meta")
     assert _params(model) == _first_weights(name).meta["num_params"]
     assert all(t.is_meta for t in [*model.parameters(), *model.buffers()])
     assert not model.training
+    built_on_meta[name] = model  # counted by tests/test_zoo_native.py (conftest.py)
 
 
 def test_googlenet_drops_aux_heads_like_torchvision():

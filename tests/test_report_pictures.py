@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from reconcile.explain.core import Cause, LayerExplanation, MetricSummary, ToolExplanation
-from reconcile.records import ToolRun
+from reconcile.records import Phrase, ToolRun
 from reconcile.report import plot
 from reconcile.report.markdown import compress_names, layers_section, model_markdown
 from reconcile.report.model import ModelReport
@@ -23,16 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _relu(name: str, n: int) -> LayerExplanation:
-    text = f"tally counts ReLU at 1 per element: {n:,}"
+    text = Phrase("tally counts ReLU at 1 per element: {n}", {"n": n})
     return LayerExplanation(name, "ReLU", 1, None, {"ops": n}, {"ops": n}, {"ops": 0}, {"ops": 0},
-                            {"ops": (Cause("activation", "convention", n, text),)})
+                            {"ops": (Cause("activation", "convention", n, "tally.activation", text),)})
 
 
 def _conv(name: str, macs: int, outputs: int, residual: int = 0) -> LayerExplanation:
-    text = f"tally counts Conv2d's bias (one add per output element): {outputs:,}"
+    text = Phrase("tally counts Conv2d's bias (one add per output element): {outputs}", {"outputs": outputs})
     raw = macs + outputs + residual
     return LayerExplanation(name, "Conv2d", 1, None, {"ops": raw}, {"ops": macs + outputs}, {"ops": macs},
-                            {"ops": residual}, {"ops": (Cause("bias", "convention", outputs, text),)})
+                            {"ops": residual}, {"ops": (Cause("bias", "convention", outputs, "tally.bias", text),)})
 
 
 # relu: 100 + 200 + 300 = 600 activation; conv: 1,000 + 2,000 MACs, bias 10 + 20 = 30, residual 7

@@ -17,7 +17,7 @@ from torch import nn
 
 from reconcile import conventions, pipeline, runner, versions
 from reconcile import tools as registry
-from reconcile.conventions.thop_versions import f32, f32_sum
+from reconcile.conventions.thop_0022 import f32, f32_sum
 from reconcile.errors import ReconcileError
 from reconcile.explain.core import explain_run
 from reconcile.explain.pair import explain_pair

@@ -18,7 +18,7 @@ class InputsProbe(Adapter):
     needs_model = False  # the runner calls ``probe(model_name)`` instead of building the model
 
     def version(self) -> str:
-        from reconcile import __version__
+        from reconcile._version import __version__
 
         return __version__
 

@@ -22,7 +22,7 @@ class NativeAdapter(Adapter):
     fallback_device = "cpu"  # a forward that reads data (`if x.mean() > 0`) runs on real tensors
 
     def version(self) -> str:
-        from reconcile import __version__
+        from reconcile._version import __version__
 
         return __version__
 
@@ -69,7 +69,7 @@ class TracedAdapter(Adapter):
     device = "cpu"
 
     def version(self) -> str:
-        from reconcile import __version__
+        from reconcile._version import __version__
 
         return __version__
 

@@ -2,8 +2,10 @@
 
 A ``Convention`` predicts, for every row a tool reports, each raw number the tool would print,
 as a native *reference* plus named *terms*. Each term is one cause of disagreement with the
-reference, with an exact amount and a sentence. The explain stage compares predictions with a
-real run: residual = raw - predicted, and the goal is zero everywhere.
+reference, with an exact amount, the rule that produced it and that rule's values (a ``Phrase``:
+the sentence with named slots, and exact numbers and names to fill them); the sentence is
+rendered in ``reconcile.report.sentences``, never here. The explain stage compares predictions
+with a real run: residual = raw - predicted, and the goal is zero everywhere.
 
 References (what a term is measured against):
 - op counts: the native ``macs`` of the same scope (torchvision's ``_ops`` convention);
@@ -18,9 +20,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Mapping
+from typing import Mapping, Sequence
 
-from reconcile.records import CallRecord, ModuleRow, NativeCount
+from reconcile.records import CallRecord, ModuleRow, NativeCount, Phrase, Value
 
 Number = int | Fraction
 
@@ -79,7 +81,13 @@ class Term:
 
     cause: str
     amount: Number
-    text: str  # one sentence with this layer's numbers, e.g. "BatchNorm2d counted as 4 ops per element: 4 x 200,704"
+    # the rule that produced the term, "<convention module>.<cause>[.n]", e.g. "thop.norm"
+    rule: str
+    # the rule's sentence with named slots and this layer's values (exact numbers, names), e.g.
+    # Phrase("{name} counted as {k!s} ops per element: {k!s} x {n}", {"name": "BatchNorm2d", "k": 4,
+    # "n": 200704}); filled only when rendering (``reconcile.report.sentences``), and the report
+    # groups layers by rule and values with their numbers left out, never by rendered text
+    sentence: Phrase
     flops: Number = 0
     # coverage causes only: the part of ``amount`` that is multiply-accumulates (None: all of it).
     # A ReLU counted twice is a coverage gap of 0 MACs: ``macs`` normalization drops it.
@@ -172,6 +180,14 @@ class Convention:
 
 
 # ----- helpers the conventions share ------------------------------------------------------------
+
+
+def joined(items: Sequence[Value], sep: str, empty: str = "", slot: str = "") -> Phrase:
+    """``sep.join(items)`` kept as data: each item a slot (numbers shown exact, or as ``slot``
+    says, e.g. "!s" for plain digits), ``empty`` when there is none."""
+    if not items:
+        return Phrase(empty.replace("{", "{{").replace("}", "}}"))
+    return Phrase(sep.join(f"{{i{n}{slot}}}" for n in range(len(items))), {f"i{n}": v for n, v in enumerate(items)})
 
 
 def whole(x: Fraction | int) -> Number:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from reconcile.conventions.base import LayerPrediction, Term
-from reconcile.records import ModuleRow, NativeCount
-from reconcile.report.numbers import exact
+from reconcile.conventions.base import LayerPrediction, Term, joined
+from reconcile.records import ModuleRow, NativeCount, Phrase
 
 
 class Tree:
@@ -87,12 +86,20 @@ def uncovered_rows(tree: Tree, layers: list[LayerPrediction], ops_key: str, para
         if r.macs or r.flops:
             if _builtin_compute(r):
                 terms[ops_key] = (Term("unsupported_module", -r.macs,
-                                       f"{tool} has no rule for {r.type}: {exact(r.macs)} MACs "
-                                       f"({exact(r.flops)} FLOPs) in its forward are not counted", flops=-r.flops),)
+                                       "common.unsupported_module",
+                                       Phrase("{tool!s} has no rule for {type!s}: {macs} MACs "
+                                       "({flops} FLOPs) in its forward are not counted", {"tool": tool, "type": r.type,
+                                                                                          "macs": r.macs,
+                                                                                          "flops": r.flops}),
+                                       flops=-r.flops),)
             else:
                 terms[ops_key] = (Term("functional_not_seen", -r.macs,
-                                       f"{tool} cannot see the functional work in {r.type}.forward: "
-                                       f"{exact(r.macs)} MACs, {exact(r.flops)} FLOPs ({_families(r)})", flops=-r.flops),)
+                                       "common.functional_not_seen",
+                                       Phrase("{tool!s} cannot see the functional work in {type!s}.forward: "
+                                       "{macs} MACs, {flops} FLOPs ({families!s})", {"tool": tool, "type": r.type,
+                                                                                     "macs": r.macs, "flops": r.flops,
+                                                                                     "families": _families(r)}),
+                                       flops=-r.flops),)
         reference = {ops_key: r.macs}
         predicted = {ops_key: 0}
         if params_key:
@@ -100,14 +107,16 @@ def uncovered_rows(tree: Tree, layers: list[LayerPrediction], ops_key: str, para
             predicted[params_key] = 0
             if r.params:
                 terms[params_key] = (Term("params_missed", -r.params,
-                                          f"{tool} misses the {exact(r.params)} parameters held directly by {r.type} "
-                                          "(it only reads modules it hooks)"),)
+                                          "common.params_missed.4",
+                                          Phrase("{tool!s} misses the {params} parameters held directly by {type!s} "
+                                          "(it only reads modules it hooks)", {"tool": tool, "params": r.params,
+                                                                               "type": r.type})),)
         out.append(LayerPrediction(r.name, r.type, r.calls, reference, predicted, terms))
     return out
 
 
 def _families(r: ModuleRow) -> str:
-    return ", ".join(f"{k} {exact(v)}" for k, v in r.components.items()) or "no arithmetic"
+    return joined([Phrase("{k!s} {v}", {"k": k, "v": v}) for k, v in r.components.items()], ", ", "no arithmetic")
 
 
 def param_terms(tool: str, row: ModuleRow, counted: int, reference: int, *, registered: bool) -> tuple[Term, ...]:
@@ -115,12 +124,18 @@ def param_terms(tool: str, row: ModuleRow, counted: int, reference: int, *, regi
     if counted == reference:
         return ()
     if not registered:
-        return (Term("params_missed", counted - reference, f"{tool} has no rule for {row.type}, so its "
-                     f"{exact(reference)} parameters are not counted"),)
+        return (Term("params_missed", counted - reference, "common.params_missed.2",
+                     Phrase("{tool!s} has no rule for {type!s}, so its "
+                     "{reference} parameters are not counted", {"tool": tool, "type": row.type,
+                                                                "reference": reference})),)
     if row.calls == 0:
-        return (Term("params_missed", counted - reference, f"{row.type} never ran, so {tool} did not count its "
-                     f"{exact(reference)} parameters"),)
+        return (Term("params_missed", counted - reference, "common.params_missed.3",
+                     Phrase("{type!s} never ran, so {tool!s} did not count its "
+                     "{reference} parameters", {"type": row.type, "tool": tool, "reference": reference})),)
     if counted > reference:
-        return (Term("params_tied", counted - reference, f"{tool} counts {exact(counted - reference)} parameters "
-                     "that are tied to (registered first under) another module"),)
-    return (Term("params_missed", counted - reference, f"{tool} misses {exact(reference - counted)} parameters of {row.type}"),)
+        return (Term("params_tied", counted - reference, "common.params_tied", Phrase("{tool!s} counts {v} parameters "
+                     "that are tied to (registered first under) another module", {"tool": tool,
+                                                                                  "v": counted - reference})),)
+    return (Term("params_missed", counted - reference, "common.params_missed",
+                 Phrase("{tool!s} misses {v} parameters of {type!s}", {"tool": tool, "v": reference - counted,
+                                                                       "type": row.type})),)

@@ -18,7 +18,7 @@ marked ``reference["_inclusive"]``; the root's terms cover the whole model.
 Where native and FCM see different ops: native counts on the meta device, where attention runs
 its math path (two ``bmm``); FCM runs on CPU, where ``scaled_dot_product_attention`` runs as one
 fused kernel (``_scaled_dot_product_flash_attention_for_cpu``, no formula) whenever torch's CPU
-gate allows (``conventions.ptflops.sdpa_fused_on_cpu``, shared with ptflops' aten backend, which
+gate allows (``conventions.ptflops_aten.sdpa_fused_on_cpu``, shared with ptflops' aten backend, which
 sees the same ops); recurrent layers run on CPU as per-gate ``addmm`` / ``mm`` except LSTM (one
 fused ``mkldnn_rnn_layer``, no formula), as ptflops' aten backend records them.
 
@@ -58,8 +58,7 @@ from fractions import Fraction
 from reconcile.conventions import common
 from reconcile.conventions.base import INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, whole
 from reconcile.counter.formulas import flops_of
-from reconcile.records import ModuleRow, NativeCount
-from reconcile.report.numbers import exact
+from reconcile.records import ModuleRow, NativeCount, Phrase
 
 # flop_registry of torch/utils/flop_counter.py (torch 2.14.1): op -> its formula, one line each.
 # FLOPs are 2 * m * n * k for every product; bias and the added tensor of addmm / baddbmm ignored.
@@ -159,7 +158,7 @@ class Work:
 
 def forward_work(native: NativeCount, row: ModuleRow) -> Work:
     """The forward ops of one native row (exclusive) as FCM counts them on CPU."""
-    from reconcile.conventions.ptflops import _AtenWork, sdpa_fused_on_cpu
+    from reconcile.conventions.ptflops_aten import AtenWork, sdpa_fused_on_cpu
 
     work = Work()
     sdpa = _SDPA_MARK in row.ops
@@ -168,7 +167,7 @@ def forward_work(native: NativeCount, row: ModuleRow) -> Work:
     for op, comps in row.op_components.items():
         macs = comps.get("macs", 0)
         if op.startswith("module::"):  # a recurrent layer: the aten ops CPU runs it as
-            rnn = _AtenWork()
+            rnn = AtenWork()
             rnn._recurrent(native, row, op)
             for key, m in rnn.macs_by_key.items():
                 work.counted[key] += m
@@ -206,7 +205,7 @@ def _unfused_bwd_macs(row: ModuleRow) -> int:
     """A fused attention call's backward is one CPU kernel too (no formula), where native's math
     path runs two bmm per forward bmm with its MACs: of the row's backward bmm, FCM counts two per
     forward MAC of its unfused calls (the rest is fused)."""
-    from reconcile.conventions.ptflops import sdpa_fused_on_cpu
+    from reconcile.conventions.ptflops_aten import sdpa_fused_on_cpu
 
     return 2 * sum(c.components.get("macs", 0) for c in row.torch_calls
                    if c.func == _SDPA and not sdpa_fused_on_cpu(c))
@@ -269,16 +268,23 @@ def _terms(work: Work, where: str) -> tuple[Term, ...]:
     terms = []
     for key, macs in sorted(work.counted.items()):
         if macs:
-            terms.append(Term("mac_vs_flop", macs, f"FlopCounterMode counts 2 FLOPs per multiply-accumulate of {key}: "
-                              f"2 x {exact(macs)} MACs = {exact(2 * macs)}{where}"))
+            terms.append(Term("mac_vs_flop", macs, "flopcountermode.mac_vs_flop",
+                              Phrase("FlopCounterMode counts 2 FLOPs per multiply-accumulate of {key!s}: "
+                              "2 x {macs} MACs = {v}{where!s}", {"key": key, "macs": macs, "v": 2 * macs,
+                                                                 "where": where})))
     for key, extra in sorted(work.grouped.items()):
         if extra:
-            terms.append(Term("groups_ignored", extra, f"FlopCounterMode's {key} formula ignores groups: the weight "
-                              f"gradient of grouped convolutions ({exact(work.grouped_macs)} MACs) is counted as if "
-                              f"dense, {exact(extra)} FLOPs more than 2 per MAC{where}"))
+            terms.append(Term("groups_ignored", extra, "flopcountermode.groups_ignored",
+                              Phrase("FlopCounterMode's {key!s} formula ignores groups: the weight "
+                              "gradient of grouped convolutions ({grouped_macs} MACs) is counted as if "
+                              "dense, {extra} FLOPs more than 2 per MAC{where!s}", {"key": key,
+                                                                                    "grouped_macs": work.grouped_macs,
+                                                                                    "extra": extra, "where": where})))
     for op, (macs, flops) in sorted(work.missed.items()):
-        terms.append(Term("unsupported_op", -macs, f"FlopCounterMode has no formula for {op}: its {exact(macs)} MACs "
-                          f"({exact(flops)} FLOPs) count 0{where}", flops=-flops))
+        terms.append(Term("unsupported_op", -macs, "flopcountermode.unsupported_op",
+                          Phrase("FlopCounterMode has no formula for {op!s}: its {macs} MACs "
+                          "({flops} FLOPs) count 0{where!s}", {"op": op, "macs": macs, "flops": flops, "where": where}),
+                          flops=-flops))
     return tuple(terms)
 
 
@@ -354,7 +360,8 @@ class FlopCounterModeConvention(Convention):
             if outside.flops():
                 key = f"Global outside {top.type}"  # the adapter's key for Global less the root's row
                 unattributed[key] = outside.flops()
-                unattributed_terms[key] = (Term("outside_root", outside.flops(), _outside_text(outside)),)
+                unattributed_terms[key] = (Term("outside_root", outside.flops(), "flopcountermode.outside_root",
+                                                _outside_text(outside)),)
         headline = dict(self._values(root, training))
         return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline=headline,
                           unattributed=unattributed, unattributed_terms=unattributed_terms,
@@ -368,7 +375,8 @@ class FlopCounterModeConvention(Convention):
         predicted = self._values(work, training)
         terms = _terms(whole_model, "")
         if outside.flops():
-            terms = (*terms, Term("outside_root", -outside.flops(), _outside_text(outside)))
+            terms = (*terms, Term("outside_root", -outside.flops(), "flopcountermode.outside_root",
+                                  _outside_text(outside)))
         return LayerPrediction(row.name, row.type, row.calls, {**predicted, "flops": whole_model.macs}, predicted,
                                {"flops": terms})
 
@@ -390,11 +398,11 @@ class FlopCounterModeConvention(Convention):
         return LayerPrediction(row.name, row.type, row.calls, reference, predicted, {"flops": _terms(work, "")})
 
 
-def _outside_text(outside: Work) -> str:
-    return (f"FlopCounterMode's Global holds {exact(outside.flops())} FLOPs of backward that ran before its module "
+def _outside_text(outside: Work) -> Phrase:
+    return (Phrase("FlopCounterMode's Global holds {flops} FLOPs of backward that ran before its module "
             "tracker opened the root (the gradient of an output the model also uses inside, e.g. the encoder "
             "output BertModel's pooler reads, completes only after that use's backward): in the total, not in "
-            "the root's row")
+            "the root's row", {"flops": outside.flops()}))
 
 
 def _above(path: str) -> list[str]:

@@ -54,8 +54,7 @@ from reconcile.conventions.base import (
     INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, n_out, numel, whole,
 )
 from reconcile.counter.formulas import POOL_MEAN, flops_of
-from reconcile.records import ModuleRow, NativeCount, TensorMeta, TracedOps
-from reconcile.report.numbers import exact
+from reconcile.records import ModuleRow, NativeCount, Phrase, TensorMeta, TracedOps
 
 # fvcore/nn/jit_analysis.py _IGNORED_OPS, verbatim: zero, silently (prim:: ops are ignored too).
 IGNORED = frozenset((
@@ -589,7 +588,7 @@ def _traced_work(row: ModuleRow, meta: bool = False) -> list[Work]:
 
 
 def _calls(n: int) -> str:
-    return f"{exact(n)} call" + ("" if n == 1 else "s")
+    return Phrase("{n} call" + ("" if n == 1 else "s"), {"n": n})
 
 
 def _flop_terms(work: list[Work], tool: str = "fvcore") -> tuple[Term, ...]:
@@ -607,25 +606,43 @@ def _flop_terms(work: list[Work], tool: str = "fvcore") -> tuple[Term, ...]:
             extra = sum(w.batch_stats for w in ws)
             if extra:  # a BatchNorm module on batch statistics: its eval count, then what training adds
                 low = ws[0].eval_per
-                terms.append(Term(cause, flops - macs - extra, f"{tool} counts {op} at {low} per element with "
-                                  f"running statistics: {low} x {exact(n)} = {exact(low * n)} ({_calls(calls)})"))
-                terms.append(Term("train_mode", extra, "in training mode (the model was not put in eval()) BatchNorm "
+                terms.append(Term(cause, flops - macs - extra, "fvcore.batch_statistics",
+                                  Phrase("{tool!s} counts {op!s} at {low!s} per element with "
+                                  "running statistics: {low!s} x {n} = {v} ({calls!s})", {"tool": tool, "op": op,
+                                                                                          "low": low, "n": n,
+                                                                                          "v": low * n,
+                                                                                          "calls": _calls(calls)})))
+                terms.append(Term("train_mode", extra, "fvcore.train_mode",
+                                  Phrase("in training mode (the model was not put in eval()) BatchNorm "
                                   "normalises with the batch's statistics, "
-                                  f"which {tool} counts at {per} per element, {per - low} more: "
-                                  f"{per - low} x {exact(n)} = {exact(extra)}"))
+                                  "which {tool!s} counts at {per!s} per element, {v!s} more: "
+                                  "{v!s} x {n} = {extra}", {"tool": tool, "per": per, "v": per - low, "n": n,
+                                                            "extra": extra})))
             elif cause in ("norm", "interpolate", "pool"):
-                terms.append(Term(cause, flops - macs, f"{tool} counts {op} at {per} per {rule}: "
-                                  f"{per} x {exact(n)} = {exact(flops)} ({_calls(calls)})"))
+                terms.append(Term(cause, flops - macs, "fvcore.per_element",
+                                  Phrase("{tool!s} counts {op!s} at {per!s} per {rule!s}: "
+                                  "{per!s} x {n} = {flops} ({calls!s})", {"tool": tool, "op": op, "per": per,
+                                                                          "rule": rule, "n": n, "flops": flops,
+                                                                          "calls": _calls(calls)})))
             else:
-                terms.append(Term("formula", flops - macs, f"{tool}'s {op} handle gives {exact(flops)} where the "
-                                  f"MAC count is {exact(macs)} ({_calls(calls)})"))
+                terms.append(Term("formula", flops - macs, "fvcore.formula",
+                                  Phrase("{tool!s}'s {op!s} handle gives {flops} where the "
+                                  "MAC count is {macs} ({calls!s})", {"tool": tool, "op": op, "flops": flops,
+                                                                      "macs": macs, "calls": _calls(calls)})))
         elif status == "unsupported" and (macs or nflops):
-            left = f"{exact(macs)} MACs ({exact(nflops)} FLOPs)" if macs else f"{exact(nflops)} FLOPs"
-            terms.append(Term("unsupported_op", -macs, f"{tool} has no handle for {op} ({_calls(calls)}): counted "
-                              f"as 0, leaving out {left}", flops=-nflops))
+            left = Phrase("{macs} MACs ({nflops} FLOPs)", {"macs": macs,
+                                                           "nflops": nflops}) if macs else Phrase("{nflops} FLOPs",
+                                                                                                  {"nflops": nflops})
+            terms.append(Term("unsupported_op", -macs, "fvcore.unsupported_op.2",
+                              Phrase("{tool!s} has no handle for {op!s} ({calls!s}): counted "
+                              "as 0, leaving out {left!s}", {"tool": tool, "op": op, "calls": _calls(calls),
+                                                             "left": left}), flops=-nflops))
         elif status == "dropped" and (macs or nflops):
-            terms.append(Term(cause if cause == "dead_code" else "unsupported_op", -macs, f"{tool}'s trace has no "
-                              f"{op}: {ws[0].note} ({exact(nflops)} FLOPs not counted)", flops=-nflops))
+            terms.append(Term(cause if cause == "dead_code" else "unsupported_op", -macs, "fvcore.trace_dropped",
+                              Phrase("{tool!s}'s trace has no "
+                              "{op!s}: {note!s} ({nflops} FLOPs not counted)", {"tool": tool, "op": op,
+                                                                                "note": ws[0].note, "nflops": nflops}),
+                              flops=-nflops))
     return tuple(terms)
 
 
@@ -639,14 +656,18 @@ def _act_terms(work: list[Work], tool: str = "fvcore") -> tuple[Term, ...]:
         dead = [w for w in ws if w.cause == "dead_code"]
         if dead:
             missed = sum(w.acts_ref - w.acts for w in dead)
-            terms.append(Term("dead_code", -missed, f"{tool}'s trace drops {op} whose result nothing returned uses: "
-                              f"its {exact(missed)} output elements are not counted"))
+            terms.append(Term("dead_code", -missed, "fvcore.dead_code",
+                              Phrase("{tool!s}'s trace drops {op!s} whose result nothing returned uses: "
+                              "its {missed} output elements are not counted", {"tool": tool, "op": op,
+                                                                               "missed": missed})))
         ws = [w for w in ws if w.cause != "dead_code"]
         if not ws:
             continue
         missed = sum(w.acts_ref - w.acts for w in ws)
-        terms.append(Term("unsupported_op", -missed, f"{tool}'s activation count has no handle for {op} "
-                          f"({_calls(sum(w.calls for w in ws))}): its {exact(missed)} output elements are not counted"))
+        terms.append(Term("unsupported_op", -missed, "fvcore.unsupported_op",
+                          Phrase("{tool!s}'s activation count has no handle for {op!s} "
+                          "({calls!s}): its {missed} output elements are not counted", {"tool": tool, "op": op,
+                                                                                        "calls": _calls(sum((w.calls for w in ws))), "missed": missed})))
     return tuple(terms)
 
 
@@ -698,15 +719,17 @@ def _trace_terms(work: list[Work]) -> dict[str, tuple[Term, ...]]:
         if not n:
             continue
         if cause == "trace_size_arithmetic":
-            text = (f"fvcore's jit trace records Python arithmetic on traced sizes as {_calls(n)} of {op} here "
-                    f"(sizes are 0-dim tensors in a trace): no eager op runs for it")
+            text = (Phrase("fvcore's jit trace records Python arithmetic on traced sizes as {calls!s} of {op!s} here "
+                    "(sizes are 0-dim tensors in a trace): no eager op runs for it", {"calls": _calls(n), "op": op}))
         elif n > 0:
-            text = (f"the jit trace holds {_calls(n)} of {op} more than the eager forward ran here: code that checks "
-                    f"torch.jit.is_tracing() takes another path under a trace")
+            text = (Phrase("the jit trace holds {calls!s} of {op!s} more than the eager forward ran here: code that checks "
+                    "torch.jit.is_tracing() takes another path under a trace", {"calls": _calls(n), "op": op}))
         else:
-            text = (f"the jit trace holds {_calls(-n)} of {op} fewer than the eager forward ran here: the trace drops "
-                    f"ops whose result nothing returned uses, and code under a trace can take another path")
-        by.setdefault(f"unsupported:{op}", []).append(Term(cause, n, text))
+            text = (Phrase("the jit trace holds {calls!s} of {op!s} fewer than the eager forward ran here: the trace drops "
+                    "ops whose result nothing returned uses, and code under a trace can take another path",
+                           {"calls": _calls(-n), "op": op}))
+        by.setdefault(f"unsupported:{op}", []).append(Term(cause, n, f"fvcore.{cause}.{'more' if n > 0 else 'fewer'}",
+                                                           text))
     return {k: tuple(v) for k, v in by.items()}
 
 

@@ -1,4 +1,6 @@
-"""ptflops 0.7.5, both backends: their rules, written once, predicting ``get_model_complexity_info``.
+"""ptflops 0.7.5 with its default backend: its rules, written once, predicting
+``get_model_complexity_info``. The aten backend is ``ptflops_aten``, 0.7.0 is ``ptflops_07``
+(module hooks of this file with its own formulas), what they share ``ptflops_shared``.
 
 ``CONVENTION`` (tool "ptflops": ``backend='pytorch'``, ``count_functional`` on, as shipped).
 Rows are the modules whose *exact* type has a hook, found the way ptflops' ``accumulate_flops``
@@ -10,12 +12,8 @@ divided by the batch (the ``per_sample`` term sits on each row). The patched
 predicted per label in ``unattributed``. Only the ``int()`` truncation of the total is a
 headline term.
 
-``ATEN_CONVENTION`` (tool "ptflops-aten"): rows are the root's direct children, each inclusive of
-its subtree; only aten ``mm``, ``bmm``, ``addmm`` and ``convolution`` count (``addmm`` and
-``convolution`` with their bias), whole batch; ``Global:<op>`` is the root's own work.
-
 References: native MACs of the same scope for op counts, native parameters (each tensor once)
-for params. Both predict from the ``NativeCount`` alone. In a user-written ``forward`` the
+for params. It predicts from the ``NativeCount`` alone. In a user-written ``forward`` the
 native record of Python-level calls (``ModuleRow.torch_calls``) says which patched name ran
 (``torch.matmul`` and not ``@``, ``F.softmax`` and not ``x.softmax``): ``PATCHED``.
 """
@@ -29,32 +27,11 @@ from typing import Callable, Mapping
 
 from reconcile.conventions import common
 from reconcile.conventions.base import (
-    INCLUSIVE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, n_in, numel, whole,
+    Convention, INCLUSIVE, LayerPrediction, Number, Prediction, RuleDoc, Term, joined, n_in, numel, whole,
 )
+from reconcile.conventions.ptflops_shared import GATES, NN, TOTAL_ONLY, call_shape, out_shape, types
 from reconcile.counter.formulas import flops_of
-from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo, TensorMeta, TorchCall
-from reconcile.report.numbers import exact
-
-_NN = "torch.nn.modules."
-
-# Work ptflops counts, but only in its total and in no per-layer row (a patched functional in an
-# unhooked forward, the aten backend's 'Global' bucket): a pair of terms with this cause moves it
-# from the module's pseudo-row (-) to the total-only record (+), so per cause they cancel.
-# There is no dedicated cause id for "total only"; the pair nets to zero under this one.
-_TOTAL_ONLY = "functional_not_seen"
-
-
-def _types(module: str, *names: str) -> list[str]:
-    return [f"{_NN}{module}.{n}" for n in names]
-
-
-def _call_shape(call: CallRecord, i: int = 0) -> tuple[int, ...]:
-    return call.inputs[i].shape if len(call.inputs) > i else ()
-
-
-def _out_shape(call: CallRecord) -> tuple[int, ...]:
-    return call.outputs[0].shape if call.outputs else ()
-
+from reconcile.records import ModuleRow, NativeCount, ParamInfo, Phrase, TensorMeta, TorchCall
 
 # ===== pytorch backend: module hooks (``pytorch_ops.MODULES_MAPPING``) ==========================
 
@@ -77,7 +54,7 @@ def _conv(row: ModuleRow, _names: frozenset[str]) -> Parts:
     transposed = row.attrs["class"].rsplit(".", 1)[-1].startswith("ConvTranspose")
     macs = bias = 0
     for c in row.call_records:
-        x, out = _call_shape(c), _out_shape(c)
+        x, out = call_shape(c), out_shape(c)
         macs += per * x[0] * numel((x if transposed else out)[2:])
         if a.get("has_bias"):
             bias += x[0] * numel(out[1:])
@@ -91,7 +68,7 @@ def _deform_conv(row: ModuleRow, names: frozenset[str]) -> Parts:
     per = k * a["in_channels"] * (a["out_channels"] // a["groups"])
     macs = extra = bias = 0
     for c in row.call_records:
-        x, out = _call_shape(c), _out_shape(c)
+        x, out = call_shape(c), out_shape(c)
         positions = x[0] * numel(out[2:])
         macs += per * positions
         extra += k * (24 + (1 if len(c.inputs) >= 3 else 0)) * positions
@@ -105,7 +82,7 @@ def _linear(row: ModuleRow, _names: frozenset[str]) -> Parts:
     """(in x out + out bias) x prod(input.shape[:-1])."""
     macs = bias = 0
     for c in row.call_records:
-        x, out = _call_shape(c), _out_shape(c)
+        x, out = call_shape(c), out_shape(c)
         rows_ = numel(x[:-1])
         macs += x[-1] * out[-1] * rows_
         if row.attrs.get("has_bias"):
@@ -115,7 +92,7 @@ def _linear(row: ModuleRow, _names: frozenset[str]) -> Parts:
 
 def _activation(row: ModuleRow, _names: frozenset[str]) -> Parts:
     """output.numel()."""
-    return {"activation": (sum(numel(_out_shape(c)) for c in row.call_records), "1 per output element")}
+    return {"activation": (sum(numel(out_shape(c)) for c in row.call_records), "1 per output element")}
 
 
 def _pool(row: ModuleRow, _names: frozenset[str]) -> Parts:
@@ -129,15 +106,15 @@ def _norm(row: ModuleRow, _names: frozenset[str]) -> Parts:
     elements = sum(n_in(c) for c in row.call_records)
     how = "2 per element (affine)" if k == 2 else "1 per element" + (
         " (LayerNorm has elementwise_affine, not affine)" if "elementwise_affine" in row.attrs else "")
-    return {"norm": (k * elements, f"{how}: {k} x {exact(elements)}")}
+    return {"norm": (k * elements, Phrase("{how!s}: {k!s} x {elements}", {"how": how, "k": k, "elements": elements}))}
 
 
 def _upsample(row: ModuleRow, _names: frozenset[str]) -> Parts:
     """output[0].numel(): the first sample's elements only."""
-    return {"interpolate": (sum(numel(_out_shape(c)[1:]) for c in row.call_records), "1 per output element of the first sample")}
+    return {"interpolate": (sum(numel(out_shape(c)[1:]) for c in row.call_records),
+                            "1 per output element of the first sample")}
 
 
-_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "GRU": 3, "LSTM": 4}
 _GATE_OPS = {"RNN_TANH": 1, "RNN_RELU": 1, "GRU": 7, "LSTM": 10}  # ptflops' rnn_flops: H, 7H, 10H per step
 
 
@@ -145,14 +122,14 @@ def _rnn(row: ModuleRow, _names: frozenset[str]) -> Parts:
     """per layer |W_ih| + |W_hh| + gate ops (H, 7H, 10H) + |b_ih| + |b_hh|, x shape[0] x shape[1] (x2 bidirectional)."""
     a = row.attrs
     mode, h = a["mode"], a["hidden_size"]
-    g, out_h = _GATES[mode], a.get("proj_size") or h
+    g, out_h = GATES[mode], a.get("proj_size") or h
     dirs = 2 if a["bidirectional"] else 1
     w = gates = b = 0
     for layer in range(a["num_layers"]):  # ptflops reads the forward direction's weights only
         w += g * h * ((a["input_size"] if layer == 0 else out_h * dirs) + out_h)
         gates += _GATE_OPS[mode] * h
         b += 2 * g * h if a["bias"] else 0
-    units = sum(_call_shape(c)[0] * _call_shape(c)[1] * dirs for c in row.call_records)
+    units = sum(call_shape(c)[0] * call_shape(c)[1] * dirs for c in row.call_records)
     return {"macs": (w * units, "|W_ih| + |W_hh| per step"), "bias": (b * units, "|b_ih| + |b_hh| per step"),
             "rnn_gates": (gates * units, f"{_GATE_OPS[mode]}H gate operations per step")}
 
@@ -164,8 +141,8 @@ def _rnn_cell(row: ModuleRow, _names: frozenset[str]) -> Parts:
     """|W_ih| + |W_hh| + gate ops + |b_ih| + |b_hh|, x input.shape[0]."""
     a = row.attrs
     mode, h = _CELL_MODES[row.type], a["hidden_size"]
-    g = _GATES[mode]
-    units = sum(_call_shape(c)[0] for c in row.call_records)
+    g = GATES[mode]
+    units = sum(call_shape(c)[0] for c in row.call_records)
     return {"macs": (g * h * (a["input_size"] + h) * units, "|W_ih| + |W_hh| per sample"),
             "bias": ((2 * g * h if a["bias"] else 0) * units, "|b_ih| + |b_hh| per sample"),
             "rnn_gates": (_GATE_OPS[mode] * h * units, f"{_GATE_OPS[mode]}H gate operations per sample")}
@@ -177,7 +154,7 @@ def _mha(row: ModuleRow, names: frozenset[str]) -> Parts:
     in_bias = f"{row.name}.in_proj_bias" in names
     macs = bias = scale = softmax = 0
     for c in row.call_records:
-        q, k, v = (_call_shape(c, i) for i in range(3))
+        q, k, v = (call_shape(c, i) for i in range(3))
         b, li = (q[0], 1) if a.get("batch_first") else (q[1], 0)
         e, kd, vd = q[2], k[2], v[2]
         ql, kl, vl = q[li], k[li], v[li]
@@ -198,7 +175,7 @@ def _timm_attention(row: ModuleRow, _names: frozenset[str]) -> Parts:
     h, hd = a["num_heads"], a["head_dim"]
     macs = scale = softmax = 0
     for c in row.call_records:
-        b, n = _call_shape(c)[0], _call_shape(c)[1]
+        b, n = call_shape(c)[0], call_shape(c)[1]
         macs += b * h * 2 * n * n * hd
         scale += b * n * hd * h
         softmax += b * h * n * n
@@ -207,24 +184,24 @@ def _timm_attention(row: ModuleRow, _names: frozenset[str]) -> Parts:
 
 
 HOOKS: dict[str, Hook] = {}
-for _cls in _types("conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"):
+for _cls in types("conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"):
     HOOKS[_cls] = Hook("Conv / ConvTranspose: K x Cin x Cout/g x B x S_out (transposed: S_in) + N_out bias", _conv)
-for _cls in _types("activation", "ReLU", "PReLU", "ELU", "LeakyReLU", "ReLU6", "GELU"):
+for _cls in types("activation", "ReLU", "PReLU", "ELU", "LeakyReLU", "ReLU6", "GELU"):
     HOOKS[_cls] = Hook("ReLU / PReLU / ELU / LeakyReLU / ReLU6 / GELU: N_out", _activation)
 for _d in (1, 2, 3):
-    for _cls in _types("pooling", f"MaxPool{_d}d", f"AvgPool{_d}d", f"AdaptiveMaxPool{_d}d", f"AdaptiveAvgPool{_d}d"):
+    for _cls in types("pooling", f"MaxPool{_d}d", f"AvgPool{_d}d", f"AdaptiveMaxPool{_d}d", f"AdaptiveAvgPool{_d}d"):
         HOOKS[_cls] = Hook("Max / Avg / AdaptiveMax / AdaptiveAvg pools: N_in", _pool)
-for _cls in (_types("batchnorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
-             + _types("instancenorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")
-             + _types("normalization", "GroupNorm", "LayerNorm")):
+for _cls in (types("batchnorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
+             + types("instancenorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")
+             + types("normalization", "GroupNorm", "LayerNorm")):
     HOOKS[_cls] = Hook("BatchNorm / InstanceNorm / GroupNorm / LayerNorm: N_in, x2 when `affine` (never for LayerNorm)", _norm)
-HOOKS[f"{_NN}linear.Linear"] = Hook("Linear: (in x out + out bias) x prod(input.shape[:-1])", _linear)
-HOOKS[f"{_NN}upsampling.Upsample"] = Hook("Upsample (exact type): output[0].numel(), the first sample only", _upsample)
-for _cls in _types("rnn", "RNN", "GRU", "LSTM"):
+HOOKS[f"{NN}linear.Linear"] = Hook("Linear: (in x out + out bias) x prod(input.shape[:-1])", _linear)
+HOOKS[f"{NN}upsampling.Upsample"] = Hook("Upsample (exact type): output[0].numel(), the first sample only", _upsample)
+for _cls in types("rnn", "RNN", "GRU", "LSTM"):
     HOOKS[_cls] = Hook("RNN / GRU / LSTM: per layer |W_ih|+|W_hh| + H/7H/10H + biases, x shape[0] x shape[1] (x2 bidirectional)", _rnn)
-for _cls in _types("rnn", "RNNCell", "GRUCell", "LSTMCell"):
+for _cls in types("rnn", "RNNCell", "GRUCell", "LSTMCell"):
     HOOKS[_cls] = Hook("RNN / GRU / LSTM cells: |W_ih|+|W_hh| + H/7H/10H + biases, x batch", _rnn_cell)
-HOOKS[f"{_NN}activation.MultiheadAttention"] = Hook(
+HOOKS[f"{NN}activation.MultiheadAttention"] = Hook(
     "MultiheadAttention: B x [L*E + L*E^2 + S*kdim^2 + S*vdim^2 + (L+2S)*E + h*(L*S*dh + L*S + L*S*dv) + L*vdim*(vdim+1)]", _mha)
 # registered by ptflops when timm is importable (timm.models.vision_transformer.Attention is this class)
 HOOKS["timm.layers.attention.Attention"] = Hook(
@@ -241,20 +218,18 @@ def _hooked(row: ModuleRow, hooks: Mapping[str, Hook] = HOOKS) -> bool:
 
 # torch.nn classes whose forward is one call of a patched function: label -> count per call N_in.
 _F_BY_MODULE: dict[str, str] = {
-    **dict.fromkeys(_types("activation", "ReLU"), "F.relu"),
-    **dict.fromkeys(_types("activation", "ELU"), "F.elu"),
-    **dict.fromkeys(_types("activation", "GELU"), "F.gelu"),
-    **dict.fromkeys(_types("activation", "SiLU"), "F.silu"),
-    **dict.fromkeys(_types("activation", "PReLU"), "F.prelu"),
-    **dict.fromkeys(_types("activation", "Softmax", "Softmax2d"), "F.softmax"),
+    **dict.fromkeys(types("activation", "ReLU"), "F.relu"),
+    **dict.fromkeys(types("activation", "ELU"), "F.elu"),
+    **dict.fromkeys(types("activation", "GELU"), "F.gelu"),
+    **dict.fromkeys(types("activation", "SiLU"), "F.silu"),
+    **dict.fromkeys(types("activation", "PReLU"), "F.prelu"),
+    **dict.fromkeys(types("activation", "Softmax", "Softmax2d"), "F.softmax"),
     **{c: f"F.{kind}_pool{d}d" for d in (1, 2, 3) for kind, name in
        (("max", "MaxPool"), ("avg", "AvgPool"), ("adaptive_avg", "AdaptiveAvgPool"), ("adaptive_max", "AdaptiveMaxPool"))
-       for c in _types("pooling", f"{name}{d}d")},
+       for c in types("pooling", f"{name}{d}d")},
 }
-_UPSAMPLE = f"{_NN}upsampling.Upsample"  # forward calls F.interpolate(input, size, scale_factor, ...)
-_MHA = f"{_NN}activation.MultiheadAttention"  # F.multi_head_attention_forward
-
-_SDPA_MARK = "aten::_safe_softmax"  # scaled_dot_product_attention's math path: its bmm are SDPA's
+_UPSAMPLE = f"{NN}upsampling.Upsample"  # forward calls F.interpolate(input, size, scale_factor, ...)
+_MHA = f"{NN}activation.MultiheadAttention"  # F.multi_head_attention_forward
 
 _FAMILY = {"F.relu": "activation", "F.gelu": "activation", "F.elu": "activation", "F.silu": "activation",
            "F.prelu": "activation", "F.relu6": "activation", "F.softmax": "softmax", "F.interpolate": "interpolate",
@@ -296,7 +271,7 @@ def _forward_class(row: ModuleRow) -> str:
 def _user_forward(row: ModuleRow) -> bool:
     """A forward written outside torch.nn (containers and torch.nn layers call no patched function)."""
     classes = (row.attrs.get("class", ""), *row.attrs.get("bases", ()))
-    return not any(c.startswith(_NN) and c != f"{_NN}module.Module" for c in classes)
+    return not any(c.startswith(NN) and c != f"{NN}module.Module" for c in classes)
 
 
 def _interpolate_count(a: Mapping, x: tuple[int, ...]) -> Number:
@@ -319,7 +294,7 @@ def patched_calls(row: ModuleRow) -> list[Caught]:
     if fwd in _F_BY_MODULE:
         return [Caught(_F_BY_MODULE[fwd], sum(n_in(c) for c in row.call_records), row.macs, row.flops, tuple(row.ops))]
     if fwd == _UPSAMPLE:
-        count = sum((_interpolate_count(row.attrs, _call_shape(c)) for c in row.call_records), 0)
+        count = sum((_interpolate_count(row.attrs, call_shape(c)) for c in row.call_records), 0)
         return [Caught("F.interpolate", count, row.macs, row.flops, tuple(row.ops))]
     if fwd == _MHA:
         # need_weights=True runs torch.bmm (torch.baddbmm with a mask) and softmax; otherwise SDPA
@@ -460,7 +435,8 @@ def _who(rows: list[tuple[str, str, int]]) -> str:
 def _scale(terms: list[Term], k: int) -> list[Term]:
     if k == 1:
         return terms
-    return [Term(t.cause, whole(Fraction(t.amount) / k), t.text + f" (1/{k} on each of its {k} rows)",
+    return [Term(t.cause, whole(Fraction(t.amount) / k), t.rule,
+                 Phrase("{text} (1/{k!s} on each of its {k!s} rows)", {"text": t.sentence, "k": k}),
                  flops=whole(Fraction(t.flops) / k)) for t in terms]
 
 
@@ -482,11 +458,13 @@ class _Unattributed:
         if macs is not None:
             part[3] = (part[3] or 0) + macs
 
-    def terms(self, text: Callable[[str, str, Number, str], str]) -> dict[str, tuple[Term, ...]]:
+    def terms(self, text: Callable[[str, str, Number, str], Phrase]) -> dict[str, tuple[Term, ...]]:
         out: dict[str, list[Term]] = defaultdict(list)
         for (label, cause), (amount, flops, rows, macs) in self._parts.items():
             if amount or flops:
-                out[label].append(Term(cause, amount, text(label, cause, amount, _who(rows)), flops=flops, macs=macs))
+                out[label].append(Term(cause, amount, f"ptflops.outside_rows.{cause}", text(label, cause, amount,
+                                                                                            _who(rows)),
+                                       flops=flops, macs=macs))
         return {k: tuple(v) for k, v in out.items()}
 
 
@@ -500,12 +478,15 @@ def _params_row_terms(tool: str, row: ModuleRow, native: NativeCount) -> tuple[i
     borrowed = [p for p in registered if not p.name.startswith(prefix) and p.trainable]
     terms = []
     if frozen:
-        terms.append(Term("params_frozen", -frozen, f"{tool} leaves out the {exact(frozen)} frozen parameters "
-                          f"(requires_grad=False) of {row.type}"))
+        terms.append(Term("params_frozen", -frozen, "ptflops.params_frozen",
+                          Phrase("{tool!s} leaves out the {frozen} frozen parameters "
+                          "(requires_grad=False) of {type!s}", {"tool": tool, "frozen": frozen, "type": row.type})))
     if borrowed:
         n = sum(p.numel for p in borrowed)
-        terms.append(Term("params_tied", n, f"{tool} counts {exact(n)} parameters that {row.type} shares with "
-                          f"{', '.join(sorted({p.name for p in borrowed}))} (owned there)"))
+        terms.append(Term("params_tied", n, "ptflops.params_tied",
+                          Phrase("{tool!s} counts {n} parameters that {type!s} shares with "
+                          "{join!s} (owned there)", {"tool": tool, "n": n, "type": row.type,
+                                                     "join": ', '.join(sorted({p.name for p in borrowed}))})))
     return counted, tuple(terms)
 
 
@@ -586,7 +567,7 @@ class PtflopsConvention(Convention):
                 if c.count is None:
                     continue
                 if c.macs:
-                    unattributed.add(_label(c.fname), _TOTAL_ONLY, c.macs, c.count, row)
+                    unattributed.add(_label(c.fname), TOTAL_ONLY, c.macs, c.count, row)
                     parts = c.parts if c.parts is not None else (
                         {"formula": c.count - c.macs} if c.count != c.macs else {})
                     for cause, amount in parts.items():
@@ -607,8 +588,10 @@ class PtflopsConvention(Convention):
         macs = int(x) if self.truncates else whole(Fraction(x))
         headline_terms: dict[str, tuple[Term, ...]] = {}
         if macs != macs_exact:
-            headline_terms["macs"] = (Term("per_sample", macs - macs_exact, f"ptflops truncates its total "
-                                           f"{exact(macs_exact)} to an int: {exact(macs - macs_exact)}"),)
+            headline_terms["macs"] = (Term("per_sample", macs - macs_exact, "ptflops.per_sample",
+                                           Phrase("ptflops truncates its total "
+                                           "{macs_exact} to an int: {v}", {"macs_exact": macs_exact,
+                                                                           "v": macs - macs_exact})),)
         params_total = sum(p.numel for p in native.params if p.trainable)
         p_terms = _params_headline_terms(native, params_rows)
         if p_terms:
@@ -637,21 +620,31 @@ class PtflopsConvention(Convention):
             inner = [r for r in tree.subtree(row.name) if r.name != row.name]
             inner_macs, inner_flops = ref - row.macs, sum(r.flops for r in inner)
             kinds = sorted({r.type for r in inner if r.macs})
-            terms.append(Term("nested_skipped", -inner_macs, f"ptflops' {row.type} hook counts only the attention "
-                              f"itself and, the module being atomic, skips the {exact(inner_macs)} MACs "
-                              f"({exact(inner_flops)} FLOPs) of the {', '.join(kinds)} inside it", flops=-inner_flops))
+            terms.append(Term("nested_skipped", -inner_macs, "ptflops.nested_skipped",
+                              Phrase("ptflops' {type!s} hook counts only the attention "
+                              "itself and, the module being atomic, skips the {inner_macs} MACs "
+                              "({inner_flops} FLOPs) of the {join!s} inside it", {"type": row.type,
+                                                                                  "inner_macs": inner_macs,
+                                                                                  "inner_flops": inner_flops,
+                                                                                  "join": ', '.join(kinds)}),
+                              flops=-inner_flops))
             own = row.macs
         if macs_part != own:
-            terms.append(Term("formula", macs_part - own, f"ptflops' {row.type} formula gives {exact(macs_part)} MACs "
-                              f"where the MAC count is {exact(own)}"))
+            terms.append(Term("formula", macs_part - own, "ptflops.formula",
+                              Phrase("ptflops' {type!s} formula gives {macs_part} MACs "
+                              "where the MAC count is {own}", {"type": row.type, "macs_part": macs_part, "own": own})))
         for cause, (amount, how) in parts.items():
             if cause != "macs" and amount:
-                terms.append(Term(cause, amount, f"ptflops counts {row.type}'s {cause if cause != 'formula' else 'extra work'} "
-                                  f"({how}): {exact(amount)}"))
+                terms.append(Term(cause, amount, "ptflops.hook_extra", Phrase("ptflops counts {type!s}'s {v!s} "
+                                  "({how!s}): {amount}", {"type": row.type,
+                                                          "v": cause if cause != 'formula' else 'extra work',
+                                                          "how": how, "amount": amount})))
         per_sample = whole(Fraction(hook_count, batch)) - hook_count
         macs = whole(Fraction(hook_count, batch))
-        sample_terms = [Term("per_sample", per_sample, f"ptflops divides module counts by the batch ({batch}): "
-                             f"{exact(hook_count)} / {batch} = {exact(macs)}")] if per_sample else []
+        sample_terms = [Term("per_sample", per_sample, "ptflops.per_sample.2",
+                             Phrase("ptflops divides module counts by the batch ({batch!s}): "
+                             "{hook_count} / {batch!s} = {macs}", {"batch": batch, "hook_count": hook_count,
+                                                                   "macs": macs}))] if per_sample else []
         params, p_terms = _params_row_terms(self.tool, row, tree.native)
         ref_params = tree.params(row.name)
         reference: dict[str, Number] = {"macs": ref, "__flops__": ref, "params": ref_params}
@@ -663,8 +656,10 @@ class PtflopsConvention(Convention):
                 extra = whole(Fraction(predicted[m]) * (k - 1) / k)
                 by_metric[m] = _scale(by_metric[m], k)
                 if extra:
-                    by_metric[m].append(Term(cause, extra, f"{row.type} is reached by {k} paths and ptflops sums "
-                                             f"it once per path: {exact(predicted[m])} on each of {k} rows"))
+                    by_metric[m].append(Term(cause, extra, "ptflops.paths",
+                                             Phrase("{type!s} is reached by {k!s} paths and ptflops sums "
+                                             "it once per path: {predicted} on each of {k!s} rows", {"type": row.type,
+                                                                                                     "k": k, "predicted": predicted[m]})))
         if shadowed:
             reference[INCLUSIVE] = 1
             predicted["shadowed"] = 1
@@ -692,27 +687,39 @@ class PtflopsConvention(Convention):
         terms: list[Term] = []
         if seen_macs:
             fnames = ", ".join(sorted({c.fname for c in seen if c.macs}))
-            terms.append(Term(_TOTAL_ONLY, -seen_macs, f"ptflops has no row for {row.type}.forward: the patched "
-                              f"{fnames} count its {exact(seen_macs)} MACs in the total only"))
+            terms.append(Term(TOTAL_ONLY, -seen_macs, "ptflops.unhooked_forward",
+                              Phrase("ptflops has no row for {type!s}.forward: the patched "
+                              "{fnames!s} count its {seen_macs} MACs in the total only", {"type": row.type,
+                                                                                          "fnames": fnames,
+                                                                                          "seen_macs": seen_macs})))
         if missed_macs or missed_flops:
-            families = ", ".join(f"{k} {exact(v)}" for k, v in rest.items()) or "no arithmetic"
+            families = joined([Phrase("{k!s} {v}", {"k": k, "v": v}) for k, v in rest.items()], ", ", "no arithmetic")
             if common._builtin_compute(row):
-                terms.append(Term("unsupported_module", -missed_macs, f"ptflops has no hook for {row.type}: "
-                                  f"{exact(missed_macs)} MACs ({exact(missed_flops)} FLOPs: {families}) in its "
-                                  "forward are not counted", flops=-missed_flops))
+                terms.append(Term("unsupported_module", -missed_macs, "ptflops.unsupported_module",
+                                  Phrase("ptflops has no hook for {type!s}: "
+                                  "{missed_macs} MACs ({missed_flops} FLOPs: {families!s}) in its "
+                                  "forward are not counted", {"type": row.type, "missed_macs": missed_macs,
+                                                              "missed_flops": missed_flops, "families": families}),
+                                  flops=-missed_flops))
             else:
-                terms.append(Term("functional_not_seen", -missed_macs, f"ptflops cannot see the work in "
-                                  f"{row.type}.forward that no patched function does: {exact(missed_macs)} MACs, "
-                                  f"{exact(missed_flops)} FLOPs ({families})", flops=-missed_flops))
+                terms.append(Term("functional_not_seen", -missed_macs, "ptflops.functional_not_seen",
+                                  Phrase("ptflops cannot see the work in "
+                                  "{type!s}.forward that no patched function does: {missed_macs} MACs, "
+                                  "{missed_flops} FLOPs ({families!s})", {"type": row.type, "missed_macs": missed_macs,
+                                                                          "missed_flops": missed_flops,
+                                                                          "families": families}), flops=-missed_flops))
         p_terms = []
         trainable = sum(p.numel for p in _owned_directly(tree.native, row.name) if p.trainable)
         frozen = row.params - trainable
         if trainable:
-            p_terms.append(Term("params_missed", -trainable, f"ptflops has no row for {row.type}, so its "
-                                f"{exact(trainable)} parameters are in no row (its total counts them)"))
+            p_terms.append(Term("params_missed", -trainable, "ptflops.params_missed.2",
+                                Phrase("ptflops has no row for {type!s}, so its "
+                                "{trainable} parameters are in no row (its total counts them)", {"type": row.type,
+                                                                                                 "trainable": trainable})))
         if frozen:
-            p_terms.append(Term("params_frozen", -frozen, f"ptflops leaves out the {exact(frozen)} frozen "
-                                f"parameters of {row.type}"))
+            p_terms.append(Term("params_frozen", -frozen, "ptflops.params_frozen.2",
+                                Phrase("ptflops leaves out the {frozen} frozen "
+                                "parameters of {type!s}", {"frozen": frozen, "type": row.type})))
         if not (row.macs or terms or row.params):
             return None
         out_terms = {"macs": tuple(terms)} if terms else {}
@@ -726,15 +733,20 @@ def _owned_directly(native: NativeCount, name: str) -> list[ParamInfo]:
     return [p for p in native.params if (p.name.rsplit(".", 1)[0] if "." in p.name else "") == name]
 
 
-def _unattributed_text(label: str, cause: str, amount: Number, who: str) -> str:
+def _unattributed_text(label: str, cause: str, amount: Number, who: str) -> Phrase:
     fname = label.split(":", 1)[1]
     if cause == "double_count":
-        return f"{fname} counted by the hook of {who} and again by the patched {fname}: +{exact(amount)}"
-    if cause == _TOTAL_ONLY:
-        return f"the patched {fname} counts the {exact(amount)} MACs of {who} in the total, outside any row"
+        return Phrase("{fname!s} counted by the hook of {who!s} and again by the patched {fname!s}: +{amount}",
+                      {"fname": fname, "who": who, "amount": amount})
+    if cause == TOTAL_ONLY:
+        return Phrase("the patched {fname!s} counts the {amount} MACs of {who!s} in the total, outside any row",
+                      {"fname": fname, "amount": amount, "who": who})
     if cause == "formula":
-        return f"the patched {fname} formula differs from the MAC count in {who}: {exact(amount)}"
-    return f"functional {fname} counted outside any module, in {who}: {exact(amount)}"
+        return Phrase("the patched {fname!s} formula differs from the MAC count in {who!s}: {amount}", {"fname": fname,
+                                                                                                        "who": who,
+                                                                                                        "amount": amount})
+    return Phrase("functional {fname!s} counted outside any module, in {who!s}: {amount}", {"fname": fname, "who": who,
+                                                                                            "amount": amount})
 
 
 def _params_headline_terms(native: NativeCount, rows: Mapping[str, int]) -> tuple[Term, ...]:
@@ -744,12 +756,15 @@ def _params_headline_terms(native: NativeCount, rows: Mapping[str, int]) -> tupl
     terms = []
     if missed:
         n = sum(p.numel for p in missed)
-        terms.append(Term("params_missed", n, f"ptflops' total counts {exact(n)} trainable parameters that no row "
-                          f"holds ({', '.join(p.name for p in missed[:4])}{', ...' if len(missed) > 4 else ''})"))
+        terms.append(Term("params_missed", n, "ptflops.params_missed",
+                          Phrase("ptflops' total counts {n} trainable parameters that no row "
+                          "holds ({join!s}{v!s})", {"n": n, "join": ', '.join((p.name for p in missed[:4])),
+                                                    "v": ', ...' if len(missed) > 4 else ''})))
     if multi:
         n = sum(p.numel * (c - 1) for p, c in multi)
-        terms.append(Term("params_tied", -n, f"ptflops' total counts once the {exact(n)} parameters that several "
-                          "rows each count"))
+        terms.append(Term("params_tied", -n, "ptflops.params_tied.2",
+                          Phrase("ptflops' total counts once the {n} parameters that several "
+                          "rows each count", {"n": n})))
     return tuple(terms)
 
 
@@ -795,315 +810,4 @@ def _paths(native: NativeCount, row_names: set[str], name: str) -> int:
     return 1 + len(others)
 
 
-# ===== the aten backend ===============================================================================
-
-# aten op -> the components ptflops' ``ATEN_OPS_MAPPING`` counts (mm / bmm: MACs; addmm and
-# convolution: MACs + one bias add per output element)
-ATEN_COUNTED: dict[str, tuple[str, ...]] = {
-    "aten::mm": ("macs",),
-    "aten::bmm": ("macs",),
-    "aten::addmm": ("macs", "bias"),
-    "aten::convolution": ("macs", "bias"),
-    "aten::_convolution": ("macs", "bias"),
-}
-
-
-def _aten_key(op: str) -> str:
-    return op.replace("::", ".")
-
-
-_SDPA = "F.scaled_dot_product_attention"
-_FLASH_DTYPES = ("float32", "float64", "bfloat16", "float16")
-
-
-def sdpa_fused_on_cpu(call: TorchCall) -> bool:
-    """Whether CPU runs this scaled_dot_product_attention as the fused flash kernel (one op no tool
-    has a rule for) or as its math decomposition (matmul, softmax, matmul: bmm that ptflops-aten
-    counts). torch's CPU gate (``use_flash_attention_cpp``): 4-D q, k, v of one float dtype, one
-    batch, one head dim, the same heads (or q heads a multiple of k's with ``enable_gqa``), no
-    dropout, last dims contiguous, nonzero lengths, and a mask (if any) that does not require grad,
-    of 2 dims or of 4 dims (1 or B, 1 or heads), whose last two dims are L or 1 and S or 1."""
-    kw = dict(call.kwargs)
-    q, k, v = (call.args[i] if len(call.args) > i else kw.get(n) for i, n in enumerate(("query", "key", "value")))
-    if not all(isinstance(t, TensorMeta) and len(t.shape) == 4 for t in (q, k, v)):
-        return False
-    if len({t.dtype for t in (q, k, v)}) != 1 or q.dtype not in _FLASH_DTYPES:
-        return False
-    dropout = call.args[4] if len(call.args) > 4 else kw.get("dropout_p", 0.0)
-    if dropout:
-        return False
-    gqa = bool(kw.get("enable_gqa")) and k.shape[1] and q.shape[1] % k.shape[1] == 0
-    heads_ok = q.shape[1] == k.shape[1] or gqa
-    if q.shape[0] != k.shape[0] or k.shape[:2] != v.shape[:2] or not heads_ok or not (q.shape[3] == k.shape[3] == v.shape[3]):
-        return False
-    if 0 in (q.shape[2], k.shape[2]) or not call.facts.get("last_dim_contiguous", True):
-        return False
-    mask = call.args[3] if len(call.args) > 3 else kw.get("attn_mask")
-    if isinstance(mask, TensorMeta):
-        if call.facts.get("mask_requires_grad"):
-            return False
-        m = mask.shape
-        if len(m) < 2 or m[-2] not in (q.shape[2], 1) or m[-1] not in (k.shape[2], 1):
-            return False
-        if len(m) == 4:
-            return m[0] in (1, q.shape[0]) and m[1] in (1, q.shape[1])
-        return len(m) == 2
-    return True
-
-
-class _AtenWork:
-    """What the aten backend counts of a set of native rows: per-op buckets, the bias inside them,
-    and the MAC work it does not count, by reason."""
-
-    def __init__(self) -> None:
-        self.buckets: dict[str, int] = defaultdict(int)
-        self.bias = 0
-        self.counted_macs = 0
-        self.macs_by_key: dict[str, int] = defaultdict(int)  # bucket -> the MACs in it
-        self.missed: dict[str, list[int]] = {}  # reason -> [macs, flops]
-
-    def miss(self, reason: str, macs: int, flops: int) -> None:
-        m = self.missed.setdefault(reason, [0, 0])
-        m[0] += macs
-        m[1] += flops
-
-    def add_row(self, native: NativeCount, row: ModuleRow) -> None:
-        sdpa = _SDPA_MARK in row.ops
-        # attention calls CPU runs unfused (math path): their bmm are counted like any other
-        unfused = [c.components for c in row.torch_calls if c.func == _SDPA and not sdpa_fused_on_cpu(c)]
-        unfused_macs = sum(c.get("macs", 0) for c in unfused)
-        for op, comps in row.op_components.items():
-            if op.startswith("module::"):
-                self._recurrent(native, row, op)
-            elif op == "aten::bmm" and sdpa:
-                if unfused_macs:
-                    self.buckets["aten.bmm"] += unfused_macs
-                    self.counted_macs += unfused_macs
-                    self.macs_by_key["aten.bmm"] += unfused_macs
-                fused = {k: v - (unfused_macs if k == "macs" else 0) for k, v in comps.items()}
-                extra = flops_of(dict(row.op_components.get(_SDPA_MARK, {}))) - sum(
-                    flops_of({k: v for k, v in c.items() if k != "macs"}) for c in unfused)
-                if fused.get("macs", 0):
-                    self.miss("scaled_dot_product_attention runs as one fused CPU kernel (no rule)",
-                              fused.get("macs", 0), flops_of(fused) + extra)
-            elif op in ATEN_COUNTED:
-                value = sum(comps.get(c, 0) for c in ATEN_COUNTED[op])
-                self.buckets[_aten_key(op)] += value
-                self.bias += value - comps.get("macs", 0)
-                self.counted_macs += comps.get("macs", 0)
-                self.macs_by_key[_aten_key(op)] += comps.get("macs", 0)
-            elif comps.get("macs"):
-                self.miss(f"{op} has no rule", comps["macs"], flops_of(dict(comps)))
-
-    def _recurrent(self, native: NativeCount, row: ModuleRow, op: str) -> None:
-        """CPU recurrent layers: LSTM (no projection) is one fused mkldnn_rnn_layer (no rule); the
-        others run per-gate linears: the layer-0 input projection over the whole sequence (addmm,
-        or mm + an uncounted add when the time-major input is not contiguous), the hidden
-        projection per step (addmm; mm without bias) and LSTM's h projection (mm)."""
-        a = row.attrs
-        if a["mode"] == "LSTM" and not a.get("proj_size"):
-            self.miss("LSTM runs as one fused mkldnn_rnn_layer on CPU (no rule)", row.macs, row.flops)
-            return
-        g, h = _GATES[a["mode"]], a["hidden_size"]
-        out_h = a.get("proj_size") or h
-        dirs = 2 if a["bidirectional"] else 1
-        for call in row.call_records:
-            x = _call_shape(call)
-            steps = x[0] * x[1] if len(x) == 3 else x[0]
-            strided = len(x) == 3 and x[0] > 1 and x[1] > 1 and a["batch_first"] != _rnn_batch_first_output(native, call)
-            for layer in range(a["num_layers"]):
-                in_l = a["input_size"] if layer == 0 else out_h * dirs
-                b = steps * g * h * dirs if a["bias"] else 0
-                for macs, bias in ((steps * g * h * in_l * dirs, 0 if layer == 0 and strided else b),
-                                   (steps * g * h * out_h * dirs, b)):
-                    key = "aten.addmm" if bias else "aten.mm"
-                    self.buckets[key] += macs + bias
-                    self.bias += bias
-                    self.counted_macs += macs
-                    self.macs_by_key[key] += macs
-                if out_h != h:
-                    self.buckets["aten.mm"] += steps * h * out_h * dirs
-                    self.counted_macs += steps * h * out_h * dirs
-                    self.macs_by_key["aten.mm"] += steps * h * out_h * dirs
-
-
-def _rnn_batch_first_output(native: NativeCount, call: CallRecord) -> bool:
-    """Whether this call's input is the output of the module call just before it, a batch_first
-    recurrent layer: that output is a transposed view, so the time-major input is contiguous."""
-    if not call.inputs:
-        return False
-    for row in native.rows:
-        for prev in row.call_records:
-            if prev.order == call.order - 1:
-                return (row.attrs.get("mode") in _GATES and bool(row.attrs.get("batch_first"))
-                        and bool(prev.outputs) and prev.outputs[0].shape == call.inputs[0].shape)
-    return False
-
-
-class PtflopsAtenConvention(Convention):
-    tool = "ptflops-aten"
-    unit = "Mac"
-    metric = "macs"
-    headline_metric = "macs"
-    metrics = {"macs": "macs", "params": "params"}
-    per_sample = False
-    rules = (
-        RuleDoc("unit", "MACs of the aten ops below, whole batch"),
-        RuleDoc("matching", "TorchDispatchMode over aten ops; per-op buckets for each direct child of the root "
-                "(inclusive of its subtree) and 'Global'"),
-        RuleDoc("mm / bmm", "prod(A) x B[-1]: the MACs"),
-        RuleDoc("addmm", "MACs + rows x out (the bias; F.linear with a bias on 2-D or contiguous input)"),
-        RuleDoc("convolution", "B x prod(w) x S_out (transposed: S_in) + N_out when there is a bias"),
-        RuleDoc("scaled_dot_product_attention (CPU)", "one fused flash kernel (0) unless torch's CPU gate refuses it "
-                "(a mask that requires grad, as a learned position bias does when tools run with grad on; a 3-D mask; "
-                "non-contiguous last dims; ...): then its math path's two bmm count"),
-        RuleDoc("everything else", "0: norms, activations, pools, add/mul, baddbmm, fused SDPA and the fused CPU LSTM; "
-                "F.linear on a non-contiguous N-d input runs as mm + add, so its bias is not counted"),
-        RuleDoc("RNN / GRU (CPU)", "per-gate addmm/mm: MACs + biases, but the layer-0 input bias is an uncounted add "
-                "when the time-major input is not contiguous"),
-        RuleDoc("params", "trainable only (frozen left out), each tensor once; no per-layer params"),
-        RuleDoc("batch", "whole batch"),
-    )
-
-    def predict(self, native: NativeCount) -> Prediction:
-        tree = common.Tree(native)
-        layers: list[LayerPrediction] = []
-        total = 0
-        root = tree.rows[""]
-        uncalled = _AtenWork()  # subtrees of direct children that never run their own forward
-        for child in (tree.rows[n] for n in tree.children.get("", ())):
-            work = _AtenWork()
-            for r in tree.subtree(child.name):
-                work.add_row(native, r)
-            ref = tree.macs(child.name)
-            reference = {"macs": ref, "params": tree.params(child.name)}
-            if not child.calls and work.buckets:
-                # its pre-hook never fires (a ModuleList whose members the root calls directly):
-                # the work of its subtree is counted in 'Global'
-                for r in tree.subtree(child.name):
-                    uncalled.add_row(native, r)
-                terms = (Term(_TOTAL_ONLY, -work.counted_macs, f"{child.type} {child.name} is never called itself, so "
-                              f"the {exact(work.counted_macs)} MACs of its members are counted in 'Global' only"),
-                         *(t for t in self._terms(work, child) if t.cause != "bias"))
-                layers.append(LayerPrediction(child.name, child.type, child.calls, reference, {"macs": 0},
-                                              {"macs": terms}))
-                continue
-            predicted: dict[str, Number] = dict(work.buckets)
-            predicted["macs"] = sum(work.buckets.values())
-            total += predicted["macs"]
-            terms = self._terms(work, child)
-            layers.append(LayerPrediction(child.name, child.type, child.calls, reference, predicted,
-                                          {"macs": terms} if terms else {}))
-        work = _AtenWork()
-        work.add_row(native, root)
-        glob: dict[str, int] = defaultdict(int)
-        glob_macs: dict[str, int] = defaultdict(int)
-        for w in (work, uncalled):
-            for k, v in w.buckets.items():
-                glob[k] += v
-            for k, v in w.macs_by_key.items():
-                glob_macs[k] += v
-        unattributed = {f"Global:{op}": v for op, v in glob.items() if v}
-        u_terms: dict[str, tuple[Term, ...]] = {}
-        for op in unattributed:
-            key = op.removeprefix("Global:")
-            macs = glob_macs.get(key, 0)
-            ts = [Term(_TOTAL_ONLY, macs, f"the {exact(macs)} MACs of {key} outside any called direct child of "
-                       f"{root.type} are counted in 'Global' only")]
-            if unattributed[op] != macs:
-                ts.append(Term("bias", unattributed[op] - macs, f"{key} counts its bias adds: {exact(unattributed[op] - macs)}"))
-            u_terms[op] = tuple(ts)
-        total += sum(unattributed.values())
-        terms = self._terms(work, root)
-        if work.counted_macs:
-            terms = (Term(_TOTAL_ONLY, -work.counted_macs, f"ptflops-aten names only the root's direct children: the "
-                          f"{exact(work.counted_macs)} MACs of {root.type}.forward itself are in 'Global' only"),
-                     *(t for t in terms if t.cause != "bias"))
-        if root.macs or terms or root.params:
-            layers.append(LayerPrediction("", root.type, root.calls, {"macs": root.macs, "params": root.params},
-                                          {"macs": 0}, {"macs": terms} if terms else {}))
-        params = sum(p.numel for p in native.params if p.trainable)
-        frozen = native.totals["params"] - params
-        headline_terms = {"params": (Term("params_frozen", -frozen, f"ptflops leaves out {exact(frozen)} frozen "
-                                          "parameters (requires_grad=False)"),)} if frozen else {}
-        return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline={"macs": total, "params": params},
-                          unattributed=unattributed, unattributed_terms=u_terms, headline_terms=headline_terms,
-                          headline_reference={"macs": total, "params": native.totals["params"]})
-
-    @staticmethod
-    def _terms(work: _AtenWork, row: ModuleRow) -> tuple[Term, ...]:
-        terms = []
-        if work.bias:
-            terms.append(Term("bias", work.bias, f"aten addmm / convolution in {row.type} count their bias adds: "
-                              f"{exact(work.bias)}"))
-        for reason, (macs, flops) in work.missed.items():
-            terms.append(Term("unsupported_op", -macs, f"ptflops-aten misses {exact(macs)} MACs ({exact(flops)} FLOPs) "
-                              f"in {row.type}: {reason}", flops=-flops))
-        return tuple(terms)
-
-
-# ===== ptflops 0.7 (0.7.0: `pip install ptflops==0.7`), what the 2021-2022 articles ran ================
-
-
-def _conv_07(row: ModuleRow, _names: frozenset[str]) -> Parts:
-    """0.7.0: K x Cin x Cout/g per *output* position, transposed convolutions too (0.7.5: input)."""
-    a = row.attrs
-    per = numel(a["kernel_size"]) * a["in_channels"] * (a["out_channels"] // a["groups"])
-    macs = bias = 0
-    for c in row.call_records:
-        x, out = _call_shape(c), _out_shape(c)
-        macs += per * x[0] * numel(out[2:])
-        if a.get("has_bias"):
-            bias += x[0] * numel(out[1:])
-    return {"macs": (macs, "K x Cin x Cout/g per output position"), "bias": (bias, "one add per output element")}
-
-
-def _linear_07(row: ModuleRow, _names: frozenset[str]) -> Parts:
-    """0.7.0: N_in x out + out: the bias counted once per call, not once per input row (0.7.5)."""
-    macs = bias = 0
-    for c in row.call_records:
-        x, out = _call_shape(c), _out_shape(c)
-        macs += x[-1] * out[-1] * numel(x[:-1])
-        if row.attrs.get("has_bias"):
-            bias += out[-1]
-    return {"macs": (macs, "in x out per row"), "bias": (bias, "one add per output feature, once per call")}
-
-
-# 0.7.0's MODULES_MAPPING: 0.7.5's without timm Attention and DeformConv2d (added in 0.7.1 / 0.7.2),
-# with its own conv and linear formulas
-HOOKS_07: dict[str, Hook] = {k: v for k, v in HOOKS.items()
-                             if k not in ("timm.layers.attention.Attention", "torchvision.ops.deform_conv.DeformConv2d")}
-for _cls in _types("conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"):
-    HOOKS_07[_cls] = Hook("Conv / ConvTranspose (0.7.0): K x Cin x Cout/g x B x S_out, transposed too, + N_out bias", _conv_07)
-HOOKS_07[f"{_NN}linear.Linear"] = Hook("Linear (0.7.0): N_in x out + out bias once per call", _linear_07)
-
-
-class Ptflops07Convention(PtflopsConvention):
-    """ptflops 0.7.0: 0.7.5's module hooks (``HOOKS_07``), no patched functionals or tensor ops,
-    the total not truncated (``flops_sum / batch``, a float)."""
-
-    tool = "ptflops@0.7"
-    per_sample = False  # its batch counter is always 1
-    hooks = HOOKS_07
-    count_functional = False
-    truncates = False
-
-    def batch_counter(self, native: NativeCount) -> int:
-        """1: 0.7.0 either builds its own (1, *input_res) input or takes the inputs as keywords
-        (``model(**input_constructor(res))``), which its batch counter does not see."""
-        return 1
-    rules = (
-        RuleDoc("unit", "MACs; bias adds, norms, activations and pools counted as listed; module counts per sample"),
-        RuleDoc("matching", "forward hooks on modules whose exact type has a rule; a hooked module is atomic"),
-        *{h.doc: RuleDoc(h.doc.split(":")[0], h.doc.split(":", 1)[1].strip()) for h in HOOKS_07.values()}.values(),
-        RuleDoc("functionals", "none patched (0.7.1 added F.*, torch.matmul/add/mul): a parent's own forward is not seen, "
-                "and nn.ReLU / pools are counted once (0.7.5 counts them twice)"),
-        RuleDoc("params", "trainable only: per row sum(module.parameters()); total once per tensor"),
-        RuleDoc("batch", "its own (1, *input_res) input, or keyword inputs (batch counter 1): counts whole batch; "
-                "the total is a float, not truncated"),
-    )
-
-
 CONVENTION = PtflopsConvention()
-ATEN_CONVENTION = PtflopsAtenConvention()
-CONVENTION_07 = Ptflops07Convention()

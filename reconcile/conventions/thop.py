@@ -13,8 +13,7 @@ from reconcile.conventions.base import (
     Convention, LayerPrediction, Prediction, RuleDoc, Term, n_in, n_out, numel,
 )
 from reconcile.conventions import common
-from reconcile.records import ModuleRow, NativeCount
-from reconcile.report.numbers import exact
+from reconcile.records import ModuleRow, NativeCount, Phrase
 
 _NN = "torch.nn.modules."
 
@@ -98,8 +97,10 @@ class ThopConvention(Convention):
             ops = 0
             if ref_ops or tree.flops(row.name):
                 ops_terms.append(Term("unsupported_module", -ref_ops,
-                                      f"thop has no rule for {row.type} (it matches exact types): its {exact(ref_ops)} MACs "
-                                      f"and {exact(tree.flops(row.name))} FLOPs are not counted",
+                                      "thop.unsupported_module",
+                                      Phrase("thop has no rule for {type!s} (it matches exact types): its {ref_ops} MACs "
+                                      "and {flops} FLOPs are not counted", {"type": row.type, "ref_ops": ref_ops,
+                                                                            "flops": tree.flops(row.name)}),
                                       flops=-tree.flops(row.name)))
             params = 0
         else:
@@ -110,8 +111,9 @@ class ThopConvention(Convention):
             params = tree.params_with_aliases(row.name) if row.calls and row.name else 0
             diff = ops - ref_ops - sum(t.amount for t in ops_terms)
             if diff:  # the formula's own difference from the MAC reference (e.g. transposed conv)
-                ops_terms.append(Term("formula", diff, f"thop's {row.type} formula gives {exact(ref_ops + diff)} "
-                                      f"where the MAC count is {exact(ref_ops)}"))
+                ops_terms.append(Term("formula", diff, "thop.formula", Phrase("thop's {type!s} formula gives {v} "
+                                      "where the MAC count is {ref_ops}", {"type": row.type, "v": ref_ops + diff,
+                                                                           "ref_ops": ref_ops})))
         params_terms = common.param_terms(self.tool, row, params, ref_params, registered=cls in REGISTERED)
         return LayerPrediction(row.name, row.type, row.calls, {"ops": ref_ops, "params": ref_params},
                                {"ops": ops, "params": params}, {"ops": tuple(ops_terms), "params": params_terms})
@@ -128,19 +130,23 @@ class ThopConvention(Convention):
         if cls in NORM:
             affine = a.get("affine", False) or a.get("elementwise_affine", False)
             v = 2 * n_in(call) * (2 if affine else 1)
-            terms.append(Term("norm", v, f"{name} counted as {4 if affine else 2} ops per element: "
-                              f"{4 if affine else 2} x {exact(n_in(call))}"))
+            terms.append(Term("norm", v, "thop.norm", Phrase("{name!s} counted as {v!s} ops per element: "
+                              "{v!s} x {n_in}", {"name": name, "v": 4 if affine else 2, "n_in": n_in(call)})))
             return v
         if cls in PRELU:
-            terms.append(Term("activation", n_in(call), f"PReLU counted as 1 op per element: {exact(n_in(call))}"))
+            terms.append(Term("activation", n_in(call), "thop.activation",
+                              Phrase("PReLU counted as 1 op per element: {n_in}", {"n_in": n_in(call)})))
             return n_in(call)
         if cls in SOFTMAX:
             nf = call.inputs[0].shape[a["dim"]]
             v = (n_in(call) // nf) * (3 * nf - 1)
-            terms.append(Term("softmax", v, f"Softmax counted as 3n-1 ops per row of n = {nf}: {exact(v)}"))
+            terms.append(Term("softmax", v, "thop.softmax",
+                              Phrase("Softmax counted as 3n-1 ops per row of n = {nf!s}: {v}", {"nf": nf, "v": v})))
             return v
         if cls in AVG:
-            terms.append(Term("pool", n_out(call), f"{name} counted as 1 op per output element: {exact(n_out(call))}"))
+            terms.append(Term("pool", n_out(call), "thop.pool",
+                              Phrase("{name!s} counted as 1 op per output element: {n_out}", {"name": name,
+                                                                                              "n_out": n_out(call)})))
             return n_out(call)
         if cls in ADAPTIVE_AVG:
             s_in, s_out = call.inputs[0].shape[2:], call.outputs[0].shape[2:]
@@ -148,13 +154,17 @@ class ThopConvention(Convention):
             for i, o in zip(s_in, s_out):
                 kernel *= float(i) / float(o)  # float64, as thop's DoubleTensor division and prod
             v = int((kernel + 1) * n_out(call))
-            terms.append(Term("pool", v, f"{name} counted as (window + 1) per output element: {exact(v)}"))
+            terms.append(Term("pool", v, "thop.pool.2",
+                              Phrase("{name!s} counted as (window + 1) per output element: {v}", {"name": name,
+                                                                                                  "v": v})))
             return v
         if cls in UPSAMPLE:
             cost = _UPSAMPLE_COST.get(a.get("mode", "nearest"), 0)
             v = cost * n_out(call)
             if v:
-                terms.append(Term("interpolate", v, f"{name} ({a.get('mode')}) counted as {cost} ops per output element"))
+                terms.append(Term("interpolate", v, "thop.interpolate",
+                                  Phrase("{name!s} ({get!s}) counted as {cost!s} ops per output element", {"name": name,
+                                                                                                           "get": a.get('mode'), "cost": cost})))
             return v
         if cls in RNN or cls in CELL:
             return self._rnn_ops(row, call, terms)
@@ -178,8 +188,10 @@ class ThopConvention(Convention):
                 per = tuple(p + v * dirs for p, v in zip(per, nxt))
         macs, bias_ops, gates = (units * v for v in per)
         if bias_ops:
-            terms.append(Term("bias", bias_ops, f"{kind} bias adds counted: {exact(bias_ops)}"))
-        terms.append(Term("rnn_gates", gates, f"{kind} gate arithmetic counted: {exact(gates)}"))
+            terms.append(Term("bias", bias_ops, "thop.bias", Phrase("{kind!s} bias adds counted: {bias_ops}",
+                                                                    {"kind": kind, "bias_ops": bias_ops})))
+        terms.append(Term("rnn_gates", gates, "thop.rnn_gates", Phrase("{kind!s} gate arithmetic counted: {gates}",
+                                                                       {"kind": kind, "gates": gates})))
         return macs + bias_ops + gates
 
 

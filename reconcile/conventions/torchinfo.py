@@ -62,12 +62,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from reconcile.conventions.base import (
-    Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, itemsize, numel,
+    Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, itemsize, joined, numel,
 )
 from reconcile.conventions.common import _builtin_compute
 from reconcile.counter.formulas import flops_of
-from reconcile.records import CallRecord, ModuleRow, NativeCount
-from reconcile.report.numbers import exact
+from reconcile.records import CallRecord, ModuleRow, NativeCount, Phrase
 
 # headline keys, as the adapter names them
 MACS = "Total mult-adds"
@@ -402,9 +401,10 @@ class TorchinfoConvention(Convention):
                 terms["param_bytes"] = (_tied_term(ts, extra, row, "nbytes", "bytes"),) if extra else ()
             else:
                 predicted["param_bytes"] = 0
-                terms["param_bytes"] = (Term("params_missed", -byte_ref, (
-                    f"Params size adds up leaf records only: the {exact(byte_ref)} bytes of parameters held by "
-                    f"{_holders(model, mine, info)} are left out")),) if byte_ref else ()
+                terms["param_bytes"] = (Term("params_missed", -byte_ref, "torchinfo.params_missed",
+                                             Phrase("Params size adds up leaf records only: the {byte_ref} bytes of parameters held by "
+                    "{holders!s} are left out", {"byte_ref": byte_ref, "holders": _holders(model, mine, info)})),
+                                        ) if byte_ref else ()
 
         if info.leaf and model.params[info.module] and info.call is not None:
             reference["pass_bytes"], predicted["pass_bytes"], terms["pass_bytes"] = _pass(row, info.call)
@@ -427,33 +427,44 @@ class TorchinfoConvention(Convention):
             if not ref:
                 return 0, ()
             cause = "unsupported_module" if _builtin_compute(row) else "functional_not_seen"
-            return 0, (Term(cause, -ref, f"torchinfo counts parameters only: {row.type}{where} has none, so its "
-                            f"{exact(ref)} MACs ({exact(flops_of(dict(comps)))} FLOPs) are not counted",
+            return 0, (Term(cause, -ref, "torchinfo.no_params",
+                            Phrase("torchinfo counts parameters only: {type!s}{where!s} has none, so its "
+                            "{ref} MACs ({flops_of} FLOPs) are not counted", {"type": row.type, "where": where,
+                                                                              "ref": ref,
+                                                                              "flops_of": flops_of(dict(comps))}),
                             flops=-flops_of(dict(comps))),)
         if not ref:
             # no multiply-accumulate natively: the whole parameter-based count is a convention
             cause = ("norm" if comps.get("norm") or "Norm" in row.type else
                      "activation" if comps.get("activation") else "formula")
-            return pred, ((Term(cause, pred, f"{row.type}{where} counted from its parameters: "
-                                f"{_rule_text(row.type, size, model, info)} = {exact(pred)}"),) if pred else ())
+            return pred, ((Term(cause, pred, "torchinfo.from_params",
+                                Phrase("{type!s}{where!s} counted from its parameters: "
+                                "{rule_text!s} = {pred}", {"type": row.type, "where": where,
+                                                           "rule_text": _rule_text(row.type, size, model, info),
+                                                           "pred": pred})),) if pred else ())
         out: list[Term] = []
         if parts["bias"]:
-            out.append(Term("bias", parts["bias"], f"{row.type}{where}: its bias counted as "
-                            f"{_rule_text(row.type, size, model, info, 'bias')} = {exact(parts['bias'])}"))
+            out.append(Term("bias", parts["bias"], "torchinfo.bias", Phrase("{type!s}{where!s}: its bias counted as "
+                            "{rule_text!s} = {parts}", {"type": row.type, "where": where,
+                                                        "rule_text": _rule_text(row.type, size, model, info, 'bias'),
+                                                        "parts": parts['bias']})))
         gap = parts["weight"] - ref
         if gap:
             positions = _prod(size[1:-1])
             if rules <= {"batch"} and len(size) > 2 and parts["weight"] * positions == ref:
-                out.append(Term("per_batch_row", gap, (
-                    f"{row.type}{where} counted once per batch row: output_size[0] ({size[0]}) x its weight = "
-                    f"{exact(parts['weight'])}; its output {_shape(size)} has {exact(positions)} positions per row "
-                    f"(tokens), so {exact(ref)} MACs natively")))
+                out.append(Term("per_batch_row", gap, "torchinfo.per_batch_row",
+                                Phrase("{type!s}{where!s} counted once per batch row: output_size[0] ({size!s}) x its weight = "
+                    "{parts}; its output {shape!s} has {positions} positions per row "
+                    "(tokens), so {ref} MACs natively", {"type": row.type, "where": where, "size": size[0],
+                                                         "parts": parts['weight'], "shape": _shape(size),
+                                                         "positions": positions, "ref": ref})))
             else:
-                out.append(Term("formula", gap, (
-                    f"{row.type}{where}: {_rule_text(row.type, size, model, info, 'weight')} = "
-                    f"{exact(parts['weight'])} instead of its {exact(ref)} MACs"
+                out.append(Term("formula", gap, "torchinfo.formula", Phrase(
+                    "{type!s}{where!s}: {rule_text!s} = {weight} instead of its {ref} MACs"
                     + (" (a transposed convolution's MACs run over its input positions)"
-                       if "Transpose" in row.type else ""))))
+                       if "Transpose" in row.type else ""),
+                    {"type": row.type, "where": where, "rule_text": _rule_text(row.type, size, model, info, 'weight'),
+                     "weight": parts['weight'], "ref": ref})))
         return pred, tuple(out)
 
     # ----- headline-only figures ------------------------------------------------------------------
@@ -463,16 +474,18 @@ class TorchinfoConvention(Convention):
         ref = sum(numel(s) * itemsize(d) for s, d in zip(native.input_shapes, native.input_dtypes))
         n = len(native.input_shapes)
         extra = STORAGE_HEADER * n
-        terms = (Term("memory_model", extra, f"sys.getsizeof of each input's storage adds a {STORAGE_HEADER}-byte "
-                      f"Python object header: {n} x {STORAGE_HEADER} = {exact(extra)} bytes"),) if n else ()
+        terms = (Term("memory_model", extra, "torchinfo.memory_model.3",
+                      Phrase("sys.getsizeof of each input's storage adds a {STORAGE_HEADER!s}-byte "
+                      "Python object header: {n!s} x {STORAGE_HEADER!s} = {extra} bytes",
+                             {"STORAGE_HEADER": STORAGE_HEADER, "n": n, "extra": extra})),) if n else ()
         return ref + extra, ref, terms
 
 
-def _shape(size: list[int]) -> str:
-    return "x".join(str(d) for d in size) if size else "()"
+def _shape(size: list[int]) -> Phrase:
+    return joined(list(size), "x", "()", slot="!s")
 
 
-def _rule_text(cls: str, size: list[int], model: _Model, info: _Info, part: str | None = None) -> str:
+def _rule_text(cls: str, size: list[int], model: _Model, info: _Info, part: str | None = None) -> Phrase:
     """The arithmetic of ``calculate_macs`` for the parameters of one part ("weight", "bias", None: all)."""
     bits = []
     for i, local in model.params[info.module].items():
@@ -481,12 +494,15 @@ def _rule_text(cls: str, size: list[int], model: _Model, info: _Info, part: str 
         n = model.tensors[i].numel
         value, rule = _param_macs(cls, local, n, size)
         if rule == "conv":
-            bits.append(f"{local} {exact(n)} x prod(output_size[:1] + output_size[2:]) {exact(_prod(size[:1] + size[2:]))}")
+            bits.append(Phrase("{local!s} {n} x prod(output_size[:1] + output_size[2:]) {prod}", {"local": local,
+                                                                                                  "n": n, "prod": _prod(size[:1] + size[2:])}))
         elif rule == "batch":
-            bits.append(f"output_size[0] {size[0] if size else 0} x {local} {exact(n)}")
+            bits.append(Phrase("output_size[0] {v!s} x {local!s} {n}", {"v": size[0] if size else 0, "local": local,
+                                                                        "n": n}))
         elif rule == "steps":
-            bits.append(f"{local} {exact(n)} x prod(output_size[:2]) {exact(_prod(size[:2]))}")
-    return " + ".join(bits) or "0"
+            bits.append(Phrase("{local!s} {n} x prod(output_size[:2]) {prod}", {"local": local, "n": n,
+                                                                                "prod": _prod(size[:2])}))
+    return joined(bits, " + ", "0")
 
 
 def _container_macs(row: ModuleRow, info: _Info) -> tuple[Term, ...]:
@@ -498,13 +514,17 @@ def _container_macs(row: ModuleRow, info: _Info) -> tuple[Term, ...]:
     if not (macs or flops):
         return ()
     where = "" if row.calls == 1 else f" (call {info.call.index + 1} of {row.calls})"
-    families = ", ".join(f"{k} {exact(v)}" for k, v in comps.items() if v)
+    families = joined([Phrase("{k!s} {v}", {"k": k, "v": v}) for k, v in comps.items() if v], ", ")
     if _builtin_compute(row) and macs:
-        return (Term("unsupported_module", -macs, f"torchinfo totals leaf modules only: {row.type}{where} has a child, "
-                     f"so the {exact(macs)} MACs ({exact(flops)} FLOPs: {families}) its own forward computes with its "
-                     "weights are not counted", flops=-flops),)
-    return (Term("functional_not_seen", -macs, f"torchinfo totals leaf modules only: the functional work in "
-                 f"{row.type}.forward{where} is not counted: {exact(macs)} MACs, {exact(flops)} FLOPs ({families})",
+        return (Term("unsupported_module", -macs, "torchinfo.unsupported_module",
+                     Phrase("torchinfo totals leaf modules only: {type!s}{where!s} has a child, "
+                     "so the {macs} MACs ({flops} FLOPs: {families!s}) its own forward computes with its "
+                     "weights are not counted", {"type": row.type, "where": where, "macs": macs, "flops": flops,
+                                                 "families": families}), flops=-flops),)
+    return (Term("functional_not_seen", -macs, "torchinfo.functional_not_seen",
+                 Phrase("torchinfo totals leaf modules only: the functional work in "
+                 "{type!s}.forward{where!s} is not counted: {macs} MACs, {flops} FLOPs ({families!s})",
+                        {"type": row.type, "where": where, "macs": macs, "flops": flops, "families": families}),
                  flops=-flops),)
 
 
@@ -527,8 +547,10 @@ def _owner(name: str) -> str:
 def _tied_term(ts: list[_Tensor], extra: list[int], row: ModuleRow, attr: str, unit: str) -> Term:
     amount = sum(getattr(ts[i], attr) for i in extra)
     names = ", ".join(ts[i].name for i in extra[:3]) + (", ..." if len(extra) > 3 else "")
-    return Term("params_tied", amount, f"{row.type} holds {names} under another name too (tied or shared): its "
-                f"{exact(amount)} {unit} are counted again here")
+    return Term("params_tied", amount, "torchinfo.params_tied",
+                Phrase("{type!s} holds {names!s} under another name too (tied or shared): its "
+                "{amount} {unit!s} are counted again here", {"type": row.type, "names": names, "amount": amount,
+                                                             "unit": unit}))
 
 
 def _param_terms(model: _Model, counts: _Counts, info: _Info, mine: set[int], trainable_only: bool,
@@ -549,25 +571,36 @@ def _param_terms(model: _Model, counts: _Counts, info: _Info, mine: set[int], tr
     held = model.params[info.module]
     for cause, items in by_cause.items():
         amount = sum(d * ts[i].numel for i, d in items)
-        signed = f"{'+' if amount > 0 else '-'}{exact(abs(amount))}"
+        signed = Phrase("{v!s}{abs}", {"v": '+' if amount > 0 else '-', "abs": abs(amount)})
         if info.leaf:
             names = ", ".join(ts[i].name for i, _ in items[:3]) + (", ..." if len(items) > 3 else "")
-            out.append(Term(cause, amount, f"{row.type} counts {names} again ({signed}): registered here under "
-                            "another name too (tied or shared)"))
+            out.append(Term(cause, amount, "torchinfo.registered_twice",
+                            Phrase("{type!s} counts {names!s} again ({signed!s}): registered here under "
+                            "another name too (tied or shared)", {"type": row.type, "names": names, "signed": signed})))
             continue
-        said = "; ".join(
-            f"{ts[i].name} ({exact(ts[i].numel)}) held {1 if i in held else 0}x, counted "
-            f"{(1 if i in held else 0) - vec.get(i, 0)}x below, {'held' if i in mine else 'not held'} here in the reference"
-            for i, _ in items[:3]) + (f"; and {len(items) - 3} more" if len(items) > 3 else "")
+        said = joined([
+            Phrase("{name!s} ({numel}) held {v!s}x, counted "
+            "{v2!s}x below, {v3!s} here in the reference", {"name": ts[i].name, "numel": ts[i].numel,
+                                                            "v": 1 if i in held else 0,
+                                                            "v2": (1 if i in held else 0) - vec.get(i, 0),
+                                                            "v3": 'held' if i in mine else 'not held'})
+            for i, _ in items[:3]] + ([Phrase("and {n!s} more", {"n": len(items) - 3})] if len(items) > 3 else []),
+                      "; ")
         why = ("tied or shared tensors are counted once per record that holds them" if cause == "params_tied" else
                "torchinfo takes a record's children from the list (the deeper records that follow it), not from "
                "the module tree, and this module's calls do not line up with it")
-        out.append(Term(cause, amount, f"{row.type}'s leftover is its named_parameters() (each tensor once) minus "
-                        f"what the records below it count, and {why}: {said} ({signed})"))
+        out.append(Term(cause, amount, "torchinfo.leftover",
+                        Phrase("{type!s}'s leftover is its named_parameters() (each tensor once) minus "
+                        "what the records below it count, and {why!s}: {said!s} ({signed!s})", {"type": row.type,
+                                                                                                "why": why,
+                                                                                                "said": said,
+                                                                                                "signed": signed})))
     if not info.leaf and value < 0:
         cause = min(by_cause, key=lambda c: sum(d * ts[i].numel for i, d in by_cause[c])) if by_cause else "formula"
-        out.append(Term(cause, -value, f"{row.type}'s leftover is negative ({exact(value)}) and torchinfo clips it "
-                        "to 0 (max(leftover, 0)): the compensation for counts made again below it stops there"))
+        out.append(Term(cause, -value, "torchinfo.leftover_clipped",
+                        Phrase("{type!s}'s leftover is negative ({value}) and torchinfo clips it "
+                        "to 0 (max(leftover, 0)): the compensation for counts made again below it stops there",
+                               {"type": row.type, "value": value})))
     return tuple(out)
 
 
@@ -577,11 +610,14 @@ def _pass(row: ModuleRow, call: CallRecord) -> tuple[int, int, tuple[Term, ...]]
     first = call.outputs[0].numel * itemsize(call.outputs[0].dtype) if call.outputs else 0
     terms = []
     if whole != first:
-        terms.append(Term("memory_model", first - whole, f"only the first output tensor of {row.type} is sized: "
-                          f"{exact(whole - first)} bytes of its other {len(call.outputs) - 1} outputs left out"))
+        terms.append(Term("memory_model", first - whole, "torchinfo.memory_model",
+                          Phrase("only the first output tensor of {type!s} is sized: "
+                          "{v} bytes of its other {v2!s} outputs left out", {"type": row.type, "v": whole - first,
+                                                                             "v2": len(call.outputs) - 1})))
     if first:
-        terms.append(Term("memory_model", first, f"x2 for gradients: {row.type}'s output of {exact(first)} bytes "
-                          f"counted twice, {exact(2 * first)}"))
+        terms.append(Term("memory_model", first, "torchinfo.memory_model.2",
+                          Phrase("x2 for gradients: {type!s}'s output of {first} bytes "
+                          "counted twice, {v}", {"type": row.type, "first": first, "v": 2 * first})))
     return whole, 2 * first, tuple(terms)
 
 
@@ -593,7 +629,8 @@ def _frozen_terms(layers: list[LayerPrediction]) -> tuple[Term, ...]:
             by[t.cause] += t.amount
         for t in p.terms.get("trainable_params", ()):
             by[t.cause] -= t.amount
-    return tuple(Term(c, v, f"Total params {'+' if v > 0 else '-'}{exact(abs(v))} on frozen tensors ({c})")
+    return tuple(Term(c, v, "torchinfo.total_frozen", Phrase("Total params {v!s}{abs} on frozen tensors ({c!s})",
+                                                             {"v": '+' if v > 0 else '-', "abs": abs(v), "c": c}))
                  for c, v in by.items() if v)
 
 
@@ -602,7 +639,9 @@ def _summed_terms(layers: list[LayerPrediction], key: str, label: str) -> tuple[
     for p in layers:
         for t in p.terms.get(key, ()):
             by[t.cause] += t.amount
-    return tuple(Term(c, v, f"{label}: {'+' if v > 0 else '-'}{exact(abs(v))} bytes over its rows ({c})")
+    return tuple(Term(c, v, "torchinfo.bytes_over_rows", Phrase("{label!s}: {v!s}{abs} bytes over its rows ({c!s})",
+                                                                {"label": label, "v": '+' if v > 0 else '-',
+                                                                 "abs": abs(v), "c": c}))
                  for c, v in by.items() if v)
 
 

@@ -44,10 +44,9 @@ from typing import Callable, Mapping
 
 from reconcile.conventions import common
 from reconcile.conventions.base import (
-    Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, numel,
+    Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, joined, numel,
 )
-from reconcile.records import CallRecord, ModuleRow, NativeCount
-from reconcile.report.numbers import exact
+from reconcile.records import CallRecord, ModuleRow, NativeCount, Phrase
 
 _NN = "torch.nn.modules."
 MIB = 2**20
@@ -149,6 +148,12 @@ Parts = list[tuple[str, int, str]]
 Rule = Callable[[ModuleRow, Call], tuple[int, Parts]]
 
 
+def _apart(k: int, outputs: Phrase) -> Phrase:
+    """MAdd's 2k-1 per output: k multiplies and k adds counted apart (one of the adds then taken back)."""
+    return Phrase("multiplies and adds counted apart: {k!s} adds per output beside {k!s} multiplies, x {outputs}",
+                  {"k": k, "outputs": outputs})
+
+
 def _conv_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     """compute_Conv2d_madd / compute_ConvTranspose2d_madd: (2 K Cin/g - 1 + bias) per output
     (transposed: per input position and output channel), multiplies and adds apart."""
@@ -161,16 +166,16 @@ def _conv_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     bias = 1 if a.get("has_bias") else 0
     if _isa(row, CONV_T2D):
         positions = c.x[2] * c.x[3] * (cout // g) * g
-        where = f"{exact(positions)} input positions x output channels"
+        where = Phrase("{n} input positions x output channels", {"n": positions})
     else:
         positions = c.y[2] * c.y[3] * (cout // g) * g
-        where = f"{exact(positions)} outputs"
+        where = Phrase("{n} outputs", {"n": positions})
     value = (2 * mul - 1 + bias) * positions
-    parts = [("mac_vs_flop", mul * positions, f"multiplies and adds counted apart: {mul} adds per output beside "
-              f"{mul} multiplies, x {where}"),
-             ("per_output_minus_one", -positions, f"k-1 = {mul - 1} adds per output, not k = {mul}: -1 x {where}")]
+    parts = [("mac_vs_flop", mul * positions, _apart(mul, where)),
+             ("per_output_minus_one", -positions, Phrase("k-1 = {v!s} adds per output, not k = {mul!s}: -1 x {where!s}",
+                                                         {"v": mul - 1, "mul": mul, "where": where}))]
     if bias:
-        parts.append(("bias", positions, f"one bias add per output: {where}"))
+        parts.append(("bias", positions, Phrase("one bias add per output: {where!s}", {"where": where})))
     return value, parts
 
 
@@ -185,62 +190,68 @@ def _conv_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     parts: Parts = []
     if a.get("has_bias"):
         value += cout * active
-        parts.append(("bias", cout * active, f"one bias add per output: {cout} x {exact(active)} = {exact(cout * active)}"))
+        parts.append(("bias", cout * active, Phrase("one bias add per output: {cout!s} x {active} = {v}", {"cout": cout,
+                                                                                                           "active": active, "v": cout * active})))
     return value, parts
 
 
 def _bn_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     n = numel(c.x[1:])
-    return 4 * n, [("norm", 4 * n, f"BatchNorm2d counted as 4 ops per element (affine or not): 4 x {exact(n)}")]
+    return 4 * n, [("norm", 4 * n, Phrase("BatchNorm2d counted as 4 ops per element (affine or not): 4 x {n}",
+                                          {"n": n}))]
 
 
 def _bn_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     n = numel(c.x)
     k = 2 if row.attrs.get("affine") else 1
-    return k * n, [("norm", k * n, f"BatchNorm2d counted as {k} op{'s' if k > 1 else ''} per element: {k} x {exact(n)}")]
+    return k * n, [("norm", k * n, Phrase("BatchNorm2d counted as {k!s} op{v!s} per element: {k!s} x {n}",
+                                          {"k": k, "v": 's' if k > 1 else '', "n": n}))]
 
 
 def _maxpool_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     kh, kw = _pair(row.attrs["kernel_size"])
     n = numel(c.y[1:])
     v = (kh * kw - 1) * n
-    return v, [("pool", v, f"MaxPool2d counted as k-1 = {kh * kw - 1} compares per output: x {exact(n)}")]
+    return v, [("pool", v, Phrase("MaxPool2d counted as k-1 = {v!s} compares per output: x {n}", {"v": kh * kw - 1,
+                                                                                                  "n": n}))]
 
 
 def _avgpool_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     kh, kw = _pair(row.attrs["kernel_size"])
     n = numel(c.y[1:])
     v = kh * kw * n
-    return v, [("pool", v, f"AvgPool2d counted as k = {kh * kw} ops per output (k-1 adds, 1 divide): x {exact(n)}")]
+    return v, [("pool", v, Phrase("AvgPool2d counted as k = {v!s} ops per output (k-1 adds, 1 divide): x {n}",
+                                  {"v": kh * kw, "n": n}))]
 
 
 def _pool_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     n = numel(c.x)
-    return n, [("pool", n, f"{row.type} counted as 1 op per input element: {exact(n)}")]
+    return n, [("pool", n, Phrase("{type!s} counted as 1 op per input element: {n}", {"type": row.type, "n": n}))]
 
 
 def _relu_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     n = numel(c.x[1:])
-    return n, [("activation", n, f"{row.type} counted as 1 op per element: {exact(n)}")]
+    return n, [("activation", n, Phrase("{type!s} counted as 1 op per element: {n}", {"type": row.type, "n": n}))]
 
 
 def _relu_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     n = numel(c.x)
-    return n, [("activation", n, f"{row.type} counted as 1 op per element: {exact(n)}")]
+    return n, [("activation", n, Phrase("{type!s} counted as 1 op per element: {n}", {"type": row.type, "n": n}))]
 
 
 def _softmax_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     n = numel(c.x[1:])
     v = 3 * n - 1
-    return v, [("softmax", v, f"Softmax counted as exp, add, divide over all {exact(n)} elements of a sample as one "
-                f"softmax, whatever its dim: 3n - 1 = {exact(v)}")]
+    return v, [("softmax", v, Phrase("Softmax counted as exp, add, divide over all {n} elements of a sample as one "
+                "softmax, whatever its dim: 3n - 1 = {v}", {"n": n, "v": v}))]
 
 
 def _linear_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     i, o = c.x[1], c.y[1]
     return o * (2 * i - 1), [
-        ("mac_vs_flop", o * i, f"multiplies and adds counted apart: {i} adds per output beside {i} multiplies, x {o} outputs"),
-        ("per_output_minus_one", -o, f"in-1 = {i - 1} adds per output, not {i}, and no bias: -1 x {o} outputs"),
+        ("mac_vs_flop", o * i, _apart(i, Phrase("{n!s} outputs", {"n": o}))),
+        ("per_output_minus_one", -o, Phrase("in-1 = {v!s} adds per output, not {i!s}, and no bias: -1 x {o!s} outputs",
+                                            {"v": i - 1, "i": i, "o": o})),
     ]
 
 
@@ -253,16 +264,16 @@ def _bilinear_madd(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     o = c.y[1]
     mul = i1 * i2 + i2
     return o * (2 * mul - 1), [
-        ("mac_vs_flop", o * mul, f"multiplies and adds counted apart: {exact(mul)} adds per output beside "
-         f"{exact(mul)} multiplies, x {o} outputs"),
-        ("per_output_minus_one", -o, f"k-1 adds per output, not k: -1 x {o} outputs"),
+        ("mac_vs_flop", o * mul, Phrase("multiplies and adds counted apart: {k} adds per output beside {k} multiplies, "
+                                         "x {outputs}", {"k": mul, "outputs": Phrase("{n!s} outputs", {"n": o})})),
+        ("per_output_minus_one", -o, Phrase("k-1 adds per output, not k: -1 x {o!s} outputs", {"o": o})),
     ]
 
 
 def _upsample_flops(row: ModuleRow, c: Call) -> tuple[int, Parts]:
     n = c.x[0] * numel(c.y[2:])  # batch * prod(out[0].shape[1:]): the channels are left out
-    return n, [("interpolate", n, f"Upsample counted as 1 op per output position, channels left out: "
-                f"{' x '.join(str(d) for d in c.y[2:]) or '1'} = {exact(n)}")]
+    return n, [("interpolate", n, Phrase("Upsample counted as 1 op per output position, channels left out: "
+                "{v!s} = {n}", {"v": joined(list(c.y[2:]), " x ", "1", slot="!s"), "n": n}))]
 
 
 # compute_madd.compute_madd and compute_flops.compute_flops, in their isinstance order
@@ -294,14 +305,17 @@ def _memory_elements(row: ModuleRow, c: Call, trainable: int) -> tuple[int, int,
     if _isa(row, RELU_FAMILY):
         return b * n_in, b * n_in, "the input"
     if _isa(row, PRELU):
-        return b * (n_in + trainable), b * n_in, f"the input and {trainable} trainable parameters"
+        return b * (n_in + trainable), b * n_in, Phrase("the input and {trainable!s} trainable parameters",
+                                                        {"trainable": trainable})
     if _isa(row, CONV2D):
-        return b * (n_in + trainable), b * n_out, f"the input and {exact(trainable)} trainable parameters"
+        return b * (n_in + trainable), b * n_out, Phrase("the input and {trainable} trainable parameters",
+                                                         {"trainable": trainable})
     if _isa(row, BN2D):
         ch = c.x[1]
-        return b * (n_in + 2 * ch), numel(c.x), f"the input and 2 x {ch} channel statistics"
+        return b * (n_in + 2 * ch), numel(c.x), Phrase("the input and 2 x {ch!s} channel statistics", {"ch": ch})
     if _isa(row, LINEAR):
-        return b * (n_in + trainable), numel(c.y), f"the input and {exact(trainable)} trainable parameters"
+        return b * (n_in + trainable), numel(c.y), Phrase("the input and {trainable} trainable parameters",
+                                                          {"trainable": trainable})
     if _isa(row, AVGPOOL2D + MAXPOOL2D):
         return b * n_in, b * n_out, "the input"
     return None
@@ -379,9 +393,11 @@ class TorchstatConvention(Convention):
                 headline[h] = last.predicted[k]
                 diff = headline[h] - sums[h]
                 if diff:
-                    headline_terms[h] = (Term("total_not_sum", diff, f"torchstat's total row shows the last row's "
-                                              f"{k} ({last.module}: {exact(headline[h])} B), not the sum of the rows "
-                                              f"({exact(sums[h])} B)"),)
+                    headline_terms[h] = (Term("total_not_sum", diff, "torchstat.total_not_sum",
+                                              Phrase("torchstat's total row shows the last row's "
+                                              "{k!s} ({module!s}: {headline} B), not the sum of the rows "
+                                              "({sums} B)", {"k": k, "module": last.module, "headline": headline[h],
+                                                             "sums": sums[h]})),)
         return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline=headline,
                           headline_terms=headline_terms, headline_reference=sums)
 
@@ -420,28 +436,39 @@ class TorchstatConvention(Convention):
             flops = sum(c.flops for c in calls)
             if not (macs or flops):
                 return 0, ()
-            return 0, (Term("unsupported_module", -macs, f"torchstat has no {key} rule for {row.type}: its "
-                            f"{exact(macs)} MACs ({exact(flops)} FLOPs) are not counted", flops=-flops),)
+            return 0, (Term("unsupported_module", -macs, "torchstat.unsupported_module",
+                            Phrase("torchstat has no {key!s} rule for {type!s}: its "
+                            "{macs} MACs ({flops} FLOPs) are not counted", {"key": key, "type": row.type, "macs": macs,
+                                                                            "flops": flops}), flops=-flops),)
         terms: list[Term] = []
         last = calls[-1]
         if len(calls) > 1:
             earlier = calls[:-1]
             terms.append(Term("repeated_calls", -sum(c.macs for c in earlier),
-                              f"{row.type} ran {_calls(len(calls))}; torchstat keeps the last one only, leaving out "
-                              f"{exact(sum(c.macs for c in earlier))} MACs ({exact(sum(c.flops for c in earlier))} FLOPs)",
+                              "torchstat.repeated_calls",
+                              Phrase("{type!s} ran {calls!s}; torchstat keeps the last one only, leaving out "
+                              "{sum} MACs ({sum2} FLOPs)", {"type": row.type, "calls": _calls(len(calls)),
+                                                            "sum": sum((c.macs for c in earlier)),
+                                                            "sum2": sum((c.flops for c in earlier))}),
                               flops=-sum(c.flops for c in earlier)))
         one, parts = rule(row, last)
         named = 0
         for cause, amount, text in parts:
-            terms.append(Term(cause, batch * amount, text + (f" per sample, x {batch} samples" if batch > 1 else "")))
+            terms.append(Term(cause, batch * amount, f"torchstat.{cause}.layer",
+                              Phrase("{text} per sample, x {batch!s} samples", {"text": text, "batch": batch})
+                              if batch > 1 else Phrase("{text}", {"text": text})))
             named += batch * amount
         rest = batch * one - last.macs - named
         if rest:
-            terms.append(Term("formula", rest, f"torchstat's {row.type} {key} formula counts {exact(batch * one - named)} "
-                              f"multiplies where the MAC count is {exact(last.macs)}"))
+            terms.append(Term("formula", rest, "torchstat.formula",
+                              Phrase("torchstat's {type!s} {key!s} formula counts {v} "
+                              "multiplies where the MAC count is {macs}", {"type": row.type, "key": key,
+                                                                           "v": batch * one - named,
+                                                                           "macs": last.macs})))
         if batch > 1:
-            terms.append(Term("per_sample", one - batch * one, f"torchstat runs one sample: "
-                              f"{exact(batch * one)} / {batch} = {exact(one)}"))
+            terms.append(Term("per_sample", one - batch * one, "torchstat.per_sample",
+                              Phrase("torchstat runs one sample: "
+                              "{v} / {batch!s} = {one}", {"v": batch * one, "batch": batch, "one": one})))
         return one, tuple(terms)
 
     def _memory(self, row: ModuleRow, calls: list[Call], trainable: int, batch: int):
@@ -454,8 +481,11 @@ class TorchstatConvention(Convention):
                 out.append((ref, 0, ()))
                 continue
             if model[-1][0] is None:
-                terms = (Term("unsupported_module", -ref, f"torchstat has no memory rule for {row.type}: "
-                              f"{what} 0 where its ops {'read' if i == 0 else 'wrote'} {exact(ref)} B"),) if ref else ()
+                terms = (Term("unsupported_module", -ref, "torchstat.unsupported_module.2",
+                              Phrase("torchstat has no memory rule for {type!s}: "
+                              "{what!s} 0 where its ops {v!s} {ref} B", {"type": row.type, "what": what,
+                                                                         "v": 'read' if i == 0 else 'wrote',
+                                                                         "ref": ref})),) if ref else ()
                 out.append((ref, 0, terms))
                 continue
             per_call = [(m[i] if m else 0) * size for m, size in model]
@@ -463,17 +493,23 @@ class TorchstatConvention(Convention):
             elements = model[-1][0][i]
             size = model[-1][1]
             out.append(self._memory_terms(row, what, ref, per_call, batch, _wrap_int32,
-                                          f"{exact(elements)} elements ({desc}) x {size} B",
+                                          Phrase("{elements} elements ({desc!s}) x {size!s} B", {"elements": elements,
+                                                                                                 "desc": desc,
+                                                                                                 "size": size}),
                                           "read" if i == 0 else "wrote", "np.int32"))
         n_out = [numel(c.y[1:]) * 4 for c in calls]
         out.append(self._memory_terms(row, "memory", ref_w, n_out, batch, None,
-                                      f"{exact(n_out[-1] // 4)} output elements x 4 B" if calls else "", "wrote", ""))
-        mib_terms = tuple(Term(t.cause, Fraction(t.amount, MIB), t.text + " (in MiB)") for t in out[-1][2])
+                                      Phrase("{v} output elements x 4 B", {"v": n_out[-1] // 4}) if calls else "",
+                                      "wrote", ""))
+        mib_terms = tuple(Term(t.cause, Fraction(t.amount, MIB), t.rule + ".mib", Phrase("{text} (in MiB)",
+                                                                                         {"text": t.sentence})) for t in out[-1][2])
         exact_mib = Fraction(n_out[-1], MIB) if calls else Fraction(0)
         stored = _float32(n_out[-1] / MIB) if calls else Fraction(0)
         if stored != exact_mib:
-            mib_terms += (Term("memory_model", stored - exact_mib, f"stored as float32: {exact(n_out[-1])} B / 2**20 "
-                               f"= {exact(exact_mib)} MiB rounds to {float(stored)!r}"),)
+            mib_terms += (Term("memory_model", stored - exact_mib, "torchstat.memory_model.2",
+                               Phrase("stored as float32: {n_out} B / 2**20 "
+                               "= {exact_mib} MiB rounds to {float!r}", {"n_out": n_out[-1], "exact_mib": exact_mib,
+                                                                         "float": float(stored)})),)
         out.append((Fraction(ref_w, MIB), stored, mib_terms))
         return tuple(out)
 
@@ -487,20 +523,29 @@ class TorchstatConvention(Convention):
             return ref, 0, ()
         whole = [batch * v for v in per_call]
         scope = (f", x {batch} samples" if batch > 1 else "") + (f", summed over {_calls(len(whole))}" if len(whole) > 1 else "")
-        terms = [Term("memory_model", sum(whole) - ref, f"torchstat's {what} model (last call, one sample: {model_text})"
-                      f"{scope}: {exact(sum(whole))} B, where its ops {verb} {exact(ref)} B")]
+        terms = [Term("memory_model", sum(whole) - ref, "torchstat.memory_model",
+                      Phrase("torchstat's {what!s} model (last call, one sample: {model_text!s})"
+                      "{scope!s}: {sum} B, where its ops {verb!s} {ref} B", {"what": what, "model_text": model_text,
+                                                                             "scope": scope, "sum": sum(whole),
+                                                                             "verb": verb, "ref": ref}))]
         if len(whole) > 1:
-            terms.append(Term("repeated_calls", whole[-1] - sum(whole), f"{row.type} ran {_calls(len(whole))}; "
-                              f"torchstat keeps the last one only: {exact(whole[-1])} B of {exact(sum(whole))} B"))
+            terms.append(Term("repeated_calls", whole[-1] - sum(whole), "torchstat.repeated_calls.2",
+                              Phrase("{type!s} ran {calls!s}; "
+                              "torchstat keeps the last one only: {whole} B of {sum} B", {"type": row.type,
+                                                                                          "calls": _calls(len(whole)),
+                                                                                          "whole": whole[-1],
+                                                                                          "sum": sum(whole)})))
         one = per_call[-1]
         if batch > 1:
-            terms.append(Term("per_sample", one - whole[-1], f"torchstat runs one sample: "
-                              f"{exact(whole[-1])} B / {batch} = {exact(one)} B"))
+            terms.append(Term("per_sample", one - whole[-1], "torchstat.per_sample.2",
+                              Phrase("torchstat runs one sample: "
+                              "{whole} B / {batch!s} = {one} B", {"whole": whole[-1], "batch": batch, "one": one})))
         value = one
         if store is not None and store(one) != one:
             value = store(one)
-            terms.append(Term("memory_model", value - one, f"{exact(one)} B overflows {store_name}: "
-                              f"stored as {exact(value)}"))
+            terms.append(Term("memory_model", value - one, "torchstat.memory_model.3",
+                              Phrase("{one} B overflows {store_name!s}: "
+                              "stored as {value}", {"one": one, "store_name": store_name, "value": value})))
         return ref, value, tuple(t for t in terms if t.amount)
 
     # ----- a non-leaf module: its own work and parameters are in no row -----
@@ -519,18 +564,28 @@ class TorchstatConvention(Convention):
         }
         terms: dict[str, tuple[Term, ...]] = {}
         if row.macs or row.flops:
-            t = Term(cause, -row.macs, f"{why}: {exact(row.macs)} MACs, {exact(row.flops)} FLOPs "
-                     f"({', '.join(f'{k} {exact(v)}' for k, v in row.components.items())})", flops=-row.flops)
+            t = Term(cause, -row.macs, "torchstat.not_leaf", Phrase("{why!s}: {macs} MACs, {flops} FLOPs "
+                     "({join!s})", {"why": why, "macs": row.macs, "flops": row.flops,
+                                    "join": joined([Phrase("{k!s} {v}", {"k": k, "v": v}) for k,
+                                                    v in row.components.items()], ", ")}), flops=-row.flops)
             terms["MAdd"] = terms["Flops"] = (t,)
         if row.params:
-            terms["params"] = (Term("params_missed", -row.params, f"torchstat misses the {exact(row.params)} parameters "
-                                    f"held directly by {row.type} (it only reads leaf modules)"),)
-        read = (Term(cause, -row.bytes_read, f"{why}: its ops read {exact(row.bytes_read)} B"),) if row.bytes_read else ()
-        write = (Term(cause, -row.bytes_written, f"{why}: its ops wrote {exact(row.bytes_written)} B"),) \
+            terms["params"] = (Term("params_missed", -row.params, "torchstat.params_missed",
+                                    Phrase("torchstat misses the {params} parameters "
+                                    "held directly by {type!s} (it only reads leaf modules)", {"params": row.params,
+                                                                                               "type": row.type})),)
+        read = (Term(cause, -row.bytes_read, "torchstat.not_leaf_read", Phrase("{why!s}: its ops read {bytes_read} B",
+                                                                               {"why": why,
+                                                                                "bytes_read": row.bytes_read})),
+                ) if row.bytes_read else ()
+        write = (Term(cause, -row.bytes_written, "torchstat.not_leaf_wrote",
+                      Phrase("{why!s}: its ops wrote {bytes_written} B", {"why": why,
+                                                                          "bytes_written": row.bytes_written})),) \
             if row.bytes_written else ()
         terms["MemRead"], terms["MemWrite"], terms["MemR+W"] = read, write, read + write
         terms["memory_bytes"] = write
-        terms["memory"] = tuple(Term(t.cause, Fraction(t.amount, MIB), t.text + " (in MiB)") for t in write)
+        terms["memory"] = tuple(Term(t.cause, Fraction(t.amount, MIB), t.rule + ".mib", Phrase("{text} (in MiB)",
+                                                                                               {"text": t.sentence})) for t in write)
         predicted = {k: (Fraction(0) if k == "memory" else 0) for k in reference}
         return LayerPrediction(row.name, row.type, row.calls, reference, predicted, terms)
 

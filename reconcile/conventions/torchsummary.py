@@ -50,10 +50,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reconcile.conventions.base import (
-    OUTSIDE, Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, itemsize, numel,
+    Convention, LayerPrediction, Number, OUTSIDE, Prediction, RuleDoc, Term, itemsize, joined, numel,
 )
-from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo
-from reconcile.report.numbers import exact
+from reconcile.records import CallRecord, ModuleRow, NativeCount, ParamInfo, Phrase
 
 _NOT_HOOKED = ("torch.nn.modules.container.Sequential", "torch.nn.modules.container.ModuleList")
 BYTES = 4  # torchsummary: "assume 4 bytes/number (float on cuda)"
@@ -97,7 +96,7 @@ def _owner(name: str) -> str:
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{exact(n)} {word}" + ("" if n == 1 else "s")
+    return Phrase("{n} {word!s}" + ("" if n == 1 else "s"), {"n": n, "word": word})
 
 
 @dataclass(frozen=True)
@@ -226,7 +225,8 @@ class TorchsummaryConvention(Convention):
         headline[ESTIMATED] = headline[INPUT] + headline[PASS] + headline[PARAMS]
         reference[ESTIMATED] = reference[INPUT] + reference[PASS] + reference[PARAMS]
         terms[ESTIMATED] = tuple(
-            Term(t.cause, t.amount, f"{label}: {t.text}")
+            Term(t.cause, t.amount, t.rule + ".estimated", Phrase("{label!s}: {text}", {"label": label,
+                                                                                        "text": t.sentence}))
             for key, label in ((INPUT, "input size"), (PASS, "forward/backward pass size"), (PARAMS, "params size"))
             for t in terms[key]
         )
@@ -257,8 +257,12 @@ class TorchsummaryConvention(Convention):
         if call.index > 0:
             reference["nb_params"] = 0
             if counted:
-                p_terms.append(Term("repeated_calls", counted, f"one row per call: {row.type}'s weight and bias "
-                                    f"({exact(counted)}) counted again on call {call.index + 1} of {row.calls}"))
+                p_terms.append(Term("repeated_calls", counted, "torchsummary.repeated_calls",
+                                    Phrase("one row per call: {type!s}'s weight and bias "
+                                    "({counted}) counted again on call {v!s} of {calls!s}", {"type": row.type,
+                                                                                             "counted": counted,
+                                                                                             "v": call.index + 1,
+                                                                                             "calls": row.calls})))
             split("repeated_calls", counted, counted if flag else 0, 0 if flag else counted)
         else:
             own = ctx.own.get(row.name, [])
@@ -266,20 +270,28 @@ class TorchsummaryConvention(Convention):
             matched = [t for t in tensors if t.kind == "own"]
             for t in tensors:
                 if t.kind == "tied":
-                    p_terms.append(Term("params_tied", t.numel, f"{row.type}.{t.attr} is tied to {t.canonical}: "
-                                        f"its {exact(t.numel)} parameters are counted again here"))
+                    p_terms.append(Term("params_tied", t.numel, "torchsummary.params_tied",
+                                        Phrase("{type!s}.{attr!s} is tied to {canonical!s}: "
+                                        "its {numel} parameters are counted again here", {"type": row.type,
+                                                                                          "attr": t.attr,
+                                                                                          "canonical": t.canonical,
+                                                                                          "numel": t.numel})))
                     split("params_tied", t.numel, t.numel if flag else 0, 0 if flag else t.numel)
                 elif t.kind == "buffer":
-                    p_terms.append(Term("formula", t.numel, f"{row.type}.{t.attr} is a buffer of {exact(t.numel)} "
-                                        "elements, counted as parameters"))
+                    p_terms.append(Term("formula", t.numel, "torchsummary.formula",
+                                        Phrase("{type!s}.{attr!s} is a buffer of {numel} "
+                                        "elements, counted as parameters", {"type": row.type, "attr": t.attr,
+                                                                            "numel": t.numel})))
                     split("formula", t.numel, t.numel if flag else 0, 0 if flag else t.numel)
             names = {t.canonical for t in matched}
             others = [p for p in own if p.name not in names]
             if others:
                 n = sum(p.numel for p in others)
                 listed = ", ".join(p.name.rsplit(".", 1)[-1] for p in others[:4]) + (", ..." if len(others) > 4 else "")
-                p_terms.append(Term("params_missed", -n, f"torchsummary reads only .weight and .bias: {row.type}'s "
-                                    f"{listed} ({_plural(n, 'parameter')}) are not counted"))
+                p_terms.append(Term("params_missed", -n, "torchsummary.params_missed.2",
+                                    Phrase("torchsummary reads only .weight and .bias: {type!s}'s "
+                                    "{listed!s} ({plural!s}) are not counted", {"type": row.type, "listed": listed,
+                                                                                "plural": _plural(n, 'parameter')})))
                 split("params_missed", -n, -sum(p.numel for p in others if p.trainable),
                       -sum(p.numel for p in others if not p.trainable))
             # the split of the tensors counted here follows the weight's flag, not each tensor's
@@ -312,7 +324,9 @@ class TorchsummaryConvention(Convention):
                 why = f"{row.name} ({row.type}), which torchsummary does not hook"
             else:
                 why = f"{row.name} ({row.type}), which never ran as a module call"
-            terms.append(Term("params_missed", -n, f"{_plural(n, 'parameter')} held by {why}, are not counted"))
+            terms.append(Term("params_missed", -n, "torchsummary.params_missed",
+                              Phrase("{plural!s} held by {why!s}, are not counted", {"plural": _plural(n, 'parameter'),
+                                                                                     "why": why})))
             splits.append(_Split("params_missed", -n, -sum(p.numel for p in own if p.trainable),
                                  -sum(p.numel for p in own if not p.trainable), row.name or "(root)"))
         if not terms:
@@ -335,16 +349,24 @@ class TorchsummaryConvention(Convention):
         terms = []
         if per_bytes != whole:
             batches = ", ".join(str(s[0]) for s in shapes if s)
-            terms.append(Term("per_sample", per_bytes - whole, f"per sample (batch -1): the input's {exact(whole)} "
-                              f"bytes divided by its batch of {batches} give {exact(per_bytes)}"))
+            terms.append(Term("per_sample", per_bytes - whole, "torchsummary.per_sample.2",
+                              Phrase("per sample (batch -1): the input's {whole} "
+                              "bytes divided by its batch of {batches!s} give {per_bytes}", {"whole": whole,
+                                                                                             "batches": batches,
+                                                                                             "per_bytes": per_bytes})))
         if BYTES * sum(per) != per_bytes:
-            terms.append(Term("memory_model", BYTES * sum(per) - per_bytes, f"4 bytes per element whatever the dtype "
-                              f"({', '.join(dtypes)}): 4 x {exact(sum(per))} = {exact(BYTES * sum(per))} bytes "
-                              f"instead of {exact(per_bytes)}"))
+            terms.append(Term("memory_model", BYTES * sum(per) - per_bytes, "torchsummary.memory_model",
+                              Phrase("4 bytes per element whatever the dtype "
+                              "({join!s}): 4 x {sum} = {v} bytes "
+                              "instead of {per_bytes}", {"join": ', '.join(dtypes), "sum": sum(per),
+                                                         "v": BYTES * sum(per), "per_bytes": per_bytes})))
         if product != sum(per):
-            terms.append(Term("memory_model", BYTES * (product - sum(per)), f"np.prod(input_size) multiplies the "
-                              f"{len(per)} inputs' sizes ({' x '.join(exact(e) for e in per)} = {exact(product)}) "
-                              f"instead of adding them ({exact(sum(per))}), 4 bytes each"))
+            terms.append(Term("memory_model", BYTES * (product - sum(per)), "torchsummary.memory_model.2",
+                              Phrase("np.prod(input_size) multiplies the "
+                              "{len!s} inputs' sizes ({join!s} = {product}) "
+                              "instead of adding them ({sum}), 4 bytes each", {"len": len(per),
+                                                                               "join": joined(list(per), " x "),
+                                                                               "product": product, "sum": sum(per)})))
         return value, whole, tuple(terms)
 
     def _pass(self, native: NativeCount, layers: list[LayerPrediction],
@@ -360,23 +382,31 @@ class TorchsummaryConvention(Convention):
         n = len(calls)
         terms = []
         if per_bytes != whole:
-            terms.append(Term("per_sample", per_bytes - whole, f"per sample (batch -1): the {exact(whole)} output "
-                              f"bytes of {_plural(n, 'row')} divided by the batch give {exact(per_bytes)}"))
+            terms.append(Term("per_sample", per_bytes - whole, "torchsummary.per_sample.3",
+                              Phrase("per sample (batch -1): the {whole} output "
+                              "bytes of {plural!s} divided by the batch give {per_bytes}", {"whole": whole,
+                                                                                            "plural": _plural(n, 'row'),
+                                                                                            "per_bytes": per_bytes})))
         if seen_bytes != per_bytes:
-            terms.append(Term("batch_differs", seen_bytes - per_bytes, f"outputs holding the batch in a later dim "
-                              f"are {exact(seen_bytes)} bytes per sample at torchsummary's batch 2, not "
-                              f"{exact(per_bytes)}"))
+            terms.append(Term("batch_differs", seen_bytes - per_bytes, "torchsummary.batch_differs.2",
+                              Phrase("outputs holding the batch in a later dim "
+                              "are {seen_bytes} bytes per sample at torchsummary's batch 2, not "
+                              "{per_bytes}", {"seen_bytes": seen_bytes, "per_bytes": per_bytes})))
         if BYTES * seen != seen_bytes:
-            terms.append(Term("memory_model", BYTES * seen - seen_bytes, f"4 bytes per output element whatever the "
-                              f"dtype: 4 x {exact(seen)} = {exact(BYTES * seen)} instead of {exact(seen_bytes)}"))
+            terms.append(Term("memory_model", BYTES * seen - seen_bytes, "torchsummary.memory_model.3",
+                              Phrase("4 bytes per output element whatever the "
+                              "dtype: 4 x {seen} = {v} instead of {seen_bytes}", {"seen": seen, "v": BYTES * seen,
+                                                                                  "seen_bytes": seen_bytes})))
         if seen:
-            terms.append(Term("memory_model", BYTES * seen, f"x2 for gradients: the {exact(seen)} output elements per "
-                              f"sample of {_plural(n, 'row')} (every hooked call) at 4 bytes, twice: "
-                              f"{exact(2 * BYTES * seen)} bytes"))
+            terms.append(Term("memory_model", BYTES * seen, "torchsummary.memory_model.4",
+                              Phrase("x2 for gradients: the {seen} output elements per "
+                              "sample of {plural!s} (every hooked call) at 4 bytes, twice: "
+                              "{v} bytes", {"seen": seen, "plural": _plural(n, 'row'), "v": 2 * BYTES * seen})))
         if value != 2 * BYTES * seen:
-            terms.append(Term("memory_model", value - 2 * BYTES * seen, f"tuple outputs: |2 x 4 x sum of the rows' "
-                              f"output products| = |8 x {exact(signed)}| = {exact(value)} instead of 8 x the "
-                              f"{exact(seen)} output elements"))
+            terms.append(Term("memory_model", value - 2 * BYTES * seen, "torchsummary.memory_model.5",
+                              Phrase("tuple outputs: |2 x 4 x sum of the rows' "
+                              "output products| = |8 x {signed}| = {value} instead of 8 x the "
+                              "{seen} output elements", {"signed": signed, "value": value, "seen": seen})))
         return value, whole, tuple(terms)
 
     def _params(self, native: NativeCount, total: int, splits: list[_Split]) -> tuple[int, int, tuple[Term, ...]]:
@@ -385,11 +415,13 @@ class TorchsummaryConvention(Convention):
         terms = []
         if BYTES * count != whole:
             dtypes = ", ".join(sorted({p.dtype for p in native.params}))
-            terms.append(Term("memory_model", BYTES * count - whole, f"4 bytes per parameter whatever the dtype "
-                              f"({dtypes}): 4 x {exact(count)} = {exact(BYTES * count)} bytes instead of "
-                              f"{exact(whole)}"))
+            terms.append(Term("memory_model", BYTES * count - whole, "torchsummary.memory_model.6",
+                              Phrase("4 bytes per parameter whatever the dtype "
+                              "({dtypes!s}): 4 x {count} = {v} bytes instead of "
+                              "{whole}", {"dtypes": dtypes, "count": count, "v": BYTES * count, "whole": whole})))
         for t in _split_terms(splits, "total", "Total params"):
-            terms.append(Term(t.cause, BYTES * t.amount, f"4 bytes x ({t.text})"))
+            terms.append(Term(t.cause, BYTES * t.amount, t.rule + ".bytes", Phrase("4 bytes x ({text})",
+                                                                                   {"text": t.sentence})))
         return BYTES * total, whole, tuple(terms)
 
 
@@ -427,20 +459,25 @@ def _output(row: ModuleRow, call: CallRecord, batch: int | None) -> tuple[int, i
     terms = []
     if per != whole:
         first = outs[0].shape[0] if outs and outs[0].shape else 1
-        terms.append(Term("per_sample", per - whole, f"per sample: the first dim ({first}) is printed as -1, so "
-                          f"{exact(per)} of the {exact(whole)} output elements are counted"))
+        terms.append(Term("per_sample", per - whole, "torchsummary.per_sample",
+                          Phrase("per sample: the first dim ({first!s}) is printed as -1, so "
+                          "{per} of the {whole} output elements are counted", {"first": first, "per": per,
+                                                                               "whole": whole})))
     if sum(seen) != per:
-        terms.append(Term("batch_differs", sum(seen) - per, f"{row.type}'s output holds the batch in a later dim, "
-                          f"which is 2 in torchsummary's run, not {batch}: {exact(sum(seen))} elements per sample "
-                          f"instead of {exact(per)}"))
+        terms.append(Term("batch_differs", sum(seen) - per, "torchsummary.batch_differs",
+                          Phrase("{type!s}'s output holds the batch in a later dim, "
+                          "which is 2 in torchsummary's run, not {batch!s}: {sum} elements per sample "
+                          "instead of {per}", {"type": row.type, "batch": batch, "sum": sum(seen), "per": per})))
     if value != sum(seen):
         if len(outs) <= 1:
-            text = (f"the batch printed as -1 makes np.prod of {row.type}'s output shape negative: "
-                    f"{exact(value)} (abs() of the total undoes the sign)")
+            text = (Phrase("the batch printed as -1 makes np.prod of {type!s}'s output shape negative: "
+                    "{value} (abs() of the total undoes the sign)", {"type": row.type, "value": value}))
         else:
-            text = (f"np.prod of {row.type}'s {len(outs)} output shapes [-1, ...] multiplies them: "
-                    f"{' x '.join(exact(-e) for e in seen)} = {exact(value)} instead of the sum {exact(sum(seen))}")
-        terms.append(Term("memory_model", value - sum(seen), text))
+            text = (Phrase("np.prod of {type!s}'s {len!s} output shapes [-1, ...] multiplies them: "
+                    "{join!s} = {value} instead of the sum {sum}", {"type": row.type, "len": len(outs),
+                                                                    "join": joined([-e for e in seen], " x "),
+                                                                    "value": value, "sum": sum(seen)}))
+        terms.append(Term("memory_model", value - sum(seen), "torchsummary.memory_model.np_prod", text))
     return whole, value, tuple(terms)
 
 
@@ -469,8 +506,9 @@ def _split_terms(splits: list[_Split], part: str, label: str) -> tuple[Term, ...
         if not amount:
             continue
         where = ", ".join(s.where for s in ss[:3]) + (f" and {len(ss) - 3} more" if len(ss) > 3 else "")
-        terms.append(Term(cause, amount, f"{label} {'+' if amount > 0 else '-'}{exact(abs(amount))}: "
-                          f"{_PHRASE[cause]} ({where})"))
+        terms.append(Term(cause, amount, "torchsummary.headline", Phrase("{label!s} {v!s}{abs}: "
+                          "{PHRASE!s} ({where!s})", {"label": label, "v": '+' if amount > 0 else '-',
+                                                     "abs": abs(amount), "PHRASE": _PHRASE[cause], "where": where})))
     return tuple(terms)
 
 

@@ -10,6 +10,11 @@ Guarantees:
   backend) and counts recurrent layers with module-level rules (``modules.py``).
 - The model is left as it was found: training flags restored, hooks removed, buffers restored
   unless counting in eval mode; global torch flags touched here are restored on exit.
+
+The shape is torch's ``FlopCounterMode``: ``_CountingMode`` only runs each op and reports it to a
+plain ``accumulator.Accumulator`` (the bookkeeping, with small methods); ``count`` checks its
+arguments, runs the forward (and backward) once, again with values known if a meta forward read
+one, and freezes the accumulator into a ``NativeCount``.
 """
 
 from __future__ import annotations
@@ -17,205 +22,38 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections import Counter, defaultdict
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.weak import WeakTensorKeyDictionary
 
 from reconcile.counter import backward as bwd
 from reconcile.counter import calls as pycalls
-from reconcile.counter import formulas, liveness, memory, modules
-from reconcile.counter.held_open import HeldOpen
+from reconcile.counter import formulas, memory, modules
+from reconcile.counter.accumulator import Accumulator, ModuleAcc, TrainingAccumulator, owner
 from reconcile.counter.shadow import ShadowMode, value_of
-from reconcile.counter.tracker import CallFrame, ModuleStack, tensor_bytes, tensor_metas
+from reconcile.counter.tracker import tensor_metas
 from reconcile.errors import ReconcileError
-from reconcile.records import (GRAD_PARTS, CallRecord, ModuleRow, NativeCount, ParamInfo, TensorMeta, TorchCall,
-                               TrainingInfo, TrainingMemory)
+from reconcile.records import (GRAD_PARTS, ModuleRow, NativeCount, ParamInfo, TensorMeta, TorchCall, TrainingInfo,
+                               TrainingMemory)
 
 MODES = ("eval", "train", "as-is")
 
 
-class _Acc:
-    """Mutable per-module accumulator; frozen into a ``ModuleRow`` at the end."""
-
-    __slots__ = ("components", "ops", "op_components", "op_elements", "zero_ops", "unknown_ops", "activations",
-                 "bytes_read", "bytes_written", "param_bytes_read", "op_bytes", "output_elements", "calls")
-
-    def __init__(self) -> None:
-        self.components: Counter = Counter()
-        self.ops: Counter = Counter()
-        self.op_components: dict[str, Counter] = defaultdict(Counter)
-        self.op_elements: dict[str, list[int]] = {}
-        self.zero_ops: Counter = Counter()
-        self.unknown_ops: Counter = Counter()
-        self.activations = 0
-        self.bytes_read = 0
-        self.bytes_written = 0
-        self.param_bytes_read = 0
-        # aten op -> [bytes read, bytes written, of the read: parameter bytes], summed over calls
-        self.op_bytes: dict[str, list[int]] = {}
-        self.output_elements = 0
-        self.calls: list[CallRecord] = []
-
-
-def _param_read(args: Sequence[Any], kwargs: dict, param_ids: dict[int, Any]) -> int:
-    """Bytes of the tensor arguments that are parameters (or views of one): a weight is read once
-    per op that uses it, like any other operand; counted apart for the weight-dtype what-if."""
-    n = 0
-    for a in (*args, *kwargs.values()):
-        if isinstance(a, torch.Tensor) and id(a) in param_ids:
-            n += a.numel() * a.element_size()
-    return n
-
-
-def _io(args: Sequence[Any], kwargs: dict, out: Any, primary_only: bool) -> tuple[int, int, int]:
-    """Bytes read (tensor arguments), bytes written and elements written (tensor outputs)."""
-    read = 0
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            read += a.numel() * a.element_size()
-        elif isinstance(a, (list, tuple)):
-            for t in a:
-                if isinstance(t, torch.Tensor):
-                    read += t.numel() * t.element_size()
-    for a in kwargs.values():
-        if isinstance(a, torch.Tensor):
-            read += a.numel() * a.element_size()
-    written = elements = 0
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    if primary_only:
-        outs = outs[:1]
-    for t in outs:
-        if isinstance(t, torch.Tensor):
-            n = t.numel()
-            elements += n
-            written += n * t.element_size()
-    return read, written, elements
-
-
-_ADDS = frozenset(("aten::add", "aten::add_"))
-
-
 class _CountingMode(TorchDispatchMode):
-    def __init__(self, stack: ModuleStack, accs: dict[str, _Acc], bias_ids: frozenset[int],
-                 live: liveness.Liveness, params: Sequence[torch.Tensor] = ()) -> None:
+    """Runs every op as called and reports it to the accumulator; it keeps no count itself (the
+    shape of torch's ``_FlopCounterMode`` over ``FlopCounterMode``)."""
+
+    def __init__(self, counter: Accumulator) -> None:
         super().__init__()
-        # id -> tensor (kept alive so the id is not reused): parameters, and views of them made
-        # during the forward (``linear`` reads ``weight.t()``)
-        self.param_ids: dict[int, Any] = {id(p): p for p in params}
-        self.stack = stack
-        self.live = live
-        self.accs = accs
-        # ``linear`` on a non-contiguous N-d input runs as matmul then ``add(bias)``: an add whose
-        # operand is a parameter registered as a bias is a bias add, whatever path produced it.
-        self.bias_ids = bias_ids
-        self._cache: dict[Any, tuple[str, Any, str, bool]] = {}
-
-    def _classify(self, func: Any) -> tuple[str, Any, str, bool]:
-        name = func._schema.name
-        kind, rule = formulas.lookup(name)
-        if kind == "unknown" and getattr(func, "is_view", False):
-            kind = "view"
-        entry = (kind, rule.fn if rule is not None else None, name, name in formulas.PRIMARY_OUTPUT_ONLY)
-        self._cache[func] = entry
-        return entry
+        self.counter = counter
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
+        self.counter.before_op()
         out = func(*args, **kwargs)
-        frame = self.stack.top
-        self.live.consumed((frame.module, frame.index), args)
-        if frame.suppressed:
-            return out
-        kind, fn, name, primary_only = self._cache.get(func) or self._classify(func)
-        acc = self.accs[frame.module]
-        if kind == "view" or kind == "alloc":
-            acc.zero_ops[name] += 1
-            if kind == "view" and args and id(args[0]) in self.param_ids and isinstance(out, torch.Tensor):
-                self.param_ids[id(out)] = out
-            return out
-        read, written, elements = _io(args, kwargs, out, primary_only)
-        p_read = _param_read(args, kwargs, self.param_ids)
-        acc.bytes_read += read
-        acc.bytes_written += written
-        acc.param_bytes_read += p_read
-        acc.activations += elements
-        if kind == "rule" and name == "aten::mean" and formulas.is_pool_mean(name, args):
-            name = formulas.POOL_MEAN
-        ob = acc.op_bytes.setdefault(name, [0, 0, 0])
-        ob[0] += read
-        ob[1] += written
-        ob[2] += p_read
-        if kind == "rule":
-            comps = fn(args, kwargs, out)
-            if name in _ADDS and self.bias_ids and any(id(a) in self.bias_ids for a in args[:2]):
-                comps = {"bias": comps["elementwise"]}
-            acc.ops[name] += 1
-            first = args[0] if args else None
-            n_first = first.numel() if isinstance(first, torch.Tensor) else 0
-            el = acc.op_elements.get(name)
-            if el is None:
-                acc.op_elements[name] = [n_first, elements]
-            else:
-                el[0] += n_first
-                el[1] += elements
-            opc = acc.op_components[name]
-            fc = frame.components
-            for k, v in comps.items():
-                if v:
-                    opc[k] += v
-                    fc[k] = fc.get(k, 0) + v
-        elif kind == "unknown":
-            acc.unknown_ops[name] += 1
-        else:
-            acc.zero_ops[name] += 1
-        return out
-
-
-class _TrainingMode(_CountingMode):
-    """The counting mode of a training count: the forward as ``_CountingMode`` (grad enabled), plus
-    which module created each autograd node; during the backward every op goes to ``Backward``."""
-
-    def __init__(self, *args: Any, nodes: bwd.NodeMap, backward: bwd.Backward, trace: memory.MemoryTrace,
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.nodes = nodes
-        self.backward = backward
-        self.trace = trace
-        # parameters and every tensor computed from parameters alone; weak, so that holding them
-        # does not change the step's memory
-        self.from_params = WeakTensorKeyDictionary()
-        for t in self.param_ids.values():
-            self.from_params[t] = True
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        if self.backward.active:
-            out = func(*args, **kwargs)
-            self.backward.op(func, args, kwargs, out)
-            self.trace.allocated(out, func._schema.name)
-            return out
-        self.nodes.resolve()
-        frame = self.stack.top
-        before = frame.components.get("macs", 0)
-        out = super().__torch_dispatch__(func, types, args, kwargs)
-        self.trace.allocated(out, func._schema.name)
-        ins = bwd.tensors_of(args, kwargs)
-        reads = [a in self.from_params for a in ins]
-        from_params = bool(reads) and all(reads)
-        if from_params:
-            for t in bwd.tensors_of(out):
-                self.from_params[t] = True
-        macs = frame.components.get("macs", 0) - before
-        if macs:
-            acc = self.backward.accs[frame.module]
-            if not torch.is_grad_enabled():
-                acc.forward_no_grad_macs += macs
-            elif any(reads):
-                acc.forward_param_macs += macs
-        self.nodes.produced(out, frame.module, from_params, any(reads))
+        self.counter.op(func, args, kwargs, out)
         return out
 
 
@@ -358,10 +196,6 @@ def _infos(groups: list[tuple[torch.Tensor, list[str]]]) -> tuple[ParamInfo, ...
     )
 
 
-def _owner(name: str) -> str:
-    return name.rsplit(".", 1)[0] if "." in name else ""
-
-
 def count(
     model: nn.Module,
     inputs: Any,
@@ -388,151 +222,118 @@ def count(
     if not isinstance(model, nn.Module):
         raise ReconcileError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     inputs = _as_inputs(inputs)
+    # A forward that reads values (transformers checks its attention mask) fails on meta; when the
+    # inputs carry their values it is counted again with those values known (counter/shadow.py).
+    shadowable = any(value_of(t) is not None for t in inputs)
+    try:
+        return _count(model, inputs, name, mode, training, shadowed=False, may_shadow=shadowable)
+    except _NeedsValues:
+        return _count(model, inputs, name, mode, training, shadowed=True, may_shadow=False)
 
+
+def _count(model: nn.Module, inputs: tuple[Any, ...], name: str, mode: str, training: bool, shadowed: bool,
+           may_shadow: bool) -> NativeCount:
+    """One counted forward (and backward, with ``training``), frozen into a ``NativeCount``. Raises
+    ``_NeedsValues`` when the forward read a meta tensor's value and ``may_shadow``."""
+    seeded: list[torch.Tensor] = []
+    mem = None
+    with _model_mode(model, mode):
+        counter: Accumulator
+        held: Any = contextlib.nullcontext()
+        saving: Any = contextlib.nullcontext()
+        if training:
+            counter = TrainingAccumulator(model, modules.module_rule, inputs)
+            held = counter.held  # FlopCounterMode's open modules, for its convention
+            saving = torch.autograd.graph.saved_tensors_hooks(counter.trace.pack, counter.trace.unpack)
+        else:
+            counter = Accumulator(model, modules.module_rule)
+        counting = _CountingMode(counter)
+        try:
+            # torch.nn layers other than containers run a known forward: no call record needed there
+            skip = frozenset(n for n, m in model.named_modules() if type(m).__module__.startswith("torch.nn.modules.")
+                             and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
+            call_mode = pycalls.CallMode(lambda: counter.stack.top, skip)
+            values = ShadowMode(inputs) if shadowed else contextlib.nullcontext()
+            grad = torch.enable_grad() if training else torch.no_grad()
+            with (_reference_paths(), grad, values, counter.stack, held, counting, call_mode, saving):
+                result = _forward(model, inputs, name, may_shadow)
+                if isinstance(counter, TrainingAccumulator):
+                    counter.nodes.resolve()
+            if isinstance(counter, TrainingAccumulator):
+                seeded = _grad_outputs(result)
+                mem = _run_backward(name, counter, counting, seeded, model, inputs)
+            _fill_mask_grads(model, inputs, call_mode.calls, call_mode.order, shadowed)
+            counter.mark_unused(result)
+        finally:
+            if isinstance(counter, TrainingAccumulator):
+                counter.held.close()
+    # frozen after the model's flags are restored, as always: a row's ``training`` attribute is the
+    # flag the user's model has (the one the other tools run it with)
+    counter.outside_modules()
+    native = _freeze(model, name, inputs, counter, call_mode.calls, call_mode.watched)
+    if isinstance(counter, TrainingAccumulator):
+        native = _with_backward(native, counter.backward, seeded, mem)
+    return native
+
+
+@contextlib.contextmanager
+def _model_mode(model: nn.Module, mode: str) -> Iterator[None]:
+    """``model`` in ``mode`` for the count; every module's training flag, and the buffers a
+    train-mode forward updates (BatchNorm's running stats), as they were afterwards."""
     flags = [(m, m.training) for m in model.modules()]
     saved_buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
     if mode != "eval":  # "train", or "as-is" on a model in train mode: BatchNorm updates its stats
         saved_buffers = [(b, b.detach().clone()) for b in model.buffers() if b.device.type != "meta"]
-    # A forward that reads values (transformers checks its attention mask) fails on meta; when the
-    # inputs carry their values it is counted again with those values known (counter/shadow.py).
-    shadowable = any(value_of(t) is not None for t in inputs)
-    for shadowed in (False, True):
-        accs: dict[str, _Acc] = defaultdict(_Acc)
-        call_records: dict[str, list[CallRecord]] = defaultdict(list)
-        module_bytes: dict[int, int] = {}
-
-        live = liveness.Liveness()
-
-        def on_exit(frame: CallFrame, mod: nn.Module, output: Any) -> None:
-            live.produced((frame.module, frame.index), output)
-            if training:
-                trace.module_output(frame.module, output)
-            outs = tensor_metas(output)
-            acc = accs[frame.module]
-            n_out = sum(t.numel for t in outs)
-            acc.output_elements += n_out
-            if frame.ruled:
-                # counted by a module-level rule: one fused unit reading inputs and weights once
-                if id(mod) not in module_bytes:
-                    module_bytes[id(mod)] = sum(p.numel() * p.element_size() for p in mod.parameters())
-                acc.bytes_read += frame.input_bytes + module_bytes[id(mod)]
-                acc.bytes_written += tensor_bytes(output)
-                acc.param_bytes_read += module_bytes[id(mod)]
-                ob = acc.op_bytes.setdefault(f"module::{type(mod).__name__}", [0, 0, 0])
-                ob[0] += frame.input_bytes + module_bytes[id(mod)]
-                ob[1] += tensor_bytes(output)
-                ob[2] += module_bytes[id(mod)]
-                acc.activations += n_out
-                acc.components.update(frame.components)
-                for k, v in frame.components.items():
-                    acc.op_components[f"module::{type(mod).__name__}"][k] += v
-                acc.ops[f"module::{type(mod).__name__}"] += 1
-            elif not frame.suppressed:
-                acc.components.update(frame.components)
-            call_records[frame.module].append(
-                CallRecord(
-                    index=frame.index,
-                    order=frame.order,
-                    inputs=frame.inputs,
-                    outputs=outs,
-                    components=dict(frame.components),
-                    kwargs_only=frame.kwargs_only,
-                )
-            )
-
-        stack = ModuleStack(model, on_exit, modules.module_rule)
-        bias_ids = frozenset(id(p) for n, p in model.named_parameters() if n.rsplit(".", 1)[-1].endswith("bias"))
-        params = list(model.parameters())
-        saving: Any = contextlib.nullcontext()
-        held: Any = contextlib.nullcontext()
-        if training:
-            nodes = bwd.NodeMap()
-            held = HeldOpen(model, stack.names)  # FlopCounterMode's open modules, for its convention
-            backward = bwd.Backward(nodes, {id(p): _owner(n) for n, p in model.named_parameters()}, held)
-            trace = memory.MemoryTrace(
-                [*params, *model.buffers(), *(t for t in inputs if isinstance(t, torch.Tensor))],
-                lambda: backward.current_module() if backward.active else stack.top.module)
-            saving = torch.autograd.graph.saved_tensors_hooks(trace.pack, trace.unpack)
-            counting: _CountingMode = _TrainingMode(stack, accs, bias_ids, live, params, nodes=nodes,
-                                                    backward=backward, trace=trace)
-        else:
-            backward = None
-            counting = _CountingMode(stack, accs, bias_ids, live, params)
-        try:
-            if mode == "eval":
-                model.eval()
-            elif mode == "train":
-                model.train()
-            # torch.nn layers other than containers run a known forward: no call record needed there
-            skip = frozenset(n for n, m in model.named_modules() if type(m).__module__.startswith("torch.nn.modules.")
-                             and not isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)))
-            call_mode = pycalls.CallMode(lambda: stack.top, skip)
-            values = ShadowMode(inputs) if shadowed else contextlib.nullcontext()
-            grad = torch.enable_grad() if training else torch.no_grad()
-            with (_reference_paths(), grad, values, stack, held, counting, call_mode, saving):
-                try:
-                    result = model(*inputs)
-                    if training:
-                        nodes.resolve()
-                except ReconcileError:
-                    raise
-                except Exception as exc:
-                    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    if _reads_meta_data(exc, inputs) and not shadowed and shadowable:
-                        raise _NeedsValues from exc
-                    if _reads_meta_data(exc, inputs):
-                        raise ReconcileError(
-                            f"the forward of {name} reads tensor values ({msg}), which the meta device does "
-                            "not have: count it on real tensors with --device cpu"
-                        ) from exc
-                    raise ReconcileError(
-                        f"the forward of {name} raised {type(exc).__name__}: {msg} "
-                        "(check the input shape and dtype with --input-shape / --input-dtype)"
-                    ) from exc
-            seeded: list[torch.Tensor] = []
-            mem = None
-            if backward is not None:
-                seeded = _grad_outputs(result)
-                mem = _run_backward(name, backward, counting, seeded, params, model, inputs)
-            _fill_mask_grads(model, inputs, call_mode.calls, call_mode.order, shadowed)
-            used = live.used(result, {("", 0)})
-            for module_name, recs in call_records.items():
-                for i, rec in enumerate(recs):
-                    if (module_name, rec.index) not in used:
-                        recs[i] = dataclasses.replace(rec, used=False)
-        except _NeedsValues:
-            continue
-        finally:
-            if isinstance(held, HeldOpen):
-                held.close()
-            for m, flag in flags:
-                m.training = flag
-            for b, saved in saved_buffers:
-                b.copy_(saved)
-        break
-    # work charged to the root outside any module call (none for a plain forward)
-    accs[""].components.update(stack.root.components)
-    native = _freeze(model, name, inputs, accs, call_records, stack.calls, call_mode.calls, call_mode.watched)
-    if backward is not None:
-        native = _with_backward(native, backward, seeded, mem)
-    return native
+    try:
+        if mode == "eval":
+            model.eval()
+        elif mode == "train":
+            model.train()
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+        for b, saved in saved_buffers:
+            b.copy_(saved)
 
 
-def _run_backward(name: str, backward: bwd.Backward, counting: _TrainingMode, seeded: list[torch.Tensor],
-                  params: list[torch.Tensor], model: nn.Module, inputs: tuple[Any, ...]) -> TrainingMemory:
+def _forward(model: nn.Module, inputs: tuple[Any, ...], name: str, may_shadow: bool) -> Any:
+    """``model(*inputs)``, its failure turned into a one-line ``ReconcileError`` (or ``_NeedsValues``)."""
+    try:
+        return model(*inputs)
+    except ReconcileError:
+        raise
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if _reads_meta_data(exc, inputs) and may_shadow:
+            raise _NeedsValues from exc
+        if _reads_meta_data(exc, inputs):
+            raise ReconcileError(
+                f"the forward of {name} reads tensor values ({msg}), which the meta device does "
+                "not have: count it on real tensors with --device cpu"
+            ) from exc
+        raise ReconcileError(
+            f"the forward of {name} raised {type(exc).__name__}: {msg} "
+            "(check the input shape and dtype with --input-shape / --input-dtype)"
+        ) from exc
+
+
+def _run_backward(name: str, counter: TrainingAccumulator, counting: _CountingMode, seeded: list[torch.Tensor],
+                  model: nn.Module, inputs: tuple[Any, ...]) -> TrainingMemory:
     if not seeded:
         raise ReconcileError(
             f"the forward of {name} returned no floating-point tensor that requires grad: nothing to "
             "backpropagate (are all parameters frozen, or does the model run under no_grad?)"
         )
+    params = counter.params
     grads = [p.grad for p in params]
     seeds = [torch.ones_like(t) for t in seeded]  # outside the counting mode: the loss is free
-    trace = counting.trace
+    trace = counter.trace
     trace.phase = "backward"
     trace.allocated(seeds, "ones_like (seed)")
     try:
         with _reference_paths(), torch.enable_grad(), counting:
-            backward.run(seeded, seeds)
+            counter.backward.run(seeded, seeds)
         del seeds
         return memory.summary(trace, model, inputs, trace.live)
     except ReconcileError:
@@ -589,22 +390,21 @@ def _freeze(
     model: nn.Module,
     name: str,
     inputs: tuple[Any, ...],
-    accs: dict[str, _Acc],
-    call_records: dict[str, list[CallRecord]],
-    calls: dict[str, int],
+    counter: Accumulator,
     torch_calls: dict[str, list[TorchCall]],
     watched: dict[Any, str],
 ) -> NativeCount:
+    accs, call_records, calls = counter.accs, counter.call_records, counter.stack.calls
     param_groups = _tensor_groups(model.named_parameters(remove_duplicate=False))
     buffer_groups = _tensor_groups(model.named_buffers(remove_duplicate=False))
     params = _infos(param_groups)
     buffers = _infos(buffer_groups)
     own_params: dict[str, list[ParamInfo]] = defaultdict(list)
     for p in params:
-        own_params[_owner(p.name)].append(p)
+        own_params[owner(p.name)].append(p)
     own_buffers: dict[str, int] = Counter()
     for b in buffers:
-        own_buffers[_owner(b.name)] += b.numel
+        own_buffers[owner(b.name)] += b.numel
 
     # every path of every module, in named_modules(remove_duplicate=False) order: a module
     # registered under two parents keeps its later paths (tools that walk the tree without
@@ -615,7 +415,7 @@ def _freeze(
 
     rows = []
     for mod_name, mod in model.named_modules():
-        acc = accs.get(mod_name) or _Acc()
+        acc = accs.get(mod_name) or ModuleAcc()
         comps = {k: v for k, v in acc.components.items() if v}
         ps = own_params.get(mod_name, [])
         attrs = _attrs(mod, watched)

@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import Mapping
 
 from reconcile.conventions.base import CAUSES, INCLUSIVE, Convention, LayerPrediction, Prediction, Term, whole
-from reconcile.records import NativeCount, ToolRun
+from reconcile.records import NativeCount, Phrase, ToolRun
 
 Number = int | Fraction
 
@@ -24,7 +24,8 @@ class Cause:
     id: str
     kind: str  # "convention" or "coverage"
     amount: Number
-    text: str
+    rule: str  # the Term's rule and sentence (``reconcile.report.sentences`` renders it)
+    sentence: Phrase
     flops: Number = 0
     macs: Number | None = None  # coverage causes: the MAC part of ``amount`` (None: all of it)
 
@@ -124,7 +125,7 @@ class ToolExplanation:
 
 
 def _causes(terms: tuple[Term, ...]) -> tuple[Cause, ...]:
-    return tuple(Cause(t.cause, CAUSES[t.cause][0], t.amount, t.text, t.flops, t.macs)
+    return tuple(Cause(t.cause, CAUSES[t.cause][0], t.amount, t.rule, t.sentence, t.flops, t.macs)
                  for t in terms if t.amount or t.flops)
 
 

@@ -17,9 +17,10 @@ The rules (FLOPs: 2 per MAC plus every other operation, as ``formulas.flops_of``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Mapping, Sequence
 
-from reconcile.records import GRAD_PARTS, OPTIMIZER_STATE, NativeCount, TrainingMemory
+from reconcile.records import GRAD_PARTS, OPTIMIZER_STATE, NativeCount, Phrase, TrainingMemory
 
 
 @dataclass(frozen=True)
@@ -28,14 +29,14 @@ class Gap:
 
     cause: str
     amount: int
-    text: str
+    sentence: Phrase  # why, with this model's numbers as values (``reconcile.report.sentences`` renders it)
 
 
 @dataclass(frozen=True)
 class RuleOfThumb:
     id: str  # "3x_forward", "2x_backward", "6nd"
     name: str
-    formula: str  # how the rule's number is made, with this model's numbers
+    formula: Phrase  # how the rule's number is made, with this model's numbers
     predicted: int
     exact: int
     gaps: tuple[Gap, ...]  # predicted == exact + sum(amounts)
@@ -87,8 +88,7 @@ def summarize(native: NativeCount) -> TrainingSummary:
     three = _three_x(native)
     # the same statement for the backward alone (DeepSpeed's flops profiler): 2F - B = 3F - (F + B)
     two = RuleOfThumb("2x_backward", "backward = 2 x forward (DeepSpeed's flops profiler)",
-                      f"2 x {t['forward_flops']:,} forward FLOPs", 2 * t["forward_flops"], t["backward_flops"],
-                      three.gaps)
+                      Phrase("2 x {flops} forward FLOPs", {"flops": f_flops}), 2 * f_flops, b_flops, three.gaps)
     rules = [three, two]
     tokens = _tokens(native)
     if tokens:
@@ -150,31 +150,33 @@ def _three_x(native: NativeCount) -> RuleOfThumb:
     F, T = t["forward_flops"], t["training_flops"]
     fwd, bwd = _families(native)
     gaps = [
-        Gap("no_grad", 4 * q["NG"], "forward matmuls under no_grad have no backward at all (4 FLOPs per MAC)"),
+        Gap("no_grad", 4 * q["NG"], Phrase("forward matmuls under no_grad have no backward at all (4 FLOPs per MAC)")),
         Gap("frozen_parameters", 2 * (q["X"] - q["Bpw"]),
-            "weight gradients not computed: frozen parameters (requires_grad=False)"),
+            Phrase("weight gradients not computed: frozen parameters (requires_grad=False)")),
         Gap("no_input_gradient", 2 * (q["X"] - (q["Bp"] - q["Bpw"])),
-            "input gradients not computed where the input needs none (the first layer's input)"),
+            Phrase("input gradients not computed where the input needs none (the first layer's input)")),
         Gap("attention_operands", 4 * q["Y"] - 2 * q["Bact"],
-            "activation x activation products (attention's QK^T, AV) whose operands need no gradient"),
+            Phrase("activation x activation products (attention's QK^T, AV) whose operands need no gradient")),
     ]
     fams = sorted(set(fwd) | set(bwd))
     for k in fams:
         gaps.append(Gap(f"nonmatmul_{k}", 2 * fwd.get(k, 0) - bwd.get(k, 0), _family_text(k, fwd.get(k, 0),
                                                                                   bwd.get(k, 0))))
     gaps.append(Gap("gradient_accumulation", -q["Acc"],
-                    "adding up gradients of tensors used more than once (residual branches, tied weights)"))
+                    Phrase("adding up gradients of tensors used more than once (residual branches, tied weights)")))
     gaps = [g for g in gaps if g.amount]
     assert 3 * F == T + sum(g.amount for g in gaps), "rule gaps must add up"
     return RuleOfThumb("3x_forward", "training = 3 x forward (calflops; every MAC has an input- and a "
-                       "weight-gradient MAC)", f"3 x {F:,} forward FLOPs", 3 * F, T, tuple(gaps))
+                       "weight-gradient MAC)", Phrase("3 x {flops} forward FLOPs", {"flops": F}), 3 * F, T, tuple(gaps))
 
 
-def _family_text(k: str, f: int, b: int) -> str:
+def _family_text(k: str, f: int, b: int) -> Phrase:
     if not f:
-        return f"{k}: backward work with no forward counterpart (an embedding's scatter-add of its gradient)"
-    text = f"{k}: the backward costs {b / f:.2f}x its forward, not 2x"
-    return text + (" (bias gradients are sums, filed as reductions)" if k == "bias" else "")
+        return Phrase("{family}: backward work with no forward counterpart (an embedding's scatter-add of its gradient)",
+                      {"family": k})
+    return Phrase("{family}: the backward costs {ratio:.2f}x its forward, not 2x"
+                  + (" (bias gradients are sums, filed as reductions)" if k == "bias" else ""),
+                  {"family": k, "ratio": Fraction(b, f)})
 
 
 def _tokens(native: NativeCount) -> int | None:
@@ -208,22 +210,23 @@ def _six_nd(native: NativeCount, tokens: int) -> RuleOfThumb:
     D = tokens
     gaps = [
         Gap("embeddings_are_lookups", 6 * D * n_emb,
-            f"embedding tables ({n_emb:,} parameters, not tied to a matmul) are looked up, not multiplied: "
-            "no MACs"),
+            Phrase("embedding tables ({n} parameters, not tied to a matmul) are looked up, not multiplied: "
+                   "no MACs", {"n": n_emb})),
         Gap("parameters_outside_matmuls", 6 * D * n_other,
-            f"parameters that do no multiply-add per token ({n_other:,}: norm weights, biases)"),
+            Phrase("parameters that do no multiply-add per token ({n}: norm weights, biases)", {"n": n_other})),
         Gap("matmul_weights", 6 * D * n_mm - 2 * q["X"] - 2 * q["Bp"] - 2 * q["NG"],
-            "matmul weights: exact forward + backward MACs against 3 per parameter per token (frozen "
-            "weights, inputs that need no gradient, weights not used once per token)"),
+            Phrase("matmul weights: exact forward + backward MACs against 3 per parameter per token (frozen "
+                   "weights, inputs that need no gradient, weights not used once per token)")),
         Gap("attention_quadratic", -(2 * q["Y"] + 2 * q["Bact"]),
-            "attention's quadratic term: QK^T and AV products of activations, forward and backward, "
-            "which the rule leaves out"),
+            Phrase("attention's quadratic term: QK^T and AV products of activations, forward and backward, "
+                   "which the rule leaves out")),
         Gap("norms_and_activations", -(q["Fo"] + q["Bo"]),
-            "norms, activations, softmax, residual adds and other non-matmul arithmetic, forward and backward"),
+            Phrase("norms, activations, softmax, residual adds and other non-matmul arithmetic, forward and backward")),
     ]
     gaps = [g for g in gaps if g.amount]
     assert 6 * n_all * D == T + sum(g.amount for g in gaps), "rule gaps must add up"
-    return RuleOfThumb("6nd", "6 x parameters x tokens (Kaplan et al.)", f"6 x {n_all:,} parameters x {D:,} tokens",
+    return RuleOfThumb("6nd", "6 x parameters x tokens (Kaplan et al.)",
+                       Phrase("6 x {params} parameters x {tokens} tokens", {"params": n_all, "tokens": D}),
                        6 * n_all * D, T, tuple(gaps))
 
 
@@ -245,17 +248,17 @@ def _pass(tool: str, rule: str, outputs: Sequence[tuple[str, int, int, int, int]
     saved_ids = set(mem.saved_storages)
     u_saved = sum(b for sid, b in unique.items() if sid in saved_ids)
     terms = [
-        Gap("gradient_copy", counted, "x2: one gradient the size of every counted output, all held at once"),
-        Gap("dtype", counted - own, "every element taken as 4 bytes (float32), whatever its dtype"),
+        Gap("gradient_copy", counted, Phrase("x2: one gradient the size of every counted output, all held at once")),
+        Gap("dtype", counted - own, Phrase("every element taken as 4 bytes (float32), whatever its dtype")),
         Gap("repeated_storages", own - u,
-            "outputs that share one storage counted again (in-place ReLU on a norm's output, a container "
-            "returning its last child's output, views)"),
+            Phrase("outputs that share one storage counted again (in-place ReLU on a norm's output, a container "
+                   "returning its last child's output, views)")),
         Gap("outputs_not_saved", u - u_saved,
-            "outputs autograd does not keep for the backward (a residual add, a pool whose backward needs "
-            "only indices, the last layer's output)"),
+            Phrase("outputs autograd does not keep for the backward (a residual add, a pool whose backward needs "
+                   "only indices, the last layer's output)")),
         Gap("saved_not_outputs", -(mem.saved - u_saved),
-            "saved tensors no counted output holds: a module's own input, batch-norm statistics, "
-            "max-pool indices, functional results inside a forward"),
+            Phrase("saved tensors no counted output holds: a module's own input, batch-norm statistics, "
+                   "max-pool indices, functional results inside a forward")),
     ]
     terms = [g for g in terms if g.amount]
     total = 2 * counted

@@ -18,6 +18,7 @@ from typing import Any
 from reconcile.explain.core import LayerExplanation, ToolExplanation
 from reconcile.records import to_plain
 from reconcile.report.model import ModelReport
+from reconcile.report.sentences import phrase, sentence
 
 
 def _num(x: Any) -> Any:
@@ -27,7 +28,8 @@ def _num(x: Any) -> Any:
 
 
 def _layer(le: LayerExplanation, metric: str) -> dict[str, Any]:
-    causes = [{"metric": m, "id": c.id, "kind": c.kind, "amount": _num(c.amount), "flops": _num(c.flops), "text": c.text}
+    causes = [{"metric": m, "id": c.id, "kind": c.kind, "amount": _num(c.amount), "flops": _num(c.flops),
+               "text": sentence(c)}
               for m, cs in le.causes.items() for c in cs]
     return {
         "module": le.module,
@@ -109,11 +111,21 @@ def model_json(r: ModelReport, index: dict | None = None) -> str:
 
 
 def training_plain(t: Any) -> dict:
-    """A ``TrainingSummary`` as JSON-ready data (storage-level memory detail left out)."""
+    """A ``TrainingSummary`` as JSON-ready data (storage-level memory detail left out), each rule's
+    formula and each gap's sentence rendered as text."""
     d = to_plain(t)
+    for rule, plain in zip(t.rules, d["rules"]):
+        plain["formula"] = phrase(rule.formula)
+        plain["gaps"] = [_gap_plain(g) for g in rule.gaps]
+    for size, plain in zip(t.pass_sizes, d["pass_sizes"]):
+        plain["terms"] = [_gap_plain(g) for g in size.terms]
     if d.get("memory"):
         d["memory"] = {k: v for k, v in d["memory"].items() if k not in ("outputs", "saved_storages")}
     return d
+
+
+def _gap_plain(g: Any) -> dict:
+    return {"cause": g.cause, "amount": to_plain(g.amount), "text": sentence(g)}
 
 
 CSV_FIELDS = ("model", "tool", "module", "type", "calls", "call", "metric", "raw", "predicted", "reference",

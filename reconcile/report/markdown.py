@@ -6,15 +6,16 @@ ordering). Imports no torch.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterable, Sequence
 
 from reconcile.conventions.base import CAUSES, OUTSIDE
-from reconcile.explain.core import LayerExplanation, MetricSummary, ToolExplanation
-from reconcile.report import numbers
+from reconcile.explain.core import MetricSummary, ToolExplanation
+from reconcile import numbers
 from reconcile.report.files import file_stem
+from reconcile.report.grouping import LayerGroup, group_layers, layer_table, ran
+from reconcile.report.sentences import numbers_out, phrase, sentence, shape
 from reconcile.report.model import ModelReport
 
 MAX_LAYER_ROWS = 400
@@ -100,10 +101,6 @@ def _share(s: MetricSummary) -> str:
     return "—" if share is None else numbers.percent(share, 1)
 
 
-def _ok(tools: Sequence[ToolExplanation]) -> list[ToolExplanation]:
-    return [t for t in tools if t.status == "ok" and t.summaries]
-
-
 def _columns(r: ModelReport) -> list[tuple[ToolExplanation, str | None]]:
     """The totals table's columns: each tool's op counts (``(tool, headline key)``; a tool that did
     not finish: ``(tool, None)``). native is the reference every column is measured against."""
@@ -183,13 +180,7 @@ def totals_section(r: ModelReport) -> list[str]:
     return out
 
 
-_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 MAX_NAME = 30  # characters of a group's compressed module names
-
-
-def _template(text: str) -> str:
-    """A cause sentence with its numbers taken out: the same formula on layers of other sizes."""
-    return _NUMBER.sub("#", text)
 
 
 def _tool_text(tool: str, text: str) -> str:
@@ -216,117 +207,6 @@ def compress_names(modules: Sequence[str], type_: str) -> str:
         parts.append(f"{parent}{{{','.join(shown)}}}")
     text = "`" + ", ".join(parts) + "`"
     return text if len(text) <= MAX_NAME else f"{len(modules)} {type_} modules"
-
-
-@dataclass(frozen=True)
-class LayerGroup:
-    """Modules whose explanation is the same in every tool column: the same causes with the same
-    formula (the sentence with its numbers taken out), no residual. A module with a residual is a
-    group of its own."""
-
-    modules: tuple[str, ...]
-    type: str
-    reference: int | Fraction | None  # native MACs, summed
-    raw: tuple[int | Fraction | None, ...]  # per tool column, summed (None: no row in that tool)
-    measured_against: tuple[int | Fraction | None, ...]  # per tool column: the native MACs its rows are explained against
-    notes: tuple[tuple[str, str, str], ...]  # (cause id, tool, first member's sentence)
-    residual: tuple[int | Fraction, ...]  # per tool column
-
-
-def _per_module(layers: Sequence[LayerExplanation]) -> list[LayerExplanation]:
-    """One row per module: a tool that keeps one row per call (torchinfo) has its calls' rows
-    merged, numbers summed and causes in call order, at the place of the module's first row."""
-    calls: dict[str, list[LayerExplanation]] = {}
-    for le in layers:
-        if le.call is not None:
-            calls.setdefault(le.module, []).append(le)
-    out = []
-    for le in layers:
-        if le.call is None:
-            out.append(le)
-        elif le is calls[le.module][0]:
-            out.append(_merged(calls[le.module]))
-    return out
-
-
-def _merged(les: Sequence[LayerExplanation]) -> LayerExplanation:
-    def summed(field: str) -> dict[str, int | Fraction]:
-        out: dict[str, int | Fraction] = {}
-        for le in les:
-            for k, v in getattr(le, field).items():
-                if isinstance(v, (int, Fraction)):
-                    out[k] = out.get(k, 0) + v
-        return out
-
-    causes: dict[str, tuple] = {}
-    for le in les:
-        for metric, cs in le.causes.items():
-            causes[metric] = causes.get(metric, ()) + tuple(cs)
-    first = les[0]
-    return LayerExplanation(first.module, first.type, first.calls, None, summed("raw"), summed("predicted"),
-                            summed("reference"), summed("residual"), causes)
-
-
-def _layer_table(r: ModelReport) -> tuple[list[ToolExplanation], list[str], dict[str, dict[str, LayerExplanation]],
-                                          dict[str, str], dict[str, int | Fraction]]:
-    # native is the reference column itself; every other tool gets a column
-    tools = [t for t in _ok(r.tools) if t.metric and t.tool != "native"]
-    by_module: dict[str, dict[str, LayerExplanation]] = {}
-    order: list[str] = []
-    types: dict[str, str] = {}
-    references: dict[str, int | Fraction] = {}
-    for t in tools:
-        for le in _per_module(t.layers):
-            if le.module not in by_module:
-                by_module[le.module] = {}
-                order.append(le.module)
-            by_module[le.module][t.tool] = le
-            types.setdefault(le.module, le.type)
-            if t.metric in le.reference and not le.reference.get("_inclusive"):
-                references.setdefault(le.module, le.reference[t.metric])
-    native = next((t for t in _ok(r.tools) if t.tool == "native" and t.metric), None)
-    if native is not None:  # each module's own MACs, from the reference count itself
-        own = {le.module: le.reference.get(native.metric) for le in native.layers if le.call is None}
-        references = {m: own[m] for m in order if isinstance(own.get(m), (int, Fraction))}
-    differing = [m for m in order
-                 if any((le.causes.get(_metric(tools, tool)) or le.residual.get(_metric(tools, tool), 0))
-                        for tool, le in by_module[m].items())]
-    return tools, differing, by_module, types, references
-
-
-def group_layers(tools: Sequence[ToolExplanation], modules: Sequence[str],
-                 by_module: dict[str, dict[str, LayerExplanation]], types: dict[str, str],
-                 references: dict[str, int | Fraction]) -> list[LayerGroup]:
-    """Differing modules grouped by (type, per tool: has a row, causes and their formulas), in
-    order of first appearance; a module with a residual in any column stays alone."""
-    keys: dict[object, list[str]] = {}
-    for m in modules:
-        cells = by_module[m]
-        if any(le.residual.get(t.metric, 0) for t in tools if (le := cells.get(t.tool)) is not None):
-            key: object = ("residual", m)
-        else:
-            key = (types.get(m, ""), m in references, tuple(
-                (t.tool, None) if (le := cells.get(t.tool)) is None
-                else (t.tool, tuple((c.id, _template(c.text)) for c in le.causes.get(t.metric, ())))
-                for t in tools))
-        keys.setdefault(key, []).append(m)
-    groups = []
-    for members in keys.values():
-        first = by_module[members[0]]
-        raw, against, residual = [], [], []
-        for t in tools:
-            present = [by_module[m][t.tool] for m in members if t.tool in by_module[m]]
-            vals = [le.raw.get(t.metric) for le in present]
-            refs = [le.reference.get(t.metric) for le in present]
-            raw.append(sum(vals, 0) if present and all(v is not None for v in vals) else None)
-            against.append(sum(refs, 0) if present and all(isinstance(v, (int, Fraction)) for v in refs) else None)
-            residual.append(sum((le.residual.get(t.metric, 0) for le in present), 0))
-        notes = tuple((c.id, t.tool, c.text) for t in tools if t.tool in first
-                      for c in first[t.tool].causes.get(t.metric, ()))
-        ref = sum((references[m] for m in members if m in references), 0) if any(m in references for m in members) else None
-        groups.append(LayerGroup(tuple(members), types.get(members[0], ""), ref, tuple(raw), tuple(against), notes,
-                                 tuple(residual)))
-    return groups
 
 
 def _native_cell(g: LayerGroup) -> str:
@@ -362,7 +242,7 @@ def layers_section(r: ModelReport) -> list[str]:
     """Differing modules grouped (``group_layers``), then one line per cause: what it is, and the
     numbered sentences the table's *notes* point to. Causes of the totals that no row shows are
     listed too, so that every cause the report names is described once."""
-    tools, differing, by_module, types, references = _layer_table(r)
+    tools, differing, by_module, types, references = layer_table(r)
     out = ["## Per-layer differences"]
     totals_only = _total_causes(r)
     if not differing:
@@ -373,9 +253,10 @@ def layers_section(r: ModelReport) -> list[str]:
     # footnotes keyed by cause, in catalogue order; one per (cause, tool, formula)
     keyed: dict[tuple[str, str, str], int] = {}
     for g in groups:
-        for cid, tool, text in g.notes:
-            keyed.setdefault((cid, tool, _template(text)), 0)
-    ordered = sorted(keyed, key=lambda k: (list(CAUSES).index(k[0]), k[1], k[2]))
+        for cid, tool, c in g.notes:
+            keyed.setdefault((cid, tool, shape(c)), 0)
+    order = {k: numbers_out(next(c for g in groups for i, t, c in g.notes if (i, t, shape(c)) == k)) for k in keyed}
+    ordered = sorted(keyed, key=lambda k: (list(CAUSES).index(k[0]), k[1], order[k]))
     for i, k in enumerate(ordered, 1):
         keyed[k] = i
     out += [f"{len(differing)} modules differ from the native MAC count in some tool: {len(groups)} groups of modules "
@@ -388,7 +269,7 @@ def layers_section(r: ModelReport) -> list[str]:
     head = ["modules", "type", "n", "native MACs"] + [t.tool for t in tools] + ["notes"]
     rows = []
     for g in groups[:MAX_LAYER_ROWS]:
-        refs = sorted({keyed[(cid, tool, _template(text))] for cid, tool, text in g.notes})
+        refs = sorted({keyed[(cid, tool, shape(c))] for cid, tool, c in g.notes})
         notes = ",".join(map(str, refs))
         unexplained = [f"**unexplained {t.tool} {_signed(v)}**" for t, v in zip(tools, g.residual) if v]
         rows.append([compress_names(g.modules, g.type), g.type, str(len(g.modules)), _native_cell(g),
@@ -401,18 +282,11 @@ def layers_section(r: ModelReport) -> list[str]:
     by_cause: dict[str, list[str]] = {cid: [] for cid in totals_only}
     for k in ordered:
         cid, tool, _ = k
-        example = next(text for g in groups for c, t, text in g.notes if (c, t, _template(text)) == k)
+        example = sentence(next(c for g in groups for i, t, c in g.notes if (i, t, shape(c)) == k))
         by_cause.setdefault(cid, []).append(f"[{keyed[k]}] {_tool_text(tool, example)}")
     lines = [_cause_line(cid, by_cause[cid]) for cid in CAUSES if cid in by_cause]
     lines += [_cause_line(cid, items) for cid, items in by_cause.items() if cid not in CAUSES]
     return out + (lines + [""] if lines else [])
-
-
-def _metric(tools: Sequence[ToolExplanation], tool: str) -> str:
-    for t in tools:
-        if t.tool == tool:
-            return t.metric
-    return ""
 
 
 def other_metrics_section(r: ModelReport) -> list[str]:
@@ -420,7 +294,7 @@ def other_metrics_section(r: ModelReport) -> list[str]:
     with its unit, its native reference, and its gap split into causes, one line per tool."""
     agree = []
     by_tool: dict[str, list[str]] = {}
-    for t in _ok(r.tools):
+    for t in ran(r.tools):
         for hkey, s in t.summaries.items():
             if s.is_ops:
                 continue
@@ -523,10 +397,11 @@ def training_section(r: ModelReport) -> list[str]:
     out += ["### Rules of thumb against the exact count", ""]
     for rule in t.rules:
         gap = rule.predicted - rule.exact
-        out += [f"**{rule.name}**: {rule.formula} = {_n(rule.predicted)} FLOPs; exact {_n(rule.exact)}: the "
+        out += [f"**{rule.name}**: {phrase(rule.formula)} = {_n(rule.predicted)} FLOPs; exact {_n(rule.exact)}: the "
                 f"rule is off by {_signed(gap)} ({numbers.percent(gap, rule.exact, 2)}), split into:", ""]
         out += _table(["cause", "FLOPs the rule counts more (+) or less (−)", "why"],
-                      [[g.cause, _signed(g.amount), g.text] for g in rule.gaps] + [["**sum**", f"**{_signed(gap)}**", ""]],
+                      [[g.cause, _signed(g.amount),
+                        sentence(g)] for g in rule.gaps] + [["**sum**", f"**{_signed(gap)}**", ""]],
                       "lrl") + [""]
     mem = t.memory
     if mem is not None:
@@ -551,7 +426,7 @@ def training_section(r: ModelReport) -> list[str]:
         for p in t.pass_sizes:
             out += [f"**{p.tool}'s forward/backward pass size** ({p.rule}) = {_n(p.bytes)} bytes "
                     f"({numbers.mib(p.bytes)}) = saved activations {_n(p.saved)} plus:", ""]
-            out += _table(["term", "bytes", "why"], [[g.cause, _signed(g.amount), g.text] for g in p.terms], "lrl")
+            out += _table(["term", "bytes", "why"], [[g.cause, _signed(g.amount), sentence(g)] for g in p.terms], "lrl")
             out += [""]
     return out
 

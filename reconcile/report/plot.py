@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import Sequence
 
 from reconcile.conventions.base import CAUSES
-from reconcile.report import numbers
+from reconcile import numbers
 from reconcile.report.model import ModelReport
 
 # matplotlib's tab20, tab20b and tab20c without their reds: red is kept for the residual alone.

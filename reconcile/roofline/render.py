@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconcile.report import numbers
+from reconcile import numbers
 from reconcile.roofline.core import FAMILIES, Roofline, faster_than_bound, module_bounds, tightest, why_faster
 
 ASSUMPTIONS = (

@@ -1,4 +1,7 @@
-"""The one number formatter. Every K/M/G, MiB and percentage in reconcile's output comes from here."""
+"""The one number formatter. Every K/M/G, MiB and percentage in reconcile's output comes from here.
+
+It imports nothing of reconcile, so every layer that shows a number (report, roofline, the CLI)
+imports it from below, never from ``reconcile.report``."""
 
 from __future__ import annotations
 
