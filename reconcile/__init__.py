@@ -69,10 +69,12 @@ def compare(specs: str | Sequence[str], tools: str | Sequence[str] | None = None
     """Run the tools on each model spec (torchvision name or ``package.module:callable``), each in
     its own worker process, and explain every number. Nothing is written to disk."""
     from reconcile import models, pipeline
+    from reconcile.config import RunConfig
 
     names = models.split_specs(specs) if isinstance(specs, str) else list(specs)
-    runs = pipeline.collect(names, pipeline.parse_tools(tools), input_shape=input_shape,
-                            input_dtype=input_dtype, input_high=input_high, timeout=timeout)
+    config = RunConfig(tools=pipeline.parse_tools(tools), input_shape=input_shape, input_dtype=input_dtype,
+                       input_high=input_high, timeout=timeout)
+    runs = pipeline.collect(names, config)
     return [pipeline.reconcile_model(mr) for mr in runs]
 
 

@@ -12,20 +12,13 @@ import argparse
 import json
 import signal
 import sys
+from dataclasses import replace
 from typing import Callable, Sequence
 
-from reconcile.config import DEVICES, FORMATS, RunConfig
+from reconcile import tools as registry
+from reconcile.config import DEVICES, FORMATS, MODES, RunConfig
 from reconcile.errors import ReconcileError
-
-TOOL_NAMES = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore",
-              "mmengine", "torchinfo", "flopcountermode", "torchprofile", "torchscan", "torchscan-ops", "pthflops")
-TOOL_NAMES += ("deepspeed", "calflops", "flops-profiler")  # issue 20
-
-
-def _pinned() -> tuple[str, ...]:
-    from reconcile import versions
-
-    return versions.names()
+from reconcile.sources import with_zoo
 
 
 def _err(msg: str, limit: int = 1000) -> None:
@@ -59,7 +52,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=DEVICES, default="meta",
                    help="where native counts: meta (default: free, exact; falls back to cpu for a forward "
                         "that reads data) or cpu; the other tools always run on cpu")
-    p.add_argument("--mode", choices=("eval", "train"), default=None,
+    p.add_argument("--mode", choices=MODES, default=None,
                    help="run every tool in eval (default; train with --training) or train mode")
     _add_training_arg(p)
     _add_executor_args(p)
@@ -81,11 +74,11 @@ def _add_executor_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config(ns: argparse.Namespace) -> RunConfig:
-    from reconcile import models
+    """The one validated ``RunConfig`` of a command: every option checked here, once."""
+    from reconcile import models, pipeline
 
     shape = models.parse_input_shape(ns.input_shape) if getattr(ns, "input_shape", None) is not None else None
     dtype = models.parse_dtype(ns.input_dtype) if getattr(ns, "input_dtype", None) else "float32"
-    tools = tuple(t.strip() for t in ns.tools.split(",") if t.strip()) if getattr(ns, "tools", None) else ()
     inputs = tuple(models.parse_input(t) for t in (getattr(ns, "input", None) or ()))
     if getattr(ns, "input_high", None) is not None:
         from reconcile.inputs import check_high
@@ -95,7 +88,7 @@ def _config(ns: argparse.Namespace) -> RunConfig:
                    or (getattr(ns, "input_dtype", None) or "float32") != "float32"):
         raise ReconcileError("give inputs either with --input (each with its own dtype) or with "
                              "--input-shape/--input-dtype/--input-high, not both")
-    return RunConfig(
+    cfg = RunConfig(
         inputs=models.check_inputs(inputs) if inputs else (),
         input_shape=shape,
         input_dtype=dtype,
@@ -105,26 +98,29 @@ def _config(ns: argparse.Namespace) -> RunConfig:
         training=bool(getattr(ns, "training", False)),
         depth=getattr(ns, "depth", None),
         format=getattr(ns, "format", "table"),
-        tools=tools,
         timeout=getattr(ns, "timeout", 300.0),
         out=getattr(ns, "out", "reports"),
         executor=getattr(ns, "executor", "local"),
         ray_address=getattr(ns, "ray_address", None),
     )
+    if not hasattr(ns, "tools"):
+        return cfg
+    # the commands that run tools: the reference first (what every explanation needs), validated
+    tools = pipeline.parse_tools(ns.tools)
+    asked = [t.strip() for t in (ns.tools or "").split(",") if t.strip()]
+    if ns.command == "tools" and asked and registry.reference().name not in asked:
+        tools = tools[1:]  # `tools` prints the tools asked for only
+    return replace(cfg, tools=tools)
 
 
-def _collect(ns: argparse.Namespace, cfg: RunConfig, tools: tuple[str, ...]):
+def _collect(ns: argparse.Namespace, cfg: RunConfig):
     from reconcile import models, pipeline
     from reconcile.progress import Progress
 
     specs = models.split_specs(ns.specs)
-    progress = Progress(len(specs), len(tools))  # on stderr: a bar on a terminal, else a line per model
+    progress = Progress(len(specs), len(cfg.tools))  # on stderr: a bar on a terminal, else a line per model
     try:
-        return pipeline.collect(specs, tools, inputs=cfg.inputs, input_shape=cfg.input_shape,
-                                input_dtype=cfg.input_dtype, input_high=cfg.input_high, timeout=cfg.timeout,
-                                mode=cfg.mode, device=cfg.device, on_done=progress.on_done,
-                                on_start=progress.on_start, training=cfg.training,
-                                executor=cfg.executor, ray_address=cfg.ray_address)
+        return pipeline.collect(specs, cfg, on_done=progress.on_done, on_start=progress.on_start)
     finally:
         progress.close()
 
@@ -155,7 +151,7 @@ def _each_counted(ns: argparse.Namespace, cfg: RunConfig, work: Callable[[object
 
 def cmd_count(ns: argparse.Namespace) -> int:
     cfg = _config(ns)
-    from reconcile.records import to_plain
+    from reconcile.report.data import count_plain
     from reconcile.report.text import count_table
 
     def work(counted) -> None:
@@ -163,26 +159,7 @@ def cmd_count(ns: argparse.Namespace) -> int:
         inp = inputs[0]
         depth = cfg.depth if cfg.depth is not None else max(r.depth for r in result.rows)
         if cfg.format == "json":
-            plain = to_plain(result)
-            obj = {
-                "model": spec.name,
-                "input_shape": list(inp.shape),
-                "input_dtype": inp.dtype,
-                "inputs": [i.describe() for i in inputs],
-                "device": result.device,
-                "totals": plain["totals"],
-                "components": plain["components"],
-                "tied": plain["tied"],
-                "modules": [_json_row(r) for r in plain["rows"] if r["depth"] <= depth],
-            }
-            if result.training is not None:
-                obj["training"] = {k: v for k, v in plain["training"].items() if k != "seeded"}
-                if obj["training"].get("memory"):  # storage-level detail stays in the Python record
-                    obj["training"]["memory"] = {k: v for k, v in obj["training"]["memory"].items()
-                                                 if k not in ("outputs", "saved_storages")}
-                for m, r in zip(obj["modules"], (r for r in plain["rows"] if r["depth"] <= depth)):
-                    m["backward"] = r["backward"]
-            print(json.dumps(obj, sort_keys=False))
+            print(json.dumps(count_plain(spec.name, inputs, result, depth), sort_keys=False))
         else:
             print(count_table(spec.name, result.input_shapes, result.device, dict(result.totals),
                               result.by_depth(depth)))
@@ -199,26 +176,6 @@ def cmd_count(ns: argparse.Namespace) -> int:
     return _each_counted(ns, cfg, work, device=cfg.device, mode=cfg.mode, training=cfg.training)
 
 
-def _json_row(r: dict) -> dict:
-    keep = ("name", "type", "depth", "calls", "components", "flops", "params", "params_trainable",
-            "params_frozen", "buffers", "output_elements", "activations", "bytes_read", "bytes_written",
-            "ops", "unknown_ops")
-    d = {k: r[k] for k in keep}
-    d["module"] = d.pop("name")
-    d["calls_detail"] = [
-        {"inputs": [t["shape"] for t in c["inputs"]], "outputs": [t["shape"] for t in c["outputs"]],
-         "components": c["components"]}
-        for c in r["call_records"]
-    ]
-    return d
-
-
-def _tools_text(ns: argparse.Namespace) -> tuple[str, ...]:
-    from reconcile.pipeline import parse_tools
-
-    return parse_tools(getattr(ns, "tools", None))
-
-
 def cmd_tools(ns: argparse.Namespace) -> int:
     """Each tool's raw results, exactly as the tools reported them."""
     cfg = _config(ns)
@@ -227,10 +184,7 @@ def cmd_tools(ns: argparse.Namespace) -> int:
     from reconcile import numbers
     from reconcile.report.text import table
 
-    tools = _tools_text(ns)
-    if "native" not in (ns.tools or "native"):
-        tools = tuple(t for t in tools if t != "native")
-    results = _collect(ns, cfg, tools)
+    results = _collect(ns, cfg)
     failed = 0
     for mr in results:
         if mr.error and not mr.runs:
@@ -265,7 +219,6 @@ def cmd_report(ns: argparse.Namespace) -> int:
 
         platforms(hardware)  # an unknown name is a one-line error before any tool runs
     folder = pipeline.check_writable(cfg.out)
-    tools = _tools_text(ns)
 
     # matplotlib (about 1 s to import) is imported in a thread while the worker fork server
     # imports torch and this thread only waits; the fork server is stopped in a thread while the
@@ -275,7 +228,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
 
     warm = threading.Thread(target=pipeline.warm_renderers, name="reconcile-warm", daemon=True)
     warm.start()
-    results = _collect(ns, cfg, tools)
+    results = _collect(ns, cfg)
     stopping = threading.Thread(target=_stop_workers, args=(5.0,), name="reconcile-stop")
     stopping.start()
     reports = []
@@ -333,18 +286,8 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         why = conv.cannot_run(native)
         if why:  # the tool would print nothing: say so rather than numbers it never prints
             raise ReconcileError(f"{conv.tool} cannot run on {spec.name}: {why}")
-        trace_note = ""
-        if conv.tool in pipeline.TRACED_TOOLS:  # ops only a torch.jit trace holds: traced as `report` does
-            from dataclasses import replace
-
-            from reconcile.isolated import traced as trace
-
-            traced = trace(spec.name, inputs, cfg.mode, cfg.timeout)
-            if traced.status == "ok":
-                native = replace(native, traced=traced.detail)
-            else:
-                trace_note = (f"reconcile's own torch.jit trace of the model failed: {traced.error_message}; "
-                              "ops only a trace holds are not predicted")
+        # ops only a torch.jit trace holds: traced as `report` does
+        native, trace_note = pipeline.traced(spec, inputs, native, cfg.mode, ns.tool)
         pred = conv.predict(native)
         if cfg.format == "json":
             print(json.dumps({"model": spec.name, "tool": conv.tool, "input_shape": list(inp.shape),
@@ -396,7 +339,7 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
     folder = pipeline.check_writable(cfg.out)
     names = [m for m in ns.models.split(",") if m] if ns.models else zoo.models_of(ns.source, ns.subset)
     names = list(dict.fromkeys(names))
-    tools = _tools_text(ns)
+    tools = cfg.tools
     kept_folder = folder / Path(zoo.runs_folder(".", ns.source))
     reports, errors = [], []
     from reconcile.progress import Progress
@@ -448,9 +391,7 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
             size = 1 if cfg.executor == "local" else 64
             parts = [todo[k:k + size] for k in range(0, len(todo), size)]
             for part in parts:
-                pipeline.collect(part, tools, timeout=cfg.timeout, on_done=progress.on_done,
-                                 on_start=progress.on_start, on_model=keep, executor=cfg.executor,
-                                 ray_address=cfg.ray_address)
+                pipeline.collect(part, cfg, on_done=progress.on_done, on_start=progress.on_start, on_model=keep)
     finally:
         progress.close()
     # in the order asked for, however the runs finished
@@ -470,14 +411,10 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
 
 
 def cmd_models(ns: argparse.Namespace) -> int:
-    from reconcile import models, zoo
+    from reconcile import models
+    from reconcile.sources import SOURCES
 
-    if ns.source == "torchvision":
-        names = models.torchvision_names()
-    elif ns.source == "timm":
-        names = zoo.models_of("timm", "all")
-    else:  # transformers has no finite list: the sample, as examples of the spec
-        names = list(zoo.TRANSFORMERS_SAMPLE)
+    names = SOURCES[ns.source].names()  # transformers has no finite list: its sample, as examples of the spec
     for name in names:
         inputs = models.default_inputs(models.resolve(name, check=False))
         print(f"{name:24s} {models.describe_inputs(inputs) if len(inputs) > 1 else 'x'.join(map(str, inputs[0].shape))}")
@@ -492,59 +429,26 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
     from reconcile.roofline import core as rcore
-    from reconcile.roofline import compute_dtype, platforms, render, split_keys
+    from reconcile.roofline import render
+    from reconcile.roofline.measure import Check
 
-    beaten: list[str] = []  # with --measure: "model: module" measured faster than its bound
-    refreshed: set[str] = set()  # dtypes whose local figures this command measured again
-    within: list[str] = []  # faster than their local bound by less than the peak's own noise
-    noises: list[float] = []  # per model: how far the local peak moved between its two timings
+    check = Check(ns.hardware, ns.peak_dtype, ns.tf32, ns.repeat, ns.measure)
 
     def work(counted) -> None:
         spec, inputs, native = counted, counted.inputs, counted.native
-        dtype = ns.peak_dtype or compute_dtype(native)
-        if ns.measure and dtype not in refreshed and "local" in split_keys(ns.hardware):
-            from reconcile.roofline import local
-
-            # layers timed now are compared with this machine measured now, not with a cached
-            # figure from another hour: its speed and bandwidth drift (DRAM 50.7 GB/s cached, an
-            # in-place ReLU at 77.8 GB/s an hour later)
-            local.platform(dtype, refresh=True)
-            refreshed.add(dtype)
-        plats = platforms(ns.hardware, dtype, ns.tf32)
-        measured = None
+        plats = check.platforms(native)
         if ns.measure:
             from reconcile import isolated
-            from reconcile.roofline import local
 
-            # the local peak also covers this model's own kernels, each timed alone, just before and
-            # just after the layers (this machine's speed drifts); all timed in a worker of its own
+            # timed in a worker of its own: the layers, and this model's own kernels just before and
+            # just after them when this machine is one of the entries (its speed drifts)
             local_here = any(p.key == "local" for p in plats)
             run = isolated.measured(spec.name, inputs, ns.repeat, local_here, cfg.timeout)
             if run.status != "ok":
                 raise ReconcileError(isolated.failure(spec.name, run, what="measured"))
-            module_s, total_s = run.detail["module_s"], run.detail["total_s"]
-            kernels: dict[str, float] = run.detail["kernels"]
-            noise = 0.0
-            if local_here:
-                after = run.detail["kernels_after"]
-                noise = local.peak_noise(kernels, after)
-                kernels = {k: max(v, after.get(k, 0.0)) for k, v in kernels.items()}
-                plats = [local.with_model_kernels(p, kernels) if p.key == "local" else p for p in plats]
-            measured = rcore.Measured(module_s, total_s, ns.repeat)
-        result = rcore.roofline(native, plats, per_op=ns.ops, weight_dtype=ns.weight_dtype, measured=measured)
-        if measured is not None:
-            for i in range(len(plats)):
-                for m, bound, got in rcore.faster_than_bound(result, i):
-                    key = result.platforms[i].platform.key
-                    where = f"{spec.name} on {key}: {m or '(model)'} ({bound / got:.3f})"
-                    # a compute-bound layer within what the peak itself moved between its two
-                    # timings: timing noise, not a count (memory-bound layers get no such margin)
-                    compute = all(t.bound == "compute" for la, t in zip(result.layers, result.platforms[i].times)
-                                  if la.module == m)
-                    noisy = plats[i].key == "local" and compute and bound / got <= 1 + noise
-                    (within if noisy else beaten).append(where)
-            if noise:
-                noises.append(noise)
+            result = check.model(spec.name, native, run.detail, plats, per_op=ns.ops, weight_dtype=ns.weight_dtype)
+        else:
+            result = rcore.roofline(native, plats, per_op=ns.ops, weight_dtype=ns.weight_dtype)
         if ns.format == "json":
             print(json.dumps(render.to_json(result)))
         else:
@@ -567,15 +471,11 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     code = _each_counted(ns, cfg, work, device="meta", mode="eval", note=False)
-    if within and not code:  # listed in the table too; said here with why they do not fail the check
-        print(f"reconcile: {len(within)} layer(s) measured faster than their bound by less than the local peak "
-              f"itself moved between its timings before and after the layers (up to {max(noises):.1%}): timing "
-              "noise, not a wrong count: " + ", ".join(within[:5]) + (" ..." if len(within) > 5 else ""),
-              file=sys.stderr)
+    within, beaten = check.notes()
+    if within and not code:
+        print(f"reconcile: {within}", file=sys.stderr)
     if beaten and not code:  # the --measure check: a bound above a measured time is a bug to look at
-        print(f"reconcile: check failed: {len(beaten)} layer(s) measured faster than their lower bound (bound / "
-              "measured in brackets): " + ", ".join(beaten[:5]) + (" ..." if len(beaten) > 5 else ""),
-              file=sys.stderr)
+        print(f"reconcile: {beaten}", file=sys.stderr)
         return 1
     return code
 
@@ -592,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--device", choices=DEVICES, default="meta",
                    help="meta (default: free, exact; falls back to cpu for a forward that reads data) or cpu")
-    p.add_argument("--mode", choices=("eval", "train"), default=None,
+    p.add_argument("--mode", choices=MODES, default=None,
                    help="count in eval (default; train with --training) or train mode")
     _add_training_arg(p)
     p.add_argument("--depth", type=int, metavar="N", help="show modules down to depth N (default: all)")
@@ -603,8 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tools", help="run the counting tools and print their raw results")
     _add_model_args(p)
     _add_run_args(p)
-    p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all): " + ", ".join(TOOL_NAMES)
-                   + "; pinned versions (reconcile/tool_versions.toml): " + ", ".join(_pinned()))
+    p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all): " + ", ".join(registry.defaults())
+                   + "; pinned versions (reconcile/tool_versions.toml): "
+                   + ", ".join(t.name for t in registry.all_tools().values() if t.pinned))
     p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
     p.set_defaults(func=cmd_tools)
@@ -622,8 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict a tool's numbers from the native count, without running the tool")
     _add_model_args(p)
-    p.add_argument("--tool", required=True, choices=tuple(dict.fromkeys(TOOL_NAMES + _pinned())), help="the tool to predict")
-    p.add_argument("--mode", choices=("eval", "train"), default="eval", help="eval (default) or train mode")
+    p.add_argument("--tool", required=True, choices=registry.names(), help="the tool to predict")
+    p.add_argument("--mode", choices=MODES, default="eval", help="eval (default) or train mode")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json")
     p.set_defaults(func=cmd_predict)
@@ -632,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_conventions)
 
     p = sub.add_parser("zoo", help="every tool on every model of a source: share of layers explained")
-    p.add_argument("--source", choices=("torchvision", "timm", "transformers"), default="torchvision",
+    p.add_argument("--source", choices=with_zoo(), default=with_zoo()[0],
                    help="where the models come from (default torchvision); writes zoo.md, zoo-timm.md, zoo-transformers.md")
     p.add_argument("--subset", choices=("all", "ci"), default="all",
                    help="all models of the source (default; for transformers its sample) or its CI sample")
@@ -669,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_roofline)
 
     p = sub.add_parser("models", help="list the models of a source and their default inputs")
-    p.add_argument("--source", choices=("torchvision", "timm", "transformers"), default="torchvision",
+    p.add_argument("--source", choices=with_zoo(), default=with_zoo()[0],
                    help="torchvision (default; 80 models), timm (every timm.list_models() name) or "
                         "transformers (the sample: any class works as hf:ClassName)")
     p.set_defaults(func=cmd_models)

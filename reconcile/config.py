@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from reconcile.errors import ReconcileError
 
-DEVICES = ("meta", "cpu")
+DEVICES = ("meta", "cpu")  # where a model is built and the reference counts
+MODES = ("eval", "train")
 FORMATS = ("table", "json")
 MAX_TIMEOUT = 86400.0  # seconds: a day per tool and model; longer is a mistake (and overflows waits)
 
@@ -36,7 +37,7 @@ class RunConfig:
     training: bool = False  # --training: forward + backward (count, tools, report)
     depth: int | None = None
     format: str = "table"
-    tools: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()  # the tools to run (reconcile.tools names); empty: the default run
     timeout: float = 300.0
     out: str = "reports"
     executor: str = "local"  # where the (model, tool) jobs run: local (fork-server pool) or ray
@@ -45,6 +46,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ReconcileError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.mode not in MODES:
+            raise ReconcileError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.format not in FORMATS:
             raise ReconcileError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.depth is not None and self.depth < 0:
@@ -54,5 +57,11 @@ class RunConfig:
             raise ReconcileError(f"--executor must be local or ray, got {self.executor!r}")
         if self.ray_address and self.executor != "ray":
             raise ReconcileError("--ray-address needs --executor ray")
+        object.__setattr__(self, "tools", tuple(self.tools))
+        if self.tools:
+            from reconcile import tools
+
+            for name in self.tools:
+                tools.get(name)  # an unknown name: one line naming the known ones
         if self.input_high is not None and self.input_high < 1:
             raise ReconcileError(f"--input-high must be at least 1, got {self.input_high}")

@@ -59,7 +59,8 @@ def counted(specs: Sequence[str], *, inputs: Sequence[Any] = (), input_shape: tu
     """The native count of each model spec, one model at a time, in the order given (a model
     spelled twice counted once). Each count is a ``native`` job of ``pipeline.collect`` (its
     inputs found in a worker too when that runs user code), under ``timeout`` seconds per job."""
-    from reconcile import models, pipeline
+    from reconcile import models, pipeline, tools
+    from reconcile.config import RunConfig
 
     seen: set[str] = set()
     for text in specs:
@@ -71,14 +72,17 @@ def counted(specs: Sequence[str], *, inputs: Sequence[Any] = (), input_shape: tu
             if name in seen:
                 continue
             seen.add(name)
-        (mr,) = pipeline.collect([text], ("native",), inputs=inputs or None, input_shape=input_shape,
-                                 input_dtype=input_dtype, input_high=input_high, timeout=timeout, workers=1,
-                                 mode=mode, device=device, training=training)
+        cfg = RunConfig(inputs=tuple(inputs), input_shape=input_shape, input_dtype=input_dtype,
+                        input_high=input_high, device=device, mode=mode, training=training,
+                        tools=(tools.reference().name,), timeout=timeout)
+        (mr,) = pipeline.collect([text], cfg, workers=1)
         yield _counted(mr)
 
 
 def _counted(mr: "ModelRuns") -> Counted:
-    run = next((r for r in mr.runs if r.tool == "native"), None)
+    from reconcile import tools
+
+    run = next((r for r in mr.runs if r.tool == tools.reference().name), None)
     if mr.native is None:
         return Counted(mr, failure(mr.name, run, mr.error))
     # the adapter counts a model it calls "model": the record carries the model's own name
@@ -129,7 +133,9 @@ def measured(name: str, inputs: Sequence[Any], repeat: int, kernels: bool, timeo
     gives the worker every CPU's thread, as torch takes them in the command's process)."""
     from reconcile.runner import Job, run_jobs
 
-    job = Job(name, "roofline-measure", inputs=tuple(inputs), mode="eval", device="cpu",
+    from reconcile.tools import MEASURE
+
+    job = Job(name, MEASURE, inputs=tuple(inputs), mode="eval", device="cpu",
               options=(("repeat", repeat), ("kernels", kernels)))
     (run,) = run_jobs([job], timeout=timeout, workers=1)
     return run
@@ -150,7 +156,7 @@ class MeasureLayers(Adapter):
         self.kernels = kernels
 
     def version(self) -> str:
-        from reconcile import __version__
+        from reconcile._version import __version__
 
         return __version__
 

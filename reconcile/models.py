@@ -40,16 +40,15 @@ from reconcile.inputs import (  # noqa: F401 - re-exported: the model layer's pu
     torch_dtype,
     with_dtype,
 )
-from reconcile.sources import PREFIXES, source
+from reconcile.config import DEVICES, MODES  # noqa: F401 - checked in RunConfig, used by build
+from reconcile.sources import PREFIXES, SOURCES, source
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-KINDS = ("torchvision", "timm", "transformers", "callable")
-DEVICES = ("meta", "cpu")
-MODES = ("eval", "train")
+KINDS = tuple(SOURCES)
 
 # The build patches process globals (torch.nn.init, WeightsEnum, Module.load_state_dict);
 # two threads building at once would restore each other's patches out of order.

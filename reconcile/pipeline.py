@@ -17,8 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from reconcile import conventions, models
-from reconcile.sources import PREFIXES, PROBED
+from reconcile import conventions, models, tools as registry
+from reconcile.config import RunConfig
+from reconcile.sources import PROBED, SOURCES, kind_of
 from reconcile.errors import ReconcileError
 from reconcile.explain.core import ToolExplanation, explain_run
 from reconcile.records import NativeCount, ToolRun
@@ -29,13 +30,6 @@ if TYPE_CHECKING:
     from reconcile.runner import Job
 
 log = logging.getLogger(__name__)
-
-# ultralytics-thop: a pinned tool (tool_versions.toml, its own folder) in the default set, since users run it
-# today; the old versions (thop@0.0.22, ptflops@0.7) are opt-in with --tools
-TOOLS = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore",
-         "mmengine", "torchinfo", "flopcountermode", "torchprofile", "torchscan", "torchscan-ops", "pthflops")
-OPT_IN = ("deepspeed", "calflops", "flops-profiler")  # issue 20: known, run with --tools, not yet in the default set
-
 
 @dataclass(frozen=True)
 class ModelRuns:
@@ -58,19 +52,19 @@ class ModelRuns:
 
 
 def parse_tools(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The tools a run asks for (``reconcile.tools``; none: the default run), the reference first."""
     if not text:
-        return TOOLS
+        return registry.defaults()
     names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
     from reconcile import versions
 
-    unknown = [t for t in names if t not in TOOLS and t not in OPT_IN and versions.get(t) is None]
-    if unknown:
-        known = dict.fromkeys([*TOOLS, *OPT_IN, *versions.names()])
-        raise ReconcileError(f"unknown tool {unknown[0]!r}: choose from {', '.join(known)}")
+    for t in names:
+        registry.get(t)  # an unknown name: one line naming the known ones
     for t in names:  # a pinned version asked for but not installed: what to run, before anything starts
         versions.check(t)  # (in the default set it fails as its own run instead, like a missing tool)
-    # native is the reference every explanation needs: always run it, first
-    return ("native",) + tuple(dict.fromkeys(t for t in names if t != "native"))
+    # the reference (native) is what every explanation needs: always run it, first
+    first = registry.reference().name
+    return (first,) + tuple(dict.fromkeys(t for t in names if t != first))
 
 
 def inputs_for(spec: models.ModelSpec, inputs: Sequence[models.InputSpec] | None = None,
@@ -100,21 +94,14 @@ def _options(inputs: Sequence[models.InputSpec] | None, shape: tuple[int, ...] |
         out.append(f"--mode {mode}")
     if device != "meta":
         out.append(f"--device {device}")
-    if tuple(tools) != TOOLS:
+    if tuple(tools) != registry.defaults():
         out.append("--tools " + ",".join(tools))
     return tuple(out)
 
 
-# not a tool: the forward as torch.jit traces it, recorded for the native count when fvcore (which
-# counts that trace) is compared; it runs as a job of its own beside the tools
-TRACE = "native-trace"
-TRACED_TOOLS = ("fvcore", "mmengine", "torchprofile")
-
-# relative run time of each tool on the same model, measured on resnet18/vgg16 (native runs on meta)
-_TOOL_COST = {"native": 0.1, "thop": 1.0, "ptflops": 1.2, "ptflops-aten": 1.2, "torchstat": 1.5,
-              "torchsummary": 2.0, "fvcore": 2.5, "ultralytics-thop": 1.0, "thop@0.0.22": 1.0, "ptflops@0.7": 1.2,
-              "flopcountermode": 1.2, "torchinfo": 1.2, "mmengine": 3.0, TRACE: 1.2, "torchprofile": 1.2, "torchscan": 1.5, "torchscan-ops": 1.5, "pthflops": 1.5}
-_TOOL_COST.update({"deepspeed": 2.5, "calflops": 2.0, "flops-profiler": 3.0})  # imports + warm-up forwards
+# not a tool: the forward as torch.jit traces it, recorded for the native count when a traced tool
+# (fvcore: ``Tool.traced``), which counts that trace, is compared; a job of its own beside the tools
+TRACE = registry.TRACE
 
 
 def _expected_size(spec: models.ModelSpec) -> float:
@@ -123,30 +110,27 @@ def _expected_size(spec: models.ModelSpec) -> float:
     return 1.0 + float(ops or 1.0)
 
 
-def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[models.InputSpec] | None = None,
-            input_shape: tuple[int, ...] | None = None, input_dtype: str = "float32",
-            input_high: int | None = None, timeout: float = 300.0, workers: int = 2,
-            mode: str = "eval", device: str = "meta",
+def collect(specs: Sequence[str], config: RunConfig = RunConfig(), *, workers: int = 2,
             on_done: Callable[[Job, ToolRun], None] | None = None,
             on_start: Callable[[Job], None] | None = None,
-            on_model: Callable[[ModelRuns], None] | None = None, training: bool = False,
-            executor: str = "local", ray_address: str | None = None) -> list[ModelRuns]:
-    """Run ``tools`` on every model spec; a spec that cannot be resolved gets an ``error``.
+            on_model: Callable[[ModelRuns], None] | None = None) -> list[ModelRuns]:
+    """Run ``config.tools`` (none: the default run) on every model spec; a spec that cannot be
+    resolved gets an ``error``.
 
-    ``device`` is where native counts ("meta": free; it falls back to CPU by itself for a forward
-    that reads data); the other tools always run on CPU, as their users run them. ``mode``
-    ("eval" or "train") applies to every tool. ``on_start(job)`` and ``on_done(job, run)`` are
-    told of each tool run as it starts and settles (``runner.run_jobs``); ``on_model(runs)`` of
-    each model as soon as all its runs have settled (while other models' tools still run), with
-    the same object the returned list holds. ``executor`` "ray" runs the jobs as Ray tasks
-    (``reconcile.executors``), on the cluster at ``ray_address`` if given."""
+    ``config.device`` is where the reference counts ("meta": free; it falls back to CPU by itself
+    for a forward that reads data; ``Tool.run_device``); the other tools run where their adapters
+    ask (CPU, as their users run them). ``config.mode`` ("eval" or "train") applies to every tool.
+    ``on_start(job)`` and ``on_done(job, run)`` are told of each tool run as it starts and settles
+    (``runner.run_jobs``); ``on_model(runs)`` of each model as soon as all its runs have settled
+    (while other models' tools still run), with the same object the returned list holds.
+    ``config.executor`` "ray" runs the jobs as Ray tasks (``reconcile.executors``), on the
+    cluster at ``config.ray_address`` if given."""
     from reconcile import executors
     from reconcile.runner import Job
 
-    if mode not in models.MODES:
-        raise ReconcileError(f"--mode must be one of {', '.join(models.MODES)}, got {mode!r}")
-    if device not in models.DEVICES:
-        raise ReconcileError(f"--device must be one of {', '.join(models.DEVICES)}, got {device!r}")
+    tools = config.tools or registry.defaults()
+    inputs, input_shape, input_dtype, input_high = config.inputs, config.input_shape, config.input_dtype, config.input_high
+    mode, device, training, timeout = config.mode, config.device, config.training, config.timeout
     options = _options(inputs, input_shape, input_dtype, input_high, mode, device, tools)
     if training:
         options += ("--training",)
@@ -185,11 +169,14 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
         if err:
             continue
         size = _expected_size(spec)
-        for tool in (*tools, *((TRACE,) if any(t in TRACED_TOOLS for t in tools) else ())):
-            # --training: native counts forward + backward (its run is still named "native")
-            job_tool = f"{tool}-training" if training and tool in ("native", "flopcountermode") else tool
-            jobs.append(Job(spec.name, job_tool, inputs=inp, mode=mode, cost=size * _TOOL_COST.get(tool, 1.0),
-                            device=device if tool == "native" else None))
+        entries = [registry.get(t) for t in tools]
+        for tool in entries:
+            # --training: a tool with a training adapter counts forward + backward (its run keeps its name)
+            jobs.append(Job(spec.name, tool.job(training), inputs=inp, mode=mode, cost=size * tool.cost,
+                            device=device if tool.run_device else None))
+            owners.append(i)
+        if any(t.traced for t in entries):
+            jobs.append(Job(spec.name, TRACE, inputs=inp, mode=mode, cost=size * registry.TRACE_COST))
             owners.append(i)
     built: dict[int, ModelRuns] = {}
     settled: dict[int, ToolRun] = {}
@@ -209,7 +196,7 @@ def collect(specs: Sequence[str], tools: Sequence[str], *, inputs: Sequence[mode
                                    options, training)
             on_model(built[i])
 
-    runs = executors.run(jobs, executor=executor, address=ray_address, timeout=timeout, workers=workers,
+    runs = executors.run(jobs, executor=config.executor, address=config.ray_address, timeout=timeout, workers=workers,
                          on_done=done, on_start=tell_start) if jobs else []
     by_model: dict[int, list[ToolRun]] = {}
     for i, run in zip(owners, runs):
@@ -253,7 +240,8 @@ def _model_runs(prepared: tuple[str, models.ModelSpec | None, models.Inputs, str
         return ModelRuns(text, text, (models.InputSpec((1,)),), None, error=err)
     trace_run = next((r for r in model_runs if r.tool == TRACE), None)
     model_runs = [r for r in model_runs if r.tool != TRACE]
-    native_run = next((r for r in model_runs if r.tool == "native"), None)
+    reference = registry.reference().name
+    native_run = next((r for r in model_runs if r.tool == reference), None)
     native = native_run.detail if native_run is not None and native_run.status == "ok" else None
     if native is not None and trace_run is not None:
         model_runs, native = _with_trace(model_runs, native_run, native, trace_run)
@@ -267,6 +255,23 @@ def _model_runs(prepared: tuple[str, models.ModelSpec | None, models.Inputs, str
                      training)
 
 
+def traced(spec: models.ModelSpec, inputs: models.Inputs, native: NativeCount, mode: str = "eval",
+           tool: str = "") -> tuple[NativeCount, str]:
+    """``native`` with the forward as torch.jit traces it attached when ``tool`` counts a trace
+    (``Tool.traced``: fvcore, mmengine), traced in this process as the trace job of ``collect``
+    does in a worker; the second item says why ops only a trace holds are not predicted ("" when
+    they are, or when ``tool`` needs no trace)."""
+    if tool and not registry.get(tool).traced:
+        return native, ""
+    from reconcile.adapters.native import TracedAdapter
+
+    run = TracedAdapter().run(*models.prepare(models.build(spec, device="cpu"), inputs, "cpu", mode))
+    if run.status == "ok":
+        return replace(native, traced=run.detail), ""
+    return native, (f"reconcile's own torch.jit trace of the model failed: {run.error_message}; "
+                    "ops only a trace holds are not predicted")
+
+
 def _probe_inputs(specs: Sequence[models.ModelSpec], timeout: float, workers: int) -> dict[str, models.Inputs | str]:
     """Default inputs of models whose finding imports user code or transformers, each found in a
     worker under ``timeout`` (a hanging import is stopped, what it prints is kept away from the
@@ -275,7 +280,7 @@ def _probe_inputs(specs: Sequence[models.ModelSpec], timeout: float, workers: in
 
     if not specs:
         return {}
-    runs = run_jobs([Job(s.name, "inputs", input_shape=(1,)) for s in specs], timeout=timeout, workers=workers)
+    runs = run_jobs([Job(s.name, registry.PROBE, input_shape=(1,)) for s in specs], timeout=timeout, workers=workers)
     out: dict[str, models.Inputs | str] = {}
     for spec, run in zip(specs, runs):
         if run.status == "ok":
@@ -291,21 +296,22 @@ def _probe_inputs(specs: Sequence[models.ModelSpec], timeout: float, workers: in
 def reconcile_model(mr: ModelRuns, hardware: str | None = None) -> ModelReport:
     """Predict every tool from the native count and explain its run, and (``hardware``: names as
     ``reconcile roofline`` takes them) the native count's roofline. Pure for named hardware."""
-    from reconcile import __version__
+    from reconcile._version import __version__
 
     versions = {"torch": _version("torch"), "torchvision": _version("torchvision")}
-    source_dist = {"timm": "timm", "transformers": "transformers"}.get(_kind(mr.name))
+    source_dist = SOURCES[_kind(mr.name)].package if _kind(mr.name) else ""
     if source_dist:
         versions[source_dist] = _version(source_dist)
     versions["reconcile"] = __version__
     published = {k: mr.published[k] for k in ("_ops", "num_params") if k in mr.published}
-    native_run = next((r for r in mr.runs if r.tool == "native"), None)
+    reference = registry.reference().name
+    native_run = next((r for r in mr.runs if r.tool == reference), None)
     context = dict(inputs=tuple(i.describe() for i in mr.inputs), mode=mr.mode, options=mr.options,
                    native_device=mr.native.device if mr.native is not None else "",
                    native_notes=tuple(native_run.notes) if native_run is not None else ())
     if mr.native is None:
         # nothing to predict from: each tool that ran is reported as it printed, unexplained
-        raw = tuple(explain_run(run, None, _convention(run.tool), None) for run in mr.runs if run.tool != "native")
+        raw = tuple(explain_run(run, None, _convention(run.tool), None) for run in mr.runs if run.tool != reference)
         return ModelReport(mr.name, mr.input.shape, mr.input.dtype, versions, {}, {}, raw, published, mr.error,
                            **context)
     explanations: list[ToolExplanation] = []
@@ -331,8 +337,7 @@ def reconcile_model(mr: ModelRuns, hardware: str | None = None) -> ModelReport:
 
 def _kind(name: str) -> str:
     """The source of a canonical name, from its prefix alone (no import)."""
-    prefix, colon, _ = name.partition(":")
-    return PREFIXES.get(prefix, "") if colon else ""
+    return kind_of(name)
 
 
 def _convention(tool: str):

@@ -21,7 +21,7 @@ Guarantees:
 
 Inside a worker: a pinned tool version (``reconcile.versions``: ``thop@0.0.22``, ``ultralytics-thop``)
 first drops the preloaded copy of its module and puts its own folder first on ``sys.path`` (only
-there, never in the caller); the adapter named by ``ADAPTERS[tool]`` (or the pin's) is imported, ``build(model_name,
+there, never in the caller); the adapter the tool registry names (``reconcile.tools``) is imported, ``build(model_name,
 device)`` makes the model on the job's device or the adapter's ``device`` (``build_model`` by
 default), ``reconcile.models.prepare`` puts it in the job's mode and dtype and makes the job's
 deterministic inputs, and ``adapter.run(model, inputs)`` is called; an adapter with a
@@ -53,43 +53,14 @@ from reconcile.records import ToolRun
 
 log = logging.getLogger(__name__)
 
-# tool name -> "module:Class"; each module imports its tool only inside ``run``
-ADAPTERS: dict[str, str] = {
-    "thop": "reconcile.adapters.thop:ThopAdapter",
-    "ptflops": "reconcile.adapters.ptflops:PtflopsAdapter",
-    "ptflops-aten": "reconcile.adapters.ptflops:PtflopsAtenAdapter",
-    "torchstat": "reconcile.adapters.torchstat:TorchstatAdapter",
-    "torchsummary": "reconcile.adapters.torchsummary:TorchsummaryAdapter",
-    "fvcore": "reconcile.adapters.fvcore:FvcoreAdapter",
-    "torchinfo": "reconcile.adapters.torchinfo:TorchinfoAdapter",
-    "mmengine": "reconcile.adapters.mmengine:MmengineAdapter",
-    "torchprofile": "reconcile.adapters.torchprofile:TorchprofileAdapter",
-    "torchscan": "reconcile.adapters.torchscan:TorchscanAdapter",
-    "torchscan-ops": "reconcile.adapters.torchscan:TorchscanOpsAdapter",
-    "pthflops": "reconcile.adapters.pthflops:PthflopsAdapter",
-    "native": "reconcile.adapters.native:NativeAdapter",
-    "deepspeed": "reconcile.adapters.deepspeed:DeepspeedAdapter", "calflops": "reconcile.adapters.calflops:CalflopsAdapter", "flops-profiler": "reconcile.adapters.flops_profiler:FlopsProfilerAdapter",
-    # not a counter: the forward as torch.jit traces it, for the native count (fvcore's convention)
-    "native-trace": "reconcile.adapters.native:TracedAdapter",
-    "native-training": "reconcile.adapters.native:NativeTrainingAdapter",  # native with --training
-    "flopcountermode": "reconcile.adapters.flopcountermode:FlopCounterModeAdapter",
-    # FlopCounterMode around forward + backward (--training)
-    "flopcountermode-training": "reconcile.adapters.flopcountermode:FlopCounterModeTrainingAdapter",
-    # not a counter: a model's default inputs, when finding them runs user or library code
-    "inputs": "reconcile.adapters.inputs:InputsProbe",
-    # not a counter: `roofline --measure` times each layer of the model (reconcile.isolated)
-    "roofline-measure": "reconcile.isolated:MeasureLayers",
-}
-
-# imported once by the forkserver, so no worker pays for them. Only ImportError is tolerated
+# imported once by the forkserver, so no worker pays for them, with the modules each tool of the
+# run preloads (``reconcile.tools.Tool.preload``, ``tools.preload``). Only ImportError is tolerated
 # there (a tool that is not installed is skipped), so only modules whose import has no side
 # effects belong here: importing the tools changes nothing until they are called.
 # "__main__" keeps the caller's main module imported once in the server, not once per job.
 # reconcile._server is the exception, first so that it acts before the slow imports: its import
 # makes the server die with its caller and clean up after itself (it is imported only there).
-PRELOAD = ("reconcile._server", "__main__", "torch", "torchvision", "numpy", "pandas", "reconcile.runner",
-           "reconcile.counter.core", "thop", "ptflops", "fvcore.nn", "torchsummary", "torchstat",
-           "torchinfo", "mmengine.analysis", "torchprofile", "torchscan", "pthflops")
+PRELOAD = ("reconcile._server", "__main__", "torch", "torchvision", "numpy", "pandas", "reconcile.runner")
 
 _RESULT_GRACE = 5.0  # seconds a worker that sent its result gets to exit before it is killed
 _OUTPUT_TAIL = 10  # lines of a dead worker's output kept in its ToolRun
@@ -134,18 +105,13 @@ class Job:
 
 
 def adapter_spec(tool: str) -> str:
-    """``ADAPTERS[tool]``, or a pinned version's (``reconcile.versions``: its own adapter or its
-    tool's); a ReconcileError for a tool reconcile does not know. A pin whose folder is missing
-    fails in its worker, with the one line saying what to run, like a tool that is not installed."""
-    from reconcile import versions
+    """The ``"module:Class"`` a job runs (``reconcile.tools.adapter_of``: a tool's adapter, a
+    pinned version's, a training or helper job's); a ReconcileError for a tool reconcile does not
+    know. A pin whose folder is missing fails in its worker, with the one line saying what to run,
+    like a tool that is not installed."""
+    from reconcile import tools
 
-    pin = versions.get(tool)
-    if pin is not None:
-        return pin.adapter or ADAPTERS[pin.tool]
-    if tool not in ADAPTERS:
-        known = sorted([*ADAPTERS, *versions.names()])
-        raise ReconcileError(f"unknown tool {tool!r}; known tools: {', '.join(known)}")
-    return ADAPTERS[tool]
+    return tools.adapter_of(tool)
 
 
 def build_model(name: str, device: str) -> Any:
@@ -184,10 +150,11 @@ def run_jobs(
         return []
     builder = build if build is not None else f"{__name__}:build_model"
     threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
+    from reconcile import tools
     from reconcile.sources import preload_for
 
-    preload = preload_for([job.model for job in jobs])
-    ctx, server = _forkserver_context(preload)
+    ctx, server = _forkserver_context(tools.preload([job.tool for job in jobs])
+                                      + preload_for([job.model for job in jobs]))
 
     results: list[ToolRun | None] = [None] * len(jobs)
     # longest first, so two workers finish together (results stay in job order)

@@ -18,68 +18,28 @@ Guarantees:
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
-from dataclasses import dataclass
-from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
 from reconcile.errors import ReconcileError
+from reconcile.tools import TABLE, Tool, _table_lines, all_tools, tools_root  # noqa: F401 - tools_root re-exported
 
-TABLE = Path(__file__).with_name("tool_versions.toml")
-
-
-@dataclass(frozen=True)
-class Pin:
-    name: str  # what --tools takes: "thop@0.0.22", "ultralytics-thop"
-    tool: str  # the tool whose adapter and convention it reuses
-    dist: str
-    version: str
-    module: str  # the import name the folder provides
-    adapter: str = ""  # "module:Class"; empty: the tool's own adapter
-    convention: str = ""  # "module:attribute"; empty: the tool's own convention
-
-    @property
-    def requirement(self) -> str:
-        return f"{self.dist}=={self.version}"
-
-    def folder(self) -> Path:
-        return tools_root() / self.name
-
-    def install_command(self) -> str:
-        return f"{sys.executable} -m pip install --no-deps --target {self.folder()} {self.requirement}"
+Pin = Tool  # a pinned version is a ``reconcile.tools.Tool`` whose ``version`` is set
 
 
-def tools_root() -> Path:
-    """Where pinned tools are installed: ``$RECONCILE_TOOLS_ROOT``, else ``tools/`` in the running
-    environment (``.venv/tools``)."""
-    return Path(os.environ.get("RECONCILE_TOOLS_ROOT") or Path(sys.prefix) / "tools")
-
-
-@lru_cache(maxsize=1)
-def _table() -> dict[str, Pin]:
-    with TABLE.open("rb") as fh:
-        raw = tomllib.load(fh)
-    pins = {}
-    for name, entry in raw.items():
-        unknown = set(entry) - {"tool", "dist", "version", "module", "adapter", "convention"}
-        if unknown or not {"tool", "dist", "version"} <= set(entry):
-            raise ValueError(f"{TABLE.name}: {name!r} needs tool, dist and version (unknown keys: {sorted(unknown)})")
-        pins[name] = Pin(name, entry["tool"], entry["dist"], entry["version"], entry.get("module", entry["tool"]),
-                         entry.get("adapter", ""), entry.get("convention", ""))
-    return pins
+def _table() -> dict[str, Tool]:
+    return {name: t for name, t in all_tools().items() if t.pinned}
 
 
 def names() -> tuple[str, ...]:
-    return tuple(_table())
+    return tuple(_table_lines())
 
 
-def get(name: str) -> Pin | None:
+def get(name: str) -> Tool | None:
     """The pin called ``name``, or None for a tool of the environment."""
     return _table().get(name)
 

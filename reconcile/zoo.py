@@ -62,28 +62,19 @@ TRANSFORMERS_SAMPLE: tuple[str, ...] = (
     ":num_key_value_heads=2:vocab_size=1000",
     "hf:ViTForImageClassification",
 )
-SOURCES = ("torchvision", "timm", "transformers")
-
-
 def models_of(source: str, subset: str) -> list[str]:
     """The models a zoo run covers: ``subset`` "ci" is the CI sample of the source; "all" is
-    every torchvision classification model, every timm model, or the transformers sample
-    (transformers has no finite list of configurations)."""
-    from reconcile import models
+    every model of it (``reconcile.sources``: every torchvision classification model, every timm
+    model, the transformers sample, which has no finite list of configurations)."""
+    from reconcile.sources import SOURCES
 
-    if source == "torchvision":
-        return list(ZOO_CI) if subset == "ci" else models.torchvision_names()
-    if source == "timm":
-        if subset == "ci":
-            return list(TIMM_SAMPLE)
-        from reconcile.sources.timm import table
-
-        return ["timm:" + n for n in table()]
-    return list(TRANSFORMERS_SAMPLE)
+    return SOURCES[source].ci_sample() if subset == "ci" else SOURCES[source].names()
 
 
 def zoo_file(source: str) -> str:
-    return "zoo.md" if source == "torchvision" else f"zoo-{source}.md"
+    from reconcile.sources import SOURCES
+
+    return SOURCES[source].zoo_file
 
 
 @dataclass(frozen=True)
@@ -154,10 +145,16 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
 # ---- results kept as they complete, so an interrupted zoo run can be resumed -------------------
 
 RUNS_FOLDER = ".zoo-runs"  # under the output folder: one file per model and source
-# every distribution whose version can change a model's structure, its default inputs or a count
-_VERSIONED = ("reconcile", "torch", "torchvision", "timm", "transformers", "thop", "ptflops", "torchstat",
-              "torchsummary", "fvcore", "torchinfo", "mmengine", "pandas", "torchprofile", "torchscan", "pthflops")
-_VERSIONED += ("deepspeed", "calflops", "flops-profiler")  # issue 20
+
+
+def _versioned() -> tuple[str, ...]:
+    """Every distribution whose version can change a model's structure, its default inputs or a
+    count: reconcile, torch, each source's package and each tool's (``reconcile.tools``)."""
+    from reconcile import tools
+    from reconcile.sources import SOURCES
+
+    return tuple(dict.fromkeys(("reconcile", "torch", *(s.package for s in SOURCES.values() if s.package),
+                                *tools.versioned())))
 
 
 def runs_folder(out: str, source: str) -> str:
@@ -170,7 +167,7 @@ def run_key(spec: str, tools: Sequence[str], timeout: float) -> dict:
     from importlib import metadata
 
     versions = {}
-    for dist in _VERSIONED:
+    for dist in _versioned():
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -16,9 +16,9 @@ from reconcile.records import NativeCount, ToolRun
 
 
 def adapter(tool: str):
-    from reconcile.runner import ADAPTERS
+    from reconcile import tools
 
-    module, _, cls = ADAPTERS[tool].partition(":")
+    module, _, cls = tools.get(tool).adapter.partition(":")
     return getattr(importlib.import_module(module), cls)()
 
 

@@ -341,9 +341,10 @@ def test_reports_get_the_usual_permissions(tmp_path, umask, mode):
 
 
 def test_one_model_spelled_twice_runs_once():
+    from reconcile.config import RunConfig
     from reconcile.pipeline import collect
 
-    runs = collect(["alexnet", "AlexNet", "alexnet "], ("native",), input_shape=(1, 3, 64, 64), timeout=120)
+    runs = collect(["alexnet", "AlexNet", "alexnet "], RunConfig(tools=("native",), input_shape=(1, 3, 64, 64), timeout=120))
     assert [mr.name for mr in runs] == ["alexnet"]
     assert [r.tool for r in runs[0].runs] == ["native"]
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from reconcile import conventions
+from reconcile.config import RunConfig
 from reconcile.counter import count
 from reconcile.counter.traced import trace_ops
 from reconcile.explain.core import explain_run
@@ -136,8 +137,8 @@ def test_the_pipeline_traces_only_when_fvcore_is_compared():
     from reconcile import pipeline
 
     spec = "tests.test_fvcore_trace:Sizes"
-    with_fvcore, = pipeline.collect([spec], ("native", "fvcore"), inputs=None, input_shape=(2, 3, 4))
-    without, = pipeline.collect([spec], ("native", "thop"), input_shape=(2, 3, 4))
+    with_fvcore, = pipeline.collect([spec], RunConfig(tools=("native", "fvcore"), input_shape=(2, 3, 4)))
+    without, = pipeline.collect([spec], RunConfig(tools=("native", "thop"), input_shape=(2, 3, 4)))
     assert with_fvcore.native.traced is not None and without.native.traced is None
     assert [r.tool for r in with_fvcore.runs] == ["native", "fvcore"]  # the trace job is not a tool
     report = pipeline.reconcile_model(with_fvcore)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from reconcile import conventions, models, pipeline
+from reconcile.config import RunConfig
 from reconcile.conventions.base import INCLUSIVE
 from reconcile.counter import count
 from reconcile.report.sentences import sentence
@@ -46,7 +47,7 @@ def _explain(model, inputs, mode: str):
 @pytest.fixture(scope="module")
 def documented():
     # the documentation analyses both as built, without eval(): training mode
-    runs = pipeline.collect(["tests.models_docs:TestNet", "resnet50"], ("native", "mmengine"), mode="train")
+    runs = pipeline.collect(["tests.models_docs:TestNet", "resnet50"], RunConfig(tools=("native", "mmengine"), mode="train"))
     return {mr.name: pipeline.reconcile_model(mr) for mr in runs}
 
 

@@ -6,6 +6,7 @@ a chosen order, so no tool runs here."""
 from __future__ import annotations
 
 from reconcile import pipeline, runner
+from reconcile.config import RunConfig
 from reconcile.records import ToolRun
 
 
@@ -29,7 +30,7 @@ def test_each_model_is_handed_over_when_its_runs_settle(monkeypatch):
         handed.append(mr)
 
     done: list[str] = []
-    out = pipeline.collect(["resnet18", "nosuchmodel", "vgg16"], ("native", "thop"),
+    out = pipeline.collect(["resnet18", "nosuchmodel", "vgg16"], RunConfig(tools=("native", "thop")),
                            on_done=lambda job, run: done.append(job.tool), on_model=on_model)
     # vgg16 is handed over right after its second run settles, before any resnet18 run does; the
     # spec that did not resolve comes last (it had nothing to wait for)

@@ -1,8 +1,9 @@
 """The runner: one throwaway process per job, results in order, timeouts and crashes recorded.
 
 Test adapters and model builders live at module level here, so workers can import them by name
-(``f"{__name__}:Class"``); they are registered per test with ``monkeypatch.setitem(ADAPTERS, ...)``,
-which works because the parent passes each job's adapter spec to its worker.
+(``f"{__name__}:Class"``); they are registered per test as entries of the tool registry
+(``monkeypatch.setattr(tools, "BUILTIN", ...)``), which works because the parent passes each job's
+adapter spec to its worker.
 """
 
 from __future__ import annotations
@@ -154,8 +155,10 @@ TEST_ADAPTERS = {cls.name: f"{__name__}:{cls.__name__}" for cls in
 
 @pytest.fixture
 def adapters(monkeypatch):
-    for name, spec in TEST_ADAPTERS.items():
-        monkeypatch.setitem(runner.ADAPTERS, name, spec)
+    from reconcile import tools
+
+    entries = tuple(tools.Tool(name, spec, default=False) for name, spec in TEST_ADAPTERS.items())
+    monkeypatch.setattr(tools, "BUILTIN", tools.BUILTIN + entries)
 
 
 BUILD = f"{__name__}:make_tiny"
@@ -245,8 +248,8 @@ def test_parent_imports_no_torch_and_prints_nothing():
     script = textwrap.dedent(
         f"""
         import json, sys
-        from reconcile import runner
-        runner.ADAPTERS["printer"] = {TEST_ADAPTERS["printer"]!r}
+        from reconcile import runner, tools
+        tools.BUILTIN += (tools.Tool("printer", {TEST_ADAPTERS["printer"]!r}, default=False),)
         runs = runner.run_jobs([runner.Job("tiny", "printer", {SHAPE!r})], build={BUILD!r}, timeout=60)
         print(json.dumps({{"status": runs[0].status, "torch": "torch" in sys.modules,
                            "warnings": list(runs[0].warnings)}}))
@@ -269,8 +272,8 @@ def test_a_dead_resource_tracker_prints_nothing():
         f"""
         import json, os, signal, sys
         from multiprocessing import resource_tracker
-        from reconcile import runner
-        runner.ADAPTERS["printer"] = {TEST_ADAPTERS["printer"]!r}
+        from reconcile import runner, tools
+        tools.BUILTIN += (tools.Tool("printer", {TEST_ADAPTERS["printer"]!r}, default=False),)
         killed = []
 
         def kill_tracker(job):

@@ -52,6 +52,18 @@ def test_timm_default_input_follows_the_pretrained_config():
     assert models.default_inputs(models.resolve("timm:maxvit_nano_rw_256"))[0].shape == (1, 3, 256, 256)
 
 
+def test_timm_unknown_tag_is_one_line_naming_the_tags(capsys):
+    from reconcile.cli import main
+
+    # timm raises RuntimeError for an unknown tag of a known model; resnet18's tags in timm 1.0.31
+    # (timm.list_pretrained("resnet18.*")): a1_in1k, a2_in1k, a3_in1k, fb_ssl_yfcc100m_ft_in1k,
+    # fb_swsl_ig1b_ft_in1k, gluon_in1k, tv_in1k
+    assert main(["tools", "timm:resnet18.nosuchtag", "--tools", "native"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert "'resnet18.nosuchtag'" in err and "a1_in1k" in err and "tv_in1k" in err
+
+
 # ---------------------------------------------------------------------------------------------
 # transformers: tied weights, several inputs
 

@@ -21,7 +21,7 @@ from tests.harness import adapter, assert_explained, explain
 
 def _run(model: nn.Module, inputs: tuple, traced: bool = True):
     """The real tool on ``model`` and its explanation (the native count with reconcile's own trace
-    when ``traced``, as the pipeline gives it: ``TRACED_TOOLS``)."""
+    when ``traced``, as the pipeline gives it: ``Tool.traced``)."""
     run = adapter("torchprofile").run(model, inputs)
     assert run.status == "ok", f"{run.error_type}: {run.error_message}"
     native = count(model, inputs)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from reconcile import conventions, pipeline, runner, versions
+from reconcile import tools as registry
 from reconcile.conventions.thop_0022 import f32, f32_sum
 from reconcile.errors import ReconcileError
 from reconcile.explain.core import explain_run
@@ -61,7 +62,7 @@ def test_missing_folder_is_one_line_saying_what_to_run(monkeypatch, tmp_path):
     assert f"--target {tmp_path / 'thop@0.0.22'} thop==0.0.22" in text
     # in the default set (no --tools) it is checked in its worker: that tool's run fails with the
     # same line, every other tool still runs (a fresh worker server, started with this environment)
-    assert pipeline.parse_tools(None) == pipeline.TOOLS
+    assert pipeline.parse_tools(None) == registry.defaults()
     runner.shutdown()
     try:
         runs = runner.run_jobs([Job("tests.models_small:Repeated", t, input_shape=(2, 32))

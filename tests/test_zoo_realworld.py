@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconcile import conventions, models, pipeline, zoo
+from reconcile import conventions, models, pipeline, tools, zoo
+from reconcile.config import RunConfig
 
 SAMPLE = zoo.TIMM_SAMPLE + zoo.TRANSFORMERS_SAMPLE
 
@@ -99,7 +100,7 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
 @pytest.fixture(scope="module")
 def runs() -> dict[str, pipeline.ModelRuns]:
     out = {}
-    for mr in pipeline.collect(list(SAMPLE), pipeline.TOOLS, timeout=600):
+    for mr in pipeline.collect(list(SAMPLE), RunConfig(timeout=600)):
         assert not mr.error, (mr.name, mr.error)
         out[mr.name] = mr
     return out
@@ -128,12 +129,12 @@ def test_every_tool_explained_on_the_real_world_sample(reports):
     assert set(got_failures) == set(KNOWN_FAILURES)
     for key, words in KNOWN_FAILURES.items():
         assert words in got_failures[key], (key, got_failures[key])
-    assert len(shares) == len(SAMPLE) * len(pipeline.TOOLS)
+    assert len(shares) == len(SAMPLE) * len(tools.defaults())
 
 
 @pytest.mark.slow
 def test_native_is_the_same_on_meta_and_cpu_and_counts_what_the_model_holds(reports):
-    cpu = {mr.name: mr for mr in pipeline.collect(list(SAMPLE), ("native",), timeout=600, device="cpu")}
+    cpu = {mr.name: mr for mr in pipeline.collect(list(SAMPLE), RunConfig(tools=("native",), timeout=600, device="cpu"))}
     for name, r in reports.items():
         assert r.native_device == "meta", name  # nothing in the sample needs a CPU fallback
         c = cpu[name].native
@@ -148,7 +149,7 @@ def test_a_tool_said_not_to_run_fails(runs):
     # ``predict`` refuses to print numbers for a tool that cannot run: that claim must be true
     said = 0
     for name, mr in runs.items():
-        for tool in pipeline.TOOLS:
+        for tool in tools.defaults():
             why = conventions.get(tool).cannot_run(mr.native)
             if why:
                 said += 1

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconcile import pipeline, zoo
+from reconcile import pipeline, tools, zoo
+from reconcile.config import RunConfig
 
 # (model, tool) -> (rows explained, rows) for the rows not yet explained. flopcountermode: every row
 # explained on all 15 (measured 2026-12-01; vit_b_32's fused CPU attention is named, not a gap)
@@ -52,7 +53,7 @@ def test_subset_spans_every_family():
 @pytest.fixture(scope="module")
 def shares() -> dict[tuple[str, str], zoo.Share]:
     out = {}
-    for mr in pipeline.collect(list(zoo.ZOO_CI), pipeline.TOOLS, timeout=600):
+    for mr in pipeline.collect(list(zoo.ZOO_CI), RunConfig(timeout=600)):
         assert not mr.error, (mr.name, mr.error)
         report = pipeline.reconcile_model(mr)
         for t in report.tools:
@@ -66,4 +67,4 @@ def test_every_tool_explained_on_the_ci_subset(shares):
     got_failures = {k: s.status for k, s in shares.items() if s.status != "ok"}
     assert got_failures == KNOWN_FAILURES
     assert got_gaps == KNOWN_GAPS
-    assert len(shares) == len(zoo.ZOO_CI) * len(pipeline.TOOLS)
+    assert len(shares) == len(zoo.ZOO_CI) * len(tools.defaults())

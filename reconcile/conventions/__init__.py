@@ -7,45 +7,24 @@ import importlib
 
 from reconcile.conventions.base import Convention
 
-# tool name -> "module:attribute" of its Convention instance
-REGISTRY: dict[str, str] = {
-    "native": "reconcile.conventions.native:CONVENTION",
-    "thop": "reconcile.conventions.thop:CONVENTION",
-    "ptflops": "reconcile.conventions.ptflops:CONVENTION",
-    "ptflops-aten": "reconcile.conventions.ptflops_aten:CONVENTION",
-    "torchstat": "reconcile.conventions.torchstat:CONVENTION",
-    "torchsummary": "reconcile.conventions.torchsummary:CONVENTION",
-    "fvcore": "reconcile.conventions.fvcore:CONVENTION",
-    "flopcountermode": "reconcile.conventions.flopcountermode:CONVENTION",
-    "torchinfo": "reconcile.conventions.torchinfo:CONVENTION",
-    "mmengine": "reconcile.conventions.mmengine:CONVENTION",
-    "torchprofile": "reconcile.conventions.torchprofile:CONVENTION",
-    "torchscan": "reconcile.conventions.torchscan:CONVENTION",
-    "torchscan-ops": "reconcile.conventions.torchscan_ops:CONVENTION",
-    "pthflops": "reconcile.conventions.pthflops:CONVENTION",
-    "deepspeed": "reconcile.conventions.deepspeed:CONVENTION", "calflops": "reconcile.conventions.calflops:CONVENTION", "flops-profiler": "reconcile.conventions.flops_profiler:CONVENTION",
-}
-
-
 def get(tool: str) -> Convention:
-    from reconcile import versions
+    """The convention of ``tool``, as its registry entry names it (``reconcile.tools``; a pinned
+    version's own, else its tool's)."""
+    from reconcile import tools
 
-    pin = versions.get(tool)  # a pinned version: its own convention, else its tool's
-    spec = REGISTRY.get(tool) or (pin and (pin.convention or REGISTRY.get(pin.tool)))
+    spec = tools.get(tool).convention  # an unknown tool: a ReconcileError naming the known ones
     if not spec:
-        from reconcile.errors import ReconcileError
-
-        raise ReconcileError(f"unknown tool {tool!r}: choose from {', '.join([*REGISTRY, *versions.names()])}")
+        raise ImportError(f"{tool} has no convention yet")
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
 def available() -> dict[str, Convention]:
     """Every convention that is implemented, by tool name."""
-    from reconcile import versions
+    from reconcile import tools
 
     out = {}
-    for tool in (*REGISTRY, *versions.names()):
+    for tool in tools.names():
         try:
             out[tool] = get(tool)
         except (ImportError, AttributeError):

@@ -22,7 +22,7 @@ Which traced ops a module's own forward holds is fvcore's trace model
 ``_get_trace_graph`` on the same forward. On top of native's eager ops the trace holds Python
 arithmetic on sizes as 0-dim tensor nodes: each size ``aten::mul`` costs torchprofile 1 MAC
 (``prod([]) == 1``). Their count is the traced ``aten::mul`` calls fvcore's model predicts (with
-reconcile's own trace, ``NativeCount.traced``, when the pipeline made one: ``TRACED_TOOLS``) minus
+reconcile's own trace, ``NativeCount.traced``, when the pipeline made one: ``Tool.traced``) minus
 the eager multiplies the trace keeps as ``aten::mul``; without the trace record, only
 MultiheadAttention's size multiplies are known and the rest is a residual. A module whose result
 nothing returned uses is not in the trace: 0 (``dead_code``).

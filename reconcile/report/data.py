@@ -145,3 +145,43 @@ def layers_csv(r: ModelReport) -> str:
                             _num(le.raw.get(metric, "")), _num(le.predicted.get(metric, "")),
                             _num(le.reference.get(metric, "")), _num(le.residual.get(metric, "")), causes])
     return buf.getvalue()
+
+
+def count_plain(name: str, inputs: Any, result: Any, depth: int) -> dict[str, Any]:
+    """``reconcile count --format json``: one model's native count (``NativeCount``) down to
+    ``depth``, as plain data (storage-level training memory stays in the Python record)."""
+    plain = to_plain(result)
+    inp = inputs[0]
+    obj = {
+        "model": name,
+        "input_shape": list(inp.shape),
+        "input_dtype": inp.dtype,
+        "inputs": [i.describe() for i in inputs],
+        "device": result.device,
+        "totals": plain["totals"],
+        "components": plain["components"],
+        "tied": plain["tied"],
+        "modules": [_count_row(r) for r in plain["rows"] if r["depth"] <= depth],
+    }
+    if result.training is not None:
+        obj["training"] = {k: v for k, v in plain["training"].items() if k != "seeded"}
+        if obj["training"].get("memory"):
+            obj["training"]["memory"] = {k: v for k, v in obj["training"]["memory"].items()
+                                         if k not in ("outputs", "saved_storages")}
+        for m, r in zip(obj["modules"], (r for r in plain["rows"] if r["depth"] <= depth)):
+            m["backward"] = r["backward"]
+    return obj
+
+
+def _count_row(r: dict) -> dict:
+    keep = ("name", "type", "depth", "calls", "components", "flops", "params", "params_trainable",
+            "params_frozen", "buffers", "output_elements", "activations", "bytes_read", "bytes_written",
+            "ops", "unknown_ops")
+    d = {k: r[k] for k in keep}
+    d["module"] = d.pop("name")
+    d["calls_detail"] = [
+        {"inputs": [t["shape"] for t in c["inputs"]], "outputs": [t["shape"] for t in c["outputs"]],
+         "components": c["components"]}
+        for c in r["call_records"]
+    ]
+    return d

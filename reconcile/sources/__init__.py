@@ -1,6 +1,7 @@
-"""Model sources: where a spec's model comes from, one small module per library.
+"""Model sources: where a spec's model comes from, one small module per library, one ``Source``
+record per source in ``SOURCES``, the only list of them.
 
-Each source module has the same four functions, and imports its library lazily inside them:
+Each source module has the same functions, and imports its library lazily inside them:
 
 - ``resolve(body, check) -> str``: validate the text after the prefix (all of it for torchvision
   and callables) and return the canonical name, without building anything; raise
@@ -10,42 +11,80 @@ Each source module has the same four functions, and imports its library lazily i
   downloading anything.
 - ``published(name) -> dict``: figures published for the model (torchvision's ``_ops`` and
   ``num_params``), empty when there are none.
+- ``names() -> list[str]`` (a source with a zoo): every model a zoo run covers (``reconcile models``
+  lists them; transformers, which has no finite list, its sample).
 
-``SOURCES`` maps a spec kind to its module; ``PREFIXES`` maps a spec prefix to its kind.
+Adding a source is its module and one ``Source`` entry; nothing else names it.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from types import ModuleType
 
-# sources whose default inputs need user or library code imported: found in a worker
-PROBED = ("callable", "transformers")
 
-SOURCES: dict[str, str] = {
-    "torchvision": "reconcile.sources.torchvision",
-    "timm": "reconcile.sources.timm",
-    "transformers": "reconcile.sources.huggingface",
-    "callable": "reconcile.sources.user",
-}
+@dataclass(frozen=True)
+class Source:
+    kind: str  # what ModelSpec.kind holds; --source takes it for a source with a zoo
+    module: str  # the source module (the functions above)
+    prefix: str = ""  # a spec "PREFIX:..." names this source; "": the specs without a known prefix
+    package: str = ""  # the distribution whose version a report of its models records
+    preload: tuple[str, ...] = ()  # what its workers import: the fork server imports it once for a run of its models
+    probed: bool = False  # default inputs need user or library code imported: found in a worker
+    sample: str = ""  # "module:attribute" of its CI sample (``zoo --subset ci``); "": no zoo
+    zoo_file: str = ""  # the zoo page of its models
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    def names(self) -> list[str]:
+        """Every model of the source (its zoo's ``all``)."""
+        return list(self.load().names())
+
+    def ci_sample(self) -> list[str]:
+        module, _, attr = self.sample.partition(":")
+        return list(getattr(importlib.import_module(module), attr))
+
+
+SOURCES: dict[str, Source] = {s.kind: s for s in (
+    Source("torchvision", "reconcile.sources.torchvision", package="torchvision", sample="reconcile.zoo:ZOO_CI",
+           zoo_file="zoo.md"),
+    Source("timm", "reconcile.sources.timm", prefix="timm", package="timm", preload=("timm",),
+           sample="reconcile.zoo:TIMM_SAMPLE", zoo_file="zoo-timm.md"),
+    Source("transformers", "reconcile.sources.huggingface", prefix="hf", package="transformers",
+           preload=("transformers",), probed=True, sample="reconcile.zoo:TRANSFORMERS_SAMPLE",
+           zoo_file="zoo-transformers.md"),
+    # package.module:callable: a spec with a colon and no known prefix
+    Source("callable", "reconcile.sources.user", probed=True),
+)}
 # spec prefix -> kind; a spec without one is a torchvision name, or package.module:callable
-PREFIXES: dict[str, str] = {"timm": "timm", "hf": "transformers"}
+PREFIXES: dict[str, str] = {s.prefix: s.kind for s in SOURCES.values() if s.prefix}
+# sources whose default inputs need user or library code imported: found in a worker
+PROBED = tuple(s.kind for s in SOURCES.values() if s.probed)
 
 
 def source(kind: str) -> ModuleType:
-    return importlib.import_module(SOURCES[kind])
+    return SOURCES[kind].load()
 
 
-# what a worker of each source imports; the fork server imports it once when a run has such models
-_PRELOAD = {"timm": ("timm",), "transformers": ("transformers",)}
+def with_zoo() -> tuple[str, ...]:
+    """The sources ``reconcile zoo`` and ``reconcile models`` take, the default first."""
+    return tuple(s.kind for s in SOURCES.values() if s.zoo_file)
+
+
+def kind_of(name: str) -> str:
+    """The source of a canonical name from its prefix alone (no import); "" for none."""
+    prefix, colon, _ = name.partition(":")
+    return PREFIXES.get(prefix, "") if colon else ""
 
 
 def preload_for(names: "list[str] | tuple[str, ...]") -> tuple[str, ...]:
     """Modules worth importing once before forking workers for models with these canonical names."""
     out: list[str] = []
     for name in names:
-        prefix, colon, _ = name.partition(":")
-        for module in _PRELOAD.get(PREFIXES.get(prefix, ""), ()) if colon else ():
+        kind = kind_of(name)
+        for module in SOURCES[kind].preload if kind else ():
             if module not in out:
                 out.append(module)
     return tuple(out)

@@ -28,6 +28,13 @@ _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DEFAULTS = {"use_cache": False}
 
 
+def names() -> list[str]:
+    """transformers has no finite list of configurations: the zoo's sample, as examples of the spec."""
+    from reconcile.zoo import TRANSFORMERS_SAMPLE
+
+    return list(TRANSFORMERS_SAMPLE)
+
+
 def published(name: str) -> dict[str, Any]:
     return {}
 

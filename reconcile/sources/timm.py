@@ -20,6 +20,11 @@ def table() -> dict[str, tuple[int, int, int]]:
     return TIMM
 
 
+def names() -> list[str]:
+    """Every name of ``timm.list_models()`` (from the table)."""
+    return ["timm:" + n for n in table()]
+
+
 def resolve(body: str, check: bool = True) -> str:
     arch, dot, tag = body.partition(".")
     known = table()
@@ -46,10 +51,14 @@ def default_inputs(name: str) -> tuple[InputSpec, ...]:
     if tag:  # a tag may have its own input size: ask timm (imports torch; rare)
         import timm
 
-        cfg = timm.models.get_pretrained_cfg(body)
+        try:
+            cfg = timm.models.get_pretrained_cfg(body)
+        except RuntimeError:  # timm's answer for an unknown tag of a known model
+            cfg = None
         if cfg is None:
-            raise ReconcileError(f"timm has no pretrained config {body!r}: check the tag "
-                                 f"(timm.list_models({arch!r}, pretrained=True))")
+            tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{arch}.*")]
+            raise ReconcileError(f"timm has no pretrained config {body!r}: check the tag; {arch} has "
+                                 + (", ".join(tags) if tags else "no tags") + f" (write timm:{arch} for its default)")
         size = tuple(cfg.input_size)
     else:
         size = table()[arch]
