@@ -18,6 +18,7 @@ Guarantees:
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 import sys
