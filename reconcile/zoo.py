@@ -52,16 +52,7 @@ TIMM_SAMPLE: tuple[str, ...] = tuple("timm:" + n for n in (
     "beit_base_patch16_224",  # relative position bias in attention
     "tf_efficientnet_b0",  # "same" padding by F.pad
 ))
-TRANSFORMERS_SAMPLE: tuple[str, ...] = (
-    "hf:BertModel",  # encoder with a pooler
-    "hf:DistilBertModel",
-    "hf:GPT2LMHeadModel",  # decoder, lm_head tied to the token embedding
-    "hf:T5ForConditionalGeneration",  # encoder-decoder, position bias
-    # a small Llama with grouped-query attention (8 query heads share 2 key-value heads)
-    "hf:LlamaForCausalLM:hidden_size=256:intermediate_size=688:num_hidden_layers=4:num_attention_heads=8"
-    ":num_key_value_heads=2:vocab_size=1000",
-    "hf:ViTForImageClassification",
-)
+from reconcile.sources.huggingface import SAMPLE as TRANSFORMERS_SAMPLE  # noqa: E402 - kept with its source
 def models_of(source: str, subset: str) -> list[str]:
     """The models a zoo run covers: ``subset`` "ci" is the CI sample of the source; "all" is
     every model of it (``reconcile.sources``: every torchvision classification model, every timm

@@ -53,7 +53,7 @@ SOURCES: dict[str, Source] = {s.kind: s for s in (
     Source("timm", "reconcile.sources.timm", prefix="timm", package="timm", preload=("timm",),
            sample="reconcile.zoo:TIMM_SAMPLE", zoo_file="zoo-timm.md"),
     Source("transformers", "reconcile.sources.huggingface", prefix="hf", package="transformers",
-           preload=("transformers",), probed=True, sample="reconcile.zoo:TRANSFORMERS_SAMPLE",
+           preload=("transformers",), probed=True, sample="reconcile.sources.huggingface:SAMPLE",
            zoo_file="zoo-transformers.md"),
     # package.module:callable: a spec with a colon and no known prefix
     Source("callable", "reconcile.sources.user", probed=True),

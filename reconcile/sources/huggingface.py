@@ -28,11 +28,23 @@ _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DEFAULTS = {"use_cache": False}
 
 
+# the zoo's sample (``zoo --source transformers``): an encoder, a decoder with a tied head, an
+# encoder-decoder, a Llama with grouped-query attention, a vision transformer, built from configs
+SAMPLE: tuple[str, ...] = (
+    "hf:BertModel",  # encoder with a pooler
+    "hf:DistilBertModel",
+    "hf:GPT2LMHeadModel",  # decoder, lm_head tied to the token embedding
+    "hf:T5ForConditionalGeneration",  # encoder-decoder, position bias
+    # a small Llama with grouped-query attention (8 query heads share 2 key-value heads)
+    "hf:LlamaForCausalLM:hidden_size=256:intermediate_size=688:num_hidden_layers=4:num_attention_heads=8"
+    ":num_key_value_heads=2:vocab_size=1000",
+    "hf:ViTForImageClassification",
+)
+
+
 def names() -> list[str]:
     """transformers has no finite list of configurations: the zoo's sample, as examples of the spec."""
-    from reconcile.zoo import TRANSFORMERS_SAMPLE
-
-    return list(TRANSFORMERS_SAMPLE)
+    return list(SAMPLE)
 
 
 def published(name: str) -> dict[str, Any]:
