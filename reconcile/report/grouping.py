@@ -71,6 +71,25 @@ def _merged(les: Sequence[LayerExplanation]) -> LayerExplanation:
                             summed("reference"), summed("residual"), causes)
 
 
+TOTAL_ONLY_ROW = "(in the total only) "  # + a label: work a tool counts in its total outside any row
+
+
+def _total_only(t: ToolExplanation) -> list[LayerExplanation]:
+    """A tool's record of work counted in its total but in no row (ptflops' patched functionals,
+    keyed by label "functional:F.relu"), as one pseudo-row per label in the tool's metric, so that
+    its causes (double_count) get rows and sentences like every other cause."""
+    u = t.unattributed
+    if u is None:
+        return []
+    out = []
+    for label in dict.fromkeys([*u.predicted, *u.raw]):
+        name = TOTAL_ONLY_ROW + label.split(":", 1)[-1]
+        pick = lambda d: {t.metric: d[label]} if label in d else {}  # noqa: E731
+        out.append(LayerExplanation(name, "functional", 0, None, pick(u.raw), pick(u.predicted), pick(u.reference),
+                                    pick(u.residual), {t.metric: tuple(u.causes.get(label, ()))}))
+    return out
+
+
 def layer_table(r: ModelReport) -> tuple[list[ToolExplanation], list[str], dict[str, dict[str, LayerExplanation]],
                                           dict[str, str], dict[str, int | Fraction]]:
     # native is the reference column itself; every other tool gets a column
@@ -80,7 +99,7 @@ def layer_table(r: ModelReport) -> tuple[list[ToolExplanation], list[str], dict[
     types: dict[str, str] = {}
     references: dict[str, int | Fraction] = {}
     for t in tools:
-        for le in _per_module(t.layers):
+        for le in _per_module(t.layers) + _total_only(t):
             if le.module not in by_module:
                 by_module[le.module] = {}
                 order.append(le.module)
@@ -92,6 +111,9 @@ def layer_table(r: ModelReport) -> tuple[list[ToolExplanation], list[str], dict[
     if native is not None:  # each module's own MACs, from the reference count itself
         own = {le.module: le.reference.get(native.metric) for le in native.layers if le.call is None}
         references = {m: own[m] for m in order if isinstance(own.get(m), (int, Fraction))}
+        # a total-only row is measured against what its tool's record holds (native counts it in no module)
+        references.update({le.module: le.reference[t.metric] for t in tools for le in _total_only(t)
+                           if isinstance(le.reference.get(t.metric), (int, Fraction))})
     differing = [m for m in order
                  if any((le.causes.get(_metric(tools, tool)) or le.residual.get(_metric(tools, tool), 0))
                         for tool, le in by_module[m].items())]
