@@ -131,6 +131,8 @@ def group_layers(tools: Sequence[ToolExplanation], modules: Sequence[str],
         cells = by_module[m]
         if any(le.residual.get(t.metric, 0) for t in tools if (le := cells.get(t.tool)) is not None):
             key: object = ("residual", m)
+        elif m.startswith(TOTAL_ONLY_ROW):  # a tool's work outside its rows: one row, every sentence kept
+            key = ("total only", tuple(sorted(cells)))
         else:
             key = (types.get(m, ""), m in references, tuple(
                 (t.tool, None) if (le := cells.get(t.tool)) is None
@@ -148,8 +150,9 @@ def group_layers(tools: Sequence[ToolExplanation], modules: Sequence[str],
             raw.append(sum(vals, 0) if present and all(v is not None for v in vals) else None)
             against.append(sum(refs, 0) if present and all(isinstance(v, (int, Fraction)) for v in refs) else None)
             residual.append(sum((le.residual.get(t.metric, 0) for le in present), 0))
-        notes = tuple((c.id, t.tool, c) for t in tools if t.tool in first
-                      for c in first[t.tool].causes.get(t.metric, ()))
+        sources = [by_module[m] for m in members] if members[0].startswith(TOTAL_ONLY_ROW) else [first]
+        notes = tuple((c.id, t.tool, c) for cells in sources for t in tools if t.tool in cells
+                      for c in cells[t.tool].causes.get(t.metric, ()))
         ref = sum((references[m] for m in members if m in references),
                   0) if any(m in references for m in members) else None
         groups.append(LayerGroup(tuple(members), types.get(members[0], ""), ref, tuple(raw), tuple(against), notes,

@@ -209,6 +209,8 @@ def compress_names(modules: Sequence[str], type_: str) -> str:
     ``13 ReLU modules``; one module keeps its name."""
     if len(modules) == 1:
         return _module_label(modules[0])
+    if all(m.startswith(TOTAL_ONLY_ROW) for m in modules):
+        return TOTAL_ONLY_ROW + ", ".join(m[len(TOTAL_ONLY_ROW):] for m in modules)
     parents: dict[str, list[str]] = {}
     for m in modules:
         parent, dot, leaf = m.rpartition(".")
@@ -272,8 +274,8 @@ def layers_section(r: ModelReport) -> list[str]:
     for i, k in enumerate(ordered, 1):
         keyed[k] = i
     extra = sum(m.startswith(TOTAL_ONLY_ROW) for m in differing)
-    also = (f", and {extra} rows \"(in the total only)\" of work a tool counts in its total outside any of its "
-            "rows" if extra else "")
+    also = (f", and {extra} functions a tool counts in its total outside any of its rows (\"in the total only\")"
+            if extra else "")
     out += [f"{len(differing) - extra} modules differ from the native MAC count in some tool{also}: {len(groups)} "
             "groups of modules explained alike (same type, causes and formula). A cell is the tool's number minus the native MACs "
             "its rows are measured against, summed over the group (empty: equal; —: the tool has no row for it; "
