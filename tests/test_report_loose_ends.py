@@ -28,8 +28,8 @@ def _tool(name: str, total: int, reference: int, causes: dict, layers=(), unattr
                            main="ops", native_macs=NATIVE["macs"])
 
 
-def _report(*tools: ToolExplanation, training=None) -> ModelReport:
-    return ModelReport("synthetic", (1, 3, 8, 8), "float32", {"torch": "x"}, NATIVE, {}, tools, training=training)
+def _report(*tools: ToolExplanation, training=None, model: str = "synthetic") -> ModelReport:
+    return ModelReport(model, (1, 3, 8, 8), "float32", {"torch": "x"}, NATIVE, {}, tools, training=training)
 
 
 def test_a_bar_measured_against_the_training_macs_says_so():
@@ -41,8 +41,10 @@ def test_a_bar_measured_against_the_training_macs_says_so():
     from matplotlib import rc_context
 
     with rc_context(plot._RC):
-        fig = plot.model_figure(_report(thop, fcm, training=object()))
-        title = fig._suptitle.get_text()
+        # a name as long as "timm:efficientvit_b0": the title no longer fits on one line
+        fig = plot.model_figure(_report(thop, fcm, training=object(), model="timm:efficientvit_b0"))
+        _check_labels(fig)
+        title = fig._suptitle.get_text().replace("\n", " ")
         right = [ax._right_title.get_text() for ax in fig.axes if ax._right_title.get_text()]
     assert "gap to native 1.000 K MACs; flopcountermode: to native's forward + backward 3.000 K MACs" in title
     assert right == ["1.010 K = native +10 (1.00%)", "6.000 K = native 3.000 K +3.00 K (100.00%)"]

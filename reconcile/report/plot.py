@@ -109,6 +109,7 @@ def model_figure(r: ModelReport):
                  f"{against}, each bar on its own scale)", x=0.01, ha="left", fontsize=10)
     axes = fig.subplots(n, 1, squeeze=False)[:, 0]
     inside: list[tuple] = []  # (axes, text, "also" entry, segment's ends) of each in-bar label
+    also: dict[object, list[str]] = {}  # per axes: the causes listed above its bar
     for ax, (tool, ref, total, causes, residual) in zip(axes, bars):
         segments = list(causes) + ([("residual", residual)] if residual else [])
         right = left = 0.0
@@ -149,7 +150,7 @@ def model_figure(r: ModelReport):
                 right += v
             else:
                 left += v
-        ax._reconcile_small = small  # read back by _fit_labels
+        also[ax] = small
         share = abs(Fraction(total - ref) / ref) if ref else None
         pct = "n/a" if share is None else ("<0.01%" if 0 < share < Fraction(1, 10000) else numbers.percent(total - ref, ref, 2))
         mark = f", residual {_signed_si(residual)}" if residual else ""
@@ -164,19 +165,27 @@ def model_figure(r: ModelReport):
     legend_h = 0.25 * ((len(handles) + 2) // 3) + 0.2
     fig.subplots_adjust(left=0.16, right=0.98, top=1 - 0.55 / fig.get_figheight(),
                         bottom=legend_h / fig.get_figheight(), hspace=1.1)
-    _fit_labels(fig, axes, inside)
+    _fit_labels(fig, axes, inside, also, legend_h)
     return fig
 
 
-def _fit_labels(fig, axes, inside) -> None:
-    """Keep every label readable: a cause's name wider than its segment (or running into the
-    next) moves to the "also:" list above its bar; an "also:" list that would run into the bar's
-    total on the right keeps what fits and says how many more; tick labels that would pass the
-    figure's right edge narrow the plots."""
+def _fit_labels(fig, axes, inside, also, legend_h: float) -> None:
+    """Keep every label readable: a title wider than the figure is broken before its parenthesis,
+    the figure growing by a line; tick labels that would pass the figure's right edge narrow the
+    plots; a cause's name wider than its segment (or running into the next) moves to the "also:"
+    list above its bar; an "also:" list that would run into the bar's total on the right keeps
+    what fits and says how many more."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     renderer = FigureCanvasAgg(fig).get_renderer()
     width = fig.bbox.width
+    title = fig._suptitle
+    if title.get_window_extent(renderer).x1 > width - 2 and " (" in title.get_text():
+        head, _, tail = title.get_text().partition(" (")
+        title.set_text(f"{head}\n({tail}")
+        fig.set_figheight(fig.get_figheight() + 0.2)
+        fig.subplots_adjust(top=1 - 0.75 / fig.get_figheight(), bottom=legend_h / fig.get_figheight())
+        renderer = FigureCanvasAgg(fig).get_renderer()
     for _ in range(3):  # narrower plots may get other ticks: check again
         over = max((label.get_window_extent(renderer).x1 - (width - 2) for ax in axes for label in shown_ticks(ax)),
                    default=0.0)
@@ -187,9 +196,9 @@ def _fit_labels(fig, axes, inside) -> None:
         ends = ax.transData.transform([(x0, 0), (x1, 0)])[:, 0]
         if text.get_window_extent(renderer).width + 4 > abs(ends[1] - ends[0]):
             text.remove()
-            ax._reconcile_small.append(label)
+            also[ax].append(label)
     for ax in axes:
-        small = ax._reconcile_small
+        small = also[ax]
         if not small:
             continue
         limit = ax._right_title.get_window_extent(renderer).x0 - 8
