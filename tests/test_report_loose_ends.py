@@ -71,7 +71,7 @@ def test_double_count_has_rows_and_sentences_like_every_other_cause():
     assert "| (in the total only) F.relu | functional | 1 | 0 | +300 | 2 |" in text
     assert ("- **double_count**: counts the same work twice (a module hook plus a patched functional). [2] tally: "
             "F.relu counted by the hook of 2 modules: ReLU x 2 and again by the patched F.relu: +300") in text
-    assert "2 modules differ from the native MAC count in some tool, and 1 functions a tool counts in its total outside" in text
+    assert "2 modules differ from the native MAC count in some tool, and 1 function a tool counts in its total outside" in text
 
 
 def test_a_figure_with_no_printed_total_shows_the_sum_of_its_rows():

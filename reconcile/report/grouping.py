@@ -81,13 +81,13 @@ def _total_only(t: ToolExplanation) -> list[LayerExplanation]:
     u = t.unattributed
     if u is None:
         return []
-    out = []
-    for label in dict.fromkeys([*u.predicted, *u.raw]):
-        name = TOTAL_ONLY_ROW + label.split(":", 1)[-1]
-        pick = lambda d: {t.metric: d[label]} if label in d else {}  # noqa: E731
-        out.append(LayerExplanation(name, "functional", 0, None, pick(u.raw), pick(u.predicted), pick(u.reference),
-                                    pick(u.residual), {t.metric: tuple(u.causes.get(label, ()))}))
-    return out
+    def one(values: dict, label: str) -> dict:
+        return {t.metric: values[label]} if label in values else {}
+
+    return [LayerExplanation(TOTAL_ONLY_ROW + label.split(":", 1)[-1], "functional", 0, None, one(u.raw, label),
+                             one(u.predicted, label), one(u.reference, label), one(u.residual, label),
+                             {t.metric: tuple(u.causes.get(label, ()))})
+            for label in dict.fromkeys([*u.predicted, *u.raw])]
 
 
 def layer_table(r: ModelReport) -> tuple[list[ToolExplanation], list[str], dict[str, dict[str, LayerExplanation]],

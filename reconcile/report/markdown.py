@@ -274,11 +274,11 @@ def layers_section(r: ModelReport) -> list[str]:
     for i, k in enumerate(ordered, 1):
         keyed[k] = i
     extra = sum(m.startswith(TOTAL_ONLY_ROW) for m in differing)
-    also = (f", and {extra} functions a tool counts in its total outside any of its rows (\"in the total only\")"
-            if extra else "")
+    also = (f", and {extra} function{'s' if extra > 1 else ''} a tool counts in its total outside any of its rows "
+            "(\"in the total only\")" if extra else "")
     out += [f"{len(differing) - extra} modules differ from the native MAC count in some tool{also}: {len(groups)} "
-            "groups of modules explained alike (same type, causes and formula). A cell is the tool's number minus the native MACs "
-            "its rows are measured against, summed over the group (empty: equal; —: the tool has no row for it; "
+            "groups of modules explained alike (same type, causes and formula). A cell is the tool's number minus "
+            "the native MACs its rows are measured against, summed over the group (empty: equal; —: the tool has no row for it; "
             "native MACs \"own; N incl.\": N with its submodules' work, for tools whose rows hold it); "
             "*notes* point to the sentences under the table, with the numbers of the group's first module; a module "
             "with a residual is never grouped and is marked **unexplained**. Each tool's own numbers, module by "
@@ -325,9 +325,11 @@ def other_metrics_section(r: ModelReport) -> list[str]:
             gap = f" {_signed(value - s.reference)}" if value is not None else ""
             causes = ", ".join(f"{cid} {_signed(v)}" for cid, v in nonzero) or "no cause"
             res = f", **residual {_signed(s.residual)}**" if s.residual else ""
+            shown = _n(value) if value is None or value >= 0 else _signed(value)
+            if s.raw_total is None and value is not None:
+                shown += " (sum of its rows)"
             by_tool.setdefault(t.tool, []).append(
-                f"{hkey} {_n(value) if value is None or value >= 0 else _signed(value)}{' (sum of its rows)' if s.raw_total is None and value is not None else ''} "
-                f"vs native {_n(s.reference)}{gap} = {causes}{res}" + (f" ({unit})" if unit else ""))
+                f"{hkey} {shown} vs native {_n(s.reference)}{gap} = {causes}{res}" + (f" ({unit})" if unit else ""))
     totals = r.native_totals
     text = (f"Native: {_n(totals['params'])} parameters ({_n(totals['params_trainable'])} trainable, "
             f"{_n(totals['params_frozen'])} frozen, each tied tensor once), {_n(totals['buffers'])} buffer elements; the "
