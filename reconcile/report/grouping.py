@@ -71,6 +71,25 @@ def _merged(les: Sequence[LayerExplanation]) -> LayerExplanation:
                             summed("reference"), summed("residual"), causes)
 
 
+TOTAL_ONLY_ROW = "(in the total only) "  # + a label: work a tool counts in its total outside any row
+
+
+def _total_only(t: ToolExplanation) -> list[LayerExplanation]:
+    """A tool's record of work counted in its total but in no row (ptflops' patched functionals,
+    keyed by label "functional:F.relu"), as one pseudo-row per label in the tool's metric, so that
+    its causes (double_count) get rows and sentences like every other cause."""
+    u = t.unattributed
+    if u is None:
+        return []
+    def one(values: dict, label: str) -> dict:
+        return {t.metric: values[label]} if label in values else {}
+
+    return [LayerExplanation(TOTAL_ONLY_ROW + label.split(":", 1)[-1], "functional", 0, None, one(u.raw, label),
+                             one(u.predicted, label), one(u.reference, label), one(u.residual, label),
+                             {t.metric: tuple(u.causes.get(label, ()))})
+            for label in dict.fromkeys([*u.predicted, *u.raw])]
+
+
 def layer_table(r: ModelReport) -> tuple[list[ToolExplanation], list[str], dict[str, dict[str, LayerExplanation]],
                                           dict[str, str], dict[str, int | Fraction]]:
     # native is the reference column itself; every other tool gets a column
@@ -80,7 +99,7 @@ def layer_table(r: ModelReport) -> tuple[list[ToolExplanation], list[str], dict[
     types: dict[str, str] = {}
     references: dict[str, int | Fraction] = {}
     for t in tools:
-        for le in _per_module(t.layers):
+        for le in _per_module(t.layers) + _total_only(t):
             if le.module not in by_module:
                 by_module[le.module] = {}
                 order.append(le.module)
@@ -92,6 +111,9 @@ def layer_table(r: ModelReport) -> tuple[list[ToolExplanation], list[str], dict[
     if native is not None:  # each module's own MACs, from the reference count itself
         own = {le.module: le.reference.get(native.metric) for le in native.layers if le.call is None}
         references = {m: own[m] for m in order if isinstance(own.get(m), (int, Fraction))}
+        # a total-only row is measured against what its tool's record holds (native counts it in no module)
+        references.update({le.module: le.reference[t.metric] for t in tools for le in _total_only(t)
+                           if isinstance(le.reference.get(t.metric), (int, Fraction))})
     differing = [m for m in order
                  if any((le.causes.get(_metric(tools, tool)) or le.residual.get(_metric(tools, tool), 0))
                         for tool, le in by_module[m].items())]
@@ -109,6 +131,8 @@ def group_layers(tools: Sequence[ToolExplanation], modules: Sequence[str],
         cells = by_module[m]
         if any(le.residual.get(t.metric, 0) for t in tools if (le := cells.get(t.tool)) is not None):
             key: object = ("residual", m)
+        elif m.startswith(TOTAL_ONLY_ROW):  # a tool's work outside its rows: one row, every sentence kept
+            key = ("total only", tuple(sorted(cells)))
         else:
             key = (types.get(m, ""), m in references, tuple(
                 (t.tool, None) if (le := cells.get(t.tool)) is None
@@ -126,8 +150,9 @@ def group_layers(tools: Sequence[ToolExplanation], modules: Sequence[str],
             raw.append(sum(vals, 0) if present and all(v is not None for v in vals) else None)
             against.append(sum(refs, 0) if present and all(isinstance(v, (int, Fraction)) for v in refs) else None)
             residual.append(sum((le.residual.get(t.metric, 0) for le in present), 0))
-        notes = tuple((c.id, t.tool, c) for t in tools if t.tool in first
-                      for c in first[t.tool].causes.get(t.metric, ()))
+        sources = [by_module[m] for m in members] if members[0].startswith(TOTAL_ONLY_ROW) else [first]
+        notes = tuple((c.id, t.tool, c) for cells in sources for t in tools if t.tool in cells
+                      for c in cells[t.tool].causes.get(t.metric, ()))
         ref = sum((references[m] for m in members if m in references),
                   0) if any(m in references for m in members) else None
         groups.append(LayerGroup(tuple(members), types.get(members[0], ""), ref, tuple(raw), tuple(against), notes,

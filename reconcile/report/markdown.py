@@ -14,7 +14,7 @@ from reconcile.conventions.base import CAUSES, OUTSIDE
 from reconcile.explain.core import MetricSummary, ToolExplanation
 from reconcile import numbers
 from reconcile.report.files import file_stem
-from reconcile.report.grouping import LayerGroup, group_layers, layer_table, ran
+from reconcile.report.grouping import TOTAL_ONLY_ROW, LayerGroup, group_layers, layer_table, ran
 from reconcile.report.sentences import numbers_out, phrase, sentence, shape
 from reconcile.report.model import ModelReport
 
@@ -169,15 +169,25 @@ def totals_section(r: ModelReport) -> list[str]:
     text += "".join(f" {item}." for item in notes.items)
     warned = [t for t in r.tools if t.run.warnings]
     if warned:
-        text += " Warnings: " + "; ".join(
-            f"{t.tool} {len(t.run.warnings)} (" + ", ".join(f"`{w}`" for w in t.run.warnings[:3])
-            + (f", +{len(t.run.warnings) - 3} more" if len(t.run.warnings) > 3 else "") + ")" for t in warned) + "."
+        text += " Warnings: " + "; ".join(_warnings_text(t.tool, t.run.warnings) for t in warned) + "."
     out += ["", text, ""]
     for t, k in cols:
         if k is not None and k == t.main and t.summaries[k].headline_not_rows:
             out += [f"{t.tool}'s total is {_signed(t.summaries[k].headline_not_rows)} away from the sum of its own "
                     "per-layer rows (a fact about the tool, predicted and explained at the headline).", ""]
     return out
+
+
+def _warnings_text(tool: str, warnings: Sequence[str]) -> str:
+    """A tool's warnings, each text quoted once (mmengine's two analyzers print the same line:
+    "(x2)"), the first three distinct ones shown."""
+    counts: dict[str, int] = {}
+    for w in warnings:
+        counts[w] = counts.get(w, 0) + 1
+    distinct = list(counts)
+    shown = ", ".join(f"`{w}`" + (f" (x{counts[w]})" if counts[w] > 1 else "") for w in distinct[:3])
+    more = f", +{len(distinct) - 3} more" if len(distinct) > 3 else ""
+    return f"{tool} {len(warnings)} ({shown}{more})"
 
 
 MAX_NAME = 30  # characters of a group's compressed module names
@@ -189,6 +199,8 @@ def _tool_text(tool: str, text: str) -> str:
 
 
 def _module_label(m: str) -> str:
+    if m.startswith(TOTAL_ONLY_ROW):
+        return m
     return f"`{m}`" if m and m != OUTSIDE else ("(model)" if m == "" else m)
 
 
@@ -197,6 +209,8 @@ def compress_names(modules: Sequence[str], type_: str) -> str:
     ``13 ReLU modules``; one module keeps its name."""
     if len(modules) == 1:
         return _module_label(modules[0])
+    if all(m.startswith(TOTAL_ONLY_ROW) for m in modules):
+        return TOTAL_ONLY_ROW + ", ".join(m[len(TOTAL_ONLY_ROW):] for m in modules)
     parents: dict[str, list[str]] = {}
     for m in modules:
         parent, dot, leaf = m.rpartition(".")
@@ -259,9 +273,12 @@ def layers_section(r: ModelReport) -> list[str]:
     ordered = sorted(keyed, key=lambda k: (list(CAUSES).index(k[0]), k[1], order[k]))
     for i, k in enumerate(ordered, 1):
         keyed[k] = i
-    out += [f"{len(differing)} modules differ from the native MAC count in some tool: {len(groups)} groups of modules "
-            "explained alike (same type, causes and formula). A cell is the tool's number minus the native MACs "
-            "its rows are measured against, summed over the group (empty: equal; —: the tool has no row for it; "
+    extra = sum(m.startswith(TOTAL_ONLY_ROW) for m in differing)
+    also = (f", and {extra} function{'s' if extra > 1 else ''} a tool counts in its total outside any of its rows "
+            "(\"in the total only\")" if extra else "")
+    out += [f"{len(differing) - extra} modules differ from the native MAC count in some tool{also}: {len(groups)} "
+            "groups of modules explained alike (same type, causes and formula). A cell is the tool's number minus "
+            "the native MACs its rows are measured against, summed over the group (empty: equal; —: the tool has no row for it; "
             "native MACs \"own; N incl.\": N with its submodules' work, for tools whose rows hold it); "
             "*notes* point to the sentences under the table, with the numbers of the group's first module; a module "
             "with a residual is never grouped and is marked **unexplained**. Each tool's own numbers, module by "
@@ -303,11 +320,16 @@ def other_metrics_section(r: ModelReport) -> list[str]:
                 agree.append(f"{t.tool} {hkey} {_n(s.raw_total)}")
                 continue
             unit = t.run.units.get(hkey, "")
-            gap = f" {_signed(s.raw_total - s.reference)}" if s.raw_total is not None else ""
+            # a figure the tool prints no total for (torchsummary's output_prod) is the sum of its rows
+            value = s.raw_total if s.raw_total is not None else s.rows_total
+            gap = f" {_signed(value - s.reference)}" if value is not None else ""
             causes = ", ".join(f"{cid} {_signed(v)}" for cid, v in nonzero) or "no cause"
             res = f", **residual {_signed(s.residual)}**" if s.residual else ""
+            shown = _n(value) if value is None or value >= 0 else _signed(value)
+            if s.raw_total is None and value is not None:
+                shown += " (sum of its rows)"
             by_tool.setdefault(t.tool, []).append(
-                f"{hkey} {_n(s.raw_total)} vs native {_n(s.reference)}{gap} = {causes}{res}" + (f" ({unit})" if unit else ""))
+                f"{hkey} {shown} vs native {_n(s.reference)}{gap} = {causes}{res}" + (f" ({unit})" if unit else ""))
     totals = r.native_totals
     text = (f"Native: {_n(totals['params'])} parameters ({_n(totals['params_trainable'])} trainable, "
             f"{_n(totals['params_frozen'])} frozen, each tied tensor once), {_n(totals['buffers'])} buffer elements; the "
