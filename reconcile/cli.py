@@ -287,7 +287,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         if why:  # the tool would print nothing: say so rather than numbers it never prints
             raise ReconcileError(f"{conv.tool} cannot run on {spec.name}: {why}")
         # ops only a torch.jit trace holds: traced as `report` does
-        native, trace_note = pipeline.traced(spec, inputs, native, cfg.mode, ns.tool)
+        native, trace_note = pipeline.traced(spec.name, inputs, native, cfg.mode, ns.tool, cfg.timeout)
         pred = conv.predict(native)
         if cfg.format == "json":
             print(json.dumps({"model": spec.name, "tool": conv.tool, "input_shape": list(inp.shape),

@@ -118,16 +118,6 @@ def _out_of_memory(text: str) -> bool:
     return "can't allocate memory" in text or "cannot allocate memory" in text or "out of memory" in text
 
 
-def traced(name: str, inputs: Sequence[Any], mode: str, timeout: float) -> ToolRun:
-    """The forward as ``torch.jit`` traces it on CPU (``native-trace``, as ``report`` runs it for
-    fvcore and mmengine), in a worker."""
-    from reconcile.pipeline import TRACE
-    from reconcile.runner import Job, run_jobs
-
-    (run,) = run_jobs([Job(name, TRACE, inputs=tuple(inputs), mode=mode)], timeout=timeout, workers=1)
-    return run
-
-
 def measured(name: str, inputs: Sequence[Any], repeat: int, kernels: bool, timeout: float) -> ToolRun:
     """``MeasureLayers`` on the model in a worker, alone on this machine's CPUs (``workers=1``
     gives the worker every CPU's thread, as torch takes them in the command's process)."""

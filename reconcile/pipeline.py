@@ -255,17 +255,17 @@ def _model_runs(prepared: tuple[str, models.ModelSpec | None, models.Inputs, str
                      training)
 
 
-def traced(spec: models.ModelSpec, inputs: models.Inputs, native: NativeCount, mode: str = "eval",
-           tool: str = "") -> tuple[NativeCount, str]:
+def traced(name: str, inputs: models.Inputs, native: NativeCount, mode: str = "eval", tool: str = "",
+           timeout: float = 300.0) -> tuple[NativeCount, str]:
     """``native`` with the forward as torch.jit traces it attached when ``tool`` counts a trace
-    (``Tool.traced``: fvcore, mmengine), traced in this process as the trace job of ``collect``
-    does in a worker; the second item says why ops only a trace holds are not predicted ("" when
-    they are, or when ``tool`` needs no trace)."""
+    (``Tool.traced``: fvcore, mmengine, torchprofile), traced as the trace job of ``collect`` is, in a
+    worker of its own (the model never runs in this process); the second item says why ops only a
+    trace holds are not predicted ("" when they are, or when ``tool`` needs no trace)."""
     if tool and not registry.get(tool).traced:
         return native, ""
-    from reconcile.adapters.native import TracedAdapter
+    from reconcile.runner import Job, run_jobs
 
-    run = TracedAdapter().run(*models.prepare(models.build(spec, device="cpu"), inputs, "cpu", mode))
+    (run,) = run_jobs([Job(name, TRACE, inputs=tuple(inputs), mode=mode)], timeout=timeout, workers=1)
     if run.status == "ok":
         return replace(native, traced=run.detail), ""
     return native, (f"reconcile's own torch.jit trace of the model failed: {run.error_message}; "

@@ -18,7 +18,7 @@ from reconcile.records import NativeCount, ToolRun
 def adapter(tool: str):
     from reconcile import tools
 
-    module, _, cls = tools.get(tool).adapter.partition(":")
+    module, _, cls = tools.adapter_of(tool).partition(":")  # a helper job (native-trace) too
     return getattr(importlib.import_module(module), cls)()
 
 

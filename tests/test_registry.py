@@ -37,7 +37,11 @@ def test_one_reference_and_the_default_run():
     assert [t.name for t in tools.all_tools().values() if t.reference] == ["native"]
     # the default run: every tool of the environment and ultralytics-thop (default = true in its line)
     assert tools.defaults() == ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat",
-                                "torchsummary", "fvcore", "mmengine", "torchinfo", "flopcountermode")
+                                "torchsummary", "fvcore", "mmengine", "torchinfo", "flopcountermode",
+                                "torchprofile", "torchscan", "torchscan-ops", "pthflops")
+    # opt-in: each imports for seconds (DeepSpeed ~5 s; calflops imports transformers and timm)
+    assert [t.name for t in tools.all_tools().values() if not t.default and not t.pinned] == [
+        "deepspeed", "calflops", "flops-profiler"]
     assert pipeline.parse_tools("thop") == ("native", "thop")
     # training jobs and helper jobs resolve through the registry, nothing else
     assert runner.adapter_spec("native-training") == "reconcile.adapters.native:NativeTrainingAdapter"
