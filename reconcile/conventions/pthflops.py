@@ -29,8 +29,7 @@ import math
 
 from reconcile.conventions import common
 from reconcile.conventions.base import Convention, LayerPrediction, Prediction, RuleDoc, Term, is_instance, numel
-from reconcile.records import ModuleRow, NativeCount, TensorMeta
-from reconcile.report.numbers import exact
+from reconcile.records import ModuleRow, NativeCount, Phrase, TensorMeta
 
 TOOL = "pthflops"
 _NN = "torch.nn.modules."
@@ -72,24 +71,29 @@ def _leaf(row: ModuleRow, ref: int, terms: list[Term]) -> int:
             per_position = math.prod(a["kernel_size"]) * a["in_channels"] * (a["out_channels"] // a["groups"])
             total += per_position * o[0] * numel(o[2:])
         if total != ref:
-            terms.append(Term("formula", total - ref, f"{TOOL} counts {row.type} as prod(K) x Cin x Cout/g x output "
-                              f"positions: {exact(total)} where the MAC count is {exact(ref)}"))
+            terms.append(Term("formula", total - ref, "pthflops.formula",
+                              Phrase("pthflops counts {type!s} as prod(K) x Cin x Cout/g x output positions: {v} "
+                                     "where the MAC count is {ref}", {"type": row.type, "v": total, "ref": ref})))
         if a.get("has_bias"):
-            terms.append(Term("bias", outs, f"{TOOL} counts the bias add, 1 per output element: {exact(outs)}"))
+            terms.append(Term("bias", outs, "pthflops.bias",
+                              Phrase("pthflops counts the bias add, 1 per output element: {n}", {"n": outs})))
             total += outs
         return total
     if is_instance(row, _LINEAR):
         if a.get("has_bias"):
             n = a["out_features"] * len(calls)
-            terms.append(Term("bias", n, f"{TOOL} counts Linear's bias once per call, {exact(a['out_features'])}, "
-                              f"not once per token ({len(calls)} calls)"))
+            terms.append(Term("bias", n, "pthflops.bias.2",
+                              Phrase("pthflops counts Linear's bias once per call, {out}, not once per token "
+                                     "({calls!s} calls)", {"out": a["out_features"], "calls": len(calls)})))
             return ref + n
         return ref
     if is_instance(row, _RELU):
-        terms.append(Term("activation", 2 * outs, f"{TOOL} counts ReLU at 2 per element: 2 x {exact(outs)}"))
+        terms.append(Term("activation", 2 * outs, "pthflops.activation",
+                          Phrase("pthflops counts ReLU at 2 per element: 2 x {n}", {"n": outs})))
         return ref + 2 * outs
     if is_instance(row, _BN):
-        terms.append(Term("norm", 2 * outs, f"{TOOL} counts BatchNorm at 2 per element: 2 x {exact(outs)}"))
+        terms.append(Term("norm", 2 * outs, "pthflops.norm",
+                          Phrase("pthflops counts BatchNorm at 2 per element: 2 x {n}", {"n": outs})))
         return ref + 2 * outs
     if is_instance(row, _MAXPOOL) or is_instance(row, _AVGPOOL):
         k = a["kernel_size"]
@@ -98,16 +102,21 @@ def _leaf(row: ModuleRow, ref: int, terms: list[Term]) -> int:
             kernel = [k] * (len(c.outputs[0].shape) - 2) if isinstance(k, int) else list(k)
             per = math.prod(kernel) - (0 if is_instance(row, _AVGPOOL) else 1)
             total += per * numel(c.outputs[0].shape)
-        terms.append(Term("pool", total, f"{TOOL} counts {row.type} at {'prod(k)' if is_instance(row, _AVGPOOL) else 'prod(k) - 1'} "
-                          f"per output element: {exact(total)}"))
+        terms.append(Term("pool", total, "pthflops.pool",
+                          Phrase("pthflops counts {type!s} at {per!s} per output element: {v}",
+                                 {"type": row.type, "per": "prod(k)" if is_instance(row, _AVGPOOL) else "prod(k) - 1",
+                                  "v": total})))
         return ref + total
     if is_instance(row, _ADAPTIVE_AVG):
         total = sum(c.inputs[0].shape[-2] * c.inputs[0].shape[-1] * numel(c.outputs[0].shape) for c in calls)
-        terms.append(Term("pool", total, f"{TOOL} counts {row.type} at H_in x W_in per output element: {exact(total)}"))
+        terms.append(Term("pool", total, "pthflops.pool.2",
+                          Phrase("pthflops counts {type!s} at H_in x W_in per output element: {v}",
+                                 {"type": row.type, "v": total})))
         return ref + total
     if ref or row.flops:
-        terms.append(Term("unsupported_module", -ref, f"{TOOL} has no rule for {row.type}: {exact(ref)} MACs "
-                          f"({exact(row.flops)} FLOPs) not counted", flops=-row.flops))
+        terms.append(Term("unsupported_module", -ref, "pthflops.unsupported_module",
+                          Phrase("pthflops has no rule for {type!s}: {macs} MACs ({flops} FLOPs) not counted",
+                                 {"type": row.type, "macs": ref, "flops": row.flops}), flops=-row.flops))
     return 0
 
 
@@ -124,9 +133,11 @@ def _traced(row: ModuleRow, terms: list[Term]) -> int:
     wrapped = _FX_WRAPPED.get(row.attrs.get("class", ""))
     if wrapped:
         if row.macs or row.flops:
-            terms.append(Term("functional_not_seen", -row.macs, f"{row.type}.forward calls {wrapped}, which "
-                              f"torchvision registers with torch.fx.wrap: one fx node that {TOOL} counts as 0 "
-                              f"({exact(row.macs)} MACs, {exact(row.flops)} FLOPs not counted)", flops=-row.flops))
+            terms.append(Term("functional_not_seen", -row.macs, "pthflops.functional_not_seen",
+                              Phrase("{type!s}.forward calls {fn!s}, which torchvision registers with torch.fx.wrap: "
+                                     "one fx node that pthflops counts as 0 ({macs} MACs, {flops} FLOPs not counted)",
+                                     {"type": row.type, "fn": wrapped, "macs": row.macs, "flops": row.flops}),
+                              flops=-row.flops))
         return 0
     total = 0
     elementwise = matmul = 0
@@ -139,12 +150,14 @@ def _traced(row: ModuleRow, terms: list[Term]) -> int:
     inplace = 2 * row.op_elements.get("aten::add_", (0, 0))[1]  # ``+=``: an add node in fx
     ref = row.macs
     if matmul != ref:
-        terms.append(Term("functional_not_seen", matmul - ref, f"{TOOL} counts only functions named add, mul and "
-                          f"matmul in {row.type}.forward: {exact(ref - matmul)} MACs of other calls are not counted",
+        terms.append(Term("functional_not_seen", matmul - ref, "pthflops.functional_not_seen.2",
+                          Phrase("pthflops counts only functions named add, mul and matmul in {type!s}.forward: "
+                                 "{macs} MACs of other calls are not counted", {"type": row.type, "macs": ref - matmul}),
                           flops=-2 * (ref - matmul)))
     if elementwise + inplace:
-        terms.append(Term("elementwise", elementwise + inplace, f"{TOOL} counts add / mul at len(args) = 2 per output "
-                          f"element: {exact(elementwise + inplace)}"))
+        terms.append(Term("elementwise", elementwise + inplace, "pthflops.elementwise",
+                          Phrase("pthflops counts add / mul at len(args) = 2 per output element: {n}",
+                                 {"n": elementwise + inplace})))
     total = matmul + elementwise + inplace
     return total
 
@@ -177,8 +190,9 @@ class PthflopsConvention(Convention):
             terms: list[Term] = []
             if r.name in inside:
                 if r.macs or r.flops:
-                    terms.append(Term("nested_skipped", -r.macs, f"{TOOL} stops at the torch.nn module around "
-                                      f"{r.type} (an fx leaf): its {exact(r.macs)} MACs are not counted",
+                    terms.append(Term("nested_skipped", -r.macs, "pthflops.nested_skipped",
+                                      Phrase("pthflops stops at the torch.nn module around {type!s} (an fx leaf): "
+                                             "its {macs} MACs are not counted", {"type": r.type, "macs": r.macs}),
                                       flops=-r.flops))
                 layers.append(LayerPrediction(r.name, r.type, r.calls, {"flops": r.macs}, {"flops": 0},
                                               {"flops": tuple(terms)}))

@@ -37,8 +37,7 @@ from __future__ import annotations
 from reconcile.conventions.base import Convention, LayerPrediction, Prediction, RuleDoc, Term, numel
 from reconcile.conventions.fvcore import trace_only, traced_work
 from reconcile.counter.formulas import POOL_MEAN, flops_of
-from reconcile.records import ModuleRow, NativeCount, TensorMeta
-from reconcile.report.numbers import exact
+from reconcile.records import ModuleRow, NativeCount, Phrase, TensorMeta
 
 TOOL = "torchprofile"
 
@@ -98,8 +97,9 @@ def _own(row: ModuleRow, fv_muls: int) -> tuple[int, int, list[Term]]:
         if macs:
             no_handler = next((t for t in _NO_HANDLER if t in traced_ops and _maps_to(row, op, t)), None)
             if no_handler:
-                terms.append(Term("unsupported_op", -macs, f"{TOOL} has no handler for {no_handler} "
-                                  f"({exact(calls)} calls): counted as 0, leaving out {exact(macs)} MACs",
+                terms.append(Term("unsupported_op", -macs, "torchprofile.unsupported_op",
+                                  Phrase("torchprofile has no handler for {op!s} ({calls} calls): counted as 0, "
+                                         "leaving out {macs} MACs", {"op": no_handler, "calls": calls, "macs": macs}),
                                   flops=-flops_of(comps)))
             else:
                 tp += macs
@@ -108,17 +108,20 @@ def _own(row: ModuleRow, fv_muls: int) -> tuple[int, int, list[Term]]:
             traced = "instance_norm" if _isa(row, _INSTANCE_NORM) else _NORMS[op]
             if _affine(row) and n:
                 tp += n
-                terms.append(Term("norm", n, f"{TOOL} counts an affine {traced} at 1 MAC per element: 1 x {exact(n)}"))
+                terms.append(Term("norm", n, "torchprofile.norm", Phrase("torchprofile counts an affine {norm!s} at 1 MAC "
+                                                                    "per element: 1 x {n}", {"norm": traced, "n": n})))
         elif op in _POOLS or op == "aten::mean":
             n = _out(row, op)
             if n:
                 tp += n
                 if op in _POOLS:
-                    terms.append(Term("pool", n, f"{TOOL} counts {_POOLS[op]} at 1 MAC per output element: "
-                                      f"1 x {exact(n)}"))
+                    terms.append(Term("pool", n, "torchprofile.pool", Phrase("torchprofile counts {pool!s} at 1 MAC per "
+                                                                        "output element: 1 x {n}",
+                                                                        {"pool": _POOLS[op], "n": n})))
                 else:
-                    terms.append(Term("formula", n, f"{TOOL}'s aten::mean handler counts 1 MAC per output "
-                                      f"element: 1 x {exact(n)}"))
+                    terms.append(Term("formula", n, "torchprofile.formula", Phrase("torchprofile's aten::mean handler counts "
+                                                                              "1 MAC per output element: 1 x {n}",
+                                                                              {"n": n})))
         elif op in _MULS:
             n = _out(row, op)
             inner = _sdpa_mul_elements(row, sdpa, calls, n) if sdpa and op == "aten::mul" else 0
@@ -126,24 +129,28 @@ def _own(row: ModuleRow, fv_muls: int) -> tuple[int, int, list[Term]]:
             real_muls += kept
             if n - inner:
                 tp += n - inner
-                terms.append(Term("elementwise", n - inner, f"{TOOL} counts {op} at 1 MAC per output element: "
-                                  f"1 x {exact(n - inner)} ({exact(kept)} calls)"))
+                terms.append(Term("elementwise", n - inner, "torchprofile.elementwise",
+                                  Phrase("torchprofile counts {op!s} at 1 MAC per output element: 1 x {n} "
+                                         "({calls} calls)", {"op": op, "n": n - inner, "calls": kept})))
         elif op == "aten::leaky_relu":
             n = _out(row, op)
             tp += n
-            terms.append(Term("activation", n, f"{TOOL} counts leaky_relu at 1 MAC per element: 1 x {exact(n)}"))
+            terms.append(Term("activation", n, "torchprofile.activation",
+                              Phrase("torchprofile counts leaky_relu at 1 MAC per element: 1 x {n}", {"n": n})))
         elif op in _INTERPOLATE:
             n = _out(row, op)
             per = _INTERPOLATE[op]
             tp += per * n
-            terms.append(Term("interpolate", per * n, f"{TOOL} counts {op.removeprefix('aten::')} at {per} MACs per "
-                              f"output element: {per} x {exact(n)}"))
+            terms.append(Term("interpolate", per * n, "torchprofile.interpolate",
+                              Phrase("torchprofile counts {op!s} at {per!s} MACs per output element: {per!s} x {n}",
+                                     {"op": op.removeprefix("aten::"), "per": per, "n": n})))
     size_muls = fv_muls - real_muls
     if size_muls > 0:
         tp += size_muls
-        terms.append(Term("trace_size_arithmetic", size_muls, f"the jit trace records Python arithmetic on sizes as "
-                          f"{exact(size_muls)} aten::mul node(s) on 0-dim tensors here, each 1 MAC to {TOOL} "
-                          "(no eager op runs for them)"))
+        terms.append(Term("trace_size_arithmetic", size_muls, "torchprofile.trace_size_arithmetic",
+                          Phrase("the jit trace records Python arithmetic on sizes as {n} aten::mul node(s) on "
+                                 "0-dim tensors here, each 1 MAC to torchprofile (no eager op runs for them)",
+                                 {"n": size_muls})))
     return tp, ref, terms
 
 
@@ -191,8 +198,10 @@ class TorchprofileConvention(Convention):
         if native.traced is not None:
             work = work + trace_only(row.name, work, native.traced)
         if row.call_records and not any(c.used for c in row.call_records):  # fvcore's liveness rule
-            terms = (Term("dead_code", -ref, f"nothing the model returns uses {row.type}'s result, so the jit trace "
-                          f"drops it: {exact(ref)} MACs not counted", flops=-row.flops),) if ref or row.flops else ()
+            terms = (Term("dead_code", -ref, "torchprofile.dead_code",
+                          Phrase("nothing the model returns uses {type!s}'s result, so the jit trace drops it: "
+                                 "{macs} MACs not counted", {"type": row.type, "macs": ref}),
+                          flops=-row.flops),) if ref or row.flops else ()
             return LayerPrediction(row.name, row.type, row.calls, {"macs": ref}, {"macs": 0}, {"macs": terms})
         fv_muls = sum(w.calls for w in work if w.op in _MULS and w.status != "dropped")
         tp, own_ref, terms = _own(row, fv_muls)

@@ -35,8 +35,7 @@ from reconcile.conventions import common
 from reconcile.conventions.base import (
     Convention, LayerPrediction, Prediction, RuleDoc, Term, is_instance, numel,
 )
-from reconcile.records import ModuleRow, NativeCount
-from reconcile.report.numbers import exact
+from reconcile.records import ModuleRow, NativeCount, Phrase
 
 TOOL = "torchscan"
 _NN = "torch.nn.modules."
@@ -72,13 +71,17 @@ def _leaf_macs(row: ModuleRow, ref: int, terms: list[Term]) -> int:
         for c in calls:
             total += 4 * len(a["kernel_size"]) + numel(c.outputs[0].shape) * (c.inputs[0].shape[1] // a["groups"]) \
                 * math.prod(a["kernel_size"])
-        terms.append(Term("formula", total - ref, f"{TOOL} counts a transposed conv as out.numel() x Cin/groups x K "
-                          f"+ 4 x {len(a['kernel_size'])} per call: {exact(total)} where the MAC count is {exact(ref)}"))
+        terms.append(Term("formula", total - ref, "torchscan.formula",
+                          Phrase("torchscan counts a transposed conv as out.numel() x Cin/groups x K + 4 x {dims!s} "
+                                 "per call: {v} where the MAC count is {ref}",
+                                 {"dims": len(a["kernel_size"]), "v": total, "ref": ref})))
         return total
     if is_instance(row, _BN):
         n = sum(numel(c.inputs[0].shape) for c in calls)
         per = 2 if a.get("affine") else 1
-        terms.append(Term("norm", per * n, f"{TOOL} counts BatchNorm at {per} MAC(s) per element: {per} x {exact(n)}"))
+        terms.append(Term("norm", per * n, "torchscan.norm",
+                          Phrase("torchscan counts BatchNorm at {per!s} MAC(s) per element: {per!s} x {n}",
+                                 {"per": per, "n": n})))
         return ref + per * n
     if is_instance(row, _MAXPOOL) or is_instance(row, _AVGPOOL):
         kernel = a["kernel_size"]
@@ -91,11 +94,15 @@ def _leaf_macs(row: ModuleRow, ref: int, terms: list[Term]) -> int:
             extra = dims if avg else 0
             total += out * (read - 1 + extra)
             true = out * (window - 1 + extra)
-            terms.append(Term("pool", true, f"{TOOL} counts {row.type} at (window - 1{' + dims' if avg else ''}) per "
-                              f"output element: {window - 1 + extra} x {exact(out)}"))
+            terms.append(Term("pool", true, "torchscan.pool",
+                              Phrase("torchscan counts {type!s} at (window - 1{dims!s}) per output element: "
+                                     "{per!s} x {n}", {"type": row.type, "dims": " + dims" if avg else "",
+                                                       "per": window - 1 + extra, "n": out})))
             if read != window:
-                terms.append(Term("pool_kernel_1d", out * (read - window), f"{TOOL} reads kernel_size={kernel} as "
-                                  f"{read} elements, not {window}: {read - window} x {exact(out)}"))
+                terms.append(Term("pool_kernel_1d", out * (read - window), "torchscan.pool_kernel_1d",
+                                  Phrase("torchscan reads kernel_size={kernel!s} as {read!s} elements, not {window!s}: "
+                                         "{d!s} x {n}", {"kernel": kernel, "read": read, "window": window,
+                                                         "d": read - window, "n": out})))
         return ref + total
     if is_instance(row, _ADAPTIVE_MAX) or is_instance(row, _ADAPTIVE_AVG):
         avg = is_instance(row, _ADAPTIVE_AVG)
@@ -104,12 +111,16 @@ def _leaf_macs(row: ModuleRow, ref: int, terms: list[Term]) -> int:
             ks = _adaptive_kernel(c.inputs[0].shape, c.outputs[0].shape)
             per = math.prod(ks) - 1 + (len(ks) if avg else 0)
             total += per * numel(c.outputs[0].shape)
-        terms.append(Term("pool", total, f"{TOOL} counts {row.type} at (prod(kernel) - 1{' + dims' if avg else ''}) "
-                          f"per output element, kernel from the shapes: {exact(total)}"))
+        terms.append(Term("pool", total, "torchscan.pool.2",
+                          Phrase("torchscan counts {type!s} at (prod(kernel) - 1{dims!s}) per output element, "
+                                 "kernel from the shapes: {v}",
+                                 {"type": row.type, "dims": " + dims" if avg else "", "v": total})))
         return ref + total
     if ref or row.flops:
-        terms.append(Term("unsupported_module", -ref, f"{TOOL} has no MAC formula for {row.type} (\"Module type not "
-                          f"supported\"): {exact(ref)} MACs ({exact(row.flops)} FLOPs) not counted", flops=-row.flops))
+        terms.append(Term("unsupported_module", -ref, "torchscan.unsupported_module",
+                          Phrase("torchscan has no MAC formula for {type!s} (\"Module type not supported\"): "
+                                 "{macs} MACs ({flops} FLOPs) not counted",
+                                 {"type": row.type, "macs": ref, "flops": row.flops}), flops=-row.flops))
     return 0
 
 
@@ -169,21 +180,24 @@ class TorchscanConvention(Convention):
         else:
             macs = 0
             if ref or row.flops:
-                terms.append(Term("functional_not_seen", -ref, f"{TOOL} hooks modules only: the {exact(ref)} MACs "
-                                  f"({exact(row.flops)} FLOPs) in {row.type}.forward's own code are not counted",
-                                  flops=-row.flops))
+                terms.append(Term("functional_not_seen", -ref, "torchscan.functional_not_seen",
+                                  Phrase("torchscan hooks modules only: the {macs} MACs ({flops} FLOPs) in "
+                                         "{type!s}.forward's own code are not counted",
+                                         {"macs": ref, "flops": row.flops, "type": row.type}), flops=-row.flops))
         names = [x.name for x in tree.subtree(row.name)] if mha else [row.name]
         params = tree.params(row.name) if mha else row.params
         n_buf = sum(buffers.get(n, 0) for n in names)
         counted = params if mha else held.get(row.name, 0)  # MultiheadAttention: its subtree, recurse=True
         param_terms: list[Term] = []
         if n_buf:
-            param_terms.append(Term("params_buffers", n_buf, f"{TOOL}'s Param # adds the {exact(n_buf)} elements of "
-                                    f"{row.type}'s buffers"))
+            param_terms.append(Term("params_buffers", n_buf, "torchscan.params_buffers",
+                                    Phrase("torchscan's Param # adds the {n} elements of {type!s}'s buffers",
+                                           {"n": n_buf, "type": row.type})))
         if counted != params:
-            param_terms.append(Term("params_tied", counted - params, f"{TOOL} counts a tied parameter at the first "
-                                    f"module called that holds it, not at its first name: {exact(counted)} here "
-                                    f"where {exact(params)} are registered first under this module"))
+            param_terms.append(Term("params_tied", counted - params, "torchscan.params_tied",
+                                    Phrase("torchscan counts a tied parameter at the first module called that holds "
+                                           "it, not at its first name: {counted} here where {params} are registered "
+                                           "first under this module", {"counted": counted, "params": params})))
         return LayerPrediction(row.name, row.type, row.calls, {"macs": ref, "params": params},
                                {"macs": macs, "params": counted + n_buf},
                                {"macs": tuple(terms), "params": tuple(param_terms)})
