@@ -98,8 +98,7 @@ def test_no_layer_below_the_renderers_imports_report():
     assert offenders == []
 
 
-@pytest.mark.parametrize("module", ["common", "flopcountermode", "fvcore", "ptflops", "ptflops_aten", "ptflops_07",
-                                    "thop", "thop_0022", "ultralytics_thop", "torchinfo", "torchstat", "torchsummary"])
+@pytest.mark.parametrize("module", sorted(p.stem for p in (ROOT / "reconcile" / "conventions").glob("*.py")))
 def test_conventions_format_no_numbers(module):
     # sentences are data: no convention formats a number (reconcile.numbers is the renderers')
     src = (ROOT / "reconcile" / "conventions" / f"{module}.py").read_text()
