@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet18", "vgg16")
 TOOLS = ("native", "thop", "ultralytics-thop", "ptflops", "ptflops-aten", "torchstat", "torchsummary", "fvcore",
-         "mmengine", "torchinfo", "flopcountermode")
+         "mmengine", "torchinfo", "flopcountermode", "torchprofile", "torchscan", "torchscan-ops", "pthflops")
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +57,16 @@ def test_every_tool_explained_on_every_layer(fresh, model):
 TOTALS = {
     "resnet18": {"thop": 1_824_033_792, "ultralytics-thop": 1_824_033_792, "ptflops": 1_825_313_768,
                  "ptflops-aten": 1_814_074_344, "fvcore": 1_819_065_856, "torchstat": 3_638_757_912, "mmengine": 1_819_065_856,
-                 "torchinfo": 1_814_083_944, "flopcountermode": 3_628_146_688},  # 2 FLOPs x 1,814,073,344 MACs
+                 "torchinfo": 1_814_083_944, "flopcountermode": 3_628_146_688,  # 2 FLOPs x 1,814,073,344 MACs
+                 # issue 20's figures, measured with each tool alone: torchprofile, torchscan (MACs),
+                 # torchscan's operator view (FLOPs, as FlopCounterMode), pthflops ("FLOPs")
+                 "torchprofile": 1_816_557_568, "torchscan": 1_819_467_776, "torchscan-ops": 3_628_146_688,
+                 "pthflops": 1_826_793_960},
     "vgg16": {"thop": 15_470_314_496, "ultralytics-thop": 15_470_314_496, "ptflops": 15_523_225_576,
               "ptflops-aten": 15_483_821_032, "fvcore": 15_470_289_408, "torchstat": 30_958_666_264, "mmengine": 15_470_289_408,
-              "torchinfo": 15_483_821_032, "flopcountermode": 30_940_528_640},  # 2 FLOPs x 15,470,264,320 MACs
+              "torchinfo": 15_483_821_032, "flopcountermode": 30_940_528_640,  # 2 FLOPs x 15,470,264,320 MACs
+              "torchprofile": 15_470_289_408, "torchscan": 15_471_844_864, "torchscan-ops": 30_940_528_640,
+              "pthflops": 15_516_752_872},
 }
 # torchvision's published _ops (GMACs) and num_params for these weights
 PUBLISHED = {"resnet18": (1_814_073_344, 11_689_512), "vgg16": (15_470_264_320, 138_357_544)}
@@ -98,7 +104,9 @@ def test_markdown_names_every_tool_and_no_unexplained_rows(fresh):
 # Issue 11: at most half of the 124 lines of 2026-11 (7 counters then, 11 now), every table row
 # within 160 columns: the totals have a row per tool and a column per cause, the per-layer cells
 # are differences from native (empty when equal), which leaves the 11 counters in one table each.
-VGG16_MAX_LINES = 62
+# Issue 20 added 4 default counters (15 now): a row each in the totals, and the per-layer table
+# splits in two at 160 columns (11 tool columns and 4): 86 lines, every row still within 160.
+VGG16_MAX_LINES = 86
 
 
 @pytest.mark.parametrize("model", MODELS)
