@@ -26,15 +26,18 @@ from typing import Any
 from reconcile.conventions import common
 from reconcile.conventions.base import Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, numel
 from reconcile.counter.formulas import flops_of
-from reconcile.records import ModuleRow, NativeCount, Phrase, TensorMeta, TorchCall
-from reconcile.numbers import exact
+from reconcile.records import ModuleRow, NativeCount, Phrase, TensorMeta, TorchCall, Value
 
 _NN = "torch.nn.modules."
 
 
-def _term(cause: str, amount: Number, text: str, flops: Number = 0, macs: Number | None = None) -> Term:
-    """A term whose sentence is ``text`` as it stands (no slots; braces kept literal)."""
-    return Term(cause, amount, f"deepspeed.{cause}", Phrase(text.replace("{", "{{").replace("}", "}}")), flops, macs)
+def _term(tool: str, cause: str, amount: Number, template: str, values: dict[str, Value] | None = None,
+          rule: str | None = None, flops: Number = 0, macs: Number | None = None) -> Term:
+    """A term of ``tool`` (deepspeed, calflops or flops-profiler): rule ``<tool>.<rule or cause>``, and
+    its sentence ``template`` with the slot ``{tool!s}`` and ``values`` filled when rendering."""
+    values = dict(values or {})
+    assert "tool" not in values, values
+    return Term(cause, amount, f"{tool}.{rule or cause}", Phrase(template, {"tool": tool, **values}), flops, macs)
 
 
 def _cls(row: ModuleRow) -> str:
@@ -57,27 +60,38 @@ class _Acc:
     macs_terms: list[Term] = field(default_factory=list)
     flops_terms: list[Term] = field(default_factory=list)
 
-    def count(self, macs: int, native_macs: int, what: str) -> None:
-        """Work the tool counts as ``macs`` MACs where the native count has ``native_macs``."""
+    def term(self, cause: str, amount: Number, template: str, values: dict[str, Value] | None = None,
+             rule: str | None = None, flops: Number = 0, macs: Number | None = None) -> Term:
+        return _term(self.tool, cause, amount, template, values, rule, flops, macs)
+
+    def count(self, macs: int, native_macs: int, what: str, values: dict[str, Value] | None = None,
+              rule: str = "formula") -> None:
+        """Work the tool counts as ``macs`` MACs where the native count has ``native_macs``; ``what``
+        (a template filled from ``values``) names the work and the tool's formula."""
         self.counted += macs
         if macs != native_macs:
-            t = _term("formula", macs - native_macs, f"{self.tool} counts {what} as {exact(macs)} MACs where the "
-                     f"MAC count is {exact(native_macs)}")
+            t = self.term("formula", macs - native_macs, "{tool!s} counts {what} as {macs} MACs where the MAC "
+                          "count is {native_macs}", {"what": Phrase(what, dict(values or {})), "macs": macs,
+                                                     "native_macs": native_macs}, rule)
             self.macs_terms.append(t)
             self.flops_terms.append(t)
 
-    def extra(self, cause: str, amount: int, text: str) -> None:
-        """FLOPs the tool counts beyond 2 per MAC (bias, norm, activation...)."""
+    def extra(self, cause: str, amount: int, template: str, values: dict[str, Value] | None = None,
+              rule: str | None = None) -> None:
+        """FLOPs the tool counts beyond 2 per MAC (bias, norm, activation...): "<tool>: " + ``template``."""
         if amount:
-            self.flops_terms.append(_term(cause, amount, f"{self.tool}: {text}"))
+            self.flops_terms.append(self.term(cause, amount, "{tool!s}: " + template, values, rule))
 
-    def miss(self, cause: str, components: dict[str, int], text: str) -> None:
-        """Native work the tool does not count at all."""
+    def miss(self, cause: str, components: dict[str, int], template: str, values: dict[str, Value] | None = None,
+             rule: str | None = None) -> None:
+        """Native work the tool does not count at all: "<tool> " + ``template`` + what is lost."""
         macs = components.get("macs", 0)
         flops = flops_of(components)
         if macs or flops:
-            t = _term(cause, -macs, f"{self.tool} {text}: {exact(macs)} MACs, {exact(flops)} FLOPs not counted",
-                     flops=-flops, macs=-macs)
+            values = dict(values or {})
+            assert not {"lost_macs", "lost_flops"} & set(values), values
+            t = self.term(cause, -macs, "{tool!s} " + template + ": {lost_macs} MACs, {lost_flops} FLOPs not counted",
+                          {**values, "lost_macs": macs, "lost_flops": flops}, rule, flops=-flops, macs=-macs)
             if macs:
                 self.macs_terms.append(t)
             self.flops_terms.append(t)
@@ -201,46 +215,56 @@ class DeepspeedConvention(Convention):
         if family == "linear":
             w = _shape(_arg(call, 1, "weight"))
             macs = numel(a0) * w[0]
-            acc.count(macs, native_macs, f"{call.func}")
+            acc.count(macs, native_macs, "{call!s}", {"call": call.func}, rule="linear")
         elif family == "conv":
-            acc.count(native_macs, native_macs, call.func)
-            acc.extra("bias", comps.get("bias", 0), f"{call.func} bias, 1 per output element")
+            acc.count(native_macs, native_macs, "{call!s}", {"call": call.func}, rule="conv")
+            acc.extra("bias", comps.get("bias", 0), "{call!s} bias, 1 per output element", {"call": call.func},
+                      rule="conv_bias")
         elif family == "matmul":
-            acc.count(numel(a0) * a1[-1], native_macs, f"{call.func} as prod(A.shape) x B.shape[-1]")
+            acc.count(numel(a0) * a1[-1], native_macs, "{call!s} as prod(A.shape) x B.shape[-1]",
+                      {"call": call.func}, rule="matmul")
         elif family == "addmm":
             bias = _shape(_arg(call, 0, "input"))
             m1, m2 = _shape(_arg(call, 1, "mat1")), _shape(_arg(call, 2, "mat2"))
-            acc.count(numel(m1) * m2[-1], native_macs, f"{call.func} as prod(mat1) x mat2[-1]")
-            acc.extra("bias", numel(bias), f"{call.func} adds its input once per call: {exact(numel(bias))} "
-                      f"(shape {tuple(bias)}), not once per output row")
+            acc.count(numel(m1) * m2[-1], native_macs, "{call!s} as prod(mat1) x mat2[-1]", {"call": call.func},
+                      rule="addmm")
+            acc.extra("bias", numel(bias), "{call!s} adds its input once per call: {n} (shape {shape!s}), not once "
+                      "per output row", {"call": call.func, "n": numel(bias), "shape": str(tuple(bias))},
+                      rule="addmm_bias")
         elif family == "sdpa":
             q, k = a0, a1
             v = _shape(_arg(call, 2, "value"))
             macs = numel(q) * k[-2] + numel(q[:-1]) * k[-2] * v[-1]
-            acc.count(macs, native_macs, "scaled_dot_product_attention (QK and AV)")
+            acc.count(macs, native_macs, "scaled_dot_product_attention (QK and AV)", rule="sdpa")
             rest = {k_: v_ for k_, v_ in comps.items() if k_ != "macs"}
-            acc.miss("unsupported_op", rest, "leaves out SDPA's softmax and scaling")
+            acc.miss("unsupported_op", rest, "leaves out SDPA's softmax and scaling", rule="sdpa_softmax")
         elif family.startswith("numel:"):
             cause = family.split(":")[1]
-            acc.extra(cause, numel(a0), f"{call.func} as 1 per input element: {exact(numel(a0))}")
+            acc.extra(cause, numel(a0), "{call!s} as 1 per input element: {n}", {"call": call.func, "n": numel(a0)},
+                      rule=f"functional_{cause}")
         elif family == "batch_norm":
             weight = _arg(call, 3, "weight")
             training = _arg(call, 5, "training")
             per = (5 if weight is not None else 4) if training else (2 if weight is not None else 1)
-            acc.extra("norm", per * numel(a0), f"{call.func} as {per} per element: {per} x {exact(numel(a0))}")
+            acc.extra("norm", per * numel(a0), "{call!s} as {per!s} per element: {per!s} x {n}",
+                      {"call": call.func, "per": per, "n": numel(a0)}, rule="functional_batch_norm")
         elif family == "elementwise":
-            acc.extra("elementwise", self._elementwise(call), f"{call.func} as the size of its operands' shape")
+            acc.extra("elementwise", self._elementwise(call), "{call!s} as the size of its operands' shape",
+                      {"call": call.func})
         elif family == "einsum":
             flops = _einsum_flops(call)
             if flops is None:  # an equation this rule does not cover: left as a residual, not guessed
-                acc.miss("unsupported_op", comps, "counts this einsum by numpy's einsum_path (not covered here)")
+                acc.miss("unsupported_op", comps, "counts this einsum by numpy's einsum_path (not covered here)",
+                         rule="einsum_uncovered")
                 return
-            t = _term("formula", -native_macs, f"{self.tool} counts torch.einsum in FLOPs only (0 MACs)")
+            t = acc.term("formula", -native_macs, "{tool!s} counts torch.einsum in FLOPs only (0 MACs)",
+                         rule="einsum_macs")
             acc.macs_terms.append(t)
-            acc.flops_terms.append(_term("formula", flops - native_macs, f"{self.tool} costs torch.einsum by numpy's "
-                                        f"einsum_path, printed with 4 digits and read back: {exact(flops)} FLOPs"))
+            acc.flops_terms.append(acc.term("formula", flops - native_macs, "{tool!s} costs torch.einsum by numpy's "
+                                            "einsum_path, printed with 4 digits and read back: {flops} FLOPs",
+                                            {"flops": flops}, rule="einsum_flops"))
         elif family == "interpolate":
-            acc.extra("interpolate", self._interpolate(call), f"{call.func}")
+            acc.extra("interpolate", self._interpolate(call), "{call!s}", {"call": call.func})
 
     def _elementwise(self, call: TorchCall) -> int:
         a = _shape(_arg(call, 0, "input"))
@@ -281,21 +305,22 @@ class DeepspeedConvention(Convention):
             seen_macs[call.func] = seen_macs.get(call.func, 0) + comps.get("macs", 0)
             family = patched.get(call.func)
             if family is not None and call.func in bound:
-                acc.miss("functional_not_seen", comps, f"sees no {call.func} called through a reference "
-                         f"{row.type} took before the profiler patched it")
+                acc.miss("functional_not_seen", comps, "sees no {call!s} called through a reference {type!s} took "
+                         "before the profiler patched it", {"call": call.func, "type": row.type}, rule="captured")
             elif family is not None:
                 self._call(acc, call, family)
             elif comps.get("macs", 0):
-                acc.miss("unsupported_op", comps, f"does not patch {call.func}")
+                acc.miss("unsupported_op", comps, "does not patch {call!s}", {"call": call.func})
         left = row.macs - sum(seen_macs.values())
         if left:
             acc.miss("unsupported_op", {"macs": left}, "sees none of the matrix work done outside the torch "
-                     "names it patches")
+                     "names it patches", rule="unpatched_work")
         # F.layer_norm / F.group_norm in a user forward (timm's norms): not in the native call record,
         # seen as their aten ops; the profiler costs them 5 per element (a weight is assumed)
         for op in ("aten::native_layer_norm", "aten::native_group_norm"):
             n = row.op_elements.get(op, (0, 0))[0]
-            acc.extra("norm", 5 * n, f"{op.split('::')[1]} as 5 per element: 5 x {exact(n)}")
+            acc.extra("norm", 5 * n, "{op!s} as 5 per element: 5 x {n}", {"op": op.split("::")[1], "n": n},
+                      rule="aten_norm")
 
     # ----- torch.nn modules: their forward is known ----------------------------------------------
 
@@ -304,19 +329,22 @@ class DeepspeedConvention(Convention):
         if cls in ("Linear", "NonDynamicallyQuantizableLinear", "Bilinear") and cls != "Bilinear":
             for c in row.call_records:
                 macs = c.inputs[0].numel * a["out_features"]
-                acc.count(macs, c.components.get("macs", 0), "F.linear")
+                acc.count(macs, c.components.get("macs", 0), "F.linear", rule="linear")
             return
         if cls in ("Conv1d", "Conv2d", "Conv3d"):
             for c in row.call_records:
-                acc.count(c.components.get("macs", 0), c.components.get("macs", 0), cls)
-                acc.extra("bias", c.components.get("bias", 0), f"{cls} bias, 1 per output element")
+                acc.count(c.components.get("macs", 0), c.components.get("macs", 0), "{cls!s}", {"cls": cls},
+                          rule="conv")
+                acc.extra("bias", c.components.get("bias", 0), "{cls!s} bias, 1 per output element", {"cls": cls},
+                          rule="conv_bias")
             return
         if cls.startswith("BatchNorm"):
             for c in row.call_records:
                 training = a.get("training") or not a.get("track_running_stats", True)
                 w = a.get("affine", False)
                 per = (5 if w else 4) if training else (2 if w else 1)
-                acc.extra("norm", per * c.inputs[0].numel, f"{cls} as {per} per element: {per} x {exact(c.inputs[0].numel)}")
+                acc.extra("norm", per * c.inputs[0].numel, "{cls!s} as {per!s} per element: {per!s} x {n}",
+                          {"cls": cls, "per": per, "n": c.inputs[0].numel}, rule="batch_norm")
             return
         if cls in ("LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"):
             w = a.get("elementwise_affine", a.get("affine", False))
@@ -324,19 +352,22 @@ class DeepspeedConvention(Convention):
                 w = a.get("has_weight", w)
             per = 5 if w else 4
             for c in row.call_records:
-                acc.extra("norm", per * c.inputs[0].numel, f"{cls} as {per} per element: {per} x {exact(c.inputs[0].numel)}")
+                acc.extra("norm", per * c.inputs[0].numel, "{cls!s} as {per!s} per element: {per!s} x {n}",
+                          {"cls": cls, "per": per, "n": c.inputs[0].numel})
             return
         if cls in ("ReLU", "PReLU", "ELU", "LeakyReLU", "SiLU", "GELU"):
             for c in row.call_records:
-                acc.extra("activation", c.inputs[0].numel, f"{cls} as 1 per element: {exact(c.inputs[0].numel)}")
+                acc.extra("activation", c.inputs[0].numel, "{cls!s} as 1 per element: {n}",
+                          {"cls": cls, "n": c.inputs[0].numel})
             return
         if any(cls.startswith(p) for p in ("MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool")):
             for c in row.call_records:
-                acc.extra("pool", c.inputs[0].numel, f"{cls} as 1 per input element: {exact(c.inputs[0].numel)}")
+                acc.extra("pool", c.inputs[0].numel, "{cls!s} as 1 per input element: {n}",
+                          {"cls": cls, "n": c.inputs[0].numel})
             return
         if cls == "Softmax":
             for c in row.call_records:
-                acc.extra("softmax", c.inputs[0].numel, f"Softmax as 1 per element: {exact(c.inputs[0].numel)}")
+                acc.extra("softmax", c.inputs[0].numel, "Softmax as 1 per element: {n}", {"n": c.inputs[0].numel})
             return
         if cls == "MultiheadAttention":
             self._mha(acc, row)
@@ -346,7 +377,8 @@ class DeepspeedConvention(Convention):
             return
         # anything else (Embedding, Dropout, Identity, Flatten, Sigmoid, Hardswish, ReLU6 through
         # F.hardtanh, ...): no patched name in its forward
-        acc.miss("unsupported_module", dict(row.components), f"has no patched function in {row.type}.forward")
+        acc.miss("unsupported_module", dict(row.components), "has no patched function in {type!s}.forward",
+                 {"type": row.type})
 
     def _rnn(self, acc: _Acc, row: ModuleRow, cls: str) -> None:
         """The module hook ``_rnn_forward_hook`` (``_rnn_cell_forward_hook``): FLOPs only, per layer
@@ -369,19 +401,26 @@ class DeepspeedConvention(Convention):
         units = sum((c.inputs[0].shape[0] if cell else c.inputs[0].shape[0] * c.inputs[0].shape[1])
                     for c in row.call_records) * (1 if cell else dirs)
         native = row.macs
-        acc.macs_terms.append(_term("formula", -native, f"{self.tool} counts {cls} in FLOPs only (0 MACs)"))
+        acc.macs_terms.append(acc.term("formula", -native, "{tool!s} counts {cls!s} in FLOPs only (0 MACs)",
+                                       {"cls": cls}, rule="rnn_macs"))
         k = 2 if self.rnn_two_per_weight else 1
         if k == 2:
-            acc.flops_terms.append(_term("mac_vs_flop", native, f"{self.tool} counts {cls}'s weights at 2 per MAC"))
+            acc.flops_terms.append(acc.term("mac_vs_flop", native, "{tool!s} counts {cls!s}'s weights at 2 per MAC",
+                                            {"cls": cls}, rule="rnn_mac_vs_flop"))
         diff = k * weights * units - k * native
         if diff:
-            acc.flops_terms.append(_term("formula", diff, f"{self.tool} costs {cls} from the forward direction's "
-                                        f"weights per step: {k} x {exact(weights)} x {exact(units)}"))
+            acc.flops_terms.append(acc.term("formula", diff, "{tool!s} costs {cls!s} from the forward direction's "
+                                            "weights per step: {k!s} x {weights} x {units}",
+                                            {"cls": cls, "k": k, "weights": weights, "units": units},
+                                            rule="rnn_weights"))
         if k == 2:
-            acc.flops_terms.append(_term("per_output_minus_one", -minus * units, f"{self.tool}: 2|W| - G x hidden "
-                                        f"per product: -{exact(minus)} x {exact(units)}"))
-        acc.extra("rnn_gates", gates * units, f"{cls} gate operations {gate_ops} x hidden per step: {exact(gates * units)}")
-        acc.extra("bias", bias * units, f"{cls} |b_ih| + |b_hh| per step: {exact(bias * units)}")
+            acc.flops_terms.append(acc.term("per_output_minus_one", -minus * units, "{tool!s}: 2|W| - G x hidden per "
+                                            "product: -{minus} x {units}", {"minus": minus, "units": units},
+                                            rule="rnn_minus"))
+        acc.extra("rnn_gates", gates * units, "{cls!s} gate operations {gate_ops!s} x hidden per step: {n}",
+                  {"cls": cls, "gate_ops": gate_ops, "n": gates * units})
+        acc.extra("bias", bias * units, "{cls!s} |b_ih| + |b_hh| per step: {n}", {"cls": cls, "n": bias * units},
+                  rule="rnn_bias")
 
     def _mha(self, acc: _Acc, row: ModuleRow) -> None:
         """F.multi_head_attention_forward (grad enabled: not the fused path) calls the patched
@@ -395,13 +434,13 @@ class DeepspeedConvention(Convention):
             kd, vd = k[-1], v[-1]
             proj = b * (lq * e * e + lk * kd * e + lv * vd * e) + b * lq * e * e  # in-projections, out-projection
             native = c.components.get("macs", 0)
-            acc.count(proj, proj, "MultiheadAttention's projections (F.linear)")
+            acc.count(proj, proj, "MultiheadAttention's projections (F.linear)", rule="mha_linear")
             attn = native - proj
             if self.sdpa:
-                acc.count(attn, attn, "MultiheadAttention's scaled_dot_product_attention")
+                acc.count(attn, attn, "MultiheadAttention's scaled_dot_product_attention", rule="mha_sdpa")
             else:
                 acc.miss("unsupported_op", {"macs": attn, "softmax": c.components.get("softmax", 0)},
-                         "does not patch F.scaled_dot_product_attention (inside MultiheadAttention)")
+                         "does not patch F.scaled_dot_product_attention (inside MultiheadAttention)", rule="mha_sdpa")
 
     # ----- rows and totals -------------------------------------------------------------------------
 
@@ -412,13 +451,14 @@ class DeepspeedConvention(Convention):
         terms = []
         frozen = sum(p.numel for p in registered if p.name.startswith(prefix) and not p.trainable)
         if frozen and self.trainable_params_only:
-            terms.append(_term("params_frozen", -frozen, f"{self.tool} counts only requires_grad parameters: "
-                              f"{exact(frozen)} frozen ones of {row.type} left out"))
+            terms.append(_term(self.tool, "params_frozen", -frozen, "{tool!s} counts only requires_grad parameters: "
+                               "{frozen} frozen ones of {type!s} left out", {"frozen": frozen, "type": row.type}))
         borrowed = sum(p.numel for p in registered if not p.name.startswith(prefix)
                        and (p.trainable or not self.trainable_params_only))
         if borrowed:
-            terms.append(_term("params_tied", borrowed, f"{self.tool} counts {exact(borrowed)} parameters {row.type} "
-                              "shares with (registered first under) another module"))
+            terms.append(_term(self.tool, "params_tied", borrowed, "{tool!s} counts {borrowed} parameters {type!s} "
+                               "shares with (registered first under) another module",
+                               {"borrowed": borrowed, "type": row.type}))
         return counted, tuple(terms)
 
     def predict(self, native: NativeCount) -> Prediction:
@@ -428,14 +468,15 @@ class DeepspeedConvention(Convention):
             acc = _Acc(self.tool)
             if row.name == "" and not self.root_hooked:
                 acc.miss("functional_not_seen", dict(row.components), "calls model.forward() directly, so the "
-                         f"root's hooks never run and the work of {row.type}.forward itself lands in no module")
+                         "root's hooks never run and the work of {type!s}.forward itself lands in no module",
+                         {"type": row.type}, rule="root_not_hooked")
             elif _builtin(row):
                 self._builtin_row(acc, row)
             else:
                 self._user_row(acc, row)
             if acc.counted:
-                acc.flops_terms.insert(0, _term("mac_vs_flop", acc.counted, f"{self.tool} counts 2 FLOPs per MAC: "
-                                               f"{exact(acc.counted)} MACs"))
+                acc.flops_terms.insert(0, acc.term("mac_vs_flop", acc.counted, "{tool!s} counts 2 FLOPs per MAC: "
+                                                   "{counted} MACs", {"counted": acc.counted}))
             ref_params = tree.params(row.name)
             params, p_terms = self._params(native, row, tree)
             ref = {"macs": row.macs, "flops": row.macs, "params": ref_params}
