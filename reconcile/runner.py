@@ -153,8 +153,8 @@ def run_jobs(
     from reconcile import tools
     from reconcile.sources import preload_for
 
-    ctx, server = _forkserver_context(tools.preload([job.tool for job in jobs])
-                                      + preload_for([job.model for job in jobs]))
+    preload = tools.preload([job.tool for job in jobs]) + preload_for([job.model for job in jobs])
+    ctx, server = _forkserver_context(preload)
 
     results: list[ToolRun | None] = [None] * len(jobs)
     # longest first, so two workers finish together (results stay in job order)
