@@ -17,10 +17,11 @@ free). Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from reconcile.llm import inputs as llm_inputs
 from reconcile.llm.kv import KVCache, kv_cache
@@ -69,6 +70,31 @@ class Polynomial:
         return all(Fraction(c) == p for _, c, p in self.checks)
 
 
+ROUTING_RULE = (
+    "experts run as transformers' batched_mm implementation for the count: each token goes through "
+    "exactly its top-k experts (num_experts_per_tok), so the experts' total per token is k experts "
+    "whatever the router chose; which expert gets which rows depends on the router's values (on meta "
+    "there are none), so per-expert rows are not counted apart. The default grouped_mm (aten::_grouped_mm) "
+    "fails on meta in float32 and the eager loop reads values (nonzero); a counter that runs every "
+    "expert on every token reports num_experts / k times the experts' work (all_experts_macs)")
+
+
+@dataclass(frozen=True)
+class Routing:
+    """A mixture of experts in a phase count: ``expert_macs`` counted with top-k routing, and what
+    running all ``num_experts`` on every token would count (``expert_macs * num_experts / top_k``)."""
+
+    num_experts: int
+    top_k: int
+    expert_modules: tuple[str, ...]
+    expert_macs: int
+    rule: str = ROUTING_RULE
+
+    @property
+    def all_experts_macs(self) -> Fraction:
+        return Fraction(self.expert_macs * self.num_experts, self.top_k)
+
+
 @dataclass(frozen=True)
 class PhaseCount:
     """A phase of one model, counted."""
@@ -78,6 +104,9 @@ class PhaseCount:
     steps: tuple[StepCount, ...]
     kv: KVCache  # the cache after the phase (its longest length)
     decode_cost: Mapping[str, Polynomial] = field(default_factory=dict)  # per quantity, in N
+    notes: tuple[str, ...] = ()  # what the reader should know (positions beyond the config's, ...)
+    routing: "Routing | None" = None  # a mixture of experts: how tokens were routed in the count
+
 
     @property
     def totals(self) -> dict[str, int]:
@@ -126,12 +155,41 @@ def count_step(model: Any, step: Step, name: str = "model") -> StepCount:
 def count_phase(model: Any, phase: Phase, name: str = "model", fit: bool = True) -> PhaseCount:
     """Count every forward of ``phase`` on ``model`` (in eval mode; restored afterwards)."""
     llm_inputs.check_causal_lm(model, name)
-    steps = tuple(count_step(model, s, name) for s in phase.steps())
+    with _routed_experts(model) as experts:
+        steps = tuple(count_step(model, s, name) for s in phase.steps())
+        cost = _decode_cost(model, phase, steps, name) if fit and phase.kind != "prefill" else {}
     d = llm_inputs.dims(model)
     dtype = str(llm_inputs.model_dtype(model)).removeprefix("torch.")
     kv = kv_cache(d, phase.longest, dtype, phase.batch)
-    cost = _decode_cost(model, phase, steps, name) if fit and phase.kind != "prefill" else {}
-    return PhaseCount(name, phase, steps, kv, cost)
+    routing = None
+    if experts:
+        cfg = llm_inputs.text_config(model)
+        e = getattr(cfg, "num_local_experts", None) or getattr(cfg, "num_experts", None) or 0
+        k = getattr(cfg, "num_experts_per_tok", None) or 0
+        macs = sum(r.macs for st in steps for r in st.native.rows if r.name in experts)
+        routing = Routing(int(e), int(k), tuple(experts), macs)
+    notes = tuple(n for n in (llm_inputs.beyond_positions(model, phase.longest),) if n)
+    return PhaseCount(name, phase, steps, kv, cost, notes, routing)
+
+
+@contextlib.contextmanager
+def _routed_experts(model: Any) -> Iterator[list[str]]:
+    """Stacked experts (transformers' ``@use_experts_implementation`` classes) run as
+    ``batched_mm`` during the count (``ROUTING_RULE``); the model's own choice restored after.
+    Yields the experts modules' names (none: a dense model)."""
+    names = [n for n, m in model.named_modules() if hasattr(m, "num_experts") and hasattr(m, "has_gate")
+             and hasattr(m, "is_concatenated")]
+    setter = getattr(model, "set_experts_implementation", None)
+    if not names or not callable(setter):
+        yield names
+        return
+    before = model.get_experts_implementation() if hasattr(model, "get_experts_implementation") else None
+    setter("batched_mm")
+    try:
+        yield names
+    finally:
+        if before is not None:
+            setter(before)
 
 
 def _cache_bytes(cache: Any) -> int:
