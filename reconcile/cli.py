@@ -151,6 +151,11 @@ def _each_counted(ns: argparse.Namespace, cfg: RunConfig, work: Callable[[object
 
 def cmd_count(ns: argparse.Namespace) -> int:
     cfg = _config(ns)
+    from reconcile.llm import cli as llm_cli
+
+    phases = llm_cli.phases_of(ns)  # --prefill/--decode/--generate: a language model's phases
+    if phases:
+        return llm_cli.run(ns, phases, cfg.device, cfg.timeout, cfg.format, cfg.depth, _err)
     from reconcile.report.data import count_plain
     from reconcile.report.text import count_table
 
@@ -498,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, metavar="N", help="show modules down to depth N (default: all)")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
+    from reconcile.llm.cli import add_phase_args
+
+    add_phase_args(p)
     p.set_defaults(func=cmd_count)
 
     p = sub.add_parser("tools", help="run the counting tools and print their raw results")
