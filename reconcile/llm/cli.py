@@ -75,7 +75,8 @@ def run(ns: argparse.Namespace, phases: list[Phase], device: str, timeout: float
             try:
                 pc = count_phases(spec, phase, device, timeout)
             except ReconcileError as exc:
-                err(str(exc))
+                msg = str(exc)
+                err(msg if msg.startswith(spec) else f"{spec}: {msg}")
                 failed += 1
                 continue
             if fmt == "json":
