@@ -217,6 +217,9 @@ def cmd_tools(ns: argparse.Namespace) -> int:
 def cmd_report(ns: argparse.Namespace) -> int:
     cfg = _config(ns)
     from reconcile import pipeline
+    from reconcile.llm import cli as llm_cli
+
+    phases = llm_cli.phases_of(ns)  # checked before any tool runs
 
     hardware = getattr(ns, "hardware", None) or None
     if hardware:
@@ -271,6 +274,9 @@ def cmd_report(ns: argparse.Namespace) -> int:
     if reports:
         pipeline.write_files(folder, {"index.md": pipeline.render_index(folder, reports)})
         print(f"wrote {folder / 'index.md'}")
+    if phases:  # a language model's phases, beside its report
+        failed += llm_cli.write_reports(folder, [mr.name for mr in results if mr.native is not None], phases,
+                                        cfg.device, cfg.timeout, _err)
     return 2 if failed else 0
 
 
@@ -527,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hardware", default="a100-80gb", metavar="NAME[,NAME...]",
                    help="hardware of the report's roofline section (default a100-80gb; names as `reconcile "
                         "roofline` takes them; '' for no section)")
+    add_phase_args(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("predict", help="predict a tool's numbers from the native count, without running the tool")

@@ -221,3 +221,20 @@ def test_cli_bad_values(capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("reconcile: error:")
+
+
+def test_cli_count_decode_json(capsys):
+    # 2 layers, hidden 64, 4 heads of 16, 2 KV heads, intermediate 128, vocabulary 100:
+    # per layer q 64x64 + k 64x32 + v 64x32 + o 64x64 = 12,288, MLP 3 x 64 x 128 = 24,576 -> 36,864;
+    # x 2 = 73,728, + lm_head 64 x 100 = 6,400 -> 80,128; QK + AV 2 x (16 + 1) x 64 x 2 layers = 4,352
+    # -> 84,480 MACs; KV: 2 x 2 x 16 x 4 = 256 bytes per token per layer, 512 per token, 16 read: 8,192
+    import json
+
+    from reconcile.cli import main
+
+    assert main(["count", "hf:LlamaForCausalLM" + SMALL, "--decode", "16", "--format", "json"]) == 0
+    obj = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert obj["phase"] == "decode:16"
+    assert obj["totals"]["macs"] == 84_480
+    assert obj["kv_cache"]["bytes_per_token"] == 512 and obj["totals"]["kv_read"] == 8_192
+    assert obj["decode_cost"]["macs"]["coefficients"] == [80_384, 256]

@@ -86,3 +86,34 @@ def run(ns: argparse.Namespace, phases: list[Phase], device: str, timeout: float
                 print()
             sys.stdout.flush()
     return 2 if failed else 0
+
+
+def write_reports(folder: Any, names: list[str], phases: list[Phase], device: str, timeout: float,
+                  err: Callable[[str], None]) -> int:
+    """``report --prefill/--decode/--generate``: beside each model's report, its phases as
+    ``<stem>.phases.md`` (the section) and ``<stem>.phases.json`` (one object per phase)."""
+    from reconcile import pipeline
+    from reconcile.llm import render
+
+    failed = 0
+    for name in names:
+        pcs = []
+        for phase in phases:
+            try:
+                pcs.append(count_phases(name, phase, device, timeout))
+            except ReconcileError as exc:
+                msg = str(exc)
+                err(msg if msg.startswith(name) else f"{name}: {msg}")
+                failed += 1
+        if not pcs:
+            continue
+        stem = pipeline.file_stem(name)
+        body = json.dumps({"model": name, "phases": [render.plain(pc) for pc in pcs]}, indent=1) + "\n"
+        try:
+            pipeline.write_files(folder, {f"{stem}.phases.md": render.markdown(pcs), f"{stem}.phases.json": body})
+        except pipeline.WriteFailed as exc:
+            err(f"{exc}: the phases of {name} were not written")
+            failed += 1
+            continue
+        print(f"wrote {folder / stem}.phases.md (.json)")
+    return failed

@@ -86,3 +86,15 @@ def text(pc: PhaseCount) -> str:
                      f"all experts on every token would be {_fmt(r.all_experts_macs)}")
     lines += [f"  note: {n}" for n in pc.notes]
     return "\n".join(lines)
+
+
+def markdown(pcs: list[PhaseCount]) -> str:
+    """The report's section for a model's phases (``report --decode N``): one block per phase."""
+    if not pcs:
+        return ""
+    lines = [f"## Language-model phases: {pcs[0].model}", "",
+             "Counted by the native counter with a `DynamicCache` filled to each step's length "
+             "(docs/language-models.md); exact integers, per token over batch x tokens processed.", ""]
+    for pc in pcs:
+        lines += [f"### {pc.phase.text}", "", "```", text(pc), "```", ""]
+    return "\n".join(lines)
