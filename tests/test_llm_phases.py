@@ -238,3 +238,16 @@ def test_cli_count_decode_json(capsys):
     assert obj["totals"]["macs"] == 84_480
     assert obj["kv_cache"]["bytes_per_token"] == 512 and obj["totals"]["kv_read"] == 8_192
     assert obj["decode_cost"]["macs"]["coefficients"] == [80_384, 256]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_layers_add_up(lm, depth):
+    # per module rows of a generation, summed over its steps, add up to its totals exactly
+    pc = _count(lm, SLICE, "generate:16+3")
+    rows = pc.layers(depth)
+    for q in ("macs", "flops", "bytes_read", "bytes_written"):
+        assert sum(r[q] for r in rows.values()) == pc.totals[q]
+    if depth == 3:
+        # one decoder layer over the 3 forwards: 16 + 1 + 1 = 18 tokens x 202,375,168, plus QK and AV
+        # 2 x 4096 x (16 x 16 + 17 + 18) = 2,383,872
+        assert rows["model.layers.0"]["macs"] == 18 * 202_375_168 + 2 * 4096 * (16 * 16 + 17 + 18)

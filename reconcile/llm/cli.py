@@ -80,7 +80,7 @@ def run(ns: argparse.Namespace, phases: list[Phase], device: str, timeout: float
                 failed += 1
                 continue
             if fmt == "json":
-                print(json.dumps(render.plain(pc, depth if depth is not None else 2)))
+                print(json.dumps(render.plain(pc, depth if depth is not None else 3)))
             else:
                 print(render.text(pc))
                 print()

@@ -124,19 +124,28 @@ class PhaseCount:
     def per_token(self) -> dict[str, Fraction]:
         return {q: Fraction(v, self.tokens) for q, v in self.totals.items()}
 
-    def layers(self, depth: int = 2) -> dict[str, dict[str, int]]:
-        """Per module at ``depth`` (inclusive of its children), summed over the steps."""
+    def layers(self, depth: int = 3) -> dict[str, dict[str, int]]:
+        """Per module at ``depth`` (3: each decoder layer of a transformers causal LM, as
+        ``model.layers.0``), inclusive of its children, plus modules with no children above that
+        depth and each enclosing module's own work (key: its name): summed over the steps, the
+        rows add up to ``totals`` (macs, flops, bytes_read, bytes_written)."""
+        keys = ("macs", "flops", "bytes_read", "bytes_written")
         out: dict[str, Counter] = {}
         for s in self.steps:
             inc = s.native.inclusive()
+            names = [r.name for r in s.native.rows]
             for r in s.native.rows:
-                if r.depth == depth or (r.depth < depth and not any(
-                        c.name.startswith(r.name + ".") for c in s.native.rows if r.name)):
-                    if r.depth <= depth:
-                        d = inc[r.name]
-                        out.setdefault(r.name, Counter()).update(
-                            {k: d[k] for k in ("macs", "flops", "bytes_read", "bytes_written", "params")})
-        return {k: dict(v) for k, v in out.items()}
+                if r.depth > depth:
+                    continue
+                parent = r.depth < depth and any(n.startswith(r.name + ".") or (r.name == "" and n) for n in names)
+                if parent:  # its own work only (its children are rows of their own)
+                    own = {"macs": r.macs, "flops": r.flops, "bytes_read": r.bytes_read,
+                           "bytes_written": r.bytes_written}
+                else:
+                    own = {k: inc[r.name][k] for k in keys}
+                if any(own.values()):
+                    out.setdefault(r.name, Counter()).update(own)
+        return {k: {q: v[q] for q in keys} for k, v in out.items()}
 
 
 def count_step(model: Any, step: Step, name: str = "model") -> StepCount:

@@ -15,7 +15,7 @@ def _num(v: Any) -> Any:
     return v
 
 
-def plain(pc: PhaseCount, depth: int = 2) -> dict[str, Any]:
+def plain(pc: PhaseCount, depth: int = 3) -> dict[str, Any]:
     """The JSON object of a phase count (``reconcile count --decode N --format json``)."""
     out: dict[str, Any] = {
         "model": pc.model,
