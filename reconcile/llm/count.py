@@ -75,7 +75,7 @@ ROUTING_RULE = (
     "exactly its top-k experts (num_experts_per_tok), so the experts' total per token is k experts "
     "whatever the router chose; which expert gets which rows depends on the router's values (on meta "
     "there are none), so per-expert rows are not counted apart. The default grouped_mm (aten::_grouped_mm) "
-    "fails on meta in float32 and the eager loop reads values (nonzero); a counter that runs every "
+    "fails on meta in float32 (on CPU its rule also counts k experts per token) and the eager loop reads values (nonzero); a counter that runs every "
     "expert on every token reports num_experts / k times the experts' work (all_experts_macs)")
 
 
