@@ -251,3 +251,30 @@ def test_layers_add_up(lm, depth):
         # one decoder layer over the 3 forwards: 16 + 1 + 1 = 18 tokens x 202,375,168, plus QK and AV
         # 2 x 4096 x (16 x 16 + 17 + 18) = 2,383,872
         assert rows["model.layers.0"]["macs"] == 18 * 202_375_168 + 2 * 4096 * (16 * 16 + 17 + 18)
+
+
+def test_prefill_cost_in_p(lm):
+    # 2-layer slice, prefill of P tokens with every position's logits:
+    # P x (404,750,336 + 131,072,000) = 535,822,336 P, plus QK and AV 2 x P x P x 4096 x 2 = 16,384 P^2
+    pc = _count(lm, SLICE, "prefill:16", fit=True)
+    macs = pc.prefill_cost["macs"]
+    assert macs.coefficients == (Fraction(0), Fraction(535_822_336), Fraction(16_384))
+    assert macs.holds and macs.checks == ((19, 19 * 535_822_336 + 16_384 * 19 * 19, Fraction(19 * 535_822_336
+                                                                                              + 16_384 * 361)),)
+
+
+def test_generation_parts(lm):
+    # 128+4 on the slice: prefill 52,207,550,464; 3 decode steps = 3 a + b (128 + 129 + 130):
+    # a = 535,838,720 -> 1,607,516,160; b (T-1) P = 16,384 x 3 x 128 = 6,291,456;
+    # b (T-1)(T-2)/2 = 16,384 x 3 = 49,152; sum 53,821,407,232
+    parts = _count(lm, SLICE, "generate:128+4", fit=True).generation_parts()
+    assert parts == {"prefill": 52_207_550_464, "constant": 1_607_516_160, "linear_in_P": 6_291_456,
+                     "quadratic_in_T": 49_152, "total": 53_821_407_232}
+
+
+def test_batch_divides_per_token(lm):
+    # a batch of 2 does twice the work of one sequence (no padding); per token it is the same
+    one, two = _count(lm, SLICE, "decode:32"), _count(lm, SLICE, "decode:2*32")
+    assert two.totals["macs"] == 2 * one.totals["macs"]
+    assert two.per_token["macs"] == one.per_token["macs"]
+    assert two.totals["kv_read"] == 2 * one.totals["kv_read"]

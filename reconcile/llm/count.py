@@ -106,6 +106,24 @@ class PhaseCount:
     decode_cost: Mapping[str, Polynomial] = field(default_factory=dict)  # per quantity, in N
     notes: tuple[str, ...] = ()  # what the reader should know (positions beyond the config's, ...)
     routing: "Routing | None" = None  # a mixture of experts: how tokens were routed in the count
+    prefill_cost: Mapping[str, Polynomial] = field(default_factory=dict)  # per quantity, in P
+
+    def generation_parts(self, quantity: str = "macs") -> dict[str, Fraction] | None:
+        """A generation's total as prefill + (T - 1) a + b (N_1 + ... + N_{T-1}) with one decode
+        step = a + b N: the constant part ``(T - 1) a`` and the part that grows with N,
+        ``b x sum N`` = ``b x ((T - 1) P + (T - 1)(T - 2) / 2)``, whose last term is quadratic in T.
+        None unless a generation with a decode fit that holds."""
+        poly = self.decode_cost.get(quantity)
+        if self.phase.kind != "generate" or poly is None or not poly.holds:
+            return None
+        a = poly.coefficients[0]
+        b = poly.coefficients[1] if len(poly.coefficients) > 1 else Fraction(0)
+        t, p = self.phase.new, self.phase.prompt
+        prefill = Fraction(self.steps[0].totals[quantity])
+        linear = b * (t - 1) * p
+        quadratic = b * Fraction((t - 1) * (t - 2), 2)
+        return {"prefill": prefill, "constant": (t - 1) * a, "linear_in_P": linear, "quadratic_in_T": quadratic,
+                "total": prefill + (t - 1) * a + linear + quadratic}
 
 
     @property
@@ -167,6 +185,7 @@ def count_phase(model: Any, phase: Phase, name: str = "model", fit: bool = True)
     with _routed_experts(model) as experts:
         steps = tuple(count_step(model, s, name) for s in phase.steps())
         cost = _decode_cost(model, phase, steps, name) if fit and phase.kind != "prefill" else {}
+        pcost = _prefill_cost(model, phase, steps, name) if fit and phase.kind == "prefill" else {}
     d = llm_inputs.dims(model)
     dtype = str(llm_inputs.model_dtype(model)).removeprefix("torch.")
     kv = kv_cache(d, phase.longest, dtype, phase.batch)
@@ -178,7 +197,7 @@ def count_phase(model: Any, phase: Phase, name: str = "model", fit: bool = True)
         macs = sum(r.macs for st in steps for r in st.native.rows if r.name in experts)
         routing = Routing(int(e), int(k), tuple(experts), macs)
     notes = tuple(n for n in (llm_inputs.beyond_positions(model, phase.longest),) if n)
-    return PhaseCount(name, phase, steps, kv, cost, notes, routing)
+    return PhaseCount(name, phase, steps, kv, cost, notes, routing, pcost)
 
 
 @contextlib.contextmanager
@@ -265,4 +284,19 @@ def _decode_cost(model: Any, phase: Phase, steps: tuple[StepCount, ...], name: s
         coeffs = fit(pts, 1)
         poly = Polynomial("N", coeffs)
         out[q] = Polynomial("N", coeffs, tuple((n, v, poly(n)) for n, v in pts[2:]))
+    return out
+
+
+def _prefill_cost(model: Any, phase: Phase, steps: tuple[StepCount, ...], name: str) -> dict[str, Polynomial]:
+    """Each quantity of the prefill as c0 + c1 P + c2 P^2 (attention's QK and AV are the P^2
+    part): fitted on P, P + 1, P + 2 tokens, checked on P + 3 (three more forwards counted)."""
+    counted = {phase.prompt: steps[0]}
+    for p in (phase.prompt + 1, phase.prompt + 2, phase.prompt + 3):
+        counted[p] = count_step(model, Step(phase.batch, p, 0, 0), name)
+    ps = sorted(counted)
+    out = {}
+    for q in QUANTITIES:
+        pts = [(p, counted[p].totals[q]) for p in ps]
+        poly = Polynomial("P", fit(pts, 2))
+        out[q] = Polynomial("P", poly.coefficients, tuple((p, v, poly(p)) for p, v in pts[3:]))
     return out

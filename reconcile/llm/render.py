@@ -36,6 +36,10 @@ def plain(pc: PhaseCount, depth: int = 3) -> dict[str, Any]:
         "decode_cost": {q: {"variable": p.variable, "coefficients": [_num(c) for c in p.coefficients],
                             "holds": p.holds, "checks": [[x, c, _num(pr)] for x, c, pr in p.checks]}
                         for q, p in pc.decode_cost.items()},
+        "prefill_cost": {q: {"variable": p.variable, "coefficients": [_num(c) for c in p.coefficients],
+                             "holds": p.holds, "checks": [[x, c, _num(pr)] for x, c, pr in p.checks]}
+                         for q, p in pc.prefill_cost.items()},
+        "generation_parts": {k: _num(v) for k, v in (pc.generation_parts() or {}).items()},
         "notes": list(pc.notes),
     }
     if pc.routing is not None:
@@ -76,6 +80,17 @@ def text(pc: PhaseCount) -> str:
         lines.append(f"  one decode step at KV length N: {_fmt(a)} + {_fmt(b)} x N MACs "
                      f"({'checked on' if m.holds else 'does NOT hold on'} N = "
                      f"{', '.join(str(x) for x, _, _ in m.checks)})")
+    if pc.prefill_cost:
+        m = pc.prefill_cost["macs"]
+        c = list(m.coefficients) + [Fraction(0)] * (3 - len(m.coefficients))
+        lines.append(f"  prefill of P tokens: {_fmt(c[0])} + {_fmt(c[1])} x P + {_fmt(c[2])} x P^2 MACs "
+                     f"({'checked on' if m.holds else 'does NOT hold on'} P = "
+                     f"{', '.join(str(x) for x, _, _ in m.checks)})")
+    parts = pc.generation_parts()
+    if parts is not None:
+        lines.append(f"  generation = prefill {_fmt(parts['prefill'])} + (T-1) a {_fmt(parts['constant'])} "
+                     f"+ b (T-1) P {_fmt(parts['linear_in_P'])} + b (T-1)(T-2)/2 {_fmt(parts['quadratic_in_T'])} "
+                     f"= {_fmt(parts['total'])} MACs")
     kv = pc.kv
     win = f", sliding window {kv.sliding_window} on {kv.sliding_layers} layers" if kv.sliding_window else ""
     lines.append(f"  KV cache ({kv.dtype}, {kv.kv_heads} KV heads x {kv.head_dim}{win}): {kv.bytes_per_token:,} bytes "
