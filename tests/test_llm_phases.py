@@ -278,3 +278,41 @@ def test_batch_divides_per_token(lm):
     assert two.totals["macs"] == 2 * one.totals["macs"]
     assert two.per_token["macs"] == one.per_token["macs"]
     assert two.totals["kv_read"] == 2 * one.totals["kv_read"]
+
+
+
+
+def _tiny_lm():
+    import types
+
+    import torch
+    from torch import nn
+
+    class TinyLM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = types.SimpleNamespace(num_hidden_layers=1, num_attention_heads=1, hidden_size=8)
+            self.embed = nn.Embedding(10, 8)
+            self.qkv = nn.Linear(8, 24, bias=False)
+            self.head = nn.Linear(8, 10, bias=False)
+
+        def forward(self, input_ids, position_ids=None, past_key_values=None, use_cache=True):
+            x = self.embed(input_ids)
+            q, k, v = self.qkv(x).unsqueeze(1).chunk(3, dim=-1)
+            k, v = past_key_values.update(k, v, 0)
+            a = torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+            return self.head(a.squeeze(1))
+
+    return TinyLM().to("meta")
+
+
+def test_user_model_with_past_key_values():
+    # decode at N = 5 on a 1-layer, 1-head, d = 8 model: qkv 8 x 24 = 192, head 8 x 10 = 80, QK and AV
+    # 2 x (5 + 1) x 8 = 96 -> 368 MACs; its cache: 2 x 1 x 8 x 4 = 64 bytes per token, 5 read.
+    # As a + b N: b = 2 x 8 = 16 per cached key, a = 192 + 80 + 16 (the new token's own key) = 288
+    from reconcile import llm
+
+    pc = llm.count_phase(_tiny_lm(), "decode:5")
+    assert pc.totals["macs"] == 368
+    assert pc.totals["kv_read"] == 5 * 64
+    assert pc.decode_cost["macs"].coefficients == (Fraction(288), Fraction(16))

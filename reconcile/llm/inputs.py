@@ -109,7 +109,10 @@ def filled_cache(model: Any, batch: int, past: int) -> Any:
     except ImportError as exc:
         raise ReconcileError("phases build transformers' DynamicCache: `make setup` installs transformers") from exc
     d = dims(model)
-    cache = DynamicCache(config=text_config(model))
+    cfg = text_config(model)
+    # a transformers config dispatches sliding / full layers; a user model's plain config object
+    # gets the lazily built full-attention layers of DynamicCache()
+    cache = DynamicCache(config=cfg) if hasattr(cfg, "get_text_config") else DynamicCache()
     if past:
         dtype, device = model_dtype(model), model_device(model)
         for i in range(d.layers):
