@@ -1,6 +1,6 @@
 """A language model's forward cost per phase: the published rules of thumb against the exact count.
 
-``explain(native, dims, phase)`` -> one ``RuleOfThumb`` per rule (the training section's record
+``explain(native, dims, step)`` -> one ``RuleOfThumb`` per rule (the training section's record
 type), each with its gap to the exact native count split into named causes that add up exactly
 (``rule.predicted == rule.exact + sum(gap amounts)``, asserted). Imports no torch: the rules are
 arithmetic on ``Dims`` (read once from a transformers config), the exact side is read from the
@@ -30,6 +30,7 @@ from typing import Any, Mapping
 
 from reconcile.errors import ReconcileError
 from reconcile.explain.training import Gap, RuleOfThumb
+from reconcile.llm.phases import Step
 from reconcile.records import NativeCount, Phrase
 
 
@@ -96,27 +97,13 @@ class Dims:
         return self.layers * (self.attention_weights + self.mlp_weights)
 
 
-@dataclass(frozen=True)
-class Phase:
-    """One forward: ``tokens`` new tokens per sequence after ``past`` cached ones (prefill: past 0)."""
+def context(step: Step) -> int:
+    """Keys the newest token of a forward attends: the cache and the new tokens."""
+    return step.past + step.tokens
 
-    tokens: int
-    past: int = 0
-    batch: int = 1
 
-    @property
-    def kind(self) -> str:
-        return "prefill" if self.past == 0 else "decode" if self.tokens == 1 else "chunk"
-
-    @property
-    def context(self) -> int:
-        """Keys the newest token attends: the cache and the new tokens."""
-        return self.past + self.tokens
-
-    @property
-    def new(self) -> int:
-        """Tokens processed: batch x new tokens."""
-        return self.batch * self.tokens
+def kind(step: Step) -> str:
+    return "prefill" if step.past == 0 else "decode" if step.tokens == 1 else "chunk"
 
 
 # ----- the exact side: the native count split into the categories the rules talk about ----------
@@ -190,31 +177,31 @@ def _params(native: NativeCount, dims: Dims) -> dict[str, int]:
 # ----- the rules, as arithmetic on the dimensions --------------------------------------------------
 
 
-def kaplan(dims: Dims, phase: Phase) -> dict[str, int]:
+def kaplan(dims: Dims, step: Step) -> dict[str, int]:
     """2N + 2 n_layer n_ctx d_attn per token, with the output layer (2 d_model n_vocab per token)."""
-    t = phase.new
+    t = step.batch * step.tokens
     return {"weights": 2 * dims.kaplan_n * t, "output_layer": 2 * dims.hidden * dims.vocab * t,
-            "attention_qk": 2 * dims.layers * phase.context * dims.d_attn * t}
+            "attention_qk": 2 * dims.layers * context(step) * dims.d_attn * t}
 
 
-def llm_viewer(dims: Dims, phase: Phase) -> dict[str, int]:
+def llm_viewer(dims: Dims, step: Step) -> dict[str, int]:
     """LLM-Viewer's per-layer OPs summed over layers (see the module docstring); prefill and decode only."""
     if dims.experts:
         raise ValueError("LLM-Viewer's Llama rules are for dense models")
-    if phase.kind not in ("prefill", "decode"):
+    if kind(step) not in ("prefill", "decode"):
         raise ValueError("LLM-Viewer has a prefill (past 0) and a decode step (1 token), not a chunk")
-    b, h, heads = phase.batch, dims.hidden, dims.heads
+    b, h, heads = step.batch, dims.hidden, dims.heads
     hs = h // heads
     # its linear layers for Llama: q, o [h, h]; k, v [h, h kv / heads]; gate, up [h, i]; down [i, h]
     kv_out = h * dims.kv_heads // heads
     ic_oc = 2 * h * h + 2 * h * kv_out + (3 if dims.gated else 2) * h * dims.intermediate
-    if phase.kind == "prefill":
-        s = phase.tokens
+    if kind(step) == "prefill":
+        s = step.tokens
         linear, qk, sv, softmax = 2 * ic_oc * b * s, s * s * hs * heads * b * 2, s * hs * s * heads * b * 2, \
             b * heads * s * s * 5
         per_token = b * s
     else:
-        s = phase.past  # its decode seqlen: the KV length before the step
+        s = step.past  # its decode seqlen: the KV length before the step
         linear, qk, sv, softmax = 2 * ic_oc * b, s * hs * heads * b * 2, hs * s * heads * b * 2, b * heads * s * 5
         per_token = b
     L = dims.layers
@@ -223,10 +210,10 @@ def llm_viewer(dims: Dims, phase: Phase) -> dict[str, int]:
             "residual_adds": L * 2 * h * per_token, "activation": L * 2 * h * per_token}
 
 
-def two_per_parameter(native: NativeCount, dims: Dims, phase: Phase) -> dict[str, int]:
+def two_per_parameter(native: NativeCount, dims: Dims, step: Step) -> dict[str, int]:
     """2 FLOPs per parameter per token, each parameter put in its category."""
     p = _params(native, dims)
-    t = phase.new
+    t = step.batch * step.tokens
     return {"weights": 2 * p["weights"] * t, "output_layer": 2 * p["output_layer"] * t,
             "embedding": 2 * p["embedding"] * t, "outside_matmuls": 2 * p["other"] * t}
 
@@ -293,25 +280,52 @@ def _rule(rule_id: str, name: str, formula: Phrase, predicted: Mapping[str, int]
     return RuleOfThumb(rule_id, name, formula, p, e, tuple(gaps))
 
 
-def explain(native: NativeCount, dims: Dims, phase: Phase) -> tuple[RuleOfThumb, ...]:
+def explain(native: NativeCount, dims: Dims, step: Step) -> tuple[RuleOfThumb, ...]:
     """Every rule that applies to this forward, its gap to ``native`` split into named causes."""
     exact = exact_parts(native, dims)
-    values = {"n_ctx": phase.context, "seqlen": phase.tokens if phase.kind == "prefill" else phase.past}
-    t = phase.new
+    values = {"n_ctx": context(step), "seqlen": step.tokens if kind(step) == "prefill" else step.past}
+    t = step.batch * step.tokens
     rules = [_rule("kaplan", "2N + 2 n_layer n_ctx d_attn per token, with the output layer (Kaplan et al.)",
                    Phrase("(2 x {n} + 2 x {h} x {v} + 2 x {layers} x {n_ctx} x {d_attn}) x {tokens} tokens",
                           {"n": dims.kaplan_n, "h": dims.hidden, "v": dims.vocab, "layers": dims.layers,
-                           "n_ctx": phase.context, "d_attn": dims.d_attn, "tokens": t}),
-                   kaplan(dims, phase), exact, values)]
-    if not dims.experts and phase.kind in ("prefill", "decode"):
-        rules.append(_rule("llm_viewer", f"LLM-Viewer's per-layer formulas ({phase.kind}, no lm_head)",
+                           "n_ctx": context(step), "d_attn": dims.d_attn, "tokens": t}),
+                   kaplan(dims, step), exact, values)]
+    if not dims.experts and kind(step) in ("prefill", "decode"):
+        rules.append(_rule("llm_viewer", f"LLM-Viewer's per-layer formulas ({kind(step)}, no lm_head)",
                            Phrase("{layers} layers x (linear 2 ic oc + QK, SV 2 x {shape} x head_size x heads + "
                                   "softmax 5 + norms 2 x 7 hidden + adds 2 x hidden + activation 2 x hidden)",
                                   {"layers": dims.layers,
-                                   "shape": "seqlen^2" if phase.kind == "prefill" else "seqlen"}),
-                           llm_viewer(dims, phase), exact, values))
+                                   "shape": "seqlen^2" if kind(step) == "prefill" else "seqlen"}),
+                           llm_viewer(dims, step), exact, values))
     p = _params(native, dims)
     rules.append(_rule("2x_params", "2 x parameters per token",
                        Phrase("2 x {params} parameters x {tokens} tokens", {"params": sum(p.values()), "tokens": t}),
-                       two_per_parameter(native, dims, phase), exact, values))
+                       two_per_parameter(native, dims, step), exact, values))
     return tuple(rules)
+
+
+def explain_phase(phase_count: Any, config: Any) -> tuple[RuleOfThumb, ...]:
+    """The rules for a counted phase (``reconcile.llm.count.PhaseCount``): each step's rules summed
+    over the steps of a generation (predictions, exact counts and each cause), so the sum still
+    adds up. A rule that does not apply to one of the steps is left out of the phase."""
+    dims = Dims.of(getattr(config, "config", config))
+    per_step = [explain(s.native, dims, s.step) for s in phase_count.steps]
+    common = [r.id for r in per_step[0] if all(any(x.id == r.id for x in rules) for rules in per_step)]
+    out = []
+    for rid in common:
+        rules = [next(x for x in rs if x.id == rid) for rs in per_step]
+        if len(rules) == 1:
+            out.append(rules[0])
+            continue
+        amounts: dict[str, int] = {}
+        sentences: dict[str, Phrase] = {}
+        for r in rules:
+            for g in r.gaps:
+                amounts[g.cause] = amounts.get(g.cause, 0) + g.amount
+                sentences.setdefault(g.cause, g.sentence)
+        gaps = tuple(Gap(c, a, sentences[c]) for c, a in amounts.items() if a)
+        p, e = sum(r.predicted for r in rules), sum(r.exact for r in rules)
+        assert p == e + sum(g.amount for g in gaps), "rule gaps must add up"
+        out.append(RuleOfThumb(rid, rules[0].name, Phrase("summed over the {n} forward passes", {"n": len(rules)}),
+                               p, e, gaps))
+    return tuple(out)
