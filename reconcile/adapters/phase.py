@@ -79,7 +79,9 @@ def _fresh_cache(model: Any, step: Any, args: tuple[Any, ...], cache: Any) -> It
         import inspect
 
         names = list(inspect.signature(model.forward).parameters)
-        drop = {"past_key_values", "use_cache"} | ({"logits_to_keep"} if step.logits == 0 else set())
+        drop = {"past_key_values"} | ({"logits_to_keep"} if step.logits == 0 else set())
+        if getattr(getattr(model, "config", None), "use_cache", False):
+            drop.add("use_cache")  # the config's default says the same
         yield tuple(None if i < len(names) and names[i] in drop else a for i, a in enumerate(args))
         return
 
