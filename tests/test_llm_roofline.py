@@ -118,3 +118,24 @@ def test_renderers_and_picture(llama_bf16):
     png = phases_png([pre, dec])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert png == phases_png([pre, dec])  # the same records, the same bytes
+
+
+def test_gqa_1b_decode_at_4096():
+    from reconcile.llm import count_phase
+    from reconcile.llm.roofline import phase_roofline
+
+    # Llama-3.2-1B-like: hidden 2048, 16 layers, 32 heads of 64, 8 KV heads, intermediate 8192, tied vocab 128256
+    m = _model(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, max_position_embeddings=8192)
+    pc = count_phase(m, "decode:4096", fit=False)
+    # linear per token: per layer q, o 2 x 2048^2 = 8,388,608; k, v 2 x 2048 x 512 = 2,097,152; MLP 3 x 2048
+    # x 8192 = 50,331,648: 60,817,408, x 16 = 973,078,528; lm_head 2048 x 128256 = 262,668,288.
+    # attention QK^T + AV over 4097 keys: 2 x 4097 x 32 x 64 x 16 = 268,500,992. Sum 1,504,247,808
+    assert pc.totals["macs"] == 1_504_247_808
+    # KV: 16 layers x 2 x 8 heads x 64 x 2 bytes = 32,768 per token; read 4096 x 32,768 = 134,217,728
+    assert (pc.totals["kv_read"], pc.totals["kv_appended"]) == (134_217_728, 32_768)
+    s = phase_roofline(pc, [A100]).platforms[0].steps[0]
+    # weights read: 16 x (60,817,408 + 2 x 2048 norms) = 973,144,064, final norm 2048, the tied table
+    # 262,668,288 read whole by lm_head (the embedding's row is part of it, not again): 1,235,814,400
+    # params, x 2 bytes = 2,471,628,800
+    assert s.floor_bytes == 2_471_628_800 + 134_217_728 + 32_768

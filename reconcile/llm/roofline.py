@@ -82,13 +82,22 @@ class PhaseRoofline:
 
 
 def weight_floor(step_count: Any) -> int:
-    """Bytes of the parameters the step must read: ``params_touched`` (an embedding: only the rows
-    looked up) at the parameters' element size (one dtype; else every parameter byte as counted)."""
-    params = step_count.native.params
-    sizes = {p.nbytes // p.numel for p in params if p.numel}
-    if len(sizes) != 1:
-        return step_count.totals["weight_bytes"]
-    return step_count.totals["params_touched"] * sizes.pop()
+    """Bytes of the parameters the step must read, each tensor once: the whole tensor when any op
+    outside an embedding read it (a tied table read by the output layer included), else the rows
+    an embedding looked up (batch x new tokens of its ``embedding_dim``-wide rows), else none."""
+    native, step = step_count.native, step_count.step
+    rows = {r.name: r for r in native.rows}
+    total = 0
+    for p in native.params:
+        owners = [rows.get(n.rsplit(".", 1)[0] if "." in n else "") for n in (p.name, *p.aliases)]
+        owners = [r for r in owners if r is not None and r.calls]
+        if any(r.param_bytes_read and "Embedding" not in r.type for r in owners):
+            total += p.nbytes
+        elif any("Embedding" in r.type for r in owners):
+            emb = next(r for r in owners if "Embedding" in r.type)
+            dim = emb.attrs.get("embedding_dim") or p.numel
+            total += min(p.numel, step.batch * step.tokens * dim) * (p.nbytes // max(p.numel, 1))
+    return total
 
 
 def floor_bytes(step_count: Any) -> int:
