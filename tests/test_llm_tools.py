@@ -71,3 +71,27 @@ def test_calflops_prefill_reconciled():
     # linear layers only (calflops counts no SDPA): 128 x (2 x 202,375,168 + 131,072,000) = 68,585,259,008
     assert r.headline("macs") == 68_585_259_008
     assert r.residual == 0
+
+
+def test_calflops_around_generate_on_a_two_layer_slice():
+    """calflops cannot take a cache, but its profiler wrapped around ``model.generate`` counts every
+    forward generate makes (real weights, CPU: about 2.7 GB and 10 s)."""
+    pytest.importorskip("calflops")
+    import torch
+
+    from reconcile.adapters.phase import run_generate
+    from reconcile.llm import count_phase
+
+    meta = _llama(2)
+    pc = count_phase(meta, "generate:128+4", fit=False)
+    real = meta.to_empty(device="cpu")
+    with torch.no_grad():
+        for p in real.parameters():
+            p.normal_(0, 0.02)
+    r = run_generate("calflops", real.eval(), pc)
+    # the native 53,821,407,232 less SDPA's QK^T and AV, which calflops does not see: prefill 2 layers x
+    # 2 x 128 x 128 x 4096 = 268,435,456, decode 2 x 2 x 4096 x (129 + 130 + 131) = 6,389,760: 274,825,216
+    assert r.native == 53_821_407_232
+    assert r.macs == 53_546_582_016
+    assert r.residual == 0
+    assert sum(a for _, a in r.causes) == r.predicted - r.native == -274_825_216

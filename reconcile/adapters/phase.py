@@ -128,3 +128,72 @@ def run_phase(tool: str, model: Any, phase_count: Any) -> PhaseToolRun:
         pred = conv.predict(s.native) if conv is not None and run.status == "ok" else None
         explanations.append(explain_run(run, pred, conv, s.native))
     return PhaseToolRun(tool, tuple(s.step for s in phase_count.steps), tuple(explanations))
+
+
+# ----- a whole generation through the tool's own profiler around ``model.generate`` ---------------
+
+@dataclass(frozen=True)
+class GenerateRun:
+    """A tool's total over ``model.generate`` (every forward it made), against its convention's
+    prediction summed over the native count's steps: ``macs == predicted + residual`` and
+    ``predicted == native + sum(causes)``."""
+
+    tool: str
+    macs: int
+    native: int  # native MACs of the phase
+    predicted: int  # the convention's headline MACs summed over the counted steps
+    causes: tuple[tuple[str, int], ...]  # (cause, MACs) summed over rows and steps
+
+    @property
+    def residual(self) -> int:
+        return self.macs - self.predicted
+
+
+def _calflops_generate(model: Any, ids: Any, new: int) -> int:
+    import torch
+    from calflops.calculate_pipline import CalFlopsPipline
+
+    pipe = CalFlopsPipline(model, include_backPropagation=False, compute_bp_factor=2.0)
+    pipe.start_flops_calculate(ignore_list=None)
+    try:
+        with torch.no_grad():
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                           do_sample=False)
+        return int(pipe.get_total_macs())
+    finally:
+        pipe.end_flops_calculate()
+
+
+GENERATE = {"calflops": _calflops_generate}  # tools whose profiler can be wrapped around generate
+
+
+def run_generate(tool: str, model: Any, phase_count: Any) -> GenerateRun:
+    """``tool``'s profiler started, ``model.generate`` run greedy for the phase's T new tokens
+    (``min_new_tokens`` = T, so no end-of-sequence stops it early), its total MACs read, and
+    reconciled with the convention over the native steps. Needs real weights (generate reads the
+    logits' values), on CPU; run it in a worker (the profiler patches torch globals)."""
+    import torch
+
+    from reconcile import conventions
+
+    phase = phase_count.phase
+    if phase.kind != "generate":
+        raise ValueError("run_generate is for a generate:P+T phase")
+    ids = torch.zeros(phase.batch, phase.prompt, dtype=torch.long)
+    macs = GENERATE[tool](model, ids, phase.new)
+    conv = conventions.get(tool)
+    predicted = 0
+    causes: dict[str, int] = {}
+    for s in phase_count.steps:
+        pred = conv.predict(s.native)
+        predicted += int(pred.headline["macs"])
+        for la in pred.layers:
+            for t in la.terms.get("macs", ()):
+                causes[t.cause] = causes.get(t.cause, 0) + int(t.amount)
+        for t in pred.headline_terms.get("macs", ()):
+            causes[t.cause] = causes.get(t.cause, 0) + int(t.amount)
+        for ts in pred.unattributed_terms.values():
+            for t in ts:
+                causes[t.cause] = causes.get(t.cause, 0) + int(t.amount)
+    native = phase_count.totals["macs"]
+    return GenerateRun(tool, macs, native, predicted, tuple(sorted((c, a) for c, a in causes.items() if a)))
