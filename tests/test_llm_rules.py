@@ -131,3 +131,21 @@ def test_generation_rules_sum_their_steps(llama_meta):
     # generate keeps logits for the last position only: the rule counts the output layer for the
     # 127 other prompt tokens, 2 x 4096 x 32000 x 127 = 33,292,288,000
     assert _gaps(k)["output_layer"] == 33_292_288_000
+
+
+def test_moe_prefill_gap_is_the_unrouted_experts():
+    import torch
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    from reconcile.llm import count_phase
+
+    cfg = MixtralConfig(hidden_size=512, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=8,
+                        num_key_value_heads=2, vocab_size=1000, num_local_experts=4, num_experts_per_tok=2)
+    cfg._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        m = MixtralForCausalLM(cfg).to(torch.bfloat16)  # transformers' grouped experts need bf16 / fp16
+    pc = count_phase(m, "prefill:64", fit=False)
+    k = {r.id: r for r in explain_phase(pc, m)}["kaplan"]
+    # N counts all 4 experts, a token runs 2: 2 FLOPs x 2 unrouted experts x 3 x 512 x 1024 x 64 tokens x 2 layers
+    assert _gaps(k)["weights"] == 805_306_368
+    assert k.predicted == k.exact + sum(g.amount for g in k.gaps)
