@@ -139,3 +139,13 @@ def test_gqa_1b_decode_at_4096():
     # 262,668,288 read whole by lm_head (the embedding's row is part of it, not again): 1,235,814,400
     # params, x 2 bytes = 2,471,628,800
     assert s.floor_bytes == 2_471_628_800 + 134_217_728 + 32_768
+
+
+@pytest.mark.parametrize("key, peak, bandwidth", [
+    # LLM-Viewer hardware_params.py, as /work/shared/reference/hardware-peaks.md quotes it
+    ("a6000", 154.8e12, 768e9), ("a40", 149.7e12, 696e9), ("l40", 181e12, 864e9)])
+def test_llm_viewer_gpus_in_the_table(key, peak, bandwidth):
+    from reconcile.roofline import platforms
+
+    (p,) = platforms(key, "bfloat16")
+    assert (p.peak_flops, p.bandwidth) == (peak, bandwidth)
