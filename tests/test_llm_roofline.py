@@ -115,6 +115,12 @@ def test_renderers_and_picture(llama_bf16):
     assert "tokens/s at most" in text and "a100-80gb" in text
     text = "\n".join(rules_markdown("decode:128", explain_phase(pc, m)))
     assert "**sum**" in text and "attention_av" in text
+    import json
+
+    from reconcile.llm.render import roofline_plain
+
+    plain = json.loads(json.dumps(roofline_plain(dec)))
+    assert plain["platforms"]["a100-80gb"]["steps"][0]["forward"] == "decode 1x1 at N=128"
     png = phases_png([pre, dec])
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert png == phases_png([pre, dec])  # the same records, the same bytes

@@ -85,3 +85,23 @@ def tools_markdown(phase: str, runs: Sequence[Any]) -> list[str]:
             rows.append([run.tool, "failed", "", "", run.reason])
     return out + _table(["tool", "MACs (its headline, summed over the forwards)", "native MACs", "residual",
                          "why it failed"], rows, "lrrrl") + [""]
+
+
+def roofline_plain(r: Any) -> dict:
+    """A phase's roofline as JSON-ready data (exact integers; times in seconds, rates as floats)."""
+    return {"phase": r.phase, "dtype": r.dtype, "platforms": {
+        p.platform.key: {"peak_flops": p.platform.peak_flops, "bandwidth": p.platform.bandwidth,
+                         "ridge": p.platform.ridge, "critical_batch": p.critical_batch,
+                         "critical_batch_weights": p.critical_batch_weights,
+                         "steps": [{"forward": s.label, "tokens": s.tokens, "flops": s.flops, "bytes": s.bytes,
+                                    "floor_bytes": s.floor_bytes, "time_s": s.time_s, "floor_time_s": s.floor_time_s,
+                                    "bound": s.bound, "tokens_per_s": s.tokens_per_s} for s in p.steps]}
+        for p in r.platforms}}
+
+
+def tools_plain(runs: Sequence[Any]) -> list[dict]:
+    return [{"tool": run.tool, "status": run.status, "reason": run.reason,
+             "macs": run.headline("macs") if run.status == "ok" else None,
+             "native_macs": sum(e.native_macs for e in run.explanations),
+             "residual": run.residual if run.status == "ok" else None,
+             "steps": [s.label for s in run.steps]} for run in runs]
