@@ -71,7 +71,7 @@ class Dims:
                    vocab=config.vocab_size, gated=getattr(config, "hidden_act", "silu") in ("silu", "swish"),
                    experts=experts, experts_per_token=getattr(config, "num_experts_per_tok", 0) if experts else 0,
                    expert_intermediate=(getattr(config, "moe_intermediate_size", None) or inter) if experts else 0,
-                   shared_intermediate=getattr(config, "shared_expert_intermediate_size", 0) or 0 if experts else 0)
+                   shared_intermediate=(getattr(config, "shared_expert_intermediate_size", 0) or 0) if experts else 0)
 
     @property
     def d_attn(self) -> int:
