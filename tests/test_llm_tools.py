@@ -1,4 +1,4 @@
-"""Counting tools on the forward passes of a phase (reconcile.adapters.phase): DeepSpeed's decode
+"""Counting tools on the forward passes of a phase (reconcile.llm.phase_tools): DeepSpeed's decode
 and generation figures of the issue reproduced and reconciled to a zero residual; calflops, which
 cannot take a DynamicCache, recorded as failed with its own error."""
 
@@ -20,7 +20,7 @@ def _llama(layers: int = 32):
 
 
 def _run(tool: str, layers: int, phase: str):
-    from reconcile.adapters.phase import run_phase
+    from reconcile.llm.phase_tools import run_phase
     from reconcile.llm import count_phase
 
     m = _llama(layers)
@@ -79,7 +79,7 @@ def test_calflops_around_generate_on_a_two_layer_slice():
     pytest.importorskip("calflops")
     import torch
 
-    from reconcile.adapters.phase import run_generate
+    from reconcile.llm.phase_tools import run_generate
     from reconcile.llm import count_phase
 
     meta = _llama(2)

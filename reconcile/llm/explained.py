@@ -39,7 +39,7 @@ def build(spec: str, dtype: str) -> Any:
 
 def _tool_in_child(args: tuple[str, str, str, str]) -> Any:
     tool, spec, dtype, phase = args
-    from reconcile.adapters.phase import run_phase
+    from reconcile.llm.phase_tools import run_phase
     from reconcile.llm import count_phase
 
     model = build(spec, dtype)

@@ -1,6 +1,6 @@
 """A ``PhaseCount`` as plain data (JSON) and as text; a phase's rules of thumb, roofline and tools as
 markdown and JSON-ready data (``rules.explain_phase``, ``roofline.phase_roofline``,
-``adapters.phase.PhaseToolRun``). Pure: imports no torch; numbers formatted only here."""
+``llm.phase_tools.PhaseToolRun``). Pure: imports no torch; numbers formatted only here."""
 
 from __future__ import annotations
 
