@@ -129,7 +129,8 @@ def exact_parts(native: NativeCount, dims: Dims) -> dict[str, int]:
     """The exact FLOPs per category; they sum to ``native.totals["flops"]`` (asserted).
 
     A MAC is a weight's (``weights``, or ``output_layer`` for the Linear whose out_features is the
-    vocabulary) when its op reads a parameter, else attention's (activation x activation), split
+    vocabulary) when its op reads a parameter (or, in a model with experts, is done by a module
+    that holds parameters itself: the experts' gathered weights), else attention's (activation x activation), split
     into QK^T and AV in proportion to their widths (head_dim each: half and half). Every other
     FLOP goes to the family of the module it was done in (``_FAMILY``)."""
     parts = dict.fromkeys(CATEGORIES, 0)
@@ -138,7 +139,11 @@ def exact_parts(native: NativeCount, dims: Dims) -> dict[str, int]:
         for op, comps in r.op_components.items():
             macs = comps.get("macs", 0)
             if macs:
-                reads_param = r.op_bytes.get(op, (0, 0, 0))[2] > 0 or r.type.endswith("Linear")
+                # a mixture of experts' products read weights gathered per token first (transformers'
+                # batched_mm indexes the expert weights, then bmm): MACs of a module that holds
+                # parameters itself in a model with experts are weights' too
+                reads_param = (r.op_bytes.get(op, (0, 0, 0))[2] > 0 or r.type.endswith("Linear")
+                               or bool(dims.experts and r.params))
                 key = ("output_layer" if out else "weights") if reads_param else "attention"
                 if key == "attention":
                     if macs % 2:
