@@ -118,8 +118,9 @@ TRAINING = "-training"  # the suffix of a training job's name (``Tool.job``)
 TRACE = "native-trace"
 PROBE = "inputs"
 MEASURE = "roofline-measure"  # `roofline --measure` times each layer of the model (reconcile.isolated)
+LLM = "native-llm"  # `count --prefill/--decode/--generate`: a language-model phase (reconcile.llm)
 HELPERS: dict[str, str] = {TRACE: _A + "native:TracedAdapter", PROBE: _A + "inputs:InputsProbe",
-                           MEASURE: "reconcile.isolated:MeasureLayers"}
+                           MEASURE: "reconcile.isolated:MeasureLayers", LLM: "reconcile.llm.adapter:PhaseAdapter"}
 TRACE_COST = 1.2
 
 
