@@ -691,8 +691,9 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, thre
             enter(f"finding the inputs of {job.model!r}")
             run = adapter.probe(job.model)
         else:
+            run = _on_shapes(adapter, job, device, attempt)
             try:
-                run = attempt(device)
+                run = run or attempt(device)
             except ReconcileError as exc:  # a forward that needs real data cannot even build its inputs on meta
                 if not fallback:
                     raise
@@ -740,6 +741,26 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, thre
                 pass
         # nothing the model or tool started outlives the job (this process included)
         os.killpg(0, signal.SIGKILL)
+
+
+def _on_shapes(adapter: Any, job: Job, device: str, attempt: Callable[[str], ToolRun]) -> ToolRun | None:
+    """The adapter's run on its ``shapes_device`` (meta) when it has one, the job names no device,
+    and the run there is ``ok``; else None, and the job runs on ``device`` as it would without.
+
+    Only for a tool whose numbers, warnings and notes read shapes alone: its run on meta is the
+    run it makes on real tensors, field for field (``tests/test_shapes_device.py`` checks it on
+    every zoo sample), without the cost of building real weights and running real kernels. A model
+    that cannot run on meta (a forward that reads values) is simply counted on ``device``; nothing
+    in the run differs, so nothing says so."""
+    shapes = getattr(adapter, "shapes_device", None)
+    if job.device is not None or not shapes or shapes == device:
+        return None
+    try:
+        run = attempt(shapes)
+    except Exception:  # noqa: BLE001 - any failure there is settled by the run on ``device``
+        log.debug("%s on %s failed; run on %s", job.describe(), shapes, device, exc_info=True)
+        return None
+    return run if run.status == "ok" else None
 
 
 def _tie_to_server(server: int) -> None:
