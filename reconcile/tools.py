@@ -118,8 +118,9 @@ TRAINING = "-training"  # the suffix of a training job's name (``Tool.job``)
 TRACE = "native-trace"
 PROBE = "inputs"
 MEASURE = "roofline-measure"  # `roofline --measure` times each layer of the model (reconcile.isolated)
+PUBLISHED = "timm-published"  # `zoo --source timm --published`: a row of timm's table predicted
 HELPERS: dict[str, str] = {TRACE: _A + "native:TracedAdapter", PROBE: _A + "inputs:InputsProbe",
-                           MEASURE: "reconcile.isolated:MeasureLayers"}
+                           MEASURE: "reconcile.isolated:MeasureLayers", PUBLISHED: _A + "timm_published:TimmPublished"}
 TRACE_COST = 1.2
 
 
