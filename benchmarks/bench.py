@@ -214,6 +214,47 @@ def bench_llama_training(repeat: int) -> None:
     m = json.loads(out.stdout.strip().splitlines()[-1])
     report("Llama-2-7B (128 tokens) training count on meta after import",
            f"best {m['best']:.2f} s wall, {m['cpu']:.2f} s CPU (target < 5 s)", m["best"] < 5.0)
+def bench_llm(repeat: int) -> None:
+    """Language-model phases on Llama-2-7B dimensions on meta (issue 22): each phase against the
+    plain native count of the same forwards without a cache, so the targets are ratios. A
+    prefill of 1x4096 against ``count(model, input_ids)`` of 1x4096; a decode step at 4096
+    against ``count`` of one token with no cache (the cache on meta costs nothing to build and
+    its attention is 4097 keys, not a bigger graph); a 32-step generation against 32 such counts."""
+    from reconcile import llm, models
+    from reconcile.counter import count
+
+    model = models.build(models.resolve(LLAMA_7B + ":max_position_embeddings=8192"), device="meta")
+
+    plain_inputs = {t: models.make_inputs((models.InputSpec((1, t), "long", 32000, name="input_ids"),
+                                           models.InputSpec((1, t), "long", name="attention_mask", fill="ones")),
+                                          "meta", model) for t in (1, 128, 4096)}
+
+    def plain(tokens: int) -> None:  # what `reconcile count` runs: ids and a mask of ones
+        count(model, plain_inputs[tokens], name="llama")
+
+    def phase(text: str) -> None:
+        llm.count_phase(model, text, fit=False)
+
+    def best_pair(a, b, n: int) -> tuple[float, float]:
+        a(), b()  # warm-up
+        ta, tb = [], []
+        for _ in range(n):
+            ta.append(best_of(a, 1))
+            tb.append(best_of(b, 1))
+        return min(ta), min(tb)
+
+    n = max(1, repeat // 2)
+    a, b = best_pair(lambda: phase("prefill:4096"), lambda: plain(4096), n)
+    report("Llama-2-7B prefill 1x4096 on meta vs a plain count of the forward",
+           f"{a:.2f} s vs {b:.2f} s = {a / b:.2f}x (target <= 1.30x)", a / b <= 1.3)
+    a, b = best_pair(lambda: phase("decode:4096"), lambda: plain(1), n)
+    report("Llama-2-7B decode at N=4096 on meta vs a plain count of one token",
+           f"{a:.2f} s vs {b:.2f} s = {a / b:.2f}x (target <= 1.50x)", a / b <= 1.5)
+    a, b = best_pair(lambda: phase("generate:128+32"), lambda: [plain(1) for _ in range(31)] and plain(128), 1)
+    report("Llama-2-7B generation 128+32 (32 forwards) on meta vs 32 plain counts",
+           f"{a:.2f} s vs {b:.2f} s = {a / b:.2f}x (target <= 1.50x)", a / b <= 1.5)
+
+
 def bench_ray(repeat: int) -> None:
     """`reconcile zoo` on ten models of two sources (three tools), on the local pool and on a local
     Ray instance with 2 CPUs (started and stopped inside each run: its start-up is part of the
@@ -236,7 +277,7 @@ def bench_ray(repeat: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions per measurement (best is kept)")
-    parser.add_argument("--only", choices=("counter", "roofline", "tools", "zoo", "training", "ray"),
+    parser.add_argument("--only", choices=("counter", "roofline", "tools", "zoo", "training", "llm", "ray"),
                         help="run one group of measurements")
     ns = parser.parse_args()
     if ns.only in (None, "counter"):
@@ -247,6 +288,8 @@ def main() -> int:
         bench_roofline(ns.repeat)
     if ns.only in (None, "training"):
         bench_llama_training(max(1, ns.repeat // 2))
+    if ns.only in (None, "llm"):
+        bench_llm(ns.repeat)
     if ns.only in (None, "tools"):
         bench_against_plain_script(max(1, ns.repeat // 2))
         bench_timm_vs_torchvision(max(1, ns.repeat // 2))

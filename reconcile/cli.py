@@ -151,6 +151,11 @@ def _each_counted(ns: argparse.Namespace, cfg: RunConfig, work: Callable[[object
 
 def cmd_count(ns: argparse.Namespace) -> int:
     cfg = _config(ns)
+    from reconcile.llm import cli as llm_cli
+
+    phases = llm_cli.phases_of(ns)  # --prefill/--decode/--generate: a language model's phases
+    if phases:
+        return llm_cli.run(ns, phases, cfg.device, cfg.timeout, cfg.format, cfg.depth, _err)
     from reconcile.report.data import count_plain
     from reconcile.report.text import count_table
 
@@ -212,6 +217,9 @@ def cmd_tools(ns: argparse.Namespace) -> int:
 def cmd_report(ns: argparse.Namespace) -> int:
     cfg = _config(ns)
     from reconcile import pipeline
+    from reconcile.llm import cli as llm_cli
+
+    phases = llm_cli.phases_of(ns)  # checked before any tool runs
 
     hardware = getattr(ns, "hardware", None) or None
     if hardware:
@@ -266,6 +274,9 @@ def cmd_report(ns: argparse.Namespace) -> int:
     if reports:
         pipeline.write_files(folder, {"index.md": pipeline.render_index(folder, reports)})
         print(f"wrote {folder / 'index.md'}")
+    if phases:  # a language model's phases, beside its report
+        failed += llm_cli.write_reports(folder, [mr.name for mr in results if mr.native is not None], phases,
+                                        cfg.device, cfg.timeout, _err)
     return 2 if failed else 0
 
 
@@ -529,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, metavar="N", help="show modules down to depth N (default: all)")
     p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
+    from reconcile.llm.cli import add_phase_args
+
+    add_phase_args(p)
     p.set_defaults(func=cmd_count)
 
     p = sub.add_parser("tools", help="run the counting tools and print their raw results")
@@ -550,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hardware", default="a100-80gb", metavar="NAME[,NAME...]",
                    help="hardware of the report's roofline section (default a100-80gb; names as `reconcile "
                         "roofline` takes them; '' for no section)")
+    add_phase_args(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("predict", help="predict a tool's numbers from the native count, without running the tool")

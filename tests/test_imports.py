@@ -34,6 +34,7 @@ MAY_IMPORT_REPORT = frozenset({
     "reconcile.cli",
     "reconcile.pipeline",  # collect -> explain -> render, then write the files
     "reconcile.zoo",  # the zoo page: runs the pipeline over many models and renders its page
+    "reconcile.llm.render",  # a language model's phases, rendered with the report's sentences
 })
 
 

@@ -256,3 +256,54 @@ def test_ops_vit_b_16_fast_path_and_zero_residual():
     assert _causes(ex) == {"mac_vs_flop": 11271124992, "unsupported_op": -6292703232}
     assert any("aten._native_multi_head_attention was observed 12 time(s)" in w for w in run.warnings)
     assert_explained(ex)
+
+
+def _transformer() -> nn.Module:
+    # d_model 8, 2 heads, feed-forward 16, one encoder and one decoder layer, batch_first
+    torch.manual_seed(0)
+    return nn.Transformer(d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=16,
+                          dropout=0.0, batch_first=True).eval()
+
+
+# nn.Transformer on src 1x4x8 (S = 4) and tgt 1x3x8 (T = 3), E = 8, F = 16, native MACs:
+# encoder layer: self-attention in-projection 4*8*24 = 768, scores and weighted sum 4*4*8 = 128
+#   each, out-projection 4*8*8 = 256 (1,280); linear1 4*8*16 = 512, linear2 4*16*8 = 512: 2,304
+# decoder layer: self-attention 3*8*24 = 576 + 3*3*8 = 72 twice + 3*8*8 = 192 (912); cross-attention
+#   query 3*8*8 = 192, key-value 4*8*16 = 512, scores and weighted sum 3*4*8 = 96 each, out 192
+#   (1,088); linear1 3*8*16 = 384, linear2 384: 2,768.  Total 2,304 + 2,768 = 5,072 MACs.
+# Parameters: encoder layer in_proj 24*8 + 24 = 216, out_proj 72, linear1 144, linear2 136, two
+# norms 32: 600; decoder layer two attentions 576, linears 280, three norms 48: 904; the two
+# stacks' final norms 16 each: 600 + 16 + 904 + 16 = 1,536.
+TRANSFORMER_MACS = 5072
+TRANSFORMER_INPUTS = (torch.randn(1, 4, 8), torch.randn(1, 3, 8))
+
+
+def test_transformer_model_is_one_leaf():
+    # torchscan crawls an nn.Transformer model as one module (the root alone is hooked): one row
+    # holding all 1,536 parameters, no MAC formula for Transformer: 0 MACs, all 5,072 unsupported
+    run, ex = _run(_transformer(), TRANSFORMER_INPUTS)
+    assert run.headline == {"macs": 0, "params": 1536}
+    assert _rows(run, "params") == {"": 1536}
+    assert count(_transformer(), TRANSFORMER_INPUTS).totals["macs"] == TRANSFORMER_MACS
+    assert _causes(ex) == {"unsupported_module": -TRANSFORMER_MACS}
+    assert_explained(ex)
+
+
+def test_ops_transformer_encoder_layer_fast_path():
+    # torchscan hooks only the nn.Transformer root, so the encoder layer (unhooked, batch_first,
+    # even heads, ReLU, equal norm eps) runs torch's fused aten._transformer_encoder_layer_fwd
+    # under no_grad: 0 of its 2,304 MACs. The decoder layer has no such path; its self-attention
+    # (query = key = value) takes MultiheadAttention's fast path: 0 of 912. Its cross-attention
+    # keeps the slow path: in-projections 192 + 512 and out-projection 192 MACs as addmm, but CPU's
+    # fused scaled_dot_product_attention (no formula) hides scores and weighted sum, 96 + 96.
+    # Counted: (704 + 192 + 768) MACs * 2 = 3,328 FLOPs; unsupported 2,304 + 912 + 192 = 3,408.
+    run, ex = _ops_run(_transformer(), TRANSFORMER_INPUTS)
+    assert run.headline["flops"] == 3328
+    assert _causes(ex) == {"mac_vs_flop": 1664, "unsupported_op": -3408}
+    assert any("aten._transformer_encoder_layer_fwd" in w for w in run.warnings)
+    assert_explained(ex)
+    # the same layers inside a model of one's own are hooked by torchscan: no layer fast path
+    wrapped = nn.Sequential(_transformer().encoder)
+    run, ex = _ops_run(wrapped, (TRANSFORMER_INPUTS[0],))
+    assert not any("aten._transformer_encoder_layer_fwd" in w for w in run.warnings)
+    assert_explained(ex)

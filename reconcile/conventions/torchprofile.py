@@ -15,7 +15,8 @@ traced op (``handlers.HANDLER_MAP``, read from its source):
 * ``mul`` / ``mul_``: 1 per output element; ``leaky_relu`` 1 per element;
   ``upsample_bilinear2d`` 4 and ``grid_sampler`` 4 (bilinear) per output element;
 * everything else 0: add, relu, gelu, softmax, max-pool, ... silently (``_ZERO_COST_OPS``), other
-  ops with a "No handlers found" warning (``_convolution_mode``, ``gru``, ``rms_norm``, ...).
+  ops with a "No handlers found" warning (``_convolution_mode``, ``gru``, ``rms_norm``,
+  ``_grouped_mm`` (a mixture of experts' expert products), ...).
 
 Which traced ops a module's own forward holds is fvcore's trace model
 (``reconcile.conventions.fvcore.traced_work``, written once there): the same
@@ -53,7 +54,8 @@ _INTERPOLATE = {"aten::upsample_bilinear2d": 4, "aten::grid_sampler_2d": 4}
 _INSTANCE_NORM = "torch.nn.modules.instancenorm._InstanceNorm"
 _CONV = tuple(f"torch.nn.modules.conv.Conv{d}d" for d in (1, 2, 3))
 # traced ops without a torchprofile handler for native work that has MACs: counted as 0
-_NO_HANDLER = ("aten::_convolution_mode", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu")
+_NO_HANDLER = ("aten::_convolution_mode", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu",
+               "aten::_grouped_mm")  # transformers' mixture-of-experts: the experts' matrix products
 
 
 def _isa(row: ModuleRow, cls: str) -> bool:
@@ -158,6 +160,8 @@ def _maps_to(row: ModuleRow, op: str, traced: str) -> bool:
     """The native MAC op ``op`` is the work behind the handler-less traced op ``traced``."""
     if traced == "aten::_convolution_mode":
         return op in ("aten::convolution", "aten::conv1d", "aten::conv2d", "aten::conv3d")
+    if traced == "aten::_grouped_mm":
+        return op == traced
     return op.startswith("module::")  # a recurrent layer: its work as one module op
 
 
@@ -179,7 +183,7 @@ class TorchprofileConvention(Convention):
                 "bsz * num_heads) 1 each"),
         RuleDoc("leaky_relu / upsample_bilinear2d / grid_sampler", "1 / 4 / 4 (bilinear) per output element"),
         RuleDoc("zero", "add, relu, gelu, silu, softmax, max_pool, sub, div, sum, upsample_nearest2d, ... "
-                "(_ZERO_COST_OPS); any other op warns \"No handlers found\" and counts 0 (_convolution_mode, gru, rms_norm)"),
+                "(_ZERO_COST_OPS); any other op warns \"No handlers found\" and counts 0 (_convolution_mode, gru, rms_norm, _grouped_mm)"),
         RuleDoc("dead code", "a module whose result nothing returned uses is not in the trace: 0"),
         RuleDoc("kwargs", "positional tensor inputs only (kwargs raise ValueError)"),
     )

@@ -2,11 +2,16 @@
 of ``summary`` / ``crawl_module`` and each layer's printed "Param #".
 
 Rows (as the torchscan adapter reports them): every module that ran (calls summed), exclusive.
-A *metric leaf* (no children, or an ``nn.MultiheadAttention``) has ``macs``, its
+A *metric leaf* (no children, an ``nn.MultiheadAttention``, or the model itself when it is an
+``nn.Transformer``) has ``macs``, its
 ``modules/macs.py`` formula over its calls (read from the source, torchscan runs ``eval()`` and
 ``no_grad`` itself); every row has ``params``, the module's own parameters plus its buffers
 (MultiheadAttention: its subtree's). References: ``macs`` against the module's native MACs
 (MultiheadAttention: its subtree's), ``params`` against its native parameters.
+
+An ``nn.Transformer`` model is crawled as one module (``crawl_module`` hooks the root alone):
+one row, the root, a metric leaf holding the whole model's parameters and buffers, with no MAC
+formula ("Module type not supported": 0, ``unsupported_module`` for all of the model's MACs).
 
 MAC formulas (isinstance, so subclasses match):
 
@@ -40,6 +45,7 @@ from reconcile.records import ModuleRow, NativeCount, Phrase
 TOOL = "torchscan"
 _NN = "torch.nn.modules."
 _MHA = f"{_NN}activation.MultiheadAttention"
+_TRANSFORMER = f"{_NN}transformer.Transformer"
 _LINEAR = f"{_NN}linear.Linear"
 _CONV_T = f"{_NN}conv._ConvTransposeNd"
 _CONV = f"{_NN}conv._ConvNd"
@@ -57,9 +63,9 @@ def _adaptive_kernel(inp: tuple[int, ...], out: tuple[int, ...]) -> tuple[int, .
     return tuple(i // o if i % o == 0 else i % o + 1 for i, o in zip(inp[2:], out[2:]))
 
 
-def _leaf_macs(row: ModuleRow, ref: int, terms: list[Term]) -> int:
+def _leaf_macs(row: ModuleRow, ref: int, flops: int, terms: list[Term]) -> int:
     """torchscan's MACs for the metric leaf ``row`` over its calls, adding a term for every part
-    that differs from the native reference ``ref``."""
+    that differs from the native reference ``ref`` (``flops``: the native FLOPs it stands for)."""
     a = row.attrs
     calls = [c for c in row.call_records if c.inputs and c.outputs]
     if is_instance(row, _LINEAR) or (is_instance(row, _CONV) and not is_instance(row, _CONV_T)):
@@ -116,11 +122,11 @@ def _leaf_macs(row: ModuleRow, ref: int, terms: list[Term]) -> int:
                                  "kernel from the shapes: {v}",
                                  {"type": row.type, "dims": " + dims" if avg else "", "v": total})))
         return ref + total
-    if ref or row.flops:
+    if ref or flops:
         terms.append(Term("unsupported_module", -ref, "torchscan.unsupported_module",
                           Phrase("torchscan has no MAC formula for {type!s} (\"Module type not supported\"): "
                                  "{macs} MACs ({flops} FLOPs) not counted",
-                                 {"type": row.type, "macs": ref, "flops": row.flops}), flops=-row.flops))
+                                 {"type": row.type, "macs": ref, "flops": flops}), flops=-flops))
     return 0
 
 
@@ -136,6 +142,8 @@ class TorchscanConvention(Convention):
     rules = (
         RuleDoc("mechanism", "forward hooks on every module, under eval() and no_grad; formulas on metric leaves "
                 "(no children, or MultiheadAttention); per call, summed"),
+        RuleDoc("nn.Transformer model", "hooked at the root alone: one metric leaf, the whole model's parameters and "
+                "buffers, no MAC formula (0)"),
         RuleDoc("Linear / Conv", "the MACs (in_features x out.numel(); out.numel() x Cin/g x K)"),
         RuleDoc("ConvTranspose", "out.numel() x Cin/g x K + 4 x len(kernel_size)"),
         RuleDoc("BatchNorm", "in.numel() x (1 + affine)"),
@@ -157,26 +165,27 @@ class TorchscanConvention(Convention):
             buffers[owner] = buffers.get(owner, 0) + b.numel
         held = _first_called_holders(native)
         layers = []
-        inside_mha: set[str] = set()
+        inside: set[str] = set()  # rows a whole-subtree metric leaf holds (never hooked, or no row of their own)
         for r in native.rows:
-            if r.name in inside_mha or not r.calls:
+            if r.name in inside or not r.calls:
                 continue
-            mha = is_instance(r, _MHA)
-            if mha:
-                inside_mha.update(x.name for x in tree.subtree(r.name) if x.name != r.name)
-            layers.append(self._row(tree, r, mha, buffers, held))
+            # a metric leaf over its subtree: a MultiheadAttention, or an nn.Transformer model (the root alone)
+            whole = is_instance(r, _MHA) or (r.name == "" and is_instance(r, _TRANSFORMER))
+            if whole:
+                inside.update(x.name for x in tree.subtree(r.name) if x.name != r.name)
+            layers.append(self._row(tree, r, whole, buffers, held))
         macs = sum(p.predicted["macs"] for p in layers)
         params = native.totals["params"]
         return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline={"macs": macs, "params": params},
                           headline_reference={"macs": macs, "params": params})
 
-    def _row(self, tree: common.Tree, row: ModuleRow, mha: bool, buffers: dict[str, int],
+    def _row(self, tree: common.Tree, row: ModuleRow, whole: bool, buffers: dict[str, int],
              held: dict[str, int]) -> LayerPrediction:
-        leaf = mha or not tree.children.get(row.name)
-        ref = tree.macs(row.name) if mha else row.macs
+        leaf = whole or not tree.children.get(row.name)
+        ref = tree.macs(row.name) if whole else row.macs
         terms: list[Term] = []
         if leaf:
-            macs = _leaf_macs(row, ref, terms)
+            macs = _leaf_macs(row, ref, tree.flops(row.name) if whole else row.flops, terms)
         else:
             macs = 0
             if ref or row.flops:
@@ -184,10 +193,10 @@ class TorchscanConvention(Convention):
                                   Phrase("torchscan hooks modules only: the {macs} MACs ({flops} FLOPs) in "
                                          "{type!s}.forward's own code are not counted",
                                          {"macs": ref, "flops": row.flops, "type": row.type}), flops=-row.flops))
-        names = [x.name for x in tree.subtree(row.name)] if mha else [row.name]
-        params = tree.params(row.name) if mha else row.params
+        names = [x.name for x in tree.subtree(row.name)] if whole else [row.name]
+        params = tree.params(row.name) if whole else row.params
         n_buf = sum(buffers.get(n, 0) for n in names)
-        counted = params if mha else held.get(row.name, 0)  # MultiheadAttention: its subtree, recurse=True
+        counted = params if whole else held.get(row.name, 0)  # a whole-subtree leaf: recurse=True
         param_terms: list[Term] = []
         if n_buf:
             param_terms.append(Term("params_buffers", n_buf, "torchscan.params_buffers",

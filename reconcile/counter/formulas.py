@@ -136,6 +136,18 @@ def _baddbmm(args, kwargs, out):
     return {"macs": a.numel() * int(b.shape[-1]), "bias": out.numel()}
 
 
+@rule("_grouped_mm", doc="_grouped_mm: a (M, K) x b (G, K, N) -> (M, N): M * K * N MACs (each row meets one "
+      "group's matrix; transformers' MoE experts); 3-D x 3-D: G * M * K * N; 3-D x 2-D: M * K * N; 2-D x 2-D "
+      "(K split into G groups) -> (G, M, N): M * K * N")
+def _grouped_mm(args, kwargs, out):
+    a, b = args[0], args[1]
+    o = _first_tensor(out)
+    k = int(a.shape[-1])
+    if a.dim() == 2 and b.dim() == 2:
+        return {"macs": int(a.shape[0]) * k * int(b.shape[1])}
+    return {"macs": o.numel() * k}
+
+
 @rule("mv", doc="mv: m * n MACs")
 def _mv(args, kwargs, out):
     return {"macs": args[0].numel()}
@@ -261,7 +273,8 @@ for _op in ("addcmul", "addcmul_", "addcdiv", "addcdiv_", "lerp", "lerp_"):
     _register(_op, "elementwise: 2 per output element (fused multiply and add)", _per_output("elementwise", 2))
 
 for _op in ("sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "prod", "any", "all",
-            "cumsum", "cumprod", "logsumexp", "nansum", "aminmax", "topk", "sort", "count_nonzero"):
+            "cumsum", "cumprod", "logsumexp", "nansum", "aminmax", "topk", "sort", "count_nonzero",
+            "histc", "bincount"):
     _register(_op, "reduction: 1 per input element", _per_input("reduction", 1))
 
 for _op in ("var", "std", "var_mean", "std_mean"):

@@ -1,0 +1,39 @@
+"""A phase count as a job of ``reconcile.runner`` (the helper job ``native-llm``): the model is
+built in a worker on meta (on CPU when its forward reads values) and ``count_phase`` runs there;
+``detail`` holds the ``PhaseCount``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconcile.adapters.base import Adapter
+from reconcile.records import ToolRun
+
+
+class PhaseAdapter(Adapter):
+    name = "native-llm"
+    distribution = "reconcile"
+    device = "meta"
+    fallback_device = "cpu"
+
+    def __init__(self, phase: str = "decode:128", fit: bool = True) -> None:
+        from reconcile.llm.phases import parse
+
+        self.phase = parse(phase)
+        self.fit = fit
+
+    def version(self) -> str:
+        from reconcile._version import __version__
+
+        return __version__
+
+    def attempted(self) -> str:
+        return f"reconcile.llm.count_phase(model, {self.phase.text!r})"
+
+    def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
+        from reconcile.llm.count import count_phase
+
+        result = count_phase(model, self.phase, name="model", fit=self.fit)
+        return ToolRun(tool=self.name, version=self.version(), status="ok",
+                       headline=dict(result.totals), detail=result,
+                       notes=(f"counted on the {result.steps[0].native.device} device",))
