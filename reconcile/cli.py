@@ -348,6 +348,8 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
 
     cfg = _config(ns)
     folder = pipeline.check_writable(cfg.out)
+    if ns.published:
+        return _zoo_published(ns, cfg, folder)
     names = [m for m in ns.models.split(",") if m] if ns.models else zoo.models_of(ns.source, ns.subset)
     names = list(dict.fromkeys(names))
     tools = cfg.tools
@@ -419,6 +421,35 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
     pipeline.write_files(folder, files)
     print(f"wrote {folder / out}" + (" (.png)" if picture else ""))
     return 2 if errors else 0
+
+
+def _zoo_published(ns: argparse.Namespace, cfg, folder) -> int:
+    """``zoo --source timm --published``: timm's published table checked row by row (every row for
+    ``--subset all``, the rows of the CI sample or of ``--models``), written to timm-published.md."""
+    from reconcile import pipeline, timm_check, zoo
+    from reconcile.report.timm_published import markdown
+
+    if ns.source != "timm":
+        raise ReconcileError(f"--published checks timm's published table: use it with --source timm, not {ns.source}")
+    models = [m for m in ns.models.split(",") if m] if ns.models else (
+        None if ns.subset == "all" else zoo.models_of("timm", "ci"))
+    rows = timm_check.rows_for(models)
+
+    def line(k: int, c) -> None:
+        amounts = f" ({c.cause}: {c.amounts})" if c.cause else ""
+        print(f"[{k}/{len(rows)}] {c.row.model} {c.row.img_size}: {c.status}, macts {c.macts_status}{amounts}",
+              flush=True)
+
+    checks = timm_check.run(rows, timeout=cfg.timeout, workers=1, on_check=line)
+    out = "timm-published.md"
+    command = "reconcile zoo --source timm --published" + (f" --models {ns.models}" if ns.models else
+                                                            " --subset ci" if ns.subset == "ci" else "")
+    pipeline.write_files(folder, {out: markdown(checks, command)})
+    print(f"wrote {folder / out}")
+    from reconcile.sources import timm_published as tp
+
+    counts = tp.summary(checks)
+    return 1 if counts[tp.UNEXPLAINED] or counts[tp.FAILED] else 0  # like roofline --measure: a finding, not an error
 
 
 def cmd_models(ns: argparse.Namespace) -> int:
@@ -560,6 +591,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="skip models whose result an earlier run kept (OUT/.zoo-runs/) for the same tools, "
                         "timeout and versions")
+    p.add_argument("--published", action="store_true",
+                   help="with --source timm: check timm's published table (benchmark.py's param_count, "
+                        "infer_gmacs) row by row, predicted from the native count; runs no tool; writes "
+                        "timm-published.md")
     p.set_defaults(func=cmd_zoo)
 
     p = sub.add_parser("roofline", help="bytes moved, arithmetic intensity and the roofline time bound per layer, "

@@ -119,8 +119,10 @@ TRACE = "native-trace"
 PROBE = "inputs"
 MEASURE = "roofline-measure"  # `roofline --measure` times each layer of the model (reconcile.isolated)
 LLM = "native-llm"  # `count --prefill/--decode/--generate`: a language-model phase (reconcile.llm)
+PUBLISHED = "timm-published"  # `zoo --source timm --published`: a row of timm's table predicted
 HELPERS: dict[str, str] = {TRACE: _A + "native:TracedAdapter", PROBE: _A + "inputs:InputsProbe",
-                           MEASURE: "reconcile.isolated:MeasureLayers", LLM: "reconcile.llm.adapter:PhaseAdapter"}
+                           MEASURE: "reconcile.isolated:MeasureLayers", LLM: "reconcile.llm.adapter:PhaseAdapter",
+                           PUBLISHED: _A + "timm_published:TimmPublished"}
 TRACE_COST = 1.2
 
 
