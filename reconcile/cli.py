@@ -276,7 +276,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
         print(f"wrote {folder / 'index.md'}")
     if phases:  # a language model's phases, beside its report
         failed += llm_cli.write_reports(folder, [mr.name for mr in results if mr.native is not None], phases,
-                                        cfg.device, cfg.timeout, _err)
+                                        cfg.device, cfg.timeout, _err, hardware)
     return 2 if failed else 0
 
 

@@ -316,3 +316,29 @@ def test_user_model_with_past_key_values():
     assert pc.totals["macs"] == 368
     assert pc.totals["kv_read"] == 5 * 64
     assert pc.decode_cost["macs"].coefficients == (Fraction(288), Fraction(16))
+
+
+def test_cli_report_phases_rules_roofline_picture(tmp_path, capsys):
+    # report --prefill --decode: beside the model's report, the phases with their rules of thumb,
+    # each phase's roofline and the prefill-against-decode picture. Kaplan for one decode step at
+    # 16 (the small config above): 2N = 2 x 73,728 = 147,456; output layer 2 x 64 x 100 = 12,800;
+    # 2 n_layer n_ctx d_attn = 2 x 2 x 17 x 64 = 4,352: 164,608 FLOPs
+    import json
+
+    from reconcile.cli import main
+
+    spec = "hf:LlamaForCausalLM" + SMALL
+    assert main(["report", spec, "--tools", "native", "--prefill", "16", "--decode", "16", "--out", str(tmp_path),
+                 "--hardware", "a100-80gb"]) == 0
+    [md] = tmp_path.glob("*.phases.md")
+    stem = md.name.removesuffix(".phases.md")
+    assert (tmp_path / f"{stem}.phases.png").read_bytes().startswith(b"\x89PNG")
+    text = md.read_text()
+    assert "### Rules of thumb against the exact count: decode:16" in text
+    assert "### Roofline: decode:16" in text and f"({stem}.phases.png)" in text
+    obj = json.loads((tmp_path / f"{stem}.phases.json").read_text())
+    decode = next(p for p in obj["phases"] if p["phase"] == "decode:16")
+    kaplan = next(r for r in decode["rules"] if r["id"] == "kaplan")
+    assert kaplan["predicted"] == 164_608 and kaplan["exact"] == decode["totals"]["flops"]
+    assert kaplan["predicted"] - kaplan["exact"] == sum(g["amount"] for g in kaplan["gaps"])
+    assert "roofline" in decode

@@ -33,7 +33,16 @@ class PhaseAdapter(Adapter):
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         from reconcile.llm.count import count_phase
 
+        import dataclasses
+
+        from reconcile.errors import ReconcileError
+        from reconcile.llm.rules import explain_phase
+
         result = count_phase(model, self.phase, name="model", fit=self.fit)
+        try:  # the rules of thumb need the model's config (dimensions): computed here, beside it
+            result = dataclasses.replace(result, rules=tuple(explain_phase(result, model)))
+        except ReconcileError as exc:  # not a transformer language model's config: no rules, said so
+            result = dataclasses.replace(result, notes=(*result.notes, f"no rules of thumb: {exc}"))
         return ToolRun(tool=self.name, version=self.version(), status="ok",
                        headline=dict(result.totals), detail=result,
                        notes=(f"counted on the {result.steps[0].native.device} device",))

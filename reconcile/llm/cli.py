@@ -89,11 +89,14 @@ def run(ns: argparse.Namespace, phases: list[Phase], device: str, timeout: float
 
 
 def write_reports(folder: Any, names: list[str], phases: list[Phase], device: str, timeout: float,
-                  err: Callable[[str], None]) -> int:
+                  err: Callable[[str], None], hardware: str | None = None) -> int:
     """``report --prefill/--decode/--generate``: beside each model's report, its phases as
-    ``<stem>.phases.md`` (the section) and ``<stem>.phases.json`` (one object per phase)."""
+    ``<stem>.phases.md`` (the counts, the rules of thumb against them and, with ``hardware``, the
+    roofline of each phase), ``<stem>.phases.json`` (one object per phase) and, for a prefill and
+    a decode, ``<stem>.phases.png`` (intensity per layer, prefill against decode)."""
     from reconcile import pipeline
     from reconcile.llm import render
+    from reconcile.llm.roofline import phase_roofline, platforms_for
 
     failed = 0
     for name in names:
@@ -108,12 +111,22 @@ def write_reports(folder: Any, names: list[str], phases: list[Phase], device: st
         if not pcs:
             continue
         stem = pipeline.file_stem(name)
-        body = json.dumps({"model": name, "phases": [render.plain(pc) for pc in pcs]}, indent=1) + "\n"
+        roofs = [phase_roofline(pc, platforms_for(pc, hardware)) for pc in pcs] if hardware else []
+        plain = [{**render.plain(pc), "rules": render.rules_plain(pc.rules),
+                  **({"roofline": render.roofline_plain(rf)} if roofs else {})} for pc, rf in zip(pcs, roofs or [None] * len(pcs))]
+        body = json.dumps({"model": name, "phases": plain}, indent=1) + "\n"
+        files = {f"{stem}.phases.md": render.markdown(pcs, roofs, f"{stem}.phases.png"), f"{stem}.phases.json": body}
+        pre = [r for r in roofs if r.phase.startswith("prefill")][:1]
+        dec = [r for r in roofs if r.phase.startswith("decode")][-1:]
+        if pre and dec:
+            from reconcile.llm.plot import phases_png
+
+            files[f"{stem}.phases.png"] = phases_png(pre + dec)
         try:
-            pipeline.write_files(folder, {f"{stem}.phases.md": render.markdown(pcs), f"{stem}.phases.json": body})
+            pipeline.write_files(folder, files)
         except pipeline.WriteFailed as exc:
             err(f"{exc}: the phases of {name} were not written")
             failed += 1
             continue
-        print(f"wrote {folder / stem}.phases.md (.json)")
+        print(f"wrote {folder / stem}.phases.md (.json{', .png' if f'{stem}.phases.png' in files else ''})")
     return failed

@@ -107,6 +107,8 @@ class PhaseCount:
     notes: tuple[str, ...] = ()  # what the reader should know (positions beyond the config's, ...)
     routing: "Routing | None" = None  # a mixture of experts: how tokens were routed in the count
     prefill_cost: Mapping[str, Polynomial] = field(default_factory=dict)  # per quantity, in P
+    # the rules of thumb against this count (``llm.rules.explain_phase``), computed where the model is
+    rules: tuple = ()
 
     def generation_parts(self, quantity: str = "macs") -> dict[str, Fraction] | None:
         """A generation's total as prefill + (T - 1) a + b (N_1 + ... + N_{T-1}) with one decode

@@ -107,15 +107,24 @@ def text(pc: PhaseCount) -> str:
     return "\n".join(lines)
 
 
-def markdown(pcs: list[PhaseCount]) -> str:
-    """The report's section for a model's phases (``report --decode N``): one block per phase."""
+def markdown(pcs: list[PhaseCount], roofs: Sequence[Any] = (), picture: str = "") -> str:
+    """The report's section for a model's phases (``report --decode N``): one block per phase, its
+    rules of thumb and (``roofs``: one ``PhaseRoofline`` per phase) its roofline; ``picture``: the
+    prefill-against-decode picture's file name, shown when a prefill and a decode are both there."""
     if not pcs:
         return ""
     lines = [f"## Language-model phases: {pcs[0].model}", "",
              "Counted by the native counter with a `DynamicCache` filled to each step's length "
              "(docs/language-models.md); exact integers, per token over batch x tokens processed.", ""]
-    for pc in pcs:
+    for i, pc in enumerate(pcs):
         lines += [f"### {pc.phase.text}", "", "```", text(pc), "```", ""]
+        if pc.rules:
+            lines += rules_markdown(pc.phase.text, pc.rules)
+        if i < len(roofs):
+            lines += roofline_markdown(roofs[i])
+    kinds = {r.phase.split(":")[0] for r in roofs}
+    if picture and {"prefill", "decode"} <= kinds:
+        lines += ["### Prefill against decode", "", f"![arithmetic intensity per layer, prefill against decode]({picture})", ""]
     return "\n".join(lines)
 
 
