@@ -35,6 +35,8 @@ import importlib
 import logging
 import multiprocessing
 import os
+import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -61,6 +63,12 @@ log = logging.getLogger(__name__)
 # reconcile._server is the exception, first so that it acts before the slow imports: its import
 # makes the server die with its caller and clean up after itself (it is imported only there).
 PRELOAD = ("reconcile._server", "__main__", "torch", "torchvision", "numpy", "pandas", "reconcile.runner")
+
+# pids of the workers running in this process, whichever thread's ``run_jobs`` started them: the
+# fork server is shared, so one run's clean-up of the server's other children must spare them
+# (changed and read under the lock)
+_LIVE_WORKERS: set[int] = set()
+_WORKERS_LOCK = threading.Lock()
 
 _RESULT_GRACE = 5.0  # seconds a worker that sent its result gets to exit before it is killed
 _OUTPUT_TAIL = 10  # lines of a dead worker's output kept in its ToolRun
@@ -179,8 +187,10 @@ def run_jobs(
                                 worker.server_died = why
                         ctx, server = _forkserver_context(preload)
                     try:
-                        worker = _Worker.start(ctx, server, index, jobs[index], specs[index], builder, threads,
-                                               timeout)
+                        with _WORKERS_LOCK:  # no other thread's _end_orphans between the fork and the add
+                            worker = _Worker.start(ctx, server, index, jobs[index], specs[index], builder,
+                                                   threads, timeout)
+                            _LIVE_WORKERS.add(worker.process.pid)
                     except (EOFError, OSError) as exc:  # the server died while it forked this job's worker
                         if not _dead(server):
                             raise
@@ -205,14 +215,19 @@ def run_jobs(
                 run = worker.poll()
                 if run is not None:
                     running.remove(worker)
-                    # what the job started in a session of its own is the server's now (a subreaper)
-                    _end_orphans(worker.server, {w.process.pid for w in running})
+                    # what the job started in a session of its own is the server's now (a subreaper);
+                    # the workers of every thread's run_jobs are spared, not only this call's
+                    with _WORKERS_LOCK:
+                        _LIVE_WORKERS.discard(worker.process.pid)
+                        _end_orphans(worker.server, set(_LIVE_WORKERS))
                     settle(worker.index, run)
     finally:
         for worker in running:  # only reached on an error or interrupt in this loop
             worker.kill()
         if running:
-            _end_orphans(server, set())
+            with _WORKERS_LOCK:
+                _LIVE_WORKERS.difference_update(w.process.pid for w in running)
+                _end_orphans(server, set(_LIVE_WORKERS))
     done = [r for r in results if r is not None]
     assert len(done) == len(jobs), "every job settles before the loop ends"
     return done
@@ -330,17 +345,64 @@ def private_inductor_cache() -> Iterator[None]:
     while this is open, ``TORCHINDUCTOR_CACHE_DIR`` points into this process's own ``pymp-*``
     folder, removed with it at exit, so processes started meanwhile (the fork server and its
     workers) or torch imported here leave nothing behind. A cache the user chose with
-    ``TORCHINDUCTOR_CACHE_DIR`` is left as it is."""
+    ``TORCHINDUCTOR_CACHE_DIR`` is left as it is.
+
+    The folder is only named here (``_reserved_temp_dir``) and made just before the fork server
+    starts (``_made_temp_dir``): made at a command's start, a SIGKILL in the second before the
+    server ran left it behind, with no process alive to remove it (the server removes it for a
+    caller that died). If torch, imported here, made it meanwhile, it is removed on the way out."""
     if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
         yield
         return
-    from multiprocessing import util
-
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(util.get_temp_dir(), "inductor")
+    folder = _reserved_temp_dir()
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(folder, "inductor")
     try:
         yield
     finally:
         os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        if multiprocessing.current_process()._config.get("tempdir") != folder:  # not multiprocessing's
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+_TEMP_LOCK = threading.Lock()
+_RESERVED = "reconcile_reserved_tempdir"  # the name in multiprocessing's per-process config
+
+
+def _reserved_temp_dir() -> str:
+    """The ``pymp-*`` folder multiprocessing uses in this process: the one it made, else a name
+    chosen now (random, as ``mkdtemp``'s) that ``_made_temp_dir`` makes when it is needed."""
+    with _TEMP_LOCK:
+        config = multiprocessing.current_process()._config
+        made = config.get("tempdir")
+        if made:
+            return made
+        if not config.get(_RESERVED):
+            name = "pymp-" + "".join(random.SystemRandom().choice("abcdefghijklmnopqrstuvwxyz0123456789_")
+                                     for _ in range(8))
+            config[_RESERVED] = os.path.join(tempfile.gettempdir(), name)
+        return config[_RESERVED]
+
+
+def _made_temp_dir() -> str:
+    """The reserved folder made (mode 0700) and handed to multiprocessing as this process's temp
+    folder, removed at exit as one it made itself (``util.get_temp_dir``); called just before the
+    fork server starts, so that its socket goes there."""
+    from multiprocessing import util
+
+    folder = _reserved_temp_dir()
+    with _TEMP_LOCK:
+        config = multiprocessing.current_process()._config
+        if config.get("tempdir") == folder:
+            return folder
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:  # made by torch's import in this process (its compile cache is in it)
+            if os.stat(folder).st_uid != os.getuid():
+                raise
+        util.Finalize(None, util._remove_temp_dir, args=(shutil.rmtree, folder), exitpriority=-100)
+        config["tempdir"] = folder
+        config.pop(_RESERVED, None)
+    return folder
 
 
 def _forkserver_context(extra: tuple[str, ...] = ()) -> tuple[Any, int]:
@@ -365,6 +427,7 @@ def _forkserver_context(extra: tuple[str, ...] = ()) -> tuple[Any, int]:
     with private_inductor_cache():  # the server's, and so its workers'
         try:
             os.environ["RECONCILE_CALLER"] = caller
+            _made_temp_dir()  # now, not earlier: see private_inductor_cache
             for fd in (1, 2):
                 saved.append(os.dup(fd))
                 os.dup2(null, fd)
