@@ -16,9 +16,9 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from reconcile import tools as registry
-from reconcile.config import DEVICES, FORMATS, MODES, RunConfig
+from reconcile.config import DEVICES, FORMATS, MODES, TIMEOUT, ZOO_TIMEOUT, RunConfig
 from reconcile.errors import ReconcileError
-from reconcile.sources import with_zoo
+from reconcile.sources import spec_help, with_zoo
 
 
 def _err(msg: str, limit: int = 1000) -> None:
@@ -36,8 +36,7 @@ def _err_line(msg: str, limit: int = 300) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("specs", metavar="SPEC[,SPEC...]",
-                   help="torchvision model names (resnet18) or package.module:callable, comma-separated")
+    p.add_argument("specs", metavar="SPEC[,SPEC...]", help=spec_help())
     p.add_argument("--input-shape", metavar="N,C,H,W", help="input shape with batch, e.g. 1,3,224,224 "
                    "(default: the model's published eval size)")
     p.add_argument("--input-dtype", default="float32", metavar="DTYPE",
@@ -46,6 +45,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", action="append", metavar="[NAME=]SHAPE[:DTYPE[:HIGH|ones|zeros]]",
                    help="one input tensor; repeat for several (positional first, then named by forward's "
                         "parameters), e.g. --input input_ids=1x128:long:30522 --input attention_mask=1x128:long:ones")
+
+
+def _add_timeout(p: argparse.ArgumentParser, default: float = TIMEOUT, per_model: bool = False) -> None:
+    p.add_argument("--timeout", type=float, default=default, metavar="S",
+                   help=f"seconds per {'model' if per_model else 'tool and model'}, counted from its worker's start "
+                        f"(default {default:g})")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -98,7 +103,7 @@ def _config(ns: argparse.Namespace) -> RunConfig:
         training=bool(getattr(ns, "training", False)),
         depth=getattr(ns, "depth", None),
         format=getattr(ns, "format", "table"),
-        timeout=getattr(ns, "timeout", 300.0),
+        timeout=getattr(ns, "timeout", TIMEOUT),
         out=getattr(ns, "out", "reports"),
         executor=getattr(ns, "executor", "local"),
         ray_address=getattr(ns, "ray_address", None),
@@ -262,8 +267,10 @@ def cmd_report(ns: argparse.Namespace) -> int:
             reports.append(report)
             unexplained = [t.tool for t in report.tools if t.status == "ok" and t.residual]
             note = f"; unexplained residual in {', '.join(unexplained)}" if unexplained else ""
-            bad = [t.tool for t in report.tools if t.status != "ok"]
+            bad = [t.tool for t in report.tools if t.status not in ("ok", "not run")]
             note += f"; {', '.join(bad)} did not finish" if bad else ""
+            skipped = [t.tool for t in report.tools if t.status == "not run"]
+            note += f"; {', '.join(skipped)} not run" if skipped else ""
             extra = ", .png" if f"{pipeline.file_stem(mr.name)}.png" in files else ""
             print(f"wrote {folder / pipeline.file_stem(mr.name)}.md (.json, .csv{extra}){note}")
             for t in report.tools:
@@ -344,13 +351,14 @@ def cmd_conventions(ns: argparse.Namespace) -> int:
 def cmd_zoo(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from reconcile import executors, pipeline, zoo
+    from reconcile import executors, models, pipeline, zoo
 
     cfg = _config(ns)
     folder = pipeline.check_writable(cfg.out)
     if ns.published:
         return _zoo_published(ns, cfg, folder)
-    names = [m for m in ns.models.split(",") if m] if ns.models else zoo.models_of(ns.source, ns.subset)
+    # --models "" is a mistake (one line), not "no --models" (the whole zoo)
+    names = models.split_specs(ns.models) if ns.models is not None else zoo.models_of(ns.source, ns.subset)
     names = list(dict.fromkeys(names))
     tools = cfg.tools
     kept_folder = folder / Path(zoo.runs_folder(".", ns.source))
@@ -431,7 +439,9 @@ def _zoo_published(ns: argparse.Namespace, cfg, folder) -> int:
 
     if ns.source != "timm":
         raise ReconcileError(f"--published checks timm's published table: use it with --source timm, not {ns.source}")
-    models = [m for m in ns.models.split(",") if m] if ns.models else (
+    from reconcile.models import split_specs
+
+    models = split_specs(ns.models) if ns.models is not None else (
         None if ns.subset == "all" else zoo.models_of("timm", "ci"))
     rows = timm_check.rows_for(models)
 
@@ -475,6 +485,10 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
     from reconcile.roofline.measure import Check
 
     check = Check(ns.hardware, ns.peak_dtype, ns.tf32, ns.repeat, ns.measure)
+    if ns.plot is not None:  # before any model is counted, not after
+        from reconcile import pipeline
+
+        pipeline.check_writable(ns.plot, "--plot", "pictures")
 
     def work(counted) -> None:
         spec, inputs, native = counted, counted.inputs, counted.native
@@ -538,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="count in eval (default; train with --training) or train mode")
     _add_training_arg(p)
     p.add_argument("--depth", type=int, metavar="N", help="show modules down to depth N (default: all)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
+    _add_timeout(p, per_model=True)
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
     from reconcile.llm.cli import add_phase_args
 
@@ -551,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all): " + ", ".join(registry.defaults())
                    + "; pinned versions (reconcile/tool_versions.toml): "
                    + ", ".join(t.name for t in registry.all_tools().values() if t.pinned))
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
+    _add_timeout(p)
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
     p.set_defaults(func=cmd_tools)
 
@@ -559,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_run_args(p)
     p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all; native always runs)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
+    _add_timeout(p)
     p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
     p.add_argument("--hardware", default="a100-80gb", metavar="NAME[,NAME...]",
                    help="hardware of the report's roofline section (default a100-80gb; names as `reconcile "
@@ -571,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--tool", required=True, choices=registry.names(), help="the tool to predict")
     p.add_argument("--mode", choices=MODES, default="eval", help="eval (default) or train mode")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
+    _add_timeout(p, per_model=True)
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json")
     p.set_defaults(func=cmd_predict)
 
@@ -585,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all models of the source (default; for transformers its sample) or its CI sample")
     p.add_argument("--models", metavar="SPEC[,SPEC...]", help="these models instead of a subset")
     p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all)")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds per tool and model (default 600)")
+    _add_timeout(p, ZOO_TIMEOUT)
     p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
     _add_executor_args(p)
     p.add_argument("--resume", action="store_true",
@@ -614,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time each layer on CPU with real tensors (best of --repeat) next to its bound on "
                         "this machine's entries (local, custom); exit status 1 if one beats its bound")
     p.add_argument("--repeat", type=int, default=5, metavar="N", help="repetitions for --measure (default 5)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
+    _add_timeout(p, per_model=True)
     p.add_argument("--plot", metavar="DIR", help="write a roofline and a per-family picture per hardware (PNG)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
     p.set_defaults(func=cmd_roofline)

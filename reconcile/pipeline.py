@@ -21,6 +21,7 @@ from reconcile import conventions, models, tools as registry
 from reconcile.config import RunConfig
 from reconcile.sources import PROBED, SOURCES, kind_of
 from reconcile.errors import ReconcileError
+from reconcile.inputs import model_dtype
 from reconcile.explain.core import ToolExplanation, explain_run
 from reconcile.records import NativeCount, ToolRun
 from reconcile.report.files import file_stem  # noqa: F401 - the CLI names files with it
@@ -53,9 +54,12 @@ class ModelRuns:
 
 def parse_tools(text: str | Sequence[str] | None) -> tuple[str, ...]:
     """The tools a run asks for (``reconcile.tools``; none: the default run), the reference first."""
-    if not text:
+    if text is None:
         return registry.defaults()
     names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    if not names:  # --tools "" or ",,,": a mistake, not the default run
+        raise ReconcileError(f"--tools names no tool ({text!r}): name one or more of {', '.join(registry.names())}, "
+                             "comma-separated, or leave --tools out for the default run")
     from reconcile import versions
 
     for t in names:
@@ -165,12 +169,24 @@ def collect(specs: Sequence[str], config: RunConfig = RunConfig(), *, workers: i
             prepared.append((text, None, (), str(exc)))
     jobs: list[Job] = []
     owners: list[int] = []
+    not_run: dict[int, list[ToolRun]] = {}  # tools that cannot count the model's dtype, by model
     for i, (_, spec, inp, err) in enumerate(prepared):
         if err:
             continue
         size = _expected_size(spec)
         entries = [registry.get(t) for t in tools]
+        try:
+            dtype = model_dtype(inp) or "float32"
+        except ReconcileError:  # floating inputs of two dtypes: each job's worker says so
+            dtype = ""
         for tool in entries:
+            why = tool.cannot_run(dtype) if dtype else ""
+            if why:  # checked here, before any tool runs, not met as the tool's own dtype error
+                not_run.setdefault(i, []).append(ToolRun(
+                    tool=tool.name, version=tool.version or (_version(tool.dist) if tool.dist else ""),
+                    status="not run", error_type="UnsupportedDtype", error_message=why,
+                    attempted=f"{tool.name} on {spec.name} (checked before running)"))
+                continue
             # --training: a tool with a training adapter counts forward + backward (its run keeps its name)
             jobs.append(Job(spec.name, tool.job(training), inputs=inp, mode=mode, cost=size * tool.cost,
                             device=device if tool.run_device else None))
@@ -183,6 +199,10 @@ def collect(specs: Sequence[str], config: RunConfig = RunConfig(), *, workers: i
     position = {id(job): k for k, job in enumerate(jobs)}
     left = {i: owners.count(i) for i in set(owners)}
     tell_done, tell_start = _tools_only(on_done), _tools_only(on_start)
+    if tell_done is not None:
+        for i, skipped in not_run.items():
+            for run in skipped:
+                tell_done(Job(prepared[i][1].name, run.tool, inputs=prepared[i][2]), run)
 
     def done(job: Job, run: ToolRun) -> None:
         if tell_done is not None:
@@ -192,8 +212,8 @@ def collect(specs: Sequence[str], config: RunConfig = RunConfig(), *, workers: i
         left[owners[k]] -= 1
         if on_model is not None and left[owners[k]] == 0:
             i = owners[k]
-            built[i] = _model_runs(prepared[i], [settled[j] for j in range(len(jobs)) if owners[j] == i], mode,
-                                   options, training)
+            built[i] = _model_runs(prepared[i], _in_order([settled[j] for j in range(len(jobs)) if owners[j] == i]
+                                                          + not_run.get(i, []), tools), mode, options, training)
             on_model(built[i])
 
     runs = executors.run(jobs, executor=config.executor, address=config.ray_address, timeout=timeout, workers=workers,
@@ -204,11 +224,19 @@ def collect(specs: Sequence[str], config: RunConfig = RunConfig(), *, workers: i
     out = []
     for i, item in enumerate(prepared):
         if i not in built:
-            built[i] = _model_runs(item, by_model.get(i, []), mode, options, training)
+            built[i] = _model_runs(item, _in_order(by_model.get(i, []) + not_run.get(i, []), tools), mode, options,
+                                   training)
             if on_model is not None:
                 on_model(built[i])
         out.append(built[i])
     return out
+
+
+def _in_order(runs: list[ToolRun], tools: Sequence[str]) -> list[ToolRun]:
+    """A model's runs in the order of ``tools`` (runs not started come back in their place), the
+    trace job last."""
+    order = {t: k for k, t in enumerate(tools)}
+    return sorted(runs, key=lambda r: order.get(r.tool, len(order)))
 
 
 def _tools_only(callback: Callable | None) -> Callable | None:
@@ -355,25 +383,40 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def check_writable(out: str) -> Path:
-    """``out`` as a Path once it is known that reports can be written there. The folder itself is
-    created only when the first file is written (``write_files``): a run that writes nothing
-    leaves nothing."""
+def check_writable(out: str, option: str = "--out", what: str = "reports") -> Path:
+    """``out`` as a Path once it is known that reports can be written there, before any tool runs.
+    A write probe, not ``os.access`` (which says yes to root, and to /proc): the folders missing
+    on the way are made, a file is made and removed in the last, and the folders made are removed
+    again, so a run that writes nothing leaves nothing (``write_files`` makes them for good)."""
+    if not out or not out.strip():
+        raise ReconcileError(f"{option} is empty: give the folder the {what} go to")
     path = Path(out)
+    made: list[Path] = []
     try:
-        if path.is_dir():
-            with tempfile.NamedTemporaryFile(dir=path, prefix=".reconcile-check-", delete=True):
-                pass
-        else:
-            parent = path
-            while not parent.exists() and parent != parent.parent:
-                parent = parent.parent
-            if path.exists() or not parent.is_dir():
+        missing = []
+        parent = path
+        while not parent.is_dir():
+            if parent.exists() or parent.is_symlink():  # a file (or a dangling link) where a folder must be
                 raise NotADirectoryError(20, "Not a directory")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise PermissionError(13, "Permission denied")
+            missing.append(parent)
+            if parent == parent.parent:
+                break
+            parent = parent.parent
+        for folder in reversed(missing):
+            folder.mkdir()
+            made.append(folder)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".reconcile-check-", delete=True) as probe:
+            probe.write(b"x")
+            probe.flush()
     except OSError as exc:
-        raise ReconcileError(f"cannot write reports to {out!r}: {exc.strerror or exc}: choose another folder with --out") from exc
+        raise ReconcileError(f"cannot write {what} to {out!r}: {exc.strerror or exc}: "
+                             f"choose another folder with {option}") from exc
+    finally:
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
     return path
 
 
