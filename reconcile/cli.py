@@ -83,7 +83,8 @@ def _config(ns: argparse.Namespace) -> RunConfig:
     from reconcile import models, pipeline
 
     shape = models.parse_input_shape(ns.input_shape) if getattr(ns, "input_shape", None) is not None else None
-    dtype = models.parse_dtype(ns.input_dtype) if getattr(ns, "input_dtype", None) else "float32"
+    # --input-dtype "" is a mistake (one line), not float32
+    dtype = models.parse_dtype(ns.input_dtype) if getattr(ns, "input_dtype", None) is not None else "float32"
     inputs = tuple(models.parse_input(t) for t in (getattr(ns, "input", None) or ()))
     if getattr(ns, "input_high", None) is not None:
         from reconcile.inputs import check_high
@@ -485,6 +486,11 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
     from reconcile.roofline.measure import Check
 
     check = Check(ns.hardware, ns.peak_dtype, ns.tf32, ns.repeat, ns.measure)
+    from reconcile.roofline import platforms
+    from reconcile.roofline.hardware import split_keys
+
+    # a bad name or custom: entry is one line before any model is counted (local is measured later)
+    platforms([k for k in split_keys(ns.hardware) if k != "local"])
     if ns.plot is not None:  # before any model is counted, not after
         from reconcile import pipeline
 

@@ -60,6 +60,9 @@ class RunConfig:
         check_timeout(self.timeout)
         if self.executor not in ("local", "ray"):
             raise ReconcileError(f"--executor must be local or ray, got {self.executor!r}")
+        if self.ray_address is not None and not self.ray_address.strip():
+            raise ReconcileError("--ray-address is empty: give the cluster's address (HOST:PORT or auto), or leave "
+                                 "it out for a local Ray instance")
         if self.ray_address and self.executor != "ray":
             raise ReconcileError("--ray-address needs --executor ray")
         object.__setattr__(self, "tools", tuple(self.tools))

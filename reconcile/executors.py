@@ -46,6 +46,9 @@ EXECUTORS = ("local", "ray")
 def check_executor(name: str, address: str | None = None) -> str:
     if name not in EXECUTORS:
         raise ReconcileError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
+    if address is not None and not address.strip():
+        raise ReconcileError("--ray-address is empty: give the cluster's address (HOST:PORT or auto), or leave it "
+                             "out for a local Ray instance")
     if address and name != "ray":
         raise ReconcileError("--ray-address needs --executor ray")
     if name == "ray":

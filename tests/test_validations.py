@@ -85,11 +85,21 @@ def test_roofline_plot_folder_is_checked_first(capsys):
     (["report", "", "--tools", "thop"], "no model given"),
     (["count", ","], "no model given"),
     (["report", "resnet18", "--out", ""], "--out is empty"),
+    (["count", "resnet18", "--input-dtype", ""], "unknown input dtype ''"),  # was float32, silently
+    (["tools", "resnet18", "--executor", "ray", "--ray-address", ""], "--ray-address is empty"),  # was "a local
+    # Ray instance: Invalid address format", after the inputs were probed
+    # before the model is counted (a hanging one holds its worker for the 60 s)
+    (["roofline", HANG, "--input-shape", "1,3,8,8", "--timeout", "60", "--hardware", "custom:peak=x"],
+     "bad --hardware 'custom:peak=x'"),
+    (["roofline", HANG, "--input-shape", "1,3,8,8", "--timeout", "60", "--hardware", "local,h900"],
+     "unknown hardware 'h900'"),
 ])
 def test_empty_arguments_are_one_line_errors(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)  # nothing may be written: a default --out would land here
+    t0 = time.monotonic()
     code = cli.main(argv)
     out, err = capsys.readouterr()
+    assert time.monotonic() - t0 < 30  # found before any model or tool ran
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith(f"reconcile: error: {message}"), err
     assert os.listdir(tmp_path) == []
