@@ -573,10 +573,17 @@ def _init(ray: Any, address: str | None, workers: int, folder: str | None) -> No
             tmp = os.path.join(folder, "tmp")
             os.makedirs(tmp, exist_ok=True)
             os.environ["RECONCILE_RAY_FOLDER"] = folder  # for the watchdog: see _Watchdog
+            env = {"PYTHONPATH": path, "TMPDIR": tmp}
+            inductor = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")
+            if os.path.basename(os.path.dirname(inductor)).startswith("pymp-"):
+                # reconcile's own (runner.private_inductor_cache), in this process's pymp-* folder:
+                # a Ray worker importing torch would make that folder again after this process's
+                # fork server removed it (a SIGKILL of reconcile), so the workers' goes in theirs
+                env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tmp, "inductor")
             with _loopback_only():
                 ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
                          logging_level=logging.ERROR, _temp_dir=os.path.join(folder, "ray"),
-                         runtime_env={"env_vars": {"PYTHONPATH": path, "TMPDIR": tmp}})
+                         runtime_env={"env_vars": env})
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False, logging_level=logging.ERROR)
     finally:

@@ -412,7 +412,7 @@ def _forkserver_context(extra: tuple[str, ...] = ()) -> tuple[Any, int]:
     its own fds) reaches the caller's terminal."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD) + [m for m in extra if m not in PRELOAD])
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -427,10 +427,15 @@ def _forkserver_context(extra: tuple[str, ...] = ()) -> tuple[Any, int]:
     with private_inductor_cache():  # the server's, and so its workers'
         try:
             os.environ["RECONCILE_CALLER"] = caller
-            _made_temp_dir()  # now, not earlier: see private_inductor_cache
             for fd in (1, 2):
                 saved.append(os.dup(fd))
                 os.dup2(null, fd)
+            # the server's start begins by starting multiprocessing's resource tracker (a fork and
+            # exec: milliseconds, far more on a busy machine), so that comes first: a SIGKILL
+            # between the folder's mkdir and the server's fork leaves the folder with no process
+            # to remove it, and that gap is now a bind and a fork (see private_inductor_cache)
+            resource_tracker.ensure_running()
+            _made_temp_dir()
             forkserver.ensure_running()  # no-op when it already runs; its children inherit its fds
         finally:
             if previous is None:
