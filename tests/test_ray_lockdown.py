@@ -262,9 +262,17 @@ def test_a_ray_session_leaves_the_environment_as_it_was(tmp_path, monkeypatch):
 
     if ray.is_initialized():
         pytest.skip("a Ray connection of this process is open: the session would reuse it")
+    from reconcile.runner import Job
+
     before = dict(os.environ)
     with executors.session("ray"):
         assert ray.is_initialized()
         assert os.environ.get("PYTHONBREAKPOINT")  # what Ray sets, while it runs
+    assert not ray.is_initialized()
+    assert dict(os.environ) == before
+    # the same through executors.run, which starts its own session (and first checks Ray is there)
+    (run,) = executors.run([Job("tests.fault_models:good", "thop", input_shape=(1, 3, 8, 8))], executor="ray",
+                           timeout=120)
+    assert (run.status, run.headline["macs"]) == ("ok", 3888)  # 144 outputs x 27
     assert not ray.is_initialized()
     assert dict(os.environ) == before
