@@ -686,12 +686,16 @@ def _stop_workers(grace: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    from reconcile.runner import private_inductor_cache
+    try:
+        parser = build_parser()
+        ns = parser.parse_args(argv)
+        from reconcile.runner import private_inductor_cache
 
-    with private_inductor_cache():  # count, roofline, ... import torchvision in this process
-        return _run(ns)
+        with private_inductor_cache():  # count, roofline, ... import torchvision in this process
+            return _run(ns)
+    except KeyboardInterrupt:  # Ctrl-C before _run handles the stop signals (a 0.1 s SIGINT: a traceback)
+        _err("interrupted")
+        return 130
 
 
 def _run(ns: argparse.Namespace) -> int:

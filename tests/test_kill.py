@@ -85,3 +85,18 @@ def test_a_sigkill_before_the_fork_server_runs_leaves_nothing(tmp_path, moment):
     assert wait_for_session_end(proc.pid, 30) == []
     assert not out.exists()
     assert sorted(os.listdir(tmp)) == []
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
+    """A SIGINT 0.2 s after start landed before the command's signal handlers were set (while it
+    built its parser and imported its modules): a traceback of 18 lines, exit -2. Now main()
+    catches it there too: the same one line and 130 as later."""
+    from reconcile import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["report", "resnet18"]) == 130
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == ["reconcile: error: interrupted"]
