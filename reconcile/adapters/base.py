@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -259,8 +261,18 @@ class ToolFailure(Exception):
 
 
 def _first_line(exc: BaseException) -> str:
+    """The exception's first line; a bare ``assert`` (no text) as the statement that failed and
+    where (``assert heads == ... at torchprofile/handlers.py:172``), not ``AssertionError()``."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else repr(exc)
+    if text:
+        return text.splitlines()[0]
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames and frames[-1].line:
+        last = frames[-1]
+        path = last.filename.replace("\\", "/")
+        path = path.split("site-packages/")[-1] if "site-packages/" in path else os.path.basename(path)
+        return f"{last.line} at {path}:{last.lineno}"
+    return repr(exc)
 
 
 def failure_reason(tool: str, exc: BaseException, where: tuple[str, str, tuple[int, ...] | None] | None,
