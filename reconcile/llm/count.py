@@ -184,7 +184,7 @@ def count_step(model: Any, step: Step, name: str = "model") -> StepCount:
 def count_phase(model: Any, phase: Phase, name: str = "model", fit: bool = True) -> PhaseCount:
     """Count every forward of ``phase`` on ``model`` (in eval mode; restored afterwards)."""
     llm_inputs.check_causal_lm(model, name)
-    with _routed_experts(model) as experts:
+    with routed_experts(model) as experts:
         steps = tuple(count_step(model, s, name) for s in phase.steps())
         cost = _decode_cost(model, phase, steps, name) if fit and phase.kind != "prefill" else {}
         pcost = _prefill_cost(model, phase, steps, name) if fit and phase.kind == "prefill" else {}
@@ -203,7 +203,7 @@ def count_phase(model: Any, phase: Phase, name: str = "model", fit: bool = True)
 
 
 @contextlib.contextmanager
-def _routed_experts(model: Any) -> Iterator[list[str]]:
+def routed_experts(model: Any) -> Iterator[list[str]]:
     """Stacked experts (transformers' ``@use_experts_implementation`` classes) run as
     ``batched_mm`` during the count (``ROUTING_RULE``); the model's own choice restored after.
     Yields the experts modules' names (none: a dense model)."""
