@@ -276,7 +276,9 @@ def cmd_report(ns: argparse.Namespace) -> int:
         print(f"wrote {folder / 'index.md'}")
     if phases:  # a language model's phases, beside its report
         failed += llm_cli.write_reports(folder, [mr.name for mr in results if mr.native is not None], phases,
-                                        cfg.device, cfg.timeout, _err, hardware)
+                                        cfg.device, cfg.timeout, _err, hardware,
+                                        tools=[t for t in (cfg.tools or registry.defaults())
+                                               if not registry.get(t).reference])
     return 2 if failed else 0
 
 

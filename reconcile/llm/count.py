@@ -109,6 +109,8 @@ class PhaseCount:
     prefill_cost: Mapping[str, Polynomial] = field(default_factory=dict)  # per quantity, in P
     # the rules of thumb against this count (``llm.rules.explain_phase``), computed where the model is
     rules: tuple = ()
+    # the counting tools on this phase's forwards (``llm.phase_tools.PhaseToolRun``), run where the model is
+    tools: tuple = ()
 
     def generation_parts(self, quantity: str = "macs") -> dict[str, Fraction] | None:
         """A generation's total as prefill + (T - 1) a + b (N_1 + ... + N_{T-1}) with one decode

@@ -53,47 +53,49 @@ def run_tool(tool: str, spec: str, dtype: str, phase: str) -> Any:
         return pool.apply(_tool_in_child, ((tool, spec, dtype, phase),))
 
 
-def _tool_child(send: Any, tool: str, model: Any, counts: Sequence[Any]) -> None:
-    from reconcile.llm.phase_tools import run_phase
-
-    try:
-        send.send(("ok", [run_phase(tool, model, pc) for pc in counts]))
-    except BaseException as exc:  # reconcile's own bug: carried to the parent, which raises it
-        send.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        send.close()
-
-
 def run_tools(model: Any, counts: Sequence[Any], tools: Sequence[str]) -> dict[str, list[Any]]:
     """Each tool on every counted phase (``count_phase`` results of ``model``), tool -> one
-    ``PhaseToolRun`` per phase. The model is built and counted once, here; each tool runs in a
-    forked child of its own (tools patch torch globals), which inherits both. A child that dies
-    (a tool crashing the interpreter) is that tool's failed run on every phase."""
-    import multiprocessing
+    ``PhaseToolRun`` per phase. The model is built and counted once, by the caller; each tool runs
+    in a child forked with ``os.fork`` (tools patch torch globals; a runner's worker, a daemon, may
+    not start ``multiprocessing`` children), which inherits both and sends its runs back pickled. A
+    child that dies (a tool crashing the interpreter) is that tool's failed run on every phase; an
+    error of reconcile's own in a child is raised here."""
+    import os
+    import pickle
 
     from reconcile.explain.core import explain_run
-    from reconcile.llm.phase_tools import PhaseToolRun
+    from reconcile.llm.phase_tools import PhaseToolRun, run_phase
     from reconcile.records import ToolRun
 
-    ctx = multiprocessing.get_context("fork")
     out: dict[str, list[Any]] = {}
     for tool in tools:
-        recv, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_tool_child, args=(send, tool, model, counts), daemon=True)
-        child.start()
-        send.close()
-        try:
-            status, value = recv.recv()
-        except EOFError:
-            status, value = "died", None
-        finally:
-            recv.close()
-            child.join()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 0
+            try:
+                os.close(read)
+                try:
+                    body = pickle.dumps(("ok", [run_phase(tool, model, pc) for pc in counts]))
+                except BaseException as exc:
+                    body = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))
+                with os.fdopen(write, "wb") as f:
+                    f.write(body)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            body = f.read()
+        _, status_code = os.waitpid(pid, 0)
+        status, value = pickle.loads(body) if body else ("died", None)
         if status == "error":
             raise RuntimeError(f"{tool} on the phases: {value}")
         if status == "died":
+            code = os.waitstatus_to_exitcode(status_code)
             died = ToolRun(tool, "", "failed", error_type="ChildDied",
-                           error_message=f"the process running {tool} ended with exit code {child.exitcode}")
+                           error_message=f"the process running {tool} ended with exit code {code}")
             value = [PhaseToolRun(tool, tuple(s.step for s in pc.steps),
                                   tuple(explain_run(died, None, None, s.native) for s in pc.steps)) for pc in counts]
         out[tool] = value

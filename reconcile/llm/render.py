@@ -120,6 +120,8 @@ def markdown(pcs: list[PhaseCount], roofs: Sequence[Any] = (), picture: str = ""
         lines += [f"### {pc.phase.text}", "", "```", text(pc), "```", ""]
         if pc.rules:
             lines += rules_markdown(pc.phase.text, pc.rules)
+        if pc.tools:
+            lines += tools_markdown(pc.phase.text, pc.tools)
         if i < len(roofs):
             lines += roofline_markdown(roofs[i])
     kinds = {r.phase.split(":")[0] for r in roofs}
