@@ -106,6 +106,62 @@ def capture_output(loggers: tuple[str, ...] = ()) -> Iterator[Captured]:
         cap.stdout, cap.stderr = out.getvalue(), err.getvalue()
 
 
+# ----- DeepSpeed's profiler and its copies (deepspeed, flops-profiler, calflops) -----------------
+
+
+@contextlib.contextmanager
+def profiled(work: Any, cls: Any, end: str) -> Iterator[tuple[dict[int, tuple[Any, Any, Any]], dict[int, int]]]:
+    """Run DeepSpeed's profiler, or a copy of it, on ``work`` with ``cls.end`` (the method that
+    deletes what it stored on each module: ``end_profile``, calflops' ``end_flops_calculate``)
+    patched to keep each module's ``__macs__``, ``__flops__`` and ``__params__`` first, and with
+    every module's forward calls counted; yields ``(id -> (macs, flops, params), id -> calls)``.
+    The method and the hooks are restored on exit."""
+    snap: dict[int, tuple[Any, Any, Any]] = {}
+    original = getattr(cls, end)
+
+    def keep_then_end(profiler: Any) -> None:
+        for m in profiler.model.modules():
+            if hasattr(m, "__flops__"):
+                snap[id(m)] = (m.__macs__, m.__flops__, m.__params__)
+        original(profiler)
+
+    setattr(cls, end, keep_then_end)
+    try:
+        with counting_calls(work) as calls:
+            yield snap, calls
+    finally:
+        setattr(cls, end, original)
+
+
+def profiled_run(adapter: "Adapter", work: Any, snap: dict[int, tuple[Any, Any, Any]], calls: dict[int, int],
+                 forwards: int, totals: tuple[Any, Any, Any], cap: Captured, notes: tuple[str, ...]) -> ToolRun:
+    """The ``ToolRun`` of a profiler of DeepSpeed's family: one row per module object of ``work``
+    (each once, as their totals), its own macs and flops and its subtree's params, its calls
+    divided by the ``forwards`` the profiler ran (warm-up included); ``totals`` its (flops, macs,
+    params); what it printed, warned or logged as warnings."""
+    from reconcile.records import ToolLayer
+
+    names = module_names(work)
+    layers = []
+    for mod in work.modules():
+        m_macs, m_flops, m_params = snap[id(mod)]
+        raw: dict[str, Number] = {"macs": exact_number(m_macs), "flops": exact_number(m_flops), "params": int(m_params)}
+        layers.append(ToolLayer(module=names[id(mod)], type=type(mod).__name__, calls=calls[id(mod)] // forwards,
+                                raw=raw, key=names[id(mod)]))
+    flops, macs, params = totals
+    return ToolRun(
+        tool=adapter.name,
+        version=adapter.version(),
+        status="ok",
+        headline={"macs": exact_number(macs), "flops": exact_number(flops), "params": int(params)},
+        units={"macs": "MACs", "flops": "FLOPs", "params": "params"},
+        layers=tuple(layers),
+        warnings=tuple([*cap.warnings, *(ln.strip() for ln in (cap.stdout + cap.stderr).splitlines() if ln.strip()),
+                        *cap.log]),
+        notes=notes,
+    )
+
+
 def module_names(model: Any) -> dict[int, str]:
     """``id(module) -> named_modules() name`` (first name for a module registered twice)."""
     names: dict[int, str] = {}
