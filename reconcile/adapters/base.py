@@ -149,10 +149,7 @@ def profiled_run(adapter: "Adapter", work: Any, snap: dict[int, tuple[Any, Any, 
         layers.append(ToolLayer(module=names[id(mod)], type=type(mod).__name__, calls=calls[id(mod)] // forwards,
                                 raw=raw, key=names[id(mod)]))
     flops, macs, params = totals
-    return ToolRun(
-        tool=adapter.name,
-        version=adapter.version(),
-        status="ok",
+    return adapter.ok(
         headline={"macs": exact_number(macs), "flops": exact_number(flops), "params": int(params)},
         units={"macs": "MACs", "flops": "FLOPs", "params": "params"},
         layers=tuple(layers),
@@ -346,6 +343,8 @@ class Adapter:
     name: str = ""
     distribution: str = ""  # the pip distribution whose version is reported
     device: str = "cpu"  # where the runner builds the model and inputs for this tool
+    # what ``attempted`` says ("": the name); an adapter may reword it in ``_run`` once it knows the call
+    _attempted: str = ""
 
     def version(self) -> str:
         return version_of(self.distribution)
@@ -372,9 +371,13 @@ class Adapter:
             )
         return _with_seconds(run, time.perf_counter() - start)
 
+    def ok(self, **fields: Any) -> ToolRun:
+        """This tool's successful ``ToolRun`` (its name and version) with ``fields``."""
+        return ToolRun(tool=self.name, version=self.version(), status="ok", **fields)
+
     def attempted(self) -> str:
         """One line saying what was called, for failure records."""
-        return self.name
+        return self._attempted or self.name
 
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         raise NotImplementedError

@@ -108,11 +108,8 @@ class FvcoreAdapter(Adapter):
                                    lambda key: unsupported[key], calls)
         headline, units = jit_analysis_headline(flop_total, act_total, params[""], flops.unsupported_ops(),
                                                 act_unsupported)
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline=headline,
+        return self.ok(
+                        headline=headline,
             units=units,
             layers=tuple(layers),
             unattributed=unattributed(layers, headline["flops"]),

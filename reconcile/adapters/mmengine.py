@@ -176,11 +176,8 @@ class MmengineAdapter(Adapter):
         if prefix:
             notes.append("traced through a wrapper that passes only the tensor inputs and returns every output "
                          "tensor as a tuple: torch.jit traces no None input and no dict, ModelOutput or cache output")
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline=headline,
+        return self.ok(
+                        headline=headline,
             units=units,
             layers=tuple(layers),
             unattributed=unattributed(layers, headline["flops"]),
