@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib import metadata
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from reconcile.records import Number, ToolRun
 
@@ -159,6 +159,13 @@ def profiled_run(adapter: "Adapter", work: Any, snap: dict[int, tuple[Any, Any, 
     )
 
 
+def prefixed_messages(prefix: str, cap: Captured, logged: Sequence[str] = ()) -> list[str]:
+    """Every warning, log record (``cap.log``, then ``logged``) and printed line of ``cap``, each
+    behind ``prefix`` (the call that made it)."""
+    printed = [line.strip() for text in (cap.stdout, cap.stderr) for line in text.splitlines() if line.strip()]
+    return [f"{prefix}: {m}" for m in (*cap.warnings, *cap.log, *logged, *printed)]
+
+
 def module_names(model: Any) -> dict[int, str]:
     """``id(module) -> named_modules() name`` (first name for a module registered twice)."""
     names: dict[int, str] = {}
@@ -252,6 +259,11 @@ def unwrapped_key(prefix: str) -> Callable[[str], str | None]:
         return key[len(prefix) + 1:] if key.startswith(prefix + ".") else None
 
     return own
+
+
+# the note of a run traced through ``flat_io``'s wrapper (fvcore, mmengine)
+FLAT_IO_NOTE = ("traced through a wrapper that passes only the tensor inputs and returns every output tensor as "
+                "a tuple: torch.jit traces no None input and no dict, ModelOutput or cache output")
 
 
 def jit_analysis_rows(work: Any, prefix: str, flop_by_module: dict[str, Any], act_by_module: dict[str, Any],
