@@ -185,10 +185,8 @@ def cmd_count(ns: argparse.Namespace) -> int:
 def cmd_tools(ns: argparse.Namespace) -> int:
     """Each tool's raw results, exactly as the tools reported them."""
     cfg = _config(ns)
-    from reconcile import models
-    from reconcile.records import to_plain
-    from reconcile import numbers
-    from reconcile.report.text import table
+    from reconcile.report.data import tool_runs_plain
+    from reconcile.report.text import tool_runs_table
 
     results = _collect(ns, cfg)
     failed = 0
@@ -198,18 +196,9 @@ def cmd_tools(ns: argparse.Namespace) -> int:
             failed += 1
             continue
         if cfg.format == "json":
-            obj = {"model": mr.name, "input_shape": list(mr.input.shape), "input_dtype": mr.input.dtype,
-                   "inputs": [i.describe() for i in mr.inputs], "tools": {r.tool: to_plain(r) for r in mr.runs}}
-            print(json.dumps(obj))
+            print(json.dumps(tool_runs_plain(mr)))
         else:
-            rows = []
-            for r in mr.runs:
-                head = ", ".join(f"{k} {numbers.exact(v) if not isinstance(v, str) else v}" for k, v in r.headline.items()
-                                 if not k.startswith("unsupported")) if r.status == "ok" else f"{r.error_type}: {r.error_message}"
-                rows.append([r.tool, r.version, r.status, f"{r.seconds:.1f}s", head])
-            print(f"{mr.name}  input {models.describe_inputs(mr.inputs)}")
-            print(table(["tool", "version", "status", "time", "headline (as the tool reports it)"], rows,
-                        [False, False, False, True, False]))
+            print(tool_runs_table(mr))
             print()
         sys.stdout.flush()
     return 2 if failed else 0
@@ -258,16 +247,13 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     """What a tool would report, predicted from the native count alone (the tool is not run)."""
     cfg = _config(ns)
     from reconcile import conventions, pipeline
-    from reconcile.records import to_plain
-    from reconcile import numbers
-    from reconcile.report.sentences import sentence
-    from reconcile.report.text import table
+    from reconcile.report.data import prediction_plain
+    from reconcile.report.text import prediction_table
 
     conv = conventions.get(ns.tool)
 
     def work(counted) -> None:
         spec, inputs, native = counted, counted.inputs, counted.native
-        inp = inputs[0]
         why = conv.cannot_run(native)
         if why:  # the tool would print nothing: say so rather than numbers it never prints
             raise ReconcileError(f"{conv.tool} cannot run on {spec.name}: {why}")
@@ -275,25 +261,9 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         native, trace_note = pipeline.traced(spec.name, inputs, native, cfg.mode, ns.tool, cfg.timeout)
         pred = conv.predict(native)
         if cfg.format == "json":
-            print(json.dumps({"model": spec.name, "tool": conv.tool, "input_shape": list(inp.shape),
-                              "unit": conv.unit, "headline": to_plain(dict(pred.headline)),
-                              "unattributed": to_plain(dict(pred.unattributed)),
-                              "layers": [{"module": p.module, "type": p.type, "calls": p.calls, "call": p.call,
-                                          "predicted": to_plain(dict(p.predicted)),
-                                          "terms": {m: [{"cause": t.cause, "amount": to_plain(t.amount), "text": sentence(t)}
-                                                        for t in ts] for m, ts in p.terms.items()}}
-                                         for p in pred.layers]}))
+            print(json.dumps(prediction_plain(spec.name, conv, inputs[0].shape, pred)))
             return
-        # the tool's row metrics: its main op count first (torchsummary has none: params, outputs)
-        keys = list(dict.fromkeys(k for k in conv.metrics.values() if k))
-        keys = [k for k in keys if any(k in p.predicted for p in pred.layers)] or [conv.metric]
-        rows = [[p.module or "(model)", p.type, str(p.calls) + ("" if p.call is None else f" #{p.call}"),
-                 *(numbers.exact(p.predicted.get(k, 0)) for k in keys),
-                 "; ".join(sentence(t) for k in keys for t in p.terms.get(k, ()))] for p in pred.layers]
-        print(f"{spec.name}: what {conv.tool} would report (predicted from the native count; {conv.tool} was not run)")
-        print(table(["module", "type", "calls", *keys, "why it differs from native"], rows,
-                    [False, False, True, *([True] * len(keys)), False]))
-        print("headline: " + ", ".join(f"{k} {numbers.exact(v)}" for k, v in pred.headline.items()))
+        print(prediction_table(spec.name, conv, pred))
         if trace_note:
             print(f"note: {trace_note}")
         print()
