@@ -2,6 +2,10 @@
 
 ``ZOO_CI`` is the subset CI runs: at least one model of every torchvision family, the smallest of
 each, so the whole check fits in CI's time. ``make zoo`` runs all 80 and writes ``reports/zoo.md``.
+
+``run`` drives ``reconcile zoo`` (the pipeline model after model, each model's runs kept for
+``--resume`` as soon as they are complete), ``write_page`` writes the page and its picture, and
+``published`` checks timm's published table (``--published``); the CLI only prints.
 """
 
 from __future__ import annotations
