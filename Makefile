@@ -69,7 +69,7 @@ bench: $(STAMP) $(TOOLS_STAMP)
 
 zoo: $(STAMP) $(TOOLS_STAMP)
 	$(PY) -m reconcile zoo --source $(SOURCE) --subset $(SUBSET) --out $(OUT) --executor $(EXECUTOR) \
-		$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS),) $(if $(RESUME),--resume,)
+		$(if $(TOOLS),--tools $(TOOLS),) $(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS),) $(if $(RESUME),--resume,)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

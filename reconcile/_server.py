@@ -1,4 +1,4 @@
-"""Imported only by the worker fork server (``reconcile.runner.PRELOAD``), never by a caller.
+"""Imported only by the worker fork server (``reconcile.processes.PRELOAD``), never by a caller.
 
 The server exits once the caller that started it is gone, even killed by SIGKILL: by SIGTERM
 (``PR_SET_PDEATHSIG``, set before the server imports torch, so even while it does) or, later, by
@@ -23,7 +23,7 @@ import sys
 
 def _caller() -> tuple[int, bool]:
     """The pid of the process that started this server, and whether its main thread did (set by
-    ``runner._forkserver_context`` in the environment, removed here so workers do not see it)."""
+    ``processes._forkserver_context`` in the environment, removed here so workers do not see it)."""
     pid, _, main = os.environ.pop("RECONCILE_CALLER", "").partition(",")
     return (int(pid) if pid.isdigit() else os.getppid()), main == "1"
 
@@ -137,7 +137,7 @@ _SERVER = os.getpid()
 def _become_subreaper() -> None:
     """Processes a job starts in a session of their own (``start_new_session=True``) leave the
     worker's group; with this, once the worker is gone they become this server's children, not
-    init's, so the caller can end them when the job settles (``runner._end_orphans``) and this
+    init's, so the caller can end them when the job settles (``processes._end_orphans``) and this
     server at its exit (``_clean_up``)."""
     try:
         import ctypes

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from reconcile import tools as registry
+from reconcile.atomic import check_writable
 from reconcile.config import DEVICES, FORMATS, MODES, TIMEOUT, ZOO_TIMEOUT, RunConfig
 from reconcile.errors import ReconcileError
 from reconcile.sources import spec_help, with_zoo
@@ -190,10 +191,8 @@ def cmd_count(ns: argparse.Namespace) -> int:
 def cmd_tools(ns: argparse.Namespace) -> int:
     """Each tool's raw results, exactly as the tools reported them."""
     cfg = _config(ns)
-    from reconcile import models
-    from reconcile.records import to_plain
-    from reconcile import numbers
-    from reconcile.report.text import table
+    from reconcile.report.data import tool_runs_plain
+    from reconcile.report.text import tool_runs_table
 
     results = _collect(ns, cfg)
     failed = 0
@@ -203,18 +202,9 @@ def cmd_tools(ns: argparse.Namespace) -> int:
             failed += 1
             continue
         if cfg.format == "json":
-            obj = {"model": mr.name, "input_shape": list(mr.input.shape), "input_dtype": mr.input.dtype,
-                   "inputs": [i.describe() for i in mr.inputs], "tools": {r.tool: to_plain(r) for r in mr.runs}}
-            print(json.dumps(obj))
+            print(json.dumps(tool_runs_plain(mr)))
         else:
-            rows = []
-            for r in mr.runs:
-                head = ", ".join(f"{k} {numbers.exact(v) if not isinstance(v, str) else v}" for k, v in r.headline.items()
-                                 if not k.startswith("unsupported")) if r.status == "ok" else f"{r.error_type}: {r.error_message}"
-                rows.append([r.tool, r.version, r.status, f"{r.seconds:.1f}s", head])
-            print(f"{mr.name}  input {models.describe_inputs(mr.inputs)}")
-            print(table(["tool", "version", "status", "time", "headline (as the tool reports it)"], rows,
-                        [False, False, False, True, False]))
+            print(tool_runs_table(mr))
             print()
         sys.stdout.flush()
     return 2 if failed else 0
@@ -232,7 +222,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
         from reconcile.roofline import platforms
 
         platforms(hardware)  # an unknown name is a one-line error before any tool runs
-    folder = pipeline.check_writable(cfg.out)
+    folder = check_writable(cfg.out)
 
     # matplotlib (about 1 s to import) is imported in a thread while the worker fork server
     # imports torch and this thread only waits; the fork server is stopped in a thread while the
@@ -245,46 +235,19 @@ def cmd_report(ns: argparse.Namespace) -> int:
     results = _collect(ns, cfg)
     stopping = threading.Thread(target=_stop_workers, args=(5.0,), name="reconcile-stop")
     stopping.start()
-    reports = []
-    failed = 0
     try:
         warm.join()
-        for mr in results:
-            ran = [r for r in mr.runs if r.status == "ok"]
-            if mr.error:
-                _err(mr.error)
-                failed += 1
-                if not ran:
-                    continue
-                # native could not count it, some tools did: their numbers are still reported (raw)
-            report = pipeline.reconcile_model(mr, hardware if mr.native is not None else None)
-            files = pipeline.render_model(report)
-            try:
-                pipeline.write_files(folder, files)
-            except pipeline.WriteFailed as exc:  # a full disk: this model's report is lost, not the others'
-                _err(f"{exc}: the report of {mr.name} was not written")
-                failed += 1
-                continue
-            reports.append(report)
-            unexplained = [t.tool for t in report.tools if t.status == "ok" and t.residual]
-            note = f"; unexplained residual in {', '.join(unexplained)}" if unexplained else ""
-            bad = [t.tool for t in report.tools if t.status not in ("ok", "not run")]
-            note += f"; {', '.join(bad)} did not finish" if bad else ""
-            skipped = [t.tool for t in report.tools if t.status == "not run"]
-            note += f"; {', '.join(skipped)} not run" if skipped else ""
-            extra = ", .png" if f"{pipeline.file_stem(mr.name)}.png" in files else ""
-            print(f"wrote {folder / pipeline.file_stem(mr.name)}.md (.json, .csv{extra}){note}")
-            for t in report.tools:
-                if t.status != "ok":  # one line each; the details are in the report
-                    _err_line(f"{mr.name}: {t.tool} {t.status}: {t.run.error_type}: {t.run.error_message}")
+        reports, failed = pipeline.write_reports(results, folder, hardware, say=print, error=_err,
+                                                 tool_failed=_err_line)
     finally:
         stopping.join()  # before the caller's own stop (one stop at a time)
     if reports:
-        pipeline.write_files(folder, {"index.md": pipeline.render_index(folder, reports)})
-        print(f"wrote {folder / 'index.md'}")
+        print(f"wrote {pipeline.write_index(folder, reports)}")
     if phases:  # a language model's phases, beside its report
         failed += llm_cli.write_reports(folder, [mr.name for mr in results if mr.native is not None], phases,
-                                        cfg.device, cfg.timeout, _err, hardware)
+                                        cfg.device, cfg.timeout, _err, hardware,
+                                        tools=[t for t in (cfg.tools or registry.defaults())
+                                               if not registry.get(t).reference])
     return 2 if failed else 0
 
 
@@ -292,16 +255,13 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     """What a tool would report, predicted from the native count alone (the tool is not run)."""
     cfg = _config(ns)
     from reconcile import conventions, pipeline
-    from reconcile.records import to_plain
-    from reconcile import numbers
-    from reconcile.report.sentences import sentence
-    from reconcile.report.text import table
+    from reconcile.report.data import prediction_plain
+    from reconcile.report.text import prediction_table
 
     conv = conventions.get(ns.tool)
 
     def work(counted) -> None:
         spec, inputs, native = counted, counted.inputs, counted.native
-        inp = inputs[0]
         why = conv.cannot_run(native)
         if why:  # the tool would print nothing: say so rather than numbers it never prints
             raise ReconcileError(f"{conv.tool} cannot run on {spec.name}: {why}")
@@ -309,25 +269,9 @@ def cmd_predict(ns: argparse.Namespace) -> int:
         native, trace_note = pipeline.traced(spec.name, inputs, native, cfg.mode, ns.tool, cfg.timeout)
         pred = conv.predict(native)
         if cfg.format == "json":
-            print(json.dumps({"model": spec.name, "tool": conv.tool, "input_shape": list(inp.shape),
-                              "unit": conv.unit, "headline": to_plain(dict(pred.headline)),
-                              "unattributed": to_plain(dict(pred.unattributed)),
-                              "layers": [{"module": p.module, "type": p.type, "calls": p.calls, "call": p.call,
-                                          "predicted": to_plain(dict(p.predicted)),
-                                          "terms": {m: [{"cause": t.cause, "amount": to_plain(t.amount), "text": sentence(t)}
-                                                        for t in ts] for m, ts in p.terms.items()}}
-                                         for p in pred.layers]}))
+            print(json.dumps(prediction_plain(spec.name, conv, inputs[0].shape, pred)))
             return
-        # the tool's row metrics: its main op count first (torchsummary has none: params, outputs)
-        keys = list(dict.fromkeys(k for k in conv.metrics.values() if k))
-        keys = [k for k in keys if any(k in p.predicted for p in pred.layers)] or [conv.metric]
-        rows = [[p.module or "(model)", p.type, str(p.calls) + ("" if p.call is None else f" #{p.call}"),
-                 *(numbers.exact(p.predicted.get(k, 0)) for k in keys),
-                 "; ".join(sentence(t) for k in keys for t in p.terms.get(k, ()))] for p in pred.layers]
-        print(f"{spec.name}: what {conv.tool} would report (predicted from the native count; {conv.tool} was not run)")
-        print(table(["module", "type", "calls", *keys, "why it differs from native"], rows,
-                    [False, False, True, *([True] * len(keys)), False]))
-        print("headline: " + ", ".join(f"{k} {numbers.exact(v)}" for k, v in pred.headline.items()))
+        print(prediction_table(spec.name, conv, pred))
         if trace_note:
             print(f"note: {trace_note}")
         print()
@@ -350,117 +294,33 @@ def cmd_conventions(ns: argparse.Namespace) -> int:
 
 
 def cmd_zoo(ns: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from reconcile import executors, models, pipeline, zoo
-
-    cfg = _config(ns)
-    folder = pipeline.check_writable(cfg.out)
-    if ns.published:
-        return _zoo_published(ns, cfg, folder)
-    # --models "" is a mistake (one line), not "no --models" (the whole zoo)
-    names = models.split_specs(ns.models) if ns.models is not None else zoo.models_of(ns.source, ns.subset)
-    names = list(dict.fromkeys(names))
-    tools = cfg.tools
-    kept_folder = folder / Path(zoo.runs_folder(".", ns.source))
-    reports, errors = [], []
+    from reconcile import pipeline, zoo
     from reconcile.progress import Progress
 
-    done: dict[str, object] = {}
-    if ns.resume:  # models whose result is kept for the same tools and versions are not run again
-        for name in names:
-            runs, note = zoo.resume(kept_folder, name, zoo.run_key(name, tools, cfg.timeout))
-            if note:  # a file that does not validate is never trusted, never fatal: the model runs again
-                _err_line(note)
-            if runs is not None:
-                done[name] = runs
-    todo = [n for n in names if n not in done]
-    # a bar on a terminal; without one, the per-model line below is the progress
-    progress = Progress(len(names), len(tools), lines=False)
-    position = {name: k for k, name in enumerate(names, 1)}
+    cfg = _config(ns)
+    folder = check_writable(cfg.out)
+    if ns.source != "timm" and ns.published:
+        raise ReconcileError(f"--published checks timm's published table: use it with --source timm, not {ns.source}")
+    if ns.published:
+        def line(k: int, rows: int, c) -> None:
+            amounts = f" ({c.cause}: {c.amounts})" if c.cause else ""
+            print(f"[{k}/{rows}] {c.row.model} {c.row.img_size}: {c.status}, macts {c.macts_status}{amounts}",
+                  flush=True)
 
-    def finish(name: str, mr) -> None:
-        if mr.error:
-            errors.append((position[name], (mr.name, mr.error)))
-            progress.write(f"reconcile: error: {mr.error}", file=sys.stderr)
-            return
-        report = pipeline.reconcile_model(mr)
-        reports.append((position[name], report))
-        cells = ", ".join(f"{t.tool} {zoo.share(t).text()}" for t in report.tools)
-        kept = " (kept from an earlier run)" if name in done else ""
-        progress.write(f"[{position[name]}/{len(names)}] {mr.name}: {cells}{kept}")
-
+        out, finding = zoo.published(folder, ns.models, ns.subset, cfg.timeout, line)
+        print(f"wrote {folder / out}")
+        return 1 if finding else 0  # like roofline --measure: a finding, not an error
+    names = zoo.names_for(ns.source, ns.subset, ns.models)
+    # a bar on a terminal; without one, the per-model line is the progress
+    progress = Progress(len(names), len(cfg.tools), lines=False)
     try:
-        for name in names:
-            if name in done:
-                progress.skip(name)
-                finish(name, done[name])
-
-        def keep(mr) -> None:
-            if not mr.error:  # kept as soon as it is complete: an interrupted run resumes here
-                try:
-                    pipeline.write_files(kept_folder, {zoo.kept_file(mr.spec): zoo.dump_runs(
-                        zoo.run_key(mr.spec, tools, cfg.timeout), mr)})
-                except (ReconcileError, TypeError) as exc:  # the run goes on; only --resume loses this model
-                    progress.write(f"reconcile: {mr.spec}: its result could not be kept for --resume ({exc})",
-                                   file=sys.stderr)
-            finish(mr.spec, mr)
-
-        with executors.session(cfg.executor, cfg.ray_address):
-            # locally one model at a time keeps the peak memory of the largest models (vit_h_14)
-            # bounded; on Ray the jobs of many models at once, for the cluster to schedule (in parts,
-            # so that no more than a part's counts are held here at a time)
-            size = 1 if cfg.executor == "local" else 64
-            parts = [todo[k:k + size] for k in range(0, len(todo), size)]
-            for part in parts:
-                pipeline.collect(part, cfg, on_done=progress.on_done, on_start=progress.on_start, on_model=keep)
+        reports, errors = zoo.run(names, cfg, folder, ns.source, resume_kept=ns.resume, progress=progress,
+                                  note=_err_line)
     finally:
         progress.close()
-    # in the order asked for, however the runs finished
-    reports = [r for _, r in sorted(reports, key=lambda kr: kr[0])]
-    errors = [e for _, e in sorted(errors, key=lambda ke: ke[0])]
-    out = zoo.zoo_file(ns.source)
-    from reconcile.report.plot import zoo_png
-
-    png = zoo_png(reports)
-    picture = out[: -len(".md")] + ".png" if png is not None else ""
-    files: dict[str, str | bytes] = {out: zoo.zoo_markdown(reports, errors, ns.source, picture)}
-    if png is not None:
-        files[picture] = png
-    pipeline.write_files(folder, files)
+    out, picture = zoo.write_page(folder, ns.source, reports, errors)
     print(f"wrote {folder / out}" + (" (.png)" if picture else ""))
     return 2 if errors else 0
-
-
-def _zoo_published(ns: argparse.Namespace, cfg, folder) -> int:
-    """``zoo --source timm --published``: timm's published table checked row by row (every row for
-    ``--subset all``, the rows of the CI sample or of ``--models``), written to timm-published.md."""
-    from reconcile import pipeline, timm_check, zoo
-    from reconcile.report.timm_published import markdown
-
-    if ns.source != "timm":
-        raise ReconcileError(f"--published checks timm's published table: use it with --source timm, not {ns.source}")
-    from reconcile.models import split_specs
-
-    models = split_specs(ns.models) if ns.models is not None else (
-        None if ns.subset == "all" else zoo.models_of("timm", "ci"))
-    rows = timm_check.rows_for(models)
-
-    def line(k: int, c) -> None:
-        amounts = f" ({c.cause}: {c.amounts})" if c.cause else ""
-        print(f"[{k}/{len(rows)}] {c.row.model} {c.row.img_size}: {c.status}, macts {c.macts_status}{amounts}",
-              flush=True)
-
-    checks = timm_check.run(rows, timeout=cfg.timeout, workers=1, on_check=line)
-    out = "timm-published.md"
-    command = "reconcile zoo --source timm --published" + (f" --models {ns.models}" if ns.models else
-                                                            " --subset ci" if ns.subset == "ci" else "")
-    pipeline.write_files(folder, {out: markdown(checks, command)})
-    print(f"wrote {folder / out}")
-    from reconcile.sources import timm_published as tp
-
-    counts = tp.summary(checks)
-    return 1 if counts[tp.UNEXPLAINED] or counts[tp.FAILED] else 0  # like roofline --measure: a finding, not an error
 
 
 def cmd_models(ns: argparse.Namespace) -> int:
@@ -492,9 +352,7 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
     # a bad name or custom: entry is one line before any model is counted (local is measured later)
     platforms([k for k in split_keys(ns.hardware) if k != "local"])
     if ns.plot is not None:  # before any model is counted, not after
-        from reconcile import pipeline
-
-        pipeline.check_writable(ns.plot, "--plot", "pictures")
+        check_writable(ns.plot, "--plot", "pictures")
 
     def work(counted) -> None:
         spec, inputs, native = counted, counted.inputs, counted.native

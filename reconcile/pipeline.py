@@ -7,24 +7,21 @@ renders and writes each file atomically, so a report is written whole or not at 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
-import tempfile
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from reconcile import conventions, models, tools as registry
 from reconcile.config import RunConfig
 from reconcile.sources import PROBED, SOURCES, kind_of
+from reconcile.atomic import WriteFailed, write_files
 from reconcile.errors import ReconcileError
 from reconcile.inputs import model_dtype
 from reconcile.explain.core import ToolExplanation, explain_run
 from reconcile.records import NativeCount, ToolRun
-from reconcile.report.files import file_stem  # noqa: F401 - the CLI names files with it
+from reconcile.report.files import file_stem
 from reconcile.report.model import ModelReport
 
 if TYPE_CHECKING:
@@ -383,111 +380,51 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def check_writable(out: str, option: str = "--out", what: str = "reports") -> Path:
-    """``out`` as a Path once it is known that reports can be written there, before any tool runs.
-    A write probe, not ``os.access`` (which says yes to root, and to /proc): the folders missing
-    on the way are made, a file is made and removed in the last, and the folders made are removed
-    again, so a run that writes nothing leaves nothing (``write_files`` makes them for good)."""
-    if not out or not out.strip():
-        raise ReconcileError(f"{option} is empty: give the folder the {what} go to")
-    path = Path(out)
-    made: list[Path] = []
-    try:
-        missing = []
-        parent = path
-        while not parent.is_dir():
-            if parent.exists() or parent.is_symlink():  # a file (or a dangling link) where a folder must be
-                raise NotADirectoryError(20, "Not a directory")
-            missing.append(parent)
-            if parent == parent.parent:
-                break
-            parent = parent.parent
-        for folder in reversed(missing):
-            folder.mkdir()
-            made.append(folder)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".reconcile-check-", delete=True) as probe:
-            probe.write(b"x")
-            probe.flush()
-    except OSError as exc:
-        raise ReconcileError(f"cannot write {what} to {out!r}: {exc.strerror or exc}: "
-                             f"choose another folder with {option}") from exc
-    finally:
-        for folder in reversed(made):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP arriving inside are acted on (by their own handlers) on exit.
-    Python-level, not ``pthread_sigmask``: a signal blocked in this thread would still be taken by
-    another thread of the process, and its Python handler run here at once."""
-    pending: list[int] = []
-    saved = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            saved[sig] = signal.signal(sig, lambda signum, frame: pending.append(signum))
-    except ValueError:  # not the main thread: signals are not ours to hold
-        pass
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-        for sig in pending:
-            signal.raise_signal(sig)
-
-
-class WriteFailed(ReconcileError):
-    """A file could not be written (a full disk, a quota, a name the file system refuses): none of
-    that call's files were, and no temporary file is left."""
-
-
-def write_files(folder: Path, files: dict[str, str | bytes]) -> None:
-    """Write every file whole or none: all are rendered first, each goes to a temporary file in
-    the same folder, and they are renamed into place only once all were written, with SIGINT,
-    SIGTERM and SIGHUP held back while they are. Files get the usual ``0o666 & ~umask``. Text is
-    written as UTF-8 with ``\n`` line ends, bytes (pictures) as they are. A file that cannot be
-    written (``ENOSPC``, ``EDQUOT``, ``ENAMETOOLONG``) is ``WriteFailed``, one line naming it; the
-    temporary files are removed, so the folder holds what it held before."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ReconcileError(f"cannot write reports to {str(folder)!r}: {exc.strerror or exc}: "
-                             "choose another folder with --out") from exc
-    mode = 0o666 & ~_umask()
-    temps: list[tuple[str, Path]] = []
-    name = ""
-    try:
+def write_reports(results: Sequence[ModelRuns], folder: Path, hardware: str | None, *,
+                  say: Callable[[str], None], error: Callable[[str], None],
+                  tool_failed: Callable[[str], None]) -> tuple[list[ModelReport], int]:
+    """Reconcile, render and write each model's report (``render_model``), then ``index.md``; the
+    reports written and how many models failed. A model native could not count is still reported
+    when some tool counted it (raw numbers); a model whose files cannot be written (a full disk)
+    is lost alone. ``say`` gets a line per file written, ``error`` a model's error, ``tool_failed``
+    a line per tool that did not finish (the details are in the report)."""
+    reports: list[ModelReport] = []
+    failed = 0
+    for mr in results:
+        ran = [r for r in mr.runs if r.status == "ok"]
+        if mr.error:
+            error(mr.error)
+            failed += 1
+            if not ran:
+                continue
+            # native could not count it, some tools did: their numbers are still reported (raw)
+        report = reconcile_model(mr, hardware if mr.native is not None else None)
+        files = render_model(report)
         try:
-            for name, text in files.items():
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-                temps.append((name, Path(tmp)))  # before writing: a failed write must not leave it
-                os.fchmod(fd, mode)  # mkstemp makes 0600
-                if isinstance(text, bytes):
-                    with os.fdopen(fd, "wb") as fb:
-                        fb.write(text)
-                else:
-                    with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                        fh.write(text)
-            with _signals_held():
-                for name, tmp in temps:
-                    os.replace(tmp, folder / name)
-                temps.clear()
-        except OSError as exc:
-            raise WriteFailed(f"could not write {name} in {str(folder)!r}: {exc.strerror or exc}") from exc
-    finally:
-        for _, tmp in temps:
-            tmp.unlink(missing_ok=True)
+            write_files(folder, files)
+        except WriteFailed as exc:  # a full disk: this model's report is lost, not the others'
+            error(f"{exc}: the report of {mr.name} was not written")
+            failed += 1
+            continue
+        reports.append(report)
+        unexplained = [t.tool for t in report.tools if t.status == "ok" and t.residual]
+        note = f"; unexplained residual in {', '.join(unexplained)}" if unexplained else ""
+        bad = [t.tool for t in report.tools if t.status not in ("ok", "not run")]
+        note += f"; {', '.join(bad)} did not finish" if bad else ""
+        skipped = [t.tool for t in report.tools if t.status == "not run"]
+        note += f"; {', '.join(skipped)} not run" if skipped else ""
+        extra = ", .png" if f"{file_stem(mr.name)}.png" in files else ""
+        say(f"wrote {folder / file_stem(mr.name)}.md (.json, .csv{extra}){note}")
+        for t in report.tools:
+            if t.status != "ok":
+                tool_failed(f"{mr.name}: {t.tool} {t.status}: {t.run.error_type}: {t.run.error_message}")
+    return reports, failed
+
+
+def write_index(folder: Path, reports: Sequence[ModelReport]) -> Path:
+    """``index.md`` of ``folder`` with this run's ``reports`` (``render_index``), written; its path."""
+    write_files(folder, {"index.md": render_index(folder, reports)})
+    return folder / "index.md"
 
 
 def warm_renderers() -> None:

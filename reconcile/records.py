@@ -298,6 +298,10 @@ class NativeCount:
     # set when counted with ``training=True``: how the backward ran and its totals (rows hold
     # each module's ``backward``); ``totals`` and ``components`` stay forward-only
     training: TrainingInfo | None = None
+    # where the tools compared with this count run the model: "cpu" (reconcile's runs), or "meta"
+    # (a language-model phase, ``reconcile.llm``): CPU's fused kernels (scaled_dot_product_attention's
+    # flash kernel) exist only on "cpu"; on meta every op runs its decomposition, as native's does
+    tool_device: str = "cpu"
 
     def row(self, name: str) -> ModuleRow:
         for r in self.rows:

@@ -2,12 +2,17 @@
 
 ``ZOO_CI`` is the subset CI runs: at least one model of every torchvision family, the smallest of
 each, so the whole check fits in CI's time. ``make zoo`` runs all 80 and writes ``reports/zoo.md``.
+
+``run`` drives ``reconcile zoo`` (the pipeline model after model, each model's runs kept for
+``--resume`` as soon as they are complete), ``write_page`` writes the page and its picture, and
+``published`` checks timm's published table (``--published``); the CLI only prints.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from reconcile.explain.core import ToolExplanation
 from reconcile.report.model import ModelReport
@@ -269,3 +274,121 @@ def resume(folder, spec: str, key: dict):
         return None, (f"{spec}: the kept result {file_stem(spec)}{OLD_KEPT_SUFFIX} is in the old pickle format, "
                       "which is never loaded (it could run code): running it again")
     return runs, ""
+
+
+# ----- a zoo run: the pipeline over many models, each kept as it completes, then the page -----
+
+
+def names_for(source: str, subset: str, models: str | None) -> list[str]:
+    """The models of ``--models`` (comma-separated) or else of ``subset`` of ``source``, once each."""
+    # --models "" is a mistake (one line), not "no --models" (the whole zoo)
+    from reconcile.models import split_specs
+
+    names = split_specs(models) if models is not None else models_of(source, subset)
+    return list(dict.fromkeys(names))
+
+
+def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, progress,
+        note: Callable[[str], None]) -> tuple[list[ModelReport], list[tuple[str, str]]]:
+    """Every tool of ``cfg`` on every model of ``names``, reconciled: the reports and the models'
+    errors, in the order of ``names`` however the runs finished. Each model's runs are kept in
+    ``folder``'s runs folder as soon as they are complete, so that ``resume_kept`` (``--resume``)
+    runs only the models not kept for the same tools, timeout and versions. ``progress`` (a
+    ``reconcile.progress.Progress``) is told of every job and shown a line per model; ``note``
+    gets a kept file that does not validate or cannot be written."""
+    from pathlib import Path
+
+    from reconcile import executors, pipeline
+    from reconcile.atomic import write_files
+    from reconcile.errors import ReconcileError
+
+    tools = cfg.tools
+    kept_folder = folder / Path(runs_folder(".", source))
+    reports, errors = [], []
+    done: dict[str, object] = {}
+    if resume_kept:  # models whose result is kept for the same tools and versions are not run again
+        for name in names:
+            runs, why = resume(kept_folder, name, run_key(name, tools, cfg.timeout))
+            if why:  # a file that does not validate is never trusted, never fatal: the model runs again
+                note(why)
+            if runs is not None:
+                done[name] = runs
+    todo = [n for n in names if n not in done]
+    position = {name: k for k, name in enumerate(names, 1)}
+
+    def finish(name: str, mr) -> None:
+        if mr.error:
+            errors.append((position[name], (mr.name, mr.error)))
+            progress.write(f"reconcile: error: {mr.error}", file=sys.stderr)
+            return
+        report = pipeline.reconcile_model(mr)
+        reports.append((position[name], report))
+        cells = ", ".join(f"{t.tool} {share(t).text()}" for t in report.tools)
+        kept = " (kept from an earlier run)" if name in done else ""
+        progress.write(f"[{position[name]}/{len(names)}] {mr.name}: {cells}{kept}")
+
+    for name in names:
+        if name in done:
+            progress.skip(name)
+            finish(name, done[name])
+
+    def keep(mr) -> None:
+        if not mr.error:  # kept as soon as it is complete: an interrupted run resumes here
+            try:
+                write_files(kept_folder, {kept_file(mr.spec): dump_runs(
+                    run_key(mr.spec, tools, cfg.timeout), mr)})
+            except (ReconcileError, TypeError) as exc:  # the run goes on; only --resume loses this model
+                progress.write(f"reconcile: {mr.spec}: its result could not be kept for --resume ({exc})",
+                               file=sys.stderr)
+        finish(mr.spec, mr)
+
+    with executors.session(cfg.executor, cfg.ray_address):
+        # locally one model at a time keeps the peak memory of the largest models (vit_h_14)
+        # bounded; on Ray the jobs of many models at once, for the cluster to schedule (in parts,
+        # so that no more than a part's counts are held here at a time)
+        size = 1 if cfg.executor == "local" else 64
+        parts = [todo[k:k + size] for k in range(0, len(todo), size)]
+        for part in parts:
+            pipeline.collect(part, cfg, on_done=progress.on_done, on_start=progress.on_start, on_model=keep)
+    return ([r for _, r in sorted(reports, key=lambda kr: kr[0])],
+            [e for _, e in sorted(errors, key=lambda ke: ke[0])])
+
+
+def write_page(folder, source: str, reports: Sequence[ModelReport], errors: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """The zoo page of ``source`` and its picture, written in ``folder``: their names ("" for no
+    picture, when no tool's count was explained)."""
+    from reconcile.atomic import write_files
+    from reconcile.report.plot import zoo_png
+
+    out = zoo_file(source)
+    png = zoo_png(reports)
+    picture = out[: -len(".md")] + ".png" if png is not None else ""
+    files: dict[str, str | bytes] = {out: zoo_markdown(reports, errors, source, picture)}
+    if png is not None:
+        files[picture] = png
+    write_files(folder, files)
+    return out, picture
+
+
+def published(folder, models: str | None, subset: str, timeout: float,
+              on_check: Callable[[int, int, object], None]) -> tuple[str, bool]:
+    """``zoo --source timm --published``: timm's published table checked row by row (every row for
+    ``subset`` "all", the rows of the CI sample or of ``models``), written to timm-published.md;
+    its name and whether a row is unexplained or failed (a finding, not an error).
+    ``on_check(position, rows, check)`` as each row settles."""
+    from reconcile import timm_check
+    from reconcile.atomic import write_files
+    from reconcile.report.timm_published import markdown
+    from reconcile.sources import timm_published as tp
+
+    from reconcile.models import split_specs
+
+    wanted = split_specs(models) if models is not None else (None if subset == "all" else models_of("timm", "ci"))
+    rows = timm_check.rows_for(wanted)
+    checks = timm_check.run(rows, timeout=timeout, workers=1, on_check=lambda k, c: on_check(k, len(rows), c))
+    out = "timm-published.md"
+    command = "reconcile zoo --source timm --published" + (f" --models {models}" if models else
+                                                            " --subset ci" if subset == "ci" else "")
+    write_files(folder, {out: markdown(checks, command)})
+    counts = tp.summary(checks)
+    return out, bool(counts[tp.UNEXPLAINED] or counts[tp.FAILED])

@@ -153,7 +153,8 @@ def test_torchstat_linear_on_3d_input_fails():
     assert (run.status, run.error_type) == ("failed", "AssertionError")
     # compute_Linear_madd's bare assert, said in plain words
     assert run.error_message == ("torchstat needs 2-D Linear inputs: this model feeds a 3-D tensor to fc "
-                                 "(AssertionError: AssertionError())")
+                                 "(AssertionError: assert len(inp.size()) == 2 and len(out.size()) == 2 "
+                                 "at torchstat/compute_madd.py:117)")
     assert run.attempted == "torchstat.statistics.ModelStat(model, (3, 4, 4))._analyze_model()"
     assert "__call__" not in vars(nn.Linear)  # restored after the failure too
 

@@ -352,7 +352,7 @@ def test_one_model_spelled_twice_runs_once():
 def test_a_signal_while_reports_are_renamed_waits_for_the_last(tmp_path, monkeypatch):
     import signal
 
-    from reconcile import pipeline
+    from reconcile import atomic
 
     folder = tmp_path / "out"
     seen: list[list[str]] = []
@@ -367,9 +367,9 @@ def test_a_signal_while_reports_are_renamed_waits_for_the_last(tmp_path, monkeyp
             sent.append(True)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(pipeline.os, "replace", replace)
+    monkeypatch.setattr(atomic.os, "replace", replace)
     try:
-        pipeline.write_files(folder, {"m.md": "md\n", "m.json": "{}\n", "m.csv": "csv\n"})
+        atomic.write_files(folder, {"m.md": "md\n", "m.json": "{}\n", "m.csv": "csv\n"})
     finally:
         signal.signal(signal.SIGTERM, saved)
     assert seen == [["m.csv", "m.json", "m.md"]]  # the handler ran only once all three were in place

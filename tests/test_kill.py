@@ -72,7 +72,7 @@ def test_a_stopped_run_leaves_nothing(tmp_path, sig, moment):
 @pytest.mark.parametrize("moment", [0.2, 0.3, 0.35, 0.4, 0.5])
 def test_a_sigkill_before_the_fork_server_runs_leaves_nothing(tmp_path, moment):
     """SIGKILL at a fixed moment, whatever has started: the command's pymp-* folder is made only
-    just before its fork server starts (``runner._made_temp_dir``), so a kill before then finds no
+    just before its fork server starts (``processes._made_temp_dir``), so a kill before then finds no
     folder to leave, and one after finds a server that removes it. Made at the command's start
     (as before), 4 runs of 24 killed at 0.1-3 s left a pymp-* folder, all at 0.2-0.3 s; made
     before multiprocessing's resource tracker started (a fork and exec), 4 of 18 at 0.35-0.4 s."""

@@ -342,3 +342,24 @@ def test_cli_report_phases_rules_roofline_picture(tmp_path, capsys):
     assert kaplan["predicted"] == 164_608 and kaplan["exact"] == decode["totals"]["flops"]
     assert kaplan["predicted"] - kaplan["exact"] == sum(g["amount"] for g in kaplan["gaps"])
     assert "roofline" in decode
+
+
+def test_cli_report_phases_run_the_tools(tmp_path):
+    # report --decode with --tools: each tool also runs on the phase's forward (in the phase's
+    # worker) and is reconciled. The small config's decode at 16: per layer 36,864 MACs of linear
+    # layers (4,096 x 2 + 2,048 x 2 + 8,192 x 3) and attention 2 x 4 heads x 17 x 16 = 2,176;
+    # 2 layers + lm_head 64 x 100: 84,480. thop hooks modules, so SDPA's products go unseen:
+    # 84,480 - 2 x 2,176 = 80,128
+    import json
+
+    from reconcile.cli import main
+
+    spec = "hf:LlamaForCausalLM" + SMALL
+    assert main(["report", spec, "--tools", "native,thop", "--decode", "16", "--out", str(tmp_path)]) == 0
+    [md] = tmp_path.glob("*.phases.md")
+    assert "### Counters on decode:16" in md.read_text()
+    obj = json.loads(md.with_name(md.name.replace(".md", ".json")).read_text())
+    [decode] = obj["phases"]
+    [thop] = decode["tools"]
+    assert (thop["tool"], thop["status"], thop["total"], thop["native_macs"], thop["residual"]) == \
+        ("thop", "ok", 80_128, 84_480, 0)

@@ -1,4 +1,4 @@
-"""A tool the runner tries on meta first (``Adapter.shapes_device``, ``runner._on_shapes``) makes
+"""A tool the runner tries on meta first (``Adapter.shapes_device``, ``worker._on_shapes``) makes
 there the run it makes on CPU, field for field (numbers, per-layer rows, warnings, notes; only the
 seconds differ), on every zoo sample: torchvision's CI models, the timm sample and the transformers
 sample. A model it cannot run on meta is counted on CPU by the runner, so only the models where the
@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from reconcile import models, tools, zoo
-from reconcile.runner import Job, _resolve, run_jobs
+from reconcile.runner import Job, run_jobs
+from reconcile.worker import _resolve
 
 SHAPES_TOOLS = tuple(name for name, t in tools.all_tools().items() if getattr(_resolve(t.adapter), "shapes_device", None))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconcile import cli, pipeline, tools
+from reconcile.atomic import check_writable
 from reconcile.config import TIMEOUT, ZOO_TIMEOUT, RunConfig
 from reconcile.sources import SOURCES
 
@@ -63,7 +64,7 @@ def test_an_unwritable_out_is_refused_before_any_tool_runs(tmp_path, where):
 
 def test_a_missing_out_folder_is_not_made_by_the_probe(tmp_path):
     out = tmp_path / "a" / "b" / "c"
-    assert pipeline.check_writable(str(out)) == out
+    assert check_writable(str(out)) == out
     assert not (tmp_path / "a").exists()  # made by the probe, removed again: made when a report is written
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib import metadata
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from reconcile.records import Number, ToolRun
 
@@ -104,6 +106,66 @@ def capture_output(loggers: tuple[str, ...] = ()) -> Iterator[Captured]:
             lg.propagate = propagate
             lg.setLevel(level)
         cap.stdout, cap.stderr = out.getvalue(), err.getvalue()
+
+
+# ----- DeepSpeed's profiler and its copies (deepspeed, flops-profiler, calflops) -----------------
+
+
+@contextlib.contextmanager
+def profiled(work: Any, cls: Any, end: str) -> Iterator[tuple[dict[int, tuple[Any, Any, Any]], dict[int, int]]]:
+    """Run DeepSpeed's profiler, or a copy of it, on ``work`` with ``cls.end`` (the method that
+    deletes what it stored on each module: ``end_profile``, calflops' ``end_flops_calculate``)
+    patched to keep each module's ``__macs__``, ``__flops__`` and ``__params__`` first, and with
+    every module's forward calls counted; yields ``(id -> (macs, flops, params), id -> calls)``.
+    The method and the hooks are restored on exit."""
+    snap: dict[int, tuple[Any, Any, Any]] = {}
+    original = getattr(cls, end)
+
+    def keep_then_end(profiler: Any) -> None:
+        for m in profiler.model.modules():
+            if hasattr(m, "__flops__"):
+                snap[id(m)] = (m.__macs__, m.__flops__, m.__params__)
+        original(profiler)
+
+    setattr(cls, end, keep_then_end)
+    try:
+        with counting_calls(work) as calls:
+            yield snap, calls
+    finally:
+        setattr(cls, end, original)
+
+
+def profiled_run(adapter: "Adapter", work: Any, snap: dict[int, tuple[Any, Any, Any]], calls: dict[int, int],
+                 forwards: int, totals: tuple[Any, Any, Any], cap: Captured, notes: tuple[str, ...]) -> ToolRun:
+    """The ``ToolRun`` of a profiler of DeepSpeed's family: one row per module object of ``work``
+    (each once, as their totals), its own macs and flops and its subtree's params, its calls
+    divided by the ``forwards`` the profiler ran (warm-up included); ``totals`` its (flops, macs,
+    params); what it printed, warned or logged as warnings."""
+    from reconcile.records import ToolLayer
+
+    names = module_names(work)
+    layers = []
+    for mod in work.modules():
+        m_macs, m_flops, m_params = snap[id(mod)]
+        raw: dict[str, Number] = {"macs": exact_number(m_macs), "flops": exact_number(m_flops), "params": int(m_params)}
+        layers.append(ToolLayer(module=names[id(mod)], type=type(mod).__name__, calls=calls[id(mod)] // forwards,
+                                raw=raw, key=names[id(mod)]))
+    flops, macs, params = totals
+    return adapter.ok(
+        headline={"macs": exact_number(macs), "flops": exact_number(flops), "params": int(params)},
+        units={"macs": "MACs", "flops": "FLOPs", "params": "params"},
+        layers=tuple(layers),
+        warnings=tuple([*cap.warnings, *(ln.strip() for ln in (cap.stdout + cap.stderr).splitlines() if ln.strip()),
+                        *cap.log]),
+        notes=notes,
+    )
+
+
+def prefixed_messages(prefix: str, cap: Captured, logged: Sequence[str] = ()) -> list[str]:
+    """Every warning, log record (``cap.log``, then ``logged``) and printed line of ``cap``, each
+    behind ``prefix`` (the call that made it)."""
+    printed = [line.strip() for text in (cap.stdout, cap.stderr) for line in text.splitlines() if line.strip()]
+    return [f"{prefix}: {m}" for m in (*cap.warnings, *cap.log, *logged, *printed)]
 
 
 def module_names(model: Any) -> dict[int, str]:
@@ -201,6 +263,11 @@ def unwrapped_key(prefix: str) -> Callable[[str], str | None]:
     return own
 
 
+# the note of a run traced through ``flat_io``'s wrapper (fvcore, mmengine)
+FLAT_IO_NOTE = ("traced through a wrapper that passes only the tensor inputs and returns every output tensor as "
+                "a tuple: torch.jit traces no None input and no dict, ModelOutput or cache output")
+
+
 def jit_analysis_rows(work: Any, prefix: str, flop_by_module: dict[str, Any], act_by_module: dict[str, Any],
                       params: dict[str, int], unsupported_of: Callable[[str], dict[str, int]],
                       calls: dict[int, int], traces: int = 1) -> list[Any]:
@@ -259,8 +326,18 @@ class ToolFailure(Exception):
 
 
 def _first_line(exc: BaseException) -> str:
+    """The exception's first line; a bare ``assert`` (no text) as the statement that failed and
+    where (``assert heads == ... at torchprofile/handlers.py:172``), not ``AssertionError()``."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else repr(exc)
+    if text:
+        return text.splitlines()[0]
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames and frames[-1].line:
+        last = frames[-1]
+        path = last.filename.replace("\\", "/")
+        path = path.split("site-packages/")[-1] if "site-packages/" in path else os.path.basename(path)
+        return f"{last.line} at {path}:{last.lineno}"
+    return repr(exc)
 
 
 def failure_reason(tool: str, exc: BaseException, where: tuple[str, str, tuple[int, ...] | None] | None,
@@ -290,6 +367,8 @@ class Adapter:
     name: str = ""
     distribution: str = ""  # the pip distribution whose version is reported
     device: str = "cpu"  # where the runner builds the model and inputs for this tool
+    # what ``attempted`` says ("": the name); an adapter may reword it in ``_run`` once it knows the call
+    _attempted: str = ""
 
     def version(self) -> str:
         return version_of(self.distribution)
@@ -316,9 +395,13 @@ class Adapter:
             )
         return _with_seconds(run, time.perf_counter() - start)
 
+    def ok(self, **fields: Any) -> ToolRun:
+        """This tool's successful ``ToolRun`` (its name and version) with ``fields``."""
+        return ToolRun(tool=self.name, version=self.version(), status="ok", **fields)
+
     def attempted(self) -> str:
         """One line saying what was called, for failure records."""
-        return self.name
+        return self._attempted or self.name
 
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         raise NotImplementedError

@@ -20,8 +20,8 @@ import copy
 import inspect
 from typing import Any
 
-from reconcile.adapters.base import Adapter, capture_output, counting_calls, exact_number, module_names
-from reconcile.records import Number, ToolLayer, ToolRun
+from reconcile.adapters.base import Adapter, capture_output, profiled, profiled_run
+from reconcile.records import ToolRun
 
 
 class CalflopsAdapter(Adapter):
@@ -35,35 +35,13 @@ class CalflopsAdapter(Adapter):
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         work = copy.deepcopy(model)  # calflops calls eval() and leaves attributes when the model raises
         args, kwargs, input_notes = _arguments(work, inputs)
-        names = module_names(work)
-        snap: dict[int, tuple[int, int, int]] = {}
         with capture_output() as cap:
             from calflops import calculate_flops
             from calflops.calculate_pipline import CalFlopsPipline
 
-            original_end = CalFlopsPipline.end_flops_calculate
-
-            def end_flops_calculate(pipe: Any) -> None:
-                for m in pipe.model.modules():
-                    if hasattr(m, "__flops__"):
-                        snap[id(m)] = (m.__macs__, m.__flops__, m.__params__)
-                original_end(pipe)
-
-            CalFlopsPipline.end_flops_calculate = end_flops_calculate
-            try:
-                with counting_calls(work) as calls:
-                    flops, macs, params = calculate_flops(
-                        work, args=args, kwargs=kwargs, forward_mode="forward", print_results=False,
-                        output_as_string=False)
-            finally:
-                CalFlopsPipline.end_flops_calculate = original_end
-        layers = []
-        for mod in work.modules():
-            m_macs, m_flops, m_params = snap[id(mod)]
-            raw: dict[str, Number] = {"macs": exact_number(m_macs), "flops": exact_number(m_flops),
-                                      "params": int(m_params)}
-            layers.append(ToolLayer(module=names[id(mod)], type=type(mod).__name__, calls=calls[id(mod)], raw=raw,
-                                    key=names[id(mod)]))
+            with profiled(work, CalFlopsPipline, "end_flops_calculate") as (snap, calls):
+                totals = calculate_flops(work, args=args, kwargs=kwargs, forward_mode="forward", print_results=False,
+                                         output_as_string=False)
         notes = (
             "run on a deepcopy: calculate_flops calls eval() and, if the model raises, leaves its hooks and "
             "attributes on the model and its patches on torch.nn.functional and tensor methods (the job's worker "
@@ -72,16 +50,7 @@ class CalflopsAdapter(Adapter):
             "per-module __macs__/__flops__/__params__ read just before end_flops_calculate deletes them",
             *input_notes,
         )
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline={"macs": exact_number(macs), "flops": exact_number(flops), "params": int(params)},
-            units={"macs": "MACs", "flops": "FLOPs", "params": "params"},
-            layers=tuple(layers),
-            warnings=tuple([*cap.warnings, *(ln.strip() for ln in (cap.stdout + cap.stderr).splitlines() if ln.strip())]),
-            notes=notes,
-        )
+        return profiled_run(self, work, snap, calls, 1, totals, cap, notes)
 
 
 def _arguments(model: Any, inputs: tuple[Any, ...]) -> tuple[list[Any], dict[str, Any], tuple[str, ...]]:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from reconcile.adapters.base import Adapter, capture_output, counting_calls, exact_number, module_names
-from reconcile.records import Number, ToolLayer, ToolRun
+from reconcile.adapters.base import Adapter, capture_output, profiled, profiled_run
+from reconcile.records import ToolRun
 
 
 class DeepspeedAdapter(Adapter):
@@ -34,34 +34,12 @@ class DeepspeedAdapter(Adapter):
 
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         work = copy.deepcopy(model)  # the profiler calls eval() and leaves attributes when it raises
-        names = module_names(work)
-        snap: dict[int, tuple[int, int, int]] = {}
         with capture_output(loggers=("DeepSpeed",)) as cap:
             from deepspeed.profiling.flops_profiler import profiler
 
-            original_end = profiler.FlopsProfiler.end_profile
-
-            def end_profile(prof: Any) -> None:
-                for m in prof.model.modules():
-                    if hasattr(m, "__flops__"):
-                        snap[id(m)] = (m.__macs__, m.__flops__, m.__params__)
-                original_end(prof)
-
-            profiler.FlopsProfiler.end_profile = end_profile
-            try:
-                with counting_calls(work) as calls:
-                    flops, macs, params = profiler.get_model_profile(
-                        work, args=list(inputs), print_profile=False, as_string=False)
-            finally:
-                profiler.FlopsProfiler.end_profile = original_end
+            with profiled(work, profiler.FlopsProfiler, "end_profile") as (snap, calls):
+                totals = profiler.get_model_profile(work, args=list(inputs), print_profile=False, as_string=False)
         warm_up = 1  # get_model_profile's default: one forward before the profiled one
-        layers = []
-        for mod in work.modules():  # each module object once, as DeepSpeed's totals
-            m_macs, m_flops, m_params = snap[id(mod)]
-            raw: dict[str, Number] = {"macs": exact_number(m_macs), "flops": exact_number(m_flops),
-                                      "params": int(m_params)}
-            layers.append(ToolLayer(module=names[id(mod)], type=type(mod).__name__,
-                                    calls=calls[id(mod)] // (warm_up + 1), raw=raw, key=names[id(mod)]))
         notes = (
             "run on a deepcopy: get_model_profile calls eval() and, if the model raises, leaves its hooks and "
             "attributes on the model and its patches on torch.nn.functional and tensor methods (the job's worker "
@@ -70,14 +48,4 @@ class DeepspeedAdapter(Adapter):
             "per-module __macs__/__flops__/__params__ read just before end_profile deletes them",
             "calls: forward calls counted over the warm-up and the profiled forward, halved",
         )
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline={"macs": exact_number(macs), "flops": exact_number(flops), "params": int(params)},
-            units={"macs": "MACs", "flops": "FLOPs", "params": "params"},
-            layers=tuple(layers),
-            warnings=tuple([*cap.warnings, *(ln.strip() for ln in (cap.stdout + cap.stderr).splitlines() if ln.strip()),
-                            *cap.log]),
-            notes=notes,
-        )
+        return profiled_run(self, work, snap, calls, warm_up + 1, totals, cap, notes)

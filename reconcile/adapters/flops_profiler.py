@@ -16,8 +16,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from reconcile.adapters.base import Adapter, ToolFailure, capture_output, counting_calls, exact_number, module_names
-from reconcile.records import Number, ToolLayer, ToolRun
+from reconcile.adapters.base import Adapter, ToolFailure, capture_output, profiled, profiled_run
+from reconcile.records import ToolRun
 
 WARM_UP = 3  # get_model_profile's default
 SAME_PADDING = ("flops-profiler cannot cost a convolution with padding='same' or 'valid': its conv formula "
@@ -33,37 +33,16 @@ class FlopsProfilerAdapter(Adapter):
 
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         work = copy.deepcopy(model)
-        names = module_names(work)
-        snap: dict[int, tuple[int, int, int]] = {}
         with capture_output() as cap:
             from flops_profiler import profiler
 
-            original_end = profiler.FlopsProfiler.end_profile
-
-            def end_profile(prof: Any) -> None:
-                for m in prof.model.modules():
-                    if hasattr(m, "__flops__"):
-                        snap[id(m)] = (m.__macs__, m.__flops__, m.__params__)
-                original_end(prof)
-
-            profiler.FlopsProfiler.end_profile = end_profile
-            try:
-                with counting_calls(work) as calls:
-                    try:
-                        flops, macs, params = profiler.get_model_profile(work, args=list(inputs), print_profile=False)
-                    except TypeError as exc:
-                        if "'int' and 'str'" in str(exc):
-                            raise ToolFailure(SAME_PADDING, exc) from exc
-                        raise
-            finally:
-                profiler.FlopsProfiler.end_profile = original_end
-        layers = []
-        for mod in work.modules():
-            m_macs, m_flops, m_params = snap[id(mod)]
-            raw: dict[str, Number] = {"macs": exact_number(m_macs), "flops": exact_number(m_flops),
-                                      "params": int(m_params)}
-            layers.append(ToolLayer(module=names[id(mod)], type=type(mod).__name__,
-                                    calls=calls[id(mod)] // (WARM_UP + 1), raw=raw, key=names[id(mod)]))
+            with profiled(work, profiler.FlopsProfiler, "end_profile") as (snap, calls):
+                try:
+                    totals = profiler.get_model_profile(work, args=list(inputs), print_profile=False)
+                except TypeError as exc:
+                    if "'int' and 'str'" in str(exc):
+                        raise ToolFailure(SAME_PADDING, exc) from exc
+                    raise
         notes = (
             "run on a deepcopy: get_model_profile calls eval() and leaves hooks, attributes and patched "
             "functionals behind when the model raises (the job's worker process is thrown away)",
@@ -71,13 +50,4 @@ class FlopsProfilerAdapter(Adapter):
             "per-module __macs__/__flops__/__params__ read just before end_profile deletes them",
             f"calls: forward calls counted over the {WARM_UP} warm-up forwards and the profiled one, divided by {WARM_UP + 1}",
         )
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline={"macs": exact_number(macs), "flops": exact_number(flops), "params": int(params)},
-            units={"macs": "MACs", "flops": "FLOPs", "params": "params"},
-            layers=tuple(layers),
-            warnings=tuple([*cap.warnings, *(ln.strip() for ln in (cap.stdout + cap.stderr).splitlines() if ln.strip())]),
-            notes=notes,
-        )
+        return profiled_run(self, work, snap, calls, WARM_UP + 1, totals, cap, notes)

@@ -33,16 +33,12 @@ import copy
 from typing import Any
 
 from reconcile.adapters.base import (
-    Adapter, ToolFailure, capture_output, counting_calls, flat_io, jit_analysis_headline, jit_analysis_rows, unattributed,
+    FLAT_IO_NOTE, Adapter, ToolFailure, capture_output, counting_calls, flat_io, jit_analysis_headline, jit_analysis_rows,
+    prefixed_messages, unattributed,
 )
 from reconcile.records import ToolRun
 
 _LOGGERS = ("fvcore",)
-
-
-def _messages(prefix: str, cap: Any) -> list[str]:
-    printed = [line.strip() for text in (cap.stdout, cap.stderr) for line in text.splitlines() if line.strip()]
-    return [f"{prefix}: {m}" for m in (*cap.warnings, *cap.log, *printed)]
 
 
 class FvcoreAdapter(Adapter):
@@ -62,7 +58,7 @@ class FvcoreAdapter(Adapter):
         with capture_output(loggers=_LOGGERS) as cap:
             # import fvcore.nn scripts functions at import time, which warns on recent torch
             from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis, parameter_count
-        warnings += _messages("import", cap)
+        warnings += prefixed_messages("import", cap)
 
         import torch
 
@@ -89,30 +85,26 @@ class FvcoreAdapter(Adapter):
                 traced, traced_inputs = flat_io(work, inputs)
                 prefix = "model"
         if prefix:
-            notes.append("traced through a wrapper that passes only the tensor inputs and returns every output "
-                         "tensor as a tuple: torch.jit traces no None input and no dict, ModelOutput or cache output")
-        warnings += _messages("FlopCountAnalysis", cap)
+            notes.append(FLAT_IO_NOTE)
+        warnings += prefixed_messages("FlopCountAnalysis", cap)
 
         with capture_output(loggers=_LOGGERS) as cap:
             acts = ActivationCountAnalysis(traced, traced_inputs)
             act_total = acts.total()
             act_by_module = acts.by_module()
             act_unsupported = acts.unsupported_ops()
-        warnings += _messages("ActivationCountAnalysis", cap)
+        warnings += prefixed_messages("ActivationCountAnalysis", cap)
 
         with capture_output(loggers=_LOGGERS) as cap:
             params = parameter_count(work)
-        warnings += _messages("parameter_count", cap)
+        warnings += prefixed_messages("parameter_count", cap)
 
         layers = jit_analysis_rows(work, prefix, flop_by_module, act_by_module, params,
                                    lambda key: unsupported[key], calls)
         headline, units = jit_analysis_headline(flop_total, act_total, params[""], flops.unsupported_ops(),
                                                 act_unsupported)
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline=headline,
+        return self.ok(
+                        headline=headline,
             units=units,
             layers=tuple(layers),
             unattributed=unattributed(layers, headline["flops"]),

@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 from reconcile.adapters.base import (
-    Adapter, Captured, ListHandler, ToolFailure, capture_output, counting_calls, flat_io, jit_analysis_headline,
-    jit_analysis_rows, unattributed,
+    FLAT_IO_NOTE, Adapter, ListHandler, ToolFailure, capture_output, counting_calls, flat_io, jit_analysis_headline,
+    jit_analysis_rows, prefixed_messages, unattributed,
 )
 from reconcile.records import ToolRun
 
@@ -98,11 +98,6 @@ def _raised_in(exc: BaseException, function: str) -> bool:
     return False
 
 
-def _messages(prefix: str, cap: Captured, logged: Sequence[str] = ()) -> list[str]:
-    printed = [line.strip() for text in (cap.stdout, cap.stderr) for line in text.splitlines() if line.strip()]
-    return [f"{prefix}: {m}" for m in (*cap.warnings, *logged, *printed)]
-
-
 class MmengineAdapter(Adapter):
     name = "mmengine"
     distribution = "mmengine"
@@ -117,7 +112,7 @@ class MmengineAdapter(Adapter):
 
         with capture_output() as cap:
             from mmengine.analysis import complexity_analysis, get_model_complexity_info, print_helper
-        warnings += _messages("import", cap)
+        warnings += prefixed_messages("import", cap)
 
         import torch
 
@@ -154,7 +149,7 @@ class MmengineAdapter(Adapter):
                                       "this model", exc) from exc
                 traced, traced_inputs = flat_io(work, inputs)
                 prefix = "model"
-        warnings += _messages(_CALL, cap, logged)
+        warnings += prefixed_messages(_CALL, cap, logged)
         flops, acts = kept["FlopAnalyzer"], kept["ActivationAnalyzer"]
         traces = calls[id(work)]  # the model runs once per trace (two: flops, then activations)
 
@@ -174,13 +169,9 @@ class MmengineAdapter(Adapter):
             "out_table and out_arch); temporary forward hooks on the copy count each module's calls",
         ]
         if prefix:
-            notes.append("traced through a wrapper that passes only the tensor inputs and returns every output "
-                         "tensor as a tuple: torch.jit traces no None input and no dict, ModelOutput or cache output")
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline=headline,
+            notes.append(FLAT_IO_NOTE)
+        return self.ok(
+                        headline=headline,
             units=units,
             layers=tuple(layers),
             unattributed=unattributed(layers, headline["flops"]),

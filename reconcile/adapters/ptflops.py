@@ -227,11 +227,8 @@ class PtflopsAdapter(Adapter):
             "temporary forward hooks on the copy count each module's calls",
             *input_notes,
         ]
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline={"macs": exact_number(macs) if self.legacy else int(macs), "macs_exact": exact_number(exact), "params": int(params), "batch_counter": batch},
+        return self.ok(
+                        headline={"macs": exact_number(macs) if self.legacy else int(macs), "macs_exact": exact_number(exact), "params": int(params), "batch_counter": batch},
             units={"macs": "Mac", "macs_exact": "Mac", "params": "params", "batch_counter": "samples"},
             layers=tuple(layers),
             unattributed=unattributed,
@@ -356,11 +353,8 @@ class PtflopsAtenAdapter(Adapter):
             "temporary forward hooks on the copy count each module's calls",
             *input_notes,
         ]
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline={"macs": exact_number(macs), "params": int(params)},
+        return self.ok(
+                        headline={"macs": exact_number(macs), "params": int(params)},
             units={"macs": "Mac", "params": "params"},
             layers=tuple(layers),
             unattributed={f"Global:{op}": v for op, v in leftover.items() if v != 0},

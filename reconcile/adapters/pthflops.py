@@ -81,11 +81,8 @@ class PthflopsAdapter(Adapter):
         layers = tuple(ToolLayer(module=name, type=types.get(name, ""), calls=0, raw={"flops": value}, key=name)
                        for name, value in flops.items())
         printed = [line.strip() for line in cap.stdout.splitlines() if "FLOPs" in line]
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline={"flops": exact_number(total)},
+        return self.ok(
+                        headline={"flops": exact_number(total)},
             units={"flops": "FLOPs"},
             layers=layers,
             unattributed={},

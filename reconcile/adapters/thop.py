@@ -105,11 +105,8 @@ class ThopAdapter(Adapter):
             layers.insert(0, self._layer(work, names, calls, "", root_ops, 0))
 
         warnings = [*cap.warnings, *logs.messages, *_printed_warnings(cap.stdout), *_printed_warnings(cap.stderr)]
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline={"macs": macs, "params": params},
+        return self.ok(
+                        headline={"macs": macs, "params": params},
             units={"macs": "MACs", "params": "params"},
             layers=tuple(layers),
             unattributed={},
@@ -216,9 +213,8 @@ class UltralyticsThopAdapter(ThopAdapter):
         if not tree or root_ops or root_params:
             layers.insert(0, self._layer(work, names, calls, "", root_ops, root_params))
         warnings = [*cap.warnings, *logs.messages, *_printed_warnings(cap.stdout), *_printed_warnings(cap.stderr)]
-        return ToolRun(
-            tool=self.name, version=self.version(), status="ok",
-            headline={"macs": macs, "params": params}, units={"macs": "MACs", "params": "params"},
+        return self.ok(
+                        headline={"macs": macs, "params": params}, units={"macs": "MACs", "params": "params"},
             layers=tuple(layers), unattributed={k: v for k, v in functional.items() if v},
             warnings=tuple(warnings),
             notes=("run on a deepcopy, as thop 0.1.1",
@@ -275,9 +271,8 @@ class Thop0022Adapter(Adapter):
             layers.append(ToolLayer(module=names[id(mod)], type=type(mod).__name__, calls=calls.get(id(mod), 0),
                                     raw={"ops": exact_number(mod.total_ops), "params": exact_number(mod.total_params)},
                                     key=names[id(mod)]))
-        return ToolRun(
-            tool=self.name, version=self.version(), status="ok",
-            headline={"macs": exact_number(total_ops), "params": exact_number(total_params)},
+        return self.ok(
+                        headline={"macs": exact_number(total_ops), "params": exact_number(total_params)},
             units={"macs": "MACs", "params": "params"}, layers=tuple(layers),
             warnings=tuple([*cap.warnings, *_printed_warnings(cap.stdout), *_printed_warnings(cap.stderr)]),
             notes=(f"thop 0.0.22 runs its own torch.zeros({shape}) input, float32",

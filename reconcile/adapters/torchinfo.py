@@ -71,12 +71,7 @@ def _input_data(model: Any, inputs: tuple[Any, ...]) -> tuple[Any, str, list[str
 class TorchinfoAdapter(Adapter):
     name = "torchinfo"
     distribution = "torchinfo"
-
-    def __init__(self) -> None:
-        self._attempted = 'torchinfo.summary(model, input_data=x, mode="eval", device="cpu", verbose=0)'
-
-    def attempted(self) -> str:
-        return self._attempted
+    _attempted = 'torchinfo.summary(model, input_data=x, mode="eval", device="cpu", verbose=0)'
 
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         import torchinfo
@@ -147,11 +142,8 @@ class TorchinfoAdapter(Adapter):
         if inserted:
             notes.append("records no call made, inserted by torchinfo where a call's ancestors were not listed: "
                          + ", ".join(name or "(root)" for name in inserted))
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline=headline,
+        return self.ok(
+                        headline=headline,
             units={
                 "Total mult-adds": "mult-adds (MACs)",
                 "Total params": "params", "Trainable params": "params", "Non-trainable params": "params",

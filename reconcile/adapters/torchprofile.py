@@ -32,44 +32,13 @@ Guarantees, for a run with status ``ok``:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections import Counter
-from typing import Any, Iterator
+from typing import Any
 
 from reconcile.adapters.base import Adapter, capture_output, counting_calls, exact_number, flat_io, module_names
+from reconcile.counter.traced import module_scopes
 from reconcile.records import ToolLayer, ToolRun
-
-
-@contextlib.contextmanager
-def _module_scopes(model: Any) -> Iterator[None]:
-    """Each module's ``named_modules()`` name pushed as the jit trace scope around its forward;
-    the hooks are removed on exit."""
-    import torch
-
-    names = module_names(model)
-
-    def push(name: str) -> Any:
-        def hook(module: Any, args: Any) -> None:
-            state = torch._C._get_tracing_state()
-            if state:
-                state.push_scope(name)
-        return hook
-
-    def pop(module: Any, args: Any, output: Any) -> None:
-        state = torch._C._get_tracing_state()
-        if state:
-            state.pop_scope()
-
-    handles = []
-    try:
-        for key, module in {id(m): m for _, m in model.named_modules(remove_duplicate=False)}.items():
-            handles.append(module.register_forward_pre_hook(push(names[key])))
-            handles.append(module.register_forward_hook(pop))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _module_of(scope: str, known: set[str]) -> str:
@@ -103,7 +72,7 @@ class TorchprofileAdapter(Adapter):
         with capture_output() as cap:
             from torchprofile import profile_macs
 
-            with _module_scopes(work), counting_calls(work) as calls:
+            with module_scopes(work), counting_calls(work) as calls:
                 per_node = profile_macs(target, args if len(args) != 1 else args[0], reduction=None)
 
         macs: Counter = Counter({name: 0 for name in known})
@@ -120,11 +89,8 @@ class TorchprofileAdapter(Adapter):
             raw: dict[str, Any] = {"macs": macs[name]}
             layers.append(ToolLayer(module=name, type=type(module).__name__, calls=calls.get(key, 0), raw=raw,
                                     key=name))
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline={"macs": total},
+        return self.ok(
+                        headline={"macs": total},
             units={"macs": "MACs"},
             layers=tuple(layers),
             unattributed={},

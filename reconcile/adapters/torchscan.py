@@ -81,11 +81,8 @@ class TorchscanAdapter(Adapter):
                     "params": exact_number(totals["parameters"]["value"])}
         diagnostics = [f"{d.get('code')}: {d.get('path', d.get('operator', ''))}: {d.get('message')}"
                        for d in report["diagnostics"]]
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline=headline,
+        return self.ok(
+                        headline=headline,
             units={"macs": "MACs", "params": "params"},
             layers=layers,
             unattributed={},
@@ -154,11 +151,8 @@ class TorchscanOpsAdapter(Adapter):
             unattributed[f"Global outside {root_key}"] = outside
         diagnostics = [f"{d.get('code')}: {d.get('operator', d.get('path', ''))}: {d.get('message')}"
                        for d in ops["diagnostics"]]
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline=headline,
+        return self.ok(
+                        headline=headline,
             units={k: "FLOPs" for k in headline},
             layers=tuple(layers),
             unattributed=unattributed,

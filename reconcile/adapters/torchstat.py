@@ -34,12 +34,7 @@ _PER_SAMPLE = "per sample: torchstat ignores the batch dimension"
 class TorchstatAdapter(Adapter):
     name = "torchstat"
     distribution = "torchstat"
-
-    def __init__(self) -> None:
-        self._attempted = "torchstat.statistics.ModelStat(model, input_size)._analyze_model()"
-
-    def attempted(self) -> str:
-        return self._attempted
+    _attempted = "torchstat.statistics.ModelStat(model, input_size)._analyze_model()"
 
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         import torch.nn as nn
@@ -123,11 +118,8 @@ class TorchstatAdapter(Adapter):
         if never:
             notes.append("leaf modules that never ran (all zeros): " + ", ".join(never))
 
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline=headline,
+        return self.ok(
+                        headline=headline,
             units=units,
             layers=layers,
             warnings=tuple(_printed_lines(cap.stdout + cap.stderr)) + tuple(cap.warnings),

@@ -43,12 +43,7 @@ _LINE = re.compile(r"^(" + "|".join(re.escape(label) for label in _LABELS) + r")
 class TorchsummaryAdapter(Adapter):
     name = "torchsummary"
     distribution = "torchsummary"
-
-    def __init__(self) -> None:
-        self._attempted = 'torchsummary.summary(model, input_size, batch_size=-1, device="cpu")'
-
-    def attempted(self) -> str:
-        return self._attempted
+    _attempted = 'torchsummary.summary(model, input_size, batch_size=-1, device="cpu")'
 
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
         import torch.nn as nn
@@ -158,11 +153,8 @@ class TorchsummaryAdapter(Adapter):
         dtypes = sorted({str(x.dtype) for x in inputs} - {"torch.float32"})
         if dtypes:
             notes.append(f"our inputs are {', '.join(dtypes)}; torchsummary feeds float32 regardless")
-        return ToolRun(
-            tool=self.name,
-            version=self.version(),
-            status="ok",
-            headline=headline,
+        return self.ok(
+                        headline=headline,
             units={
                 "Total params": "weight + bias numel per hooked call",
                 **{label: "MiB (2**20 B), as printed" for label in _LABELS[3:]},

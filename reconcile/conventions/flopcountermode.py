@@ -158,11 +158,11 @@ class Work:
 
 def forward_work(native: NativeCount, row: ModuleRow) -> Work:
     """The forward ops of one native row (exclusive) as FCM counts them on CPU."""
-    from reconcile.conventions.ptflops_aten import AtenWork, sdpa_fused_on_cpu
+    from reconcile.conventions.ptflops_aten import AtenWork, fused_where_run
 
     work = Work()
     sdpa = _SDPA_MARK in row.ops
-    unfused = [c.components for c in row.torch_calls if c.func == _SDPA and not sdpa_fused_on_cpu(c)]
+    unfused = [c.components for c in row.torch_calls if c.func == _SDPA and not fused_where_run(native, c)]
     unfused_macs = sum(c.get("macs", 0) for c in unfused)
     for op, comps in row.op_components.items():
         macs = comps.get("macs", 0)

@@ -1,6 +1,8 @@
 """ptflops 0.7.5 with its default backend: its rules, written once, predicting
 ``get_model_complexity_info``. The aten backend is ``ptflops_aten``, 0.7.0 is ``ptflops_07``
-(module hooks of this file with its own formulas), what they share ``ptflops_shared``.
+(module hooks with its own formulas), what they share ``ptflops_shared``. The module hooks are
+``ptflops_hooks``, the patched functionals and tensor ops ``ptflops_patched``; this file walks the
+modules, adds up rows and total, and explains each difference.
 
 ``CONVENTION`` (tool "ptflops": ``backend='pytorch'``, ``count_functional`` on, as shipped).
 Rows are the modules whose *exact* type has a hook, found the way ptflops' ``accumulate_flops``
@@ -15,394 +17,23 @@ headline term.
 References: native MACs of the same scope for op counts, native parameters (each tensor once)
 for params. It predicts from the ``NativeCount`` alone. In a user-written ``forward`` the
 native record of Python-level calls (``ModuleRow.torch_calls``) says which patched name ran
-(``torch.matmul`` and not ``@``, ``F.softmax`` and not ``x.softmax``): ``PATCHED``.
+(``torch.matmul`` and not ``@``, ``F.softmax`` and not ``x.softmax``): ``ptflops_patched.PATCHED``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Mapping
 
 from reconcile.conventions import common
 from reconcile.conventions.base import (
-    Convention, INCLUSIVE, LayerPrediction, Number, Prediction, RuleDoc, Term, joined, n_in, numel, whole,
+    Convention, INCLUSIVE, LayerPrediction, Number, Prediction, RuleDoc, Term, joined, whole,
 )
-from reconcile.conventions.ptflops_shared import GATES, NN, TOTAL_ONLY, call_shape, out_shape, types
-from reconcile.counter.formulas import flops_of
-from reconcile.records import ModuleRow, NativeCount, ParamInfo, Phrase, TensorMeta, TorchCall
-
-# ===== pytorch backend: module hooks (``pytorch_ops.MODULES_MAPPING``) ==========================
-
-# "macs" or a cause id -> (amount over all calls of the module, whole batch; how ptflops got it)
-Parts = dict[str, tuple[int, str]]
-
-
-@dataclass(frozen=True)
-class Hook:
-    doc: str
-    fn: Callable[[ModuleRow, frozenset[str]], Parts]
-    # the hook counts only the module's own work: the layers inside it, atomic under it, go uncounted
-    own_work_only: bool = False
-
-
-def _conv(row: ModuleRow, _names: frozenset[str]) -> Parts:
-    """K * Cin * (Cout/g) per output position (transposed: per input position) x B, + N_out bias."""
-    a = row.attrs
-    per = numel(a["kernel_size"]) * a["in_channels"] * (a["out_channels"] // a["groups"])
-    transposed = row.attrs["class"].rsplit(".", 1)[-1].startswith("ConvTranspose")
-    macs = bias = 0
-    for c in row.call_records:
-        x, out = call_shape(c), out_shape(c)
-        macs += per * x[0] * numel((x if transposed else out)[2:])
-        if a.get("has_bias"):
-            bias += x[0] * numel(out[1:])
-    return {"macs": (macs, "K x Cin x Cout/g per position"), "bias": (bias, "one add per output element")}
-
-
-def _deform_conv(row: ModuleRow, names: frozenset[str]) -> Parts:
-    """torchvision DeformConv2d: conv plus (24, or 25 with a mask) x K per output position."""
-    a = row.attrs
-    k = numel(a["kernel_size"])
-    per = k * a["in_channels"] * (a["out_channels"] // a["groups"])
-    macs = extra = bias = 0
-    for c in row.call_records:
-        x, out = call_shape(c), out_shape(c)
-        positions = x[0] * numel(out[2:])
-        macs += per * positions
-        extra += k * (24 + (1 if len(c.inputs) >= 3 else 0)) * positions
-        if a.get("has_bias"):
-            bias += x[0] * numel(out[1:])
-    return {"macs": (macs, "K x Cin x Cout/g per position"), "formula": (extra, "bilinear sampling at 24-25 per tap"),
-            "bias": (bias, "one add per output element")}
-
-
-def _linear(row: ModuleRow, _names: frozenset[str]) -> Parts:
-    """(in x out + out bias) x prod(input.shape[:-1])."""
-    macs = bias = 0
-    for c in row.call_records:
-        x, out = call_shape(c), out_shape(c)
-        rows_ = numel(x[:-1])
-        macs += x[-1] * out[-1] * rows_
-        if row.attrs.get("has_bias"):
-            bias += out[-1] * rows_
-    return {"macs": (macs, "in x out per row"), "bias": (bias, "one add per output element")}
-
-
-def _activation(row: ModuleRow, _names: frozenset[str]) -> Parts:
-    """output.numel()."""
-    return {"activation": (sum(numel(out_shape(c)) for c in row.call_records), "1 per output element")}
-
-
-def _pool(row: ModuleRow, _names: frozenset[str]) -> Parts:
-    """input.numel()."""
-    return {"pool": (sum(n_in(c) for c in row.call_records), "1 per input element")}
-
-
-def _norm(row: ModuleRow, _names: frozenset[str]) -> Parts:
-    """input.numel(), doubled when the module has ``affine`` set (LayerNorm has no such attribute)."""
-    k = 2 if row.attrs.get("affine") else 1
-    elements = sum(n_in(c) for c in row.call_records)
-    how = "2 per element (affine)" if k == 2 else "1 per element" + (
-        " (LayerNorm has elementwise_affine, not affine)" if "elementwise_affine" in row.attrs else "")
-    return {"norm": (k * elements, Phrase("{how!s}: {k!s} x {elements}", {"how": how, "k": k, "elements": elements}))}
-
-
-def _upsample(row: ModuleRow, _names: frozenset[str]) -> Parts:
-    """output[0].numel(): the first sample's elements only."""
-    return {"interpolate": (sum(numel(out_shape(c)[1:]) for c in row.call_records),
-                            "1 per output element of the first sample")}
-
-
-_GATE_OPS = {"RNN_TANH": 1, "RNN_RELU": 1, "GRU": 7, "LSTM": 10}  # ptflops' rnn_flops: H, 7H, 10H per step
-
-
-def _rnn(row: ModuleRow, _names: frozenset[str]) -> Parts:
-    """per layer |W_ih| + |W_hh| + gate ops (H, 7H, 10H) + |b_ih| + |b_hh|, x shape[0] x shape[1] (x2 bidirectional)."""
-    a = row.attrs
-    mode, h = a["mode"], a["hidden_size"]
-    g, out_h = GATES[mode], a.get("proj_size") or h
-    dirs = 2 if a["bidirectional"] else 1
-    w = gates = b = 0
-    for layer in range(a["num_layers"]):  # ptflops reads the forward direction's weights only
-        w += g * h * ((a["input_size"] if layer == 0 else out_h * dirs) + out_h)
-        gates += _GATE_OPS[mode] * h
-        b += 2 * g * h if a["bias"] else 0
-    units = sum(call_shape(c)[0] * call_shape(c)[1] * dirs for c in row.call_records)
-    return {"macs": (w * units, "|W_ih| + |W_hh| per step"), "bias": (b * units, "|b_ih| + |b_hh| per step"),
-            "rnn_gates": (gates * units, f"{_GATE_OPS[mode]}H gate operations per step")}
-
-
-_CELL_MODES = {"RNNCell": "RNN_TANH", "GRUCell": "GRU", "LSTMCell": "LSTM"}
-
-
-def _rnn_cell(row: ModuleRow, _names: frozenset[str]) -> Parts:
-    """|W_ih| + |W_hh| + gate ops + |b_ih| + |b_hh|, x input.shape[0]."""
-    a = row.attrs
-    mode, h = _CELL_MODES[row.type], a["hidden_size"]
-    g = GATES[mode]
-    units = sum(call_shape(c)[0] for c in row.call_records)
-    return {"macs": (g * h * (a["input_size"] + h) * units, "|W_ih| + |W_hh| per sample"),
-            "bias": ((2 * g * h if a["bias"] else 0) * units, "|b_ih| + |b_hh| per sample"),
-            "rnn_gates": (_GATE_OPS[mode] * h * units, f"{_GATE_OPS[mode]}H gate operations per sample")}
-
-
-def _mha(row: ModuleRow, names: frozenset[str]) -> Parts:
-    """B x [L*E q scaling + L*E^2 + S*kdim^2 + S*vdim^2 + (L+2S)*E in-proj bias + h*(L*S*dh + L*S + L*S*dv) + L*vdim*(vdim+1)]."""
-    a = row.attrs
-    in_bias = f"{row.name}.in_proj_bias" in names
-    macs = bias = scale = softmax = 0
-    for c in row.call_records:
-        q, k, v = (call_shape(c, i) for i in range(3))
-        b, li = (q[0], 1) if a.get("batch_first") else (q[1], 0)
-        e, kd, vd = q[2], k[2], v[2]
-        ql, kl, vl = q[li], k[li], v[li]
-        h = a["num_heads"]
-        macs += b * (ql * e * e + kl * kd * kd + vl * vd * vd + h * ql * kl * (e // h + vd // h) + ql * vd * vd)
-        bias += b * (((ql + kl + vl) * e if in_bias else 0) + ql * vd)
-        scale += b * ql * e
-        softmax += b * h * ql * kl
-    return {"macs": (macs, "projections and attention products"),
-            "bias": (bias, "in-projection bias (if any) and out-projection bias (always)"),
-            "elementwise": (scale, "query scaling, 1 per query element"),
-            "softmax": (softmax, "1 per attention score")}
-
-
-def _timm_attention(row: ModuleRow, _names: frozenset[str]) -> Parts:
-    """timm Attention: B x [N*hd*h q scaling + h*(N*N*hd QK^T + N*N softmax + N*N*hd AV)]; qkv and proj not counted."""
-    a = row.attrs
-    h, hd = a["num_heads"], a["head_dim"]
-    macs = scale = softmax = 0
-    for c in row.call_records:
-        b, n = call_shape(c)[0], call_shape(c)[1]
-        macs += b * h * 2 * n * n * hd
-        scale += b * n * hd * h
-        softmax += b * h * n * n
-    return {"macs": (macs, "QK^T and AV"), "elementwise": (scale, "query scaling, 1 per query element"),
-            "softmax": (softmax, "1 per attention score")}
-
-
-HOOKS: dict[str, Hook] = {}
-for _cls in types("conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"):
-    HOOKS[_cls] = Hook("Conv / ConvTranspose: K x Cin x Cout/g x B x S_out (transposed: S_in) + N_out bias", _conv)
-for _cls in types("activation", "ReLU", "PReLU", "ELU", "LeakyReLU", "ReLU6", "GELU"):
-    HOOKS[_cls] = Hook("ReLU / PReLU / ELU / LeakyReLU / ReLU6 / GELU: N_out", _activation)
-for _d in (1, 2, 3):
-    for _cls in types("pooling", f"MaxPool{_d}d", f"AvgPool{_d}d", f"AdaptiveMaxPool{_d}d", f"AdaptiveAvgPool{_d}d"):
-        HOOKS[_cls] = Hook("Max / Avg / AdaptiveMax / AdaptiveAvg pools: N_in", _pool)
-for _cls in (types("batchnorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
-             + types("instancenorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")
-             + types("normalization", "GroupNorm", "LayerNorm")):
-    HOOKS[_cls] = Hook("BatchNorm / InstanceNorm / GroupNorm / LayerNorm: N_in, x2 when `affine` (never for LayerNorm)", _norm)
-HOOKS[f"{NN}linear.Linear"] = Hook("Linear: (in x out + out bias) x prod(input.shape[:-1])", _linear)
-HOOKS[f"{NN}upsampling.Upsample"] = Hook("Upsample (exact type): output[0].numel(), the first sample only", _upsample)
-for _cls in types("rnn", "RNN", "GRU", "LSTM"):
-    HOOKS[_cls] = Hook("RNN / GRU / LSTM: per layer |W_ih|+|W_hh| + H/7H/10H + biases, x shape[0] x shape[1] (x2 bidirectional)", _rnn)
-for _cls in types("rnn", "RNNCell", "GRUCell", "LSTMCell"):
-    HOOKS[_cls] = Hook("RNN / GRU / LSTM cells: |W_ih|+|W_hh| + H/7H/10H + biases, x batch", _rnn_cell)
-HOOKS[f"{NN}activation.MultiheadAttention"] = Hook(
-    "MultiheadAttention: B x [L*E + L*E^2 + S*kdim^2 + S*vdim^2 + (L+2S)*E + h*(L*S*dh + L*S + L*S*dv) + L*vdim*(vdim+1)]", _mha)
-# registered by ptflops when timm is importable (timm.models.vision_transformer.Attention is this class)
-HOOKS["timm.layers.attention.Attention"] = Hook(
-    "timm Attention (exact type, when timm is importable): B x [N*hd*h + h*(2*N*N*hd + N*N)]; its qkv / proj Linears "
-    "are not counted", _timm_attention, own_work_only=True)
-HOOKS["torchvision.ops.deform_conv.DeformConv2d"] = Hook("torchvision DeformConv2d: conv + (24, 25 with mask) x K per position", _deform_conv)
-
-
-def _hooked(row: ModuleRow, hooks: Mapping[str, Hook] = HOOKS) -> bool:
-    return row.attrs.get("class") in hooks
-
-
-# ===== pytorch backend: patched functionals and tensor ops (``patch_functional``) ===============
-
-# torch.nn classes whose forward is one call of a patched function: label -> count per call N_in.
-_F_BY_MODULE: dict[str, str] = {
-    **dict.fromkeys(types("activation", "ReLU"), "F.relu"),
-    **dict.fromkeys(types("activation", "ELU"), "F.elu"),
-    **dict.fromkeys(types("activation", "GELU"), "F.gelu"),
-    **dict.fromkeys(types("activation", "SiLU"), "F.silu"),
-    **dict.fromkeys(types("activation", "PReLU"), "F.prelu"),
-    **dict.fromkeys(types("activation", "Softmax", "Softmax2d"), "F.softmax"),
-    **{c: f"F.{kind}_pool{d}d" for d in (1, 2, 3) for kind, name in
-       (("max", "MaxPool"), ("avg", "AvgPool"), ("adaptive_avg", "AdaptiveAvgPool"), ("adaptive_max", "AdaptiveMaxPool"))
-       for c in types("pooling", f"{name}{d}d")},
-}
-_UPSAMPLE = f"{NN}upsampling.Upsample"  # forward calls F.interpolate(input, size, scale_factor, ...)
-_MHA = f"{NN}activation.MultiheadAttention"  # F.multi_head_attention_forward
-
-_FAMILY = {"F.relu": "activation", "F.gelu": "activation", "F.elu": "activation", "F.silu": "activation",
-           "F.prelu": "activation", "F.relu6": "activation", "F.softmax": "softmax", "F.interpolate": "interpolate",
-           "F.upsample": "interpolate", "torch.mul": "elementwise", "torch.add": "elementwise"}
-
-
-def _family(fname: str) -> str:
-    if "pool" in fname:
-        return "pool"
-    return _FAMILY.get(fname, "formula")
-
-
-def _label(fname: str) -> str:
-    return f"functional:{fname}" if fname.startswith("F.") else f"tensor_op:{fname.rsplit('.', 1)[-1]}"
-
-
-@dataclass(frozen=True)
-class Caught:
-    """One patched function's count of one module's own work."""
-
-    fname: str  # "F.relu", "torch.matmul", ...
-    count: Number | None  # ptflops' count; None when the native record cannot tell it
-    macs: int  # native MACs of the work
-    flops: int  # native FLOPs of the work
-    ops: tuple[str, ...]  # aten ops of the work
-    components: Mapping[str, int] | None = None  # native components of the work (None: those of ``ops``)
-    # how ``count`` differs from ``macs`` when the work has MACs: cause -> amount (default: "formula")
-    parts: Mapping[str, Number] | None = None
-
-
-def _forward_class(row: ModuleRow) -> str:
-    """The class whose forward ran: the module's own, or the first torch.nn base that patches."""
-    for cls in (row.attrs.get("class", ""), *row.attrs.get("bases", ())):
-        if cls in _F_BY_MODULE or cls in (_UPSAMPLE, _MHA):
-            return cls
-    return row.attrs.get("class", "")
-
-
-def _user_forward(row: ModuleRow) -> bool:
-    """A forward written outside torch.nn (containers and torch.nn layers call no patched function)."""
-    classes = (row.attrs.get("class", ""), *row.attrs.get("bases", ()))
-    return not any(c.startswith(NN) and c != f"{NN}module.Module" for c in classes)
-
-
-def _interpolate_count(a: Mapping, x: tuple[int, ...]) -> Number:
-    """ptflops' ``_interpolate_functional_flops_hook`` for F.interpolate(x, size, scale_factor, ...)."""
-    d = len(x) - 2
-    size, scale = a.get("size"), a.get("scale_factor")
-    if size is not None:
-        return (numel(size) if isinstance(size, tuple) else int(size) ** d) * x[0] * x[1]
-    if isinstance(scale, tuple) and len(scale) == d:
-        return numel(x) * numel(tuple(int(s) for s in scale))  # np.prod(..., dtype=int64) truncates each factor
-    v = numel(x) * scale ** d  # a float, as in ptflops
-    return int(v) if float(v).is_integer() else Fraction(v)
-
-
-def patched_calls(row: ModuleRow) -> list[Caught]:
-    """What ptflops' patched functions count of this module's own (exclusive) work."""
-    if not row.calls:
-        return []
-    fwd = _forward_class(row)
-    if fwd in _F_BY_MODULE:
-        return [Caught(_F_BY_MODULE[fwd], sum(n_in(c) for c in row.call_records), row.macs, row.flops, tuple(row.ops))]
-    if fwd == _UPSAMPLE:
-        count = sum((_interpolate_count(row.attrs, call_shape(c)) for c in row.call_records), 0)
-        return [Caught("F.interpolate", count, row.macs, row.flops, tuple(row.ops))]
-    if fwd == _MHA:
-        # need_weights=True runs torch.bmm (torch.baddbmm with a mask) and softmax; otherwise SDPA
-        if "aten::_softmax" not in row.ops:
-            return []
-        out = []
-        for op, fname in (("aten::bmm", "torch.bmm"), ("aten::baddbmm", "torch.baddbmm"), ("aten::_softmax", "F.softmax")):
-            comps = row.op_components.get(op)
-            if comps is None:
-                continue
-            count = comps.get("macs", 0) + comps.get("bias", 0) if op != "aten::_softmax" else comps.get("softmax", 0) // 5
-            out.append(Caught(fname, count, comps.get("macs", 0), flops_of(dict(comps)), (op,)))
-        return out
-    if not _user_forward(row):
-        return []
-    return _recorded_calls(row)
-
-
-def _tensor(v: object) -> tuple[int, ...] | None:
-    return v.shape if isinstance(v, TensorMeta) else None
-
-
-def _arg(call: TorchCall, i: int, name: str) -> object:
-    if len(call.args) > i:
-        return call.args[i]
-    return dict(call.kwargs).get(name)
-
-
-def _numel_count(call: TorchCall) -> tuple[Number, dict]:
-    """``_numel_functional_flops_hook``: input.numel()."""
-    return numel(_tensor(_arg(call, 0, "input")) or ()), {}
-
-
-def _interpolate_call(call: TorchCall) -> tuple[Number, dict]:
-    x = _tensor(_arg(call, 0, "input")) or ()
-    return _interpolate_count({"size": _arg(call, 1, "size"), "scale_factor": _arg(call, 2, "scale_factor")}, x), {}
-
-
-def _matmul_count(call: TorchCall) -> tuple[Number, dict]:
-    """``_matmul_tensor_flops_hook``: prod(input.shape) x other.shape[-1]."""
-    a, b = _tensor(_arg(call, 0, "input")) or (), _tensor(_arg(call, 1, "other")) or (1,)
-    return numel(a) * b[-1], {}
-
-
-def _addmm_count(call: TorchCall) -> tuple[Number, dict]:
-    """``_addmm_tensor_flops_hook``: prod(mat1.shape) x mat2.shape[-1] + prod(input.shape) unless beta == 0."""
-    inp = _tensor(_arg(call, 0, "input")) or ()
-    m1, m2 = _tensor(_arg(call, 1, "mat1")) or (), _tensor(_arg(call, 2, "mat2")) or (1,)
-    beta = dict(call.kwargs).get("beta", 1)
-    added = numel(inp) if beta != 0 else 0
-    return numel(m1) * m2[-1] + added, {"bias": added}
-
-
-def _elementwise_count(call: TorchCall) -> tuple[Number, dict]:
-    """``_elementwise_tensor_flops_hook``: the larger size per dimension, dimensions aligned from the
-    left (not numpy broadcasting); 1 when neither operand is a tensor."""
-    a, b = _tensor(_arg(call, 0, "input")), _tensor(_arg(call, 1, "other"))
-    if a is None:
-        return (numel(b) if b is not None else 1), {}
-    if b is None:
-        return numel(a), {}
-    dims = max(len(a), len(b))
-    return numel(tuple(max(a[i] if i < len(a) else 1, b[i] if i < len(b) else 1) for i in range(dims))), {}
-
-
-# The Python names ptflops patches (``patch_functional`` / ``patch_tensor_ops``), by the label the
-# native call record gives them -> (the name ptflops reports, its handler). Tensor.baddbmm, the
-# operators (@, +, *), Tensor.softmax, einsum and F.linear are not patched.
-PATCHED: dict[str, tuple[str, Callable[[TorchCall], tuple[Number, dict]]]] = {
-    **{f"F.{n}": (f"F.{n}", _numel_count) for n in ("relu", "prelu", "elu", "relu6", "gelu", "silu", "softmax")},
-    **{f"F.{k}_pool{d}d": (f"F.{k}_pool{d}d", _numel_count) for d in (1, 2, 3)
-       for k in ("avg", "max", "adaptive_avg", "adaptive_max")},
-    "F.upsample": ("F.upsample", _interpolate_call),
-    "F.interpolate": ("F.interpolate", _interpolate_call),
-    **{f"{ns}.{n}": (f"torch.{n}", _matmul_count) for ns in ("torch", "Tensor") for n in ("matmul", "mm", "bmm")},
-    "torch.addmm": ("torch.addmm", _addmm_count),
-    "Tensor.addmm": ("torch.addmm", _addmm_count),
-    "torch.baddbmm": ("torch.baddbmm", _addmm_count),
-    **{f"{ns}.{n}": (f"torch.{n}", _elementwise_count) for ns in ("torch", "Tensor") for n in ("mul", "add")},
-}
-
-
-def _recorded_calls(row: ModuleRow) -> list[Caught]:
-    """A user-written forward: the patched names it called, from the native call record. A
-    function the module bound at build time (``self.act = F.gelu``) is the unpatched original."""
-    bound = set(row.attrs.get("binds", ()))
-    by_fname: dict[str, list] = {}  # fname -> [count, components, parts]
-    for call in row.torch_calls:
-        rule = PATCHED.get(call.func)
-        if rule is None or call.func in bound:
-            continue
-        fname, fn = rule
-        count, parts = fn(call)
-        acc = by_fname.setdefault(fname, [0, defaultdict(int), defaultdict(int)])
-        acc[0] += count
-        for k, v in call.components.items():
-            acc[1][k] += v
-        for k, v in parts.items():
-            acc[2][k] += v
-    out = []
-    for fname, (count, comps, parts) in by_fname.items():
-        comps = {k: v for k, v in comps.items() if v}
-        macs = comps.get("macs", 0)
-        rest = count - macs - sum(parts.values())
-        terms = {**{k: v for k, v in parts.items() if v}, **({"formula": rest} if rest else {})}
-        out.append(Caught(fname, whole(count), macs, flops_of(comps), (), comps, terms))
-    return out
-
+from reconcile.conventions.ptflops_hooks import HOOKS, Hook, hooked
+from reconcile.conventions.ptflops_patched import Caught, family, label, patched_calls
+from reconcile.conventions.ptflops_shared import TOTAL_ONLY
+from reconcile.records import ModuleRow, NativeCount, ParamInfo, Phrase
 
 # ===== shared pieces ================================================================================
 
@@ -560,20 +191,20 @@ class PtflopsConvention(Convention):
             if row.name in covered:
                 for c in caught:
                     if c.count is not None:
-                        unattributed.add(_label(c.fname), "double_count", c.count, c.count, hook_owner[row.name],
+                        unattributed.add(label(c.fname), "double_count", c.count, c.count, hook_owner[row.name],
                                          macs=c.macs)
                 continue
             for c in caught:
                 if c.count is None:
                     continue
                 if c.macs:
-                    unattributed.add(_label(c.fname), TOTAL_ONLY, c.macs, c.count, row)
+                    unattributed.add(label(c.fname), TOTAL_ONLY, c.macs, c.count, row)
                     parts = c.parts if c.parts is not None else (
                         {"formula": c.count - c.macs} if c.count != c.macs else {})
                     for cause, amount in parts.items():
-                        unattributed.add(_label(c.fname), cause, amount, 0, row)
+                        unattributed.add(label(c.fname), cause, amount, 0, row)
                 else:
-                    unattributed.add(_label(c.fname), _family(c.fname), c.count, c.count, row)
+                    unattributed.add(label(c.fname), family(c.fname), c.count, c.count, row)
             pseudo = self._outside(tree, row, caught)
             if pseudo is not None:
                 layers.append(pseudo)
@@ -782,7 +413,7 @@ def _hook_rows(tree: common.Tree, hooks: Mapping[str, Hook] = HOOKS) -> tuple[li
 
     def walk(name: str) -> None:
         row = tree.rows[name]
-        if _hooked(row, hooks):
+        if hooked(row, hooks):
             reached.append(row)
             return
         for child in tree.children.get(name, ()):
@@ -790,7 +421,7 @@ def _hook_rows(tree: common.Tree, hooks: Mapping[str, Hook] = HOOKS) -> tuple[li
 
     walk("")
     names = {r.name for r in reached}
-    return reached, [r for r in tree.native.rows if _hooked(r, hooks) and r.name not in names]
+    return reached, [r for r in tree.native.rows if hooked(r, hooks) and r.name not in names]
 
 
 def _paths(native: NativeCount, row_names: set[str], name: str) -> int:

@@ -1,12 +1,13 @@
 """ptflops 0.7.0 (tool "ptflops@0.7": ``pip install ptflops==0.7``, what the 2021-2022 articles
-ran): 0.7.5's module-hook convention (``conventions.ptflops``) with 0.7.0's own conv and linear
+ran): 0.7.5's module-hook convention (``conventions.ptflops``, hooks in ``ptflops_hooks``) with 0.7.0's own conv and linear
 formulas, no patched functionals, a batch counter of 1 and a total that is not truncated.
 """
 
 from __future__ import annotations
 
 from reconcile.conventions.base import RuleDoc, numel
-from reconcile.conventions.ptflops import HOOKS, Hook, Parts, PtflopsConvention
+from reconcile.conventions.ptflops import PtflopsConvention
+from reconcile.conventions.ptflops_hooks import HOOKS, Hook, Parts
 from reconcile.conventions.ptflops_shared import NN, call_shape, out_shape, types
 from reconcile.records import ModuleRow, NativeCount
 

@@ -74,6 +74,12 @@ def sdpa_fused_on_cpu(call: TorchCall) -> bool:
     return True
 
 
+def fused_where_run(native: NativeCount, call: TorchCall) -> bool:
+    """Whether the tool's run fuses this attention call: only on CPU (``sdpa_fused_on_cpu``); a
+    tool run on meta (``native.tool_device``) sees the math path's ``bmm``, as native does."""
+    return native.tool_device == "cpu" and sdpa_fused_on_cpu(call)
+
+
 class AtenWork:
     """What the aten backend counts of a set of native rows: per-op buckets, the bias inside them,
     and the MAC work it does not count, by reason."""
@@ -93,7 +99,7 @@ class AtenWork:
     def add_row(self, native: NativeCount, row: ModuleRow) -> None:
         sdpa = SDPA_MARK in row.ops
         # attention calls CPU runs unfused (math path): their bmm are counted like any other
-        unfused = [c.components for c in row.torch_calls if c.func == _SDPA and not sdpa_fused_on_cpu(c)]
+        unfused = [c.components for c in row.torch_calls if c.func == _SDPA and not fused_where_run(native, c)]
         unfused_macs = sum(c.get("macs", 0) for c in unfused)
         for op, comps in row.op_components.items():
             if op.startswith("module::"):

@@ -23,8 +23,8 @@ once per token (``per_batch_row``), and the attention matmuls not at all (``func
 Rows (as the torchinfo adapter reports them): every entry of ``summary_list`` in its order, keyed
 by module name and ``call`` = the how-manieth entry of that module: one per module call, plus the
 containers ``add_missing_container_layers`` inserts where a call's ancestors are not shown (the
-same record object each time: inserted twice, it is ``is_recursive`` at both places). This module
-rebuilds ``summary_list`` from the native count exactly as torchinfo builds it: depth and ancestors
+same record object each time: inserted twice, it is ``is_recursive`` at both places).
+``conventions.torchinfo_layers`` rebuilds ``summary_list`` from the native count exactly as torchinfo builds it: depth and ancestors
 from the module's *last* path in ``named_modules(remove_duplicate=False)`` (``apply_hooks`` walks the
 tree without de-duplicating and keeps the last registration's hooks), records in call order, then
 the inserted containers, then each record's "children": every following record deeper than it.
@@ -59,12 +59,12 @@ Nothing here imports torch or torchinfo.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
 
 from reconcile.conventions.base import (
     Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, itemsize, joined, numel,
 )
 from reconcile.conventions.common import _builtin_compute
+from reconcile.conventions.torchinfo_layers import Counts, LayerInfo, Model, Tensor, parent_path, summary_list
 from reconcile.counter.formulas import flops_of
 from reconcile.records import CallRecord, ModuleRow, NativeCount, Phrase
 
@@ -81,157 +81,6 @@ ESTIMATED = "Estimated Total Size (bytes)"
 # sys.getsizeof(tensor.untyped_storage()) - its bytes on CPython 3.11 (64-bit) with torch 2.14.1:
 # torch's Storage.__sizeof__ adds the object's own size, getsizeof the garbage collector's header
 STORAGE_HEADER = 64
-
-
-@dataclass(eq=False)
-class _Info:
-    """One ``LayerInfo`` object: a call's record, or a module's fallback record (the one
-    ``add_missing_container_layers`` inserts). Compared by identity, as torchinfo does."""
-
-    module: str  # named_modules() name
-    depth: int
-    leaf: bool
-    parent: "_Info | None"
-    call: CallRecord | None = None
-    recursive: bool = False
-    children: list["_Info"] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Tensor:
-    """One parameter tensor of the native record, as torchinfo weighs it."""
-
-    name: str  # canonical name
-    numel: int
-    nbytes: int
-    trainable: bool
-    tied: bool  # registered under more than one name
-
-
-class _Model:
-    """The native record seen through torchinfo: module paths, parameters per module, leaves."""
-
-    def __init__(self, native: NativeCount) -> None:
-        self.native = native
-        self.rows: dict[str, ModuleRow] = {r.name: r for r in native.rows}
-        self.path_of: dict[str, str] = {}  # every path of every module -> its named_modules() name
-        self.last: dict[str, str] = {}  # module -> its last path (torchinfo's registration)
-        for r in native.rows:
-            paths = (r.name, *r.attrs.get("_aliases", ()))
-            for p in paths:
-                self.path_of[p] = r.name
-            self.last[r.name] = paths[-1]
-        self.has_child = {self.path_of[_parent(p)] for p in self.path_of if p}
-        self.tensors = [_Tensor(p.name, p.numel, p.nbytes, p.trainable, bool(p.aliases)) for p in native.params]
-        # module -> its named_parameters(): every tensor registered anywhere below it, once; for
-        # a leaf, the local name each tensor has there (the first one)
-        self.params: dict[str, dict[int, str]] = defaultdict(dict)
-        for i, p in enumerate(native.params):
-            for full in (p.name, *p.aliases):
-                path, local = _parent(full), full.rsplit(".", 1)[-1]
-                while True:
-                    self.params[self.path_of[path]].setdefault(i, local)
-                    if not path:
-                        break
-                    path, local = _parent(path), f"{path.rsplit('.', 1)[-1]}.{local}"
-
-    def depth(self, module: str) -> int:
-        path = self.last[module]
-        return 0 if path == "" else path.count(".") + 1
-
-    def leaf(self, module: str) -> bool:
-        return module not in self.has_child
-
-
-def _parent(path: str) -> str:
-    return path.rsplit(".", 1)[0] if "." in path else ""
-
-
-def summary_list(model: _Model) -> list[_Info]:
-    """``summary_list`` as ``forward_pass`` leaves it: call records, inserted containers, children."""
-    fallback: dict[str, _Info] = {}
-
-    def fallback_of(module: str) -> _Info:
-        if module not in fallback:
-            path = model.last[module]
-            parent = fallback_of(model.path_of[_parent(path)]) if path else None
-            fallback[module] = _Info(module, model.depth(module), model.leaf(module), parent)
-        return fallback[module]
-
-    calls = sorted(((r.name, c) for r in model.native.rows for c in r.call_records), key=lambda mc: mc[1].order)
-    out: list[_Info] = []
-    seen: set[str] = set()
-    for module, call in calls:  # construct_pre_hook: a new record per call
-        path = model.last[module]
-        parent = fallback_of(model.path_of[_parent(path)]) if path else None
-        out.append(_Info(module, model.depth(module), model.leaf(module), parent, call, recursive=module in seen))
-        seen.add(module)
-    _add_missing_container_layers(out)
-    for i, info in enumerate(out):  # set_children_layers: every following record deeper than it
-        end = i + 1
-        while end < len(out) and out[end].depth > info.depth:
-            end += 1
-        info.children = out[i + 1:end]  # a record listed twice keeps its last place's children
-    return out
-
-
-def _add_missing_container_layers(out: list[_Info]) -> None:
-    """torchinfo.py ``add_missing_container_layers``, line for line: it iterates the list while
-    inserting into it (so a record is looked at again after an insertion before it)."""
-    layer_ids = {info.module for info in out}
-    current: dict[int, _Info] = {}
-    i = 0
-    while i < len(out):
-        info = out[i]
-        rel = 0
-        hierarchy: dict[int, _Info] = {}
-        parent = info.parent
-        while parent is not None and parent.depth > 0:
-            hierarchy[parent.depth] = parent
-            parent = parent.parent
-        for d in range(1, info.depth):
-            if (d not in current or current[d].module != hierarchy[d].module) and hierarchy[d] is not out[i + rel - 1]:
-                if hierarchy[d].module in layer_ids:  # check_recursive
-                    hierarchy[d].recursive = True
-                out.insert(i + rel, hierarchy[d])
-                layer_ids.add(hierarchy[d].module)
-                current[d] = hierarchy[d]
-                rel += 1
-        current[info.depth] = info
-        d = info.depth + 1
-        while d in current:
-            current.pop(d)
-            d += 1
-        i += 1
-
-
-class _Counts:
-    """Each record's parameter count as a signed combination of tensors (a leaf: its tensors once;
-    a container: its tensors minus its non-recursive children's), so that every difference from
-    the reference can be named tensor by tensor."""
-
-    def __init__(self, model: _Model) -> None:
-        self.model = model
-        self._memo: dict[int, dict[int, int]] = {}
-
-    def vector(self, info: _Info) -> dict[int, int]:
-        if info.leaf:
-            return {i: 1 for i in self.model.params[info.module]}
-        key = id(info)
-        if key not in self._memo:
-            vec = {i: 1 for i in self.model.params[info.module]}
-            for child in info.children:
-                if child.recursive:
-                    continue
-                for i, c in self.vector(child).items():
-                    vec[i] = vec.get(i, 0) - c
-            self._memo[key] = {i: c for i, c in vec.items() if c}
-        return self._memo[key]
-
-    def value(self, info: _Info, trainable_only: bool = False) -> int:
-        """What torchinfo computes: the leaf count, or the unclipped leftover."""
-        ts = self.model.tensors
-        return sum(c * ts[i].numel for i, c in self.vector(info).items() if not trainable_only or ts[i].trainable)
 
 
 def _prod(dims) -> int:
@@ -307,9 +156,9 @@ class TorchinfoConvention(Convention):
     )
 
     def predict(self, native: NativeCount) -> Prediction:
-        model = _Model(native)
+        model = Model(native)
         infos = summary_list(model)
-        counts = _Counts(model)
+        counts = Counts(model)
         fair = self._fair(model, infos)
         layers: list[LayerPrediction] = []
         seen: dict[str, int] = defaultdict(int)
@@ -346,18 +195,18 @@ class TorchinfoConvention(Convention):
     # ----- references ---------------------------------------------------------------------------
 
     @staticmethod
-    def _fair(model: _Model, infos: list[_Info]) -> dict[int, set[int]]:
+    def _fair(model: Model, infos: list[LayerInfo]) -> dict[int, set[int]]:
         """``id`` of a record -> the tensors it holds in the reference: a tensor sits at the
         non-recursive record of its owner module, else of the nearest ancestor that has one (a
         module that never ran)."""
         primary = {info.module: id(info) for info in infos if not info.recursive}
         out: dict[int, set[int]] = defaultdict(set)
         for i, t in enumerate(model.tensors):
-            path = _parent(t.name)
+            path = parent_path(t.name)
             while model.path_of[path] not in primary:
                 if not path:
                     break
-                path = _parent(path)
+                path = parent_path(path)
             module = model.path_of[path]
             if module in primary:
                 out[primary[module]].add(i)
@@ -365,7 +214,7 @@ class TorchinfoConvention(Convention):
 
     # ----- rows ---------------------------------------------------------------------------------
 
-    def _row(self, model: _Model, counts: _Counts, fair: dict[int, set[int]], info: _Info, k: int) -> LayerPrediction:
+    def _row(self, model: Model, counts: Counts, fair: dict[int, set[int]], info: LayerInfo, k: int) -> LayerPrediction:
         row = model.rows[info.module]
         mine = fair.get(id(info), set())
         ts = model.tensors
@@ -411,7 +260,7 @@ class TorchinfoConvention(Convention):
         return LayerPrediction(info.module, row.type, row.calls, reference, predicted,
                                {m: ts_ for m, ts_ in terms.items() if ts_}, call=k)
 
-    def _leaf_macs(self, model: _Model, row: ModuleRow, info: _Info, ref: int) -> tuple[int, tuple[Term, ...]]:
+    def _leaf_macs(self, model: Model, row: ModuleRow, info: LayerInfo, ref: int) -> tuple[int, tuple[Term, ...]]:
         size, _ = _first_output(info.call)
         parts: dict[str, int] = defaultdict(int)  # "bias" / "weight" -> mult-adds
         rules: set[str] = set()
@@ -485,7 +334,7 @@ def _shape(size: list[int]) -> Phrase:
     return joined(list(size), "x", "()", slot="!s")
 
 
-def _rule_text(cls: str, size: list[int], model: _Model, info: _Info, part: str | None = None) -> Phrase:
+def _rule_text(cls: str, size: list[int], model: Model, info: LayerInfo, part: str | None = None) -> Phrase:
     """The arithmetic of ``calculate_macs`` for the parameters of one part ("weight", "bias", None: all)."""
     bits = []
     for i, local in model.params[info.module].items():
@@ -505,7 +354,7 @@ def _rule_text(cls: str, size: list[int], model: _Model, info: _Info, part: str 
     return joined(bits, " + ", "0")
 
 
-def _container_macs(row: ModuleRow, info: _Info) -> tuple[Term, ...]:
+def _container_macs(row: ModuleRow, info: LayerInfo) -> tuple[Term, ...]:
     """A container's own forward code: never in the total (only leaves are)."""
     if info.call is None:
         return ()
@@ -528,7 +377,7 @@ def _container_macs(row: ModuleRow, info: _Info) -> tuple[Term, ...]:
                  flops=-flops),)
 
 
-def _holders(model: _Model, mine: set[int], info: _Info) -> str:
+def _holders(model: Model, mine: set[int], info: LayerInfo) -> str:
     """Who holds a record's reference parameters: the module itself (a container), or modules below
     it that never ran."""
     row = model.rows[info.module]
@@ -544,7 +393,7 @@ def _owner(name: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else ""
 
 
-def _tied_term(ts: list[_Tensor], extra: list[int], row: ModuleRow, attr: str, unit: str) -> Term:
+def _tied_term(ts: list[Tensor], extra: list[int], row: ModuleRow, attr: str, unit: str) -> Term:
     amount = sum(getattr(ts[i], attr) for i in extra)
     names = ", ".join(ts[i].name for i in extra[:3]) + (", ..." if len(extra) > 3 else "")
     return Term("params_tied", amount, "torchinfo.params_tied",
@@ -553,7 +402,7 @@ def _tied_term(ts: list[_Tensor], extra: list[int], row: ModuleRow, attr: str, u
                                                              "unit": unit}))
 
 
-def _param_terms(model: _Model, counts: _Counts, info: _Info, mine: set[int], trainable_only: bool,
+def _param_terms(model: Model, counts: Counts, info: LayerInfo, mine: set[int], trainable_only: bool,
                  value: int) -> tuple[Term, ...]:
     """Why a non-recursive record's count differs from its reference, tensor by tensor: each tensor
     it counts a different number of times than once-if-it-holds-it, then the clipping at 0."""

@@ -19,7 +19,7 @@ traced op (``handlers.HANDLER_MAP``, read from its source):
   ``_grouped_mm`` (a mixture of experts' expert products), ...).
 
 Which traced ops a module's own forward holds is fvcore's trace model
-(``reconcile.conventions.fvcore.traced_work``, written once there): the same
+(``reconcile.conventions.fvcore_ops.traced_work``, written once there): the same
 ``_get_trace_graph`` on the same forward. On top of native's eager ops the trace holds Python
 arithmetic on sizes as 0-dim tensor nodes: each size ``aten::mul`` costs torchprofile 1 MAC
 (``prod([]) == 1``). Their count is the traced ``aten::mul`` calls fvcore's model predicts (with
@@ -36,7 +36,8 @@ is 0 in torchprofile; ``grid_sample`` in nearest or bicubic mode (assumed biline
 from __future__ import annotations
 
 from reconcile.conventions.base import Convention, LayerPrediction, Prediction, RuleDoc, Term, numel
-from reconcile.conventions.fvcore import trace_only, traced_work
+from reconcile.conventions.fvcore import trace_only
+from reconcile.conventions.fvcore_ops import traced_work
 from reconcile.counter.formulas import POOL_MEAN, flops_of
 from reconcile.records import ModuleRow, NativeCount, Phrase, TensorMeta
 

@@ -67,6 +67,8 @@ def mha_fast_path(native: NativeCount, row: ModuleRow) -> bool:
     torchscan (eval, no_grad, CPU), by the gate of ``MultiheadAttention.forward``."""
     a = row.attrs
     calls = [c for c in row.call_records if c.inputs]
+    if native.tool_device != "cpu":  # the gate refuses a tensor on a device other than cpu / cuda
+        return False
     if not calls or len(calls) != row.calls:
         return False
     if not a.get("batch_first") or a.get("num_heads", 1) % 2 or a.get("add_zero_attn"):
@@ -97,6 +99,8 @@ def encoder_layer_fast_path(native: NativeCount, tree: common.Tree, row: ModuleR
     the layer's subtree (torchscan hooks the root alone only when the model is an nn.Transformer),
     then the layer's own conditions, read from its native row and its children's."""
     root = tree.rows.get("")
+    if native.tool_device != "cpu":  # the gate refuses a tensor on a device other than cpu / cuda
+        return False
     if root is None or not is_instance(root, _TRANSFORMER) or not is_instance(row, _ENCODER_LAYER):
         return False
     calls = [c for c in row.call_records if c.inputs]

@@ -17,9 +17,10 @@ real tensors: meta kernels check shapes in Python, where a trace turns them into
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import Counter
-from typing import Any
+from typing import Any, Iterator
 
 from reconcile.records import TracedOps
 
@@ -86,9 +87,11 @@ def _device(inputs: tuple[Any, ...]) -> str:
     return "cpu"
 
 
-def _scoped_graph(model: Any, inputs: tuple[Any, ...]) -> Any:
-    """``torch.jit._get_trace_graph`` with every module's name pushed as a scope around its
-    forward: what ``fvcore.nn.jit_analysis._get_scoped_trace_graph`` does."""
+@contextlib.contextmanager
+def module_scopes(model: Any) -> Iterator[None]:
+    """Each module's ``named_modules()`` name (the first, for a module registered twice) pushed as
+    the jit trace scope around its forward, as ``fvcore.nn.jit_analysis._get_scoped_trace_graph``
+    does (torchprofile's adapter traces the same way); the hooks are removed on exit."""
     import torch
 
     names: dict[int, str] = {}
@@ -112,10 +115,18 @@ def _scoped_graph(model: Any, inputs: tuple[Any, ...]) -> Any:
         for module in {id(m): m for _, m in model.named_modules(remove_duplicate=False)}.values():
             handles.append(module.register_forward_pre_hook(push(names[id(module)])))
             handles.append(module.register_forward_hook(pop))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings: the trace is only read, never run again
-            graph, _ = torch.jit._get_trace_graph(model, inputs)
+        yield
     finally:
         for h in handles:
             h.remove()
+
+
+def _scoped_graph(model: Any, inputs: tuple[Any, ...]) -> Any:
+    """``torch.jit._get_trace_graph`` with every module's name pushed as a scope around its
+    forward (``module_scopes``)."""
+    import torch
+
+    with module_scopes(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings: the trace is only read, never run again
+        graph, _ = torch.jit._get_trace_graph(model, inputs)
     return graph

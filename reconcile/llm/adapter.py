@@ -16,11 +16,12 @@ class PhaseAdapter(Adapter):
     device = "meta"
     fallback_device = "cpu"
 
-    def __init__(self, phase: str = "decode:128", fit: bool = True) -> None:
+    def __init__(self, phase: str = "decode:128", fit: bool = True, tools: str = "") -> None:
         from reconcile.llm.phases import parse
 
         self.phase = parse(phase)
         self.fit = fit
+        self.tools = tuple(t for t in tools.split(",") if t)  # counting tools run on the phase's forwards
 
     def version(self) -> str:
         from reconcile._version import __version__
@@ -43,6 +44,11 @@ class PhaseAdapter(Adapter):
             result = dataclasses.replace(result, rules=tuple(explain_phase(result, model)))
         except ReconcileError as exc:  # not a transformer language model's config: no rules, said so
             result = dataclasses.replace(result, notes=(*result.notes, f"no rules of thumb: {exc}"))
+        if self.tools:  # each tool in a child of this worker, on the same model and counted forwards
+            from reconcile.llm.explained import run_tools
+
+            runs = run_tools(model, [result], self.tools)
+            result = dataclasses.replace(result, tools=tuple(runs[t][0] for t in self.tools))
         return ToolRun(tool=self.name, version=self.version(), status="ok",
                        headline=dict(result.totals), detail=result,
                        notes=(f"counted on the {result.steps[0].native.device} device",))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from reconcile.errors import ReconcileError
 from reconcile.llm.phases import Phase, parse
@@ -47,15 +47,17 @@ def phases_of(ns: argparse.Namespace) -> list[Phase]:
     return out
 
 
-def count_phases(spec: str, phase: Phase, device: str = "meta", timeout: float = 300.0) -> Any:
-    """``count_phase`` of one model spec in a worker: the ``PhaseCount`` (a ReconcileError: why not)."""
+def count_phases(spec: str, phase: Phase, device: str = "meta", timeout: float = 300.0,
+                 tools: Sequence[str] = ()) -> Any:
+    """``count_phase`` of one model spec in a worker: the ``PhaseCount`` (a ReconcileError: why not);
+    with ``tools``, each also run on the phase's forwards there and reconciled (``PhaseCount.tools``)."""
     from reconcile import models
     from reconcile.isolated import failure
     from reconcile.runner import Job, run_jobs
 
     name = models.resolve(spec, check=False).name
     job = Job(name, PHASES_JOB, inputs=(models.InputSpec((1, 1), "long"),), mode="eval", device=device,
-              options=(("phase", phase.text),))
+              options=(("phase", phase.text),) + ((("tools", ",".join(tools)),) if tools else ()))
     (run,) = run_jobs([job], timeout=timeout, workers=1)
     if run.status != "ok":
         raise ReconcileError(failure(name, run) or f"{name}: {run.error_message}")
@@ -89,11 +91,12 @@ def run(ns: argparse.Namespace, phases: list[Phase], device: str, timeout: float
 
 
 def write_reports(folder: Any, names: list[str], phases: list[Phase], device: str, timeout: float,
-                  err: Callable[[str], None], hardware: str | None = None) -> int:
+                  err: Callable[[str], None], hardware: str | None = None, tools: Sequence[str] = ()) -> int:
     """``report --prefill/--decode/--generate``: beside each model's report, its phases as
     ``<stem>.phases.md`` (the counts, the rules of thumb against them and, with ``hardware``, the
     roofline of each phase), ``<stem>.phases.json`` (one object per phase) and, for a prefill and
-    a decode, ``<stem>.phases.png`` (intensity per layer, prefill against decode)."""
+    a decode, ``<stem>.phases.png`` (intensity per layer, prefill against decode). ``tools``: the
+    counting tools run on each phase's forwards and reconciled (a table per phase)."""
     from reconcile import pipeline
     from reconcile.llm import render
     from reconcile.llm.roofline import phase_roofline, platforms_for
@@ -103,7 +106,7 @@ def write_reports(folder: Any, names: list[str], phases: list[Phase], device: st
         pcs = []
         for phase in phases:
             try:
-                pcs.append(count_phases(name, phase, device, timeout))
+                pcs.append(count_phases(name, phase, device, timeout, tools))
             except ReconcileError as exc:
                 msg = str(exc)
                 err(msg if msg.startswith(name) else f"{name}: {msg}")
@@ -112,7 +115,7 @@ def write_reports(folder: Any, names: list[str], phases: list[Phase], device: st
             continue
         stem = pipeline.file_stem(name)
         roofs = [phase_roofline(pc, platforms_for(pc, hardware)) for pc in pcs] if hardware else []
-        plain = [{**render.plain(pc), "rules": render.rules_plain(pc.rules),
+        plain = [{**render.plain(pc), "rules": render.rules_plain(pc.rules), "tools": render.tools_plain(pc.tools),
                   **({"roofline": render.roofline_plain(rf)} if roofs else {})} for pc, rf in zip(pcs, roofs or [None] * len(pcs))]
         body = json.dumps({"model": name, "phases": plain}, indent=1) + "\n"
         files = {f"{stem}.phases.md": render.markdown(pcs, roofs, f"{stem}.phases.png"), f"{stem}.phases.json": body}

@@ -109,6 +109,8 @@ class PhaseCount:
     prefill_cost: Mapping[str, Polynomial] = field(default_factory=dict)  # per quantity, in P
     # the rules of thumb against this count (``llm.rules.explain_phase``), computed where the model is
     rules: tuple = ()
+    # the counting tools on this phase's forwards (``llm.phase_tools.PhaseToolRun``), run where the model is
+    tools: tuple = ()
 
     def generation_parts(self, quantity: str = "macs") -> dict[str, Fraction] | None:
         """A generation's total as prefill + (T - 1) a + b (N_1 + ... + N_{T-1}) with one decode
@@ -184,7 +186,7 @@ def count_step(model: Any, step: Step, name: str = "model") -> StepCount:
 def count_phase(model: Any, phase: Phase, name: str = "model", fit: bool = True) -> PhaseCount:
     """Count every forward of ``phase`` on ``model`` (in eval mode; restored afterwards)."""
     llm_inputs.check_causal_lm(model, name)
-    with _routed_experts(model) as experts:
+    with routed_experts(model) as experts:
         steps = tuple(count_step(model, s, name) for s in phase.steps())
         cost = _decode_cost(model, phase, steps, name) if fit and phase.kind != "prefill" else {}
         pcost = _prefill_cost(model, phase, steps, name) if fit and phase.kind == "prefill" else {}
@@ -203,7 +205,7 @@ def count_phase(model: Any, phase: Phase, name: str = "model", fit: bool = True)
 
 
 @contextlib.contextmanager
-def _routed_experts(model: Any) -> Iterator[list[str]]:
+def routed_experts(model: Any) -> Iterator[list[str]]:
     """Stacked experts (transformers' ``@use_experts_implementation`` classes) run as
     ``batched_mm`` during the count (``ROUTING_RULE``); the model's own choice restored after.
     Yields the experts modules' names (none: a dense model)."""

@@ -3,7 +3,7 @@ the rules of thumb against it, the counters run on its forwards and reconciled, 
 and the prefill-vs-decode picture. Until the main command line takes phases, this is its command:
 
     python -m reconcile.llm.explained hf:LlamaForCausalLM --dtype bfloat16 \
-        --phases prefill:128,decode:128,decode:1024,generate:128+4 --tools deepspeed,calflops \
+        --phases prefill:128,decode:128,decode:1024,generate:128+4 --tools all \
         --hardware a100-80gb,h100-sxm --out reports/llm/llama-2-7b
 
 The model is built on meta (free at any size); each tool runs in a forked child process (tools
@@ -53,6 +53,55 @@ def run_tool(tool: str, spec: str, dtype: str, phase: str) -> Any:
         return pool.apply(_tool_in_child, ((tool, spec, dtype, phase),))
 
 
+def run_tools(model: Any, counts: Sequence[Any], tools: Sequence[str]) -> dict[str, list[Any]]:
+    """Each tool on every counted phase (``count_phase`` results of ``model``), tool -> one
+    ``PhaseToolRun`` per phase. The model is built and counted once, by the caller; each tool runs
+    in a child forked with ``os.fork`` (tools patch torch globals; a runner's worker, a daemon, may
+    not start ``multiprocessing`` children), which inherits both and sends its runs back pickled. A
+    child that dies (a tool crashing the interpreter) is that tool's failed run on every phase; an
+    error of reconcile's own in a child is raised here."""
+    import os
+    import pickle
+
+    from reconcile.explain.core import explain_run
+    from reconcile.llm.phase_tools import PhaseToolRun, run_phase
+    from reconcile.records import ToolRun
+
+    out: dict[str, list[Any]] = {}
+    for tool in tools:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 0
+            try:
+                os.close(read)
+                try:
+                    body = pickle.dumps(("ok", [run_phase(tool, model, pc) for pc in counts]))
+                except BaseException as exc:
+                    body = pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))
+                with os.fdopen(write, "wb") as f:
+                    f.write(body)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            body = f.read()
+        _, status_code = os.waitpid(pid, 0)
+        status, value = pickle.loads(body) if body else ("died", None)
+        if status == "error":
+            raise RuntimeError(f"{tool} on the phases: {value}")
+        if status == "died":
+            code = os.waitstatus_to_exitcode(status_code)
+            died = ToolRun(tool, "", "failed", error_type="ChildDied",
+                           error_message=f"the process running {tool} ended with exit code {code}")
+            value = [PhaseToolRun(tool, tuple(s.step for s in pc.steps),
+                                  tuple(explain_run(died, None, None, s.native) for s in pc.steps)) for pc in counts]
+        out[tool] = value
+    return out
+
+
 def report(spec: str, dtype: str, phases: Sequence[str], tools: Sequence[str], hardware: str,
            picture: str = "") -> tuple[str, list[Any]]:
     """(markdown, the phase rooflines) of the model's phases."""
@@ -70,8 +119,9 @@ def report(spec: str, dtype: str, phases: Sequence[str], tools: Sequence[str], h
            f"{cfg.vocab_size}; SDPA attention; counted on meta by the native counter.", "",
            "Regenerate: `python -m reconcile.llm.explained " + " ".join(sys.argv[1:]) + "`", ""]
     roofs = []
-    for text in phases:
-        pc = count_phase(model, text)
+    counts = [count_phase(model, text) for text in phases]
+    runs = run_tools(model, counts, tools) if tools else {}  # the tools on the counted forwards
+    for i, pc in enumerate(counts):
         t = pc.totals
         out += [f"## {pc.phase.text}", "",
                 f"{len(pc.steps)} forward(s): {', '.join(s.step.label for s in pc.steps)}. MACs {numbers.exact(t['macs'])}, "
@@ -87,7 +137,7 @@ def report(spec: str, dtype: str, phases: Sequence[str], tools: Sequence[str], h
                     "exactly on counted steps, checked on another).", ""]
         out += rules_markdown(pc.phase.text, explain_phase(pc, model))
         if tools:
-            out += tools_markdown(pc.phase.text, [run_tool(tool, spec, dtype, text) for tool in tools])
+            out += tools_markdown(pc.phase.text, [runs[tool][i] for tool in tools])
         rf = phase_roofline(pc, platforms_for(pc, hardware))
         roofs.append(rf)
         out += roofline_markdown(rf)
@@ -96,12 +146,27 @@ def report(spec: str, dtype: str, phases: Sequence[str], tools: Sequence[str], h
     return "\n".join(out) + "\n", roofs
 
 
+def _tools(text: str) -> list[str]:
+    """``--tools``: names of the registry (``reconcile.tools``), or ``all`` for every one but native."""
+    from reconcile import tools as registry
+
+    known = [n for n, t in registry.all_tools().items() if not t.reference]
+    if text.strip() == "all":
+        return known
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ReconcileError(f"unknown tool {unknown[0]!r} in --tools: choose from {', '.join(known)} (or all)")
+    return names
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m reconcile.llm.explained", description=__doc__.splitlines()[0])
     p.add_argument("model", help="hf:ClassName[:key=value...], e.g. hf:LlamaForCausalLM")
     p.add_argument("--dtype", default="bfloat16", choices=DTYPES)
     p.add_argument("--phases", default="prefill:128,decode:128,decode:1024")
-    p.add_argument("--tools", default="", help="comma-separated, e.g. deepspeed,calflops")
+    p.add_argument("--tools", default="", help="comma-separated, e.g. deepspeed,calflops; all: every tool of the "
+                   "registry, its pinned versions included (a tool that cannot run a phase is listed with its reason)")
     p.add_argument("--hardware", default="a100-80gb,h100-sxm")
     p.add_argument("--out", required=True, help="output stem: writes STEM.md and STEM.png")
     a = p.parse_args(argv)
@@ -109,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stem = Path(a.out)
         stem.parent.mkdir(parents=True, exist_ok=True)
         phases = [s for s in a.phases.split(",") if s]
-        tools = [s for s in a.tools.split(",") if s]
+        tools = _tools(a.tools)
         text, roofs = report(a.model, a.dtype, phases, tools, a.hardware, picture=stem.name + ".png")
         from reconcile.llm.plot import phases_png
 

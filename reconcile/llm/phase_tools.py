@@ -53,15 +53,39 @@ class PhaseToolRun:
         return sum(int(e.run.headline[key]) for e in self.explanations)
 
     @property
+    def main(self) -> str:
+        """The tool's main operation count's headline key (thop "ops", FlopCounterMode "flops", ...)."""
+        return self.explanations[0].main if self.explanations else ""
+
+    @property
+    def unit(self) -> str:
+        """The unit of that count as the tool's convention reads it (MACs, FLOPs)."""
+        return self.explanations[0].unit if self.explanations else ""
+
+    def main_total(self) -> int:
+        """The tool's main operation count summed over the steps (every step ran)."""
+        return sum(int(e.run.headline[e.main]) for e in self.explanations)
+
+    @property
     def residual(self) -> Any:
         return sum((e.residual for e in self.explanations), 0)
 
 
 def _adapter(tool: str) -> Any:
-    from reconcile import tools
+    """The tool's adapter; a pinned version (``tool_versions.toml``) from its own folder, as the
+    runner's worker loads it (this runs in a child process of its own: the pin's copy of its
+    module replaces the environment's for the rest of it)."""
+    from reconcile import tools, versions
 
     mod, cls = tools.adapter_of(tools.get(tool).name).split(":")
-    return getattr(importlib.import_module(mod), cls)()
+    pin = versions.get(tool)
+    if pin is not None:
+        versions.check(pin.name)
+        versions.activate(pin)
+    adapter = getattr(importlib.import_module(mod), cls)()
+    if pin is not None:
+        adapter.name, adapter.distribution = pin.name, pin.dist
+    return adapter
 
 
 @contextlib.contextmanager
@@ -98,18 +122,29 @@ def _fresh_cache(model: Any, step: Any, args: tuple[Any, ...], cache: Any) -> It
         handle.remove()
 
 
+def _device(model: Any) -> str:
+    p = next(model.parameters(), None)
+    return p.device.type if p is not None else "cpu"
+
+
 def run_step(tool: str, model: Any, step: Any) -> ToolRun:
     """The tool's adapter on one forward of ``step`` (see the module docstring for the cache)."""
     from reconcile.llm import inputs as llm_inputs
 
+    from reconcile.llm.count import routed_experts
+
     args, cache = llm_inputs.step_inputs(model, step)
-    with _fresh_cache(model, step, args, cache) as run_args:
+    # a mixture of experts runs as the native count ran it (``count.ROUTING_RULE``: batched_mm)
+    with routed_experts(model) as experts, _fresh_cache(model, step, args, cache) as run_args:
         run = _adapter(tool).run(model, run_args)
     if run.status != "ok":
         return run
-    return replace(run, notes=(*run.notes, f"{step.label}: a fresh cache of {step.past} tokens for every forward "
-                                           "the tool makes (a pre-hook on the root)" if step.past else
-                               f"{step.label}: past_key_values and use_cache None: the model's own empty cache"))
+    notes = [f"{step.label}: a fresh cache of {step.past} tokens for every forward the tool makes (a pre-hook on "
+             "the root)" if step.past else f"{step.label}: past_key_values and use_cache None: the model's own empty cache"]
+    if experts:
+        notes.append(f"{step.label}: the experts run as transformers' batched_mm, as in the native count (each token "
+                     "through its top-k experts)")
+    return replace(run, notes=(*run.notes, *notes))
 
 
 def run_phase(tool: str, model: Any, phase_count: Any) -> PhaseToolRun:
@@ -125,8 +160,10 @@ def run_phase(tool: str, model: Any, phase_count: Any) -> PhaseToolRun:
     explanations = []
     for s in phase_count.steps:
         run = run_step(tool, model, s.step)
-        pred = conv.predict(s.native) if conv is not None and run.status == "ok" else None
-        explanations.append(explain_run(run, pred, conv, s.native))
+        # the tool ran the model where it was built (meta, as native): no CPU-only fused kernels
+        native = replace(s.native, tool_device=str(_device(model)))
+        pred = conv.predict(native) if conv is not None and run.status == "ok" else None
+        explanations.append(explain_run(run, pred, conv, native))
     return PhaseToolRun(tool, tuple(s.step for s in phase_count.steps), tuple(explanations))
 
 

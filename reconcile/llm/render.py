@@ -120,6 +120,8 @@ def markdown(pcs: list[PhaseCount], roofs: Sequence[Any] = (), picture: str = ""
         lines += [f"### {pc.phase.text}", "", "```", text(pc), "```", ""]
         if pc.rules:
             lines += rules_markdown(pc.phase.text, pc.rules)
+        if pc.tools:
+            lines += tools_markdown(pc.phase.text, pc.tools)
         if i < len(roofs):
             lines += roofline_markdown(roofs[i])
     kinds = {r.phase.split(":")[0] for r in roofs}
@@ -201,11 +203,11 @@ def tools_markdown(phase: str, runs: Sequence[Any]) -> list[str]:
     for run in runs:
         if run.status == "ok":
             native = sum(e.native_macs for e in run.explanations)
-            rows.append([run.tool, _n(run.headline("macs")), _n(native), _n(run.residual), ""])
+            rows.append([run.tool, _n(run.main_total()), f"{run.main} ({run.unit})", _n(native), _n(run.residual), ""])
         else:
-            rows.append([run.tool, "failed", "", "", run.reason])
-    return out + _table(["tool", "MACs (its headline, summed over the forwards)", "native MACs", "residual",
-                         "why it failed"], rows, "lrrrl") + [""]
+            rows.append([run.tool, "failed", "", "", "", run.reason])
+    return out + _table(["tool", "its main total, summed over the forwards", "as the tool names it", "native MACs",
+                         "residual", "why it failed"], rows, "lrlrrl") + [""]
 
 
 def roofline_plain(r: Any) -> dict:
@@ -222,7 +224,8 @@ def roofline_plain(r: Any) -> dict:
 
 def tools_plain(runs: Sequence[Any]) -> list[dict]:
     return [{"tool": run.tool, "status": run.status, "reason": run.reason,
-             "macs": run.headline("macs") if run.status == "ok" else None,
+             "total": run.main_total() if run.status == "ok" else None,
+             "total_key": run.main if run.status == "ok" else None, "unit": run.unit if run.status == "ok" else None,
              "native_macs": sum(e.native_macs for e in run.explanations),
              "residual": run.residual if run.status == "ok" else None,
              "steps": [s.label for s in run.steps]} for run in runs]

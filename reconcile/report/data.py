@@ -185,3 +185,22 @@ def _count_row(r: dict) -> dict:
         for c in r["call_records"]
     ]
     return d
+
+
+def tool_runs_plain(mr: Any) -> dict[str, Any]:
+    """``reconcile tools --format json``: one model's runs, exactly as the tools reported them."""
+    return {"model": mr.name, "input_shape": list(mr.input.shape), "input_dtype": mr.input.dtype,
+            "inputs": [i.describe() for i in mr.inputs], "tools": {r.tool: to_plain(r) for r in mr.runs}}
+
+
+def prediction_plain(name: str, conv: Any, input_shape: Any, pred: Any) -> dict[str, Any]:
+    """``reconcile predict --format json``: what ``conv``'s tool would report, row by row, with the
+    sentence of each term."""
+    return {"model": name, "tool": conv.tool, "input_shape": list(input_shape),
+            "unit": conv.unit, "headline": to_plain(dict(pred.headline)),
+            "unattributed": to_plain(dict(pred.unattributed)),
+            "layers": [{"module": p.module, "type": p.type, "calls": p.calls, "call": p.call,
+                        "predicted": to_plain(dict(p.predicted)),
+                        "terms": {m: [{"cause": t.cause, "amount": to_plain(t.amount), "text": sentence(t)}
+                                      for t in ts] for m, ts in p.terms.items()}}
+                       for p in pred.layers]}

@@ -6,9 +6,8 @@ ordering). Imports no torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from reconcile.conventions.base import CAUSES, OUTSIDE
 from reconcile.explain.core import MetricSummary, ToolExplanation
@@ -16,6 +15,7 @@ from reconcile import numbers
 from reconcile.report.files import file_stem
 from reconcile.report.grouping import TOTAL_ONLY_ROW, LayerGroup, group_layers, layer_table, ran
 from reconcile.report.sentences import numbers_out, phrase, sentence, shape
+from reconcile.report.tables import Notes, table, tables
 from reconcile.report.model import ModelReport
 
 MAX_LAYER_ROWS = 400
@@ -33,67 +33,6 @@ def _signed(x: int | Fraction) -> str:
     if x == 0:
         return "0"
     return ("+" if x > 0 else "−") + numbers.exact(abs(x))
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], align: str) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |",
-           "|" + "|".join("---:" if a == "r" else ":---" for a in align) + "|"]
-    out.extend("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows)
-    return out
-
-
-WIDTH = 160  # characters a rendered table row may take
-
-
-def _tables(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str, keep: int, tail: int = 0,
-            width: int = WIDTH) -> list[str]:
-    """``_table``, split into as few tables as keep every row within ``width`` characters: each
-    repeats the first ``keep`` columns (and the last ``tail``) beside a share of the others (one
-    column per tool, so many tools do not make a row wider than a screen)."""
-    rows = [list(r) for r in rows]
-    n = len(headers)
-    fixed_head, fixed_tail = list(range(keep)), list(range(n - tail, n))
-    middle = list(range(keep, n - tail))
-
-    def line_width(cols: list[int]) -> int:
-        return max(2 + sum(len(str(row[c]).replace("|", "\\|")) + 3 for c in cols) for row in [headers, *rows])
-
-    chunks: list[list[int]] = []
-    for c in middle:
-        if chunks and line_width(fixed_head + chunks[-1] + [c] + fixed_tail) <= width:
-            chunks[-1].append(c)
-        else:
-            chunks.append([c])
-    out: list[str] = []
-    for k, chunk in enumerate(chunks or [[]]):
-        cols = fixed_head + chunk + fixed_tail
-        if k:
-            out.append("")
-        # a row with nothing in this share of the columns (a cause of other tools only) is left out
-        shown = [row for row in rows if not chunk or any(str(row[c]).strip() for c in chunk)]
-        out += _table([headers[c] for c in cols], [[row[c] for c in cols] for row in shown],
-                      "".join(align[c] for c in cols))
-    return out
-
-
-class _Notes:
-    """Long cell texts moved under a table, each behind a letter, so that rows stay narrow."""
-
-    LIMIT = 24
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def cell(self, short: str, long: str, label: str) -> str:
-        """``short`` plus ``long`` when ``long`` is short, else ``short`` and a letter for ``long``."""
-        if len(long) <= self.LIMIT:
-            return f"{short} {long}".strip()
-        letter = chr(ord("a") + len(self.items)) if len(self.items) < 26 else str(len(self.items))
-        self.items.append(f"({letter}) {label}: {long}")
-        return f"{short} ({letter})".strip()
-
-    def lines(self) -> list[str]:
-        return ["", *(f"- {i}" for i in self.items)] if self.items else []
 
 
 def _share(s: MetricSummary) -> str:
@@ -134,7 +73,7 @@ def totals_section(r: ModelReport) -> list[str]:
     out = ["## Totals, and why they differ"]
     if not cols:
         return out + ["No tool besides native counts operations.", ""]
-    notes = _Notes()
+    notes = Notes()
     labels = [t.tool if k is None or k == t.main else f"{t.tool} ({k})" for t, k in cols]
     summaries = [t.summaries[k] if k is not None else None for t, k in cols]
     ranked = _total_causes(r)
@@ -152,7 +91,7 @@ def totals_section(r: ModelReport) -> list[str]:
         rows.append([label, t.version, reported, gap, *causes,
                      *(["" if not s.missed_flops else _signed(s.missed_flops)] if missed else []),
                      f"**{_n(s.residual)}**" if s.residual else "0"])
-    out += _tables(head, rows, "ll" + "r" * (len(head) - 2), keep=2, tail=1)
+    out += tables(head, rows, "ll" + "r" * (len(head) - 2), keep=2, tail=1)
     text = ("*gap to native*: the tool's number minus the native MAC count, split into the causes that follow "
             "it. Each cause's amount is in the tool's own unit, summed over the model, and ranked by its largest; "
             "the causes are described with the per-layer notes below. *FLOPs not seen*: native FLOPs of work the "
@@ -292,7 +231,7 @@ def layers_section(r: ModelReport) -> list[str]:
         rows.append([compress_names(g.modules, g.type), g.type, str(len(g.modules)), _native_cell(g),
                      *(_difference(v, ref) for v, ref in zip(g.raw, g.measured_against)),
                      "<br>".join(([notes] if notes else []) + unexplained)])
-    out += _tables(head, rows, "llrr" + "r" * len(tools) + "l", keep=4, tail=1)
+    out += tables(head, rows, "llrr" + "r" * len(tools) + "l", keep=4, tail=1)
     if len(groups) > MAX_LAYER_ROWS:
         out += ["", f"({len(groups) - MAX_LAYER_ROWS} more groups in the JSON and CSV files.)"]
     out += [""]
@@ -406,7 +345,7 @@ def training_section(r: ModelReport) -> list[str]:
         rows.append(["backward: other (shared, accumulation)", _n(other), ""])
     rows += [["backward", _n(t.backward_macs), _n(t.backward_flops)],
              ["**forward + backward**", f"**{_n(t.forward_macs + t.backward_macs)}**", f"**{_n(t.training_flops)}**"]]
-    out += _table(["", "MACs", "FLOPs"], rows, "lrr") + [""]
+    out += table(["", "MACs", "FLOPs"], rows, "lrr") + [""]
     mrows = []
     for m in t.modules:
         name = m["module"] or "(model)"
@@ -414,14 +353,14 @@ def training_section(r: ModelReport) -> list[str]:
                       numbers.si(m["backward_macs_input"]), numbers.si(m["backward_macs_weight"]),
                       numbers.si(m["training_macs"]), numbers.si(m["training_flops"])])
     out += ["Per module (inclusive, down to depth 1; `reconcile count --training` shows every module):", ""]
-    out += _table(["module", "type", "forward MACs", "backward input", "backward weight", "fwd + bwd MACs",
+    out += table(["module", "type", "forward MACs", "backward input", "backward weight", "fwd + bwd MACs",
                    "fwd + bwd FLOPs"], mrows, "llrrrrr") + [""]
     out += ["### Rules of thumb against the exact count", ""]
     for rule in t.rules:
         gap = rule.predicted - rule.exact
         out += [f"**{rule.name}**: {phrase(rule.formula)} = {_n(rule.predicted)} FLOPs; exact {_n(rule.exact)}: the "
                 f"rule is off by {_signed(gap)} ({numbers.percent(gap, rule.exact, 2)}), split into:", ""]
-        out += _table(["cause", "FLOPs the rule counts more (+) or less (−)", "why"],
+        out += table(["cause", "FLOPs the rule counts more (+) or less (−)", "why"],
                       [[g.cause, _signed(g.amount),
                         sentence(g)] for g in rule.gaps] + [["**sum**", f"**{_signed(gap)}**", ""]],
                       "lrl") + [""]
@@ -444,11 +383,11 @@ def training_section(r: ModelReport) -> list[str]:
         for name, (factor, what) in OPTIMIZER_STATE.items():
             rows.append([f"peak with {name} (state {factor} x parameters: {what})", _n(t.peaks[name]),
                          numbers.mib(t.peaks[name])])
-        out += _table(["", "bytes", ""], rows, "lrr") + [""]
+        out += table(["", "bytes", ""], rows, "lrr") + [""]
         for p in t.pass_sizes:
             out += [f"**{p.tool}'s forward/backward pass size** ({p.rule}) = {_n(p.bytes)} bytes "
                     f"({numbers.mib(p.bytes)}) = saved activations {_n(p.saved)} plus:", ""]
-            out += _table(["term", "bytes", "why"], [[g.cause, _signed(g.amount), sentence(g)] for g in p.terms], "lrl")
+            out += table(["term", "bytes", "why"], [[g.cause, _signed(g.amount), sentence(g)] for g in p.terms], "lrl")
             out += [""]
     return out
 
@@ -492,7 +431,7 @@ def model_markdown(r: ModelReport, picture: str = "") -> str:
         if ran:
             lines += ["Nothing can be explained without the native count, so each tool that ran is "
                       "shown as it reported itself:", ""]
-            lines += _table(["tool", "version", "what it reported"],
+            lines += table(["tool", "version", "what it reported"],
                             [[t.tool, t.version, ", ".join(f"{k} {_n(v)}" for k, v in t.run.headline.items()
                                                            if not isinstance(v, str))] for t in ran], "lll")
             lines += [""]
@@ -561,5 +500,5 @@ def index_markdown(entries: Sequence[dict]) -> str:
            "Each tool's main total as it reports it (MACs for most; torchstat MAdd; torchsummary reports no "
            "operations). Every number is explained per layer in the model's own report; a residual means a "
            "difference no named cause accounts for.", ""]
-    out += _tables(head, rows, "llrr" + "r" * len(tools), keep=1)  # split only if a row would pass 160 columns
+    out += tables(head, rows, "llrr" + "r" * len(tools), keep=1)  # split only if a row would pass 160 columns
     return "\n".join(out) + "\n"

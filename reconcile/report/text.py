@@ -81,3 +81,34 @@ def training_table(model: str, rows: Sequence[dict[str, Any]], totals: dict[str,
     if t.get("backward_unknown_ops"):
         foot += f"; {t['backward_unknown_ops']} backward op calls had no rule and were NOT counted"
     return "\n".join([f"{model}  training: {seed}", table(headers, body, right), foot])
+
+
+def tool_runs_table(mr: Any) -> str:
+    """``reconcile tools``: one model's runs, a line each, the headline as the tool reports it."""
+    from reconcile.inputs import describe
+
+    rows = []
+    for r in mr.runs:
+        head = ", ".join(f"{k} {numbers.exact(v) if not isinstance(v, str) else v}" for k, v in r.headline.items()
+                         if not k.startswith("unsupported")) if r.status == "ok" else f"{r.error_type}: {r.error_message}"
+        rows.append([r.tool, r.version, r.status, f"{r.seconds:.1f}s", head])
+    return f"{mr.name}  input {describe(mr.inputs)}\n" + table(
+        ["tool", "version", "status", "time", "headline (as the tool reports it)"], rows, [False, False, False, True, False])
+
+
+def prediction_table(name: str, conv: Any, pred: Any) -> str:
+    """``reconcile predict``: what ``conv``'s tool would report, a row per layer with why it differs
+    from native, and its headline."""
+    from reconcile.report.sentences import sentence
+
+    # the tool's row metrics: its main op count first (torchsummary has none: params, outputs)
+    keys = list(dict.fromkeys(k for k in conv.metrics.values() if k))
+    keys = [k for k in keys if any(k in p.predicted for p in pred.layers)] or [conv.metric]
+    rows = [[p.module or "(model)", p.type, str(p.calls) + ("" if p.call is None else f" #{p.call}"),
+             *(numbers.exact(p.predicted.get(k, 0)) for k in keys),
+             "; ".join(sentence(t) for k in keys for t in p.terms.get(k, ()))] for p in pred.layers]
+    return "\n".join([
+        f"{name}: what {conv.tool} would report (predicted from the native count; {conv.tool} was not run)",
+        table(["module", "type", "calls", *keys, "why it differs from native"], rows,
+              [False, False, True, *([True] * len(keys)), False]),
+        "headline: " + ", ".join(f"{k} {numbers.exact(v)}" for k, v in pred.headline.items())])

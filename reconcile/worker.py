@@ -1,0 +1,223 @@
+"""Inside one worker process of ``reconcile.runner``: tie the process to the fork server (its own
+process group, death with the server), point fds 1 and 2 at the job's unnamed output file, load
+the adapter (a pinned version's own folder first), build the model, run the tool (on its
+``shapes_device`` first, on its ``fallback_device`` after a failure), and send back one
+``ToolRun``, its warnings and message ``bounded``; whatever happens, the worker's group is killed
+at the end. Nothing here runs in the caller but ``bounded``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Callable
+
+from reconcile.errors import ReconcileError
+from reconcile.records import ToolRun
+
+if TYPE_CHECKING:
+    from reconcile.runner import Job
+
+log = logging.getLogger(__name__)
+
+OUTPUT_LIMIT = 4096  # characters of warnings a ToolRun keeps: its first and last lines
+_LINE_LIMIT = 500  # characters kept of any one warning or error message
+
+
+def _cut(text: str, limit: int = _LINE_LIMIT) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 40]} [... {len(text) - limit + 40:,} characters cut]"
+
+
+def bounded(run: ToolRun, limit: int = OUTPUT_LIMIT) -> ToolRun:
+    """``run`` with its warnings cut to about ``limit`` characters (the first lines and the last,
+    each line to ``_LINE_LIMIT``, and one line saying how much was cut) and its error message to
+    one line of ``_LINE_LIMIT``: a tool or model that prints megabytes cannot make the reports
+    or the pipe between processes megabytes long."""
+    warnings = [_cut(w) for w in run.warnings]
+    if sum(len(w) for w in warnings) > limit:
+        head: list[str] = []
+        tail: list[str] = []
+        used = 0
+        i, j = 0, len(warnings) - 1
+        while i <= j:  # alternate from both ends, so both the start and the end are kept
+            if used + len(warnings[i]) > limit:
+                break
+            head.append(warnings[i])
+            used += len(warnings[i])
+            i += 1
+            if i > j or used + len(warnings[j]) > limit:
+                break
+            tail.append(warnings[j])
+            used += len(warnings[j])
+            j -= 1
+        cut = run.warnings[i : j + 1]
+        note = f"[... {len(cut):,} lines ({sum(len(w) for w in cut):,} characters) cut ...]"
+        warnings = [*head, note, *reversed(tail)]
+    message = _cut(" ".join(run.error_message.splitlines()))
+    if tuple(warnings) == tuple(run.warnings) and message == run.error_message:
+        return run
+    return replace(run, warnings=tuple(warnings), error_message=message)
+
+def _resolve(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, threads: int, server: int) -> None:
+    """Entry point of one worker: build, run, send one ("result", ToolRun) message."""
+    started = time.perf_counter()
+    _tie_to_server(server)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)
+    import faulthandler
+
+    faulthandler.enable(file=sys.stderr, all_threads=True)  # a segfault leaves a stack in the tail
+
+    version = ""
+    phase = "starting the worker"
+
+    def enter(text: str) -> None:
+        nonlocal phase
+        phase = text
+        conn.send(("phase", phase, version))
+
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        from reconcile.models import prepare
+
+        enter(f"loading the {job.tool} adapter")
+        from reconcile import versions
+
+        pin = versions.get(job.tool)
+        if pin is not None:  # its own folder first, the preloaded copy of its module dropped
+            versions.check(pin.name)  # not installed: a ReconcileError, recorded as this job's failure
+            versions.activate(pin)
+        adapter = _resolve(spec)(**dict(job.options))
+        if pin is not None:
+            adapter.name, adapter.distribution = pin.name, pin.dist
+        version = adapter.version()
+        device = job.device or getattr(adapter, "device", "cpu")
+        build = _resolve(builder) if isinstance(builder, str) else builder
+
+        def attempt(device: str) -> ToolRun:
+            enter(f"building model {job.model!r} on {device}")
+            model, inputs = prepare(build(job.model, device), job.input_specs(), device, job.mode)
+            enter(f"running {job.tool}" + (f" on {device}" if device != "cpu" else ""))
+            return adapter.run(model, inputs)
+
+        fallback = getattr(adapter, "fallback_device", None)
+        if not getattr(adapter, "needs_model", True):
+            enter(f"finding the inputs of {job.model!r}")
+            run = adapter.probe(job.model)
+        else:
+            run = _on_shapes(adapter, job, device, attempt)
+            try:
+                run = run or attempt(device)
+            except ReconcileError as exc:  # a forward that needs real data cannot even build its inputs on meta
+                if not fallback:
+                    raise
+                run = _failed_on(device, exc)
+        if run.status == "failed" and fallback and fallback != device:
+            # shapes decide every count, so a model that cannot run on meta (a forward that reads
+            # values meta cannot know: a branch on a weight) is counted on real tensors, and the
+            # run says so
+            first = run
+            run = attempt(fallback)
+            why = f"{first.error_message.rstrip('.')}; so it was counted on {fallback}"
+            run = replace(run, notes=(why, *run.notes))
+    except BaseException as exc:  # a failure outside the adapter: recorded, never raised here
+        text = str(exc).strip()
+        # a ReconcileError (unknown model, bad factory) says all in its message; anything else
+        # is a bug or a crash whose traceback belongs in the record (never on the terminal)
+        details: tuple[str, ...] = ()
+        if not isinstance(exc, ReconcileError):
+            details = (f"failed outside the adapter while {phase}; traceback:",
+                       *(line for line in traceback.format_exc().splitlines() if line.strip()))
+        run = ToolRun(
+            tool=job.tool,
+            version=version,
+            status="failed",
+            warnings=details,
+            error_type=type(exc).__name__,
+            error_message=text.splitlines()[0] if text else repr(exc),
+            attempted=f"{job.describe()} ({phase})",
+            seconds=time.perf_counter() - started,
+        )
+    try:
+        try:
+            conn.send(("result", bounded(run)))
+        except Exception as exc:  # the record would not pickle (nothing was sent): say so instead
+            conn.send(("result", ToolRun(
+                tool=job.tool, version=version, status="failed", error_type=type(exc).__name__,
+                error_message=_cut(f"the {run.status} result could not be sent back: {exc}"),
+                attempted=f"{job.describe()} ({phase})", seconds=time.perf_counter() - started)))
+    finally:
+        conn.close()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed or broken stream must not spare the group
+                pass
+        # nothing the model or tool started outlives the job (this process included)
+        os.killpg(0, signal.SIGKILL)
+
+
+def _on_shapes(adapter: Any, job: Job, device: str, attempt: Callable[[str], ToolRun]) -> ToolRun | None:
+    """The adapter's run on its ``shapes_device`` (meta) when it has one, the job names no device,
+    and the run there is ``ok``; else None, and the job runs on ``device`` as it would without.
+
+    Only for a tool whose numbers, warnings and notes read shapes alone: its run on meta is the
+    run it makes on real tensors, field for field (``tests/test_shapes_device.py`` checks it on
+    every zoo sample), without the cost of building real weights and running real kernels. A model
+    that cannot run on meta (a forward that reads values) is simply counted on ``device``; nothing
+    in the run differs, so nothing says so."""
+    shapes = getattr(adapter, "shapes_device", None)
+    if job.device is not None or not shapes or shapes == device:
+        return None
+    try:
+        run = attempt(shapes)
+    except Exception:  # noqa: BLE001 - any failure there is settled by the run on ``device``
+        log.debug("%s on %s failed; run on %s", job.describe(), shapes, device, exc_info=True)
+        return None
+    return run if run.status == "ok" else None
+
+
+def _tie_to_server(server: int) -> None:
+    """Make this worker the leader of its own process group (so the group can be killed with
+    whatever the job starts), die with the fork server, and drop the server's "alive" pipe that
+    every forkserver child inherits: held here, it would keep the server alive after the caller
+    died, and the server's death is what ends an orphaned worker."""
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server's handler (reconcile._server) is not ours
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG: SIGKILL when the server dies
+    except (OSError, AttributeError):  # not Linux: the server's exit hook still kills the group
+        pass
+    if os.getppid() != server:  # the server died before the line above took effect
+        os._exit(1)
+    from multiprocessing import forkserver
+
+    alive = forkserver._forkserver._forkserver_alive_fd
+    if alive is not None:
+        forkserver._forkserver._forkserver_alive_fd = None
+        os.close(alive)
+
+
+def _failed_on(device: str, exc: BaseException) -> ToolRun:
+    return ToolRun(tool="", version="", status="failed", error_type=type(exc).__name__,
+                   error_message=str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
