@@ -219,13 +219,22 @@ def _forkserver_context(extra: tuple[str, ...] = ()) -> tuple[Any, int]:
     its own fds) reaches the caller's terminal."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD) + [m for m in extra if m not in PRELOAD])
-    from multiprocessing import forkserver, resource_tracker
-
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (AttributeError, ValueError, OSError):
             pass
+    with _FDS_LOCK:  # one thread at a time: two interleaved saves left fd 1 on /dev/null for good
+        return _start_server(ctx, extra)
+
+
+_FDS_LOCK = threading.Lock()
+
+
+def _start_server(ctx: Any, extra: tuple[str, ...]) -> tuple[Any, int]:
+    """The fork server started with fds 1 and 2 on /dev/null (see ``_forkserver_context``)."""
+    from multiprocessing import forkserver, resource_tracker
+
     saved: list[int] = []
     null = os.open(os.devnull, os.O_WRONLY)
     # read by reconcile._server in the server (the variable is gone again before this returns)

@@ -29,3 +29,23 @@ def test_one_threads_clean_up_spares_the_others_workers():
     # conv 3->4 k3 on 8x8: 144 outputs x 27 = 3,888 MACs, for all three
     assert {k: (r.status, r.error_type, r.headline.get("macs")) for k, r in results.items()} == {
         k: ("ok", "", 3888) for k in ("slow", "tests.fault_models:good", "tests.fault_models:child_in_new_session")}
+
+
+def test_two_threads_starting_workers_leave_stdout_as_it_was():
+    """Each run_jobs points fds 1 and 2 at /dev/null while the fork server starts, and puts them
+    back: two threads doing it at once interleaved the saves, and fd 1 stayed on /dev/null, so
+    the caller's own print after the runs was lost (stdout '' on a pipe)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.fault_models import ROOT
+
+    code = ("import threading\nfrom reconcile.runner import Job, run_jobs\nout = {}\n"
+            "def go(k):\n    out[k] = run_jobs([Job('tests.fault_models:good', 'thop', input_shape=(1, 3, 8, 8))], "
+            "timeout=120)\n"
+            "ts = [threading.Thread(target=go, args=(k,)) for k in range(2)]\n[t.start() for t in ts]\n"
+            "[t.join() for t in ts]\nprint(sorted((k, r.status) for k, v in out.items() for r in v))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "[(0, 'ok'), (1, 'ok')]\n", "")
