@@ -16,25 +16,40 @@ from typing import Iterator
 from reconcile.errors import ReconcileError
 
 
-def check_writable(out: str) -> Path:
-    """``out`` as a Path once it is known that reports can be written there. The folder itself is
-    created only when the first file is written (``write_files``): a run that writes nothing
-    leaves nothing."""
+def check_writable(out: str, option: str = "--out", what: str = "reports") -> Path:
+    """``out`` as a Path once it is known that reports can be written there, before any tool runs.
+    A write probe, not ``os.access`` (which says yes to root, and to /proc): the folders missing
+    on the way are made, a file is made and removed in the last, and the folders made are removed
+    again, so a run that writes nothing leaves nothing (``write_files`` makes them for good)."""
+    if not out or not out.strip():
+        raise ReconcileError(f"{option} is empty: give the folder the {what} go to")
     path = Path(out)
+    made: list[Path] = []
     try:
-        if path.is_dir():
-            with tempfile.NamedTemporaryFile(dir=path, prefix=".reconcile-check-", delete=True):
-                pass
-        else:
-            parent = path
-            while not parent.exists() and parent != parent.parent:
-                parent = parent.parent
-            if path.exists() or not parent.is_dir():
+        missing = []
+        parent = path
+        while not parent.is_dir():
+            if parent.exists() or parent.is_symlink():  # a file (or a dangling link) where a folder must be
                 raise NotADirectoryError(20, "Not a directory")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise PermissionError(13, "Permission denied")
+            missing.append(parent)
+            if parent == parent.parent:
+                break
+            parent = parent.parent
+        for folder in reversed(missing):
+            folder.mkdir()
+            made.append(folder)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".reconcile-check-", delete=True) as probe:
+            probe.write(b"x")
+            probe.flush()
     except OSError as exc:
-        raise ReconcileError(f"cannot write reports to {out!r}: {exc.strerror or exc}: choose another folder with --out") from exc
+        raise ReconcileError(f"cannot write {what} to {out!r}: {exc.strerror or exc}: "
+                             f"choose another folder with {option}") from exc
+    finally:
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
     return path
 
 

@@ -17,9 +17,9 @@ from typing import Callable, Sequence
 
 from reconcile import tools as registry
 from reconcile.atomic import check_writable
-from reconcile.config import DEVICES, FORMATS, MODES, RunConfig
+from reconcile.config import DEVICES, FORMATS, MODES, TIMEOUT, ZOO_TIMEOUT, RunConfig
 from reconcile.errors import ReconcileError
-from reconcile.sources import with_zoo
+from reconcile.sources import spec_help, with_zoo
 
 
 def _err(msg: str, limit: int = 1000) -> None:
@@ -37,8 +37,7 @@ def _err_line(msg: str, limit: int = 300) -> None:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("specs", metavar="SPEC[,SPEC...]",
-                   help="torchvision model names (resnet18) or package.module:callable, comma-separated")
+    p.add_argument("specs", metavar="SPEC[,SPEC...]", help=spec_help())
     p.add_argument("--input-shape", metavar="N,C,H,W", help="input shape with batch, e.g. 1,3,224,224 "
                    "(default: the model's published eval size)")
     p.add_argument("--input-dtype", default="float32", metavar="DTYPE",
@@ -47,6 +46,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", action="append", metavar="[NAME=]SHAPE[:DTYPE[:HIGH|ones|zeros]]",
                    help="one input tensor; repeat for several (positional first, then named by forward's "
                         "parameters), e.g. --input input_ids=1x128:long:30522 --input attention_mask=1x128:long:ones")
+
+
+def _add_timeout(p: argparse.ArgumentParser, default: float = TIMEOUT, per_model: bool = False) -> None:
+    p.add_argument("--timeout", type=float, default=default, metavar="S",
+                   help=f"seconds per {'model' if per_model else 'tool and model'}, counted from its worker's start "
+                        f"(default {default:g})")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -79,7 +84,8 @@ def _config(ns: argparse.Namespace) -> RunConfig:
     from reconcile import models, pipeline
 
     shape = models.parse_input_shape(ns.input_shape) if getattr(ns, "input_shape", None) is not None else None
-    dtype = models.parse_dtype(ns.input_dtype) if getattr(ns, "input_dtype", None) else "float32"
+    # --input-dtype "" is a mistake (one line), not float32
+    dtype = models.parse_dtype(ns.input_dtype) if getattr(ns, "input_dtype", None) is not None else "float32"
     inputs = tuple(models.parse_input(t) for t in (getattr(ns, "input", None) or ()))
     if getattr(ns, "input_high", None) is not None:
         from reconcile.inputs import check_high
@@ -99,7 +105,7 @@ def _config(ns: argparse.Namespace) -> RunConfig:
         training=bool(getattr(ns, "training", False)),
         depth=getattr(ns, "depth", None),
         format=getattr(ns, "format", "table"),
-        timeout=getattr(ns, "timeout", 300.0),
+        timeout=getattr(ns, "timeout", TIMEOUT),
         out=getattr(ns, "out", "reports"),
         executor=getattr(ns, "executor", "local"),
         ray_address=getattr(ns, "ray_address", None),
@@ -340,6 +346,13 @@ def cmd_roofline(ns: argparse.Namespace) -> int:
     from reconcile.roofline.measure import Check
 
     check = Check(ns.hardware, ns.peak_dtype, ns.tf32, ns.repeat, ns.measure)
+    from reconcile.roofline import platforms
+    from reconcile.roofline.hardware import split_keys
+
+    # a bad name or custom: entry is one line before any model is counted (local is measured later)
+    platforms([k for k in split_keys(ns.hardware) if k != "local"])
+    if ns.plot is not None:  # before any model is counted, not after
+        check_writable(ns.plot, "--plot", "pictures")
 
     def work(counted) -> None:
         spec, inputs, native = counted, counted.inputs, counted.native
@@ -403,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="count in eval (default; train with --training) or train mode")
     _add_training_arg(p)
     p.add_argument("--depth", type=int, metavar="N", help="show modules down to depth N (default: all)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
+    _add_timeout(p, per_model=True)
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
     from reconcile.llm.cli import add_phase_args
 
@@ -416,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all): " + ", ".join(registry.defaults())
                    + "; pinned versions (reconcile/tool_versions.toml): "
                    + ", ".join(t.name for t in registry.all_tools().values() if t.pinned))
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
+    _add_timeout(p)
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
     p.set_defaults(func=cmd_tools)
 
@@ -424,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_run_args(p)
     p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all; native always runs)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
+    _add_timeout(p)
     p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
     p.add_argument("--hardware", default="a100-80gb", metavar="NAME[,NAME...]",
                    help="hardware of the report's roofline section (default a100-80gb; names as `reconcile "
@@ -436,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--tool", required=True, choices=registry.names(), help="the tool to predict")
     p.add_argument("--mode", choices=MODES, default="eval", help="eval (default) or train mode")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
+    _add_timeout(p, per_model=True)
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json")
     p.set_defaults(func=cmd_predict)
 
@@ -450,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all models of the source (default; for transformers its sample) or its CI sample")
     p.add_argument("--models", metavar="SPEC[,SPEC...]", help="these models instead of a subset")
     p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all)")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds per tool and model (default 600)")
+    _add_timeout(p, ZOO_TIMEOUT)
     p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
     _add_executor_args(p)
     p.add_argument("--resume", action="store_true",
@@ -479,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time each layer on CPU with real tensors (best of --repeat) next to its bound on "
                         "this machine's entries (local, custom); exit status 1 if one beats its bound")
     p.add_argument("--repeat", type=int, default=5, metavar="N", help="repetitions for --measure (default 5)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per tool and model (default 300)")
+    _add_timeout(p, per_model=True)
     p.add_argument("--plot", metavar="DIR", help="write a roofline and a per-family picture per hardware (PNG)")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json (one object per model per line)")
     p.set_defaults(func=cmd_roofline)
@@ -531,12 +544,16 @@ def _stop_workers(grace: float) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    from reconcile.runner import private_inductor_cache
+    try:
+        parser = build_parser()
+        ns = parser.parse_args(argv)
+        from reconcile.runner import private_inductor_cache
 
-    with private_inductor_cache():  # count, roofline, ... import torchvision in this process
-        return _run(ns)
+        with private_inductor_cache():  # count, roofline, ... import torchvision in this process
+            return _run(ns)
+    except KeyboardInterrupt:  # Ctrl-C before _run handles the stop signals (a 0.1 s SIGINT: a traceback)
+        _err("interrupted")
+        return 130
 
 
 def _run(ns: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from reconcile.errors import ReconcileError
@@ -45,6 +46,9 @@ EXECUTORS = ("local", "ray")
 def check_executor(name: str, address: str | None = None) -> str:
     if name not in EXECUTORS:
         raise ReconcileError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
+    if address is not None and not address.strip():
+        raise ReconcileError("--ray-address is empty: give the cluster's address (HOST:PORT or auto), or leave it "
+                             "out for a local Ray instance")
     if address and name != "ray":
         raise ReconcileError("--ray-address needs --executor ray")
     if name == "ray":
@@ -73,7 +77,8 @@ def run(jobs: list["Job"], *, executor: str = "local", address: str | None = Non
         on_done: Callable[["Job", "ToolRun"], None] | None = None,
         on_start: Callable[["Job"], None] | None = None) -> list["ToolRun"]:
     """``runner.run_jobs`` on the chosen executor; the same arguments and the same results."""
-    check_executor(executor, address)
+    if executor != "ray":  # Ray's is checked inside its session, which puts back what importing it set
+        check_executor(executor, address)
     from reconcile import runner
 
     if executor == "local":
@@ -104,9 +109,9 @@ def run_on_ray(jobs: list["Job"], *, address: str | None, timeout: float, worker
         runner.adapter_spec(job.tool)  # an unknown tool is the caller's to fix; a pinned version is known
     if not jobs:
         return []
-    ray = _import_ray()
 
     with session("ray", address, workers):
+        ray = _import_ray()
         # torch threads per job: on the local instance this machine's CPUs shared by the workers, as
         # the local pool does; on a cluster, each task holds one CPU of its node
         threads = max(1, (os.cpu_count() or 1) // workers) if address is None else 1
@@ -114,9 +119,56 @@ def run_on_ray(jobs: list["Job"], *, address: str | None, timeout: float, worker
                           on_start=on_start)
 
 
+# Ray's errors for a task whose node, raylet or worker process died under it: the job never ran
+# to a result, so running it again cannot change one (a job's own failure is a ToolRun, not these)
+_LOST = ("LocalRayletDiedError", "NodeDiedError", "WorkerCrashedError", "ObjectLostError",
+         "OwnerDiedError", "RaySystemError")
+# how to start the local instance again, while ``session`` holds one it started (a stack: one
+# session at a time in practice); empty on a cluster, where Ray retries on another node itself
+_RESTARTS: list[Callable[[], None]] = []
+
+
 def _run_tasks(ray: Any, jobs: list["Job"], *, timeout: float, threads: int, build: Any,
                on_done: Callable[["Job", "ToolRun"], None] | None,
                on_start: Callable[["Job"], None] | None) -> list["ToolRun"]:
+    """Every job as a Ray task. A job lost with its raylet on the local instance (a single node:
+    Ray has nowhere to retry it) is run once more on a new local instance, as on a cluster Ray
+    retries a task whose node died (``max_retries=1``); lost twice, it is recorded with why."""
+    lost: list[int] = []
+
+    def settled(job: "Job", run: "ToolRun") -> None:
+        if run.error_type in _LOST and _RESTARTS:
+            lost.append(next(k for k, j in enumerate(jobs) if j is job))  # told once it has run again
+            return
+        if on_done is not None:
+            on_done(job, run)
+
+    results = list(_submit(ray, jobs, timeout=timeout, threads=threads, build=build, on_done=settled,
+                           on_start=on_start))
+    if lost:
+        reasons = sorted({results[i].error_type for i in lost})
+        log.info("%d job(s) lost with the local Ray instance's %s: starting a new instance to run them once "
+                 "more", len(lost), ", ".join(reasons))
+        _RESTARTS[-1]()
+        again = _submit(_import_ray(), [jobs[i] for i in lost], timeout=timeout, threads=threads, build=build,
+                        on_done=None, on_start=None)
+        for i, run in zip(lost, again):
+            if run.error_type in _LOST:
+                run = replace(run, error_message=_cut(f"lost twice, run on a new local Ray instance after the first "
+                                                      f"({results[i].error_type}): {run.error_message}"))
+            results[i] = run
+            if on_done is not None:
+                on_done(jobs[i], run)
+    return results
+
+
+def _cut(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _submit(ray: Any, jobs: list["Job"], *, timeout: float, threads: int, build: Any,
+            on_done: Callable[["Job", "ToolRun"], None] | None,
+            on_start: Callable[["Job"], None] | None) -> list["ToolRun"]:
     refs: dict[Any, int] = {}
     try:
         task = ray.remote(num_cpus=1, max_retries=1, retry_exceptions=False)(_job_on_ray_worker)
@@ -192,15 +244,65 @@ def session(executor: str, address: str | None = None, workers: int = 2) -> Iter
     instance is started once, with ``workers`` CPUs, and stopped with its session folder at the
     end; an existing connection (the caller's own ``ray.init``) is used as it is and left open.
     Nothing for the local executor."""
-    check_executor(executor, address)
     if executor != "ray":
+        check_executor(executor, address)
         yield
         return
-    ray = _import_ray()
+    with _environment_kept(), _ray_errors_logged():
+        check_executor(executor, address)  # imports Ray: see _import_ray
+        ray = _import_ray()
+        if ray.is_initialized():
+            yield
+            return
+        with _session(ray, address, workers):
+            yield
 
-    if ray.is_initialized():
+
+@contextlib.contextmanager
+def _environment_kept() -> Iterator[None]:
+    """The process's environment as it was before the session: Ray's import reads a variable
+    this module sets (``_import_ray``), and ``ray.init`` sets ``PYTHONBREAKPOINT`` for good."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k not in saved]:
+            del os.environ[key]
+        for key, value in saved.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _ray_errors_logged() -> Iterator[None]:
+    """Ray's driver prints the errors the cluster pushes to it on this process's stdout from a
+    thread of its own (``listen_error_messages``: a raylet killed mid-run printed about 44 lines of
+    its log there, into ``tools --format json``'s output): while the session lasts they go to this
+    module's log (debug) instead; the job that met the error records it as its own failure."""
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:  # another Ray layout: its own printing applies
         yield
         return
+    printer = getattr(ray_worker, "print_to_stdstream", None)
+    if printer is None:
+        yield
+        return
+
+    def logged(data: dict, ignore_prefix: bool = False) -> None:
+        for line in data.get("lines", ()):
+            log.debug("ray (%s): %s", data.get("pid", "?"), line)
+
+    ray_worker.print_to_stdstream = logged
+    try:
+        yield
+    finally:
+        ray_worker.print_to_stdstream = printer
+
+
+@contextlib.contextmanager
+def _session(ray: Any, address: str | None, workers: int) -> Iterator[None]:
+    """A new Ray connection: a local instance started (``address`` None) or a cluster joined."""
     if address is not None:
         _check_reachable(address)
     # mode 0700 (mkdtemp): Ray makes its own folders under it 0777, so this one keeps them private
@@ -221,9 +323,20 @@ def session(executor: str, address: str | None = None, workers: int = 2) -> Iter
             with contextlib.suppress(Exception), _our_signal_handlers():
                 ray.shutdown()
             raise
+
+        def restart() -> None:  # a lost raylet's jobs run once more on a new local instance
+            with contextlib.suppress(Exception), _our_signal_handlers():
+                ray.shutdown()
+            with _signals_outside_ray(), _our_signal_handlers():
+                _init(ray, None, workers, folder)
+
+        if folder is not None:
+            _RESTARTS.append(restart)
         try:
             yield
         finally:
+            if folder is not None:
+                _RESTARTS.remove(restart)
             with _our_signal_handlers():  # Ray's own handlers would print a dump on a second signal
                 ray.shutdown()
     finally:
@@ -461,10 +574,17 @@ def _init(ray: Any, address: str | None, workers: int, folder: str | None) -> No
             tmp = os.path.join(folder, "tmp")
             os.makedirs(tmp, exist_ok=True)
             os.environ["RECONCILE_RAY_FOLDER"] = folder  # for the watchdog: see _Watchdog
+            env = {"PYTHONPATH": path, "TMPDIR": tmp}
+            inductor = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")
+            if os.path.basename(os.path.dirname(inductor)).startswith("pymp-"):
+                # reconcile's own (runner.private_inductor_cache), in this process's pymp-* folder:
+                # a Ray worker importing torch would make that folder again after this process's
+                # fork server removed it (a SIGKILL of reconcile), so the workers' goes in theirs
+                env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(tmp, "inductor")
             with _loopback_only():
                 ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
                          logging_level=logging.ERROR, _temp_dir=os.path.join(folder, "ray"),
-                         runtime_env={"env_vars": {"PYTHONPATH": path, "TMPDIR": tmp}})
+                         runtime_env={"env_vars": env})
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False, logging_level=logging.ERROR)
     finally:

@@ -18,6 +18,7 @@ from reconcile.config import RunConfig
 from reconcile.sources import PROBED, SOURCES, kind_of
 from reconcile.atomic import WriteFailed, write_files
 from reconcile.errors import ReconcileError
+from reconcile.inputs import model_dtype
 from reconcile.explain.core import ToolExplanation, explain_run
 from reconcile.records import NativeCount, ToolRun
 from reconcile.report.files import file_stem
@@ -50,9 +51,12 @@ class ModelRuns:
 
 def parse_tools(text: str | Sequence[str] | None) -> tuple[str, ...]:
     """The tools a run asks for (``reconcile.tools``; none: the default run), the reference first."""
-    if not text:
+    if text is None:
         return registry.defaults()
     names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    if not names:  # --tools "" or ",,,": a mistake, not the default run
+        raise ReconcileError(f"--tools names no tool ({text!r}): name one or more of {', '.join(registry.names())}, "
+                             "comma-separated, or leave --tools out for the default run")
     from reconcile import versions
 
     for t in names:
@@ -162,12 +166,24 @@ def collect(specs: Sequence[str], config: RunConfig = RunConfig(), *, workers: i
             prepared.append((text, None, (), str(exc)))
     jobs: list[Job] = []
     owners: list[int] = []
+    not_run: dict[int, list[ToolRun]] = {}  # tools that cannot count the model's dtype, by model
     for i, (_, spec, inp, err) in enumerate(prepared):
         if err:
             continue
         size = _expected_size(spec)
         entries = [registry.get(t) for t in tools]
+        try:
+            dtype = model_dtype(inp) or "float32"
+        except ReconcileError:  # floating inputs of two dtypes: each job's worker says so
+            dtype = ""
         for tool in entries:
+            why = tool.cannot_run(dtype) if dtype else ""
+            if why:  # checked here, before any tool runs, not met as the tool's own dtype error
+                not_run.setdefault(i, []).append(ToolRun(
+                    tool=tool.name, version=tool.version or (_version(tool.dist) if tool.dist else ""),
+                    status="not run", error_type="UnsupportedDtype", error_message=why,
+                    attempted=f"{tool.name} on {spec.name} (checked before running)"))
+                continue
             # --training: a tool with a training adapter counts forward + backward (its run keeps its name)
             jobs.append(Job(spec.name, tool.job(training), inputs=inp, mode=mode, cost=size * tool.cost,
                             device=device if tool.run_device else None))
@@ -180,6 +196,10 @@ def collect(specs: Sequence[str], config: RunConfig = RunConfig(), *, workers: i
     position = {id(job): k for k, job in enumerate(jobs)}
     left = {i: owners.count(i) for i in set(owners)}
     tell_done, tell_start = _tools_only(on_done), _tools_only(on_start)
+    if tell_done is not None:
+        for i, skipped in not_run.items():
+            for run in skipped:
+                tell_done(Job(prepared[i][1].name, run.tool, inputs=prepared[i][2]), run)
 
     def done(job: Job, run: ToolRun) -> None:
         if tell_done is not None:
@@ -189,8 +209,8 @@ def collect(specs: Sequence[str], config: RunConfig = RunConfig(), *, workers: i
         left[owners[k]] -= 1
         if on_model is not None and left[owners[k]] == 0:
             i = owners[k]
-            built[i] = _model_runs(prepared[i], [settled[j] for j in range(len(jobs)) if owners[j] == i], mode,
-                                   options, training)
+            built[i] = _model_runs(prepared[i], _in_order([settled[j] for j in range(len(jobs)) if owners[j] == i]
+                                                          + not_run.get(i, []), tools), mode, options, training)
             on_model(built[i])
 
     runs = executors.run(jobs, executor=config.executor, address=config.ray_address, timeout=timeout, workers=workers,
@@ -201,11 +221,19 @@ def collect(specs: Sequence[str], config: RunConfig = RunConfig(), *, workers: i
     out = []
     for i, item in enumerate(prepared):
         if i not in built:
-            built[i] = _model_runs(item, by_model.get(i, []), mode, options, training)
+            built[i] = _model_runs(item, _in_order(by_model.get(i, []) + not_run.get(i, []), tools), mode, options,
+                                   training)
             if on_model is not None:
                 on_model(built[i])
         out.append(built[i])
     return out
+
+
+def _in_order(runs: list[ToolRun], tools: Sequence[str]) -> list[ToolRun]:
+    """A model's runs in the order of ``tools`` (runs not started come back in their place), the
+    trace job last."""
+    order = {t: k for k, t in enumerate(tools)}
+    return sorted(runs, key=lambda r: order.get(r.tool, len(order)))
 
 
 def _tools_only(callback: Callable | None) -> Callable | None:
@@ -381,8 +409,10 @@ def write_reports(results: Sequence[ModelRuns], folder: Path, hardware: str | No
         reports.append(report)
         unexplained = [t.tool for t in report.tools if t.status == "ok" and t.residual]
         note = f"; unexplained residual in {', '.join(unexplained)}" if unexplained else ""
-        bad = [t.tool for t in report.tools if t.status != "ok"]
+        bad = [t.tool for t in report.tools if t.status not in ("ok", "not run")]
         note += f"; {', '.join(bad)} did not finish" if bad else ""
+        skipped = [t.tool for t in report.tools if t.status == "not run"]
+        note += f"; {', '.join(skipped)} not run" if skipped else ""
         extra = ", .png" if f"{file_stem(mr.name)}.png" in files else ""
         say(f"wrote {folder / file_stem(mr.name)}.md (.json, .csv{extra}){note}")
         for t in report.tools:

@@ -12,6 +12,8 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -150,17 +152,64 @@ def private_inductor_cache() -> Iterator[None]:
     while this is open, ``TORCHINDUCTOR_CACHE_DIR`` points into this process's own ``pymp-*``
     folder, removed with it at exit, so processes started meanwhile (the fork server and its
     workers) or torch imported here leave nothing behind. A cache the user chose with
-    ``TORCHINDUCTOR_CACHE_DIR`` is left as it is."""
+    ``TORCHINDUCTOR_CACHE_DIR`` is left as it is.
+
+    The folder is only named here (``_reserved_temp_dir``) and made just before the fork server
+    starts (``_made_temp_dir``): made at a command's start, a SIGKILL in the second before the
+    server ran left it behind, with no process alive to remove it (the server removes it for a
+    caller that died). If torch, imported here, made it meanwhile, it is removed on the way out."""
     if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
         yield
         return
-    from multiprocessing import util
-
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(util.get_temp_dir(), "inductor")
+    folder = _reserved_temp_dir()
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(folder, "inductor")
     try:
         yield
     finally:
         os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        if multiprocessing.current_process()._config.get("tempdir") != folder:  # not multiprocessing's
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+_TEMP_LOCK = threading.Lock()
+_RESERVED = "reconcile_reserved_tempdir"  # the name in multiprocessing's per-process config
+
+
+def _reserved_temp_dir() -> str:
+    """The ``pymp-*`` folder multiprocessing uses in this process: the one it made, else a name
+    chosen now (random, as ``mkdtemp``'s) that ``_made_temp_dir`` makes when it is needed."""
+    with _TEMP_LOCK:
+        config = multiprocessing.current_process()._config
+        made = config.get("tempdir")
+        if made:
+            return made
+        if not config.get(_RESERVED):
+            name = "pymp-" + "".join(random.SystemRandom().choice("abcdefghijklmnopqrstuvwxyz0123456789_")
+                                     for _ in range(8))
+            config[_RESERVED] = os.path.join(tempfile.gettempdir(), name)
+        return config[_RESERVED]
+
+
+def _made_temp_dir() -> str:
+    """The reserved folder made (mode 0700) and handed to multiprocessing as this process's temp
+    folder, removed at exit as one it made itself (``util.get_temp_dir``); called just before the
+    fork server starts, so that its socket goes there."""
+    from multiprocessing import util
+
+    folder = _reserved_temp_dir()
+    with _TEMP_LOCK:
+        config = multiprocessing.current_process()._config
+        if config.get("tempdir") == folder:
+            return folder
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:  # made by torch's import in this process (its compile cache is in it)
+            if os.stat(folder).st_uid != os.getuid():
+                raise
+        util.Finalize(None, util._remove_temp_dir, args=(shutil.rmtree, folder), exitpriority=-100)
+        config["tempdir"] = folder
+        config.pop(_RESERVED, None)
+    return folder
 
 
 def _forkserver_context(extra: tuple[str, ...] = ()) -> tuple[Any, int]:
@@ -170,13 +219,22 @@ def _forkserver_context(extra: tuple[str, ...] = ()) -> tuple[Any, int]:
     its own fds) reaches the caller's terminal."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD) + [m for m in extra if m not in PRELOAD])
-    from multiprocessing import forkserver
-
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (AttributeError, ValueError, OSError):
             pass
+    with _FDS_LOCK:  # one thread at a time: two interleaved saves left fd 1 on /dev/null for good
+        return _start_server(ctx, extra)
+
+
+_FDS_LOCK = threading.Lock()
+
+
+def _start_server(ctx: Any, extra: tuple[str, ...]) -> tuple[Any, int]:
+    """The fork server started with fds 1 and 2 on /dev/null (see ``_forkserver_context``)."""
+    from multiprocessing import forkserver, resource_tracker
+
     saved: list[int] = []
     null = os.open(os.devnull, os.O_WRONLY)
     # read by reconcile._server in the server (the variable is gone again before this returns)
@@ -188,6 +246,12 @@ def _forkserver_context(extra: tuple[str, ...] = ()) -> tuple[Any, int]:
             for fd in (1, 2):
                 saved.append(os.dup(fd))
                 os.dup2(null, fd)
+            # the server's start begins by starting multiprocessing's resource tracker (a fork and
+            # exec: milliseconds, far more on a busy machine), so that comes first: a SIGKILL
+            # between the folder's mkdir and the server's fork leaves the folder with no process
+            # to remove it, and that gap is now a bind and a fork (see private_inductor_cache)
+            resource_tracker.ensure_running()
+            _made_temp_dir()
             forkserver.ensure_running()  # no-op when it already runs; its children inherit its fds
         finally:
             if previous is None:

@@ -44,7 +44,7 @@ class Progress:
         if f"{model} {job.tool}" in self.running:
             self.running.remove(f"{model} {job.tool}")
         self.done[model] = self.done.get(model, 0) + 1
-        if run.status != "ok":
+        if run.status not in ("ok", "not run"):  # a tool that cannot count the run was never started
             self.failed[model] = self.failed.get(model, 0) + 1
         model_finished = self.done[model] == self.tools
         if model_finished:

@@ -336,7 +336,8 @@ class NativeCount:
 
 # ----- tool runs (adapters) -----------------------------------------------------------------
 
-STATUSES = ("ok", "failed", "timeout")
+# "not run": the tool cannot count this run (``Tool.cannot_run``), known before it would start
+STATUSES = ("ok", "failed", "timeout", "not run")
 
 
 @dataclass(frozen=True)

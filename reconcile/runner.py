@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -53,6 +54,12 @@ from reconcile.records import ToolRun
 from reconcile.worker import OUTPUT_LIMIT, bounded  # noqa: F401 - OUTPUT_LIMIT: the callers' API
 
 log = logging.getLogger(__name__)
+
+# pids of the workers running in this process, whichever thread's ``run_jobs`` started them: the
+# fork server is shared, so one run's clean-up of the server's other children must spare them
+# (changed and read under the lock)
+_LIVE_WORKERS: set[int] = set()
+_WORKERS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -166,8 +173,10 @@ def run_jobs(
                                 worker.server_died = why
                         ctx, server = _forkserver_context(preload)
                     try:
-                        worker = _Worker.start(ctx, server, index, jobs[index], specs[index], builder, threads,
-                                               timeout)
+                        with _WORKERS_LOCK:  # no other thread's _end_orphans between the fork and the add
+                            worker = _Worker.start(ctx, server, index, jobs[index], specs[index], builder,
+                                                   threads, timeout)
+                            _LIVE_WORKERS.add(worker.process.pid)
                     except (EOFError, OSError) as exc:  # the server died while it forked this job's worker
                         if not _dead(server):
                             raise
@@ -192,14 +201,19 @@ def run_jobs(
                 run = worker.poll()
                 if run is not None:
                     running.remove(worker)
-                    # what the job started in a session of its own is the server's now (a subreaper)
-                    _end_orphans(worker.server, {w.process.pid for w in running})
+                    # what the job started in a session of its own is the server's now (a subreaper);
+                    # the workers of every thread's run_jobs are spared, not only this call's
+                    with _WORKERS_LOCK:
+                        _LIVE_WORKERS.discard(worker.process.pid)
+                        _end_orphans(worker.server, set(_LIVE_WORKERS))
                     settle(worker.index, run)
     finally:
         for worker in running:  # only reached on an error or interrupt in this loop
             worker.kill()
         if running:
-            _end_orphans(server, set())
+            with _WORKERS_LOCK:
+                _LIVE_WORKERS.difference_update(w.process.pid for w in running)
+                _end_orphans(server, set(_LIVE_WORKERS))
     done = [r for r in results if r is not None]
     assert len(done) == len(jobs), "every job settles before the loop ends"
     return done

@@ -41,6 +41,16 @@ class Tool:
     run_device: bool = False  # builds and counts on the run's --device; else where its adapter asks (cpu)
     reference: bool = False  # the native count every prediction and explanation starts from: always runs, first
     versioned: tuple[str, ...] = ()  # other distributions whose versions change its numbers (zoo's resume key)
+    # the floating dtypes it can count a model in (the model runs in its floating inputs' dtype,
+    # ``inputs.model_dtype``); (): any. A run in another is not started, recorded as not run
+    float_dtypes: tuple[str, ...] = ()
+
+    def cannot_run(self, dtype: str) -> str:
+        """Why it cannot count a model run in ``dtype`` ("" when it can)."""
+        if not self.float_dtypes or dtype in self.float_dtypes:
+            return ""
+        return (f"{self.name} counts models in {', '.join(self.float_dtypes)} only (it makes its own "
+                f"float32 input), not in {dtype}; to count with it, leave out --input-dtype {dtype}")
 
     @property
     def tool(self) -> str:
@@ -83,9 +93,9 @@ BUILTIN: tuple[Tool, ...] = (
     Tool("ptflops-aten", _A + "ptflops:PtflopsAtenAdapter", _C + "ptflops_aten:CONVENTION", preload=("ptflops",),
          dist="ptflops", cost=1.2),
     Tool("torchstat", _A + "torchstat:TorchstatAdapter", _C + "torchstat:CONVENTION", preload=("torchstat",),
-         dist="torchstat", cost=1.5, versioned=("pandas",)),  # its tables are pandas'
+         dist="torchstat", cost=1.5, versioned=("pandas",), float_dtypes=("float32",)),  # its tables are pandas'
     Tool("torchsummary", _A + "torchsummary:TorchsummaryAdapter", _C + "torchsummary:CONVENTION",
-         preload=("torchsummary",), dist="torchsummary", cost=2.0),
+         preload=("torchsummary",), dist="torchsummary", cost=2.0, float_dtypes=("float32",)),
     Tool("fvcore", _A + "fvcore:FvcoreAdapter", _C + "fvcore:CONVENTION", preload=("fvcore.nn",), dist="fvcore",
          traced=True, cost=2.5),
     Tool("mmengine", _A + "mmengine:MmengineAdapter", _C + "mmengine:CONVENTION", preload=("mmengine.analysis",),

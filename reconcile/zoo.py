@@ -281,7 +281,10 @@ def resume(folder, spec: str, key: dict):
 
 def names_for(source: str, subset: str, models: str | None) -> list[str]:
     """The models of ``--models`` (comma-separated) or else of ``subset`` of ``source``, once each."""
-    names = [m for m in models.split(",") if m] if models else models_of(source, subset)
+    # --models "" is a mistake (one line), not "no --models" (the whole zoo)
+    from reconcile.models import split_specs
+
+    names = split_specs(models) if models is not None else models_of(source, subset)
     return list(dict.fromkeys(names))
 
 
@@ -378,7 +381,9 @@ def published(folder, models: str | None, subset: str, timeout: float,
     from reconcile.report.timm_published import markdown
     from reconcile.sources import timm_published as tp
 
-    wanted = [m for m in models.split(",") if m] if models else (None if subset == "all" else models_of("timm", "ci"))
+    from reconcile.models import split_specs
+
+    wanted = split_specs(models) if models is not None else (None if subset == "all" else models_of("timm", "ci"))
     rows = timm_check.rows_for(wanted)
     checks = timm_check.run(rows, timeout=timeout, workers=1, on_check=lambda k, c: on_check(k, len(rows), c))
     out = "timm-published.md"

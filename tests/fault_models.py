@@ -136,6 +136,9 @@ print_megabytes = _factory("print_megabytes", _print_megabytes)
 spawn_child_and_hang = _factory("spawn_child_and_hang", _spawn_child_and_hang)
 changes_global_torch_state = _factory("changes_global_torch_state", _changes_global_torch_state)
 good = _factory("good", lambda: None)
+# its forward takes 8 s on real tensors (on meta, native counts it at once): a run still in its
+# middle when something is killed (tests/test_ray_lockdown.py kills the raylet)
+slow = _factory("slow", lambda: time.sleep(8))
 
 
 # ----- for the tests that run these models through the command line -------------------------

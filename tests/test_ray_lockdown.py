@@ -9,6 +9,7 @@ Each case starts a local Ray instance (about 15 s here), so the cases are few an
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -197,3 +198,81 @@ def test_an_address_that_is_not_ray_is_one_line_at_once(tmp_path):
     assert len(err) == 1 and f"'{address}' is not a Ray cluster: it answered '" in err[0], done.stderr
     assert took < 30  # Ray alone retries for minutes
     assert not (tmp_path / "zoo.md").exists()
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+@pytest.mark.slow
+def test_a_killed_raylet_is_silent_and_its_jobs_run_again(short_tmp):
+    """SIGKILL of the local instance's raylet while its tasks run (the model's forward sleeps 8 s
+    on CPU, so thop and fvcore are mid-job): before, about 44 lines of the raylet's log reached
+    stdout (into --format json's output) from Ray's driver, and the jobs ended as
+    LocalRayletDiedError, not retried; now stdout is the one JSON line, every tool ran (on a new
+    local instance), and nothing is left."""
+    env = dict(os.environ, TMPDIR=short_tmp, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "reconcile", "tools", "tests.fault_models:slow", "--input-shape",
+                             "1,3,8,8", "--tools", "native,thop,fvcore", "--timeout", "120", "--executor", "ray",
+                             "--format", "json"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        raylet = None
+        while raylet is None and time.monotonic() < deadline and proc.poll() is None:
+            pids = _tree(proc.pid)
+            if any(_comm(p).startswith("ray::_job_on") for p in pids):
+                raylet = next((p for p in pids if _comm(p) == "raylet"), None)
+            time.sleep(0.2)
+        assert raylet is not None, proc.communicate(timeout=60)
+        time.sleep(2)  # the tasks' fork servers are up, their jobs running
+        os.kill(raylet, signal.SIGKILL)
+        out, err = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, err
+    (line,) = out.strip().splitlines()  # nothing of Ray's in stdout
+    runs = json.loads(line)["tools"]
+    assert {t: r["status"] for t, r in runs.items()} == {"native": "ok", "thop": "ok", "fvcore": "ok"}
+    # conv 3->4 k3 on 8x8: 144 outputs x 27 = 3,888 MACs
+    assert runs["thop"]["headline"]["macs"] == 3888
+    assert [x for x in err.splitlines() if not x.startswith("reconcile: progress")] == []
+    deadline = time.monotonic() + 60
+    while (_naming(short_tmp) or os.listdir(short_tmp)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _naming(short_tmp) == [] and os.listdir(short_tmp) == []
+
+
+@pytest.mark.slow
+def test_a_ray_session_leaves_the_environment_as_it_was(tmp_path, monkeypatch):
+    """Ray's import reads RAY_DISABLE_FAILURE_SIGNAL_HANDLER (set by reconcile before it) and
+    ray.init sets PYTHONBREAKPOINT for good: both are gone again once the session ends."""
+    from reconcile import executors
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", raising=False)
+    monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("a Ray connection of this process is open: the session would reuse it")
+    from reconcile.runner import Job
+
+    before = dict(os.environ)
+    with executors.session("ray"):
+        assert ray.is_initialized()
+        assert os.environ.get("PYTHONBREAKPOINT")  # what Ray sets, while it runs
+    assert not ray.is_initialized()
+    assert dict(os.environ) == before
+    # the same through executors.run, which starts its own session (and first checks Ray is there)
+    (run,) = executors.run([Job("tests.fault_models:good", "thop", input_shape=(1, 3, 8, 8))], executor="ray",
+                           timeout=120)
+    assert (run.status, run.headline["macs"]) == ("ok", 3888)  # 144 outputs x 27
+    assert not ray.is_initialized()
+    assert dict(os.environ) == before

@@ -4,6 +4,7 @@ the renderers and the pictures. No timing targets here (they live in benchmarks/
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 from fractions import Fraction
 
@@ -170,12 +171,15 @@ def test_local_uses_its_cache(tmp_path, monkeypatch):
         calls.append(dtype)
         return {"dtype": dtype, "peak_flops": 1e11, "bandwidth": 2e10, "matmul": "m", "copy": "c",
                 "cache_bytes": 2**25, "cache_bandwidth": 1e11, "cache": "k",
-                "threads": torch.get_num_threads(), "torch": torch.__version__, "date": "2026-12-01"}
+                "threads": torch.get_num_threads(), "torch": torch.__version__, "date": "2026-12-01",
+                "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), "cpu_share": 0.95}
 
     monkeypatch.setattr(local, "measure", fake)
     a = local.platform("float32")
-    b = local.platform("float32")  # from the cache: measured once
-    assert calls == ["float32"] and a == b and a.ridge == 5.0
+    b = local.platform("float32")  # from the cache: measured once (tests/test_local_hardware.py: when not)
+    assert calls == ["float32"] and a.ridge == 5.0
+    assert dataclasses.replace(a, name="", source="") == dataclasses.replace(b, name="", source="")  # the same figures
+    assert "from the cache" in b.name and "from the cache" not in a.name  # which says where they came from
     assert (a.cache_bytes, a.cache_bandwidth, a.cache_ridge) == (2**25, 1e11, 1.0)
     saved = json.loads((tmp_path / "reconcile" / "local-hardware.json").read_text())
     assert list(saved) == [f"float32/threads={torch.get_num_threads()}/torch={torch.__version__}/{local.METHOD}"]

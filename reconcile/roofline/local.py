@@ -3,7 +3,10 @@
 Guarantees: each figure is the best (minimum-time) of several warm runs on torch's threads in this
 process (``torch.get_num_threads()``, the same threads ``measure_layers`` times layers with),
 measured once per (dtype, thread count, torch version, method) and cached in
-``$XDG_CACHE_HOME/reconcile/local-hardware.json`` (else ``~/.cache/reconcile/``) with the date.
+``$XDG_CACHE_HOME/reconcile/local-hardware.json`` (else ``~/.cache/reconcile/``) with the time it
+was measured and how busy the machine was; a cached entry is measured again when it is older than
+``MAX_AGE_DAYS``, was measured on a busy machine (``BUSY_SHARE``) or lacks either record, and the
+platform's name always says when its figures were measured and whether they came from the cache.
 The peak is the best rate of the kernels a CNN or transformer actually runs here: square matmuls
 and a fixed set of standard convolution shapes; the DRAM bandwidth the best of three streams far
 beyond any cache; the cache bandwidth the best of the same streams on working sets that fit the
@@ -55,6 +58,13 @@ BUDGET = 1.0  # seconds per measurement at least: a quiet moment on a shared mac
 # model's own convolutions then reached
 SHORT_BUDGET = 0.4
 METHOD = "matmul-convs-streams-cache-2"  # part of the cache key: a changed measurement is measured again
+MAX_AGE_DAYS = 7  # a cached measurement older than this is taken again (a changed machine, a new kernel)
+# A measurement is busy when its threads got less than this share of the CPU time they could have
+# used (process CPU seconds / (wall seconds x threads)): other processes ran on its cores and its
+# figures are low (a busy moment stored DRAM 15.5 GB/s, then 10.6). Kernels and streams keep every
+# thread running, so a quiet machine gives close to 1; 2 threads here beside 5 other runnable
+# processes got 0.15. The 1-minute load average is recorded beside it.
+BUSY_SHARE = 0.75
 
 
 def conv_flops(batch: int, cin: int, cout: int, k: int, stride: int, pad: int, size: int) -> int:
@@ -116,8 +126,12 @@ def measure(dtype: str, repeat: int = REPEAT) -> dict[str, Any]:
     """Peak FLOP/s: the best rate of square matmuls in ``dtype`` over ``MATMUL_SIZES`` and of the
     ``CONV_SHAPES`` convolutions; DRAM bandwidth: the best of a copy, an in-place scale and a sum
     of 256 MiB; cache bandwidth: the best of the same on working sets that fit the last-level cache."""
+    import resource
+
     import torch
 
+    load = _load()
+    clock, used = time.perf_counter(), _cpu_seconds(resource)
     rates: dict[str, float] = {}
     for n in MATMUL_SIZES:
         if dtype == "int8":
@@ -157,6 +171,7 @@ def measure(dtype: str, repeat: int = REPEAT) -> dict[str, Any]:
                 cache[f"{kind} {llc // frac // 2**10} KiB"] = rate
     c_best = max(cache, key=lambda k: cache[k]) if cache else None
     top = sorted(rates, key=lambda k: -rates[k])[:4]
+    share = (_cpu_seconds(resource) - used) / ((time.perf_counter() - clock) * torch.get_num_threads())
     return {
         "dtype": dtype,
         "peak_flops": rates[best_kernel],
@@ -175,7 +190,57 @@ def measure(dtype: str, repeat: int = REPEAT) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_share": round(share, 3),
+        "load": load,
+        "cpus": os.cpu_count(),
     }
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _cpu_seconds(resource: Any) -> float:
+    """CPU seconds this process used so far, every thread (user and system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def stale(entry: dict[str, Any], now: datetime.datetime | None = None) -> str:
+    """Why a cached measurement must be taken again ("" when it may be reused): too old, taken on
+    a busy machine, or made before reconcile recorded when and how busy."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    try:
+        at = datetime.datetime.fromisoformat(entry["measured_at"])
+        share = float(entry["cpu_share"])
+    except (KeyError, TypeError, ValueError):
+        return "it does not say when it was measured or how busy the machine was"
+    age = now - at
+    if age > datetime.timedelta(days=MAX_AGE_DAYS):
+        return f"it was measured {age.days} days ago (more than {MAX_AGE_DAYS})"
+    if share < BUSY_SHARE:
+        return f"the machine was busy then (its threads got {share:.0%} of their CPU time)"
+    return ""
+
+
+def measured_when(entry: dict[str, Any], cached: bool, now: datetime.datetime | None = None) -> str:
+    """When a measurement was taken, how busy the machine was, and whether it came from the cache."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    try:
+        at = datetime.datetime.fromisoformat(entry["measured_at"])
+    except (KeyError, TypeError, ValueError):
+        return f"measured {entry.get('date', 'at an unknown time')}"
+    hours = (now - at).total_seconds() / 3600
+    ago = f"{hours:.0f} h ago" if hours >= 1 else f"{hours * 60:.0f} min ago"
+    text = f"measured {at.strftime('%Y-%m-%d %H:%M')} UTC, {ago}" + (", from the cache" if cached else "")
+    share = entry.get("cpu_share")
+    if isinstance(share, (int, float)) and share < BUSY_SHARE:
+        text += f"; on a busy machine ({share:.0%} of its CPU time): low figures, measured again next time"
+    return text
 
 
 def platform(dtype: str, refresh: bool = False) -> Platform:
@@ -191,7 +256,11 @@ def platform(dtype: str, refresh: bool = False) -> Platform:
     except (OSError, ValueError):
         cache = {}
     entry = None if refresh else cache.get(key)
-    if not isinstance(entry, dict) or not {"peak_flops", "bandwidth"} <= set(entry):
+    cached = isinstance(entry, dict) and {"peak_flops", "bandwidth", "threads"} <= set(entry)
+    why = stale(entry) if cached else "there is none"
+    if why:
+        log.info("measuring this machine for %s (%s): about half a minute", key, why if not refresh else "asked to")
+        cached = False
         entry = measure(dtype)
         cache[key] = entry
         try:
@@ -201,10 +270,13 @@ def platform(dtype: str, refresh: bool = False) -> Platform:
             tmp.replace(path)
         except OSError as exc:  # a read-only home still gets the measured numbers, uncached
             log.warning("could not cache the local measurement in %s: %s", path, exc)
+    else:
+        log.info("this machine's %s figures from %s (%s)", key, path, measured_when(entry, True))
     cache_bw = entry.get("cache_bandwidth")
-    return Platform("local", f"this machine (CPU, {entry['threads']} threads)", float(entry["peak_flops"]),
+    when = measured_when(entry, cached)
+    return Platform("local", f"this machine (CPU, {entry['threads']} threads; {when})", float(entry["peak_flops"]),
                     float(entry["bandwidth"]), f"measured {dtype} matmul/conv",
-                    f"measured {entry['date']}: {entry['matmul']}; DRAM {entry['copy']}; "
+                    f"{when}: {entry['matmul']}; DRAM {entry['copy']}; "
                     f"cache {entry.get('cache', 'not measured')}; cached in {path}", here=True,
                     cache_bytes=entry.get("cache_bytes") if cache_bw else None,
                     cache_bandwidth=float(cache_bw) if cache_bw else None)

@@ -34,6 +34,7 @@ class Source:
     probed: bool = False  # default inputs need user or library code imported: found in a worker
     sample: str = ""  # "module:attribute" of its CI sample (``zoo --subset ci``); "": no zoo
     zoo_file: str = ""  # the zoo page of its models
+    spec: str = ""  # how a spec names one of its models, for --help (``spec_help``)
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -49,19 +50,28 @@ class Source:
 
 SOURCES: dict[str, Source] = {s.kind: s for s in (
     Source("torchvision", "reconcile.sources.torchvision", package="torchvision", sample="reconcile.zoo:ZOO_CI",
-           zoo_file="zoo.md"),
+           zoo_file="zoo.md", spec="a torchvision model name (resnet18; `reconcile models` lists them)"),
     Source("timm", "reconcile.sources.timm", prefix="timm", package="timm", preload=("timm",),
-           sample="reconcile.zoo:TIMM_SAMPLE", zoo_file="zoo-timm.md"),
+           sample="reconcile.zoo:TIMM_SAMPLE", zoo_file="zoo-timm.md",
+           spec="timm:NAME, a timm model (timm:convnext_atto; `reconcile models --source timm`)"),
     Source("transformers", "reconcile.sources.huggingface", prefix="hf", package="transformers",
            preload=("transformers",), probed=True, sample="reconcile.sources.huggingface:SAMPLE",
-           zoo_file="zoo-transformers.md"),
+           zoo_file="zoo-transformers.md",
+           spec="hf:ClassName[:key=value...], a transformers class from its config's defaults "
+                "(hf:BertModel, hf:LlamaForCausalLM:num_hidden_layers=4)"),
     # package.module:callable: a spec with a colon and no known prefix
-    Source("callable", "reconcile.sources.user", probed=True),
+    Source("callable", "reconcile.sources.user", probed=True,
+           spec="package.module:callable, your factory or nn.Module class, called with no arguments"),
 )}
 # spec prefix -> kind; a spec without one is a torchvision name, or package.module:callable
 PREFIXES: dict[str, str] = {s.prefix: s.kind for s in SOURCES.values() if s.prefix}
 # sources whose default inputs need user or library code imported: found in a worker
 PROBED = tuple(s.kind for s in SOURCES.values() if s.probed)
+
+
+def spec_help() -> str:
+    """What a SPEC may be, one clause per source (the --help of every command that takes one)."""
+    return "comma-separated models, each " + "; or ".join(s.spec for s in SOURCES.values())
 
 
 def source(kind: str) -> ModuleType:
