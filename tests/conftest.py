@@ -18,15 +18,14 @@ import pytest
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 _WORKER_TMP = None
 if _WORKER:
+    import shutil
+    from multiprocessing import util as _mp_util
+
     _WORKER_TMP = tempfile.mkdtemp(prefix=f"rt-{_WORKER}-")
     os.environ["TMPDIR"] = tempfile.tempdir = _WORKER_TMP
-
-
-def pytest_unconfigure(config):
-    if _WORKER_TMP:
-        import shutil
-
-        shutil.rmtree(_WORKER_TMP, ignore_errors=True)
+    # removed as the worker exits, after multiprocessing has removed its own pymp-* folder from it
+    # (that finalizer has priority -100; removing the folder earlier made it print a traceback)
+    _mp_util.Finalize(None, shutil.rmtree, args=(_WORKER_TMP, True), exitpriority=-200)
 
 
 @pytest.fixture(scope="session")
