@@ -5,7 +5,27 @@ the step runs once; every test still makes its own assertions on it."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+# ``make test`` runs the files on pytest-xdist workers (``-n``, one file per worker at a time). Each
+# worker gets a temporary folder of its own, before anything asks tempfile for it, and its
+# subprocesses inherit it through TMPDIR: a test that checks a run left nothing in the temporary
+# folder then sees only its own worker's runs, never a folder another worker's run holds open.
+# The name is short: a local Ray instance puts its sockets under it (executors._short_temp_dir).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+_WORKER_TMP = None
+if _WORKER:
+    import shutil
+    from multiprocessing import util as _mp_util
+
+    _WORKER_TMP = tempfile.mkdtemp(prefix=f"rt-{_WORKER}-")
+    os.environ["TMPDIR"] = tempfile.tempdir = _WORKER_TMP
+    # removed as the worker exits, after multiprocessing has removed its own pymp-* folder from it
+    # (that finalizer has priority -100; removing the folder earlier made it print a traceback)
+    _mp_util.Finalize(None, shutil.rmtree, args=(_WORKER_TMP, True), exitpriority=-200)
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +55,16 @@ def _torch_as_it_was():
                     setattr(owner, name, value)
                 except (AttributeError, TypeError):  # read-only slots are not what tools patch
                     pass
+
+
+# The files that take longest (whole zoo and end-to-end runs), first: pytest-xdist hands files to
+# workers in this order (``--no-loadscope-reorder``), so no worker is left with a long file at the
+# end while the other has finished. The rest keep their order.
+FIRST = ("test_zoo_realworld.py", "test_zoo_tools.py", "test_reports.py", "test_models.py", "test_zoo_native.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    if not _WORKER:  # one process: the files' own order
+        return
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))

@@ -66,8 +66,9 @@ def test_a_model_every_tool_fails_on_does_not_stop_the_others(tmp_path):
     lines = proc.stderr.strip().splitlines()
     errors = [line for line in lines if not line.startswith(PREFIX)]
     assert len(errors) == 2 and "Traceback" not in proc.stderr
-    # stderr is not a terminal here: one plain progress line per model whose tools ran
-    assert [line.split("] ")[1].split(":")[0:2] for line in lines if line.startswith(PREFIX)] == [
+    # stderr is not a terminal here: one plain progress line per model whose tools ran, in the order
+    # the models finish (pipeline.collect's on_model): Good before Broken on a busy machine
+    assert sorted(line.split("] ")[1].split(":")[0:2] for line in lines if line.startswith(PREFIX)) == [
         ["usernets", "Broken"], ["usernets", "Good"]]
     assert "this forward always fails" in errors[0]
     assert "nosuchmodel" in errors[1]

@@ -117,8 +117,8 @@ class _Marker:
 
 @pytest.mark.parametrize("body, why", [
     (b"garbage", "not a gzip file"),
-    (gzip.compress(b"{not json"), "not JSON"),
-    (gzip.compress(b"[1, 2]"), "not a kept result"),
+    (gzip.compress(b"{not json", mtime=0), "not JSON"),
+    (gzip.compress(b"[1, 2]", mtime=0), "not a kept result"),
     (_body({"$record": "ModelRuns", "fields": {**_good_fields(), "spec": 5}}), "expected a string"),
     (_body({"$record": "ModelRuns", "fields": {k: v for k, v in _good_fields().items() if k != "name"}}),
      "lacks its field 'name'"),
