@@ -140,3 +140,19 @@ def test_resnet18_total_and_zero_residual(resnet18_run):
     assert _causes(ex) == {"norm": 4967424, "activation": 4616192, "pool": 1630720, "elementwise": 1505280,
                            "bias": 1000}
     assert_explained(ex)
+
+
+def test_swin_v2_relative_position_bias_counted_outside_the_wrapped_attention():
+    # SwinV2's attention calls shifted_window_attention (fx-wrapped: one node, 0 for pthflops) but first
+    # computes 16 * torch.sigmoid(bias) in get_relative_position_bias: a mul node, out.numel() x len(args).
+    # Stage 1 of swin_v2_t: 3 heads, window 8 x 8 = 64 tokens: bias 1 x 3 x 64 x 64 = 12,288 elements,
+    # x 2 = 24,576; stage 3 (6 heads) 49,152, stage 5 (12) 98,304, stage 7 (24) 196,608
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.swin_v2_t().eval()
+    run, ex = _run(model, (torch.zeros(1, 3, 256, 256),))
+    rows = _rows(run)
+    assert (rows["features.1.0.attn"], rows["features.3.0.attn"], rows["features.5.0.attn"],
+            rows["features.7.0.attn"]) == (24_576, 49_152, 98_304, 196_608)
+    assert_explained(ex)

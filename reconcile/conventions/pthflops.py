@@ -138,7 +138,20 @@ def _traced(row: ModuleRow, terms: list[Term]) -> int:
                                      "one fx node that pthflops counts as 0 ({macs} MACs, {flops} FLOPs not counted)",
                                      {"type": row.type, "fn": wrapped, "macs": row.macs, "flops": row.flops}),
                               flops=-row.flops))
-        return 0
+        # what forward does before calling it is traced as usual: SwinV2's get_relative_position_bias
+        # (``16 * torch.sigmoid(bias)``, one mul node) runs before shifted_window_attention, whose first
+        # recorded call is its qkv F.linear (torchvision 0.29.1)
+        before = []
+        for c in row.torch_calls:
+            if c.func == "F.linear":
+                break
+            before.append(c)
+        outside = sum(2 * _broadcast(c.args) for c in before if c.func in _ADD_MUL)
+        if outside:
+            terms.append(Term("elementwise", outside, "pthflops.elementwise",
+                              Phrase("pthflops counts add / mul at len(args) = 2 per output element: {n}",
+                                     {"n": outside})))
+        return outside
     total = 0
     elementwise = matmul = 0
     for c in row.torch_calls:
