@@ -386,12 +386,20 @@ def _check_reachable(address: str, seconds: float = 5.0) -> None:
                              f"does; {what}")
 
 
+# The longest path Ray puts under the folder it is given, after the folder itself: the plasma
+# store's socket, "/ray/session_<date>_<time>_<microseconds>_<pid>/sockets/plasma_store", under
+# our "/reconcile-ray-<8 characters>" (pids go to 4,194,304: 7 digits)
+_RAY_TAIL = len("/reconcile-ray-xxxxxxxx/ray/session_2026-12-05_12-14-43_881331_4194304/sockets/plasma_store")
+_UNIX_PATH_MAX = 107  # bytes of a Unix socket's path (sun_path, 108 with its NUL)
+
+
 def _short_temp_dir() -> str:
     """Where the local instance's session folder goes: the temporary folder, unless its path is so
-    long that Ray's sockets under it would pass the 107 bytes a Unix socket path may have (about
-    70 are Ray's own), then /tmp."""
+    long that Ray's sockets under it would pass the 107 bytes a Unix socket path may have, then
+    /tmp. (The limit was 30 characters of folder: a 20-character TMPDIR gave a 110-byte socket
+    path and Ray's "AF_UNIX path length cannot exceed 107 bytes".)"""
     base = tempfile.gettempdir()
-    if len(base) > 30 and os.access("/tmp", os.W_OK):
+    if len(os.fsencode(base)) + _RAY_TAIL > _UNIX_PATH_MAX and os.access("/tmp", os.W_OK):
         return "/tmp"
     return base
 

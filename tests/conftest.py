@@ -14,14 +14,16 @@ import pytest
 # worker gets a temporary folder of its own, before anything asks tempfile for it, and its
 # subprocesses inherit it through TMPDIR: a test that checks a run left nothing in the temporary
 # folder then sees only its own worker's runs, never a folder another worker's run holds open.
-# The name is short: a local Ray instance puts its sockets under it (executors._short_temp_dir).
+# The name is short ("/tmp/w0" and 8 characters: 15 bytes, 16 from worker 10 on), so a local Ray
+# instance's sockets fit under it (executors._short_temp_dir: at most 16 bytes; "rt-gw0-" and 8
+# made 20, and every Ray test of that worker failed on Ray's 107-byte socket path limit).
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 _WORKER_TMP = None
 if _WORKER:
     import shutil
     from multiprocessing import util as _mp_util
 
-    _WORKER_TMP = tempfile.mkdtemp(prefix=f"rt-{_WORKER}-")
+    _WORKER_TMP = tempfile.mkdtemp(prefix=f"w{_WORKER.removeprefix('gw')}")
     os.environ["TMPDIR"] = tempfile.tempdir = _WORKER_TMP
     # removed as the worker exits, after multiprocessing has removed its own pymp-* folder from it
     # (that finalizer has priority -100; removing the folder earlier made it print a traceback)

@@ -276,3 +276,24 @@ def test_a_ray_session_leaves_the_environment_as_it_was(tmp_path, monkeypatch):
     assert (run.status, run.headline["macs"]) == ("ok", 3888)  # 144 outputs x 27
     assert not ray.is_initialized()
     assert dict(os.environ) == before
+
+
+@pytest.mark.parametrize("base, kept", [
+    # Ray's longest socket path under the folder it gets: "/reconcile-ray-" + 8 characters +
+    # "/ray/session_" + "2026-12-05_12-14-43_881331" (26) + "_" + a 7-digit pid +
+    # "/sockets/plasma_store" = 15 + 8 + 13 + 26 + 1 + 7 + 21 = 91 bytes; a socket path holds 107,
+    # so a temporary folder of up to 107 - 91 = 16 bytes is kept
+    ("/tmp", True),
+    ("/tmp/w0abcdefgh", True),  # 15 bytes: a test worker's (tests/conftest.py)
+    ("/tmp/w10abcdefgh", True),  # 16
+    ("/tmp/w100abcdefgh", False),  # 17
+    ("/tmp/rt-gw0-fgdnkuq9", False),  # 20: the folder that made Ray fail (a 110-byte path)
+])
+def test_a_long_temporary_folder_moves_rays_sockets_to_tmp(monkeypatch, base, kept):
+    from reconcile import executors
+
+    monkeypatch.setattr(tempfile, "tempdir", base)
+    assert executors._short_temp_dir() == (base if kept else "/tmp")
+    worst = os.path.join(base, "reconcile-ray-abcdefgh", "ray", "session_2026-12-05_12-14-43_881331_4194304",
+                         "sockets", "plasma_store")
+    assert (len(worst) <= 107) == kept
