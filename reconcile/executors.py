@@ -306,7 +306,7 @@ def _session(ray: Any, address: str | None, workers: int) -> Iterator[None]:
     if address is not None:
         _check_reachable(address)
     # mode 0700 (mkdtemp): Ray makes its own folders under it 0777, so this one keeps them private
-    folder = tempfile.mkdtemp(prefix="reconcile-ray-", dir=_short_temp_dir()) if address is None else None
+    folder = tempfile.mkdtemp(prefix=_RAY_FOLDER, dir=_short_temp_dir()) if address is None else None
     watchdog = _Watchdog.start(folder) if folder is not None else None
     try:
         try:
@@ -389,7 +389,8 @@ def _check_reachable(address: str, seconds: float = 5.0) -> None:
 # The longest path Ray puts under the folder it is given, after the folder itself: the plasma
 # store's socket, "/ray/session_<date>_<time>_<microseconds>_<pid>/sockets/plasma_store", under
 # our "/reconcile-ray-<8 characters>" (pids go to 4,194,304: 7 digits)
-_RAY_TAIL = len("/reconcile-ray-xxxxxxxx/ray/session_2026-12-05_12-14-43_881331_4194304/sockets/plasma_store")
+_RAY_FOLDER = "reconcile-ray-"  # our folder's prefix (mkdtemp adds 8 characters); Ray's folder is "ray" in it
+_RAY_TAIL = len(f"/{_RAY_FOLDER}xxxxxxxx/ray/session_2026-12-05_12-14-43_881331_4194304/sockets/plasma_store")
 _UNIX_PATH_MAX = 107  # bytes of a Unix socket's path (sun_path, 108 with its NUL)
 
 
