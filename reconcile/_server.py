@@ -3,7 +3,8 @@
 The server exits once the caller that started it is gone, even killed by SIGKILL: by SIGTERM
 (``PR_SET_PDEATHSIG``, set before the server imports torch, so even while it does) or, later, by
 EOF on its "alive" pipe (workers drop their copy of it). When it exits:
-- every worker still running is killed with its whole process group, so neither a hung tool
+- every worker still running is killed with its whole process group, and so is every process
+  below it that leads a group of its own (a group worker's tool children), so neither a hung tool
   nor a process the model started outlives the run (workers also die with the server by
   ``PR_SET_PDEATHSIG``, but that would spare their children); the server is a subreaper
   (``PR_SET_CHILD_SUBREAPER``), so a process a job started in a new session, orphaned, is its
@@ -65,8 +66,9 @@ def _state(pid: int) -> str:
 
 
 def _children() -> list[int]:
-    me = str(os.getpid())
-    pids = []
+    """This server's descendants, its own children first: a worker, and below a group worker
+    (``reconcile.model_group``) each tool's child, which leads a process group of its own."""
+    parent: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -75,8 +77,11 @@ def _children() -> list[int]:
                 stat = fh.read().decode("ascii", errors="replace")
         except OSError:
             continue
-        if stat[stat.rindex(")") + 2 :].split()[1] == me:  # fields after "(comm)": state, ppid, ...
-            pids.append(int(entry))
+        parent[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])  # after "(comm)": state, ppid, ...
+    pids, level = [], [os.getpid()]
+    while level:
+        level = [pid for pid, ppid in parent.items() if ppid in level]
+        pids += level
     return pids
 
 
@@ -87,8 +92,8 @@ def _clean_up() -> None:
         children = _children()
     except OSError:  # no /proc: the workers still die with this process (PR_SET_PDEATHSIG)
         children = []
-    for pid in children:
-        for kill in (os.killpg, os.kill):  # a worker leads its group once it has started
+    for pid in children:  # read before any is killed: a tool's child dies with its group worker
+        for kill in (os.killpg, os.kill):  # a worker (and a tool's child) leads its group once started
             try:
                 kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

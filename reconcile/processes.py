@@ -282,6 +282,34 @@ def _received_fd(dup: Any) -> int:
     return dup.detach()
 
 
+def start_process(ctx: Any, target: Any, args: tuple[Any, ...], name: str, what: str, receive: Any, send: Any,
+                  output: int) -> Any:
+    """Start ``target(*args)`` as a daemon process forked by the fork server; ``send`` (the write
+    end the process holds) is closed here, and on a failure ``receive`` and ``output`` too."""
+    process = ctx.Process(target=target, args=args, name=name, daemon=True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            process.start()  # returns once the server forked: the first call waits for its imports
+    except BaseException:
+        receive.close()
+        os.close(output)
+        raise
+    finally:
+        send.close()  # the worker holds the only write end: its death means EOF here
+    for caught_warning in caught:
+        # multiprocessing probes its resource tracker on every start and, finding it dead, warns
+        # "Some resources might leak" on the caller's stderr and starts a new one. Nothing of
+        # reconcile's is registered with it (no named semaphores, no shared memory), so the
+        # line is noise to the user: kept in this module's debug log, never on the terminal
+        if caught_warning.filename.endswith(os.path.join("multiprocessing", "resource_tracker.py")):
+            log.debug("while starting %s: %s", what, caught_warning.message)
+        else:  # anything else (another thread's, say) is shown as it would have been
+            warnings.warn_explicit(caught_warning.message, caught_warning.category,
+                                   caught_warning.filename, caught_warning.lineno)
+    return process
+
+
 @dataclass
 class _Worker:
     index: int
@@ -304,32 +332,8 @@ class _Worker:
               timeout: float) -> "_Worker":
         output = _unnamed_file()
         receive, send = ctx.Pipe(duplex=False)
-        process = ctx.Process(
-            target=_worker_main,
-            args=(job, spec, builder, send, _PassFd(output), threads, server),
-            name=f"reconcile:{job.tool}:{job.model}",
-            daemon=True,
-        )
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                process.start()  # returns once the server forked: the first call waits for its imports
-        except BaseException:
-            receive.close()
-            os.close(output)
-            raise
-        finally:
-            send.close()  # the worker holds the only write end: its death means EOF here
-        for caught_warning in caught:
-            # multiprocessing probes its resource tracker on every start and, finding it dead, warns
-            # "Some resources might leak" on the caller's stderr and starts a new one. Nothing of
-            # reconcile's is registered with it (no named semaphores, no shared memory), so the
-            # line is noise to the user: kept in this module's debug log, never on the terminal
-            if caught_warning.filename.endswith(os.path.join("multiprocessing", "resource_tracker.py")):
-                log.debug("while starting %s: %s", job.describe(), caught_warning.message)
-            else:  # anything else (another thread's, say) is shown as it would have been
-                warnings.warn_explicit(caught_warning.message, caught_warning.category,
-                                       caught_warning.filename, caught_warning.lineno)
+        process = start_process(ctx, _worker_main, (job, spec, builder, send, _PassFd(output), threads, server),
+                                f"reconcile:{job.tool}:{job.model}", job.describe(), receive, send, output)
         # the clock starts now: the server's start-up (import torch) is not the job's time, and
         # counting it made the first jobs time out before their adapter, and version, were loaded
         started = time.monotonic()
@@ -392,16 +396,9 @@ class _Worker:
 
     def _died(self) -> ToolRun:
         code = self.process.exitcode
-        if code is not None and code < 0:
-            try:
-                how = f"killed by signal {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"killed by signal {-code}"
-        else:
-            how = f"exited with code {code}"
         tail = _tail(self.output)
-        log.debug("%s: worker %s; its last output:\n%s", self.job.describe(), how, "\n".join(tail))
-        message = f"worker {how} while {self.phase}, without a result"
+        message = died_message(code, self.phase)
+        log.debug("%s: %s; its last output:\n%s", self.job.describe(), message, "\n".join(tail))
         # a worker dies with its server (PR_SET_PDEATHSIG), and its exit code is then unknown (255:
         # the server reports it); the server may still be exiting when its pipe closes
         if self.server_died or (self.server and _dead(self.server, 1.0 if code == 255 else 0.0)):
@@ -439,6 +436,19 @@ class _Worker:
             run = replace(run, version=self.version)
         log.debug("%s: %s in %.1f s", self.job.describe(), run.status, time.monotonic() - self.started)
         return bounded(run)
+
+
+def died_message(code: int | None, phase: str) -> str:
+    """How a worker (or a tool's child in a ``reconcile.model_group``) that ended without a result
+    is described, from its exit code (negative: the signal that killed it)."""
+    if code is not None and code < 0:
+        try:
+            how = f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"killed by signal {-code}"
+    else:
+        how = f"exited with code {code}"
+    return f"worker {how} while {phase}, without a result"
 
 
 def _unnamed_file() -> int:

@@ -35,7 +35,8 @@ class Progress:
                             leave=False, desc=f"models 0/{models}")
 
     def on_start(self, job: Any) -> None:
-        self.running.append(f"{job.model} {job.tool}")
+        if f"{job.model} {job.tool}" not in self.running:  # a job run again alone after its group died
+            self.running.append(f"{job.model} {job.tool}")
         if self.bar is not None:
             self.bar.set_postfix_str("running " + ", ".join(self.running))
 

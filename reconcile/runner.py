@@ -27,9 +27,15 @@ default), ``reconcile.models.prepare`` puts it in the job's mode and dtype and m
 deterministic inputs, and ``adapter.run(model, inputs)`` is called; an adapter with a
 ``fallback_device`` (native) is run there when it fails on its device.
 
-This module schedules the jobs (``run_jobs``: longest first, up to ``workers`` at a time, a new
-fork server when one dies); the process bookkeeping is ``reconcile.processes`` (the fork server,
-each job's worker process, orphans), what runs inside a worker ``reconcile.worker``.
+A model's tools share one build (``share=True``, the default): their jobs go to one group worker
+(``reconcile.model_group``) that builds the model once per device and runs each tool in a child
+forked from it, with the same guarantees per child and the same ``ToolRun`` as a job alone; a
+group that dies or hangs in a build hands its unsettled jobs back, to run alone.
+
+This module schedules the jobs (``run_jobs``: the costliest units first, up to ``workers`` at a
+time, a new fork server when one dies); the process bookkeeping is ``reconcile.processes`` (the
+fork server, each job's worker process, orphans), what runs inside a worker ``reconcile.worker``,
+a group of one model's jobs ``reconcile.model_group``.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from reconcile.errors import ReconcileError
 from reconcile.processes import (  # noqa: F401 - shutdown, private_inductor_cache: the callers' API
     _dead, _end_orphans, _exit_status, _forkserver_context, _Worker, private_inductor_cache, shutdown,
 )
+from reconcile.model_group import _Group, share_key
 from reconcile.records import ToolRun
 from reconcile.worker import OUTPUT_LIMIT, bounded  # noqa: F401 - OUTPUT_LIMIT: the callers' API
 
@@ -117,6 +124,34 @@ def build_model(name: str, device: str) -> Any:
     return models.build(models.resolve(name), device=device)
 
 
+def units(jobs: list[Job], specs: list[str], workers: int, share: bool = True) -> list[tuple[int, ...]]:
+    """The jobs as the runner starts them, the costliest first: each a job's index alone, or (with
+    ``share``) the indices of jobs sharing a model build (``model_group.share_key``). A model's
+    group is cut into parts of about equal cost when it holds more than a worker's share of all
+    the work (total / workers), so a run of one model still keeps every worker busy; each part
+    builds once. Jobs that need no model (input probes) run alone."""
+    from reconcile import tools
+
+    groups: dict[Any, list[int]] = {}
+    alone: list[tuple[int, ...]] = []
+    for i, job in enumerate(jobs):
+        if not share or job.tool == tools.PROBE:
+            alone.append((i,))
+        else:
+            groups.setdefault(share_key(job), []).append(i)
+    cost = lambda i: max(jobs[i].cost, 1e-9)  # noqa: E731 - jobs of no stated cost count as equal
+    fair = sum(cost(i) for i in range(len(jobs))) / workers
+    out = list(alone)
+    for members in groups.values():
+        members.sort(key=lambda i: -cost(i))
+        parts = max(1, min(len(members), round(sum(cost(i) for i in members) / fair))) if fair > 0 else 1
+        split: list[list[int]] = [[] for _ in range(parts)]
+        for i in members:  # each next job to the cheapest part so far
+            min(split, key=lambda part: sum(cost(j) for j in part)).append(i)
+        out += [tuple(part) for part in split if part]
+    return sorted(out, key=lambda unit: (-sum(cost(i) for i in unit), unit[0]))
+
+
 def run_jobs(
     jobs: list[Job],
     *,
@@ -126,6 +161,7 @@ def run_jobs(
     on_done: Callable[[Job, ToolRun], None] | None = None,
     on_start: Callable[[Job], None] | None = None,
     threads: int | None = None,
+    share: bool = True,
 ) -> list[ToolRun]:
     """Run every job in its own worker process, up to ``workers`` at a time; results in job order.
 
@@ -135,7 +171,9 @@ def run_jobs(
     counted from the worker's start (building the model included). ``on_start(job)`` and
     ``on_done(job, run)`` are called in this process as each job starts and settles (progress
     display). ``threads``: torch threads per job (default: this machine's CPUs shared by the
-    ``workers``; a Ray task running one job passes its node's share)."""
+    ``workers``; a Ray task running one job passes its node's share). ``share``: a model's
+    tools share one build (``reconcile.model_group``; the same ToolRuns); False: every job
+    builds its own model in a worker of its own."""
     if workers < 1:
         raise ReconcileError(f"workers must be at least 1, got {workers}")
     check_timeout(timeout, "timeout")  # nan would spin the loop below, inf overflow its waits
@@ -151,9 +189,9 @@ def run_jobs(
     ctx, server = _forkserver_context(preload)
 
     results: list[ToolRun | None] = [None] * len(jobs)
-    # longest first, so two workers finish together (results stay in job order)
-    pending = deque(sorted(range(len(jobs)), key=lambda i: -jobs[i].cost))
-    running: list[_Worker] = []
+    # a model's tools in groups sharing one build (reconcile.model_group), the costliest first
+    pending = deque(units(jobs, specs, workers, share))
+    running: list[Any] = []
 
     def settle(index: int, run: ToolRun) -> None:
         results[index] = run
@@ -163,19 +201,23 @@ def run_jobs(
     try:
         while pending or running:
             while pending and len(running) < workers:
-                index = pending.popleft()
+                unit = pending.popleft()
+                index = unit[0]
                 for attempt in (1, 2):
                     if _dead(server):  # killed (by a job's model, or from outside): a new one for the rest
                         why = _exit_status(server)  # read before the new start reaps it
                         log.debug("the worker fork server (pid %s) died (%s): starting a new one", server, why)
                         for worker in running:
-                            if worker.server == server:
+                            if worker.server == server and isinstance(worker, _Worker):
                                 worker.server_died = why
                         ctx, server = _forkserver_context(preload)
                     try:
                         with _WORKERS_LOCK:  # no other thread's _end_orphans between the fork and the add
-                            worker = _Worker.start(ctx, server, index, jobs[index], specs[index], builder,
-                                                   threads, timeout)
+                            if len(unit) > 1:
+                                worker = _Group.start(ctx, server, list(unit), jobs, specs, builder, threads, timeout)
+                            else:
+                                worker = _Worker.start(ctx, server, index, jobs[index], specs[index], builder,
+                                                       threads, timeout)
                             _LIVE_WORKERS.add(worker.process.pid)
                     except (EOFError, OSError) as exc:  # the server died while it forked this job's worker
                         if not _dead(server):
@@ -183,30 +225,43 @@ def run_jobs(
                         if attempt == 1:
                             continue
                         worker = None
-                        settle(index, bounded(ToolRun(
-                            tool=jobs[index].tool, version="", status="failed", error_type="WorkerDied",
-                            error_message=f"the worker fork server died ({_exit_status(server)}) twice while "
-                                          f"starting this job's worker: {type(exc).__name__}",
-                            attempted=f"{jobs[index].describe()} (starting the worker)")))
+                        for i in unit:
+                            settle(i, bounded(ToolRun(
+                                tool=jobs[i].tool, version="", status="failed", error_type="WorkerDied",
+                                error_message=f"the worker fork server died ({_exit_status(server)}) twice while "
+                                              f"starting this job's worker: {type(exc).__name__}",
+                                attempted=f"{jobs[i].describe()} (starting the worker)")))
                     break
                 if worker is not None:
                     running.append(worker)
-                    if on_start is not None:
+                    if on_start is not None and isinstance(worker, _Worker):
                         on_start(jobs[index])
             if not running:
                 continue
             waiting = [w.conn for w in running if not w.eof] + [w.process.sentinel for w in running]
             wait(waiting, timeout=max(0.0, min(w.deadline for w in running) - time.monotonic()))
             for worker in list(running):
-                run = worker.poll()
-                if run is not None:
-                    running.remove(worker)
-                    # what the job started in a session of its own is the server's now (a subreaper);
-                    # the workers of every thread's run_jobs are spared, not only this call's
-                    with _WORKERS_LOCK:
-                        _LIVE_WORKERS.discard(worker.process.pid)
-                        _end_orphans(worker.server, set(_LIVE_WORKERS))
+                if isinstance(worker, _Group):
+                    for kind, index, run in worker.poll():
+                        if kind == "start":
+                            if on_start is not None:
+                                on_start(jobs[index])
+                        else:
+                            settle(index, run)
+                    if not worker.finished:
+                        continue
+                    pending.extendleft((i,) for i in reversed(worker.requeue))  # job by job, next
+                else:
+                    run = worker.poll()
+                    if run is None:
+                        continue
                     settle(worker.index, run)
+                running.remove(worker)
+                # what the job started in a session of its own is the server's now (a subreaper);
+                # the workers of every thread's run_jobs are spared, not only this call's
+                with _WORKERS_LOCK:
+                    _LIVE_WORKERS.discard(worker.process.pid)
+                    _end_orphans(worker.server, set(_LIVE_WORKERS))
     finally:
         for worker in running:  # only reached on an error or interrupt in this loop
             worker.kill()

@@ -74,11 +74,44 @@ def _resolve(spec: str) -> Any:
 
 def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, threads: int, server: int) -> None:
     """Entry point of one worker: build, run, send one ("result", ToolRun) message."""
-    started = time.perf_counter()
     _tie_to_server(server)
     os.dup2(output, 1)
     os.dup2(output, 2)
     os.close(output)
+    send_result(conn, run_job(job, spec, builder, threads, lambda phase, version: conn.send(("phase", phase, version))),
+                job)
+
+
+def send_result(conn: Any, run: ToolRun, job: Job) -> None:
+    """Send ``("result", run)`` (bounded) and end this process with its whole group: nothing the
+    model or tool started outlives the job."""
+    try:
+        try:
+            conn.send(("result", bounded(run)))
+        except Exception as exc:  # the record would not pickle (nothing was sent): say so instead
+            conn.send(("result", ToolRun(
+                tool=job.tool, version=run.version, status="failed", error_type=type(exc).__name__,
+                error_message=_cut(f"the {run.status} result could not be sent back: {exc}"),
+                attempted=run.attempted or job.describe(), seconds=run.seconds)))
+    finally:
+        conn.close()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed or broken stream must not spare the group
+                pass
+        os.killpg(0, signal.SIGKILL)
+
+
+def run_job(job: Job, spec: str, builder: Any, threads: int, tell: Callable[[str, str], None],
+            built: Callable[[str], Any] | None = None) -> ToolRun:
+    """Load the adapter, build the model, run the tool: the job's ``ToolRun``, never raised.
+
+    ``tell(phase, version)`` is called as each phase begins. ``built(device)``, when given, is
+    the ``(model, inputs)`` prepared on ``device`` by the process this one was forked from
+    (``reconcile.model_group``: one build shared by a model's tools), or None where it has none;
+    each device is used at most once here, so a tool never sees a model another attempt changed."""
+    started = time.perf_counter()
     import faulthandler
 
     faulthandler.enable(file=sys.stderr, all_threads=True)  # a segfault leaves a stack in the tail
@@ -89,7 +122,7 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, thre
     def enter(text: str) -> None:
         nonlocal phase
         phase = text
-        conn.send(("phase", phase, version))
+        tell(phase, version)
 
     try:
         import torch
@@ -111,9 +144,14 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, thre
         device = job.device or getattr(adapter, "device", "cpu")
         build = _resolve(builder) if isinstance(builder, str) else builder
 
+        used: set[str] = set()  # devices whose shared build this run has had (and may have changed)
+
         def attempt(device: str) -> ToolRun:
             enter(f"building model {job.model!r} on {device}")
-            model, inputs = prepare(build(job.model, device), job.input_specs(), device, job.mode)
+            made = built(device) if built is not None and device not in used else None
+            used.add(device)
+            model, inputs = made if made is not None else \
+                prepare(build(job.model, device), job.input_specs(), device, job.mode)
             enter(f"running {job.tool}" + (f" on {device}" if device != "cpu" else ""))
             return adapter.run(model, inputs)
 
@@ -155,23 +193,20 @@ def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, thre
             attempted=f"{job.describe()} ({phase})",
             seconds=time.perf_counter() - started,
         )
-    try:
-        try:
-            conn.send(("result", bounded(run)))
-        except Exception as exc:  # the record would not pickle (nothing was sent): say so instead
-            conn.send(("result", ToolRun(
-                tool=job.tool, version=version, status="failed", error_type=type(exc).__name__,
-                error_message=_cut(f"the {run.status} result could not be sent back: {exc}"),
-                attempted=f"{job.describe()} ({phase})", seconds=time.perf_counter() - started)))
-    finally:
-        conn.close()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001 - a closed or broken stream must not spare the group
-                pass
-        # nothing the model or tool started outlives the job (this process included)
-        os.killpg(0, signal.SIGKILL)
+    return run
+
+
+def devices_of(job: Job, spec: str) -> tuple[str, ...]:
+    """The devices ``run_job`` builds the job's model on before any failure (its shapes device,
+    then its own; the fallback only after a failure): what a group of the model's jobs builds
+    once for all of them. () for a tool that needs no model."""
+    adapter = _resolve(spec)
+    if not getattr(adapter, "needs_model", True):
+        return ()
+    device = job.device or getattr(adapter, "device", "cpu")
+    shapes = getattr(adapter, "shapes_device", None)
+    first = (shapes,) if job.device is None and shapes and shapes != device else ()
+    return (*first, device)
 
 
 def _on_shapes(adapter: Any, job: Job, device: str, attempt: Callable[[str], ToolRun]) -> ToolRun | None:

@@ -53,3 +53,15 @@ def test_a_bar_on_a_terminal_with_models_done_and_the_last_run():
     assert "models 1/2" in out.getvalue() and "resnet18 fvcore ok" in out.getvalue()
     p.close()
     assert PREFIX not in out.getvalue()
+
+
+def test_a_job_started_again_after_its_group_died_is_running_once():
+    # run_jobs starts a job again, alone, when the group worker sharing its model's build died
+    p = Progress(1, 1, stream=_Terminal())
+    job = SimpleNamespace(model="resnet18", tool="thop")
+    p.on_start(job)
+    p.on_start(job)
+    assert p.running == ["resnet18 thop"]
+    _settle(p, "resnet18", "thop")
+    assert p.running == []
+    p.close()

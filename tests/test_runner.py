@@ -284,7 +284,8 @@ def test_a_dead_resource_tracker_prints_nothing():
                 killed.append(pid)
 
         jobs = [runner.Job("tiny", "printer", {SHAPE!r})] * 2
-        runs = runner.run_jobs(jobs, build={BUILD!r}, timeout=60, workers=1, on_start=kill_tracker)
+        # share=False: two workers (the two jobs would share one build, in one worker)
+        runs = runner.run_jobs(jobs, build={BUILD!r}, timeout=60, workers=1, on_start=kill_tracker, share=False)
         relaunched = resource_tracker._resource_tracker._pid
         print(json.dumps({{"status": [r.status for r in runs], "killed": killed, "relaunched": relaunched}}))
         """

@@ -33,7 +33,8 @@ def _assert_good(run) -> None:
 
 def test_a_model_that_kills_the_fork_server_loses_only_its_own_job():
     first = forkserver._forkserver._forkserver_pid
-    runs = run_jobs([_job("good"), _job("kills_server"), _job("good")], workers=1, timeout=120)
+    # share=False: each job in a worker of its own (the two "good" jobs would share a build)
+    runs = run_jobs([_job("good"), _job("kills_server"), _job("good")], workers=1, timeout=120, share=False)
     _assert_good(runs[0])
     assert runs[1].status == "failed" and runs[1].error_type == "WorkerDied"
     assert "the worker fork server died (killed by signal SIGKILL) while running thop" in runs[1].error_message, runs[1].error_message
@@ -50,7 +51,10 @@ def test_a_fork_server_killed_from_outside_is_restarted_for_the_remaining_jobs()
             killed.append(forkserver._forkserver._forkserver_pid)
             os.kill(killed[0], signal.SIGKILL)
 
-    runs = run_jobs([_job("hang"), _job("good"), _job("good")], workers=1, timeout=60, on_start=kill_server)
+    # share=False: the first job started is the hanging one (the two "good" jobs would share a build and
+    # start first; tests/test_model_group.py kills the server under a group)
+    runs = run_jobs([_job("hang"), _job("good"), _job("good")], workers=1, timeout=60, on_start=kill_server,
+                    share=False)
     assert runs[0].status == "failed", runs[0].error_message
     assert "the worker fork server died (killed by signal SIGKILL)" in runs[0].error_message
     assert "__main__" not in runs[0].error_message

@@ -1,0 +1,194 @@
+"""A model's tools sharing one build (``reconcile.model_group``): the same records as when each
+job builds its own model, and every fault recorded as a single job's worker records it.
+
+The comparisons run each job list twice, ``share=True`` and ``share=False``, and compare the
+records field for field but ``seconds`` (and ``attempted``'s phase where a fault is timed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from multiprocessing import forkserver
+
+import pytest
+
+from reconcile import runner, tools
+from reconcile.inputs import InputSpec
+from reconcile.runner import Job, run_jobs, units
+from tests.fault_models import GOOD_MACS, NEW_SESSION_SLEEP, SHAPE
+
+
+def _same(a, b) -> dict:
+    """The fields in which two records differ, ``seconds`` aside."""
+    return {f.name: (getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
+            if f.name != "seconds" and f.compare and getattr(a, f.name) != getattr(b, f.name)}
+
+
+def _both(jobs: list[Job], **kwargs):
+    return run_jobs(jobs, share=True, **kwargs), run_jobs(jobs, share=False, **kwargs)
+
+
+# ----- which jobs share a build -------------------------------------------------------------
+
+
+def _jobs(models: str, per_model: int, cost: float = 1.0) -> list[Job]:
+    return [Job(m, f"t{k}", SHAPE, cost=cost) for m in models for k in range(per_model)]
+
+
+def test_one_worker_gets_each_model_whole():
+    # 2 models x 3 tools of cost 1, 1 worker: a worker's share = 6 / 1, each model's 3 -> one part
+    assert units(_jobs("ab", 3), [""] * 6, workers=1) == [(0, 1, 2), (3, 4, 5)]
+    # 2 workers: a worker's share = 6 / 2 = 3, each model's 3 -> round(3 / 3) = 1 part still
+    assert units(_jobs("ab", 3), [""] * 6, workers=2) == [(0, 1, 2), (3, 4, 5)]
+
+
+def test_a_model_bigger_than_a_workers_share_is_split():
+    # model a: 3 tools, b: 1, 2 workers: share = 4 / 2 = 2, a's 3 -> round(3 / 2) = 2 parts, each next
+    # job to the cheapest part: (0, 2) and (1,); the costlier parts first, equal ones in the given order
+    assert units(_jobs("a", 3) + _jobs("b", 1), [""] * 4, workers=2) == [(0, 2), (1,), (3,)]
+    # 1 model x 4 tools on 2 workers: share = 4 / 2 = 2, round(4 / 2) = 2 parts
+    assert units(_jobs("a", 4), [""] * 4, workers=2) == [(0, 2), (1, 3)]
+    # costs 8, 1, 1, 1 (total 11, share 5.5): round(11 / 5.5) = 2 parts, the 8 alone
+    jobs = [Job("a", "t0", SHAPE, cost=8)] + _jobs("a", 3)
+    assert units(jobs, [""] * 4, workers=2) == [(0,), (1, 2, 3)]
+
+
+def test_without_share_or_for_input_probes_every_job_is_alone():
+    assert units(_jobs("ab", 2), [""] * 4, workers=1, share=False) == [(0,), (1,), (2,), (3,)]
+    jobs = [Job("a", tools.PROBE, SHAPE), Job("a", tools.PROBE, SHAPE), Job("a", "thop", SHAPE)]
+    assert units(jobs, [""] * 3, workers=1) == [(0,), (1,), (2,)]
+
+
+def test_other_inputs_or_modes_are_other_builds():
+    jobs = [Job("a", "t0", SHAPE), Job("a", "t1", (2, 3, 8, 8)), Job("a", "t2", SHAPE, mode="train"),
+            Job("a", "t3", SHAPE)]
+    assert units(jobs, [""] * 4, workers=1) == [(0, 3), (1,), (2,)]
+
+
+# ----- the same records, on real models -----------------------------------------------------
+
+_CHEAP = ("native", "thop", "ptflops", "torchinfo", "fvcore", "flopcountermode")
+_MODELS = [
+    ("resnet18", (InputSpec((1, 3, 64, 64)),)),
+    ("timm:convnext_atto", (InputSpec((1, 3, 64, 64)),)),
+    ("hf:DistilBertModel:n_layers=1", (InputSpec((1, 16), "long", 1000),)),
+]
+
+
+@pytest.fixture(scope="module")
+def real_runs():
+    jobs = [Job(model, tool, inputs=inputs) for model, inputs in _MODELS for tool in _CHEAP]
+    return jobs, _both(jobs, workers=2, timeout=600)
+
+
+def test_shared_builds_give_the_same_records(real_runs):
+    jobs, (shared, alone) = real_runs
+    for job, a, b in zip(jobs, shared, alone):
+        assert a.status == "ok", (job, a.error_message)
+        assert not _same(a, b), (job.describe(), _same(a, b))
+
+
+# ----- faults in a group: each recorded as when alone ---------------------------------------
+
+
+def _fault_jobs(model: str, tools_: tuple[str, ...] = ("thop", "ptflops", "native")) -> list[Job]:
+    return [Job(model, tool, SHAPE) for tool in tools_]
+
+
+def _assert_recorded_alike(shared, alone, jobs):
+    for job, a, b in zip(jobs, shared, alone):
+        assert (a.status, a.error_type) == (b.status, b.error_type), (job.describe(), a.error_message)
+        assert a.error_message == b.error_message, job.describe()
+        assert a.headline == b.headline, job.describe()
+
+
+@pytest.mark.parametrize("model", ["segfault", "abort", "exit", "sys_exit", "alloc_too_much"])
+def test_a_tool_that_crashes_in_a_group_is_recorded_as_alone(model):
+    jobs = _fault_jobs(f"tests.fault_models:{model}")
+    shared, alone = _both(jobs, workers=1, timeout=120)
+    _assert_recorded_alike(shared, alone, jobs)
+    assert shared[0].status == "failed" and shared[2].status == "ok"  # native counts it on meta
+    assert shared[2].headline["macs"] == GOOD_MACS
+
+
+def test_what_a_tool_does_to_torch_stays_in_its_child():
+    # the model sets float64 as default, one thread, a seed and patches Conv2d.forward and F.relu in
+    # every process that runs it: each later tool of the group is forked from the group worker, which
+    # never ran it, and records what it records alone
+    jobs = _fault_jobs("tests.fault_models:changes_global_torch_state", ("thop", "ptflops", "torchinfo", "native"))
+    shared, alone = _both(jobs, workers=1, timeout=120)
+    _assert_recorded_alike(shared, alone, jobs)
+    assert shared[3].headline["macs"] == GOOD_MACS
+
+
+def test_a_hanging_tool_in_a_group_times_out_and_the_others_finish():
+    jobs = _fault_jobs("tests.fault_models:spawn_child_and_hang", ("thop", "native"))
+    started = time.monotonic()
+    shared = run_jobs(jobs, workers=1, timeout=8)
+    assert time.monotonic() - started < 8 + 20  # one timeout, not the group's whole
+    assert shared[0].status == "timeout" and shared[0].error_type == "Timeout"
+    assert shared[0].error_message.startswith("no result after 8 s while "), shared[0].error_message
+    assert shared[1].status == "ok" and shared[1].headline["macs"] == GOOD_MACS
+
+
+@pytest.mark.parametrize("model", ["tests.fault_models_group:build_raises", "tests.fault_models_group:build_exits"])
+def test_a_build_that_fails_in_the_group_worker_is_recorded_as_alone(model):
+    # build_raises: the group worker keeps no model, each tool's child builds again and records the
+    # error; build_exits: the group worker dies building, every job then runs alone (and dies alike)
+    jobs = _fault_jobs(model)
+    shared, alone = _both(jobs, workers=1, timeout=120)
+    _assert_recorded_alike(shared, alone, jobs)
+    assert all(r.status == "failed" for r in shared)
+
+
+def test_a_model_that_kills_its_worker_in_a_group_is_recorded_as_alone():
+    # the tool's child kills its parent: in a group that is the group worker, whose jobs then run
+    # alone, where the same model kills the fork server, as it does with share=False
+    jobs = _fault_jobs("tests.fault_models:kills_server", ("thop", "ptflops"))
+    shared, alone = _both(jobs, workers=1, timeout=120)
+    _assert_recorded_alike(shared, alone, jobs)
+    assert "the worker fork server died (killed by signal SIGKILL) while running thop" in shared[0].error_message
+
+
+def test_a_fork_server_killed_while_a_group_runs_loses_nothing():
+    killed = []
+
+    def kill_server(job: Job) -> None:
+        if not killed:
+            killed.append(forkserver._forkserver._forkserver_pid)
+            os.kill(killed[0], signal.SIGKILL)
+
+    jobs = _fault_jobs("tests.fault_models:good", ("thop", "ptflops"))
+    runs = run_jobs(jobs, workers=1, timeout=120, on_start=kill_server)
+    assert killed
+    for run in runs:  # the group died with its server; its jobs ran again, alone, on a new one
+        assert run.status == "ok", run.error_message
+        assert run.headline["macs"] == GOOD_MACS
+
+
+def _sleepers() -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if fh.read() == f"sleep\0{NEW_SESSION_SLEEP}\0".encode():
+                    found.add(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_what_a_tool_starts_in_a_new_session_ends_with_its_child():
+    before = _sleepers()
+    runs = run_jobs(_fault_jobs("tests.fault_models:child_in_new_session", ("thop", "ptflops")), workers=1,
+                    timeout=120)
+    assert all(r.status == "ok" for r in runs), [r.error_message for r in runs]
+    deadline = time.monotonic() + 5
+    while _sleepers() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _sleepers() - before
+    assert forkserver._forkserver._forkserver_pid is not None
+    runner.shutdown()
