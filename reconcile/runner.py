@@ -220,7 +220,9 @@ def run_jobs(
                                                        threads, timeout)
                             _LIVE_WORKERS.add(worker.process.pid)
                     except (EOFError, OSError) as exc:  # the server died while it forked this job's worker
-                        if not _dead(server):
+                        # its socket closes as it exits, a moment before /proc shows it dead (seen
+                        # under load: an EOFError from a server not yet a zombie)
+                        if not _dead(server, 2.0):
                             raise
                         if attempt == 1:
                             continue

@@ -102,3 +102,24 @@ def test_report_on_a_model_that_kills_the_fork_server_is_one_line(tmp_path):
                and "the worker fork server died (killed by signal SIGKILL)" in line for line in errors), done.stderr
     assert (tmp_path / "out" / "tests.fault-models_good.md").exists()
     assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_a_server_dying_as_a_worker_starts_is_not_a_traceback(monkeypatch):
+    # the fork server's socket closes as it exits, a moment before /proc shows it dead: process.start()
+    # then raises EOFError while the server still looks alive. Seen once under load (a report's
+    # traceback); here the server is killed and the EOFError raised at once, in that moment
+    real = runner._Worker.start
+    calls = []
+
+    def start(ctx, server, *args):
+        calls.append(server)
+        if len(calls) == 1:
+            os.kill(server, signal.SIGKILL)
+            raise EOFError("unexpected EOF")
+        return real(ctx, server, *args)
+
+    runner.run_jobs([_job("good")], workers=1, timeout=60)  # a server running before the test
+    monkeypatch.setattr(runner._Worker, "start", staticmethod(start))
+    (run,) = run_jobs([_job("good")], workers=1, timeout=60)
+    _assert_good(run)  # started again, on a new server
+    assert len(calls) == 2 and calls[0] != calls[1]
