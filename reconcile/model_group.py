@@ -203,7 +203,8 @@ def _record(job: Job, version: str, phase: str, status: str, error_type: str, me
 @dataclass
 class _Group:
     """The parent's side of a group worker: its jobs' starts and results as they come, a deadline
-    per job, and, when the group worker ends early, the jobs it left (``requeue``)."""
+    per job, and, when the group worker ends early, the jobs it left (``requeue``) and, if it died,
+    the one it was running (``suspect``)."""
 
     indices: list[int]
     jobs: dict[int, Job]
@@ -221,6 +222,8 @@ class _Group:
     finished: bool = False
     settled: set[int] = field(default_factory=set)
     requeue: list[int] = field(default_factory=list)
+    # the job whose build or tool was running when the group worker died: what killed it, likely
+    suspect: int | None = None
 
     @classmethod
     def start(cls, ctx: Any, server: int, indices: list[int], jobs: Sequence[Job], specs: Sequence[str],
@@ -249,6 +252,7 @@ class _Group:
             self._end()
             if len(self.settled) < len(self.indices):  # it died: what is left runs job by job
                 self.requeue = [i for i in self.indices if i not in self.settled]
+                self.suspect = self.current if self.current in self.requeue else None
                 log.debug("the group worker of %s died (exit code %s): %d jobs run alone",
                           self.jobs[self.indices[0]].model, self.process.exitcode, len(self.requeue))
         elif time.monotonic() >= self.deadline:  # a build (or the group itself) hung

@@ -193,10 +193,16 @@ def run_jobs(
     pending = deque(units(jobs, specs, workers, share))
     running: list[Any] = []
 
+    # jobs of a group that died, held until the job it was running when it died (the likely cause:
+    # a model that kills its process may kill the fork server when run alone) has settled, so that
+    # they are not running beside it, on that server, when it does
+    held: dict[int, list[tuple[int, ...]]] = {}
+
     def settle(index: int, run: ToolRun) -> None:
         results[index] = run
         if on_done is not None:
             on_done(jobs[index], run)
+        pending.extendleft(reversed(held.pop(index, [])))
 
     try:
         while pending or running:
@@ -252,7 +258,12 @@ def run_jobs(
                             settle(index, run)
                     if not worker.finished:
                         continue
-                    pending.extendleft((i,) for i in reversed(worker.requeue))  # job by job, next
+                    rest = [(i,) for i in worker.requeue if i != worker.suspect]
+                    if worker.suspect is not None:
+                        held[worker.suspect] = rest
+                        pending.appendleft((worker.suspect,))
+                    else:
+                        pending.extendleft(reversed(rest))  # job by job, next
                 else:
                     run = worker.poll()
                     if run is None:

@@ -192,3 +192,14 @@ def test_what_a_tool_starts_in_a_new_session_ends_with_its_child():
     assert not _sleepers() - before
     assert forkserver._forkserver._forkserver_pid is not None
     runner.shutdown()
+
+
+def test_the_jobs_of_a_dead_group_wait_for_the_one_it_was_running():
+    # thop's child kills its parent, the group worker; run alone, thop kills the fork server, and
+    # native, started beside it, would die with that server (seen in CI: the model "could not be
+    # counted"). native waits until thop has settled, then counts on a new server
+    jobs = _fault_jobs("tests.fault_models:kills_server", ("thop", "native"))
+    thop, native = run_jobs(jobs, workers=2, timeout=120)
+    assert thop.status == "failed" and "the worker fork server died" in thop.error_message, thop.error_message
+    assert native.status == "ok", native.error_message
+    assert native.headline["macs"] == GOOD_MACS
