@@ -198,8 +198,19 @@ def test_the_jobs_of_a_dead_group_wait_for_the_one_it_was_running():
     # thop's child kills its parent, the group worker; run alone, thop kills the fork server, and
     # native, started beside it, would die with that server (seen in CI: the model "could not be
     # counted"). native waits until thop has settled, then counts on a new server
-    jobs = _fault_jobs("tests.fault_models:kills_server", ("thop", "native"))
-    thop, native = run_jobs(jobs, workers=2, timeout=120)
+    # 3 jobs on 2 workers: a worker's share = 3 / 2 = 1.5 jobs, kills_server's 2 -> round(2 / 1.5) = 1
+    # group (of one model alone, its two jobs would be cut into two parts and run alone from the start);
+    # good's native, quick, leaves its worker free for the group's jobs run alone
+    jobs = _fault_jobs("tests.fault_models:kills_server", ("thop", "native")) + \
+        _fault_jobs("tests.fault_models:good", ("native",))
+    assert units(jobs, [""] * 3, workers=2) == [(0, 1), (2,)]
+    events: list[str] = []
+    thop, native = run_jobs(jobs, workers=2, timeout=120,
+                            on_start=lambda job: events.append(f"start {job.model[-4:]} {job.tool}"),
+                            on_done=lambda job, run: events.append(f"done {job.model[-4:]} {job.tool}"))[:2]
+    # native (started in the group, or again alone) only after thop settled: nothing beside it
+    last_start = len(events) - 1 - events[::-1].index("start rver native") if "start rver native" in events else -1
+    assert events.index("done rver thop") < last_start, events
     assert thop.status == "failed" and "the worker fork server died" in thop.error_message, thop.error_message
     assert native.status == "ok", native.error_message
     assert native.headline["macs"] == GOOD_MACS
