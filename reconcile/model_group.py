@@ -38,7 +38,8 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Sequence
 
 from reconcile.processes import (
-    _RESULT_GRACE, _end_orphans, _kill_group, _PassFd, _tail, _unnamed_file, died_message, start_process,
+    _RESULT_GRACE, _end_orphans, _kill_group, _PassFd, _tail, _unnamed_file, died_message, next_message,
+    start_process,
 )
 from reconcile.records import ToolRun
 from reconcile.worker import _resolve, _tie_to_server, bounded, devices_of, run_job, send_result
@@ -283,12 +284,8 @@ class _Group:
 
     def _drain(self, events: list[tuple[str, int, ToolRun | None]]) -> None:
         while not self.eof and not self.finished:
-            try:
-                if not self.conn.poll():
-                    return
-                message = self.conn.recv()
-            except (EOFError, OSError):
-                self.eof = True
+            message, self.eof = next_message(self.conn)
+            if message is None:
                 return
             kind, index = message[0], message[1]
             now = time.monotonic()

@@ -382,12 +382,8 @@ class _Worker:
 
     def _drain(self) -> None:
         while not self.eof and self.result is None:
-            try:
-                if not self.conn.poll():
-                    return
-                message = self.conn.recv()
-            except (EOFError, OSError):
-                self.eof = True
+            message, self.eof = next_message(self.conn)
+            if message is None:
                 return
             if message[0] == "phase":
                 _, self.phase, self.version = message
@@ -436,6 +432,17 @@ class _Worker:
             run = replace(run, version=self.version)
         log.debug("%s: %s in %.1f s", self.job.describe(), run.status, time.monotonic() - self.started)
         return bounded(run)
+
+
+def next_message(conn: Any) -> tuple[Any, bool]:
+    """The next message waiting on a worker's pipe without blocking (None if there is none yet),
+    and whether the pipe has ended (then None)."""
+    try:
+        if not conn.poll():
+            return None, False
+        return conn.recv(), False
+    except (EOFError, OSError):
+        return None, True
 
 
 def died_message(code: int | None, phase: str) -> str:

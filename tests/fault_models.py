@@ -116,6 +116,35 @@ def _kill_server() -> None:
 NEW_SESSION_SLEEP = "3599"  # ``sleep 3599``: the process to look for
 
 
+def new_session_sleepers() -> set[int]:
+    """The pids of the ``sleep NEW_SESSION_SLEEP`` processes running now."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                if fh.read() == f"sleep\0{NEW_SESSION_SLEEP}\0".encode():
+                    found.add(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def server_killer():
+    """An ``on_start`` callback that kills the worker fork server (SIGKILL) as the first job starts,
+    and the list that then holds the killed server's pid."""
+    import signal
+    from multiprocessing import forkserver
+
+    killed: list[int] = []
+
+    def kill_server(job) -> None:
+        if not killed:
+            killed.append(forkserver._forkserver._forkserver_pid)
+            os.kill(killed[0], signal.SIGKILL)
+
+    return kill_server, killed
+
+
 def _child_in_new_session() -> None:
     import subprocess
 

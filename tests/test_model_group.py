@@ -8,8 +8,6 @@ records field for field but ``seconds`` (and ``attempted``'s phase where a fault
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
 import time
 from multiprocessing import forkserver
 
@@ -18,7 +16,7 @@ import pytest
 from reconcile import runner, tools
 from reconcile.inputs import InputSpec
 from reconcile.runner import Job, run_jobs, units
-from tests.fault_models import GOOD_MACS, NEW_SESSION_SLEEP, SHAPE
+from tests.fault_models import GOOD_MACS, new_session_sleepers, server_killer, SHAPE
 
 
 def _same(a, b) -> dict:
@@ -154,12 +152,7 @@ def test_a_model_that_kills_its_worker_in_a_group_is_recorded_as_alone():
 
 
 def test_a_fork_server_killed_while_a_group_runs_loses_nothing():
-    killed = []
-
-    def kill_server(job: Job) -> None:
-        if not killed:
-            killed.append(forkserver._forkserver._forkserver_pid)
-            os.kill(killed[0], signal.SIGKILL)
+    kill_server, killed = server_killer()
 
     jobs = _fault_jobs("tests.fault_models:good", ("thop", "ptflops"))
     runs = run_jobs(jobs, workers=1, timeout=120, on_start=kill_server)
@@ -169,27 +162,15 @@ def test_a_fork_server_killed_while_a_group_runs_loses_nothing():
         assert run.headline["macs"] == GOOD_MACS
 
 
-def _sleepers() -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                if fh.read() == f"sleep\0{NEW_SESSION_SLEEP}\0".encode():
-                    found.add(int(entry))
-        except (OSError, ValueError):
-            continue
-    return found
-
-
 def test_what_a_tool_starts_in_a_new_session_ends_with_its_child():
-    before = _sleepers()
+    before = new_session_sleepers()
     runs = run_jobs(_fault_jobs("tests.fault_models:child_in_new_session", ("thop", "ptflops")), workers=1,
                     timeout=120)
     assert all(r.status == "ok" for r in runs), [r.error_message for r in runs]
     deadline = time.monotonic() + 5
-    while _sleepers() - before and time.monotonic() < deadline:
+    while new_session_sleepers() - before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _sleepers() - before
+    assert not new_session_sleepers() - before
     assert forkserver._forkserver._forkserver_pid is not None
     runner.shutdown()
 

@@ -19,7 +19,7 @@ from multiprocessing import forkserver
 from reconcile import runner
 from reconcile.progress import PREFIX
 from reconcile.runner import Job, run_jobs
-from tests.fault_models import GOOD_MACS, NEW_SESSION_SLEEP, ROOT, SHAPE
+from tests.fault_models import GOOD_MACS, new_session_sleepers, server_killer, ROOT, SHAPE
 
 
 def _job(model: str) -> Job:
@@ -44,12 +44,7 @@ def test_a_model_that_kills_the_fork_server_loses_only_its_own_job():
 
 
 def test_a_fork_server_killed_from_outside_is_restarted_for_the_remaining_jobs():
-    killed = []
-
-    def kill_server(job: Job) -> None:
-        if not killed:
-            killed.append(forkserver._forkserver._forkserver_pid)
-            os.kill(killed[0], signal.SIGKILL)
+    kill_server, killed = server_killer()
 
     # share=False: the first job started is the hanging one (the two "good" jobs would share a build and
     # start first; tests/test_model_group.py kills the server under a group)
@@ -62,27 +57,15 @@ def test_a_fork_server_killed_from_outside_is_restarted_for_the_remaining_jobs()
     _assert_good(runs[2])
 
 
-def _sleepers() -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                if fh.read() == f"sleep\0{NEW_SESSION_SLEEP}\0".encode():
-                    found.add(int(entry))
-        except (OSError, ValueError):
-            continue
-    return found
-
-
 def test_a_process_started_in_a_new_session_ends_with_its_job():
-    before = _sleepers()
+    before = new_session_sleepers()
     runner.shutdown()  # a fresh server: the subreaper is set as it starts
     (run,) = run_jobs([_job("child_in_new_session")], timeout=120)
     _assert_good(run)
     deadline = time.monotonic() + 5
-    while _sleepers() - before and time.monotonic() < deadline:
+    while new_session_sleepers() - before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _sleepers() - before  # ended when the job settled, while the server still runs
+    assert not new_session_sleepers() - before  # ended when the job settled, while the server still runs
     assert forkserver._forkserver._forkserver_pid is not None
 
 
