@@ -124,7 +124,7 @@ def build_model(name: str, device: str) -> Any:
     return models.build(models.resolve(name), device=device)
 
 
-def units(jobs: list[Job], specs: list[str], workers: int, share: bool = True) -> list[tuple[int, ...]]:
+def units(jobs: list[Job], workers: int, share: bool = True) -> list[tuple[int, ...]]:
     """The jobs as the runner starts them, the costliest first: each a job's index alone, or (with
     ``share``) the indices of jobs sharing a model build (``model_group.share_key``). A model's
     group is cut into parts of about equal cost when it holds more than a worker's share of all
@@ -190,7 +190,7 @@ def run_jobs(
 
     results: list[ToolRun | None] = [None] * len(jobs)
     # a model's tools in groups sharing one build (reconcile.model_group), the costliest first
-    pending = deque(units(jobs, specs, workers, share))
+    pending = deque(units(jobs, workers, share))
     running: list[Any] = []
 
     # jobs of a group that died, held until the job it was running when it died (the likely cause:

@@ -38,32 +38,32 @@ def _jobs(models: str, per_model: int, cost: float = 1.0) -> list[Job]:
 
 def test_one_worker_gets_each_model_whole():
     # 2 models x 3 tools of cost 1, 1 worker: a worker's share = 6 / 1, each model's 3 -> one part
-    assert units(_jobs("ab", 3), [""] * 6, workers=1) == [(0, 1, 2), (3, 4, 5)]
+    assert units(_jobs("ab", 3), workers=1) == [(0, 1, 2), (3, 4, 5)]
     # 2 workers: a worker's share = 6 / 2 = 3, each model's 3 -> round(3 / 3) = 1 part still
-    assert units(_jobs("ab", 3), [""] * 6, workers=2) == [(0, 1, 2), (3, 4, 5)]
+    assert units(_jobs("ab", 3), workers=2) == [(0, 1, 2), (3, 4, 5)]
 
 
 def test_a_model_bigger_than_a_workers_share_is_split():
     # model a: 3 tools, b: 1, 2 workers: share = 4 / 2 = 2, a's 3 -> round(3 / 2) = 2 parts, each next
     # job to the cheapest part: (0, 2) and (1,); the costlier parts first, equal ones in the given order
-    assert units(_jobs("a", 3) + _jobs("b", 1), [""] * 4, workers=2) == [(0, 2), (1,), (3,)]
+    assert units(_jobs("a", 3) + _jobs("b", 1), workers=2) == [(0, 2), (1,), (3,)]
     # 1 model x 4 tools on 2 workers: share = 4 / 2 = 2, round(4 / 2) = 2 parts
-    assert units(_jobs("a", 4), [""] * 4, workers=2) == [(0, 2), (1, 3)]
+    assert units(_jobs("a", 4), workers=2) == [(0, 2), (1, 3)]
     # costs 8, 1, 1, 1 (total 11, share 5.5): round(11 / 5.5) = 2 parts, the 8 alone
     jobs = [Job("a", "t0", SHAPE, cost=8)] + _jobs("a", 3)
-    assert units(jobs, [""] * 4, workers=2) == [(0,), (1, 2, 3)]
+    assert units(jobs, workers=2) == [(0,), (1, 2, 3)]
 
 
 def test_without_share_or_for_input_probes_every_job_is_alone():
-    assert units(_jobs("ab", 2), [""] * 4, workers=1, share=False) == [(0,), (1,), (2,), (3,)]
+    assert units(_jobs("ab", 2), workers=1, share=False) == [(0,), (1,), (2,), (3,)]
     jobs = [Job("a", tools.PROBE, SHAPE), Job("a", tools.PROBE, SHAPE), Job("a", "thop", SHAPE)]
-    assert units(jobs, [""] * 3, workers=1) == [(0,), (1,), (2,)]
+    assert units(jobs, workers=1) == [(0,), (1,), (2,)]
 
 
 def test_other_inputs_or_modes_are_other_builds():
     jobs = [Job("a", "t0", SHAPE), Job("a", "t1", (2, 3, 8, 8)), Job("a", "t2", SHAPE, mode="train"),
             Job("a", "t3", SHAPE)]
-    assert units(jobs, [""] * 4, workers=1) == [(0, 3), (1,), (2,)]
+    assert units(jobs, workers=1) == [(0, 3), (1,), (2,)]
 
 
 # ----- the same records, on real models -----------------------------------------------------
@@ -184,7 +184,7 @@ def test_the_jobs_of_a_dead_group_wait_for_the_one_it_was_running():
     # good's native, quick, leaves its worker free for the group's jobs run alone
     jobs = _fault_jobs("tests.fault_models:kills_server", ("thop", "native")) + \
         _fault_jobs("tests.fault_models:good", ("native",))
-    assert units(jobs, [""] * 3, workers=2) == [(0, 1), (2,)]
+    assert units(jobs, workers=2) == [(0, 1), (2,)]
     events: list[str] = []
     thop, native = run_jobs(jobs, workers=2, timeout=120,
                             on_start=lambda job: events.append(f"start {job.model[-4:]} {job.tool}"),
