@@ -28,6 +28,7 @@ was building as a timeout (a hang), and runs every job it has no result for as a
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Sequence
 
+from reconcile import memory
 from reconcile.processes import (
     _RESULT_GRACE, _end_orphans, _kill_group, _PassFd, _tail, _unnamed_file, died_message, next_message,
     start_process,
@@ -56,9 +58,12 @@ def share_key(job: Job) -> tuple[Any, ...]:
 
 
 def _group_main(items: Sequence[tuple[int, Job, str]], builder: Any, conn: Any, output: int, threads: int,
-                server: int, timeout: float) -> None:
-    """Entry point of a group worker: each job's model from the shared builds, its tool in a child."""
+                server: int, timeout: float, memory_share: int = 0) -> None:
+    """Entry point of a group worker: each job's model from the shared builds, its tool in a child.
+    The group worker and its children may take ``memory_share`` bytes more than it has at its
+    start (``reconcile.memory``)."""
     _tie_to_server(server)
+    memory.limit(memory_share)
     os.dup2(output, 1)
     os.dup2(output, 2)
     os.close(output)
@@ -90,8 +95,12 @@ def _group_main(items: Sequence[tuple[int, Job, str]], builder: Any, conn: Any, 
                     conn.send(("phase", index, f"building model {job.model!r} on {device}", ""))
                     try:
                         made[device] = prepare(build(job.model, device), job.input_specs(), device, job.mode)
-                    except BaseException:  # noqa: BLE001 - each child builds again, and records why it failed
-                        made[device] = None
+                    except BaseException as exc:  # noqa: BLE001 - each child builds again, and records why it failed
+                        # but a build that ran out of memory would again: each child records this one
+                        # (without its frames, which hold what was built: freed before any fork)
+                        made[device] = exc.with_traceback(None) if memory.failed_allocation(exc) else None
+                        del exc
+                        gc.collect()
             conn.send(("result", index, bounded(_in_child(index, job, spec, builder, threads, timeout, made, conn))))
     finally:
         conn.close()
@@ -228,12 +237,13 @@ class _Group:
 
     @classmethod
     def start(cls, ctx: Any, server: int, indices: list[int], jobs: Sequence[Job], specs: Sequence[str],
-              builder: Any, threads: int, timeout: float) -> "_Group":
+              builder: Any, threads: int, timeout: float, memory_share: int = 0) -> "_Group":
         output = _unnamed_file()
         receive, send = ctx.Pipe(duplex=False)
         items = [(i, jobs[i], specs[i]) for i in indices]
         first = jobs[indices[0]]
-        process = start_process(ctx, _group_main, (items, builder, send, _PassFd(output), threads, server, timeout),
+        process = start_process(ctx, _group_main, (items, builder, send, _PassFd(output), threads, server, timeout,
+                                                        memory_share),
                                 f"reconcile:{first.model}:{len(indices)} tools", first.describe(), receive, send, output)
         started = time.monotonic()
         log.debug("started %d jobs on %s in one group (pid %s)", len(indices), first.model, process.pid)

@@ -184,6 +184,10 @@ def _build_cpu(name: str, factory: Callable[[], Any], fill: bool = True) -> "tor
     except ReconcileError:
         raise
     except Exception as exc:  # noqa: BLE001
+        from reconcile import memory
+
+        if memory.failed_allocation(exc):  # out of memory: so would the plain build be, after its init
+            raise
         log.info("%s does not build with init skipped (%s: %s); building plainly",
                  name, type(exc).__name__, exc)
         model = factory()

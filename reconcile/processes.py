@@ -329,10 +329,11 @@ class _Worker:
 
     @classmethod
     def start(cls, ctx: Any, server: int, index: int, job: Job, spec: str, builder: Any, threads: int,
-              timeout: float) -> "_Worker":
+              timeout: float, memory_share: int = 0) -> "_Worker":
         output = _unnamed_file()
         receive, send = ctx.Pipe(duplex=False)
-        process = start_process(ctx, _worker_main, (job, spec, builder, send, _PassFd(output), threads, server),
+        process = start_process(ctx, _worker_main, (job, spec, builder, send, _PassFd(output), threads, server,
+                                                         memory_share),
                                 f"reconcile:{job.tool}:{job.model}", job.describe(), receive, send, output)
         # the clock starts now: the server's start-up (import torch) is not the job's time, and
         # counting it made the first jobs time out before their adapter, and version, were loaded

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
+from reconcile import memory
 from reconcile.config import check_timeout
 from reconcile.errors import ReconcileError
 # the fork server and each job's worker process (``shutdown`` and ``private_inductor_cache`` are
@@ -162,6 +163,7 @@ def run_jobs(
     on_start: Callable[[Job], None] | None = None,
     threads: int | None = None,
     share: bool = True,
+    memory_share: int | None = None,
 ) -> list[ToolRun]:
     """Run every job in its own worker process, up to ``workers`` at a time; results in job order.
 
@@ -173,7 +175,9 @@ def run_jobs(
     display). ``threads``: torch threads per job (default: this machine's CPUs shared by the
     ``workers``; a Ray task running one job passes its node's share). ``share``: a model's
     tools share one build (``reconcile.model_group``; the same ToolRuns); False: every job
-    builds its own model in a worker of its own."""
+    builds its own model in a worker of its own. ``memory_share``: bytes each worker may take
+    (``reconcile.memory``; default: the memory available now shared by the ``workers``; 0: no
+    limit); a job that needs more is recorded as ``OutOfMemory``."""
     if workers < 1:
         raise ReconcileError(f"workers must be at least 1, got {workers}")
     check_timeout(timeout, "timeout")  # nan would spin the loop below, inf overflow its waits
@@ -182,6 +186,8 @@ def run_jobs(
         return []
     builder = build if build is not None else f"{__name__}:build_model"
     threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
+    if memory_share is None:
+        memory_share = memory.share(min(workers, len(jobs)))
     from reconcile import tools
     from reconcile.sources import preload_for
 
@@ -220,10 +226,11 @@ def run_jobs(
                     try:
                         with _WORKERS_LOCK:  # no other thread's _end_orphans between the fork and the add
                             if len(unit) > 1:
-                                worker = _Group.start(ctx, server, list(unit), jobs, specs, builder, threads, timeout)
+                                worker = _Group.start(ctx, server, list(unit), jobs, specs, builder, threads, timeout,
+                                                      memory_share)
                             else:
                                 worker = _Worker.start(ctx, server, index, jobs[index], specs[index], builder,
-                                                       threads, timeout)
+                                                       threads, timeout, memory_share)
                             _LIVE_WORKERS.add(worker.process.pid)
                     except (EOFError, OSError) as exc:  # the server died while it forked this job's worker
                         # its socket closes as it exits, a moment before /proc shows it dead (seen

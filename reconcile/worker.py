@@ -18,6 +18,7 @@ import traceback
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
+from reconcile import memory
 from reconcile.errors import ReconcileError
 from reconcile.records import ToolRun
 
@@ -72,9 +73,12 @@ def _resolve(spec: str) -> Any:
     return obj
 
 
-def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, threads: int, server: int) -> None:
-    """Entry point of one worker: build, run, send one ("result", ToolRun) message."""
+def _worker_main(job: Job, spec: str, builder: Any, conn: Any, output: int, threads: int, server: int,
+                 memory_share: int = 0) -> None:
+    """Entry point of one worker: build, run, send one ("result", ToolRun) message. The worker
+    may take ``memory_share`` bytes more than it has at its start (``reconcile.memory``)."""
     _tie_to_server(server)
+    memory.limit(memory_share)
     os.dup2(output, 1)
     os.dup2(output, 2)
     os.close(output)
@@ -150,6 +154,8 @@ def run_job(job: Job, spec: str, builder: Any, threads: int, tell: Callable[[str
             enter(f"building model {job.model!r} on {device}")
             made = built(device) if built is not None and device not in used else None
             used.add(device)
+            if isinstance(made, BaseException):  # the shared build ran out of memory: so would this one
+                raise made
             model, inputs = made if made is not None else \
                 prepare(build(job.model, device), job.input_specs(), device, job.mode)
             enter(f"running {job.tool}" + (f" on {device}" if device != "cpu" else ""))
@@ -193,7 +199,7 @@ def run_job(job: Job, spec: str, builder: Any, threads: int, tell: Callable[[str
             attempted=f"{job.describe()} ({phase})",
             seconds=time.perf_counter() - started,
         )
-    return run
+    return memory.explain(run)
 
 
 def devices_of(job: Job, spec: str) -> tuple[str, ...]:

@@ -1,0 +1,110 @@
+"""A worker's memory share (``reconcile.memory``): a model that needs more than a worker may take
+fails as ``OutOfMemory`` with the share in its message, on the single-job path and in a group
+(where the build that ran out is not tried again by every tool), while native still counts it on
+meta; nothing else on the machine is asked for the memory."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+from torch import nn
+
+from reconcile import memory
+from reconcile.records import ToolRun
+from reconcile.runner import Job, run_jobs
+
+GIB = 1 << 30
+# Linear 16384 -> 32768, no bias: 536,870,912 float32 weights = 2 GiB, one tensor
+IN, OUT = 16384, 32768
+
+
+def _builds_log() -> str:
+    return os.path.join(tempfile.gettempdir(), "reconcile-memory-builds.log")
+
+
+def big_linear() -> nn.Module:
+    with open(_builds_log(), "a") as fh:  # one line per build attempt, on the device being built on
+        fh.write("build\n")
+    return nn.Linear(IN, OUT, bias=False)
+
+
+big_linear.example_input_shape = (1, IN)  # type: ignore[attr-defined]
+
+
+def small_linear() -> nn.Module:
+    return nn.Linear(8, 4)
+
+
+small_linear.example_input_shape = (1, 8)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_a_model_larger_than_the_share_is_out_of_memory_and_still_counted_on_meta(share):
+    path = _builds_log()
+    if os.path.exists(path):
+        os.remove(path)
+    name = f"{__name__}:big_linear"
+    jobs = [Job(name, "native", input_shape=(1, IN), device="meta"), Job(name, "thop", input_shape=(1, IN)),
+            Job(name, "torchinfo", input_shape=(1, IN))]
+    native, thop, torchinfo = run_jobs(jobs, workers=1, memory_share=GIB, share=share)
+    # on meta nothing is allocated: 1 x 16384 x 32768 = 536,870,912 MACs, as many parameters
+    assert native.status == "ok", native.error_message
+    assert (native.headline["macs"], native.headline["params"]) == (IN * OUT, IN * OUT)
+    for run in (thop, torchinfo):
+        assert (run.status, run.error_type) == ("failed", "OutOfMemory"), run
+        assert run.error_message.startswith("needs more memory than a worker may take here (1.0 GiB"), run.error_message
+        # torch's own words follow: the 2 GiB tensor it could not allocate
+        assert f"you tried to allocate {IN * OUT * 4} bytes" in run.error_message, run.error_message
+    with open(path) as fh:
+        attempts = fh.read().count("build")
+    os.remove(path)
+    # meta: one build. CPU: in a group one build, whose failure each tool's child records; alone,
+    # each tool's worker tries its own
+    assert attempts == (2 if share else 3)
+
+
+def test_a_model_within_the_share_runs():
+    name = f"{__name__}:small_linear"
+    (run,) = run_jobs([Job(name, "thop", input_shape=(1, 8))], workers=1, memory_share=GIB)
+    # thop: 8 x 4 = 32 MACs (bias not counted by thop 0.1.1)
+    assert run.status == "ok" and run.headline["macs"] == 32, run
+
+
+def test_available_reads_meminfo_and_a_cgroup_limit(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24000000 kB\nMemAvailable:   20000000 kB\n")
+    cgroup = tmp_path / "cg"
+    cgroup.mkdir()
+    assert memory.available(str(meminfo), str(cgroup)) == 20000000 * 1024  # no cgroup files: the machine's
+    (cgroup / "memory.max").write_text("max\n")
+    assert memory.available(str(meminfo), str(cgroup)) == 20000000 * 1024
+    # a container limited to 8 GiB that uses 3 GiB: 5 GiB left, less than the machine's
+    (cgroup / "memory.max").write_text(f"{8 * GIB}\n")
+    (cgroup / "memory.current").write_text(f"{3 * GIB}\n")
+    assert memory.available(str(meminfo), str(cgroup)) == 5 * GIB
+    assert memory.available(str(tmp_path / "none"), str(tmp_path / "none")) == 0  # unknown: not limited
+
+
+def test_explain_marks_only_a_failed_allocation_in_a_limited_worker(monkeypatch):
+    failed = ToolRun(tool="thop", version="", status="failed", error_type="RuntimeError",
+                     error_message="[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                                   "allocate memory: you tried to allocate 8 bytes.")
+    other = ToolRun(tool="thop", version="", status="failed", error_type="RuntimeError", error_message="shapes")
+    monkeypatch.setattr(memory, "_share", 0)
+    assert memory.explain(failed) is failed  # not limited: the tool's words as they were
+    monkeypatch.setattr(memory, "_share", 3 * GIB // 2)
+    marked = memory.explain(failed)
+    assert marked.error_type == "OutOfMemory"
+    assert marked.error_message == ("needs more memory than a worker may take here (1.5 GiB: the memory available "
+                                    "when the run started, shared by the workers running at once); can't allocate "
+                                    "memory: you tried to allocate 8 bytes.")
+    assert memory.explain(other) is other
+    assert memory.explain(marked) is marked
+    # Python's own MemoryError has no words; one with words is a model's or a tool's, left as it is
+    bare = ToolRun(tool="thop", version="", status="failed", error_type="MemoryError", error_message="MemoryError()")
+    assert memory.explain(bare).error_type == "OutOfMemory"
+    said = ToolRun(tool="thop", version="", status="failed", error_type="MemoryError",
+                   error_message="simulated: cannot allocate the model")
+    assert memory.explain(said) is said
