@@ -125,32 +125,51 @@ def build_model(name: str, device: str) -> Any:
     return models.build(models.resolve(name), device=device)
 
 
+def _makespan(costs: list[float], workers: int) -> float:
+    """The time ``workers`` take over units of these costs, each next costliest unit to the worker
+    free first (the order the runner starts them in)."""
+    loads = [0.0] * workers
+    for c in sorted(costs, reverse=True):
+        loads[loads.index(min(loads))] += c
+    return max(loads)
+
+
 def units(jobs: list[Job], workers: int, share: bool = True) -> list[tuple[int, ...]]:
     """The jobs as the runner starts them, the costliest first: each a job's index alone, or (with
-    ``share``) the indices of jobs sharing a model build (``model_group.share_key``). A model's
-    group is cut into parts of about equal cost when it holds more than a worker's share of all
-    the work (total / workers), so a run of one model still keeps every worker busy; each part
-    builds once. Jobs that need no model (input probes) run alone."""
+    ``share``) the indices of jobs sharing a model build (``model_group.share_key``). While the
+    workers would take more than a tenth longer than the work's lower bound (total / workers, or
+    the costliest job), the costliest unit is cut in two halves of about equal cost, as long as that
+    shortens the run: a run of one model keeps every worker busy, a small model is not left alone
+    at the end beside an idle worker, and models of equal cost are not cut (each part builds the
+    model once). Jobs that need no model (input probes) run alone."""
     from reconcile import tools
 
     groups: dict[Any, list[int]] = {}
-    alone: list[tuple[int, ...]] = []
+    out: list[list[int]] = []
     for i, job in enumerate(jobs):
         if not share or job.tool == tools.PROBE:
-            alone.append((i,))
+            out.append([i])
         else:
             groups.setdefault(share_key(job), []).append(i)
     cost = lambda i: max(jobs[i].cost, 1e-9)  # noqa: E731 - jobs of no stated cost count as equal
-    fair = sum(cost(i) for i in range(len(jobs))) / workers
-    out = list(alone)
-    for members in groups.values():
-        members.sort(key=lambda i: -cost(i))
-        parts = max(1, min(len(members), round(sum(cost(i) for i in members) / fair))) if fair > 0 else 1
-        split: list[list[int]] = [[] for _ in range(parts)]
-        for i in members:  # each next job to the cheapest part so far
-            min(split, key=lambda part: sum(cost(j) for j in part)).append(i)
-        out += [tuple(part) for part in split if part]
-    return sorted(out, key=lambda unit: (-sum(cost(i) for i in unit), unit[0]))
+    unit_cost = lambda unit: sum(cost(i) for i in unit)  # noqa: E731
+    out += [sorted(members, key=lambda i: -cost(i)) for members in groups.values()]
+    bound = max(sum(cost(i) for i in range(len(jobs))) / workers, max(cost(i) for i in range(len(jobs))))
+    span = _makespan([unit_cost(u) for u in out], workers)
+    while span > 1.1 * bound:
+        big = max((u for u in out if len(u) > 1), key=unit_cost, default=None)
+        if big is None:
+            break
+        halves: list[list[int]] = [[], []]
+        for i in big:  # each next costliest job to the cheaper half so far
+            min(halves, key=unit_cost).append(i)
+        trial = [u for u in out if u is not big] + halves
+        shorter = _makespan([unit_cost(u) for u in trial], workers)
+        if shorter >= span:
+            break
+        out, span = trial, shorter
+    return sorted((tuple(sorted(u, key=lambda i: (-cost(i), i))) for u in out),
+                  key=lambda unit: (-unit_cost(unit), unit[0]))
 
 
 def run_jobs(

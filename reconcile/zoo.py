@@ -343,10 +343,13 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
         finish(mr.spec, mr)
 
     with executors.session(cfg.executor, cfg.ray_address):
-        # locally one model at a time keeps the peak memory of the largest models (vit_h_14)
-        # bounded; on Ray the jobs of many models at once, for the cluster to schedule (in parts,
-        # so that no more than a part's counts are held here at a time)
-        size = 1 if cfg.executor == "local" else 64
+        # the jobs of many models at once, in parts (so that no more than a part's counts are held
+        # here at a time): locally, each model's tools share one build and the workers go from one
+        # model to the next with none left idle at a model's end; a worker's memory is its share of
+        # the machine's however many models run (reconcile.memory), so the largest (vit_h_14) are
+        # no more at risk beside another model than split over both workers. On Ray, more at once
+        # for the cluster to schedule
+        size = 16 if cfg.executor == "local" else 64
         parts = [todo[k:k + size] for k in range(0, len(todo), size)]
         for part in parts:
             pipeline.collect(part, cfg, on_done=progress.on_done, on_start=progress.on_start, on_model=keep)

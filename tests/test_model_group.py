@@ -37,21 +37,32 @@ def _jobs(models: str, per_model: int, cost: float = 1.0) -> list[Job]:
 
 
 def test_one_worker_gets_each_model_whole():
-    # 2 models x 3 tools of cost 1, 1 worker: a worker's share = 6 / 1, each model's 3 -> one part
+    # 2 models x 3 tools of cost 1, 1 worker: the bound is 6 / 1 = 6 and the run takes 6: nothing cut
     assert units(_jobs("ab", 3), workers=1) == [(0, 1, 2), (3, 4, 5)]
-    # 2 workers: a worker's share = 6 / 2 = 3, each model's 3 -> round(3 / 3) = 1 part still
+    # 2 workers: bound 6 / 2 = 3, one model each takes 3: nothing cut (a cut costs a build)
     assert units(_jobs("ab", 3), workers=2) == [(0, 1, 2), (3, 4, 5)]
 
 
 def test_a_model_bigger_than_a_workers_share_is_split():
-    # model a: 3 tools, b: 1, 2 workers: share = 4 / 2 = 2, a's 3 -> round(3 / 2) = 2 parts, each next
-    # job to the cheapest part: (0, 2) and (1,); the costlier parts first, equal ones in the given order
+    # model a: 3 tools, b: 1, 2 workers: bound 4 / 2 = 2, whole they take 3 > 2.2: a cut in halves,
+    # each next job to the cheaper half: (0, 2) and (1,); then 2 and 1 + 1 take 2: done. The
+    # costlier units first, equal ones in the given order
     assert units(_jobs("a", 3) + _jobs("b", 1), workers=2) == [(0, 2), (1,), (3,)]
-    # 1 model x 4 tools on 2 workers: share = 4 / 2 = 2, round(4 / 2) = 2 parts
+    # 1 model x 4 tools on 2 workers: bound 2, whole 4: halves (0, 2) and (1, 3) take 2
     assert units(_jobs("a", 4), workers=2) == [(0, 2), (1, 3)]
-    # costs 8, 1, 1, 1 (total 11, share 5.5): round(11 / 5.5) = 2 parts, the 8 alone
+    # costs 8, 1, 1, 1 (total 11): the bound is the 8 itself; whole 11, halves (0,) and (1, 2, 3)
+    # take 8
     jobs = [Job("a", "t0", SHAPE, cost=8)] + _jobs("a", 3)
     assert units(jobs, workers=2) == [(0,), (1, 2, 3)]
+
+
+def test_a_small_model_is_not_left_alone_at_the_end():
+    # a: 6 tools (0-5), b: 2 tools (6, 7), all of cost 1, 2 workers: bound 8 / 2 = 4.
+    # whole: 6 and 2 take 6 > 4.4: a in halves (0, 2, 4) and (1, 3, 5); 3 + 2 and 3 take 5 (shorter):
+    # kept. 5 > 4.4: the costliest unit, (0, 2, 4), in halves (0, 4) and (2,); 3, 2, 2, 1 take 4:
+    # kept, and 4 <= 4.4: done. Cut by a worker's share alone (round(6 / 4) = 2 parts, b whole),
+    # the run took 5: b alone at the end on one worker while the other waited
+    assert units(_jobs("ab", 6)[:6] + _jobs("b", 2), workers=2) == [(1, 3, 5), (0, 4), (6, 7), (2,)]
 
 
 def test_without_share_or_for_input_probes_every_job_is_alone():
@@ -179,8 +190,9 @@ def test_the_jobs_of_a_dead_group_wait_for_the_one_it_was_running():
     # thop's child kills its parent, the group worker; run alone, thop kills the fork server, and
     # native, started beside it, would die with that server (seen in CI: the model "could not be
     # counted"). native waits until thop has settled, then counts on a new server
-    # 3 jobs on 2 workers: a worker's share = 3 / 2 = 1.5 jobs, kills_server's 2 -> round(2 / 1.5) = 1
-    # group (of one model alone, its two jobs would be cut into two parts and run alone from the start);
+    # 3 jobs on 2 workers: bound 3 / 2 = 1.5; kills_server's 2 and good's 1 take 2, and its halves
+    # would take 2 as well (1 + 1 and 1): not cut, one group (of one model alone, its two jobs would
+    # be cut into two parts and run alone from the start);
     # good's native, quick, leaves its worker free for the group's jobs run alone
     jobs = _fault_jobs("tests.fault_models:kills_server", ("thop", "native")) + \
         _fault_jobs("tests.fault_models:good", ("native",))

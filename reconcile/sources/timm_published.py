@@ -38,6 +38,7 @@ model built that way (``reconcile.adapters.timm_published``), never fvcore's own
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -66,6 +67,17 @@ def rows(path: Path = TABLE) -> list[Row]:
     with path.open(newline="") as fh:
         return [Row(r["model"], int(r["infer_img_size"]), r["param_count"], r["infer_gmacs"], r["infer_macts"])
                 for r in csv.DictReader(fh)]
+
+
+@functools.lru_cache(maxsize=1)
+def gmacs() -> dict[str, float]:
+    """Each model's published GMACs at its first size in the table (its pretrained size): a cost
+    estimate for scheduling, not a figure to check against."""
+    out: dict[str, float] = {}
+    for row in rows():
+        if row.model not in out and row.gmacs:
+            out[row.model] = float(row.gmacs)
+    return out
 
 
 def printed(value: int, scale: float) -> float:
