@@ -144,6 +144,8 @@ def units(jobs: list[Job], workers: int, share: bool = True) -> list[tuple[int, 
     model once). Jobs that need no model (input probes) run alone."""
     from reconcile import tools
 
+    if not jobs:
+        return []
     groups: dict[Any, list[int]] = {}
     out: list[list[int]] = []
     for i, job in enumerate(jobs):

@@ -65,6 +65,10 @@ def test_a_small_model_is_not_left_alone_at_the_end():
     assert units(_jobs("ab", 6)[:6] + _jobs("b", 2), workers=2) == [(1, 3, 5), (0, 4), (6, 7), (2,)]
 
 
+def test_no_jobs_are_no_units():
+    assert units([], workers=2) == []
+
+
 def test_without_share_or_for_input_probes_every_job_is_alone():
     assert units(_jobs("ab", 2), workers=1, share=False) == [(0,), (1,), (2,), (3,)]
     jobs = [Job("a", tools.PROBE, SHAPE), Job("a", tools.PROBE, SHAPE), Job("a", "thop", SHAPE)]
