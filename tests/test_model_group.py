@@ -26,6 +26,9 @@ def _same(a, b) -> dict:
 
 
 def _both(jobs: list[Job], **kwargs):
+    # one memory share for both runs: by default each run takes its share of the memory available
+    # as it starts, which moves, and an OutOfMemory record (alloc_too_much) says its share
+    kwargs.setdefault("memory_share", 8 << 30)
     return run_jobs(jobs, share=True, **kwargs), run_jobs(jobs, share=False, **kwargs)
 
 
