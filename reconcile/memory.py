@@ -86,10 +86,14 @@ def limit(nbytes: int) -> None:
         pass
 
 
+def _says_allocation(memory_error: bool, text: str) -> bool:
+    """Whether an error of this kind and these words is an allocation that failed."""
+    return (memory_error and text in ("", "MemoryError()")) or any(w in text.lower() for w in _FAILED_ALLOCATION)
+
+
 def failed_allocation(exc: BaseException) -> bool:
     """Whether ``exc`` is an allocation that failed (torch's allocator or Python's MemoryError)."""
-    text = str(exc)
-    return (isinstance(exc, MemoryError) and not text) or any(words in text.lower() for words in _FAILED_ALLOCATION)
+    return _says_allocation(isinstance(exc, MemoryError), str(exc))
 
 
 def explain(run: ToolRun) -> ToolRun:
@@ -97,9 +101,7 @@ def explain(run: ToolRun) -> ToolRun:
     ``OutOfMemory`` with the worker's share in its message (the tool's own words kept after it)."""
     if not _share or run.status != "failed" or run.error_type == "OutOfMemory":
         return run
-    text = run.error_message.lower()
-    bare = run.error_type == "MemoryError" and text in ("", "memoryerror()")
-    if not (bare or any(words in text for words in _FAILED_ALLOCATION)):
+    if not _says_allocation(run.error_type == "MemoryError", run.error_message):
         return run
     said = run.error_message.split("DefaultCPUAllocator: ", 1)[-1]
     message = (f"needs more memory than a worker may take here ({_share / GIB:.1f} GiB: the memory available "

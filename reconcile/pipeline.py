@@ -111,15 +111,17 @@ TRACE = registry.TRACE
 PER_MODEL = 8.0
 
 
-def _expected_size(spec: models.ModelSpec) -> float:
+def _expected_size(spec: models.ModelSpec, inputs: models.Inputs) -> float:
     """A model's expected cost, for the order jobs start in (the costliest first, so that no large
-    model is left running alone at the end): its published GMACs (torchvision's ``_ops``, timm's
-    table at the model's first size; 1 when none is known) plus ``PER_MODEL``."""
+    model is left running alone at the end): its published GMACs (torchvision's ``_ops``; timm's
+    table at the input's size, for one square image input; 1 when none is known) plus
+    ``PER_MODEL``."""
     ops = models.published(spec).get("_ops")
-    if ops is None and spec.kind == "timm":
+    shape = inputs[0].shape if len(inputs) == 1 else ()
+    if ops is None and spec.kind == "timm" and len(shape) == 4 and shape[2] == shape[3]:
         from reconcile.sources import timm_published
 
-        ops = timm_published.gmacs().get(spec.name.removeprefix("timm:").partition(".")[0])
+        ops = timm_published.gmacs(spec.name.removeprefix("timm:").partition(".")[0], shape[2])
     return PER_MODEL + float(ops or 1.0)
 
 
@@ -182,7 +184,7 @@ def collect(specs: Sequence[str], config: RunConfig = RunConfig(), *, workers: i
     for i, (_, spec, inp, err) in enumerate(prepared):
         if err:
             continue
-        size = _expected_size(spec)
+        size = _expected_size(spec, inp)
         entries = [registry.get(t) for t in tools]
         try:
             dtype = model_dtype(inp) or "float32"

@@ -170,8 +170,8 @@ def units(jobs: list[Job], workers: int, share: bool = True) -> list[tuple[int, 
         if shorter >= span:
             break
         out, span = trial, shorter
-    return sorted((tuple(sorted(u, key=lambda i: (-cost(i), i))) for u in out),
-                  key=lambda unit: (-unit_cost(unit), unit[0]))
+    # each unit keeps its jobs costliest first (halving keeps the order it is given)
+    return sorted((tuple(u) for u in out), key=lambda unit: (-unit_cost(unit), unit[0]))
 
 
 def run_jobs(

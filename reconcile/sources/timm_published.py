@@ -70,14 +70,14 @@ def rows(path: Path = TABLE) -> list[Row]:
 
 
 @functools.lru_cache(maxsize=1)
-def gmacs() -> dict[str, float]:
-    """Each model's published GMACs at its first size in the table (its pretrained size): a cost
+def _gmacs_by_size() -> dict[tuple[str, int], float]:
+    return {(row.model, row.img_size): float(row.gmacs) for row in rows() if row.gmacs}
+
+
+def gmacs(model: str, size: int) -> float | None:
+    """The model's published GMACs at a square input of ``size`` (None: no such row): a cost
     estimate for scheduling, not a figure to check against."""
-    out: dict[str, float] = {}
-    for row in rows():
-        if row.model not in out and row.gmacs:
-            out[row.model] = float(row.gmacs)
-    return out
+    return _gmacs_by_size().get((model, size))
 
 
 def printed(value: int, scale: float) -> float:
