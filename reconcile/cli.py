@@ -318,7 +318,7 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
                                   note=_err_line)
     finally:
         progress.close()
-    out, picture = zoo.write_page(folder, ns.source, reports, errors)
+    out, picture = zoo.write_page(folder, ns.source, reports, errors, whole=ns.models is None and ns.subset == "all")
     print(f"wrote {folder / out}" + (" (.png)" if picture else ""))
     return 2 if errors else 0
 
@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("zoo", help="every tool on every model of a source: share of layers explained")
     p.add_argument("--source", choices=with_zoo(), default=with_zoo()[0],
-                   help="where the models come from (default torchvision); writes zoo.md, zoo-timm.md, zoo-transformers.md")
+                   help="where the models come from (default torchvision); writes zoo.md, zoo-timm.md (zoo-timm-all.md for --subset all), zoo-transformers.md")
     p.add_argument("--subset", choices=("all", "ci"), default="all",
                    help="all models of the source (default; for transformers its sample) or its CI sample")
     p.add_argument("--models", metavar="SPEC[,SPEC...]", help="these models instead of a subset")

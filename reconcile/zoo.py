@@ -67,10 +67,12 @@ def models_of(source: str, subset: str) -> list[str]:
     return SOURCES[source].ci_sample() if subset == "ci" else SOURCES[source].names()
 
 
-def zoo_file(source: str) -> str:
+def zoo_file(source: str, whole: bool = False) -> str:
+    """The zoo page of ``source``; ``whole``: of all its models (``--subset all``, no ``--models``)."""
     from reconcile.sources import SOURCES
 
-    return SOURCES[source].zoo_file
+    src = SOURCES[source]
+    return src.all_file if whole and src.all_file else src.zoo_file
 
 
 @dataclass(frozen=True)
@@ -101,22 +103,34 @@ def share(t: ToolExplanation) -> Share:
 
 def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str]] = (), source: str = "torchvision",
                  picture: str = "") -> str:
-    """The zoo page; ``picture`` is the file name of its PNG (``reconcile.report.plot.zoo_png``), "" for none."""
+    """The zoo page; ``picture`` is the file name of its PNG (``reconcile.report.plot.zoo_png``), "" for none.
+    A row per model: its native MACs and parameters, the source's published figures for it (read
+    from the source's table when the page is written, ``Source.published_columns``), and each
+    tool's share explained; then the tools that did not finish on a model, with their reasons."""
+    from reconcile.sources import SOURCES
+
+    src = SOURCES[source]
     tools: list[str] = []
     for r in reports:
         for t in r.tools:
             if t.tool not in tools:
                 tools.append(t.tool)
-    head = ["model", "input"] + tools
+    pub_keys = [key for key, _ in src.published_columns]
+    head = ["model", "input", "native MACs", "parameters"] + [h for _, h in src.published_columns] + tools
+    figures = 2 + len(pub_keys)  # the columns between the input and the tools
     title = "" if source == "torchvision" else f" ({source})"
     lines = [f"# Zoo{title}: how much of each tool's output reconcile explains", "",
              "Share of each tool's rows (per-layer rows, the total-only record and the headline) whose every "
              "number is predicted exactly from the native count, i.e. zero residual. Target: 100% everywhere. "
-             "`failed` / `timeout`: the tool itself did not finish on that model (see the model's report).", "",
+             "`failed` / `timeout`: the tool itself did not finish on that model (why: the list below the "
+             "table, and the model's report).", "",
+             *([_PUBLISHED_NOTE[source], ""] if source in _PUBLISHED_NOTE else []),
              *([f"![each tool's main total relative to native MACs, one dot per model]({picture})", ""] if picture else []),
-             "| " + " | ".join(head) + " |", "|" + "|".join([":---", ":---"] + ["---:"] * len(tools)) + "|"]
+             "| " + " | ".join(head) + " |",
+             "|" + "|".join([":---", ":---"] + ["---:"] * (figures + len(tools))) + "|"]
     complete = {t: 0 for t in tools}
     ran = {t: 0 for t in tools}
+    unfinished: list[tuple[str, list[str]]] = []  # (model, its reasons)
     for r in reports:
         by = {t.tool: share(t) for t in r.tools}
         cells = []
@@ -130,12 +144,56 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
                 complete[name] += s.complete
             cells.append(s.text() if s.complete or s.status != "ok" else f"**{s.text()}**")
         shape = ", ".join(r.inputs) if len(r.inputs) > 1 else "x".join(map(str, r.input_shape))
-        lines.append("| " + " | ".join([r.model, shape] + cells) + " |")
+        pub = src.load().published(r.model) if pub_keys else {}
+        numbers = [_integer(r.native_totals.get("macs")), _integer(r.native_totals.get("params"))]
+        numbers += [_integer(pub.get(k)) if isinstance(pub.get(k), int) else str(pub.get(k, "")) for k in pub_keys]
+        lines.append("| " + " | ".join([r.model, shape] + numbers + cells) + " |")
+        reasons = _unfinished(r)
+        if reasons:
+            unfinished.append((r.model, reasons))
     for model, err in errors:
-        lines.append("| " + " | ".join([model, "—"] + [f"error: {err}"] + [""] * (len(tools) - 1)) + " |")
-    lines += ["", "| tool | models fully explained | of models it ran on |", "|:---|---:|---:|"]
-    lines += [f"| {t} | {complete[t]} | {ran[t]} |" for t in tools]
+        lines.append("| " + " | ".join([model, "—"] + [""] * figures + [f"error: {err}"] + [""] * (len(tools) - 1)) + " |")
+    lines += ["", "| tool | models fully explained | of models it ran on | did not finish |", "|:---|---:|---:|---:|"]
+    lines += [f"| {t} | {complete[t]} | {ran[t]} | {sum(1 for r in reports for x in r.tools if x.tool == t and x.status != 'ok')} |"
+              for t in tools]
+    if unfinished:
+        lines += ["", "## Tools that did not finish", "",
+                  "A tool's own failure on a model (its error, first line), or reconcile's limit on it "
+                  "(`OutOfMemory`: the memory a worker may take here; `timeout`: seconds per tool and model).", ""]
+        lines += [f"- **{model}**: " + "; ".join(reasons) for model, reasons in unfinished]
     return "\n".join(lines) + "\n"
+
+
+# what a source's published columns are, where they come from, and where they are checked
+_PUBLISHED_NOTE = {
+    "torchvision": "`_ops` and `num_params`: torchvision's published figures for the model's first weights "
+                   "(GFLOPS in the convention of native MACs); `tests/test_zoo_native.py` checks them against the native count.",
+    "timm": "`infer_gmacs` and `param_count`: timm's own published table (`benchmark.py`, fvcore, batch 1; "
+            "`reconcile.sources.timm_published`) at the model's default input, as printed; empty when the table "
+            "has no row at that size. Row by row they are predicted from the native count the way the table was "
+            "made (fvcore's convention, re-parameterized, non-fused attention): `timm-published.md` "
+            "(`reconcile zoo --source timm --published`).",
+}
+
+
+def _integer(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else "—"
+
+
+def _unfinished(r: ModelReport) -> list[str]:
+    """Why each tool that did not finish on ``r`` stopped: "tool, tool: ErrorType: first line",
+    tools with the same reason together."""
+    why: dict[str, list[str]] = {}
+    for t in r.tools:
+        if t.status == "ok":
+            continue
+        run = t.run
+        first = (run.error_message or "").strip().splitlines()[0] if (run.error_message or "").strip() else ""
+        if len(first) > 160:
+            first = first[:157] + "..."
+        reason = t.status if not run.error_type else f"`{run.error_type}`" + (f": {first}" if first else "")
+        why.setdefault(reason, []).append(t.tool)
+    return [f"{', '.join(tools)}: {reason}" for reason, tools in why.items()]
 
 
 # ---- results kept as they complete, so an interrupted zoo run can be resumed -------------------
@@ -357,13 +415,14 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
             [e for _, e in sorted(errors, key=lambda ke: ke[0])])
 
 
-def write_page(folder, source: str, reports: Sequence[ModelReport], errors: Sequence[tuple[str, str]]) -> tuple[str, str]:
-    """The zoo page of ``source`` and its picture, written in ``folder``: their names ("" for no
-    picture, when no tool's count was explained)."""
+def write_page(folder, source: str, reports: Sequence[ModelReport], errors: Sequence[tuple[str, str]],
+               whole: bool = False) -> tuple[str, str]:
+    """The zoo page of ``source`` (``whole``: of all its models) and its picture, written in
+    ``folder``: their names ("" for no picture, when no tool's count was explained)."""
     from reconcile.atomic import write_files
     from reconcile.report.plot import zoo_png
 
-    out = zoo_file(source)
+    out = zoo_file(source, whole)
     png = zoo_png(reports)
     picture = out[: -len(".md")] + ".png" if png is not None else ""
     files: dict[str, str | bytes] = {out: zoo_markdown(reports, errors, source, picture)}

@@ -36,6 +36,26 @@ def test_table_is_the_published_file():
     assert (deit3.img_size, deit3.param_count, deit3.gmacs, deit3.macts) == (224, "38.85", "8.0", "15.93")
 
 
+def test_a_timm_models_published_figures_are_its_row_at_the_default_input():
+    # what a zoo page shows beside the native count (reconcile.sources.timm.published): the table's
+    # row at the model's default square input, as printed. resnet18 (default 3x224x224; its rows are
+    # at 160, 224, 288): 11.69 M parameters, 1.82 GMACs at 224, not 0.93 at 160
+    from reconcile.sources import timm as timm_source
+    from reconcile.zoo import zoo_file
+
+    assert timm_source.table()["resnet18"] == (3, 224, 224)
+    assert timm_source.published("timm:resnet18") == {"infer_img_size": 224, "infer_gmacs": "1.82",
+                                                      "param_count": "11.69"}
+    assert tp.row_at("resnet18", 160).gmacs == "0.93" and tp.gmacs("resnet18", 160) == 0.93
+    # a tagged name may have another input: no figure rather than a wrong one; a model newer than the
+    # table (cpubone_*, timm 1.0.31) has no row
+    assert timm_source.published("timm:resnet18.a1_in1k") == {}
+    assert "cpubone_s0" in timm_source.table() and timm_source.published("timm:cpubone_s0") == {}
+    # the page of every timm model is its own file; a sample or --models writes the sample's page
+    assert (zoo_file("timm", whole=True), zoo_file("timm"), zoo_file("torchvision", whole=True)) == (
+        "zoo-timm-all.md", "zoo-timm.md", "zoo.md")
+
+
 @pytest.fixture(scope="session")
 def sample_checks() -> dict[str, tp.Check]:
     """Each sample model's row at its default size, predicted once (in this process, on meta)."""

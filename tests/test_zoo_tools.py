@@ -57,14 +57,17 @@ def test_subset_spans_every_family():
 
 
 @pytest.fixture(scope="module")
-def shares() -> dict[tuple[str, str], zoo.Share]:
+def reports() -> dict:
     out = {}
     for mr in pipeline.collect(list(zoo.ZOO_CI), RunConfig(timeout=600)):
         assert not mr.error, (mr.name, mr.error)
-        report = pipeline.reconcile_model(mr)
-        for t in report.tools:
-            out[(mr.name, t.tool)] = zoo.share(t)
+        out[mr.name] = pipeline.reconcile_model(mr)
     return out
+
+
+@pytest.fixture(scope="module")
+def shares(reports) -> dict[tuple[str, str], zoo.Share]:
+    return {(name, t.tool): zoo.share(t) for name, r in reports.items() for t in r.tools}
 
 
 @pytest.mark.slow
@@ -74,3 +77,23 @@ def test_every_tool_explained_on_the_ci_subset(shares):
     assert got_failures == KNOWN_FAILURES
     assert got_gaps == KNOWN_GAPS
     assert len(shares) == len(zoo.ZOO_CI) * len(tools.defaults())
+
+
+@pytest.mark.slow
+def test_the_zoo_page_gives_each_model_its_figures_and_each_failure_its_reason(reports):
+    page = zoo.zoo_markdown([reports[m] for m in zoo.ZOO_CI], source="torchvision")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in page.splitlines() if line.startswith("| ")}
+    head = rows["model"]
+    assert head[:6] == ["| model", "input", "native MACs", "parameters", "torchvision `_ops` (G)", "`num_params`"]
+    # resnet18's MACs by hand: conv1 64*3*49 * 112*112 = 118,013,952; layer1 4 * 64*64*9 * 56*56 =
+    # 462,422,016; layer2, 3 and 4 each 57,802,752 (first 3x3) + 3 * 115,605,504 (the other 3x3) +
+    # 6,422,528 (1x1 downsample) = 411,041,792; fc 512*1000 = 512,000. 118,013,952 + 462,422,016 +
+    # 3 * 411,041,792 + 512,000 = 1,814,073,344. torchvision publishes _ops 1.814, num_params 11,689,512
+    assert rows["resnet18"][2:6] == ["1,814,073,344", "11,689,512", "1.814", "11,689,512"]
+    assert len(rows) == 1 + len(zoo.ZOO_CI) + 1 + len(tools.defaults())  # the head, a row per model, the tools
+    # every tool that did not finish is listed under its model with the tool's own error type
+    listed = {line[4:].partition("**")[0]: line for line in page.splitlines() if line.startswith("- **")}
+    assert set(listed) == {m for m, _ in KNOWN_FAILURES}
+    for (model, tool), status in KNOWN_FAILURES.items():
+        run = next(t.run for t in reports[model].tools if t.tool == tool)
+        assert f"{tool}" in listed[model] and f"`{run.error_type}`" in listed[model], (model, tool, listed[model])

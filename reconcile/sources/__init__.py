@@ -34,6 +34,9 @@ class Source:
     probed: bool = False  # default inputs need user or library code imported: found in a worker
     sample: str = ""  # "module:attribute" of its CI sample (``zoo --subset ci``); "": no zoo
     zoo_file: str = ""  # the zoo page of its models
+    all_file: str = ""  # the zoo page of all its models when that is not zoo_file (timm's is its sample's)
+    # the figures of ``published(name)`` a zoo page shows beside the native count: (key, column heading)
+    published_columns: tuple[tuple[str, str], ...] = ()
     spec: str = ""  # how a spec names one of its models, for --help (``spec_help``)
 
     def load(self) -> ModuleType:
@@ -50,9 +53,11 @@ class Source:
 
 SOURCES: dict[str, Source] = {s.kind: s for s in (
     Source("torchvision", "reconcile.sources.torchvision", package="torchvision", sample="reconcile.zoo:ZOO_CI",
-           zoo_file="zoo.md", spec="a torchvision model name (resnet18; `reconcile models` lists them)"),
+           zoo_file="zoo.md", published_columns=(("_ops", "torchvision `_ops` (G)"), ("num_params", "`num_params`")),
+           spec="a torchvision model name (resnet18; `reconcile models` lists them)"),
     Source("timm", "reconcile.sources.timm", prefix="timm", package="timm", preload=("timm",),
-           sample="reconcile.zoo:TIMM_SAMPLE", zoo_file="zoo-timm.md",
+           sample="reconcile.zoo:TIMM_SAMPLE", zoo_file="zoo-timm.md", all_file="zoo-timm-all.md",
+           published_columns=(("infer_gmacs", "timm `infer_gmacs`"), ("param_count", "`param_count` (M)")),
            spec="timm:NAME, a timm model (timm:convnext_atto; `reconcile models --source timm`)"),
     Source("transformers", "reconcile.sources.huggingface", prefix="hf", package="transformers",
            preload=("transformers",), probed=True, sample="reconcile.sources.huggingface:SAMPLE",

@@ -42,7 +42,19 @@ def resolve(body: str, check: bool = True) -> str:
 
 
 def published(name: str) -> dict[str, Any]:
-    return {}
+    """timm's published figures for the model at its default input (an untagged name only): the row
+    of timm's own benchmark table (``timm_published``) at that square size, as printed,
+    ``infer_gmacs`` in GMACs and ``param_count`` in millions; {} when the table has no such row."""
+    from reconcile.sources import timm_published
+
+    arch, _, tag = name[len(PREFIX):].partition(".")
+    if tag or arch not in table():
+        return {}
+    _, h, w = table()[arch]
+    row = timm_published.row_at(arch, h) if h == w else None
+    if row is None:
+        return {}
+    return {"infer_img_size": row.img_size, "infer_gmacs": row.gmacs, "param_count": row.param_count}
 
 
 def default_inputs(name: str) -> tuple[InputSpec, ...]:

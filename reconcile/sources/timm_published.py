@@ -70,14 +70,20 @@ def rows(path: Path = TABLE) -> list[Row]:
 
 
 @functools.lru_cache(maxsize=1)
-def _gmacs_by_size() -> dict[tuple[str, int], float]:
-    return {(row.model, row.img_size): float(row.gmacs) for row in rows() if row.gmacs}
+def _by_size() -> dict[tuple[str, int], Row]:
+    return {(row.model, row.img_size): row for row in rows()}
+
+
+def row_at(model: str, size: int) -> Row | None:
+    """The published row of ``model`` at a square input of ``size``, None if there is none."""
+    return _by_size().get((model, size))
 
 
 def gmacs(model: str, size: int) -> float | None:
     """The model's published GMACs at a square input of ``size`` (None: no such row): a cost
     estimate for scheduling, not a figure to check against."""
-    return _gmacs_by_size().get((model, size))
+    row = row_at(model, size)
+    return float(row.gmacs) if row is not None and row.gmacs else None
 
 
 def printed(value: int, scale: float) -> float:
