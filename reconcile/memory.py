@@ -54,9 +54,19 @@ def available(meminfo: str = "/proc/meminfo", cgroup: str = "/sys/fs/cgroup") ->
     return min(found) if found else 0
 
 
+# the part of the available memory the workers share. All of it was too much: two workers, each at
+# its share of 11.5 GiB on this 23.5 GiB machine, held 12.4 GB of their own pages each (the share
+# counts from a worker's start, and pages it shares with the fork server become its own when written)
+# and the kernel's out-of-memory killer ended seven of them (timm's aimv2_3b, 2026-12-06). The rest is
+# left to the fork servers, the run's own process and the kernel
+USABLE = (4, 5)
+
+
 def share(workers: int) -> int:
-    """Bytes each of ``workers`` workers running at once may take (0: unknown, not limited)."""
-    return available() // max(1, workers)
+    """Bytes each of ``workers`` workers running at once may take: four fifths of what is available,
+    divided among them (0: unknown, not limited)."""
+    num, den = USABLE
+    return available() * num // den // max(1, workers)
 
 
 def _mapped() -> int:
@@ -104,6 +114,6 @@ def explain(run: ToolRun) -> ToolRun:
     if not _says_allocation(run.error_type == "MemoryError", run.error_message):
         return run
     said = run.error_message.split("DefaultCPUAllocator: ", 1)[-1]
-    message = (f"needs more memory than a worker may take here ({_share / GIB:.1f} GiB: the memory available "
-               f"when the run started, shared by the workers running at once); {said}")
+    message = (f"needs more memory than a worker may take here ({_share / GIB:.1f} GiB: four fifths of the memory "
+               f"available when the run started, shared by the workers running at once); {said}")
     return replace(run, error_type="OutOfMemory", error_message=message)

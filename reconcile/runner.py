@@ -197,7 +197,7 @@ def run_jobs(
     ``workers``; a Ray task running one job passes its node's share). ``share``: a model's
     tools share one build (``reconcile.model_group``; the same ToolRuns); False: every job
     builds its own model in a worker of its own. ``memory_share``: bytes each worker may take
-    (``reconcile.memory``; default: the memory available now shared by the ``workers``; 0: no
+    (``reconcile.memory``; default: four fifths of the memory available now, shared by the ``workers``; 0: no
     limit); a job that needs more is recorded as ``OutOfMemory``."""
     if workers < 1:
         raise ReconcileError(f"workers must be at least 1, got {workers}")

@@ -87,6 +87,16 @@ def test_available_reads_meminfo_and_a_cgroup_limit(tmp_path):
     assert memory.available(str(tmp_path / "none"), str(tmp_path / "none")) == 0  # unknown: not limited
 
 
+def test_the_workers_share_four_fifths_of_what_is_available(monkeypatch):
+    # 20 GiB available: 16 GiB for the workers, 8 GiB each of two, 16/3 GiB each of three; nothing
+    # known, nothing limited
+    monkeypatch.setattr(memory, "available", lambda: 20 * GIB)
+    assert (memory.share(1), memory.share(2), memory.share(3), memory.share(0)) == (
+        16 * GIB, 8 * GIB, 16 * GIB // 3, 16 * GIB)
+    monkeypatch.setattr(memory, "available", lambda: 0)
+    assert memory.share(2) == 0
+
+
 def test_explain_marks_only_a_failed_allocation_in_a_limited_worker(monkeypatch):
     failed = ToolRun(tool="thop", version="", status="failed", error_type="RuntimeError",
                      error_message="[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
@@ -97,9 +107,9 @@ def test_explain_marks_only_a_failed_allocation_in_a_limited_worker(monkeypatch)
     monkeypatch.setattr(memory, "_share", 3 * GIB // 2)
     marked = memory.explain(failed)
     assert marked.error_type == "OutOfMemory"
-    assert marked.error_message == ("needs more memory than a worker may take here (1.5 GiB: the memory available "
-                                    "when the run started, shared by the workers running at once); can't allocate "
-                                    "memory: you tried to allocate 8 bytes.")
+    assert marked.error_message == ("needs more memory than a worker may take here (1.5 GiB: four fifths of the "
+                                    "memory available when the run started, shared by the workers running at once); "
+                                    "can't allocate memory: you tried to allocate 8 bytes.")
     assert memory.explain(other) is other
     assert memory.explain(marked) is marked
     # Python's own MemoryError has no words; one with words is a model's or a tool's, left as it is
