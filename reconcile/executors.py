@@ -89,10 +89,33 @@ def run(jobs: list["Job"], *, executor: str = "local", address: str | None = Non
 
 
 def _job_on_ray_worker(job: "Job", timeout: float, build: Any, threads: int) -> "ToolRun":
-    """One Ray task: the local runner with one worker, inside the Ray worker process."""
-    from reconcile import runner
+    """One Ray task: the local runner with one worker, inside the Ray worker process. Its memory
+    share is that of one of the tasks its node runs at once (one per CPU Ray gives the node: each
+    task takes one), not the node's whole: a task alone would otherwise let each of them take four
+    fifths of what the node has."""
+    from reconcile import memory, runner
 
-    return runner.run_jobs([job], timeout=timeout, workers=1, build=build, threads=threads)[0]
+    return runner.run_jobs([job], timeout=timeout, workers=1, build=build, threads=threads,
+                           memory_share=memory.share(_node_slots()))[0]
+
+
+_SLOTS: int | None = None  # tasks this Ray worker's node runs at once, found once per worker
+
+
+def _node_slots() -> int:
+    """The CPUs Ray gives this task's node (each task takes one), or this machine's CPU count when
+    Ray cannot say."""
+    global _SLOTS
+    if _SLOTS is None:
+        try:
+            ray = sys.modules["ray"]  # a Ray worker has it imported; anywhere else, never import (or start) it
+            if not ray.is_initialized():
+                raise LookupError("not in a Ray task")
+            node = ray.get_runtime_context().get_node_id()
+            _SLOTS = next(int(n["Resources"]["CPU"]) for n in ray.nodes() if n["NodeID"] == node)
+        except Exception:  # noqa: BLE001 - not in a Ray task, or no CPU resource: the machine's count
+            _SLOTS = os.cpu_count() or 1
+    return max(1, _SLOTS)
 
 
 def run_on_ray(jobs: list["Job"], *, address: str | None, timeout: float, workers: int,

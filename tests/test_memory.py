@@ -118,3 +118,25 @@ def test_explain_marks_only_a_failed_allocation_in_a_limited_worker(monkeypatch)
     said = ToolRun(tool="thop", version="", status="failed", error_type="MemoryError",
                    error_message="simulated: cannot allocate the model")
     assert memory.explain(said) is said
+
+
+def test_a_ray_task_takes_the_share_of_one_of_its_nodes_tasks(monkeypatch):
+    # a Ray task runs one job with one local worker; its node runs a task per CPU Ray gives it, so
+    # the task's share divides the node's memory by those: 20 GiB available, four fifths of it for
+    # the 4 tasks of a 4-CPU node, 4 GiB each (not 16 GiB, as a worker alone would take)
+    from reconcile import executors, runner
+
+    seen = {}
+
+    def fake_run_jobs(jobs, **kwargs):
+        seen.update(kwargs)
+        return ["run"]
+
+    monkeypatch.setattr(memory, "available", lambda: 20 * GIB)
+    monkeypatch.setattr(runner, "run_jobs", fake_run_jobs)
+    monkeypatch.setattr(executors, "_SLOTS", 4)
+    assert executors._job_on_ray_worker(Job("resnet18", "thop", input_shape=(1, 3, 8, 8)), 60.0, None, 1) == "run"
+    assert (seen["workers"], seen["memory_share"]) == (1, 4 * GIB)
+    # outside a Ray task (no runtime context), the machine's CPU count stands for the node's
+    monkeypatch.setattr(executors, "_SLOTS", None)
+    assert executors._node_slots() == (os.cpu_count() or 1)
