@@ -109,14 +109,16 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
     tool's share explained; then the tools that did not finish on a model, with their reasons."""
     from reconcile.sources import SOURCES
 
-    src = SOURCES[source]
     tools: list[str] = []
     for r in reports:
         for t in r.tools:
             if t.tool not in tools:
                 tools.append(t.tool)
-    pub_keys = [key for key, _ in src.published_columns]
-    head = ["model", "input", "native MACs", "parameters"] + [h for _, h in src.published_columns] + tools
+    published = {r.model: _published_of(r.model) for r in reports}
+    kinds = [k for k in SOURCES if any(kind == k for kind, _ in published.values())]
+    columns = [c for k in kinds for c in SOURCES[k].published_columns]  # a page may mix sources (--models)
+    pub_keys = [key for key, _ in columns]
+    head = ["model", "input", "native MACs", "parameters"] + [h for _, h in columns] + tools
     figures = 2 + len(pub_keys)  # the columns between the input and the tools
     title = "" if source == "torchvision" else f" ({source})"
     lines = [f"# Zoo{title}: how much of each tool's output reconcile explains", "",
@@ -124,7 +126,7 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
              "number is predicted exactly from the native count, i.e. zero residual. Target: 100% everywhere. "
              "`failed` / `timeout`: the tool itself did not finish on that model (why: the list below the "
              "table, and the model's report).", "",
-             *([_PUBLISHED_NOTE[source], ""] if source in _PUBLISHED_NOTE else []),
+             *[line for k in kinds if SOURCES[k].published_columns for line in (_PUBLISHED_NOTE[k], "")],
              *([f"![each tool's main total relative to native MACs, one dot per model]({picture})", ""] if picture else []),
              "| " + " | ".join(head) + " |",
              "|" + "|".join([":---", ":---"] + ["---:"] * (figures + len(tools))) + "|"]
@@ -144,7 +146,7 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
                 complete[name] += s.complete
             cells.append(s.text() if s.complete or s.status != "ok" else f"**{s.text()}**")
         shape = ", ".join(r.inputs) if len(r.inputs) > 1 else "x".join(map(str, r.input_shape))
-        pub = src.load().published(r.model) if pub_keys else {}
+        pub = published[r.model][1]
         numbers = [_integer(r.native_totals.get("macs")), _integer(r.native_totals.get("params"))]
         numbers += [_integer(pub.get(k)) if isinstance(pub.get(k), int) else str(pub.get(k, "")) for k in pub_keys]
         lines.append("| " + " | ".join([r.model, shape] + numbers + cells) + " |")
@@ -174,6 +176,18 @@ _PUBLISHED_NOTE = {
             "made (fvcore's convention, re-parameterized, non-fused attention): `timm-published.md` "
             "(`reconcile zoo --source timm --published`).",
 }
+
+
+def _published_of(name: str) -> tuple[str, dict]:
+    """The source kind of a model on a zoo page and its published figures ({} when none)."""
+    from reconcile import models
+    from reconcile.errors import ReconcileError
+
+    try:
+        spec = models.resolve(name, check=False)
+    except ReconcileError:
+        return "", {}
+    return spec.kind, models.published(spec)
 
 
 def _integer(value) -> str:

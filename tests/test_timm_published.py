@@ -175,3 +175,25 @@ def test_markdown_is_pure_and_lists_what_is_unexplained():
     assert "| at the model's default size (1 models) | 0 | 0 | 1 | 0 |" in text
     assert "| resnet18_x | 224 | unexplained (macts matched) | no named cause |" in text
     assert markdown([off]) == text
+
+
+def test_a_zoo_page_of_mixed_sources_gives_each_model_its_own_published_figures():
+    # zoo --models may mix sources on one page: each model's published figures come from its own
+    # source (torchvision's _ops, timm's table), a model with none leaves its cells empty. The native
+    # figures are the report's own (resnet18: 1,814,073,344 MACs and 11,689,512 parameters, worked
+    # out in tests/test_zoo_tools.py); no tool ran, so no tool column
+    from reconcile.report.model import ModelReport
+    from reconcile.zoo import zoo_markdown
+
+    def report(name: str, macs: int, params: int) -> ModelReport:
+        return ModelReport(name, (1, 3, 224, 224), "float32", {}, {"macs": macs, "params": params}, {}, ())
+
+    page = zoo_markdown([report("resnet18", 1_814_073_344, 11_689_512), report("timm:resnet18", 1_814_073_344, 11_689_512),
+                         report("hf:BertModel", 1, 2)], source="torchvision")
+    rows = [line for line in page.splitlines() if line.startswith("| ")]
+    assert rows[0] == ("| model | input | native MACs | parameters | torchvision `_ops` (G) | `num_params` | "
+                       "timm `infer_gmacs` | `param_count` (M) |")
+    assert rows[1] == "| resnet18 | 1x3x224x224 | 1,814,073,344 | 11,689,512 | 1.814 | 11,689,512 |  |  |"
+    assert rows[2] == "| timm:resnet18 | 1x3x224x224 | 1,814,073,344 | 11,689,512 |  |  | 1.82 | 11.69 |"
+    assert rows[3] == "| hf:BertModel | 1x3x224x224 | 1 | 2 |  |  |  |  |"
+    assert "`_ops` and `num_params`: torchvision's" in page and "`infer_gmacs` and `param_count`: timm's" in page
