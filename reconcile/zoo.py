@@ -132,9 +132,12 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
              "|" + "|".join([":---", ":---"] + ["---:"] * (figures + len(tools))) + "|"]
     complete = {t: 0 for t in tools}
     ran = {t: 0 for t in tools}
+    stopped = {t: 0 for t in tools}  # models the tool did not finish on
     unfinished: list[tuple[str, list[str]]] = []  # (model, its reasons)
     for r in reports:
         by = {t.tool: share(t) for t in r.tools}
+        for t in r.tools:
+            stopped[t.tool] += t.status != "ok"
         cells = []
         for name in tools:
             s = by.get(name)
@@ -156,8 +159,7 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
     for model, err in errors:
         lines.append("| " + " | ".join([model, "—"] + [""] * figures + [f"error: {err}"] + [""] * (len(tools) - 1)) + " |")
     lines += ["", "| tool | models fully explained | of models it ran on | did not finish |", "|:---|---:|---:|---:|"]
-    lines += [f"| {t} | {complete[t]} | {ran[t]} | {sum(1 for r in reports for x in r.tools if x.tool == t and x.status != 'ok')} |"
-              for t in tools]
+    lines += [f"| {t} | {complete[t]} | {ran[t]} | {stopped[t]} |" for t in tools]
     if unfinished:
         lines += ["", "## Tools that did not finish", "",
                   "A tool's own failure on a model (its error, first line), or reconcile's limit on it "
@@ -202,7 +204,8 @@ def _unfinished(r: ModelReport) -> list[str]:
         if t.status == "ok":
             continue
         run = t.run
-        first = (run.error_message or "").strip().splitlines()[0] if (run.error_message or "").strip() else ""
+        said = (run.error_message or "").strip().splitlines()
+        first = said[0] if said else ""
         if len(first) > 160:
             first = first[:157] + "..."
         reason = t.status if not run.error_type else f"`{run.error_type}`" + (f": {first}" if first else "")
