@@ -155,9 +155,11 @@ def private_inductor_cache() -> Iterator[None]:
     ``TORCHINDUCTOR_CACHE_DIR`` is left as it is.
 
     The folder is only named here (``_reserved_temp_dir``) and made just before the fork server
-    starts (``_made_temp_dir``): made at a command's start, a SIGKILL in the second before the
-    server ran left it behind, with no process alive to remove it (the server removes it for a
-    caller that died). If torch, imported here, made it meanwhile, it is removed on the way out."""
+    starts (``_made_temp_dir``). Before its name is chosen, a watcher process is started that
+    removes it once this process is gone (``_watch_folder``): a SIGKILL, which nothing in this
+    process can answer, between the folder's mkdir and the server's start (whose clean-up covers
+    a caller that died) left it behind. If torch, imported here, made it meanwhile, it is removed
+    on the way out."""
     if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
         yield
         return
@@ -186,8 +188,43 @@ def _reserved_temp_dir() -> str:
         if not config.get(_RESERVED):
             name = "pymp-" + "".join(random.SystemRandom().choice("abcdefghijklmnopqrstuvwxyz0123456789_")
                                      for _ in range(8))
-            config[_RESERVED] = os.path.join(tempfile.gettempdir(), name)
+            folder = os.path.join(tempfile.gettempdir(), name)
+            _watch_folder(folder)  # before anything can make it
+            config[_RESERVED] = folder
         return config[_RESERVED]
+
+
+# sh reads its stdin, a pipe whose only writer is this process, until EOF: when this process has
+# ended, however (its exit, a signal, SIGKILL). Then it removes the folder, a no-op if this process
+# or the fork server (reconcile._server) already did. It ignores the signals a terminal sends to
+# the whole process group, so a Ctrl-C that stops the command does not stop its clean-up.
+_WATCH_SCRIPT = "trap '' HUP INT TERM; while read -r _; do :; done; exec rm -rf -- \"$1\""
+_WATCHED: list[int] = []  # the pipes' write ends, open for this process's lifetime
+
+
+def _watch_folder(folder: str) -> None:
+    """Start a watcher (``sh``, spawned in a millisecond) that removes ``folder`` once this
+    process is gone. Where it cannot be started, the folder is cleaned up as before: by this
+    process at its exit, or by its fork server if it was killed."""
+    try:
+        read, write = os.pipe()  # both ends close-on-exec: only this process holds the write end
+    except OSError:
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.posix_spawn("/bin/sh", ["sh", "-c", _WATCH_SCRIPT, "reconcile-tempdir-watcher", folder],
+                           dict(os.environ), file_actions=[(os.POSIX_SPAWN_DUP2, read, 0),
+                                                           (os.POSIX_SPAWN_DUP2, null, 1),
+                                                           (os.POSIX_SPAWN_DUP2, null, 2)])
+        finally:
+            os.close(null)
+    except (OSError, AttributeError):  # no /bin/sh, or no posix_spawn (not POSIX)
+        os.close(write)
+        return
+    finally:
+        os.close(read)
+    _WATCHED.append(write)
 
 
 def _made_temp_dir() -> str:

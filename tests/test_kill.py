@@ -7,9 +7,9 @@ process of its own (8 s, or once that child exists).
   nothing left in the temporary folder;
 - SIGKILL: nothing can clean up in the killed process, yet its fork server and workers end by
   themselves within seconds (the server dies with its caller and kills its workers' process
-  groups), and the temporary folder is left empty (the server removes the caller's pymp-*
-  folder). So SIGKILL is sent once the fork server runs: before it exists, no process is left
-  that could remove the folder the command has already made.
+  groups), and the temporary folder is left empty at any moment: the command's pymp-* folder is
+  removed by a watcher process started before the folder is even named
+  (``processes._watch_folder``), and by the fork server once it runs.
 """
 
 from __future__ import annotations
@@ -44,14 +44,6 @@ def test_a_stopped_run_leaves_nothing(tmp_path, sig, moment):
     time.sleep(moment)
     if moment == 8:  # make sure the hang has started, with its child process
         wait_for_process(proc.pid, "sleep 3600")
-    elif sig == signal.SIGKILL:
-        # only a process that outlives the caller can clean up after a SIGKILL: the fork server.
-        # The command makes its pymp-* folder first thing (cli.main: torch's compile cache goes
-        # there) and starts the server a moment later (0.2 s quiet, over 1 s on a busy machine):
-        # a SIGKILL in between leaves that folder with no process to remove it, which the old
-        # fixed sleep hit under load. So kill once the server runs (moment 1: while it starts
-        # up, before its torch import is done).
-        wait_for_process(proc.pid, "multiprocessing.forkserver")
     assert proc.poll() is None, proc.communicate()  # still running: the hang lasts 120 s
     os.kill(proc.pid, sig)
     stdout, stderr = proc.communicate(timeout=30)
@@ -71,11 +63,11 @@ def test_a_stopped_run_leaves_nothing(tmp_path, sig, moment):
 
 @pytest.mark.parametrize("moment", [0.2, 0.3, 0.35, 0.4, 0.5])
 def test_a_sigkill_before_the_fork_server_runs_leaves_nothing(tmp_path, moment):
-    """SIGKILL at a fixed moment, whatever has started: the command's pymp-* folder is made only
-    just before its fork server starts (``processes._made_temp_dir``), so a kill before then finds no
-    folder to leave, and one after finds a server that removes it. Made at the command's start
-    (as before), 4 runs of 24 killed at 0.1-3 s left a pymp-* folder, all at 0.2-0.3 s; made
-    before multiprocessing's resource tracker started (a fork and exec), 4 of 18 at 0.35-0.4 s."""
+    """SIGKILL at a fixed moment, whatever has started. Made at the command's start with only the
+    fork server to remove it, 4 runs of 24 killed at 0.1-3 s left a pymp-* folder, all at 0.2-0.3 s;
+    made just before the server's start, 4 of 18 at 0.35-0.4 s, and in full suites under load
+    at 0.5 s and once the server's process existed (before it had imported its clean-up). Now a
+    watcher started before the folder is named removes it (``test_the_watcher_removes_...``)."""
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     proc = start(["report", SPECS, "--input-shape", "1,3,8,8", "--tools", "native,thop", "--timeout", "120",
                   "--out", str(out)], str(tmp))
@@ -100,3 +92,30 @@ def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
     assert cli.main(["report", "resnet18"]) == 130
     out, err = capsys.readouterr()
     assert out == "" and err.splitlines() == ["reconcile: error: interrupted"]
+
+
+def test_the_watcher_removes_the_folder_of_a_process_killed_by_sigkill(tmp_path):
+    """The window no test above can aim at: the pymp-* folder made, no fork server yet, SIGKILL.
+    A process reserves its folder (which starts the watcher), makes it, writes a file in it and
+    kills itself: the watcher removes the folder and exits."""
+    import subprocess
+    import sys
+
+    script = ("import os, signal\n"
+              "from reconcile import processes\n"
+              "folder = processes._reserved_temp_dir()\n"
+              "os.makedirs(os.path.join(folder, 'inductor'))\n"
+              "print(folder, flush=True)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, stderr
+    folder = stdout.strip()
+    assert folder.startswith(str(tmp_path / "pymp-"))
+    deadline = time.monotonic() + 10
+    while os.path.exists(folder) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(os.listdir(tmp_path)) == []
+    assert wait_for_session_end(proc.pid, 10) == []  # the watcher has exited too
