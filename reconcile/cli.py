@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the models come from (default torchvision); writes zoo.md, zoo-timm.md (zoo-timm-all.md for --subset all), zoo-transformers.md")
     p.add_argument("--subset", choices=("all", "ci"), default="all",
                    help="all models of the source (default; for transformers its sample) or its CI sample")
-    p.add_argument("--models", metavar="SPEC[,SPEC...]", help="these models instead of a subset")
+    p.add_argument("--models", metavar="SPEC[,SPEC...]", help="these models instead of a subset (a bare name is one of --source: --source timm --models resnet50 is timm:resnet50)")
     p.add_argument("--tools", metavar="T[,T...]", help="tools to run (default: all)")
     _add_timeout(p, ZOO_TIMEOUT)
     p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")

@@ -355,12 +355,17 @@ def resume(folder, spec: str, key: dict):
 
 
 def names_for(source: str, subset: str, models: str | None) -> list[str]:
-    """The models of ``--models`` (comma-separated) or else of ``subset`` of ``source``, once each."""
+    """The models of ``--models`` (comma-separated) or else of ``subset`` of ``source``, once each.
+    A bare name in ``--models`` is one of ``source`` (``--source timm --models resnet50`` is
+    timm:resnet50, not torchvision's); a spec with a prefix or a colon is taken as written."""
     # --models "" is a mistake (one line), not "no --models" (the whole zoo)
     from reconcile.models import split_specs
+    from reconcile.sources import SOURCES
 
-    names = split_specs(models) if models is not None else models_of(source, subset)
-    return list(dict.fromkeys(names))
+    if models is None:
+        return list(dict.fromkeys(models_of(source, subset)))
+    prefix = SOURCES[source].prefix
+    return list(dict.fromkeys(f"{prefix}:{n}" if prefix and ":" not in n else n for n in split_specs(models)))
 
 
 def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, progress,

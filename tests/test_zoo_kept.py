@@ -190,3 +190,15 @@ def test_zoo_resume_runs_again_what_does_not_check_and_runs_no_planted_code(tmp_
     assert all(f.exists() for f in files)  # and kept anew, in the new format
     assert zoo.load_runs(files[1], key_hang) is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing left in the temporary folder
+
+
+def test_zoo_models_are_names_of_the_source_unless_prefixed():
+    """``zoo --source timm --models resnet50`` ran torchvision's resnet50 (a bare name was
+    resolved as in ``report``, where it is torchvision's) and then failed on vit_base_patch16_224,
+    which torchvision has not: a bare name is one of --source; a prefix or a callable is kept."""
+    assert zoo.names_for("timm", "all", "resnet50,vit_base_patch16_224,resnet50") == [
+        "timm:resnet50", "timm:vit_base_patch16_224"]
+    assert zoo.names_for("timm", "all", "timm:resnet18,hf:BertModel,tests.fault_models:good") == [
+        "timm:resnet18", "hf:BertModel", "tests.fault_models:good"]
+    assert zoo.names_for("torchvision", "all", "resnet50") == ["resnet50"]
+    assert zoo.names_for("transformers", "all", "BertModel") == ["hf:BertModel"]
