@@ -126,7 +126,7 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
              "number is predicted exactly from the native count, i.e. zero residual. Target: 100% everywhere. "
              "`failed` / `timeout`: the tool itself did not finish on that model (why: the list below the "
              "table, and the model's report).", "",
-             *[line for k in kinds if SOURCES[k].published_columns for line in (_PUBLISHED_NOTE[k], "")],
+             *[line for k in kinds if SOURCES[k].published_columns for line in (SOURCES[k].published_note, "")],
              *([f"![each tool's main total relative to native MACs, one dot per model]({picture})", ""] if picture else []),
              "| " + " | ".join(head) + " |",
              "|" + "|".join([":---", ":---"] + ["---:"] * (figures + len(tools))) + "|"]
@@ -166,18 +166,6 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
                   "(`OutOfMemory`: the memory a worker may take here; `timeout`: seconds per tool and model).", ""]
         lines += [f"- **{model}**: " + "; ".join(reasons) for model, reasons in unfinished]
     return "\n".join(lines) + "\n"
-
-
-# what a source's published columns are, where they come from, and where they are checked
-_PUBLISHED_NOTE = {
-    "torchvision": "`_ops` and `num_params`: torchvision's published figures for the model's first weights "
-                   "(GFLOPS in the convention of native MACs); `tests/test_zoo_native.py` checks them against the native count.",
-    "timm": "`infer_gmacs` and `param_count`: timm's own published table (`benchmark.py`, fvcore, batch 1; "
-            "`reconcile.sources.timm_published`) at the model's default input, as printed; empty when the table "
-            "has no row at that size. Row by row they are predicted from the native count the way the table was "
-            "made (fvcore's convention, re-parameterized, non-fused attention): `timm-published.md` "
-            "(`reconcile zoo --source timm --published`).",
-}
 
 
 def _published_of(name: str) -> tuple[str, dict]:

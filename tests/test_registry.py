@@ -80,6 +80,20 @@ def test_every_source_module_has_the_source_functions(kind):
         assert callable(module.names) and SOURCES[kind].ci_sample()
 
 
+def test_a_source_with_published_columns_says_what_they_are():
+    """The zoo page prints a source's published_note above its published columns: a new source
+    with columns and no note was a KeyError when its page was written (the notes were a dict in
+    reconcile.zoo, keyed by source); now it cannot be declared."""
+    import dataclasses
+
+    from reconcile.sources import Source
+
+    assert all(s.published_note for s in SOURCES.values() if s.published_columns)
+    with pytest.raises(ValueError, match="published_note"):
+        Source("mine", "reconcile.sources.user", published_columns=(("gmacs", "my GMACs"),))
+    assert dataclasses.replace(SOURCES["timm"], published_note="x").published_note == "x"
+
+
 # ----- a counter is two files and one entry --------------------------------------------------------
 
 PARAMSUM = tools.Tool("paramsum", "tests.tool_paramsum_adapter:ParamSumAdapter",

@@ -37,7 +37,12 @@ class Source:
     all_file: str = ""  # the zoo page of all its models when that is not zoo_file (timm's is its sample's)
     # the figures of ``published(name)`` a zoo page shows beside the native count: (key, column heading)
     published_columns: tuple[tuple[str, str], ...] = ()
+    published_note: str = ""  # what those figures are, where they come from, where they are checked
     spec: str = ""  # how a spec names one of its models, for --help (``spec_help``)
+
+    def __post_init__(self) -> None:
+        if self.published_columns and not self.published_note:
+            raise ValueError(f"source {self.kind}: published_columns need a published_note for the zoo page")
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -54,10 +59,17 @@ class Source:
 SOURCES: dict[str, Source] = {s.kind: s for s in (
     Source("torchvision", "reconcile.sources.torchvision", package="torchvision", sample="reconcile.zoo:ZOO_CI",
            zoo_file="zoo.md", published_columns=(("_ops", "torchvision `_ops` (G)"), ("num_params", "`num_params`")),
+           published_note="`_ops` and `num_params`: torchvision's published figures for the model's first weights "
+                          "(GFLOPS in the convention of native MACs); `tests/test_zoo_native.py` checks them against the native count.",
            spec="a torchvision model name (resnet18; `reconcile models` lists them)"),
     Source("timm", "reconcile.sources.timm", prefix="timm", package="timm", preload=("timm",),
            sample="reconcile.zoo:TIMM_SAMPLE", zoo_file="zoo-timm.md", all_file="zoo-timm-all.md",
            published_columns=(("infer_gmacs", "timm `infer_gmacs`"), ("param_count", "`param_count` (M)")),
+           published_note="`infer_gmacs` and `param_count`: timm's own published table (`benchmark.py`, fvcore, batch 1; "
+                          "`reconcile.sources.timm_published`) at the model's default input, as printed; empty when the table "
+                          "has no row at that size. Row by row they are predicted from the native count the way the table was "
+                          "made (fvcore's convention, re-parameterized, non-fused attention): `timm-published.md` "
+                          "(`reconcile zoo --source timm --published`).",
            spec="timm:NAME, a timm model (timm:convnext_atto; `reconcile models --source timm`)"),
     Source("transformers", "reconcile.sources.huggingface", prefix="hf", package="transformers",
            preload=("transformers",), probed=True, sample="reconcile.sources.huggingface:SAMPLE",
