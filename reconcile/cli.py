@@ -314,11 +314,11 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
     # a bar on a terminal; without one, the per-model line is the progress
     progress = Progress(len(names), len(cfg.tools), lines=False)
     try:
-        reports, errors = zoo.run(names, cfg, folder, ns.source, resume_kept=ns.resume, progress=progress,
+        rows, errors = zoo.run(names, cfg, folder, ns.source, resume_kept=ns.resume, progress=progress,
                                   note=_err_line)
     finally:
         progress.close()
-    out, picture = zoo.write_page(folder, ns.source, reports, errors, whole=ns.models is None and ns.subset == "all")
+    out, picture = zoo.write_page(folder, ns.source, rows, errors, whole=ns.models is None and ns.subset == "all")
     print(f"wrote {folder / out}" + (" (.png)" if picture else ""))
     return 2 if errors else 0
 
@@ -467,8 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default reports/)")
     _add_executor_args(p)
     p.add_argument("--resume", action="store_true",
-                   help="skip models whose result an earlier run kept (OUT/.zoo-runs/) for the same tools, "
-                        "timeout and versions")
+                   help="skip models whose result an earlier run kept (OUT/.zoo-runs/SOURCE/: its runs, "
+                        "or only its page row in rows.jsonl) for the same tools, timeout and versions")
     p.add_argument("--published", action="store_true",
                    help="with --source timm: check timm's published table (benchmark.py's param_count, "
                         "infer_gmacs) row by row, predicted from the native count; runs no tool; writes "

@@ -14,8 +14,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from reconcile.explain.core import ToolExplanation
 from reconcile.report.model import ModelReport
+from reconcile.zoo_rows import PageRow, Share, rows_of, share  # noqa: F401 - Share, share: the zoo's API
 
 # family -> smallest member; 15 models
 ZOO_CI: tuple[str, ...] = (
@@ -75,46 +75,22 @@ def zoo_file(source: str, whole: bool = False) -> str:
     return src.all_file if whole and src.all_file else src.zoo_file
 
 
-@dataclass(frozen=True)
-class Share:
-    explained: int  # rows with zero residual on every metric
-    rows: int
-    status: str
-
-    @property
-    def complete(self) -> bool:
-        return self.status == "ok" and self.explained == self.rows
-
-    def text(self) -> str:
-        if self.status != "ok":
-            return self.status
-        pct = 100 * self.explained / self.rows if self.rows else 100.0
-        return f"{pct:.0f}% ({self.explained}/{self.rows})" if self.explained != self.rows else f"100% ({self.rows})"
-
-
-def share(t: ToolExplanation) -> Share:
-    """Rows (plus the total-only record and the headline) whose every metric has zero residual."""
-    if t.status != "ok":
-        return Share(0, 0, t.status)
-    rows = list(t.layers) + [r for r in (t.unattributed, t.headline) if r is not None]
-    ok = sum(1 for le in rows if not any(le.residual.values()))
-    return Share(ok, len(rows), "ok" if t.summaries else "no convention")
-
-
-def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str]] = (), source: str = "torchvision",
-                 picture: str = "") -> str:
+def zoo_markdown(rows: Sequence[PageRow | ModelReport], errors: Sequence[tuple[str, str]] = (),
+                 source: str = "torchvision", picture: str = "") -> str:
     """The zoo page; ``picture`` is the file name of its PNG (``reconcile.report.plot.zoo_png``), "" for none.
-    A row per model: its native MACs and parameters, the source's published figures for it (read
-    from the source's table when the page is written, ``Source.published_columns``), and each
-    tool's share explained; then the tools that did not finish on a model, with their reasons."""
+    A row per model (``zoo_rows.PageRow``, or the ``ModelReport`` it is made from): its native
+    MACs and parameters, the source's published figures for it (read from the source's table when
+    the page is written, ``Source.published_columns``), and each tool's share explained; then the
+    tools that did not finish on a model, with their reasons."""
     from reconcile.sources import SOURCES
 
+    rows = rows_of(rows)
     tools: list[str] = []
-    for r in reports:
-        for t in r.tools:
-            if t.tool not in tools:
-                tools.append(t.tool)
-    published = {r.model: _published_of(r.model) for r in reports}
+    for r in rows:
+        for c in r.tools:
+            if c.tool not in tools:
+                tools.append(c.tool)
+    published = {r.model: _published_of(r.model) for r in rows}
     kinds = [k for k in SOURCES if any(kind == k for kind, _ in published.values())]
     columns = [c for k in kinds for c in SOURCES[k].published_columns]  # a page may mix sources (--models)
     pub_keys = [key for key, _ in columns]
@@ -133,11 +109,9 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
     complete = {t: 0 for t in tools}
     ran = {t: 0 for t in tools}
     stopped = {t: 0 for t in tools}  # models the tool did not finish on
-    unfinished: list[tuple[str, list[str]]] = []  # (model, its reasons)
-    for r in reports:
-        by = {t.tool: share(t) for t in r.tools}
-        for t in r.tools:
-            stopped[t.tool] += t.status != "ok"
+    unfinished: list[tuple[str, tuple[str, ...]]] = []  # (model, its reasons)
+    for r in rows:
+        by = {c.tool: c.share for c in r.tools}
         cells = []
         for name in tools:
             s = by.get(name)
@@ -147,15 +121,15 @@ def zoo_markdown(reports: Sequence[ModelReport], errors: Sequence[tuple[str, str
             if s.status == "ok":
                 ran[name] += 1
                 complete[name] += s.complete
+            elif s.status != "no convention":  # ran, with no convention to explain it by
+                stopped[name] += 1
             cells.append(s.text() if s.complete or s.status != "ok" else f"**{s.text()}**")
-        shape = ", ".join(r.inputs) if len(r.inputs) > 1 else "x".join(map(str, r.input_shape))
         pub = published[r.model][1]
-        numbers = [_integer(r.native_totals.get("macs")), _integer(r.native_totals.get("params"))]
+        numbers = [_integer(r.macs), _integer(r.params)]
         numbers += [_integer(pub.get(k)) if isinstance(pub.get(k), int) else str(pub.get(k, "")) for k in pub_keys]
-        lines.append("| " + " | ".join([r.model, shape] + numbers + cells) + " |")
-        reasons = _unfinished(r)
-        if reasons:
-            unfinished.append((r.model, reasons))
+        lines.append("| " + " | ".join([r.model, r.input] + numbers + cells) + " |")
+        if r.unfinished:
+            unfinished.append((r.model, r.unfinished))
     for model, err in errors:
         lines.append("| " + " | ".join([model, "—"] + [""] * figures + [f"error: {err}"] + [""] * (len(tools) - 1)) + " |")
     lines += ["", "| tool | models fully explained | of models it ran on | did not finish |", "|:---|---:|---:|---:|"]
@@ -182,23 +156,6 @@ def _published_of(name: str) -> tuple[str, dict]:
 
 def _integer(value) -> str:
     return f"{value:,}" if isinstance(value, int) else "—"
-
-
-def _unfinished(r: ModelReport) -> list[str]:
-    """Why each tool that did not finish on ``r`` stopped: "tool, tool: ErrorType: first line",
-    tools with the same reason together."""
-    why: dict[str, list[str]] = {}
-    for t in r.tools:
-        if t.status == "ok":
-            continue
-        run = t.run
-        said = (run.error_message or "").strip().splitlines()
-        first = said[0] if said else ""
-        if len(first) > 160:
-            first = first[:157] + "..."
-        reason = t.status if not run.error_type else f"`{run.error_type}`" + (f": {first}" if first else "")
-        why.setdefault(reason, []).append(t.tool)
-    return [f"{', '.join(tools)}: {reason}" for reason, tools in why.items()]
 
 
 # ---- results kept as they complete, so an interrupted zoo run can be resumed -------------------
@@ -357,48 +314,72 @@ def names_for(source: str, subset: str, models: str | None) -> list[str]:
 
 
 def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, progress,
-        note: Callable[[str], None]) -> tuple[list[ModelReport], list[tuple[str, str]]]:
-    """Every tool of ``cfg`` on every model of ``names``, reconciled: the reports and the models'
-    errors, in the order of ``names`` however the runs finished. Each model's runs are kept in
-    ``folder``'s runs folder as soon as they are complete, so that ``resume_kept`` (``--resume``)
-    runs only the models not kept for the same tools, timeout and versions. ``progress`` (a
+        note: Callable[[str], None]) -> tuple[list[PageRow], list[tuple[str, str]]]:
+    """Every tool of ``cfg`` on every model of ``names``, reconciled: the page's rows and the
+    models' errors, in the order of ``names`` however the runs finished. Each model's runs are
+    kept in ``folder``'s runs folder as soon as they are complete, and its row appended to the
+    rows file there (``zoo_rows``), so that ``resume_kept`` (``--resume``) runs only the models
+    kept for other tools, timeout or versions, or not at all: from their kept runs when there
+    are (explained again by this reconcile), else, when there is no kept runs file for the model
+    at all (one that does not validate means the model runs again), from their rows. ``progress`` (a
     ``reconcile.progress.Progress``) is told of every job and shown a line per model; ``note``
-    gets a kept file that does not validate or cannot be written."""
+    gets a kept file or row that does not validate or cannot be written."""
     from pathlib import Path
 
     from reconcile import executors, pipeline
     from reconcile.atomic import write_files
     from reconcile.errors import ReconcileError
+    from reconcile.zoo_rows import append_row, page_row, read_rows
 
     tools = cfg.tools
     kept_folder = folder / Path(runs_folder(".", source))
-    reports, errors = [], []
-    done: dict[str, object] = {}
+    rows, errors = [], []
+    done: dict[str, object] = {}  # name -> its kept ModelRuns
+    done_rows: dict[str, PageRow] = {}  # name -> its kept row, for a model with no kept runs
+    kept_rows: dict[str, tuple[dict, PageRow]] = {}
     if resume_kept:  # models whose result is kept for the same tools and versions are not run again
+        kept_rows, why_rows = read_rows(kept_folder)
+        for why in why_rows:  # never trusted, never fatal: the model runs again
+            note(f"{kept_folder}: {why}")
         for name in names:
-            runs, why = resume(kept_folder, name, run_key(name, tools, cfg.timeout))
+            key = run_key(name, tools, cfg.timeout)
+            runs, why = resume(kept_folder, name, key)
             if why:  # a file that does not validate is never trusted, never fatal: the model runs again
                 note(why)
             if runs is not None:
                 done[name] = runs
-    todo = [n for n in names if n not in done]
+            elif not why and name in kept_rows and kept_rows[name][0] == key:  # no kept runs at all
+                done_rows[name] = kept_rows[name][1]
+    todo = [n for n in names if n not in done and n not in done_rows]
     position = {name: k for k, name in enumerate(names, 1)}
+
+    def show(name: str, row: PageRow) -> None:
+        rows.append((position[name], row))
+        cells = ", ".join(f"{c.tool} {c.share.text()}" for c in row.tools)
+        kept = " (kept from an earlier run)" if name in done or name in done_rows else ""
+        progress.write(f"[{position[name]}/{len(names)}] {row.model}: {cells}{kept}")
 
     def finish(name: str, mr) -> None:
         if mr.error:
             errors.append((position[name], (mr.name, mr.error)))
             progress.write(f"reconcile: error: {mr.error}", file=sys.stderr)
             return
-        report = pipeline.reconcile_model(mr)
-        reports.append((position[name], report))
-        cells = ", ".join(f"{t.tool} {share(t).text()}" for t in report.tools)
-        kept = " (kept from an earlier run)" if name in done else ""
-        progress.write(f"[{position[name]}/{len(names)}] {mr.name}: {cells}{kept}")
+        row = page_row(pipeline.reconcile_model(mr))
+        key = run_key(name, tools, cfg.timeout)
+        if kept_rows.get(name) != (key, row):  # a row to keep: new, or explained otherwise now
+            try:
+                append_row(kept_folder, key, row)
+            except OSError as exc:  # the run goes on; only --resume loses this row
+                progress.write(f"reconcile: {name}: its row could not be kept for --resume ({exc})", file=sys.stderr)
+        show(name, row)
 
     for name in names:
         if name in done:
             progress.skip(name)
             finish(name, done[name])
+        elif name in done_rows:
+            progress.skip(name)
+            show(name, done_rows[name])
 
     def keep(mr) -> None:
         if not mr.error:  # kept as soon as it is complete: an interrupted run resumes here
@@ -421,11 +402,11 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
         parts = [todo[k:k + size] for k in range(0, len(todo), size)]
         for part in parts:
             pipeline.collect(part, cfg, on_done=progress.on_done, on_start=progress.on_start, on_model=keep)
-    return ([r for _, r in sorted(reports, key=lambda kr: kr[0])],
+    return ([r for _, r in sorted(rows, key=lambda kr: kr[0])],
             [e for _, e in sorted(errors, key=lambda ke: ke[0])])
 
 
-def write_page(folder, source: str, reports: Sequence[ModelReport], errors: Sequence[tuple[str, str]],
+def write_page(folder, source: str, rows: Sequence[PageRow | ModelReport], errors: Sequence[tuple[str, str]],
                whole: bool = False) -> tuple[str, str]:
     """The zoo page of ``source`` (``whole``: of all its models) and its picture, written in
     ``folder``: their names ("" for no picture, when no tool's count was explained)."""
@@ -433,9 +414,10 @@ def write_page(folder, source: str, reports: Sequence[ModelReport], errors: Sequ
     from reconcile.report.plot import zoo_png
 
     out = zoo_file(source, whole)
-    png = zoo_png(reports)
+    rows = rows_of(rows)
+    png = zoo_png(rows)
     picture = out[: -len(".md")] + ".png" if png is not None else ""
-    files: dict[str, str | bytes] = {out: zoo_markdown(reports, errors, source, picture)}
+    files: dict[str, str | bytes] = {out: zoo_markdown(rows, errors, source, picture)}
     if png is not None:
         files[picture] = png
     write_files(folder, files)

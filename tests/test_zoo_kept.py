@@ -202,3 +202,65 @@ def test_zoo_models_are_names_of_the_source_unless_prefixed():
         "timm:resnet18", "hf:BertModel", "tests.fault_models:good"]
     assert zoo.names_for("torchvision", "all", "resnet50") == ["resnet50"]
     assert zoo.names_for("transformers", "all", "BertModel") == ["hf:BertModel"]
+
+
+@pytest.mark.slow
+def test_zoo_resumes_from_rows_alone_and_reruns_a_cut_line(tmp_path):
+    """The whole timm zoo outlasts a sitting here, and its kept runs (about 40 KB a model) are too
+    big to carry over; its rows (``zoo_rows``) are not. A first run keeps a row per model in
+    rows.jsonl; with every kept runs file gone and the last line cut short (a kill mid-write),
+    ``--resume`` takes the first model from its row (no tool runs), notes the cut line and runs
+    the second again: the same page, byte for byte, and the row kept anew."""
+    from reconcile import zoo_rows
+
+    specs = ["tests.fault_models:good", "tests.fault_models:sys_exit"]
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "reconcile", "zoo", "--models", ",".join(specs), "--tools", "native,thop",
+            "--timeout", "120", "--out", str(out)]
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    first = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    kept = out / ".zoo-runs" / "torchvision"
+    page, picture = (out / "zoo.md").read_bytes(), (out / "zoo.png").read_bytes()
+    lines = (kept / zoo_rows.ROWS_FILE).read_text().splitlines()
+    assert [json.loads(line)["key"]["spec"] for line in lines] == specs  # one line a model (one worker each: in order)
+    for spec in specs:
+        (kept / zoo.kept_file(spec)).unlink()
+    (kept / zoo_rows.ROWS_FILE).write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
+
+    again = subprocess.run([*args, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    (cut,) = [line for line in again.stderr.splitlines() if "rows.jsonl line" in line]
+    assert cut.startswith(f"reconcile: {kept}: rows.jsonl line 2 is not a valid row (not JSON (") and cut.endswith(": skipped")
+    said = {spec: line for line in again.stdout.splitlines() for spec in specs if f"] {spec}:" in line}
+    assert said[specs[0]].endswith("(kept from an earlier run)") and "kept" not in said[specs[1]]
+    assert not (kept / zoo.kept_file(specs[0])).exists() and (kept / zoo.kept_file(specs[1])).exists()
+    assert (out / "zoo.md").read_bytes() == page and (out / "zoo.png").read_bytes() == picture
+    rows, notes = zoo_rows.read_rows(kept)
+    assert sorted(rows) == sorted(specs) and len(notes) == 1  # the cut line stays, the model's new row after it
+
+
+def test_a_row_reads_back_and_a_bad_line_never_does():
+    from fractions import Fraction
+
+    from reconcile.zoo_rows import PageRow, Share, ToolCell, parse_line, row_line
+
+    row = PageRow("timm:x", "1x3x8x8", 3888, 112, (ToolCell("thop", Share(3, 3, "ok"), Fraction(3888)),
+                                                   ToolCell("torchstat", Share(0, 0, "failed"), None),
+                                                   ToolCell("odd", Share(1, 2, "ok"), Fraction(7, 2))),
+                  ("torchstat: `ValueError`: no",))
+    key = {"spec": "timm:x", "tools": ["thop"], "timeout": 600.0, "versions": {"torch": "2"}}
+    assert parse_line(row_line(key, row)) == (key, row)
+    good = json.loads(row_line(key, row))
+    for bad, why in [(dict(good, macs="3888"), "macs is not an integer"),
+                     (dict(good, macs=True), "macs is not an integer"),
+                     (dict(good, tools=[["thop", "ok", 3, 3, 3888]]), "a total is not an exact number"),
+                     (dict(good, tools=[["thop", "ok", 3, 3, "__import__('os')"]]), "a total is not an exact number"),
+                     (dict(good, tools=[["thop", "ok", 3]]), "a tool cell"),
+                     (dict(good, extra=1), "not a zoo row"),
+                     ({k: v for k, v in good.items() if k != "key"}, "not a zoo row")]:
+        with pytest.raises(ValueError, match=why):
+            parse_line(json.dumps(bad))
+    with pytest.raises(ValueError, match="not JSON"):
+        parse_line('{"key": NaN}')

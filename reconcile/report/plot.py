@@ -222,23 +222,19 @@ def _si_formatter():
     return FuncFormatter(lambda x, _pos: _signed_si(Fraction(x).limit_denominator(1)) if x else "0")
 
 
-def zoo_ratios(reports: Sequence[ModelReport]) -> dict[str, list[float]]:
-    """Per tool (main op count), its total divided by native MACs, one value per model."""
+def zoo_ratios(rows) -> dict[str, list[float]]:
+    """Per tool (main op count), its total divided by native MACs, one value per model
+    (``zoo_rows.PageRow``s, or the ``ModelReport``s they are made from)."""
+    from reconcile.zoo_rows import rows_of
+
     out: dict[str, list[float]] = {}
-    for r in reports:
-        native = r.native_totals.get("macs") if not r.error else None
-        if not native:
-            continue
-        for t in r.tools:
-            if t.status != "ok" or t.main not in t.summaries:
-                continue
-            s = t.summaries[t.main]
-            if s.is_ops and s.raw_total is not None:
-                out.setdefault(t.tool, []).append(float(Fraction(s.raw_total) / native))
+    for row in rows_of(rows):
+        for tool, ratio in row.ratios().items():
+            out.setdefault(tool, []).append(ratio)
     return out
 
 
-def zoo_png(reports: Sequence[ModelReport]) -> bytes | None:
+def zoo_png(reports) -> bytes | None:
     """A strip plot: per tool, one dot per model at its total / native MACs (log scale), the
     median marked (of an even count: the mean of the middle two). None when no model has a
     native count."""
@@ -265,7 +261,7 @@ def _zoo_ticks(lo: float, hi: float) -> list[float]:
     return [float(t) for t in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi) if lo <= t <= hi and t > 0]
 
 
-def zoo_figure(reports: Sequence[ModelReport]):
+def zoo_figure(reports):
     """``zoo_png``'s figure (call it inside ``rc_context(_RC)``)."""
     import statistics
 
