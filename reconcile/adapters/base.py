@@ -268,6 +268,46 @@ FLAT_IO_NOTE = ("traced through a wrapper that passes only the tensor inputs and
                 "a tuple: torch.jit traces no None input and no dict, ModelOutput or cache output")
 
 
+ONE_TRACE_NOTE = ("one jit trace serves both analyses (the model in eval mode: a second trace of the same inputs "
+                  "is the same graph, and the analyses only read it); run as written, each analysis traces the "
+                  "forward itself, with the same counts")
+
+# set (to anything but "") to trace once per analysis, as fvcore and mmengine do themselves: how
+# the shared trace is proven to give the same records (tests/test_one_trace.py)
+TRACE_TWICE = "RECONCILE_TRACE_TWICE"
+
+
+@contextlib.contextmanager
+def one_trace(jit_analysis: Any, model: Any) -> Iterator[dict[str, int]]:
+    """While open, the analyses of ``jit_analysis`` (``fvcore.nn.jit_analysis`` or mmengine's copy
+    of it) on ``model`` share one jit trace: the flop and the activation analysis each trace the
+    forward themselves (``_get_scoped_trace_graph``, from ``JitModelAnalysis._analyze``), and the
+    second gets the graph the first traced, for the same module, inputs and scope names. Only
+    with every module in eval mode, where a second trace of the same inputs is the same graph
+    (in training mode a trace updates BatchNorm's statistics, and a stochastic layer may take
+    another path); the analyses only read the graph. Yields ``{"traces": n}``, the traces run."""
+    original = jit_analysis._get_scoped_trace_graph
+    share = not os.environ.get(TRACE_TWICE) and not any(m.training for m in model.modules())
+    memo: dict[tuple[int, int], tuple[dict, Any]] = {}
+    counted = {"traces": 0}
+
+    def scoped(module: Any, inputs: Any, aliases: dict) -> Any:
+        key = (id(module), id(inputs))
+        if share and key in memo and memo[key][0] == aliases:
+            return memo[key][1]
+        graph = original(module, inputs, aliases)
+        counted["traces"] += 1
+        if share:
+            memo[key] = (dict(aliases), graph)
+        return graph
+
+    jit_analysis._get_scoped_trace_graph = scoped
+    try:
+        yield counted
+    finally:
+        jit_analysis._get_scoped_trace_graph = original
+
+
 def jit_analysis_rows(work: Any, prefix: str, flop_by_module: dict[str, Any], act_by_module: dict[str, Any],
                       params: dict[str, int], unsupported_of: Callable[[str], dict[str, int]],
                       calls: dict[int, int], traces: int = 1) -> list[Any]:

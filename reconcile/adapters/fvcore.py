@@ -1,6 +1,8 @@
 """Adapter for fvcore 0.1.5 (``FlopCountAnalysis``, ``ActivationCountAnalysis``,
 ``parameter_count``), run the way its users run it: one analysis object each, queried after
-the trace, on a copy of the model in the mode the caller gave (eval).
+the trace, on a copy of the model in the mode the caller gave (eval). In eval mode the activation
+analysis reads the flop analysis's trace (``base.one_trace``: the same graph, so the same
+records, ``tests/test_one_trace.py``) instead of tracing the forward a second time.
 
 Guarantees, for a run with status ``ok``:
 
@@ -33,8 +35,8 @@ import copy
 from typing import Any
 
 from reconcile.adapters.base import (
-    FLAT_IO_NOTE, Adapter, ToolFailure, capture_output, counting_calls, flat_io, jit_analysis_headline, jit_analysis_rows,
-    prefixed_messages, unattributed,
+    FLAT_IO_NOTE, ONE_TRACE_NOTE, Adapter, ToolFailure, capture_output, counting_calls, flat_io, jit_analysis_headline,
+    jit_analysis_rows, one_trace, prefixed_messages, unattributed,
 )
 from reconcile.records import ToolRun
 
@@ -57,7 +59,7 @@ class FvcoreAdapter(Adapter):
 
         with capture_output(loggers=_LOGGERS) as cap:
             # import fvcore.nn scripts functions at import time, which warns on recent torch
-            from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis, parameter_count
+            from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis, jit_analysis, parameter_count
         warnings += prefixed_messages("import", cap)
 
         import torch
@@ -68,32 +70,35 @@ class FvcoreAdapter(Adapter):
             traced, traced_inputs = flat_io(work, inputs)
             prefix = "model"
         while True:
-            try:
+            with one_trace(jit_analysis, work) as traces:  # the activation analysis reuses the flop trace
+                try:
+                    with capture_output(loggers=_LOGGERS) as cap:
+                        flops = FlopCountAnalysis(traced, traced_inputs)
+                        with counting_calls(work) as calls:
+                            flop_total = flops.total()  # the trace runs here, lazily
+                        flop_by_module = flops.by_module()
+                        unsupported = {name: flops.unsupported_ops(name) for name in flop_by_module}
+                except RuntimeError as exc:
+                    # torch.jit takes tensors, tuples and lists out (dicts only with string keys): any
+                    # failure is retried once through the flattening wrapper
+                    if prefix:
+                        raise ToolFailure("fvcore runs the forward under torch.jit tracing, which could not trace "
+                                          "this model", exc) from exc
+                    traced, traced_inputs = flat_io(work, inputs)
+                    prefix = "model"
+                    continue
+                warnings += prefixed_messages("FlopCountAnalysis", cap)
                 with capture_output(loggers=_LOGGERS) as cap:
-                    flops = FlopCountAnalysis(traced, traced_inputs)
-                    with counting_calls(work) as calls:
-                        flop_total = flops.total()  # the trace runs here, lazily
-                    flop_by_module = flops.by_module()
-                    unsupported = {name: flops.unsupported_ops(name) for name in flop_by_module}
-                break
-            except RuntimeError as exc:
-                # torch.jit takes tensors, tuples and lists out (dicts only with string keys): any
-                # failure is retried once through the flattening wrapper
-                if prefix:
-                    raise ToolFailure("fvcore runs the forward under torch.jit tracing, which could not trace this "
-                                      "model", exc) from exc
-                traced, traced_inputs = flat_io(work, inputs)
-                prefix = "model"
+                    acts = ActivationCountAnalysis(traced, traced_inputs)
+                    act_total = acts.total()
+                    act_by_module = acts.by_module()
+                    act_unsupported = acts.unsupported_ops()
+                warnings += prefixed_messages("ActivationCountAnalysis", cap)
+            break
         if prefix:
             notes.append(FLAT_IO_NOTE)
-        warnings += prefixed_messages("FlopCountAnalysis", cap)
-
-        with capture_output(loggers=_LOGGERS) as cap:
-            acts = ActivationCountAnalysis(traced, traced_inputs)
-            act_total = acts.total()
-            act_by_module = acts.by_module()
-            act_unsupported = acts.unsupported_ops()
-        warnings += prefixed_messages("ActivationCountAnalysis", cap)
+        if traces["traces"] == 1:
+            notes.append(ONE_TRACE_NOTE)
 
         with capture_output(loggers=_LOGGERS) as cap:
             params = parameter_count(work)

@@ -38,8 +38,8 @@ import copy
 from typing import Any, Iterator
 
 from reconcile.adapters.base import (
-    FLAT_IO_NOTE, Adapter, ListHandler, ToolFailure, capture_output, counting_calls, flat_io, jit_analysis_headline,
-    jit_analysis_rows, prefixed_messages, unattributed,
+    FLAT_IO_NOTE, ONE_TRACE_NOTE, Adapter, ListHandler, ToolFailure, capture_output, counting_calls, flat_io,
+    jit_analysis_headline, jit_analysis_rows, one_trace, prefixed_messages, unattributed,
 )
 from reconcile.records import ToolRun
 
@@ -111,7 +111,7 @@ class MmengineAdapter(Adapter):
         warnings: list[str] = []
 
         with capture_output() as cap:
-            from mmengine.analysis import complexity_analysis, get_model_complexity_info, print_helper
+            from mmengine.analysis import complexity_analysis, get_model_complexity_info, jit_analysis, print_helper
         warnings += prefixed_messages("import", cap)
 
         import torch
@@ -126,7 +126,7 @@ class MmengineAdapter(Adapter):
             logged: list[str] = []
             try:
                 with _mmlogger_into(logged), _analyzers_kept(print_helper, kept), capture_output() as cap:
-                    with counting_calls(work) as calls:
+                    with one_trace(jit_analysis, work) as traced_once, counting_calls(work) as calls:
                         result = get_model_complexity_info(traced, inputs=traced_inputs, show_arch=show_arch)
                 break
             except AttributeError as exc:
@@ -151,7 +151,9 @@ class MmengineAdapter(Adapter):
                 prefix = "model"
         warnings += prefixed_messages(_CALL, cap, logged)
         flops, acts = kept["FlopAnalyzer"], kept["ActivationAnalyzer"]
-        traces = calls[id(work)]  # the model runs once per trace (two: flops, then activations)
+        traces = calls[id(work)]  # the model runs once per trace (one, shared; two: flops, then activations)
+        if traced_once["traces"] == 1:
+            notes.append(ONE_TRACE_NOTE)
 
         # the table and the architecture are formatted from these, cached from the call's traces
         flop_by_module, act_by_module = flops.by_module(), acts.by_module()
