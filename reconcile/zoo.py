@@ -11,7 +11,6 @@ each, so the whole check fits in CI's time. ``make zoo`` runs all 80 and writes 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from reconcile.report.model import ModelReport

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 from fractions import Fraction
-from typing import Sequence
 
 from reconcile.conventions.base import CAUSES
 from reconcile import numbers
