@@ -328,7 +328,7 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
     from reconcile import executors, pipeline
     from reconcile.atomic import write_files
     from reconcile.errors import ReconcileError
-    from reconcile.zoo_rows import append_row, page_row, read_rows
+    from reconcile.zoo_rows import ROWS_FILE, append_row, page_row, read_rows
 
     tools = cfg.tools
     kept_folder = folder / Path(runs_folder(".", source))
@@ -358,18 +358,29 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
         kept = " (kept from an earlier run)" if name in done or name in done_rows else ""
         progress.write(f"[{position[name]}/{len(names)}] {row.model}: {cells}{kept}")
 
-    def finish(name: str, mr) -> None:
+    def finish(name: str, mr, runs_lost: str = "") -> None:
+        """``runs_lost``: why its runs could not be kept (its row still can be, and --resume reads it)."""
         if mr.error:
             errors.append((position[name], (mr.name, mr.error)))
             progress.write(f"reconcile: error: {mr.error}", file=sys.stderr)
             return
         row = page_row(pipeline.reconcile_model(mr))
         key = run_key(name, tools, cfg.timeout)
+        row_lost = ""
         if kept_rows.get(name) != (key, row):  # a row to keep: new, or explained otherwise now
             try:
                 append_row(kept_folder, key, row)
             except OSError as exc:  # the run goes on; only --resume loses this row
-                progress.write(f"reconcile: {name}: its row could not be kept for --resume ({exc})", file=sys.stderr)
+                row_lost = f"could not write {ROWS_FILE} in {kept_folder}: {exc.strerror or exc}"
+        if runs_lost and row_lost:
+            progress.write(f"reconcile: {name}: its result could not be kept for --resume ({runs_lost}; {row_lost})",
+                           file=sys.stderr)
+        elif runs_lost:
+            progress.write(f"reconcile: {name}: its runs could not be kept ({runs_lost}); --resume takes it from "
+                           "its row", file=sys.stderr)
+        elif row_lost:
+            progress.write(f"reconcile: {name}: its row could not be kept ({row_lost}); --resume takes it from its "
+                           "runs", file=sys.stderr)
         show(name, row)
 
     for name in names:
@@ -381,14 +392,14 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
             show(name, done_rows[name])
 
     def keep(mr) -> None:
+        lost = ""
         if not mr.error:  # kept as soon as it is complete: an interrupted run resumes here
             try:
                 write_files(kept_folder, {kept_file(mr.spec): dump_runs(
                     run_key(mr.spec, tools, cfg.timeout), mr)})
-            except (ReconcileError, TypeError) as exc:  # the run goes on; only --resume loses this model
-                progress.write(f"reconcile: {mr.spec}: its result could not be kept for --resume ({exc})",
-                               file=sys.stderr)
-        finish(mr.spec, mr)
+            except (ReconcileError, TypeError) as exc:  # the run goes on; --resume takes its row
+                lost = str(exc)
+        finish(mr.spec, mr, lost)
 
     with executors.session(cfg.executor, cfg.ray_address):
         # the jobs of many models at once, in parts (so that no more than a part's counts are held

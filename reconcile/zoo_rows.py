@@ -16,6 +16,7 @@ a note, and that model runs again.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -137,7 +138,8 @@ def append_row(folder, key: dict, row: PageRow) -> None:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":  # a line cut short by a kill stays a line of its own
             data = b"\n" + data
-        os.write(fd, data)
+        if os.write(fd, data) != len(data):  # a full disk can take part of it: the cut line is skipped
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     finally:
         os.close(fd)
 

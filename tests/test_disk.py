@@ -35,6 +35,17 @@ _FULL_DISK = textwrap.dedent("""
         def write(self, data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
+    real_write = os.write
+
+    def write(fd, data):  # the zoo's rows file is appended with os.write
+        try:
+            name = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            name = ""
+        if FULL in os.path.basename(name):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
     def fdopen(fd, *args, **kwargs):
         f = real(fd, *args, **kwargs)
         try:
@@ -44,7 +55,7 @@ _FULL_DISK = textwrap.dedent("""
         return Full(f) if FULL in os.path.basename(name) else f
 
     if __name__ == "__main__":
-        os.fdopen = fdopen
+        os.fdopen, os.write = fdopen, write
         from reconcile import cli
         sys.exit(cli.main(sys.argv[2:]))
 """)
@@ -101,10 +112,11 @@ def test_a_full_disk_loses_only_the_model_it_could_not_write(tmp_path):
     assert os.listdir(tmp_path / "tmp") == []
 
 
-def test_a_full_disk_while_keeping_zoo_results_loses_only_resume(tmp_path):
+def test_a_full_disk_while_keeping_zoo_results_loses_only_what_it_could_not_write(tmp_path):
     out = tmp_path / "out"
     specs = "tests.fault_models:good,tests.fault_models:hang"
-    done = _run(tmp_path, ".runs.json.gz", "zoo", "--models", specs, "--tools", "native", "--out", str(out))
+    argv = ("zoo", "--models", specs, "--tools", "native", "--out", str(out))
+    done = _run(tmp_path, ".runs.json.gz", *argv)  # the runs files cannot be written, the rows file can
     assert done.returncode == 0, done.stderr
     errors = _errors(done.stderr)
     assert "Traceback" not in done.stderr
@@ -112,8 +124,30 @@ def test_a_full_disk_while_keeping_zoo_results_loses_only_resume(tmp_path):
     # a line per model as it completes, in whatever order they do (the hang may finish first under load)
     for spec in specs.split(","):
         (line,) = [e for e in errors if e.startswith(f"reconcile: {spec}: ")]
-        assert line.startswith(f"reconcile: {spec}: its result could not be kept for --resume (could not write ")
-        assert "No space left on device" in line
+        assert line.startswith(f"reconcile: {spec}: its runs could not be kept (could not write ")
+        assert "No space left on device" in line and line.endswith("; --resume takes it from its row")
     assert sorted(p.name for p in out.iterdir()) == [".zoo-runs", "zoo.md", "zoo.png"]
-    assert os.listdir(out / ".zoo-runs" / "torchvision") == []  # no .tmp left
+    assert os.listdir(out / ".zoo-runs" / "torchvision") == ["rows.jsonl"]  # no .tmp left, no runs file
+    assert os.listdir(tmp_path / "tmp") == []
+    page = (out / "zoo.md").read_bytes()
+    # and --resume takes both from their rows: nothing runs, the page is the same
+    (tmp_path / "tmp").rmdir()
+    again = _run(tmp_path, "nothing-is-full", *argv, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert _errors(again.stderr) == [] and again.stdout.count("(kept from an earlier run)") == 2, again.stdout
+    assert (out / "zoo.md").read_bytes() == page
+
+
+def test_a_full_disk_that_loses_both_a_zoo_models_runs_and_its_row_says_so(tmp_path):
+    out = tmp_path / "out"
+    # "s.json" is in both "<model>.runs.json.gz" and "rows.jsonl", in neither zoo.md nor zoo.png
+    done = _run(tmp_path, "s.json", "zoo", "--models", "tests.fault_models:good", "--tools", "native",
+                "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    (line,) = _errors(done.stderr)
+    assert line.startswith("reconcile: tests.fault_models:good: its result could not be kept for --resume "
+                           "(could not write "), line
+    assert line.count("No space left on device") == 2, line
+    assert sorted(p.name for p in out.iterdir()) == [".zoo-runs", "zoo.md", "zoo.png"]
+    assert os.listdir(out / ".zoo-runs" / "torchvision") in ([], ["rows.jsonl"])  # made, nothing written in it
     assert os.listdir(tmp_path / "tmp") == []
