@@ -8,8 +8,9 @@ public face (it re-exports these and adds the views of a training count).
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from reconcile.components import COMPONENTS, flops_of
 
@@ -30,8 +31,35 @@ def ancestors(name: str) -> list[str]:
     return out
 
 
+_T = TypeVar("_T")
+_MEMO: dict[tuple[int, str], Any] = {}
+
+
+def memo(count: NativeCount, what: str, make: Callable[[NativeCount], _T]) -> _T:
+    """``make(count)``, made once per count and ``what`` while the count lives (the explanation of
+    a model asks each convention's questions of the same count, ten and more times). The value is
+    shared: callers only read it."""
+    key = (id(count), what)
+    try:
+        return _MEMO[key]
+    except KeyError:
+        pass
+    value = _MEMO[key] = make(count)
+    weakref.finalize(count, _MEMO.pop, key, None)  # an id is reused only after its object is gone
+    return value
+
+
+def shared_inclusive(count: NativeCount) -> dict[str, dict[str, int]]:
+    """``inclusive(count)``, made once per count and shared: read it, never change it."""
+    return memo(count, "inclusive", _inclusive)
+
+
 def inclusive(count: NativeCount) -> dict[str, dict[str, int]]:
     """Per module: its own work plus all descendants' (components, flops and the summed fields)."""
+    return {name: dict(d) for name, d in shared_inclusive(count).items()}
+
+
+def _inclusive(count: NativeCount) -> dict[str, dict[str, int]]:
     names = {r.name for r in count.rows}
     acc: dict[str, Counter] = {r.name: Counter() for r in count.rows}
     for r in count.rows:
@@ -85,7 +113,7 @@ def to_frame(count: NativeCount, include_inclusive: bool = True) -> "pd.DataFram
     roll-ups of macs, flops and params when ``include_inclusive``."""
     import pandas as pd
 
-    incl = inclusive(count) if include_inclusive else {}
+    incl = shared_inclusive(count) if include_inclusive else {}
     rows = []
     for r in count.rows:
         d = _row_dict(r)
@@ -99,7 +127,7 @@ def to_frame(count: NativeCount, include_inclusive: bool = True) -> "pd.DataFram
 
 def by_depth(count: NativeCount, depth: int) -> list[dict[str, Any]]:
     """Modules at depth <= ``depth`` with inclusive totals, in ``named_modules()`` order."""
-    incl = inclusive(count)
+    incl = shared_inclusive(count)
     out = []
     for r in count.rows:
         if r.depth <= depth:

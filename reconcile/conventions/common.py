@@ -6,7 +6,26 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from reconcile.conventions.base import LayerPrediction, Term, joined
-from reconcile.records import ModuleRow, NativeCount, Phrase
+from reconcile import rollup
+from reconcile.records import ModuleRow, NativeCount, ParamInfo, Phrase
+
+
+def registered(native: NativeCount, name: str) -> list[ParamInfo]:
+    """The tensors ``module.parameters()`` of module ``name`` yields: each tensor registered in its
+    subtree under any name (canonical or alias), once, in ``native.params`` order. Shared: read only."""
+    return rollup.memo(native, "registered", _registered_by_module).get(name, [])
+
+
+def _registered_by_module(native: NativeCount) -> dict[str, list[ParamInfo]]:
+    out: dict[str, list[ParamInfo]] = {}
+    for p in native.params:
+        modules = set()
+        for full in (p.name, *p.aliases):
+            parts = full.split(".")
+            modules.update(".".join(parts[:i]) for i in range(len(parts)))  # "", "a", "a.b" for "a.b.weight"
+        for module in modules:
+            out.setdefault(module, []).append(p)
+    return out
 
 
 class Tree:
@@ -20,7 +39,7 @@ class Tree:
             if r.name:
                 parent = r.name.rsplit(".", 1)[0] if "." in r.name else ""
                 self.children.setdefault(parent, []).append(r.name)
-        self._incl = native.inclusive()
+        self._incl = rollup.shared_inclusive(native)
 
     def subtree(self, name: str) -> Iterator[ModuleRow]:
         yield self.rows[name]
@@ -43,12 +62,7 @@ class Tree:
     def params_with_aliases(self, name: str) -> int:
         """What ``module.parameters()`` of the subtree holds: every tensor registered anywhere in it
         (under its canonical name or an alias), each once."""
-        prefix = name + "." if name else ""
-        total = 0
-        for p in self.native.params:
-            if any(n.startswith(prefix) for n in (p.name, *p.aliases)):
-                total += p.numel
-        return total
+        return sum(p.numel for p in registered(self.native, name))
 
     def terminal(self, stops: Callable[[ModuleRow], bool], start: str = "") -> list[ModuleRow]:
         """Pre-order walk below ``start`` that stops at modules for which ``stops`` is true or

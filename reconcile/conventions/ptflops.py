@@ -40,8 +40,7 @@ from reconcile.records import ModuleRow, NativeCount, ParamInfo, Phrase
 
 def _registered(native: NativeCount, name: str) -> list[ParamInfo]:
     """The tensors ``module.parameters()`` yields: registered in the subtree under any name."""
-    prefix = name + "." if name else ""
-    return [p for p in native.params if any(n.startswith(prefix) for n in (p.name, *p.aliases))]
+    return common.registered(native, name)
 
 
 def _owned(native: NativeCount, name: str) -> list[ParamInfo]:
