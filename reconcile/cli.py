@@ -117,6 +117,9 @@ def _config(ns: argparse.Namespace) -> RunConfig:
     asked = [t.strip() for t in (ns.tools or "").split(",") if t.strip()]
     if ns.command == "tools" and asked and registry.reference().name not in asked:
         tools = tools[1:]  # `tools` prints the tools asked for only
+    from reconcile.runner import serve_tools
+
+    serve_tools(tools)  # the command's fork server preloads these (its first run may find inputs only)
     return replace(cfg, tools=tools)
 
 
@@ -547,9 +550,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         ns = parser.parse_args(argv)
-        from reconcile.runner import private_inductor_cache
+        from reconcile.runner import one_command, private_inductor_cache
 
-        with private_inductor_cache():  # count, roofline, ... import torchvision in this process
+        # count, roofline, ... import torchvision in this process; the command's fork server serves
+        # its runs only (it is stopped as the command ends): it preloads their tools, no others
+        with private_inductor_cache(), one_command():
             return _run(ns)
     except KeyboardInterrupt:  # Ctrl-C before _run handles the stop signals (a 0.1 s SIGINT: a traceback)
         _err("interrupted")

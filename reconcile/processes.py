@@ -38,7 +38,38 @@ log = logging.getLogger(__name__)
 # "__main__" keeps the caller's main module imported once in the server, not once per job.
 # reconcile._server is the exception, first so that it acts before the slow imports: its import
 # makes the server die with its caller and clean up after itself (it is imported only there).
-PRELOAD = ("reconcile._server", "__main__", "torch", "torchvision", "numpy", "pandas", "reconcile.runner")
+# torchvision and pandas are not here: the sources and tools that use them preload them (a native
+# count of a transformers model imported torchvision's 1.2 s for nothing).
+PRELOAD = ("reconcile._server", "__main__", "torch", "numpy", "reconcile.runner")
+
+# What a fork server preloads besides the run's own tools: None, the modules of every default tool,
+# so that it serves this process's later runs of other tools as fast (the API's default); or, in a
+# command (``reconcile.cli``, which stops the server as it ends, so nothing else runs on it), those of
+# the command's tools (``serve_tools``): its first run, finding a model's inputs, runs no tool yet
+_SERVED_TOOLS: list[tuple[str, ...] | None] = [None]
+
+
+@contextlib.contextmanager
+def one_command() -> Iterator[None]:
+    """Within: a fork server started preloads the modules of the run's tools and the command's
+    (``serve_tools``), not every default tool's."""
+    _SERVED_TOOLS.append(())
+    try:
+        yield
+    finally:
+        _SERVED_TOOLS.pop()
+
+
+def serve_tools(names: tuple[str, ...]) -> None:
+    """The tools of the command being run (``one_command``): its fork server preloads their modules."""
+    if _SERVED_TOOLS[-1] is not None:
+        _SERVED_TOOLS[-1] = tuple(names)
+
+
+def served_tools() -> tuple[str, ...] | None:
+    """The tools whose modules a fork server started now preloads besides the run's: None for every
+    default tool."""
+    return _SERVED_TOOLS[-1]
 
 _RESULT_GRACE = 5.0  # seconds a worker that sent its result gets to exit before it is killed
 _OUTPUT_TAIL = 10  # lines of a dead worker's output kept in its ToolRun

@@ -55,7 +55,8 @@ from reconcile.errors import ReconcileError
 # the fork server and each job's worker process (``shutdown`` and ``private_inductor_cache`` are
 # this module's API too), and what runs inside a worker (``OUTPUT_LIMIT``: a ToolRun's warnings)
 from reconcile.processes import (  # noqa: F401 - shutdown, private_inductor_cache: the callers' API
-    _dead, _end_orphans, _exit_status, _forkserver_context, _Worker, private_inductor_cache, shutdown,
+    _dead, _end_orphans, _exit_status, _forkserver_context, _Worker, one_command, private_inductor_cache, serve_tools,
+    served_tools, shutdown,
 )
 from reconcile.model_group import _Group, share_key
 from reconcile.records import ToolRun
@@ -212,7 +213,9 @@ def run_jobs(
     from reconcile import tools
     from reconcile.sources import preload_for
 
-    preload = tools.preload([job.tool for job in jobs]) + preload_for([job.model for job in jobs])
+    also = served_tools()
+    preload = (tools.preload([job.tool for job in jobs] + list(also or ()), every_default=also is None)
+               + preload_for([job.model for job in jobs]))
     ctx, server = _forkserver_context(preload)
 
     results: list[ToolRun | None] = [None] * len(jobs)

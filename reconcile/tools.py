@@ -230,14 +230,15 @@ def adapter_of(job: str) -> str:
     raise ReconcileError(f"unknown tool {job!r}; known tools: {', '.join(known)}")
 
 
-def preload(jobs: tuple[str, ...] | list[str] = ()) -> tuple[str, ...]:
-    """Modules the fork server imports for its workers: those of every default tool (a run's first
-    fork server serves later runs of the same process too) and of the tools among ``jobs``."""
+def preload(jobs: tuple[str, ...] | list[str] = (), every_default: bool = True) -> tuple[str, ...]:
+    """Modules the fork server imports for its workers: those of the tools among ``jobs`` and, with
+    ``every_default``, of every default tool (a run's first fork server serves later runs of the
+    same process too)."""
     table = all_tools()
     asked = {j[: -len(TRAINING)] if j.endswith(TRAINING) and j not in table else j for j in jobs}
     out: list[str] = []
     for t in table.values():
-        if t.default or t.name in asked:
+        if (t.default and every_default) or t.name in asked:
             out += [m for m in t.preload if m not in out]
     return tuple(out)
 

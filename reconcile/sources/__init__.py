@@ -57,7 +57,8 @@ class Source:
 
 
 SOURCES: dict[str, Source] = {s.kind: s for s in (
-    Source("torchvision", "reconcile.sources.torchvision", package="torchvision", sample="reconcile.zoo:ZOO_CI",
+    Source("torchvision", "reconcile.sources.torchvision", package="torchvision", preload=("torchvision",),
+           sample="reconcile.zoo:ZOO_CI",
            zoo_file="zoo.md", published_columns=(("_ops", "torchvision `_ops` (G)"), ("num_params", "`num_params`")),
            published_note="`_ops` and `num_params`: torchvision's published figures for the model's first weights "
                           "(GFLOPS in the convention of native MACs); `tests/test_zoo_native.py` checks them against the native count.",
@@ -110,7 +111,7 @@ def preload_for(names: "list[str] | tuple[str, ...]") -> tuple[str, ...]:
     """Modules worth importing once before forking workers for models with these canonical names."""
     out: list[str] = []
     for name in names:
-        kind = kind_of(name)
+        kind = kind_of(name) or ("" if ":" in name else "torchvision")  # no colon: a torchvision name
         for module in SOURCES[kind].preload if kind else ():
             if module not in out:
                 out.append(module)
