@@ -171,7 +171,6 @@ def cmd_count(ns: argparse.Namespace) -> int:
 
     def work(counted) -> None:
         spec, inputs, result = counted, counted.inputs, counted.native
-        inp = inputs[0]
         depth = cfg.depth if cfg.depth is not None else max(r.depth for r in result.rows)
         if cfg.format == "json":
             print(json.dumps(count_plain(spec.name, inputs, result, depth), sort_keys=False))

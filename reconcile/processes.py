@@ -71,6 +71,7 @@ def served_tools() -> tuple[str, ...] | None:
     default tool."""
     return _SERVED_TOOLS[-1]
 
+
 _RESULT_GRACE = 5.0  # seconds a worker that sent its result gets to exit before it is killed
 _OUTPUT_TAIL = 10  # lines of a dead worker's output kept in its ToolRun
 

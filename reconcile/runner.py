@@ -52,9 +52,10 @@ from typing import Any, Callable
 from reconcile import memory
 from reconcile.config import check_timeout
 from reconcile.errors import ReconcileError
-# the fork server and each job's worker process (``shutdown`` and ``private_inductor_cache`` are
-# this module's API too), and what runs inside a worker (``OUTPUT_LIMIT``: a ToolRun's warnings)
-from reconcile.processes import (  # noqa: F401 - shutdown, private_inductor_cache: the callers' API
+# the fork server and each job's worker process (``shutdown``, ``private_inductor_cache``,
+# ``one_command`` and ``serve_tools`` are this module's API too), and what runs inside a worker
+# (``OUTPUT_LIMIT``: a ToolRun's warnings)
+from reconcile.processes import (  # noqa: F401 - the callers' API, above
     _dead, _end_orphans, _exit_status, _forkserver_context, _Worker, one_command, private_inductor_cache, serve_tools,
     served_tools, shutdown,
 )

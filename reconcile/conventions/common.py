@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from reconcile.conventions.base import LayerPrediction, Term, joined
 from reconcile import rollup
+from reconcile.conventions.base import LayerPrediction, Term, joined
 from reconcile.records import ModuleRow, NativeCount, ParamInfo, Phrase
 
 
