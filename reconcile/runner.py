@@ -45,7 +45,7 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
 from typing import Any, Callable
 
@@ -187,6 +187,7 @@ def run_jobs(
     threads: int | None = None,
     share: bool = True,
     memory_share: int | None = None,
+    alone_share: int | None = None,
 ) -> list[ToolRun]:
     """Run every job in its own worker process, up to ``workers`` at a time; results in job order.
 
@@ -200,7 +201,11 @@ def run_jobs(
     tools share one build (``reconcile.model_group``; the same ToolRuns); False: every job
     builds its own model in a worker of its own. ``memory_share``: bytes each worker may take
     (``reconcile.memory``; default: four fifths of the memory available now, shared by the ``workers``; 0: no
-    limit); a job that needs more is recorded as ``OutOfMemory``."""
+    limit); a job that needs more is recorded as ``OutOfMemory``, unless ``alone_share`` is larger:
+    then, once every other job has settled, it runs again with no other worker beside it and that
+    share (default: four fifths of the memory available then, when ``memory_share`` is the default
+    and more than one worker runs; a model that fits the machine is counted, not only one that
+    fits half of it)."""
     if workers < 1:
         raise ReconcileError(f"workers must be at least 1, got {workers}")
     check_timeout(timeout, "timeout")  # nan would spin the loop below, inf overflow its waits
@@ -209,8 +214,12 @@ def run_jobs(
         return []
     builder = build if build is not None else f"{__name__}:build_model"
     threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
+    caller_threads = threads
     if memory_share is None:
         memory_share = memory.share(min(workers, len(jobs)))
+        if alone_share is None and min(workers, len(jobs)) > 1:
+            alone_share = -1  # four fifths of what is available once the others have settled
+    alone: dict[int, ToolRun] = {}  # jobs out of memory beside other workers (their runs): run again alone
     from reconcile import tools
     from reconcile.sources import preload_for
 
@@ -230,10 +239,13 @@ def run_jobs(
     held: dict[int, list[tuple[int, ...]]] = {}
 
     def settle(index: int, run: ToolRun) -> None:
+        pending.extendleft(reversed(held.pop(index, [])))
+        if alone_share and run.error_type == "OutOfMemory":
+            alone[index] = run  # settled below, once it has run alone
+            return
         results[index] = run
         if on_done is not None:
             on_done(jobs[index], run)
-        pending.extendleft(reversed(held.pop(index, [])))
 
     try:
         while pending or running:
@@ -314,6 +326,18 @@ def run_jobs(
             with _WORKERS_LOCK:
                 _LIVE_WORKERS.difference_update(w.process.pid for w in running)
                 _end_orphans(server, set(_LIVE_WORKERS))
+    if alone:
+        again = alone_share if alone_share > 0 else memory.share(1)
+        if again > memory_share > 0:
+            note = (f"ran out of memory beside another worker ({memory_share / memory.GIB:.1f} GiB each), so it "
+                    f"ran again with no other worker beside it ({again / memory.GIB:.1f} GiB)")
+            runs = run_jobs([jobs[i] for i in alone], timeout=timeout, workers=1, build=build, threads=caller_threads,
+                            share=share, memory_share=again, alone_share=0)
+            alone.update((index, replace(run, notes=(*run.notes, note))) for index, run in zip(alone, runs))
+        for index, run in alone.items():
+            results[index] = run
+            if on_done is not None:
+                on_done(jobs[index], run)
     done = [r for r in results if r is not None]
     assert len(done) == len(jobs), "every job settles before the loop ends"
     return done

@@ -33,6 +33,13 @@ def big_linear() -> nn.Module:
 big_linear.example_input_shape = (1, IN)  # type: ignore[attr-defined]
 
 
+def mid_linear() -> nn.Module:  # 8192 x 32768 float32 weights: 1 GiB
+    return nn.Linear(IN // 2, OUT, bias=False)
+
+
+mid_linear.example_input_shape = (1, IN // 2)  # type: ignore[attr-defined]
+
+
 def small_linear() -> nn.Module:
     return nn.Linear(8, 4)
 
@@ -140,3 +147,33 @@ def test_a_ray_task_takes_the_share_of_one_of_its_nodes_tasks(monkeypatch):
     # outside a Ray task (no runtime context), the machine's CPU count stands for the node's
     monkeypatch.setattr(executors, "_SLOTS", None)
     assert executors._node_slots() == (os.cpu_count() or 1)
+
+
+def test_a_job_out_of_memory_beside_another_worker_runs_again_alone(monkeypatch):
+    """A model that fits the machine but not half of it (timm's aimv2_3b: 10.9 GB of weights, 8.7 GiB
+    a worker beside another here) is counted: once the other jobs have settled, it runs again with
+    no worker beside it and the whole share. Here the shares are 1 GiB beside another worker and
+    3 GiB alone, and the model's weights 1 GiB (thop counts a deepcopy: 2 GiB)."""
+    monkeypatch.setattr(memory, "share", lambda workers: 3 * GIB if workers == 1 else GIB)
+    big, small = f"{__name__}:mid_linear", f"{__name__}:small_linear"
+    jobs = [Job(big, "thop", input_shape=(1, IN // 2)), Job(small, "thop", input_shape=(1, 8))]
+    settled = []
+    first, second = run_jobs(jobs, workers=2, on_done=lambda job, run: settled.append(job.model))
+    # thop: 8192 x 32768 = 268,435,456 MACs (no bias); 8 x 4 = 32
+    assert (first.status, first.headline.get("macs")) == ("ok", IN // 2 * OUT), first
+    assert first.notes[-1] == ("ran out of memory beside another worker (1.0 GiB each), so it ran again with no "
+                               "other worker beside it (3.0 GiB)")
+    assert (second.status, second.headline["macs"]) == ("ok", 32), second
+    assert not any("ran again" in n for n in second.notes)
+    assert settled == [small, big]  # the big one settles last, once it has run alone
+
+
+def test_a_job_out_of_memory_alone_too_says_both_shares():
+    (run,) = run_jobs([Job(f"{__name__}:big_linear", "thop", input_shape=(1, IN))], workers=1,
+                      memory_share=GIB, alone_share=GIB + GIB // 2)
+    assert (run.status, run.error_type) == ("failed", "OutOfMemory"), run
+    assert run.error_message.startswith("needs more memory than a worker may take here (1.5 GiB"), run.error_message
+    assert run.notes[-1].endswith("so it ran again with no other worker beside it (1.5 GiB)")
+    # a share given by the caller alone is what it is: no second run
+    (run,) = run_jobs([Job(f"{__name__}:big_linear", "thop", input_shape=(1, IN))], workers=2, memory_share=GIB)
+    assert run.error_type == "OutOfMemory" and not any("ran again" in n for n in run.notes), run
