@@ -333,23 +333,6 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
     tools = cfg.tools
     kept_folder = folder / Path(runs_folder(".", source))
     rows, errors = [], []
-    done: dict[str, object] = {}  # name -> its kept ModelRuns
-    done_rows: dict[str, PageRow] = {}  # name -> its kept row, for a model with no kept runs
-    kept_rows: dict[str, tuple[dict, PageRow]] = {}
-    if resume_kept:  # models whose result is kept for the same tools and versions are not run again
-        kept_rows, why_rows = read_rows(kept_folder)
-        for why in why_rows:  # never trusted, never fatal: the model runs again
-            note(f"{kept_folder}: {why}")
-        for name in names:
-            key = run_key(name, tools, cfg.timeout)
-            runs, why = resume(kept_folder, name, key)
-            if why:  # a file that does not validate is never trusted, never fatal: the model runs again
-                note(why)
-            if runs is not None:
-                done[name] = runs
-            elif not why and name in kept_rows and kept_rows[name][0] == key:  # no kept runs at all
-                done_rows[name] = kept_rows[name][1]
-    todo = [n for n in names if n not in done and n not in done_rows]
     position = {name: k for k, name in enumerate(names, 1)}
 
     def show(name: str, row: PageRow) -> None:
@@ -383,13 +366,27 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
                            "runs", file=sys.stderr)
         show(name, row)
 
-    for name in names:
-        if name in done:
-            progress.skip(name)
-            finish(name, done[name])
-        elif name in done_rows:
-            progress.skip(name)
-            show(name, done_rows[name])
+    done: set[str] = set()  # models taken from their kept runs (explained again here, one at a time)
+    done_rows: dict[str, PageRow] = {}  # name -> its kept row, for a model with no kept runs
+    kept_rows: dict[str, tuple[dict, PageRow]] = {}
+    if resume_kept:  # models whose result is kept for the same tools and versions are not run again
+        kept_rows, why_rows = read_rows(kept_folder)
+        for why in why_rows:  # never trusted, never fatal: the model runs again
+            note(f"{kept_folder}: {why}")
+        for name in names:
+            key = run_key(name, tools, cfg.timeout)
+            runs, why = resume(kept_folder, name, key)
+            if why:  # a file that does not validate is never trusted, never fatal: the model runs again
+                note(why)
+            if runs is not None:  # explained now and let go: a resume holds one model's runs at a time
+                done.add(name)
+                progress.skip(name)
+                finish(name, runs)
+            elif not why and name in kept_rows and kept_rows[name][0] == key:  # no kept runs at all
+                done_rows[name] = kept_rows[name][1]
+                progress.skip(name)
+                show(name, done_rows[name])
+    todo = [n for n in names if n not in done and n not in done_rows]
 
     def keep(mr) -> None:
         lost = ""
