@@ -307,3 +307,23 @@ def test_ops_transformer_encoder_layer_fast_path():
     run, ex = _ops_run(wrapped, (TRANSFORMER_INPUTS[0],))
     assert not any("aten._transformer_encoder_layer_fwd" in w for w in run.warnings)
     assert_explained(ex)
+
+
+def test_a_pool_whose_kernel_size_is_a_list_counts_nothing():
+    # MaxPool2d with kernel_size=[2, 2] (a list, as timm's mvitv2 builds its pools) on 1x1x4x4:
+    # torchscan's math.prod(k) if isinstance(k, tuple) else k keeps the list, "k - 1" raises
+    # TypeError, and the module's MACs are left unavailable: 0, where a (2, 2) tuple gives
+    # (4 - 1) x 4 = 12. Native records the list (as a tuple named in "lists"); the explanation
+    # predicts torchscan's 0 (explaining it used to raise KeyError and end a whole zoo run)
+    pool = nn.MaxPool2d(2)
+    pool.kernel_size = [2, 2]
+    model, x = nn.Sequential(pool).eval(), torch.randn(1, 1, 4, 4)
+    native = count(model, (x,))
+    assert native.row("0").attrs["lists"] == ("kernel_size",) and native.row("0").attrs["kernel_size"] == (2, 2)
+    run = adapter("torchscan").run(model, (x,))
+    assert [layer.raw["macs"] for layer in run.layers if layer.module == "0"] == [0]
+    assert_explained(explain("torchscan", run, native))
+    pool.kernel_size = (2, 2)
+    run = adapter("torchscan").run(model, (x,))
+    assert [layer.raw["macs"] for layer in run.layers if layer.module == "0"] == [12]
+    assert_explained(explain("torchscan", run, count(model, (x,))))

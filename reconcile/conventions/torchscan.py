@@ -89,7 +89,12 @@ def _leaf_macs(row: ModuleRow, ref: int, flops: int, terms: list[Term]) -> int:
                           Phrase("torchscan counts BatchNorm at {per!s} MAC(s) per element: {per!s} x {n}",
                                  {"per": per, "n": n})))
         return ref + per * n
-    if is_instance(row, _MAXPOOL) or is_instance(row, _AVGPOOL):
+    if (is_instance(row, _MAXPOOL) or is_instance(row, _AVGPOOL)) and "kernel_size" in a.get("lists", ()):
+        # torchscan: math.prod(kernel_size) if isinstance(kernel_size, tuple) else kernel_size, then
+        # "k_size - 1": a list raises TypeError there, and torchscan leaves the module's MACs
+        # unavailable (0). A pool holds no MACs of native's either (ref 0): nothing to name
+        return ref
+    if (is_instance(row, _MAXPOOL) or is_instance(row, _AVGPOOL)) and "kernel_size" in a:
         kernel = a["kernel_size"]
         avg = is_instance(row, _AVGPOOL)
         total = 0

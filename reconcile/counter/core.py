@@ -145,6 +145,7 @@ def _attrs(mod: nn.Module, watched: dict[Any, str]) -> dict[str, Any]:
     """Simple public attributes the counting rules of other tools need (kernel, groups, ...)."""
     attrs: dict[str, Any] = {}
     binds = []
+    lists: list[str] = []
     for k, v in vars(mod).items():
         if k.startswith("_") or k == "training":
             continue
@@ -157,10 +158,15 @@ def _attrs(mod: nn.Module, watched: dict[Any, str]) -> dict[str, Any]:
                 binds.append(label)
         if isinstance(v, _SIMPLE) or (isinstance(v, tuple) and all(isinstance(x, _SIMPLE) for x in v)):
             attrs[k] = v
+        elif type(v) is list and all(isinstance(x, _SIMPLE) for x in v):
+            attrs[k] = tuple(v)  # kept as a tuple, named in "lists": a tool may read a list otherwise
+            lists.append(k)
     for k in ("weight", "bias"):
         if hasattr(mod, k) and k not in attrs:
             attrs[f"has_{k}"] = getattr(mod, k, None) is not None
     attrs["training"] = mod.training
+    if lists:  # timm's mvitv2 gives MaxPool2d kernel_size=[3, 3]: torchscan reads only a tuple or an int
+        attrs["lists"] = tuple(lists)
     if binds:
         # torch functions the instance holds (bound when it was built, e.g. ``self.act = F.gelu``):
         # a tool that patches the name later never sees these calls
