@@ -347,7 +347,14 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
             errors.append((position[name], (mr.name, mr.error)))
             progress.write(f"reconcile: error: {mr.error}", file=sys.stderr)
             return
-        row = page_row(pipeline.reconcile_model(mr))
+        try:
+            row = page_row(pipeline.reconcile_model(mr))
+        except Exception as exc:  # noqa: BLE001 - a bug explaining one model must not end a run of hours
+            why = (f"{mr.name}: explaining its runs failed, a bug in reconcile ({type(exc).__name__}: {exc}); "
+                   "its runs are kept and --resume explains them again")
+            errors.append((position[name], (mr.name, why)))
+            progress.write(f"reconcile: error: {why}", file=sys.stderr)
+            return
         key = run_key(name, tools, cfg.timeout)
         row_lost = ""
         if kept_rows.get(name) != (key, row):  # a row to keep: new, or explained otherwise now

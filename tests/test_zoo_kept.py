@@ -266,3 +266,39 @@ def test_a_row_reads_back_and_a_bad_line_never_does():
             parse_line(json.dumps(bad))
     with pytest.raises(ValueError, match="not JSON"):
         parse_line('{"key": NaN}')
+
+
+def test_a_model_whose_explanation_fails_is_one_line_and_the_zoo_goes_on(tmp_path, monkeypatch, capsys):
+    """A bug in reconcile's explanation of one model (timm's mvitv2 made the torchscan convention
+    raise KeyError) was a traceback that ended a whole-timm run after hours: now the model is one
+    error line, its runs stay kept for --resume (which explains them again), the rest go on."""
+    from reconcile import cli, zoo_rows
+
+    bad, good = "tests.fault_models:good", "tests.fault_models:sys_exit"
+    real = pipeline.reconcile_model
+
+    def fails_on_bad(mr):
+        if mr.name == bad:
+            raise KeyError("kernel_size")
+        return real(mr)
+
+    monkeypatch.setattr(pipeline, "reconcile_model", fails_on_bad)
+    out = tmp_path / "out"
+    assert cli.main(["zoo", "--models", f"{bad},{good}", "--tools", "native,thop", "--timeout", "120",
+                     "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("reconcile: error:")]
+    assert line == (f"reconcile: error: {bad}: explaining its runs failed, a bug in reconcile (KeyError: 'kernel_size'); "
+                    "its runs are kept and --resume explains them again")
+    assert "Traceback" not in err
+    kept = out / ".zoo-runs" / "torchvision"
+    assert (kept / zoo.kept_file(bad)).exists() and (kept / zoo.kept_file(good)).exists()
+    rows, _ = zoo_rows.read_rows(kept)
+    assert sorted(rows) == [good]  # no row for the model it could not explain
+    assert f"| {good} |" in (out / "zoo.md").read_text()
+    # fixed, --resume explains the kept runs again: both on the page, nothing run
+    monkeypatch.setattr(pipeline, "reconcile_model", real)
+    assert cli.main(["zoo", "--models", f"{bad},{good}", "--tools", "native,thop", "--timeout", "120",
+                     "--out", str(out), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("(kept from an earlier run)") == 2, said
