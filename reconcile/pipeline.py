@@ -412,8 +412,14 @@ def write_reports(results: Sequence[ModelRuns], folder: Path, hardware: str | No
             if not ran:
                 continue
             # native could not count it, some tools did: their numbers are still reported (raw)
-        report = reconcile_model(mr, hardware if mr.native is not None else None)
-        files = render_model(report)
+        try:
+            report = reconcile_model(mr, hardware if mr.native is not None else None)
+            files = render_model(report)
+        except Exception as exc:  # noqa: BLE001 - a bug reporting one model must not lose the others
+            error(f"{mr.name}: explaining its runs failed, a bug in reconcile ({type(exc).__name__}: {exc}): "
+                  "its report was not written")
+            failed += 1
+            continue
         try:
             write_files(folder, files)
         except WriteFailed as exc:  # a full disk: this model's report is lost, not the others'

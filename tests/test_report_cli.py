@@ -130,3 +130,29 @@ def test_a_model_native_cannot_count_still_gets_the_tools_numbers(tmp_path):
     # thop's own numbers, unexplained: Linear(4, 3) on 1x4 = 12 MACs, 4 * 3 + 3 = 15 parameters
     assert "| thop | 0.1.1-2209072238 | macs 12, params 15 |" in md
     assert "ran (unexplained)" in (tmp_path / "out" / "index.md").read_text()
+
+
+def test_a_model_whose_explanation_fails_is_one_line_and_the_others_are_written(tmp_path, monkeypatch, capsys):
+    # a bug in reconcile's explanation of one model (see tests/test_zoo_kept.py) is that model's one
+    # error line; the other model's report and the index are written, the exit status says so
+    from reconcile import cli, pipeline
+    from reconcile.report.files import file_stem
+
+    bad, good = "tests.fault_models:good", "tests.fault_models:sys_exit"
+    real = pipeline.reconcile_model
+
+    def fails_on_bad(mr, *args, **kwargs):
+        if mr.name == bad:
+            raise KeyError("kernel_size")
+        return real(mr, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "reconcile_model", fails_on_bad)
+    assert cli.main(["report", f"{bad},{good}", "--tools", "native,thop", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if bad in line and "error" in line] == [
+        f"reconcile: error: {bad}: explaining its runs failed, a bug in reconcile (KeyError: 'kernel_size'): "
+        "its report was not written"]
+    # thop fails on sys_exit's forward: no tool to draw, no picture
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["index.md", *(f"{file_stem(good)}.{x}" for x in ("md", "json", "csv"))])
