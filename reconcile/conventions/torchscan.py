@@ -89,12 +89,15 @@ def _leaf_macs(row: ModuleRow, ref: int, flops: int, terms: list[Term]) -> int:
                           Phrase("torchscan counts BatchNorm at {per!s} MAC(s) per element: {per!s} x {n}",
                                  {"per": per, "n": n})))
         return ref + per * n
-    if (is_instance(row, _MAXPOOL) or is_instance(row, _AVGPOOL)) and "kernel_size" in a.get("lists", ()):
+    pool = is_instance(row, _MAXPOOL) or is_instance(row, _AVGPOOL)
+    if pool and ("kernel_size" in a.get("lists", ()) or "kernel_size" not in a):
         # torchscan: math.prod(kernel_size) if isinstance(kernel_size, tuple) else kernel_size, then
         # "k_size - 1": a list raises TypeError there, and torchscan leaves the module's MACs
-        # unavailable (0). A pool holds no MACs of native's either (ref 0): nothing to name
+        # unavailable (0). A pool holds no MACs of native's either (ref 0): nothing to name. A
+        # kernel_size native could not record (not a number, tuple or list): no rule, so whatever
+        # torchscan counted stays a residual
         return ref
-    if (is_instance(row, _MAXPOOL) or is_instance(row, _AVGPOOL)) and "kernel_size" in a:
+    if pool:
         kernel = a["kernel_size"]
         avg = is_instance(row, _AVGPOOL)
         total = 0
