@@ -394,6 +394,11 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def explanation_failed(name: str, exc: BaseException) -> str:
+    """What is said of a model whose explanation raised (a bug in reconcile), the exception named."""
+    return f"{name}: explaining its runs failed, a bug in reconcile ({type(exc).__name__}: {exc})"
+
+
 def write_reports(results: Sequence[ModelRuns], folder: Path, hardware: str | None, *,
                   say: Callable[[str], None], error: Callable[[str], None],
                   tool_failed: Callable[[str], None]) -> tuple[list[ModelReport], int]:
@@ -416,8 +421,7 @@ def write_reports(results: Sequence[ModelRuns], folder: Path, hardware: str | No
             report = reconcile_model(mr, hardware if mr.native is not None else None)
             files = render_model(report)
         except Exception as exc:  # noqa: BLE001 - a bug reporting one model must not lose the others
-            error(f"{mr.name}: explaining its runs failed, a bug in reconcile ({type(exc).__name__}: {exc}): "
-                  "its report was not written")
+            error(f"{explanation_failed(mr.name, exc)}: its report was not written")
             failed += 1
             continue
         try:

@@ -214,7 +214,6 @@ def run_jobs(
         return []
     builder = build if build is not None else f"{__name__}:build_model"
     threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
-    caller_threads = threads
     if memory_share is None:
         memory_share = memory.share(min(workers, len(jobs)))
         if alone_share is None and min(workers, len(jobs)) > 1:
@@ -331,7 +330,7 @@ def run_jobs(
         if again > memory_share > 0:
             note = (f"ran out of memory beside another worker ({memory_share / memory.GIB:.1f} GiB each), so it "
                     f"ran again with no other worker beside it ({again / memory.GIB:.1f} GiB)")
-            runs = run_jobs([jobs[i] for i in alone], timeout=timeout, workers=1, build=build, threads=caller_threads,
+            runs = run_jobs([jobs[i] for i in alone], timeout=timeout, workers=1, build=build, threads=threads,
                             share=share, memory_share=again, alone_share=0)
             alone.update((index, replace(run, notes=(*run.notes, note))) for index, run in zip(alone, runs))
         for index, run in alone.items():

@@ -350,8 +350,7 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
         try:
             row = page_row(pipeline.reconcile_model(mr))
         except Exception as exc:  # noqa: BLE001 - a bug explaining one model must not end a run of hours
-            why = (f"{mr.name}: explaining its runs failed, a bug in reconcile ({type(exc).__name__}: {exc}); "
-                   "its runs are kept and --resume explains them again")
+            why = f"{pipeline.explanation_failed(mr.name, exc)}; its runs are kept and --resume explains them again"
             errors.append((position[name], (mr.name, why)))
             progress.write(f"reconcile: error: {why}", file=sys.stderr)
             return

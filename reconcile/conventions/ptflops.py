@@ -38,11 +38,6 @@ from reconcile.records import ModuleRow, NativeCount, ParamInfo, Phrase
 # ===== shared pieces ================================================================================
 
 
-def _registered(native: NativeCount, name: str) -> list[ParamInfo]:
-    """The tensors ``module.parameters()`` yields: registered in the subtree under any name."""
-    return common.registered(native, name)
-
-
 def _owned(native: NativeCount, name: str) -> list[ParamInfo]:
     prefix = name + "." if name else ""
     return [p for p in native.params if p.name.startswith(prefix)]
@@ -101,7 +96,7 @@ class _Unattributed:
 def _params_row_terms(tool: str, row: ModuleRow, native: NativeCount) -> tuple[int, tuple[Term, ...]]:
     """ptflops' row params: trainable tensors of ``module.parameters()``; terms against the native
     parameters owned by the subtree (each tensor once)."""
-    registered = _registered(native, row.name)
+    registered = common.registered(native, row.name)
     prefix = row.name + "." if row.name else ""
     counted = sum(p.numel for p in registered if p.trainable)
     frozen = sum(p.numel for p in registered if p.name.startswith(prefix) and not p.trainable)
@@ -177,7 +172,7 @@ class PtflopsConvention(Convention):
             layers.append(pred)
             module_sum += k * hook_count
             params_sum += k * pred.predicted["params"]
-            for p in _registered(native, row.name):
+            for p in common.registered(native, row.name):
                 if p.trainable:
                     params_rows[p.name] += k
         for row in shadowed:
