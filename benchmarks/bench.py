@@ -287,6 +287,39 @@ def bench_zoo_cost(repeat: int, before: str) -> None:
            f"{CLUSTER_WORKERS} workers{sizes}", True)
 
 
+def bench_huge_pages(repeat: int) -> None:
+    """`reconcile zoo` on the first 8 of ZOO_COST_MODELS (every default tool) with the fork server's
+    malloc asking for huge pages (reconcile.processes.HUGE_PAGES, the default) and without (the
+    caller's GLIBC_TUNABLES=glibc.malloc.hugetlb=0 wins), interleaved, each a fresh process: CPU-s
+    and page faults of the command and every process it waited for."""
+    import os
+    import resource
+    import tempfile
+
+    models = ",".join(ZOO_COST_MODELS[:8])
+    runs: dict[str, list[tuple[float, float, int]]] = {"huge": [], "small": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(repeat):
+            for key, tunables in (("huge", None), ("small", "glibc.malloc.hugetlb=0")):
+                env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+                if tunables:
+                    env["GLIBC_TUNABLES"] = tunables
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "reconcile", "zoo", "--models", models, "--out",
+                                f"{tmp}/{key}-{i}"], cwd=ROOT, env=env, check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                wall = time.perf_counter() - t
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                runs[key].append((wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+                                  after.ru_minflt - before.ru_minflt))
+    best = {k: min(v, key=lambda r: r[1]) for k, v in runs.items()}
+    (hw, hc, hf), (sw, sc, sf) = best["huge"], best["small"]
+    report("huge pages for the fork server's malloc, 8 timm models x every default tool",
+           f"CPU {hc:.1f} s vs {sc:.1f} s = {hc / sc:.2f}x, page faults {hf / 1e6:.2f} M vs {sf / 1e6:.2f} M, "
+           f"wall {hw:.1f} s vs {sw:.1f} s (target: CPU below 1x)", hc < sc)
+
+
 def bench_timm_vs_torchvision(repeat: int) -> None:
     """`reconcile report` on a timm model against the same report on the torchvision model of the
     same architecture (timm's resnet18 is torchvision's: 1.814 GMACs, 11,689,512 parameters), each a
@@ -394,7 +427,7 @@ def bench_ray(repeat: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions per measurement (best is kept)")
-    parser.add_argument("--only", choices=("counter", "roofline", "tools", "zoo", "zoo-cost", "training", "llm", "ray"),
+    parser.add_argument("--only", choices=("counter", "roofline", "tools", "zoo", "zoo-cost", "pages", "training", "llm", "ray"),
                         help="run one group of measurements")
     parser.add_argument("--before", default=ZOO_COST_BEFORE,
                         help="the commit the zoo cost is compared with (default: main before the cost work)")
@@ -416,6 +449,8 @@ def main() -> int:
         bench_zoo()
     if ns.only in (None, "zoo-cost"):
         bench_zoo_cost(1, ns.before)  # minutes per run: once each, interleaved
+    if ns.only in (None, "pages"):
+        bench_huge_pages(max(1, ns.repeat // 2))
     if ns.only in (None, "ray"):
         bench_ray(max(1, ns.repeat // 2))
     missed = [n for n, _, ok in RESULTS if not ok]

@@ -59,3 +59,43 @@ def test_the_api_preloads_every_default_tool(preloads):
     assert mr.native is not None and not mr.error
     assert preloads and set(preloads) == {tools.preload(["native"])}
     runner.shutdown()
+
+
+
+def _huge_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("AnonHugePages:"))
+
+
+def _thp_mode() -> str:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().partition("[")[2].partition("]")[0]
+    except OSError:
+        return "never"
+
+
+@pytest.mark.skipif(_thp_mode() == "never", reason="this kernel gives no transparent huge pages")
+@pytest.mark.parametrize("caller", [None, "glibc.malloc.hugetlb=0"])
+def test_the_fork_server_asks_for_huge_pages_and_the_callers_tunable_wins(monkeypatch, caller):
+    # the server's malloc asks for transparent huge pages (half the page faults of a zoo job here,
+    # benchmarks/bench.py --only pages): the server holds some in huge pages (155 MB of its 446 MB
+    # here), none when the caller's own GLIBC_TUNABLES says hugetlb=0 (it comes after ours, and
+    # glibc takes the last setting of a name); the caller's environment is as it was
+    import os
+    from multiprocessing import forkserver
+
+    if caller is None:
+        monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    else:
+        monkeypatch.setenv("GLIBC_TUNABLES", caller)
+    runner.shutdown()
+    try:
+        (mr,) = pipeline.collect(["tests.fault_models:good"], RunConfig(tools=("native",), timeout=120))
+        assert mr.native is not None and not mr.error
+        huge = _huge_kb(forkserver._forkserver._forkserver_pid)
+        assert (huge > 0) if caller is None else (huge == 0), huge
+        assert processes.server_tunables(caller) == "glibc.malloc.hugetlb=1" + (f":{caller}" if caller else "")
+        assert os.environ.get("GLIBC_TUNABLES") == caller and "RECONCILE_CALLER" not in os.environ
+    finally:
+        runner.shutdown()
