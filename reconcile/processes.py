@@ -303,11 +303,11 @@ _FDS_LOCK = threading.Lock()
 # glibc's malloc (2.35 and later) asks for transparent huge pages for what it maps, where the kernel
 # gives them on request (/sys/kernel/mm/transparent_hugepage/enabled: "madvise", as here, or
 # "always"). Every job is a fork of a process holding torch (about 450 MB of private memory) that
-# writes into fresh memory as its tool runs a forward: with 2 MB pages the job takes half the page
-# faults, and its fork and exit copy and free fewer page table entries. Measured here on 8 timm
-# models x 15 tools (`benchmarks/bench.py --only pages`): 3.1 M page faults against 1.5 M, 40.5 against
-# 36.4 CPU-s. Allocation only: no count, shape or tensor value changes. A tunable the caller set
-# is kept, and wins over ours (later in the list).
+# writes into fresh memory as its tool runs a forward: with 2 MB pages a job takes half the page
+# faults. Measured here, `reconcile zoo` on 8 timm models x 15 tools, best of 4 each way
+# (`benchmarks/bench.py --only pages`): 1.62 M page faults against 3.17 M, 38.1 against 40.0 CPU-s
+# (0.95x). Allocation only: no count, shape or tensor value changes. A tunable the caller set is
+# kept, after ours, and wins (glibc takes the last setting of a name).
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
 
