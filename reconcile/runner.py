@@ -214,10 +214,11 @@ def run_jobs(
         return []
     builder = build if build is not None else f"{__name__}:build_model"
     threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
+    again_alone = bool(alone_share)  # run a job out of memory again alone: with alone_share
     if memory_share is None:
         memory_share = memory.share(min(workers, len(jobs)))
-        if alone_share is None and min(workers, len(jobs)) > 1:
-            alone_share = -1  # four fifths of what is available once the others have settled
+        # by default with four fifths of what is available once the others have settled
+        again_alone = again_alone or (alone_share is None and min(workers, len(jobs)) > 1)
     alone: dict[int, ToolRun] = {}  # jobs out of memory beside other workers (their runs): run again alone
     from reconcile import tools
     from reconcile.sources import preload_for
@@ -239,7 +240,7 @@ def run_jobs(
 
     def settle(index: int, run: ToolRun) -> None:
         pending.extendleft(reversed(held.pop(index, [])))
-        if alone_share and run.error_type == "OutOfMemory":
+        if again_alone and run.error_type == "OutOfMemory":
             alone[index] = run  # settled below, once it has run alone
             return
         results[index] = run
@@ -326,7 +327,7 @@ def run_jobs(
                 _LIVE_WORKERS.difference_update(w.process.pid for w in running)
                 _end_orphans(server, set(_LIVE_WORKERS))
     if alone:
-        again = alone_share if alone_share > 0 else memory.share(1)
+        again = alone_share or memory.share(1)
         if again > memory_share > 0:
             note = (f"ran out of memory beside another worker ({memory_share / memory.GIB:.1f} GiB each), so it "
                     f"ran again with no other worker beside it ({again / memory.GIB:.1f} GiB)")
