@@ -152,14 +152,21 @@ def _wall_in(cwd: Path, cmd: list[str]) -> float:
 def _timed_in(cwd: Path, cmd: list[str]) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + system of the command and every process it waited
     for: the fork server and its workers) of one run. CPU seconds move less with other load."""
+    return _measured_in(cwd, cmd)[:2]
+
+
+def _measured_in(cwd: Path, cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
+    """``_timed_in``'s wall and CPU seconds, and the page faults of the same processes, of one run
+    with ``env`` (default: this process's environment)."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return (wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            after.ru_minflt - before.ru_minflt)
 
 
 def _default_tools() -> int:
@@ -293,7 +300,6 @@ def bench_huge_pages(repeat: int) -> None:
     caller's GLIBC_TUNABLES=glibc.malloc.hugetlb=0 wins), interleaved, each a fresh process: CPU-s
     and page faults of the command and every process it waited for."""
     import os
-    import resource
     import tempfile
 
     models = ",".join(ZOO_COST_MODELS[:8])
@@ -304,15 +310,8 @@ def bench_huge_pages(repeat: int) -> None:
                 env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
                 if tunables:
                     env["GLIBC_TUNABLES"] = tunables
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                t = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "reconcile", "zoo", "--models", models, "--out",
-                                f"{tmp}/{key}-{i}"], cwd=ROOT, env=env, check=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                wall = time.perf_counter() - t
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                runs[key].append((wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-                                  after.ru_minflt - before.ru_minflt))
+                runs[key].append(_measured_in(ROOT, [sys.executable, "-m", "reconcile", "zoo", "--models", models,
+                                                     "--out", f"{tmp}/{key}-{i}"], env))
     best = {k: min(v, key=lambda r: r[1]) for k, v in runs.items()}
     (hw, hc, hf), (sw, sc, sf) = best["huge"], best["small"]
     report("huge pages for the fork server's malloc, 8 timm models x every default tool",
