@@ -214,11 +214,11 @@ def run_jobs(
         return []
     builder = build if build is not None else f"{__name__}:build_model"
     threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
-    again_alone = bool(alone_share)  # run a job out of memory again alone: with alone_share
+    # a job out of memory runs again alone: with alone_share, or by default (the default share, more
+    # than one worker) with four fifths of what is available once the others have settled
+    again_alone = bool(alone_share) or (alone_share is None and memory_share is None and min(workers, len(jobs)) > 1)
     if memory_share is None:
         memory_share = memory.share(min(workers, len(jobs)))
-        # by default with four fifths of what is available once the others have settled
-        again_alone = again_alone or (alone_share is None and min(workers, len(jobs)) > 1)
     alone: dict[int, ToolRun] = {}  # jobs out of memory beside other workers (their runs): run again alone
     from reconcile import tools
     from reconcile.sources import preload_for

@@ -61,7 +61,6 @@ def test_the_api_preloads_every_default_tool(preloads):
     runner.shutdown()
 
 
-
 def _huge_kb(pid: int) -> int:
     with open(f"/proc/{pid}/smaps_rollup") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("AnonHugePages:"))
