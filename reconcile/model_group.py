@@ -17,6 +17,9 @@ The group worker:
   sets the job's threads itself;
 - sends ``("start", i)`` as job ``i`` begins (its build, if its device is new), ``("child", i)``
   once the child runs, the child's ``("phase", i, phase, version)`` and ``("result", i, run)``;
+- keeps what a child's tool call returned when another tool of the group reads another view of
+  the same call (the child's ``("keep", key, value)``: ``adapters.base.keep``), for the children
+  forked after it: torchscan's two views make one ``summary`` call per model, not two;
 - keeps each job's timeout for the child, counted from its fork, and kills the child's group on
   it; a child that dies without a result is recorded as a single job's worker is.
 
@@ -39,6 +42,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Sequence
 
 from reconcile import memory
+from reconcile.adapters import base as adapters_base
 from reconcile.processes import (
     _RESULT_GRACE, _end_orphans, _kill_group, _PassFd, _tail, _unnamed_file, died_message, next_message,
     start_process,
@@ -137,6 +141,8 @@ def _in_child(index: int, job: Job, spec: str, builder: Any, threads: int, timeo
             os.dup2(output, 2)
             os.close(output)
             back = Connection(write, readable=False)
+            # what a call of the tool returned that another tool of the group makes too (base.keep)
+            adapters_base._SINK.append(lambda key, value: back.send(("keep", key, value)))
             run = run_job(job, spec, builder, threads, lambda phase, version: back.send(("phase", phase, version)),
                           built=made.get)
             send_result(back, run, job)  # ends this child and its group
@@ -163,6 +169,8 @@ def _in_child(index: int, job: Job, spec: str, builder: Any, threads: int, timeo
             if message[0] == "phase":
                 _, phase, version = message
                 conn.send(("phase", index, phase, version))
+            elif message[0] == "keep":  # for the children forked after this one (base.kept)
+                adapters_base._KEPT[message[1]] = message[2]
             else:
                 result = message[1]
                 break

@@ -136,6 +136,28 @@ def _makespan(costs: list[float], workers: int) -> float:
     return max(loads)
 
 
+def _bonded(unit: list[int], jobs: list[Job]) -> list[list[int]]:
+    """The jobs of a unit as a cut moves them, in the unit's order: each job alone, but jobs whose
+    tools read views of one call (``Tool.shares``) together, where the first of them stands, so
+    the group that runs them makes the call once (``adapters.base.keep``)."""
+    from reconcile import tools
+
+    known = tools.all_tools()
+    items: list[list[int]] = []
+    bonds: dict[tuple[str, str], list[int]] = {}
+    for i in unit:
+        tool = known.get(jobs[i].tool)
+        # a pinned version makes its own call (its own folder's module): bonded with its own views only
+        call = (tool.shares, tool.version) if tool is not None and tool.shares else None
+        if call and call in bonds:
+            bonds[call].append(i)
+            continue
+        items.append([i])
+        if call:
+            bonds[call] = items[-1]
+    return items
+
+
 def units(jobs: list[Job], workers: int, share: bool = True) -> list[tuple[int, ...]]:
     """The jobs as the runner starts them, the costliest first: each a job's index alone, or (with
     ``share``) the indices of jobs sharing a model build (``model_group.share_key``). While the
@@ -165,8 +187,8 @@ def units(jobs: list[Job], workers: int, share: bool = True) -> list[tuple[int, 
         if big is None:
             break
         halves: list[list[int]] = [[], []]
-        for i in big:  # each next costliest job to the cheaper half so far
-            min(halves, key=unit_cost).append(i)
+        for item in _bonded(big, jobs):  # each next costliest job (or bond) to the cheaper half so far
+            min(halves, key=unit_cost).extend(item)
         trial = [u for u in out if u is not big] + halves
         shorter = _makespan([unit_cost(u) for u in trial], workers)
         if shorter >= span:

@@ -44,6 +44,9 @@ class Tool:
     # the floating dtypes it can count a model in (the model runs in its floating inputs' dtype,
     # ``inputs.model_dtype``); (): any. A run in another is not started, recorded as not run
     float_dtypes: tuple[str, ...] = ()
+    # the tool call it reads, when other tools read other views of the same call: a model's group
+    # makes the call once for them (``adapters.base.keep``) and the runner never splits them apart
+    shares: str = ""
 
     def cannot_run(self, dtype: str) -> str:
         """Why it cannot count a model run in ``dtype`` ("" when it can)."""
@@ -106,10 +109,11 @@ BUILTIN: tuple[Tool, ...] = (
          training_adapter=_A + "flopcountermode:FlopCounterModeTrainingAdapter", dist="torch", cost=1.2),
     Tool("torchprofile", _A + "torchprofile:TorchprofileAdapter", _C + "torchprofile:CONVENTION",
          preload=("torchprofile",), dist="torchprofile", traced=True, cost=1.2),
+    # one call, two views: the first of the two run on a model group makes it, the other reads it
     Tool("torchscan", _A + "torchscan:TorchscanAdapter", _C + "torchscan:CONVENTION", preload=("torchscan",),
-         dist="torchscan", cost=1.5),
+         dist="torchscan", cost=1.5, shares="torchscan.summary"),
     Tool("torchscan-ops", _A + "torchscan:TorchscanOpsAdapter", _C + "torchscan_ops:CONVENTION",
-         preload=("torchscan",), dist="torchscan", cost=1.5),
+         preload=("torchscan",), dist="torchscan", cost=1.5, shares="torchscan.summary"),
     Tool("pthflops", _A + "pthflops:PthflopsAdapter", _C + "pthflops:CONVENTION", preload=("pthflops",),
          dist="pthflops", cost=1.5),
     # opt-in (--tools): DeepSpeed imports in ~5 s and calflops imports transformers and timm (~6 s),

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from reconcile import memory
+from reconcile.adapters.base import on_shared_build
 from reconcile.errors import ReconcileError
 from reconcile.records import ToolRun
 
@@ -159,7 +160,8 @@ def run_job(job: Job, spec: str, builder: Any, threads: int, tell: Callable[[str
             model, inputs = made if made is not None else \
                 prepare(build(job.model, device), job.input_specs(), device, job.mode)
             enter(f"running {job.tool}" + (f" on {device}" if device != "cpu" else ""))
-            return adapter.run(model, inputs)
+            with on_shared_build(device if made is not None else None):
+                return adapter.run(model, inputs)
 
         fallback = getattr(adapter, "fallback_device", None)
         if not getattr(adapter, "needs_model", True):

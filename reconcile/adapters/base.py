@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from reconcile.records import Number, ToolRun
 
+log = logging.getLogger(__name__)
+
 
 def exact_number(value: Any) -> Number:
     """A tool's number, exactly: numpy scalars unwrapped, integral floats and fractions as ints,
@@ -454,3 +456,43 @@ def _with_seconds(run: ToolRun, seconds: float) -> ToolRun:
 
 
 AdapterFactory = Callable[[], Adapter]
+
+
+# ----- one tool call serving two adapters of one model group ----------------------------------
+#
+# Two adapters that read two views of the same call (torchscan's module and operator views, both
+# ``torchscan.summary``) make it once per model group (``reconcile.model_group``): the child that
+# makes it first sends what it returned back to the group worker (``keep``), and each child forked
+# after that finds it (``kept``) instead of running the forward again. Only on the group's shared
+# build of the model: ``run_job`` says which device's build the adapter got (``on_shared_build``).
+
+_KEPT: dict[tuple[str, str], Any] = {}  # in a group worker: (call, device) -> what the call returned
+_SINK: list[Callable[[tuple[str, str], Any], None]] = []  # in a group's child: sends a kept result back
+_BUILD: list[str] = []  # the device of the group's shared build the running adapter has
+
+
+@contextlib.contextmanager
+def on_shared_build(device: str | None) -> Iterator[None]:
+    """While open, the adapter runs on the group's shared build on ``device`` (None: a build of
+    its own, for which nothing is kept or found)."""
+    _BUILD.append(device or "")
+    try:
+        yield
+    finally:
+        _BUILD.pop()
+
+
+def kept(call: str) -> Any:
+    """What ``call`` returned for this model group's shared build on the running device, kept by
+    a tool run before this one in the group; None when there is none."""
+    return _KEPT.get((call, _BUILD[-1])) if _BUILD and _BUILD[-1] else None
+
+
+def keep(call: str, value: Any) -> None:
+    """Hand ``value`` (what ``call`` returned on the shared build; picklable) to the tools of this
+    model group run after this one. Nothing outside a group's child on its shared build."""
+    if _BUILD and _BUILD[-1] and _SINK:
+        try:
+            _SINK[-1]((call, _BUILD[-1]), value)
+        except Exception:  # noqa: BLE001 - a value that would not go: the next tool makes the call itself
+            log.debug("could not keep %s", call, exc_info=True)

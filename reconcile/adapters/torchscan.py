@@ -34,8 +34,36 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from reconcile.adapters.base import Adapter, capture_output, exact_number, fcm_keys, module_names
+from reconcile.adapters.base import Adapter, capture_output, exact_number, fcm_keys, keep, kept, module_names
 from reconcile.records import Number, ToolLayer, ToolRun
+
+
+SUMMARY = "torchscan.summary"
+
+
+def _summary(model: Any, inputs: tuple[Any, ...]) -> tuple[dict[str, Any], list[str], list[str], Any]:
+    """``torchscan.summary(deepcopy(model), args=inputs)``, what it printed and logged captured:
+    ``(report, warnings, module tracker log lines, the model it ran on)``. Both views make this one
+    call: in a model group the view that runs first keeps the report for the other
+    (``base.keep``), which then reads the rows of ``model`` itself, the same module tree as the
+    copy's (``tests/test_torchscan_once.py``: the same records as with a call each)."""
+    from importlib.util import find_spec
+
+    found_at = find_spec("torchscan")  # the module this run imports (a pinned version's folder makes its own call)
+    call = f"{SUMMARY} of {found_at.origin if found_at is not None else None}"
+    found = kept(call)
+    if found is not None:
+        report, warned, logged = found
+        return report, list(warned), list(logged), model
+    # torchscan removes its hooks and restores the training flags; a copy keeps the caller's
+    # model out of a failed run all the same
+    work = copy.deepcopy(model)
+    with capture_output(loggers=("torch.utils.module_tracker",)) as cap:
+        import torchscan
+
+        report = torchscan.summary(work, args=tuple(inputs))
+    keep(call, (report, tuple(cap.warnings), tuple(cap.log)))
+    return report, cap.warnings, cap.log, work
 
 
 def _known(result: Any) -> Any:
@@ -52,16 +80,10 @@ class TorchscanAdapter(Adapter):
         return "torchscan.summary(deepcopy(model), args=inputs)"
 
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
-        # torchscan removes its hooks and restores the training flags; a copy keeps the caller's
-        # model out of a failed run all the same
-        work = copy.deepcopy(model)
+        report, warned, _, work = _summary(model, inputs)
         names = module_names(work)
         by_path = {path: names[id(m)] for path, m in work.named_modules()}
         types = {path: type(m).__name__ for path, m in work.named_modules()}
-        with capture_output() as cap:
-            import torchscan
-
-            report = torchscan.summary(work, args=tuple(inputs))
         rows: dict[str, dict[str, Any]] = {}
         calls: dict[str, int] = {}
         for layer in report["layers"]:
@@ -86,7 +108,7 @@ class TorchscanAdapter(Adapter):
             units={"macs": "MACs", "params": "params"},
             layers=layers,
             unattributed={},
-            warnings=tuple([*cap.warnings, *diagnostics]),
+            warnings=tuple([*warned, *diagnostics]),
             notes=(
                 "summary(model, args=inputs): the model's own inputs instead of input_shape's random ones",
                 f"MACs status: {totals['macs']['status']} (torchscan prints a partial total as 'known')",
@@ -116,14 +138,10 @@ class TorchscanOpsAdapter(Adapter):
         return "torchscan.summary(deepcopy(model), args=inputs)['operator_flops']"
 
     def _run(self, model: Any, inputs: tuple[Any, ...]) -> ToolRun:
-        work = copy.deepcopy(model)
+        report, warned, logged, work = _summary(model, inputs)
         names = module_names(work)
-        keys = fcm_keys(work)  # before the run: torchscan's forward cannot rename anything
+        keys = fcm_keys(work)
         by_path = {path: names[id(m)] for path, m in work.named_modules()}
-        with capture_output(loggers=("torch.utils.module_tracker",)) as cap:
-            import torchscan
-
-            report = torchscan.summary(work, args=tuple(inputs))
         ops = report["operator_flops"]
         calls: dict[str, int] = {}
         for layer in report["layers"]:
@@ -156,7 +174,7 @@ class TorchscanOpsAdapter(Adapter):
             units={k: "FLOPs" for k in headline},
             layers=tuple(layers),
             unattributed=unattributed,
-            warnings=tuple([*cap.warnings, *cap.log, *diagnostics]),
+            warnings=tuple([*warned, *logged, *diagnostics]),
             notes=(
                 "summary(model, args=inputs): the model's own inputs instead of input_shape's random ones",
                 f"Operator forward FLOPs status: {total['status']} (torchscan prints a partial total as 'known')",
