@@ -222,7 +222,7 @@ def _on_shapes(adapter: Any, job: Job, device: str, attempt: Callable[[str], Too
     and the run there is ``ok``; else None, and the job runs on ``device`` as it would without.
 
     Only for a tool whose numbers, warnings and notes read shapes alone: its run on meta is the
-    run it makes on real tensors, field for field (``tests/test_shapes_device.py`` checks it on
+    run it makes on real tensors, field for field (``tests/meta_proof.py`` checks it on
     every zoo sample), without the cost of building real weights and running real kernels. A model
     that cannot run on meta (a forward that reads values) is simply counted on ``device``; nothing
     in the run differs, so nothing says so."""

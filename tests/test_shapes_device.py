@@ -1,9 +1,10 @@
 """A tool the runner tries on meta first (``Adapter.shapes_device``, ``worker._on_shapes``) makes
 there the run it makes on CPU, field for field (numbers, per-layer rows, warnings, notes; only the
-seconds differ), on every zoo sample: torchvision's CI models, the timm sample and the transformers
-sample. A model it cannot run on meta is counted on CPU by the runner, so only the models where the
-meta run is ``ok`` are compared, and the CPU run must then be ``ok`` too (a meta run that succeeds
-where the CPU run fails would change the tool's result).
+seconds differ), on every zoo sample: the proof is in the zoo files, which compare their own
+records (made on meta wherever the model runs there) with the tool's run on CPU
+(``tests/meta_proof.py``, from ``tests/test_zoo_tools.py``: torchvision's CI models, and
+``tests/test_zoo_realworld.py``: the timm and transformers samples). Here: the runner does build
+and count on meta first, and a model it cannot run on meta is counted on CPU with nothing said.
 
 Found by measuring (2026-12-04), not assumed: thop and ultralytics-thop also gave equal runs on the
 five models tried, but the fault tests use thop as the tool that meets a fault on real tensors, and
@@ -15,47 +16,47 @@ vit_tiny_patch16_224's operator total 2,507,366,400 on meta against 2,149,702,65
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import replace
 
-import pytest
 import torch
 from torch import nn
 
-from reconcile import models, tools, zoo
-from reconcile.runner import Job, run_jobs
-from reconcile.worker import _resolve
-
-SHAPES_TOOLS = tuple(name for name, t in tools.all_tools().items() if getattr(_resolve(t.adapter), "shapes_device", None))
+from reconcile.runner import Job, build_model, run_jobs
+from tests.meta_proof import SHAPES_TOOLS
 
 
-def test_the_tools_tried_on_meta_are_the_ones_this_file_proves():
-    # the proof below covers these; a tool given a shapes_device must be added here and proven
+def test_the_tools_tried_on_meta_are_the_ones_the_zoo_files_prove():
+    # tests/meta_proof.py covers these; a tool given a shapes_device is proven there on every sample
     assert SHAPES_TOOLS == ("pthflops",)
 
 
-SAMPLES = {"torchvision": zoo.ZOO_CI, "timm": zoo.TIMM_SAMPLE, "transformers": zoo.TRANSFORMERS_SAMPLE}
+BUILDS = os.path.join(tempfile.gettempdir(), "reconcile-shapes-builds")
 
 
-@pytest.mark.parametrize("source", list(SAMPLES))
-def test_a_run_on_meta_is_the_run_on_cpu(source):
-    jobs = []
-    for name in SAMPLES[source]:
-        spec = models.resolve(name)
-        inputs = tuple(models.default_inputs(spec))
-        jobs += [Job(name, tool, inputs=inputs, device=device) for tool in SHAPES_TOOLS for device in ("cpu", "meta")]
-    runs = run_jobs(jobs, workers=2, timeout=600)
-    compared, differ = 0, []
-    for job, cpu, meta in zip(jobs[::2], runs[::2], runs[1::2]):
-        if meta.status != "ok":
-            continue  # counted on CPU by the runner: nothing to prove
-        compared += 1
-        if replace(cpu, seconds=0.0) != replace(meta, seconds=0.0):
-            differ.append(f"{job.tool} on {job.model}: cpu {cpu.status} {cpu.headline} / meta {meta.headline}")
-    assert not differ, "\n".join(differ)
-    print(f"{source}: {compared} of {len(jobs) // 2} runs on meta compared equal")
-    # the proof is not empty: meta runs on some of the sample, or the tool runs on none of it at all
-    # (pthflops takes one input tensor: none of the transformers sample)
-    assert compared > 0 or all(r.status != "ok" for r in runs[::2])
+def logged_build(name: str, device: str):
+    """``build_model``, each device it builds on appended to ``BUILDS`` (the workers share the
+    temporary folder of the process that started them)."""
+    with open(BUILDS, "a") as f:
+        f.write(device + "\n")
+    return build_model(name, device)
+
+
+def _devices_built(job: Job):
+    try:
+        run, = run_jobs([job], workers=1, share=False, build=f"{__name__}:logged_build")
+        with open(BUILDS) as f:
+            return run, f.read().split()
+    finally:
+        if os.path.exists(BUILDS):
+            os.remove(BUILDS)
+
+
+def test_a_model_that_runs_on_meta_is_built_and_counted_there_only():
+    # squeezenet1_1 at 1x3x224x224: pthflops counts it on meta; no CPU weights are made
+    run, devices = _devices_built(Job("squeezenet1_1", "pthflops", input_shape=(1, 3, 224, 224)))
+    assert run.status == "ok" and devices == ["meta"]
 
 
 class ReadsValues(nn.Module):
@@ -88,6 +89,7 @@ def test_a_model_meta_cannot_run_is_counted_on_cpu_with_nothing_said():
                                   Job(name, "pthflops", input_shape=shape, device="cpu"),
                                   Job(name, "pthflops", input_shape=shape)], workers=2)
     assert meta.status == "failed" and cpu.status == "ok"
+    assert _devices_built(Job(name, "pthflops", input_shape=shape))[1] == ["meta", "cpu"]  # tried there first
     # pthflops' conv: 4 x 6 x 6 outputs x 3 x 9 = 3,888 (no bias); nonzero has no rule (0)
     assert cpu.headline == {"flops": 3888}
     assert replace(chosen, seconds=0.0) == replace(cpu, seconds=0.0)

@@ -12,6 +12,7 @@ import pytest
 
 from reconcile import conventions, models, pipeline, tools, zoo
 from reconcile.config import RunConfig
+from tests import meta_proof
 
 SAMPLE = zoo.TIMM_SAMPLE + zoo.TRANSFORMERS_SAMPLE
 
@@ -214,3 +215,13 @@ def test_a_tool_said_not_to_run_fails(runs):
                 run = next(r for r in mr.runs if r.tool == tool)
                 assert run.status == "failed", (name, tool, why)
     assert said > 0
+
+
+@pytest.mark.slow
+def test_a_tool_run_on_meta_reports_its_run_on_cpu(runs):
+    # pthflops, tried on meta first: each record of the sample equals pthflops' run on CPU
+    # (tests/meta_proof.py); pthflops takes one input tensor, so none of the transformers sample
+    compared, differ = meta_proof.differences(runs)
+    assert not differ, "\n".join(differ)
+    failing = {model for model, tool in KNOWN_FAILURES if tool in meta_proof.SHAPES_TOOLS}
+    assert compared == len(SAMPLE) - len(failing) > 0

@@ -13,6 +13,7 @@ import pytest
 
 from reconcile import pipeline, tools, zoo
 from reconcile.config import RunConfig
+from tests import meta_proof
 
 # (model, tool) -> (rows explained, rows) for the rows not yet explained. flopcountermode: every row
 # explained on all 15 (measured 2026-12-01; vit_b_32's fused CPU attention is named, not a gap)
@@ -57,12 +58,17 @@ def test_subset_spans_every_family():
 
 
 @pytest.fixture(scope="module")
-def reports() -> dict:
+def runs() -> dict[str, pipeline.ModelRuns]:
     out = {}
     for mr in pipeline.collect(list(zoo.ZOO_CI), RunConfig(timeout=600)):
         assert not mr.error, (mr.name, mr.error)
-        out[mr.name] = pipeline.reconcile_model(mr)
+        out[mr.name] = mr
     return out
+
+
+@pytest.fixture(scope="module")
+def reports(runs) -> dict:
+    return {name: pipeline.reconcile_model(mr) for name, mr in runs.items()}
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +103,12 @@ def test_the_zoo_page_gives_each_model_its_figures_and_each_failure_its_reason(r
     for (model, tool), status in KNOWN_FAILURES.items():
         run = next(t.run for t in reports[model].tools if t.tool == tool)
         assert f"{tool}" in listed[model] and f"`{run.error_type}`" in listed[model], (model, tool, listed[model])
+
+
+@pytest.mark.slow
+def test_a_tool_run_on_meta_reports_its_run_on_cpu(runs):
+    # pthflops, tried on meta first: each record of this zoo equals pthflops' run on CPU (tests/meta_proof.py)
+    compared, differ = meta_proof.differences(runs)
+    assert not differ, "\n".join(differ)
+    failing = {model for model, tool in KNOWN_FAILURES if tool in meta_proof.SHAPES_TOOLS}
+    assert compared == len(zoo.ZOO_CI) - len(failing) > 0  # all but the 3 models pthflops fails on

@@ -35,7 +35,7 @@ class PthflopsAdapter(Adapter):
     name = "pthflops"
     distribution = "pthflops"
     # its count is fx node shapes alone: tried on meta first (the runner's ``_on_shapes``), the same
-    # run field for field on every zoo sample (tests/test_shapes_device.py), at a fraction of the CPU
+    # run field for field on every zoo sample (tests/meta_proof.py), at a fraction of the CPU
     # run's cost (vgg16: 0.04 s against 0.66 s); a model meta cannot run is counted on CPU as ever
     shapes_device = "meta"
 
