@@ -265,12 +265,19 @@ def test_small_model_counts(tool, case):
             assert [layer.calls for layer in run.layers if layer.key == key] == [calls]
 
 
-@pytest.mark.parametrize("tool", ["thop", "ptflops"])
-def test_shared_module_rows_name_the_module_once(tool):
-    # both paths of the shared Linear are rows of the module's first name, "0.0"
+def test_shared_module_rows_name_the_module_once():
+    # ptflops: both paths of the shared Linear are rows of the module's first name, "0.0"
     model, inputs = _build("shared")
-    run = ADAPTERS[tool]().run(model, inputs)
+    run = ADAPTERS["ptflops"]().run(model, inputs)
     assert [(layer.module, layer.key, layer.calls) for layer in run.layers] == [("0.0", "0.0", 2), ("0.0", "1.0", 2)]
+
+
+def test_thop_adds_a_shared_module_under_each_path():
+    # thop's dfs_count adds the shared Linear under both parents: the first path is its name, the
+    # other keeps its own ("1.0"), each with the module's calls and thop's whole count for it
+    model, inputs = _build("shared")
+    run = ADAPTERS["thop"]().run(model, inputs)
+    assert [(layer.module, layer.key, layer.calls) for layer in run.layers] == [("0.0", "0.0", 2), ("1.0", "1.0", 2)]
 
 
 def test_thop_row_params_sum_to_total():

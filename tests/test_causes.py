@@ -358,6 +358,36 @@ def test_cause_params_buffers():
     assert causes(ex, "layer_params") == {"params_buffers": 7}
 
 
+class _SharedConv(nn.Module):
+    """One Conv2d registered three times: as ``conv``, as ``again`` beside it (coat's ParallelBlock
+    holds one Mlp as mlp2, mlp3 and mlp4) and as ``block.conv`` (coat's cpe modules, held by the
+    root and by each block of their stage)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, bias=False)
+        self.again = self.conv
+        self.block = nn.Module()
+        self.block.conv = self.conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_cause_shared_module():
+    # conv 1->2 k3 on 1x1x4x4: 2 x 2 x 2 outputs x 9 = 72 MACs, 18 weights, one call. thop's
+    # model.apply(add_hooks) reaches it by 2 paths, conv and block.conv (children() gives the
+    # root's conv once, not again as "again"): 2 hooks count the call
+    # twice, total_ops 144; dfs_count adds it under both paths: 144 + 144 = 288 MACs, and its
+    # total_params 18 twice: 36. shared_module: 288 - 72 = 216 MACs, 18 parameters
+    ex = run("thop", _SharedConv(), 1, 1, 4, 4)
+    assert ex.run.headline == {"macs": 288, "params": 36}
+    assert {r.module: r.raw for r in ex.run.layers} == {"conv": {"ops": 144, "params": 18},
+                                                        "block.conv": {"ops": 144, "params": 18}}
+    assert causes(ex) == {"shared_module": 216}
+    assert causes(ex, "params") == {"shared_module": 18}
+
+
 def test_every_cause_has_a_test():
     module = sys.modules[__name__]
     tested = {name.removeprefix("test_cause_") for name in dir(module) if name.startswith("test_cause_")}

@@ -12,8 +12,9 @@ Guarantees, for a run with status ``ok``:
   as 0 ops and 0 params). ``raw = {"ops": ..., "params": ...}`` is thop's own pair for that
   entry. Rows are exclusive: a terminal entry has no descendants in thop's tree. ``key`` is the
   dotted path through the nested dict. A module reachable through two parents gets one row per
-  path, both named by its first ``named_modules()`` name: thop's ``model.apply`` hooks it once
-  per path (so each call is counted once per path) and ``dfs_count`` reports it under each.
+  path, the first named by its ``named_modules()`` name, each other by its own path: thop's
+  ``model.apply`` hooks it once per path (so each call is counted once per path) and
+  ``dfs_count`` adds it under each.
   ``calls`` counts forward calls of the module during thop's single forward pass.
   If the root is itself terminal (e.g. a bare ``nn.Conv2d``) it is row ``""``; otherwise a
   row ``""`` appears only if the root's own ``total_ops`` is non-zero, holding exactly that.
@@ -32,6 +33,7 @@ import contextlib
 import copy
 import logging
 import re
+from dataclasses import replace
 from typing import Any, Iterator
 
 from reconcile.adapters.base import Adapter, ToolFailure, capture_output, counting_calls, exact_number, module_names
@@ -96,7 +98,10 @@ class ThopAdapter(Adapter):
                 if sub:
                     walk(child, key, sub)
                 else:
-                    layers.append(self._layer(child, names, calls, key, ops, prm))
+                    layer = self._layer(child, names, calls, key, ops, prm)
+                    # a module registered under several parents: dfs_count adds it under each
+                    # path, a row each; the first path is its name, each other keeps its path
+                    layers.append(layer if key == layer.module else replace(layer, module=key))
 
         walk(work, "", tree)
         # dfs_count adds the root's own total_ops and never its parameters.

@@ -73,6 +73,9 @@ CAUSES: dict[str, tuple[str, str]] = {
     "pool_kernel_1d": ("convention", "reads an integer pooling kernel_size k as k elements instead of k x k (a 1-D "
                        "window) in a 2-D or 3-D pool (torchscan's MaxPool / AvgPool)"),
     "params_buffers": ("convention", "counts buffers (BatchNorm's running statistics) in a layer's parameter figure"),
+    # after params_buffers, so that every cause above keeps its colour
+    "shared_module": ("coverage", "counts a module registered under several parents once per parent, its whole "
+                      "count each time (thop's dfs_count walks named_children() with no memo)"),
 }
 
 

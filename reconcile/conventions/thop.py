@@ -51,6 +51,29 @@ def _cell_ops(kind: str, i: int, h: int, bias: bool) -> tuple[int, int, int]:
     return 4 * h * (i + h), 8 * h if bias else 0, 4 * h + 3 * h + h
 
 
+def walked_paths(native: NativeCount) -> set[str]:
+    """The paths to modules that ``children()`` walks (thop's ``model.apply`` and ``dfs_count``):
+    every path of every module (its name and its ``_aliases``, ``named_modules(remove_duplicate=
+    False)``) except where a parent holds the same module under two names: ``named_children()``
+    gives it once, under the first, so a path through a later name is not walked (coat's
+    ParallelBlock holds one Mlp as mlp2, mlp3 and mlp4)."""
+    paths_of = {r.name: (r.name, *r.attrs.get("_aliases", ())) for r in native.rows}
+    owner = {p: name for name, ps in paths_of.items() for p in ps}
+
+    def parent(path: str) -> str:
+        return path.rsplit(".", 1)[0] if "." in path else ""
+
+    def first_in_parent(path: str) -> bool:
+        return next(p for p in paths_of[owner[path]] if parent(p) == parent(path)) == path
+
+    walked = set()
+    for path in owner:
+        parts = path.split(".") if path else []
+        if all(first_in_parent(".".join(parts[:i])) for i in range(1, len(parts) + 1)):
+            walked.add(path)
+    return walked
+
+
 class ThopConvention(Convention):
     tool = "thop"
     unit = "MACs"
@@ -72,14 +95,24 @@ class ThopConvention(Convention):
         RuleDoc("MultiheadAttention, GELU, SiLU, Embedding, GroupNorm, ...", "no rule: 0 ops and 0 params"),
         RuleDoc("params", "sum(m.parameters()) of modules with a rule that ran; tied weights once per module; container-owned parameters missed"),
         RuleDoc("repeated modules", "ops summed over calls; params once"),
+        RuleDoc("shared modules", "a module registered under k parents (named_children() paths) is hooked k times, so each "
+                "call counts k times, and dfs_count adds its total_ops and total_params under each path: k^2 x its "
+                "MACs, k x its params (shared_module)"),
         RuleDoc("batch", "whole batch"),
     )
 
     def predict(self, native: NativeCount) -> Prediction:
         tree = common.Tree(native)
+        walked = walked_paths(native)
         layers: list[LayerPrediction] = []
-        for row in tree.terminal(lambda r: r.attrs.get("class") in REGISTERED and r.attrs.get("class") != f"{_NN}container.Sequential"):
-            layers.append(self._row(tree, row))
+        holders = {p.rsplit(".", 1)[0] for p in walked if "." in p}
+        stops = lambda r: r.attrs.get("class") in REGISTERED and r.attrs.get("class") != f"{_NN}container.Sequential"  # noqa: E731
+        for row in tree.terminal(stops):
+            if not stops(row) and row.name in holders:
+                continue  # its children are registered first elsewhere: dfs_count adds them here as their other paths
+            others = [p for p in row.attrs.get("_aliases", ()) if p in walked]
+            layers.append(self._row(tree, row, 1 + len(others)))
+            layers.extend(self._other_paths(row, layers[-1], others))
         if not layers:
             layers.append(self._row(tree, tree.rows[""]))
         layers.extend(common.uncovered_rows(tree, layers, "ops", "params", self.tool))
@@ -88,7 +121,7 @@ class ThopConvention(Convention):
         return Prediction(self.tool, self.metric, self.unit, tuple(layers), headline={"macs": ops, "params": params},
                           headline_reference={"macs": ops, "params": params})
 
-    def _row(self, tree: "common.Tree", row: ModuleRow) -> LayerPrediction:
+    def _row(self, tree: "common.Tree", row: ModuleRow, paths: int = 1) -> LayerPrediction:
         cls = row.attrs.get("class", "")
         ref_ops = tree.macs(row.name)
         ref_params = tree.params(row.name)
@@ -114,9 +147,35 @@ class ThopConvention(Convention):
                 ops_terms.append(Term("formula", diff, "thop.formula", Phrase("thop's {type!s} formula gives {v} "
                                       "where the MAC count is {ref_ops}", {"type": row.type, "v": ref_ops + diff,
                                                                            "ref_ops": ref_ops})))
+        # a module registered under several parents (coat's cpe1, held by the root and by each
+        # serial block of its stage) is reached by model.apply once per path: its hook is
+        # registered, and so counts each call, once per path (params are set, not added)
+        if paths > 1 and cls in REGISTERED and ops:
+            ops_terms.append(Term("shared_module", (paths - 1) * ops, "thop.shared_module.hooks",
+                                  Phrase("thop's model.apply(add_hooks) reaches {type!s} by {paths} paths, so {paths} "
+                                         "hooks count each call: {ops} counted {paths} times",
+                                         {"type": row.type, "paths": paths, "ops": ops})))
+            ops *= paths
         params_terms = common.param_terms(self.tool, row, params, ref_params, registered=cls in REGISTERED)
         return LayerPrediction(row.name, row.type, row.calls, {"ops": ref_ops, "params": ref_params},
                                {"ops": ops, "params": params}, {"ops": tuple(ops_terms), "params": params_terms})
+
+    @staticmethod
+    def _other_paths(row: ModuleRow, first: LayerPrediction, others: list[str]) -> list[LayerPrediction]:
+        """dfs_count walks named_children() with no memo: a module registered under several parents
+        is added to the total once per path, each time with its whole total_ops and total_params
+        (the adapter's row of each other path is named by that path). Nothing native counts there."""
+        out = []
+        for path in others:
+            got = {"ops": first.predicted["ops"], "params": first.predicted["params"]}
+            terms = {m: tuple(Term("shared_module", v, f"thop.shared_module.{m}",
+                                   Phrase("thop's dfs_count reaches {type!s} {name!s} again by {path!s} and adds "
+                                          "its {v} " + ("ops" if m == "ops" else "parameters") + " once more",
+                                          {"type": row.type, "name": row.name, "path": path, "v": v}))
+                              for _ in (0,) if v)
+                     for m, v in got.items()}
+            out.append(LayerPrediction(path, row.type, row.calls, {"ops": 0, "params": 0}, got, terms))
+        return out
 
     def _call_ops(self, row: ModuleRow, call, terms: list[Term]) -> int:
         """thop's count for one call, adding a term for every part outside the MAC reference."""
