@@ -50,6 +50,8 @@ Totals (Global, per op, forward and backward) are exact.
 
 from __future__ import annotations
 
+import bisect
+
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -158,12 +160,11 @@ class Work:
 
 def forward_work(native: NativeCount, row: ModuleRow) -> Work:
     """The forward ops of one native row (exclusive) as FCM counts them on CPU."""
-    from reconcile.conventions.ptflops_aten import AtenWork, fused_where_run
+    from reconcile.conventions.ptflops_aten import AtenWork, attention_bmm, fused_where_run
 
     work = Work()
     sdpa = _SDPA_MARK in row.ops
     unfused = [c.components for c in row.torch_calls if c.func == _SDPA and not fused_where_run(native, c)]
-    unfused_macs = sum(c.get("macs", 0) for c in unfused)
     for op, comps in row.op_components.items():
         macs = comps.get("macs", 0)
         if op.startswith("module::"):  # a recurrent layer: the aten ops CPU runs it as
@@ -174,9 +175,10 @@ def forward_work(native: NativeCount, row: ModuleRow) -> Work:
             for reason, (m, f) in rnn.missed.items():
                 work.miss("aten.mkldnn_rnn_layer" if "LSTM" in reason else reason, m, f)
         elif op == "aten::bmm" and sdpa:
-            if unfused_macs:
-                work.counted["aten.bmm"] += unfused_macs
-            fused = {k: v - (unfused_macs if k == "macs" else 0) for k, v in comps.items()}
+            counted, fused_macs = attention_bmm(native, row, macs)
+            if counted:
+                work.counted["aten.bmm"] += counted
+            fused = {**comps, "macs": fused_macs}
             extra = flops_of(dict(row.op_components.get(_SDPA_MARK, {}))) - sum(
                 flops_of({k: v for k, v in c.items() if k != "macs"}) for c in unfused)
             if fused.get("macs", 0):
@@ -330,13 +332,17 @@ class FlopCounterModeConvention(Convention):
         held: dict[str, Work] = defaultdict(Work)
         root = Work()  # FCM's Global
         shared = callers(native, tree)
+        # FCM's tracker names a module by its named_modules() name whichever path called it: a
+        # shared module on a caller's path (serial_blocks1.0.cpe is coat's cpe1) holds the work as cpe1
+        canonical = {alias: r.name for r in native.rows for alias in r.attrs.get("_aliases", ())}
         for r in native.rows:
             root.add(own[r.name])
             held[r.name].add(own[r.name])
             for path, share in shared.get(r.name, ((r.name, 1),)):
                 for above in _above(path):
-                    if above in tree.rows:
-                        held[above].add(own[r.name], share)
+                    holder = above if above in tree.rows else canonical.get(above)
+                    if holder is not None:
+                        held[holder].add(own[r.name], share)
         training = native.training is not None
         if training:
             for r in native.rows:
@@ -418,9 +424,13 @@ def callers(native: NativeCount, tree: common.Tree) -> dict[str, tuple[tuple[str
     """For a module reachable by more than one path (a shared block): each path it was called
     through, with that path's share of its work. Paths come from its parameters' aliases (a
     parameter of ``x.m`` also registered as ``y.m.0.weight`` puts the module at ``y.m.0``); each call
-    goes to the path whose nearest called ancestor started a call last before it (the caller
-    still running), weighted by the call's MACs (by calls when it has none). Modules with one
-    path are absent: their work is held by their ``named_modules()`` ancestors."""
+    goes to the path whose nearest called ancestor started a call last before it and is still
+    running, weighted by the call's MACs (by calls when it has none). Shared ancestors are passed
+    over (coat's cpe1 is called only from its serial blocks, so its own calls name no caller), and
+    an ancestor's call counts as ended once a module outside it has started since (the native
+    count records when calls start, not when they end: a module called by the root right after
+    a block that also holds it returned, with no module call between, goes to the block). Modules
+    with one path are absent: their work is held by their ``named_modules()`` ancestors."""
     paths: dict[str, set[str]] = defaultdict(set)
     for p in native.params:
         owner, _, leaf = p.name.rpartition(".")
@@ -429,18 +439,34 @@ def callers(native: NativeCount, tree: common.Tree) -> dict[str, tuple[tuple[str
             if other_leaf == leaf and other != owner and other not in tree.rows and owner in tree.rows:
                 paths[owner].add(other)
     out: dict[str, tuple[tuple[str, Fraction], ...]] = {}
+    if not paths:
+        return out
+    starts = sorted((c.order, r.name) for r in native.rows for c in r.call_records)
+    orders = [o for o, _ in starts]
+    paths_of = {r.name: (r.name, *r.attrs.get("_aliases", ())) for r in native.rows}
+
+    def inside(module: str, above: str) -> bool:
+        return not above or any(p.startswith(above + ".") for p in paths_of.get(module, (module,)))
+
+    def caller_start(path: str, order: int) -> int:
+        """When the call of ``path``'s nearest called ancestor that holds ``order`` began; -1 when
+        that ancestor's last call before it had ended (a call of a module outside it came between:
+        coat's root calls cpe2 itself after serial_blocks2.1 has returned)."""
+        for above in _above(path):
+            row_above = tree.rows.get(above)
+            # an ancestor that is itself shared (coat's cpe1, called only from inside its serial
+            # blocks) runs for whichever path called it: it says nothing about this path
+            if row_above is not None and row_above.call_records and not row_above.attrs.get("_aliases"):
+                began = max((c.order for c in row_above.call_records if c.order < order), default=-1)
+                between = starts[bisect.bisect_right(orders, began):bisect.bisect_left(orders, order)]
+                return began if all(inside(m, above) for _, m in between) else -1
+        return -1
+
     for name, others in paths.items():
         row = tree.rows[name]
         if not row.call_records:
             continue
         candidates = [name, *sorted(others)]
-
-        def caller_start(path: str, order: int) -> int:
-            for above in _above(path):
-                row_above = tree.rows.get(above)
-                if row_above is not None and row_above.call_records:
-                    return max((c.order for c in row_above.call_records if c.order < order), default=-1)
-            return -1
 
         weights: dict[str, int] = defaultdict(int)
         by_macs = any(c.components.get("macs", 0) for c in row.call_records)
