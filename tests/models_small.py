@@ -42,6 +42,34 @@ class BiasedAttention(nn.Module):
         return F.scaled_dot_product_attention(x, x, x, attn_mask=mask)
 
 
+class LookupAttention(nn.Module):
+    """timm's maxvit_tf attention in small: its mask made by a bmm of its own (a relative-position
+    table, 2x4x4, times a 2x4x4 lookup: 2 x 4 x 4 x 4 = 128 MACs) beside the attention call on x
+    (1x2x4x8, q = k = v = x: 2 x (2 x 4 x 4 x 8) = 512 MACs). ``learned``: the table is a parameter,
+    so the mask requires grad when tools run with grad (CPU's math path); else a buffer (fused)."""
+
+    def __init__(self, learned: bool) -> None:
+        super().__init__()
+        if learned:
+            self.table = nn.Parameter(torch.ones(2, 4, 4))
+        else:
+            self.register_buffer("table", torch.ones(2, 4, 4))
+        self.register_buffer("lookup", torch.eye(4).expand(2, 4, 4).contiguous())
+
+    def forward(self, x):
+        mask = torch.bmm(self.table, self.lookup).unsqueeze(0)
+        return F.scaled_dot_product_attention(x, x, x, attn_mask=mask)
+
+
+class OneKvHead(nn.Module):
+    """timm's MultiQueryAttention2d in small: q = x (1x4x4x8, 4 heads), one k and v head
+    (x[:, :1], 1x1x4x8) that CPU broadcasts without enable_gqa: 2 x (4 x 4 x 4 x 8) = 1,024 MACs."""
+
+    def forward(self, x):
+        kv = x[:, :1]
+        return F.scaled_dot_product_attention(x, kv, kv)
+
+
 class Functional(nn.Module):
     """Work done in the module's own forward: functional relu, residual add, matmul, interpolate."""
 

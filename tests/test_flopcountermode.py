@@ -14,7 +14,7 @@ from reconcile import conventions
 from reconcile.adapters.flopcountermode import FlopCounterModeAdapter, fcm_keys
 from reconcile.report.sentences import sentence
 from tests.harness import assert_explained, explain, explain_in_process
-from tests.models_small import SMALL_MODELS, BiasedAttention
+from tests.models_small import SMALL_MODELS, BiasedAttention, LookupAttention, OneKvHead
 
 TOOL = "flopcountermode"
 
@@ -63,6 +63,24 @@ def test_attention_fused_on_cpu_has_no_formula(learned, flops, missed):
     model = nn.Sequential(BiasedAttention(learned)).eval()
     ex = explain_in_process(TOOL, model, (torch.randn(1, 2, 4, 8),))
     assert ex.raw_total == flops
+    assert ex.causes.get("unsupported_op", 0) == missed
+    assert_explained(ex)
+
+
+@pytest.mark.parametrize("tool", [TOOL, "ptflops-aten"])
+@pytest.mark.parametrize("model, flops, missed", [
+    # the mask's own bmm (128 MACs) is counted beside a fused attention call: 2 x 128 = 256 FLOPs
+    # (ptflops-aten: 128 MACs), the call's 512 MACs run fused (no formula)
+    (lambda: LookupAttention(learned=False), 256, -512),
+    # a learned table: the math path, its two bmm counted too: 2 x (128 + 512) = 1,280 FLOPs
+    (lambda: LookupAttention(learned=True), 1280, 0),
+    # one k and v head broadcast to 4: fused on CPU, its 1,024 MACs under no formula
+    (OneKvHead, 0, -1024),
+], ids=["lookup-fused", "lookup-math", "one-kv-head"])
+def test_a_bmm_beside_attention_and_one_kv_head(tool, model, flops, missed):
+    x = torch.randn(1, 2 if model is not OneKvHead else 4, 4, 8)
+    ex = explain_in_process(tool, nn.Sequential(model()).eval(), (x,))
+    assert ex.raw_total == (flops if tool == TOOL else flops // 2)
     assert ex.causes.get("unsupported_op", 0) == missed
     assert_explained(ex)
 
@@ -128,6 +146,61 @@ def test_a_shared_module_is_held_by_the_caller_of_each_call():
     assert dict(callers(native, Tree(native))) == {"x.m": (("x.m", Fraction(1, 2)), ("y.m.0", Fraction(1, 2)))}
     ex = explain_in_process(TOOL, model, inputs)
     assert {le.module: le.predicted["flops"] for le in ex.layers} == {"": 64, "x": 32, "x.m": 64, "y": 32, "y.m": 32}
+    assert_explained(ex)
+
+
+class _Pos(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4, bias=False)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class _CoatBlock(nn.Module):
+    def __init__(self, cpe: nn.Module) -> None:
+        super().__init__()
+        self.cpe = cpe
+        self.fc = nn.Linear(4, 4, bias=False)
+
+    def forward(self, x):
+        return self.fc(self.cpe(x))
+
+
+class _CoatLike(nn.Module):
+    """timm's coat in small: the position encoder ``cpe`` (a container) is registered at the root
+    and in ``block`` (``block.cpe``); block calls it inside, and the root calls it itself after
+    block has returned and ``act`` has run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpe = _Pos()
+        self.block = _CoatBlock(self.cpe)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.cpe(self.act(self.block(x)))
+
+
+def test_a_shared_container_is_held_by_the_caller_still_running():
+    from reconcile.conventions.common import Tree
+    from reconcile.conventions.flopcountermode import callers
+    from reconcile.counter import count
+
+    model, inputs = _CoatLike().eval(), (torch.randn(1, 4),)
+    native = count(model, inputs)
+    # cpe.proj's weight is also block.cpe.proj.weight. Its first call runs inside block (cpe, the
+    # shared container on its way, says nothing of the caller); its second after block returned
+    # (act ran between): the root's. 1 x 4 x 4 = 16 MACs each, so each path holds half
+    assert {name: dict(shares) for name, shares in callers(native, Tree(native)).items()} == {
+        "cpe.proj": {"block.cpe.proj": Fraction(1, 2), "cpe.proj": Fraction(1, 2)}}
+    # FCM, 2 x 16 = 32 FLOPs a call: cpe.proj and cpe (the tracker's name for block.cpe too) both
+    # calls, 64; block its cpe call and fc, 64; block.fc 32; the root all three calls, 96
+    rows = {layer.module: layer.raw["flops"] for layer in FlopCounterModeAdapter().run(model, inputs).layers}
+    assert rows == {"": 96, "cpe": 64, "cpe.proj": 64, "block": 64, "block.fc": 32}
+    ex = explain_in_process(TOOL, model, inputs)
+    assert {le.module: le.predicted["flops"] for le in ex.layers} == rows
     assert_explained(ex)
 
 

@@ -43,7 +43,8 @@ def sdpa_fused_on_cpu(call: TorchCall) -> bool:
     """Whether CPU runs this scaled_dot_product_attention as the fused flash kernel (one op no tool
     has a rule for) or as its math decomposition (matmul, softmax, matmul: bmm that ptflops-aten
     counts). torch's CPU gate (``use_flash_attention_cpp``): 4-D q, k, v of one float dtype, one
-    batch, one head dim, the same heads (or q heads a multiple of k's with ``enable_gqa``), no
+    batch, one head dim, the same heads (or q heads a multiple of k's with ``enable_gqa``, or one k
+    and v head), no
     dropout, last dims contiguous, nonzero lengths, and a mask (if any) that does not require grad,
     of 2 dims or of 4 dims (1 or B, 1 or heads), whose last two dims are L or 1 and S or 1."""
     kw = dict(call.kwargs)
@@ -56,7 +57,9 @@ def sdpa_fused_on_cpu(call: TorchCall) -> bool:
     if dropout:
         return False
     gqa = bool(kw.get("enable_gqa")) and k.shape[1] and q.shape[1] % k.shape[1] == 0
-    heads_ok = q.shape[1] == k.shape[1] or gqa
+    # one k/v head broadcasts to q's heads without enable_gqa too (timm's MultiQueryAttention2d in
+    # mobilenetv4_hybrid: q 1x4x256x64, k and v 1x1x64x64 run fused; measured on torch 2.14.1)
+    heads_ok = q.shape[1] == k.shape[1] or gqa or k.shape[1] == 1
     if q.shape[0] != k.shape[0] or k.shape[:2] != v.shape[:2] or not heads_ok or not (q.shape[3] == k.shape[3] == v.shape[3]):
         return False
     if 0 in (q.shape[2], k.shape[2]) or not call.facts.get("last_dim_contiguous", True):
@@ -72,6 +75,18 @@ def sdpa_fused_on_cpu(call: TorchCall) -> bool:
             return m[0] in (1, q.shape[0]) and m[1] in (1, q.shape[1])
         return len(m) == 2
     return True
+
+
+def attention_bmm(native: NativeCount, row: ModuleRow, bmm_macs: int) -> tuple[int, int]:
+    """A row's ``aten::bmm`` MACs where it runs attention: ``(counted, fused)``. The fused calls'
+    MACs run as one kernel no tool has a rule for; the rest runs as bmm: the unfused calls' math
+    path and any bmm of the row outside attention (maxvit's relative position bias, an einsum
+    lookup beside its attention call). With no attention call recorded, all of it is fused."""
+    calls = [c for c in row.torch_calls if c.func == _SDPA]
+    if not calls:
+        return 0, bmm_macs
+    fused = sum(c.components.get("macs", 0) for c in calls if fused_where_run(native, c))
+    return bmm_macs - fused, fused
 
 
 def fused_where_run(native: NativeCount, call: TorchCall) -> bool:
@@ -100,16 +115,16 @@ class AtenWork:
         sdpa = SDPA_MARK in row.ops
         # attention calls CPU runs unfused (math path): their bmm are counted like any other
         unfused = [c.components for c in row.torch_calls if c.func == _SDPA and not fused_where_run(native, c)]
-        unfused_macs = sum(c.get("macs", 0) for c in unfused)
         for op, comps in row.op_components.items():
             if op.startswith("module::"):
                 self._recurrent(native, row, op)
             elif op == "aten::bmm" and sdpa:
-                if unfused_macs:
-                    self.buckets["aten.bmm"] += unfused_macs
-                    self.counted_macs += unfused_macs
-                    self.macs_by_key["aten.bmm"] += unfused_macs
-                fused = {k: v - (unfused_macs if k == "macs" else 0) for k, v in comps.items()}
+                counted, fused_macs = attention_bmm(native, row, comps.get("macs", 0))
+                if counted:
+                    self.buckets["aten.bmm"] += counted
+                    self.counted_macs += counted
+                    self.macs_by_key["aten.bmm"] += counted
+                fused = {**comps, "macs": fused_macs}
                 extra = flops_of(dict(row.op_components.get(SDPA_MARK, {}))) - sum(
                     flops_of({k: v for k, v in c.items() if k != "macs"}) for c in unfused)
                 if fused.get("macs", 0):
