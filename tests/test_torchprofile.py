@@ -110,6 +110,21 @@ def test_conv_net_by_hand():
     assert_explained(ex)
 
 
+@pytest.mark.parametrize("cin, cout, groups, tp, exact", [
+    # 1xCinx3x3 -> 1xCoutx6x6 (k2, stride 2). Native: 9 input positions x Cin x Cout/g x 4 taps.
+    # torchprofile: output elements x (Cin, or Cout/g when Cout == Cin) x 4
+    (4, 8, 1, 288 * 4 * 4, 36 * 8 * 4),  # 4,608 against 1,152 (lowformer's upsampling: 4x)
+    (4, 4, 1, 144 * 4 * 4, 36 * 4 * 4),  # 2,304 against 576
+    (4, 4, 2, 144 * 2 * 4, 36 * 2 * 4),  # 1,152 against 288
+])
+def test_transposed_conv_by_hand(cin, cout, groups, tp, exact):
+    model = nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, stride=2, groups=groups, bias=False)).eval()
+    run, ex = _run(model, (torch.randn(1, cin, 3, 3),))
+    assert run.headline == {"macs": tp}
+    assert ex.causes == {"formula": tp - exact}
+    assert_explained(ex)
+
+
 def test_norms_and_multiply_by_hand():
     # 1x5x6: ln (weight) 1 per element 30; plain (no weight) 0; x * 2 1 per output element 30
     # (in the root's forward); proj 5 tokens * 6 * 3 = 90. Total 150; native MACs 90.

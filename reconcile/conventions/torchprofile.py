@@ -28,8 +28,13 @@ the eager multiplies the trace keeps as ``aten::mul``; without the trace record,
 MultiheadAttention's size multiplies are known and the rest is a residual. A module whose result
 nothing returned uses is not in the trace: 0 (``dead_code``).
 
-Known limits (each a residual, nothing hidden): a transposed conv is costed by torchprofile as
-``N_out * Cin * K`` when ``Cout != Cin`` (predicted as native's MACs); an ``einsum`` with ``...``
+A transposed conv (an ``nn.ConvTranspose`` module) is costed by torchprofile's ``_convolution``
+as a convolution: output elements x channels x kernel, the channels Cin (or Cout / groups when
+Cout == Cin), where native counts each input element against Cout / groups outputs per kernel
+position (``formula``).
+
+Known limits (each a residual, nothing hidden): a functional ``conv_transpose`` in a parent's
+forward (predicted as native's MACs); an ``einsum`` with ``...``
 is 0 in torchprofile; ``grid_sample`` in nearest or bicubic mode (assumed bilinear).
 """
 
@@ -54,6 +59,7 @@ _MULS = ("aten::mul", "aten::mul_")
 _INTERPOLATE = {"aten::upsample_bilinear2d": 4, "aten::grid_sampler_2d": 4}
 _INSTANCE_NORM = "torch.nn.modules.instancenorm._InstanceNorm"
 _CONV = tuple(f"torch.nn.modules.conv.Conv{d}d" for d in (1, 2, 3))
+_CONV_T = tuple(f"torch.nn.modules.conv.ConvTranspose{d}d" for d in (1, 2, 3))
 # traced ops without a torchprofile handler for native work that has MACs: counted as 0
 _NO_HANDLER = ("aten::_convolution_mode", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu",
                "aten::_grouped_mm")  # transformers' mixture-of-experts: the experts' matrix products
@@ -147,6 +153,17 @@ def _own(row: ModuleRow, fv_muls: int) -> tuple[int, int, list[Term]]:
             terms.append(Term("interpolate", per * n, "torchprofile.interpolate",
                               Phrase("torchprofile counts {op!s} at {per!s} MACs per output element: {per!s} x {n}",
                                      {"op": op.removeprefix("aten::"), "per": per, "n": n})))
+    if row.attrs.get("class", "") in _CONV_T and "aten::convolution" in row.op_components:
+        got = sum(_transposed_conv(row, call) for call in row.call_records)
+        exact = row.op_components["aten::convolution"].get("macs", 0)
+        if got != exact:
+            tp += got - exact
+            terms.append(Term("formula", got - exact, "torchprofile.conv_transposed",
+                              Phrase("torchprofile costs {type!s} as a convolution: output elements x {cin} input "
+                                     "channels x kernel = {got}, where each of the input's elements meets {cout} "
+                                     "outputs per kernel position: {exact}",
+                                     {"type": row.type, "cin": _transposed_channels(row), "got": got,
+                                      "cout": row.attrs["out_channels"] // row.attrs["groups"], "exact": exact})))
     size_muls = fv_muls - real_muls
     if size_muls > 0:
         tp += size_muls
@@ -155,6 +172,20 @@ def _own(row: ModuleRow, fv_muls: int) -> tuple[int, int, list[Term]]:
                                  "0-dim tensors here, each 1 MAC to torchprofile (no eager op runs for them)",
                                  {"n": size_muls})))
     return tp, ref, terms
+
+
+def _transposed_channels(row: ModuleRow) -> int:
+    """The channels torchprofile's ``_convolution`` multiplies by for a transposed conv: its
+    weight is (Cin, Cout / groups, *kernel), and the handler reads it as a convolution's
+    (Cout, Cin / groups, ...) when the output's channels equal the weight's first dim (Cout == Cin:
+    Cout / groups), else takes that first dim (Cin)."""
+    a = row.attrs
+    return a["out_channels"] // a["groups"] if a["out_channels"] == a["in_channels"] else a["in_channels"]
+
+
+def _transposed_conv(row: ModuleRow, call) -> int:
+    """torchprofile's count for one call of a transposed conv: output elements x channels x kernel."""
+    return numel(call.outputs[0].shape) * _transposed_channels(row) * numel(row.attrs["kernel_size"])
 
 
 def _maps_to(row: ModuleRow, op: str, traced: str) -> bool:
