@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tests.harness import assert_explained, explain_in_process
@@ -53,6 +54,22 @@ def test_functional_ops_counted_in_total_only():
     # the matmul's MACs leave the root's pseudo-row and come back in the total-only record: net 0
     assert ex.causes == {"bias": 256, "activation": 128, "pool": 128, "interpolate": 512, "functional_not_seen": 0}
     assert ex.normalized["macs"] == 3456 + 2048 + 1024
+    assert_explained(ex)
+
+
+class _PaddedMaxPool(nn.MaxPool2d):
+    """timm's MaxPool2dSame in small: pads the input (1x1x4x4 -> 1x1x5x5) before F.max_pool2d."""
+
+    def forward(self, x):
+        return F.max_pool2d(F.pad(x, (0, 1, 0, 1), value=-float("inf")), self.kernel_size, self.stride)
+
+
+def test_a_pool_subclass_is_counted_on_the_input_its_function_gets():
+    # ptflops hooks exact types only, so the subclass is not hooked: its patched F.max_pool2d
+    # counts the padded input, 5 x 5 = 25 elements (not the module's 16), in the total only
+    ex = explain_in_process("ptflops", nn.Sequential(_PaddedMaxPool(3, 2)).eval(), (torch.randn(1, 1, 4, 4),))
+    assert dict(ex.run.unattributed) == {"functional:F.max_pool2d": 25}
+    assert ex.causes == {"pool": 25}
     assert_explained(ex)
 
 
