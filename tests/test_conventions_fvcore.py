@@ -89,6 +89,30 @@ def test_torchvision_totals(name, total, causes, unsupported, missed, activation
     assert ex.run.headline["activations"] == activations and ex.run.headline["params"] == params
 
 
+def test_a_bmm_beside_an_attention_call_is_its_own():
+    # LookupAttention (1x2x4x8): the mask's bmm, 2 x 4 x 4 x 4 = 128 MACs, is a handled aten::bmm to
+    # fvcore; the attention call (512 MACs on native's math path: its own two bmm) is one traced
+    # op with no handle. Shared out pro rata, the three bmm calls gave the attention 2/3 of 640
+    from tests.models_small import LookupAttention
+
+    ex = explain_in_process("fvcore", nn.Sequential(LookupAttention(learned=False)).eval(), (torch.randn(1, 2, 4, 8),))
+    assert ex.run.headline["flops"] == 128
+    assert ex.run.headline["unsupported:aten::scaled_dot_product_attention"] == 1
+    assert_explained(ex)
+
+
+def test_einsum_is_numpys_optimized_count_as_printed():
+    from reconcile.conventions.fvcore_ops import fvcore_einsum
+
+    # maxvit_tf's relative-position lookups: 2 x 13 x 13 x 7 x 7 = 16,562 and 2 x 7 x 7 x 7 x 7 x 13 =
+    # 62,426 MACs. numpy prints the optimized FLOP count (twice those) as 3.312e+04 and 1.249e+05,
+    # which fvcore halves: 16,560 and 62,450
+    assert fvcore_einsum("nhw,ixh->nixw", [(2, 13, 13), (7, 7, 13)]) == 16560
+    assert fvcore_einsum("nixw,jyw->nijxy", [(2, 7, 7, 13), (7, 7, 13)]) == 62450
+    # an equation fvcore special-cases ("abc,abd->acd" once renamed) is exact: 2 x 5 x 7 x 3 = 210
+    assert fvcore_einsum("bij,bik->bjk", [(2, 3, 5), (2, 3, 7)]) == 210
+
+
 def test_nested_rows_carry_their_subtree():
     # resnet18 layer1: 4 convs 64->64 3x3 on 56x56 = 4 * 200,704 * 64 * 9 = 462,422,016 MACs;
     # 4 BN * 2 * 200,704 = 1,605,632; its 2 residual add_ (2 * 200,704 FLOPs) are not counted.

@@ -15,20 +15,14 @@ from reconcile import pipeline, tools, zoo
 from reconcile.config import RunConfig
 from tests import meta_proof
 
-# (model, tool) -> (rows explained, rows) for the rows not yet explained. flopcountermode: every row
-# explained on all 15 (measured 2026-12-01; vit_b_32's fused CPU attention is named, not a gap)
-KNOWN_GAPS = {
-    # fvcore's "unsupported:<op>" call counts are explained on every row (the size arithmetic its
-    # jit trace records is named from reconcile's own trace). maxvit_t's flops are not, on 99 rows
-    # of its attention layers (1,072 flops at the root): a gap older than the trace record, not
-    # looked into yet.
-    ("maxvit_t", "fvcore"): (572, 671),
-    # mmengine's analysis is fvcore's jit trace, copied, and its convention fvcore's: the same row
-    ("maxvit_t", "mmengine"): (572, 671),
-    # (maxvit_t, ptflops) was pinned here for torch.einsum, which ptflops does not patch: the
-    # native call record now tells einsum from torch.matmul
-    # torchinfo: every row explained on all 15 (maxvit_t 693 rows, swin_t 169, vit_b_32 141), nothing pinned
-}
+# (model, tool) -> (rows explained, rows) for the rows not yet explained: none. flopcountermode: every
+# row explained on all 15 (measured 2026-12-01; vit_b_32's fused CPU attention is named, not a gap).
+# maxvit_t's fvcore and mmengine rows (572 of 671 until 2026-12-07, 1,072 flops at the root) are
+# explained since the attention call takes its own bmm, not a pro-rata share of its row's (its
+# relative-position bias is a bmm of its own beside it). (maxvit_t, ptflops) was pinned here for
+# torch.einsum, which ptflops does not patch: the native call record tells einsum from torch.matmul.
+# torchinfo: every row explained on all 15 (maxvit_t 693 rows, swin_t 169, vit_b_32 141)
+KNOWN_GAPS: dict[tuple[str, str], tuple[int, int]] = {}
 
 # (model, tool) -> the tool's own failure on that model, as it happens with the pinned versions
 # (torchinfo runs on all 15)

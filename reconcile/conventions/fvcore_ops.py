@@ -23,7 +23,10 @@ Known limits (each shows as a residual, nothing is hidden). Output elements of a
 per-op element counts (``ModuleRow.op_elements``). A functional
 ``adaptive_avg_pool2d`` to 1x1 reaches native as a keepdim ``aten::mean`` over the last two
 dims, filed apart as ``POOL_MEAN``; a user's own ``x.mean((-1, -2), keepdim=True)`` is
-indistinguishable from it and would be predicted as a pool. ``einsum`` reaches native as ``bmm``;
+indistinguishable from it and would be predicted as a pool. ``einsum`` reaches native as ``bmm``
+(predicted as a matmul's MACs; fvcore counts a general einsum as numpy's ``einsum_path`` "Optimized
+FLOP count" halved, which numpy prints to 4 significant digits: maxvit_tf's relative-position
+lookups, 16,562 and 62,426 MACs, are 16,560 and 62,450 to fvcore);
 ``F.relu6`` is traced as ``aten::relu6`` but predicted as ``aten::hardtanh`` (right for
 ``nn.ReLU6``).
 """
@@ -184,14 +187,16 @@ class _Pool:
     def calls(self, op: str) -> int:
         return self.ops.get(op, (0, {}))[0]
 
-    def take(self, op: str, calls: int | None = None) -> tuple[int, dict[str, int]]:
-        """Take ``calls`` calls of ``op`` (all when None). A part gets its share of the components
-        pro rata (the record keeps no per-call split); the rest keeps exactly what is left."""
+    def take(self, op: str, calls: int | None = None, known: dict[str, int] | None = None) -> tuple[int, dict[str, int]]:
+        """Take ``calls`` calls of ``op`` (all when None). A part gets the components ``known`` says
+        are its own, and its share of the others pro rata (the record keeps no per-call split);
+        the rest keeps exactly what is left."""
         have, comps = self.ops.pop(op, (0, {}))
         calls = have if calls is None else min(calls, have)
         if calls == have:
             return calls, comps
-        part = {k: v * calls // have for k, v in comps.items()}
+        known = known or {}
+        part = {k: min(v, known[k]) if k in known else v * calls // have for k, v in comps.items()}
         self.ops[op] = (have - calls, {k: v - part[k] for k, v in comps.items()})
         return calls, part
 
@@ -217,12 +222,44 @@ def _call_inputs(row: ModuleRow) -> int:
 
 def _op_outputs(row: ModuleRow, op: str, calls: int) -> int:
     """Output elements of ``calls`` calls of aten ``op`` in this module's own work (pro rata when
-    only some of its calls are taken, like the components)."""
+    only some of its calls are taken, like the components). The bmm beside recorded attention
+    calls are what is left once the calls' own two bmm each are set apart."""
     elements = row.op_elements.get(op)
     have = row.ops.get(op, 0)
     if elements is None or not have:
         return 0
-    return elements[1] * min(calls, have) // have
+    total = elements[1]
+    if op == "aten::bmm":  # set apart the attention calls' two bmm each and the einsum calls' one
+        for per, part in ((2, _sdpa_bmm_outputs(row)), (1, _einsum_bmm_outputs(row))):
+            if part is not None and 0 < calls <= have - per * part[0]:
+                have, total = have - per * part[0], total - part[1]
+    return total * min(calls, have) // have
+
+
+def _einsum_bmm_outputs(row: ModuleRow) -> tuple[int, int] | None:
+    """(calls, output elements) of the row's recorded einsum calls, when ``_einsums`` takes them."""
+    calls = [c for c in row.torch_calls if c.func == "torch.einsum"]
+    parsed = [_einsum_operands(c) for c in calls]
+    if not calls or any(p is None for p in parsed):
+        return None
+    return len(calls), sum(_einsum_output(eq, shapes) for eq, shapes in parsed)
+
+
+def _sdpa_bmm_outputs(row: ModuleRow) -> tuple[int, int] | None:
+    """(calls, output elements of their two bmm each: scores and output) of the row's attention
+    calls, when every call native's math path ran is recorded with its q, k and v shapes."""
+    recorded = [c for c in row.torch_calls if c.func == "F.scaled_dot_product_attention"]
+    if not recorded or len(recorded) != row.ops.get("aten::_safe_softmax", 0):
+        return None
+    out = 0
+    for c in recorded:
+        kw = dict(c.kwargs)
+        q, k, v = (c.args[i] if len(c.args) > i else kw.get(n) for i, n in enumerate(("query", "key", "value")))
+        if not all(isinstance(t, TensorMeta) for t in (q, k, v)):
+            return None
+        rows = numel(q.shape[:-1])
+        out += rows * k.shape[-2] + rows * v.shape[-1]
+    return len(recorded), out
 
 
 def _conv_outputs(row: ModuleRow, op: str, calls: int, comps: dict[str, int]) -> int:
@@ -419,7 +456,15 @@ def _generic(row: ModuleRow, meta: bool = False) -> list[Work]:
     work = _linears(pool)
     floats, bools = _sdpa_masks(row)
     if pool.calls("aten::_safe_softmax"):
-        work.append(_functional_sdpa(pool, floats + bools))
+        # the attention calls' own products, when each call is recorded: a row may run other bmm
+        # beside them (maxvit_tf's relative-position lookup, an einsum), which are not theirs
+        recorded = [c for c in row.torch_calls if c.func == "F.scaled_dot_product_attention"]
+        own = (sum(c.components.get("macs", 0) for c in recorded)
+               if len(recorded) == pool.calls("aten::_safe_softmax") else None)
+        work.append(_functional_sdpa(pool, floats + bools, own))
+    einsum = _einsums(row, pool)
+    if einsum is not None:
+        work.append(einsum)
     for name, (eager, traced) in _BINARY_MIN_MAX.items():
         n = sum(1 for c in row.torch_calls if c.func in (f"torch.{name}", f"Tensor.{name}") and _binary(c))
         if n and pool.calls(eager):
@@ -459,14 +504,69 @@ def _recurrent(row: ModuleRow, op: str, calls: int, comps: dict[str, int]) -> Wo
                 acts_ref=_call_outputs(row))
 
 
-def _functional_sdpa(pool: _Pool, masked: int = 0) -> Work:
+def _einsum_operands(call) -> tuple[str, list[tuple[int, ...]]] | None:
+    """(equation, operand shapes) of a recorded ``torch.einsum`` call of two operands."""
+    eq = call.args[0] if call.args else None
+    ops = [a for a in call.args[1:] if isinstance(a, TensorMeta)]
+    if not isinstance(eq, str) or len(ops) != 2 or "..." in eq or "->" not in eq:
+        return None
+    return eq.replace(" ", ""), [tuple(a.shape) for a in ops]
+
+
+def fvcore_einsum(equation: str, shapes: list[tuple[int, ...]]) -> int:
+    """fvcore's ``einsum_flop_jit``: the equation's letters renamed in order of appearance; two
+    equations special-cased; any other is numpy's ``einsum_path`` "Optimized FLOP count", which
+    numpy prints to 4 significant digits ("%.3e"), halved and floored (a MAC is one flop)."""
+    import numpy as np
+
+    order = dict.fromkeys(k for k in equation if k.isalpha())
+    eq = equation.translate({ord(x): 97 + i for i, x in enumerate(order)})
+    if eq == "abc,abd->acd":
+        n, c, t = shapes[0]
+        return n * c * t * shapes[-1][-1]
+    if eq == "abc,adc->adb":
+        n, t, g = shapes[0]
+        return n * t * g * shapes[-1][1]
+    arrays = [np.broadcast_to(np.zeros(()), s) for s in shapes]  # shapes only: no memory
+    text = np.einsum_path(eq, *arrays, optimize="optimal")[1]
+    line = next(x for x in text.split("\n") if "optimized flop" in x.lower())
+    return int(np.floor(float(line.split(":")[-1]) / 2))
+
+
+def _einsum_output(equation: str, shapes: list[tuple[int, ...]]) -> int:
+    ins, out = equation.split("->")
+    size = {k: d for term, shape in zip(ins.split(","), shapes) for k, d in zip(term, shape)}
+    return numel(tuple(size[k] for k in out))
+
+
+def _einsums(row: ModuleRow, pool: _Pool) -> Work | None:
+    """The row's recorded two-operand ``torch.einsum`` calls, each one ``bmm`` to native: one traced
+    ``aten::einsum`` each, counted by fvcore's einsum handle (not a matmul's MACs); None when a
+    call is not of that kind or native's bmm do not hold them all."""
+    calls = [c for c in row.torch_calls if c.func == "torch.einsum"]
+    if not calls:
+        return None
+    parsed = [_einsum_operands(c) for c in calls]
+    macs = sum(c.components.get("macs", 0) for c in calls)
+    have, comps = pool.ops.get("aten::bmm", (0, {}))
+    if any(p is None for p in parsed) or have < len(calls) or comps.get("macs", 0) < macs:
+        return None
+    n, taken = pool.take("aten::bmm", len(calls), {"macs": macs})
+    flops = sum(fvcore_einsum(eq, shapes) for eq, shapes in parsed)
+    out = sum(_einsum_output(eq, shapes) for eq, shapes in parsed)
+    return Work("aten::einsum", n, "handled", flops=flops, macs=taken.get("macs", 0),
+                native_flops=flops_of(taken), acts=out, acts_ref=out)
+
+
+def _functional_sdpa(pool: _Pool, masked: int = 0, bmm_macs: int | None = None) -> Work:
     """F.scaled_dot_product_attention: one traced op with no handle; native (math backend) sees per
     call 2 bmm, 2 mul (q and k scaled) and a _safe_softmax. Output elements assume self-attention
-    with equal q and v head sizes (the native record keeps no op shapes): B*h*L*L + B*h*L*d."""
+    with equal q and v head sizes (the native record keeps no op shapes): B*h*L*L + B*h*L*d.
+    ``bmm_macs``: the calls' own bmm MACs when recorded (else a pro-rata share of the row's bmm)."""
     calls, comps = pool.take("aten::_safe_softmax")
     total: Counter = Counter(comps)
-    for op in ("aten::bmm", "aten::mul"):
-        total.update(pool.take(op, 2 * calls)[1])
+    total.update(pool.take("aten::bmm", 2 * calls, None if bmm_macs is None else {"macs": bmm_macs})[1])
+    total.update(pool.take("aten::mul", 2 * calls)[1])
     if masked:  # the math path adds the mask to the scores
         total.update(pool.take("aten::add", masked)[1])
     out = total.get("softmax", 0) // 5 + total.get("elementwise", 0) // 2
