@@ -57,7 +57,7 @@ report: $(STAMP) $(TOOLS_STAMP)
 # 2 pytest-xdist workers (the default), each running whole files (--dist loadfile) so a file's module
 # fixtures run once, the longest files first and each worker with a temporary folder of its own
 # (tests/conftest.py); `make test TEST_WORKERS=0` runs in pytest's own process. Measured on this
-# 2-core machine: 22 min 20 s in one process (2026-12-05); 10 min 43 s with 2 workers on a fresh
+# 2-core machine: 22 min 20 s in one process (2026-12-05); 10 min 42 s with 2 workers on a fresh
 # clone (2026-12-07; docs/development.md has where the time goes).
 TEST_WORKERS ?= 2
 
