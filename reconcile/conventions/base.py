@@ -20,9 +20,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from reconcile.records import CallRecord, ModuleRow, NativeCount, Phrase, Value
+from reconcile.records import CallRecord, ModuleRow, NativeCount, Phrase, TorchCall, Value
 
 Number = int | Fraction
 
@@ -216,6 +216,14 @@ def itemsize(dtype: str) -> int:
         return 1
     bits = re.search(r"\d+", dtype)
     return max(1, int(bits.group()) // 8) if bits else 4
+
+
+def sdpa_qkv(call: TorchCall) -> tuple[Any, Any, Any]:
+    """q, k and v of a recorded ``scaled_dot_product_attention`` call, passed by position or by
+    name (None where absent)."""
+    kw = dict(call.kwargs)
+    return tuple(call.args[i] if len(call.args) > i else kw.get(n)  # type: ignore[return-value]
+                 for i, n in enumerate(("query", "key", "value")))
 
 
 def n_in(call: CallRecord) -> int:

@@ -51,7 +51,6 @@ Totals (Global, per op, forward and backward) are exact.
 from __future__ import annotations
 
 import bisect
-
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field

@@ -37,7 +37,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
-from reconcile.conventions.base import Number, n_in, n_out, numel, whole
+from reconcile.conventions.base import Number, n_in, n_out, numel, sdpa_qkv, whole
 from reconcile.counter.formulas import POOL_MEAN, flops_of
 from reconcile.records import ModuleRow, TensorMeta
 
@@ -238,23 +238,26 @@ def _op_outputs(row: ModuleRow, op: str, calls: int) -> int:
 
 def _einsum_bmm_outputs(row: ModuleRow) -> tuple[int, int] | None:
     """(calls, output elements) of the row's recorded einsum calls, when ``_einsums`` takes them."""
-    calls = [c for c in row.torch_calls if c.func == "torch.einsum"]
-    parsed = [_einsum_operands(c) for c in calls]
-    if not calls or any(p is None for p in parsed):
-        return None
-    return len(calls), sum(_einsum_output(eq, shapes) for eq, shapes in parsed)
+    parts = _einsum_parts(row)
+    return None if parts is None else (len(parts), sum(out for *_, out in parts))
+
+
+def _recorded_sdpa(row: ModuleRow) -> list | None:
+    """The row's recorded scaled_dot_product_attention calls, when every call native's math path
+    ran (one ``_safe_softmax`` each) is recorded; None otherwise."""
+    recorded = [c for c in row.torch_calls if c.func == "F.scaled_dot_product_attention"]
+    return recorded if recorded and len(recorded) == row.ops.get("aten::_safe_softmax", 0) else None
 
 
 def _sdpa_bmm_outputs(row: ModuleRow) -> tuple[int, int] | None:
     """(calls, output elements of their two bmm each: scores and output) of the row's attention
-    calls, when every call native's math path ran is recorded with its q, k and v shapes."""
-    recorded = [c for c in row.torch_calls if c.func == "F.scaled_dot_product_attention"]
-    if not recorded or len(recorded) != row.ops.get("aten::_safe_softmax", 0):
+    calls, when every call is recorded (``_recorded_sdpa``) with its q, k and v shapes."""
+    recorded = _recorded_sdpa(row)
+    if recorded is None:
         return None
     out = 0
     for c in recorded:
-        kw = dict(c.kwargs)
-        q, k, v = (c.args[i] if len(c.args) > i else kw.get(n) for i, n in enumerate(("query", "key", "value")))
+        q, k, v = sdpa_qkv(c)
         if not all(isinstance(t, TensorMeta) for t in (q, k, v)):
             return None
         rows = numel(q.shape[:-1])
@@ -458,9 +461,8 @@ def _generic(row: ModuleRow, meta: bool = False) -> list[Work]:
     if pool.calls("aten::_safe_softmax"):
         # the attention calls' own products, when each call is recorded: a row may run other bmm
         # beside them (maxvit_tf's relative-position lookup, an einsum), which are not theirs
-        recorded = [c for c in row.torch_calls if c.func == "F.scaled_dot_product_attention"]
-        own = (sum(c.components.get("macs", 0) for c in recorded)
-               if len(recorded) == pool.calls("aten::_safe_softmax") else None)
+        recorded = _recorded_sdpa(row)
+        own = None if recorded is None else sum(c.components.get("macs", 0) for c in recorded)
         work.append(_functional_sdpa(pool, floats + bools, own))
     einsum = _einsums(row, pool)
     if einsum is not None:
@@ -539,22 +541,31 @@ def _einsum_output(equation: str, shapes: list[tuple[int, ...]]) -> int:
     return numel(tuple(size[k] for k in out))
 
 
+def _einsum_parts(row: ModuleRow) -> list[tuple[int, int, int]] | None:
+    """(native MACs, fvcore's count, output elements) of each of the row's recorded
+    ``torch.einsum`` calls, when every one has two operands; None otherwise (or with none)."""
+    calls = [c for c in row.torch_calls if c.func == "torch.einsum"]
+    parsed = [_einsum_operands(c) for c in calls]
+    if not calls or any(p is None for p in parsed):
+        return None
+    return [(c.components.get("macs", 0), fvcore_einsum(eq, shapes), _einsum_output(eq, shapes))
+            for c, (eq, shapes) in zip(calls, parsed)]
+
+
 def _einsums(row: ModuleRow, pool: _Pool) -> Work | None:
     """The row's recorded two-operand ``torch.einsum`` calls, each one ``bmm`` to native: one traced
     ``aten::einsum`` each, counted by fvcore's einsum handle (not a matmul's MACs); None when a
     call is not of that kind or native's bmm do not hold them all."""
-    calls = [c for c in row.torch_calls if c.func == "torch.einsum"]
-    if not calls:
+    parts = _einsum_parts(row)
+    if parts is None:
         return None
-    parsed = [_einsum_operands(c) for c in calls]
-    macs = sum(c.components.get("macs", 0) for c in calls)
+    macs = sum(m for m, _, _ in parts)
     have, comps = pool.ops.get("aten::bmm", (0, {}))
-    if any(p is None for p in parsed) or have < len(calls) or comps.get("macs", 0) < macs:
+    if have < len(parts) or comps.get("macs", 0) < macs:
         return None
-    n, taken = pool.take("aten::bmm", len(calls), {"macs": macs})
-    flops = sum(fvcore_einsum(eq, shapes) for eq, shapes in parsed)
-    out = sum(_einsum_output(eq, shapes) for eq, shapes in parsed)
-    return Work("aten::einsum", n, "handled", flops=flops, macs=taken.get("macs", 0),
+    n, taken = pool.take("aten::bmm", len(parts), {"macs": macs})
+    out = sum(o for _, _, o in parts)
+    return Work("aten::einsum", n, "handled", flops=sum(f for _, f, _ in parts), macs=taken.get("macs", 0),
                 native_flops=flops_of(taken), acts=out, acts_ref=out)
 
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 from reconcile.conventions import common
 from reconcile.conventions.base import (
-    Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, numel, whole,
+    Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, numel, sdpa_qkv, whole,
 )
 from reconcile.conventions.ptflops_shared import GATES, SDPA_MARK, TOTAL_ONLY, call_shape
 from reconcile.counter.formulas import flops_of
@@ -48,7 +48,7 @@ def sdpa_fused_on_cpu(call: TorchCall) -> bool:
     dropout, last dims contiguous, nonzero lengths, and a mask (if any) that does not require grad,
     of 2 dims or of 4 dims (1 or B, 1 or heads), whose last two dims are L or 1 and S or 1."""
     kw = dict(call.kwargs)
-    q, k, v = (call.args[i] if len(call.args) > i else kw.get(n) for i, n in enumerate(("query", "key", "value")))
+    q, k, v = sdpa_qkv(call)
     if not all(isinstance(t, TensorMeta) and len(t.shape) == 4 for t in (q, k, v)):
         return False
     if len({t.dtype for t in (q, k, v)}) != 1 or q.dtype not in _FLASH_DTYPES:

@@ -168,11 +168,10 @@ class ThopConvention(Convention):
         out = []
         for path in others:
             got = {"ops": first.predicted["ops"], "params": first.predicted["params"]}
-            terms = {m: tuple(Term("shared_module", v, f"thop.shared_module.{m}",
-                                   Phrase("thop's dfs_count reaches {type!s} {name!s} again by {path!s} and adds "
-                                          "its {v} " + ("ops" if m == "ops" else "parameters") + " once more",
-                                          {"type": row.type, "name": row.name, "path": path, "v": v}))
-                              for _ in (0,) if v)
+            terms = {m: (Term("shared_module", v, f"thop.shared_module.{m}",
+                                  Phrase("thop's dfs_count reaches {type!s} {name!s} again by {path!s} and adds "
+                                         "its {v} " + ("ops" if m == "ops" else "parameters") + " once more",
+                                         {"type": row.type, "name": row.name, "path": path, "v": v})),) if v else ()
                      for m, v in got.items()}
             out.append(LayerPrediction(path, row.type, row.calls, {"ops": 0, "params": 0}, got, terms))
         return out
