@@ -134,6 +134,31 @@ def test_norms_and_multiply_by_hand():
     assert_explained(ex)
 
 
+class StdConv(nn.Conv2d):
+    """timm's StdConv2d: the weight standardised by ``F.batch_norm`` without a weight, in the
+    conv's own forward; and a second standardisation with a weight (nfnet's ScaledStdConv2d)."""
+
+    def __init__(self, gain: bool) -> None:
+        super().__init__(3, 4, 3, padding=1, bias=False)
+        self.gain = nn.Parameter(torch.ones(4)) if gain else None
+
+    def forward(self, x):
+        w = nn.functional.batch_norm(self.weight.reshape(1, 4, -1), None, None, weight=self.gain,
+                                     training=True, momentum=0.0, eps=1e-6).reshape_as(self.weight)
+        return nn.functional.conv2d(x, w, None, 1, 1)
+
+
+@pytest.mark.parametrize("gain, norm", [(False, 0), (True, 108)])
+def test_standardised_conv_weight_by_hand(gain, norm):
+    # 1x3x8x8: conv 4*8*8 outputs * 3*9 = 6,912 MACs. The weight 4x3x3x3 = 108 elements goes
+    # through F.batch_norm: torchprofile counts it 1 per element only when a weight is passed
+    # (timm's StdConv2d passes none: 0; a gain: 108), whatever the conv module's own weight.
+    run, ex = _run(nn.Sequential(StdConv(gain)).eval(), (torch.randn(1, 3, 8, 8),))
+    assert run.headline == {"macs": 6912 + norm}
+    assert ex.causes == ({"norm": norm} if norm else {})
+    assert_explained(ex)
+
+
 def test_dead_module_by_hand():
     # a: 2 rows * 4 * 4 = 32 MACs; b's 32 are not in the trace (nothing returned uses them).
     run, ex = _run(Dead().eval(), (torch.randn(2, 4),))

@@ -218,12 +218,15 @@ def itemsize(dtype: str) -> int:
     return max(1, int(bits.group()) // 8) if bits else 4
 
 
+def call_arg(call: TorchCall, i: int, name: str) -> Any:
+    """Argument ``i`` of a recorded call, passed by position or as ``name=`` (None where absent)."""
+    return call.args[i] if len(call.args) > i else dict(call.kwargs).get(name)
+
+
 def sdpa_qkv(call: TorchCall) -> tuple[Any, Any, Any]:
     """q, k and v of a recorded ``scaled_dot_product_attention`` call, passed by position or by
     name (None where absent)."""
-    kw = dict(call.kwargs)
-    return tuple(call.args[i] if len(call.args) > i else kw.get(n)  # type: ignore[return-value]
-                 for i, n in enumerate(("query", "key", "value")))
+    return tuple(call_arg(call, i, n) for i, n in enumerate(("query", "key", "value")))  # type: ignore[return-value]
 
 
 def n_in(call: CallRecord) -> int:

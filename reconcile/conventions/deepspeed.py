@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconcile.conventions import common
-from reconcile.conventions.base import Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, numel
+from reconcile.conventions.base import Convention, LayerPrediction, Number, Prediction, RuleDoc, Term, call_arg, numel
 from reconcile.counter.formulas import flops_of
 from reconcile.records import ModuleRow, NativeCount, Phrase, TensorMeta, TorchCall, Value
 
@@ -132,12 +132,6 @@ def _shape(a: Any) -> tuple[int, ...] | None:
     return a.shape if isinstance(a, TensorMeta) else None
 
 
-def _arg(call: TorchCall, i: int, name: str) -> Any:
-    if len(call.args) > i:
-        return call.args[i]
-    return dict(call.kwargs).get(name)
-
-
 class DeepspeedConvention(Convention):
     tool = "deepspeed"
     unit = "MACs"
@@ -211,9 +205,9 @@ class DeepspeedConvention(Convention):
     def _call(self, acc: _Acc, call: TorchCall, family: str) -> None:
         comps = dict(call.components)
         native_macs = comps.get("macs", 0)
-        a0, a1 = _shape(_arg(call, 0, "input")), _shape(_arg(call, 1, "other"))
+        a0, a1 = _shape(call_arg(call, 0, "input")), _shape(call_arg(call, 1, "other"))
         if family == "linear":
-            w = _shape(_arg(call, 1, "weight"))
+            w = _shape(call_arg(call, 1, "weight"))
             macs = numel(a0) * w[0]
             acc.count(macs, native_macs, "{call!s}", {"call": call.func}, rule="linear")
         elif family == "conv":
@@ -224,8 +218,8 @@ class DeepspeedConvention(Convention):
             acc.count(numel(a0) * a1[-1], native_macs, "{call!s} as prod(A.shape) x B.shape[-1]",
                       {"call": call.func}, rule="matmul")
         elif family == "addmm":
-            bias = _shape(_arg(call, 0, "input"))
-            m1, m2 = _shape(_arg(call, 1, "mat1")), _shape(_arg(call, 2, "mat2"))
+            bias = _shape(call_arg(call, 0, "input"))
+            m1, m2 = _shape(call_arg(call, 1, "mat1")), _shape(call_arg(call, 2, "mat2"))
             acc.count(numel(m1) * m2[-1], native_macs, "{call!s} as prod(mat1) x mat2[-1]", {"call": call.func},
                       rule="addmm")
             acc.extra("bias", numel(bias), "{call!s} adds its input once per call: {n} (shape {shape!s}), not once "
@@ -233,7 +227,7 @@ class DeepspeedConvention(Convention):
                       rule="addmm_bias")
         elif family == "sdpa":
             q, k = a0, a1
-            v = _shape(_arg(call, 2, "value"))
+            v = _shape(call_arg(call, 2, "value"))
             macs = numel(q) * k[-2] + numel(q[:-1]) * k[-2] * v[-1]
             acc.count(macs, native_macs, "scaled_dot_product_attention (QK and AV)", rule="sdpa")
             rest = {k_: v_ for k_, v_ in comps.items() if k_ != "macs"}
@@ -243,8 +237,8 @@ class DeepspeedConvention(Convention):
             acc.extra(cause, numel(a0), "{call!s} as 1 per input element: {n}", {"call": call.func, "n": numel(a0)},
                       rule=f"functional_{cause}")
         elif family == "batch_norm":
-            weight = _arg(call, 3, "weight")
-            training = _arg(call, 5, "training")
+            weight = call_arg(call, 3, "weight")
+            training = call_arg(call, 5, "training")
             per = (5 if weight is not None else 4) if training else (2 if weight is not None else 1)
             acc.extra("norm", per * numel(a0), "{call!s} as {per!s} per element: {per!s} x {n}",
                       {"call": call.func, "per": per, "n": numel(a0)}, rule="functional_batch_norm")
@@ -267,8 +261,8 @@ class DeepspeedConvention(Convention):
             acc.extra("interpolate", self._interpolate(call), "{call!s}", {"call": call.func})
 
     def _elementwise(self, call: TorchCall) -> int:
-        a = _shape(_arg(call, 0, "input"))
-        b = _shape(_arg(call, 1, "other"))
+        a = _shape(call_arg(call, 0, "input"))
+        b = _shape(call_arg(call, 1, "other"))
         if a is None:
             return numel(b) if b is not None else 1
         if b is None:
@@ -281,11 +275,11 @@ class DeepspeedConvention(Convention):
         return numel(tuple(max(x, y) for x, y in zip(pa, pb)))
 
     def _interpolate(self, call: TorchCall) -> int:
-        x = _shape(_arg(call, 0, "input"))
-        size = _arg(call, 1, "size")
+        x = _shape(call_arg(call, 0, "input"))
+        size = call_arg(call, 1, "size")
         if size is not None:
             return numel(size) if isinstance(size, tuple) else int(size)
-        scale = _arg(call, 2, "scale_factor")
+        scale = call_arg(call, 2, "scale_factor")
         if not self.interpolate_scaled:
             return numel(x)
         d = len(x) - 2

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Mapping
 
-from reconcile.conventions.base import Number, n_in, numel, whole
+from reconcile.conventions.base import Number, call_arg, n_in, numel, whole
 from reconcile.conventions.ptflops_shared import NN, call_shape, types
 from reconcile.counter.formulas import flops_of
 from reconcile.records import ModuleRow, TensorMeta, TorchCall
@@ -96,8 +96,8 @@ def patched_calls(row: ModuleRow) -> list[Caught]:
         # a subclass whose own forward reshapes the input before the call (timm's MaxPool2dSame
         # pads it): the function counts what it was given, as the recorded calls hold it
         given = [c for c in row.torch_calls if c.func == fname]
-        if fwd != row.attrs.get("class") and given and all(_tensor(_arg(c, 0, "input")) for c in given):
-            count = sum(numel(_tensor(_arg(c, 0, "input"))) for c in given)
+        if fwd != row.attrs.get("class") and given and all(_tensor(call_arg(c, 0, "input")) for c in given):
+            count = sum(numel(_tensor(call_arg(c, 0, "input"))) for c in given)
         else:
             count = sum(n_in(c) for c in row.call_records)
         return [Caught(fname, count, row.macs, row.flops, tuple(row.ops))]
@@ -125,32 +125,26 @@ def _tensor(v: object) -> tuple[int, ...] | None:
     return v.shape if isinstance(v, TensorMeta) else None
 
 
-def _arg(call: TorchCall, i: int, name: str) -> object:
-    if len(call.args) > i:
-        return call.args[i]
-    return dict(call.kwargs).get(name)
-
-
 def _numel_count(call: TorchCall) -> tuple[Number, dict]:
     """``_numel_functional_flops_hook``: input.numel()."""
-    return numel(_tensor(_arg(call, 0, "input")) or ()), {}
+    return numel(_tensor(call_arg(call, 0, "input")) or ()), {}
 
 
 def _interpolate_call(call: TorchCall) -> tuple[Number, dict]:
-    x = _tensor(_arg(call, 0, "input")) or ()
-    return _interpolate_count({"size": _arg(call, 1, "size"), "scale_factor": _arg(call, 2, "scale_factor")}, x), {}
+    x = _tensor(call_arg(call, 0, "input")) or ()
+    return _interpolate_count({"size": call_arg(call, 1, "size"), "scale_factor": call_arg(call, 2, "scale_factor")}, x), {}
 
 
 def _matmul_count(call: TorchCall) -> tuple[Number, dict]:
     """``_matmul_tensor_flops_hook``: prod(input.shape) x other.shape[-1]."""
-    a, b = _tensor(_arg(call, 0, "input")) or (), _tensor(_arg(call, 1, "other")) or (1,)
+    a, b = _tensor(call_arg(call, 0, "input")) or (), _tensor(call_arg(call, 1, "other")) or (1,)
     return numel(a) * b[-1], {}
 
 
 def _addmm_count(call: TorchCall) -> tuple[Number, dict]:
     """``_addmm_tensor_flops_hook``: prod(mat1.shape) x mat2.shape[-1] + prod(input.shape) unless beta == 0."""
-    inp = _tensor(_arg(call, 0, "input")) or ()
-    m1, m2 = _tensor(_arg(call, 1, "mat1")) or (), _tensor(_arg(call, 2, "mat2")) or (1,)
+    inp = _tensor(call_arg(call, 0, "input")) or ()
+    m1, m2 = _tensor(call_arg(call, 1, "mat1")) or (), _tensor(call_arg(call, 2, "mat2")) or (1,)
     beta = dict(call.kwargs).get("beta", 1)
     added = numel(inp) if beta != 0 else 0
     return numel(m1) * m2[-1] + added, {"bias": added}
@@ -159,7 +153,7 @@ def _addmm_count(call: TorchCall) -> tuple[Number, dict]:
 def _elementwise_count(call: TorchCall) -> tuple[Number, dict]:
     """``_elementwise_tensor_flops_hook``: the larger size per dimension, dimensions aligned from the
     left (not numpy broadcasting); 1 when neither operand is a tensor."""
-    a, b = _tensor(_arg(call, 0, "input")), _tensor(_arg(call, 1, "other"))
+    a, b = _tensor(call_arg(call, 0, "input")), _tensor(call_arg(call, 1, "other"))
     if a is None:
         return (numel(b) if b is not None else 1), {}
     if b is None:

@@ -40,7 +40,7 @@ is 0 in torchprofile; ``grid_sample`` in nearest or bicubic mode (assumed biline
 
 from __future__ import annotations
 
-from reconcile.conventions.base import Convention, LayerPrediction, Prediction, RuleDoc, Term, numel
+from reconcile.conventions.base import Convention, LayerPrediction, Prediction, RuleDoc, Term, call_arg, numel
 from reconcile.conventions.fvcore import trace_only
 from reconcile.conventions.fvcore_ops import traced_work
 from reconcile.counter.formulas import POOL_MEAN, flops_of
@@ -73,10 +73,20 @@ def _out(row: ModuleRow, op: str) -> int:
     return row.op_elements.get(op, (0, 0))[1]
 
 
-def _affine(row: ModuleRow) -> bool:
-    """A weight is passed to the norm (torchprofile reads ``inputs[1]`` / ``inputs[2]``); a
-    functional norm in a parent's forward is assumed to get one."""
-    return bool(row.attrs.get("has_weight", True))
+def _affine_elements(row: ModuleRow, op: str, n: int) -> int:
+    """The elements of ``op``'s ``n`` that torchprofile counts: those of calls passed a weight
+    (it reads ``inputs[1]`` / ``inputs[2]``). A batch norm whose ``F.batch_norm`` calls were all
+    recorded: each call's own weight argument (timm's StdConv2d standardises its conv weight with
+    ``weight=None`` inside the conv's forward). Else a norm module's own weight; a functional norm
+    in a parent's forward is assumed to get one."""
+    if _NORMS[op] == "batch_norm":
+        recorded = [c for c in row.torch_calls if c.func == "F.batch_norm"]
+        inputs = [call_arg(c, 0, "input") for c in recorded]
+        if recorded and all(isinstance(x, TensorMeta) for x in inputs) and sum(numel(x.shape) for x in inputs) == n:
+            return sum(numel(x.shape) for c, x in zip(recorded, inputs) if call_arg(c, 3, "weight") is not None)
+    if "has_weight" in row.attrs:
+        return n if row.attrs["has_weight"] else 0
+    return n
 
 
 def _sdpa_mul_elements(row: ModuleRow, calls: int, mul_calls: int, mul_out: int) -> int:
@@ -115,7 +125,8 @@ def _own(row: ModuleRow, fv_muls: int) -> tuple[int, int, list[Term]]:
         if op in _NORMS:
             n = row.op_elements.get(op, (0, 0))[0]
             traced = "instance_norm" if _isa(row, _INSTANCE_NORM) else _NORMS[op]
-            if _affine(row) and n:
+            n = _affine_elements(row, op, n)
+            if n:
                 tp += n
                 terms.append(Term("norm", n, "torchprofile.norm", Phrase("torchprofile counts an affine {norm!s} at 1 MAC "
                                                                     "per element: 1 x {n}", {"norm": traced, "n": n})))
