@@ -28,6 +28,11 @@ the eager multiplies the trace keeps as ``aten::mul``; without the trace record,
 MultiheadAttention's size multiplies are known and the rest is a residual. A module whose result
 nothing returned uses is not in the trace: 0 (``dead_code``).
 
+``F.rms_norm`` (timm's RmsNorm, transformers' on torch >= 2.4) is one traced ``aten::rms_norm``
+node, which has no handler: 0. Eager CPU runs its decomposition (pow, mean, add, rsqrt, mul, and a
+mul by the weight), so native's row holds a mean and multiplies that are not traced nodes: the
+recorded ``F.rms_norm`` calls say how many elements to take out.
+
 A transposed conv (an ``nn.ConvTranspose`` module) is costed by torchprofile's ``_convolution``
 as a convolution: output elements x channels x kernel, the channels Cin (or Cout / groups when
 Cout == Cin), where native counts each input element against Cout / groups outputs per kernel
@@ -100,6 +105,29 @@ def _sdpa_mul_elements(row: ModuleRow, calls: int, mul_calls: int, mul_out: int)
     return mul_out * min(2 * calls, mul_calls) // mul_calls if mul_calls else 0
 
 
+def _rms_norm_parts(row: ModuleRow) -> tuple[int, int, int]:
+    """(mean output elements, multiply output elements, multiply calls) that native ran inside
+    the row's ``F.rms_norm`` calls: the trace holds each call as one ``aten::rms_norm`` node (no
+    handler: 0), where eager CPU runs its decomposition (pow, mean, add, rsqrt, a multiply by the
+    reciprocal, and one by the weight when there is one). (0, 0, 0) when native ran a fused
+    kernel (``aten::_fused_rms_norm``: no mean or multiply to take out) or a call's shapes were not
+    recorded."""
+    recorded = [c for c in row.torch_calls if c.func == "F.rms_norm"]
+    if not recorded or "aten::_fused_rms_norm" in row.ops:
+        return 0, 0, 0
+    mean = mul = mul_calls = 0
+    for c in recorded:
+        x, shape = call_arg(c, 0, "input"), call_arg(c, 1, "normalized_shape")
+        shape = (shape,) if isinstance(shape, int) else shape
+        if not isinstance(x, TensorMeta) or not isinstance(shape, tuple) or not all(isinstance(d, int) for d in shape):
+            return 0, 0, 0
+        muls = 1 + (call_arg(c, 2, "weight") is not None)
+        mean += numel(x.shape) // max(1, numel(shape))
+        mul += muls * numel(x.shape)
+        mul_calls += muls
+    return mean, mul, mul_calls
+
+
 def _own(row: ModuleRow, fv_muls: int) -> tuple[int, int, list[Term]]:
     """(torchprofile's count, native MACs, terms) for the live module ``row``'s own forward.
     ``fv_muls``: traced ``aten::mul`` nodes fvcore's trace model puts in it."""
@@ -107,6 +135,8 @@ def _own(row: ModuleRow, fv_muls: int) -> tuple[int, int, list[Term]]:
     tp = 0
     ref = 0
     sdpa = row.ops.get("aten::_safe_softmax", 0)
+    rms_mean, rms_mul, rms_mul_calls = _rms_norm_parts(row)
+    fv_muls -= rms_mul_calls  # fvcore's model takes native's multiplies for traced ones
     traced_ops = {w.op for w in traced_work(row)}
     real_muls = 0
     for op, calls in row.ops.items():
@@ -131,7 +161,7 @@ def _own(row: ModuleRow, fv_muls: int) -> tuple[int, int, list[Term]]:
                 terms.append(Term("norm", n, "torchprofile.norm", Phrase("torchprofile counts an affine {norm!s} at 1 MAC "
                                                                     "per element: 1 x {n}", {"norm": traced, "n": n})))
         elif op in _POOLS or op == "aten::mean":
-            n = _out(row, op)
+            n = _out(row, op) - (rms_mean if op == "aten::mean" else 0)
             if n:
                 tp += n
                 if op in _POOLS:
@@ -146,6 +176,8 @@ def _own(row: ModuleRow, fv_muls: int) -> tuple[int, int, list[Term]]:
             n = _out(row, op)
             inner = _sdpa_mul_elements(row, sdpa, calls, n) if sdpa and op == "aten::mul" else 0
             kept = calls - (min(2 * sdpa, calls) if op == "aten::mul" else 0)
+            if op == "aten::mul":  # those of F.rms_norm are inside one traced node
+                n, kept = n - rms_mul, kept - rms_mul_calls
             real_muls += kept
             if n - inner:
                 tp += n - inner

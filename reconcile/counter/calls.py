@@ -28,7 +28,7 @@ from reconcile.records import TensorMeta, TorchCall
 _SIMPLE = (int, float, bool, str, type(None))
 
 _F_NAMES = ("linear", "relu", "prelu", "elu", "relu6", "gelu", "silu", "softmax", "upsample", "interpolate",
-            "scaled_dot_product_attention", "batch_norm", "conv1d", "conv2d", "conv3d", "normalize",
+            "scaled_dot_product_attention", "batch_norm", "rms_norm", "conv1d", "conv2d", "conv3d", "normalize",
             *(f"{k}_pool{d}d" for d in (1, 2, 3) for k in ("avg", "max", "adaptive_avg", "adaptive_max")))
 _TORCH_NAMES = ("matmul", "mm", "bmm", "addmm", "baddbmm", "einsum", "mul", "add", "softmax", "min", "max")
 _TENSOR_NAMES = ("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm", "baddbmm", "mul", "add", "softmax",
