@@ -105,3 +105,16 @@ def test_aten_backend_misses_lstm_and_counts_bias():
     assert ex.causes == {"unsupported_op": -15360, "bias": 2888}
     assert ex.raw_total == ex.native_macs - 15360 + 2888
     assert_explained(ex)
+
+
+def test_a_module_held_twice_by_one_parent_is_one_path():
+    # One bias-free Conv2d 1->2 k3 on 1x1x4x4: 2 x 2 x 2 outputs x 9 = 72 MACs, registered as conv,
+    # again (beside it: coat's ParallelBlock holds one Mlp as mlp2, mlp3 and mlp4) and block.conv.
+    # accumulate_flops walks children(), which gives the root's conv once (not again as "again"),
+    # and block's conv: 2 paths, 72 each: total 144. The second path's 72 is double_count.
+    from tests.test_causes import _SharedConv
+
+    ex = explain_in_process("ptflops", _SharedConv(), (torch.randn(1, 1, 4, 4),))
+    assert ex.raw_total == 144
+    assert ex.causes == {"double_count": 72}
+    assert_explained(ex)

@@ -157,7 +157,7 @@ class PtflopsConvention(Convention):
         names = frozenset(n for p in native.params for n in (p.name, *p.aliases))
         batch = self.batch_counter(native)
         reached, shadowed = _hook_rows(tree, self.hooks)
-        row_names = set(tree.rows)
+        walked = common.walked_paths(native)
         covered: set[str] = set()
         for r in (*reached, *shadowed):
             covered.update(s.name for s in tree.subtree(r.name))
@@ -167,7 +167,7 @@ class PtflopsConvention(Convention):
         params_rows: dict[str, int] = defaultdict(int)  # tensor name -> rows counting it
         params_sum = 0
         for row in reached:
-            k = _paths(native, row_names, row.name)
+            k = _paths(walked, row)
             pred, hook_count = self._hooked(tree, row, batch, k, names, shadowed=False)
             layers.append(pred)
             module_sum += k * hook_count
@@ -418,21 +418,13 @@ def _hook_rows(tree: common.Tree, hooks: Mapping[str, Hook] = HOOKS) -> tuple[li
     return reached, [r for r in tree.native.rows if hooked(r, hooks) and r.name not in names]
 
 
-def _paths(native: NativeCount, row_names: set[str], name: str) -> int:
-    """How many ``children()`` paths reach the module: its parameters' aliases that name no module
-    of their own are the same module registered under another parent."""
-    if not name:
+def _paths(walked: set[str], row: ModuleRow) -> int:
+    """How many ``children()`` paths ``accumulate_flops`` takes to the module: its name and its
+    other registrations (``_aliases``) that ``named_children()`` does not fold into an earlier
+    name of the same parent (``common.walked_paths``)."""
+    if not row.name:
         return 1
-    prefix = name + "."
-    others = set()
-    for p in native.params:
-        if not p.name.startswith(prefix):
-            continue
-        local = p.name[len(prefix):]
-        for alias in p.aliases:
-            if alias.endswith("." + local) and alias[: -len(local) - 1] not in row_names:
-                others.add(alias[: -len(local) - 1])
-    return 1 + len(others)
+    return max(1, sum(1 for p in (row.name, *row.attrs.get("_aliases", ())) if p in walked))
 
 
 CONVENTION = PtflopsConvention()

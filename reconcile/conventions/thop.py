@@ -51,29 +51,6 @@ def _cell_ops(kind: str, i: int, h: int, bias: bool) -> tuple[int, int, int]:
     return 4 * h * (i + h), 8 * h if bias else 0, 4 * h + 3 * h + h
 
 
-def walked_paths(native: NativeCount) -> set[str]:
-    """The paths to modules that ``children()`` walks (thop's ``model.apply`` and ``dfs_count``):
-    every path of every module (its name and its ``_aliases``, ``named_modules(remove_duplicate=
-    False)``) except where a parent holds the same module under two names: ``named_children()``
-    gives it once, under the first, so a path through a later name is not walked (coat's
-    ParallelBlock holds one Mlp as mlp2, mlp3 and mlp4)."""
-    paths_of = {r.name: (r.name, *r.attrs.get("_aliases", ())) for r in native.rows}
-    owner = {p: name for name, ps in paths_of.items() for p in ps}
-
-    def parent(path: str) -> str:
-        return path.rsplit(".", 1)[0] if "." in path else ""
-
-    def first_in_parent(path: str) -> bool:
-        return next(p for p in paths_of[owner[path]] if parent(p) == parent(path)) == path
-
-    walked = set()
-    for path in owner:
-        parts = path.split(".") if path else []
-        if all(first_in_parent(".".join(parts[:i])) for i in range(1, len(parts) + 1)):
-            walked.add(path)
-    return walked
-
-
 class ThopConvention(Convention):
     tool = "thop"
     unit = "MACs"
@@ -103,7 +80,7 @@ class ThopConvention(Convention):
 
     def predict(self, native: NativeCount) -> Prediction:
         tree = common.Tree(native)
-        walked = walked_paths(native)
+        walked = common.walked_paths(native)
         layers: list[LayerPrediction] = []
         holders = {p.rsplit(".", 1)[0] for p in walked if "." in p}
         stops = lambda r: r.attrs.get("class") in REGISTERED and r.attrs.get("class") != f"{_NN}container.Sequential"  # noqa: E731
