@@ -85,6 +85,9 @@ class ParamInfo:
     nbytes: int
     trainable: bool
     aliases: tuple[str, ...] = ()  # other names under which the same tensor is registered
+    # a buffer the forward replaced or first registered (timm's convit fills rel_indices on its
+    # first call): its elements when the forward began (0: none); None when unchanged
+    numel_before: int | None = None
 
 
 # What a piece of backward work is a gradient of. Every backward op's components land in one part.

@@ -73,6 +73,30 @@ def test_small_by_hand():
     assert_explained(ex)
 
 
+class FillsBuffer(nn.Module):
+    """timm's convit GPSA: a placeholder buffer that the first forward replaces by one sized to
+    the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+        self.register_buffer("rel", torch.zeros(1, 1, 3), persistent=False)
+
+    def forward(self, x):
+        if self.rel.shape[1] != x.shape[1]:
+            self.rel = torch.zeros(1, x.shape[1], 3)
+        return self.fc(x) + self.rel
+
+
+def test_a_buffer_the_forward_replaces_is_counted_as_it_was():
+    # Param # is read in the module's pre-forward hook: the root's buffer is still the 1x1x3
+    # placeholder (3 elements), not the 1x5x3 = 15 its forward puts there; fc 6 * 3 + 3 = 21.
+    run, ex = _run(FillsBuffer().eval(), (torch.randn(1, 5, 6),))
+    assert _rows(run, "params") == {"": 3, "fc": 21}
+    assert ex.summaries["layer_params"].causes == {"params_buffers": 3}
+    assert_explained(ex)
+
+
 def test_unsupported_leaf_is_zero():
     # 1x5x6: LayerNorm has no formula ("Module type not supported"): 0, where native's MAC count is
     # also 0 (its 5 x 30 + ... is FLOPs); fc 5 * 6 * 3 = 90. Total 90, partial.

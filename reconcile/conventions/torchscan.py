@@ -170,7 +170,9 @@ class TorchscanConvention(Convention):
         buffers: dict[str, int] = {}
         for b in native.buffers:
             owner = b.name.rsplit(".", 1)[0] if "." in b.name else ""
-            buffers[owner] = buffers.get(owner, 0) + b.numel
+            # read in the module's pre-forward hook: a buffer its forward replaces (convit's
+            # rel_indices) is counted as it was before
+            buffers[owner] = buffers.get(owner, 0) + (b.numel if b.numel_before is None else b.numel_before)
         held = _first_called_holders(native)
         layers = []
         inside: set[str] = set()  # rows a whole-subtree metric leaf holds (never hooked, or no row of their own)

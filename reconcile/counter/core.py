@@ -188,7 +188,13 @@ def _tensor_groups(named: Iterator[tuple[str, torch.Tensor]]) -> list[tuple[torc
     return list(groups.values())
 
 
-def _infos(groups: list[tuple[torch.Tensor, list[str]]]) -> tuple[ParamInfo, ...]:
+def _infos(groups: list[tuple[torch.Tensor, list[str]]], before: dict[str, int] | None = None) -> tuple[ParamInfo, ...]:
+    """``before``: for buffers, each name's elements when the forward began (``numel_before``)."""
+    def was(t: torch.Tensor, names: list[str]) -> int | None:
+        if before is None or before.get(names[0]) == t.numel():
+            return None
+        return before.get(names[0], 0)
+
     return tuple(
         ParamInfo(
             name=names[0],
@@ -197,6 +203,7 @@ def _infos(groups: list[tuple[torch.Tensor, list[str]]]) -> tuple[ParamInfo, ...
             nbytes=t.numel() * t.element_size(),
             trainable=bool(t.requires_grad),
             aliases=tuple(names[1:]),
+            numel_before=was(t, names),
         )
         for t, names in groups
     )
@@ -231,14 +238,15 @@ def count(
     # A forward that reads values (transformers checks its attention mask) fails on meta; when the
     # inputs carry their values it is counted again with those values known (counter/shadow.py).
     shadowable = any(value_of(t) is not None for t in inputs)
+    before = {n: b.numel() for n, b in model.named_buffers(remove_duplicate=False)}
     try:
-        return _count(model, inputs, name, mode, training, shadowed=False, may_shadow=shadowable)
+        return _count(model, inputs, name, mode, training, shadowed=False, may_shadow=shadowable, before=before)
     except _NeedsValues:
-        return _count(model, inputs, name, mode, training, shadowed=True, may_shadow=False)
+        return _count(model, inputs, name, mode, training, shadowed=True, may_shadow=False, before=before)
 
 
 def _count(model: nn.Module, inputs: tuple[Any, ...], name: str, mode: str, training: bool, shadowed: bool,
-           may_shadow: bool) -> NativeCount:
+           may_shadow: bool, before: dict[str, int]) -> NativeCount:
     """One counted forward (and backward, with ``training``), frozen into a ``NativeCount``. Raises
     ``_NeedsValues`` when the forward read a meta tensor's value and ``may_shadow``."""
     seeded: list[torch.Tensor] = []
@@ -276,7 +284,7 @@ def _count(model: nn.Module, inputs: tuple[Any, ...], name: str, mode: str, trai
     # frozen after the model's flags are restored, as always: a row's ``training`` attribute is the
     # flag the user's model has (the one the other tools run it with)
     counter.outside_modules()
-    native = _freeze(model, name, inputs, counter, call_mode.calls, call_mode.watched)
+    native = _freeze(model, name, inputs, counter, call_mode.calls, call_mode.watched, before)
     if isinstance(counter, TrainingAccumulator):
         native = _with_backward(native, counter.backward, seeded, mem)
     return native
@@ -399,12 +407,13 @@ def _freeze(
     counter: Accumulator,
     torch_calls: dict[str, list[TorchCall]],
     watched: dict[Any, str],
+    before: dict[str, int],
 ) -> NativeCount:
     accs, call_records, calls = counter.accs, counter.call_records, counter.stack.calls
     param_groups = _tensor_groups(model.named_parameters(remove_duplicate=False))
     buffer_groups = _tensor_groups(model.named_buffers(remove_duplicate=False))
     params = _infos(param_groups)
-    buffers = _infos(buffer_groups)
+    buffers = _infos(buffer_groups, before)
     own_params: dict[str, list[ParamInfo]] = defaultdict(list)
     for p in params:
         own_params[owner(p.name)].append(p)
