@@ -116,6 +116,40 @@ def test_hand_counts(name):
     assert results["meta"].totals == results["cpu"].totals
 
 
+class _TokensThroughConv(nn.Module):
+    """timm's pvt_v2 *_li Mlp: tokens viewed as an image (channels-last strides), a depthwise conv
+    or a GroupNorm, back to tokens, then a Linear."""
+
+    def __init__(self, norm: bool) -> None:
+        super().__init__()
+        self.mix = nn.GroupNorm(2, 8) if norm else nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        y = self.mix(x.transpose(1, 2).view(b, c, 4, 4))
+        return self.fc(y.flatten(2).transpose(1, 2))
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_layout_after_a_conv_is_the_cpus_on_meta(norm):
+    # 2x16x8 tokens viewed as 2x8x4x4 with channels-last strides (128, 1, 32, 8). CPU's conv and
+    # group_norm keep that layout, so the tokens made from the result are contiguous and fc is one
+    # addmm; meta's kernels return a contiguous NCHW result, which would make fc an mm and an add.
+    # Counted as on CPU on both: fc 32 tokens x 8 x 4 = 1,024 MACs as one addmm; the depthwise conv
+    # 2 x 8 x 16 x 9 = 2,304.
+    results = {}
+    for dev in DEVICES:
+        model = _TokensThroughConv(norm).eval().to(dev)
+        results[dev] = count(model, (torch.randn(2, 16, 8, device=dev),))
+    for dev, result in results.items():
+        fc = next(r for r in result.rows if r.name == "fc")
+        assert dict(fc.ops) == {"aten::addmm": 1}, dev
+        assert fc.macs == 1024
+        assert sum(r.macs for r in result.rows) == 1024 + (0 if norm else 2304)
+    assert results["meta"].totals == results["cpu"].totals
+
+
 MHA_E, MHA_H, MHA_L, MHA_B = 64, 4, 10, 2
 # in-proj: B*L tokens * E * 3E = 20 * 64 * 192 = 245760; QK^T and AV: B*h*L*S*d = 2*4*10*10*16 = 12800 each;
 # out-proj: 20 * 64 * 64 = 81920; total 245760 + 2*12800 + 81920 = 353280 (torch's FlopCounterMode

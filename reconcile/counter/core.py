@@ -53,8 +53,36 @@ class _CountingMode(TorchDispatchMode):
         kwargs = kwargs or {}
         self.counter.before_op()
         out = func(*args, **kwargs)
+        if func in _CPU_LAYOUT:
+            out = _as_on_cpu(args, out)
         self.counter.op(func, args, kwargs, out)
         return out
+
+
+# Ops whose meta kernel gives a contiguous output where the CPU kernel keeps the input's
+# channels-last layout (measured on torch 2.14.1: conv 1x1 / 3x3 / depthwise / grouped /
+# transposed / 3d, group_norm; pools, batch_norm, interpolate, pad and elementwise ops keep it on
+# both). What follows reads the layout: a Linear on tokens made from the result
+# (``flatten(2).transpose(1, 2)``) is one addmm when they are contiguous and mm + add when not
+# (timm's pvt_v2 *_li), and the tools that run on CPU see the CPU layout.
+_CPU_LAYOUT = (torch.ops.aten.convolution.default, torch.ops.aten.native_group_norm.default)
+
+
+def _as_on_cpu(args: tuple, out: Any) -> Any:
+    """``out`` restrided as the CPU kernel lays it out, when it was computed on meta from an input
+    whose suggested memory format is channels-last (``suggest_memory_format``, as CPU decides)."""
+    from torch._prims_common import suggest_memory_format
+
+    first = out[0] if isinstance(out, tuple) else out
+    x = args[0] if args else None
+    if (type(first) is not torch.Tensor or first.device.type != "meta" or not isinstance(x, torch.Tensor)
+            or x.dim() not in (4, 5) or first.dim() != x.dim()):
+        return out
+    fmt = suggest_memory_format(x)
+    if fmt == torch.contiguous_format or first.is_contiguous(memory_format=fmt):
+        return out
+    laid = torch.empty(first.shape, dtype=first.dtype, device="meta", memory_format=fmt)
+    return (laid, *out[1:]) if isinstance(out, tuple) else laid
 
 
 SEED = ("backward of sum() over the floating-point outputs that require grad, seeded with "
