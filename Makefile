@@ -17,10 +17,11 @@ TOOLS ?=
 OUT ?= reports
 SOURCE ?= torchvision
 SUBSET ?= all
-# `make zoo EXECUTOR=ray [RAY_ADDRESS=host:6379] [RESUME=1]`: jobs as Ray tasks; resume an interrupted run
+# `make zoo EXECUTOR=ray [RAY_ADDRESS=host:6379] [RESUME=1 [RECOUNT=1]]`: jobs as Ray tasks; resume an interrupted run (RECOUNT: count again the models kept only as rows of other reconcile code)
 EXECUTOR ?= local
 RAY_ADDRESS ?=
 RESUME ?=
+RECOUNT ?=
 # `make roofline`: hardware table entries, local (this machine, measured once, cached) or custom:...
 HARDWARE ?= a100-80gb,local
 PLOTS ?= $(OUT)/roofline
@@ -76,7 +77,7 @@ bench: $(STAMP) $(TOOLS_STAMP)
 
 zoo: $(STAMP) $(TOOLS_STAMP)
 	$(PY) -m reconcile zoo --source $(SOURCE) --subset $(SUBSET) --out $(OUT) --executor $(EXECUTOR) \
-		$(if $(TOOLS),--tools $(TOOLS),) $(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS),) $(if $(RESUME),--resume,)
+		$(if $(TOOLS),--tools $(TOOLS),) $(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS),) $(if $(RESUME),--resume,) $(if $(RECOUNT),--recount-earlier,)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

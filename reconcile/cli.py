@@ -312,12 +312,14 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
         out, finding = zoo.published(folder, ns.models, ns.subset, cfg.timeout, line)
         print(f"wrote {folder / out}")
         return 1 if finding else 0  # like roofline --measure: a finding, not an error
+    if ns.recount_earlier and not ns.resume:
+        raise ReconcileError("--recount-earlier says which kept rows --resume may not reuse: add --resume")
     names = zoo.names_for(ns.source, ns.subset, ns.models)
     # a bar on a terminal; without one, the per-model line is the progress
     progress = Progress(len(names), len(cfg.tools), lines=False)
     try:
         rows, errors = zoo.run(names, cfg, folder, ns.source, resume_kept=ns.resume, progress=progress,
-                                  note=_err_line)
+                               note=_err_line, recount_earlier=ns.recount_earlier)
     finally:
         progress.close()
     out, picture = zoo.write_page(folder, ns.source, rows, errors, whole=ns.models is None and ns.subset == "all")
@@ -471,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="skip models whose result an earlier run kept (OUT/.zoo-runs/SOURCE/: its runs, "
                         "or only its page row in rows.jsonl) for the same tools, timeout and versions")
+    p.add_argument("--recount-earlier", action="store_true",
+                   help="with --resume: count again the models kept only as a page row explained by other "
+                        "reconcile code (the page lists them); kept runs are always explained again")
     p.add_argument("--published", action="store_true",
                    help="with --source timm: check timm's published table (benchmark.py's param_count, "
                         "infer_gmacs) row by row, predicted from the native count; runs no tool; writes "

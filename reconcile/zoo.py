@@ -138,7 +138,31 @@ def zoo_markdown(rows: Sequence[PageRow | ModelReport], errors: Sequence[tuple[s
                   "A tool's own failure on a model (its error, first line), or reconcile's limit on it "
                   "(`OutOfMemory`: the memory a worker may take here; `timeout`: seconds per tool and model).", ""]
         lines += [f"- **{model}**: " + "; ".join(reasons) for model, reasons in unfinished]
+    lines += _earlier_code(rows)
     return "\n".join(lines) + "\n"
+
+
+def _earlier_code(rows: Sequence[PageRow]) -> list[str]:
+    """The page's note on rows explained by other reconcile code than this one (kept as rows by
+    ``--resume``, their runs not at hand to explain again), by code; nothing when there are none."""
+    from collections import Counter
+
+    from reconcile._version import code_version
+
+    now = code_version()
+    codes = Counter(r.code for r in rows)
+    if set(codes) <= {now}:
+        return []
+    lines = ["", "## Rows explained by other reconcile code", "",
+             f"This reconcile's code is `{now}` (`reconcile._version.code_version`); it explained {codes[now]} "
+             f"of the {len(rows)} rows. `--resume` kept the others as the rows an earlier run wrote, since their "
+             "runs were not at hand to explain again; `reconcile zoo --resume --recount-earlier` counts them again. "
+             "By the code that explained them:", ""]
+    for code, n in codes.most_common():
+        if code != now:
+            names = ", ".join(r.model for r in rows if r.code == code)
+            lines.append(f"- `{code}` ({n}): {names}" if code else f"- from before rows named their code ({n}): {names}")
+    return lines
 
 
 def _published_of(name: str) -> tuple[str, dict]:
@@ -313,22 +337,25 @@ def names_for(source: str, subset: str, models: str | None) -> list[str]:
 
 
 def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, progress,
-        note: Callable[[str], None]) -> tuple[list[PageRow], list[tuple[str, str]]]:
+        note: Callable[[str], None], recount_earlier: bool = False) -> tuple[list[PageRow], list[tuple[str, str]]]:
     """Every tool of ``cfg`` on every model of ``names``, reconciled: the page's rows and the
     models' errors, in the order of ``names`` however the runs finished. Each model's runs are
     kept in ``folder``'s runs folder as soon as they are complete, and its row appended to the
     rows file there (``zoo_rows``), so that ``resume_kept`` (``--resume``) runs only the models
     kept for other tools, timeout or versions, or not at all: from their kept runs when there
     are (explained again by this reconcile), else, when there is no kept runs file for the model
-    at all (one that does not validate means the model runs again), from their rows. ``progress`` (a
-    ``reconcile.progress.Progress``) is told of every job and shown a line per model; ``note``
-    gets a kept file or row that does not validate or cannot be written."""
+    at all (one that does not validate means the model runs again), from their rows; with
+    ``recount_earlier``, not from a row explained by other reconcile code (``PageRow.code``): that
+    model runs again. ``progress`` (a ``reconcile.progress.Progress``) is told of every job and
+    shown a line per model; ``note`` gets a kept file or row that does not validate or cannot be
+    written."""
     from pathlib import Path
 
     from reconcile import executors, pipeline
+    from reconcile._version import code_version
     from reconcile.atomic import write_files
     from reconcile.errors import ReconcileError
-    from reconcile.zoo_rows import ROWS_FILE, append_row, page_row, read_rows
+    from reconcile.zoo_rows import ROWS_FILE, append_row, compact_rows, page_row, read_rows
 
     tools = cfg.tools
     kept_folder = folder / Path(runs_folder(".", source))
@@ -379,6 +406,10 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
         kept_rows, why_rows = read_rows(kept_folder)
         for why in why_rows:  # never trusted, never fatal: the model runs again
             note(f"{kept_folder}: {why}")
+        try:  # one line per model again (a model explained anew appends a line; the last one wins)
+            compact_rows(kept_folder, kept_rows)
+        except (OSError, ReconcileError) as exc:
+            note(f"{kept_folder}: could not rewrite {ROWS_FILE} one line per model ({exc})")
         for name in names:
             key = run_key(name, tools, cfg.timeout)
             runs, why = resume(kept_folder, name, key)
@@ -388,7 +419,8 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
                 done.add(name)
                 progress.skip(name)
                 finish(name, runs)
-            elif not why and name in kept_rows and kept_rows[name][0] == key:  # no kept runs at all
+            elif (not why and name in kept_rows and kept_rows[name][0] == key  # no kept runs at all
+                  and not (recount_earlier and kept_rows[name][1].code != code_version())):
                 done_rows[name] = kept_rows[name][1]
                 progress.skip(name)
                 show(name, done_rows[name])

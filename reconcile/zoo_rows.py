@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 ROWS_FILE = "rows.jsonl"  # in a zoo run's runs folder (``zoo.runs_folder``)
 _LINE_LIMIT = 1 << 20  # bytes: a longer line is not one of ours
 _RATIO = re.compile(r"-?[0-9]{1,400}(/[1-9][0-9]{0,400})?")
+_CODE = re.compile(r"([0-9a-f]{12})?")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class PageRow:
     params: int | None
     tools: tuple[ToolCell, ...]
     unfinished: tuple[str, ...]  # "tool, tool: ErrorType: first line" for the tools that did not finish
+    # the reconcile code that explained it (``_version.code_version``); "" in a row kept from
+    # before rows carried it
+    code: str = ""
 
     def ratios(self) -> dict[str, float]:
         """Each tool's main total divided by native MACs (the zoo picture's dots)."""
@@ -108,8 +112,10 @@ def _total(r: ModelReport, t: ToolExplanation) -> Fraction | None:
 
 def page_row(r: ModelReport) -> PageRow:
     shape = ", ".join(r.inputs) if len(r.inputs) > 1 else "x".join(map(str, r.input_shape))
+    from reconcile._version import code_version
+
     return PageRow(r.model, shape, r.native_totals.get("macs"), r.native_totals.get("params"),
-                   tuple(ToolCell(t.tool, share(t), _total(r, t)) for t in r.tools), _unfinished(r))
+                   tuple(ToolCell(t.tool, share(t), _total(r, t)) for t in r.tools), _unfinished(r), code_version())
 
 
 def rows_of(items: Sequence[PageRow | ModelReport]) -> list[PageRow]:
@@ -121,10 +127,13 @@ def rows_of(items: Sequence[PageRow | ModelReport]) -> list[PageRow]:
 
 def row_line(key: dict, row: PageRow) -> str:
     """The JSON line of ``row`` (no newline inside), for ``append_row`` and ``read_rows``."""
-    return json.dumps({"key": key, "model": row.model, "input": row.input, "macs": row.macs, "params": row.params,
-                       "tools": [[c.tool, c.share.status, c.share.explained, c.share.rows, None if c.total is None else str(c.total)]
-                                 for c in row.tools],
-                       "unfinished": list(row.unfinished)}, sort_keys=True, separators=(",", ":"))
+    d = {"key": key, "model": row.model, "input": row.input, "macs": row.macs, "params": row.params,
+         "tools": [[c.tool, c.share.status, c.share.explained, c.share.rows, None if c.total is None else str(c.total)]
+                   for c in row.tools],
+         "unfinished": list(row.unfinished)}
+    if row.code:
+        d["code"] = row.code
+    return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
 def append_row(folder, key: dict, row: PageRow) -> None:
@@ -142,6 +151,23 @@ def append_row(folder, key: dict, row: PageRow) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     finally:
         os.close(fd)
+
+
+def compact_rows(folder, kept: dict[str, tuple[dict, PageRow]]) -> None:
+    """Rewrite ``folder``'s rows file as ``kept`` (``read_rows``: the last line of each model), one
+    line per model, when it holds more lines than that; atomically (the old file stays whole until
+    the new one replaces it). Lines that did not check go with it: their models run again anyway."""
+    from pathlib import Path
+
+    from reconcile.atomic import write_files
+
+    try:
+        with open(os.path.join(folder, ROWS_FILE), "rb") as fh:
+            lines = sum(1 for raw in fh if raw.strip())
+    except FileNotFoundError:
+        return
+    if lines != len(kept):
+        write_files(Path(folder), {ROWS_FILE: "".join(row_line(key, row) + "\n" for key, row in kept.values())})
 
 
 def _int(value, what: str, none: bool = False) -> int | None:
@@ -176,8 +202,11 @@ def parse_line(line: str) -> tuple[dict, PageRow]:
     except (ValueError, RecursionError) as exc:
         raise ValueError(f"not JSON ({str(exc)[:80]})") from None
     fields = {"key", "model", "input", "macs", "params", "tools", "unfinished"}
-    if not isinstance(d, dict) or set(d) != fields:
-        raise ValueError("not a zoo row (expected " + ", ".join(sorted(fields)) + ")")
+    if not isinstance(d, dict) or set(d) - {"code"} != fields:
+        raise ValueError("not a zoo row (expected " + ", ".join(sorted(fields)) + ", and code)")
+    code = _str(d.get("code", ""), "code")
+    if not _CODE.fullmatch(code):
+        raise ValueError("its code is not a fingerprint")
     if not isinstance(d["key"], dict):
         raise ValueError("its key is not an object")
     if not isinstance(d["tools"], list) or not isinstance(d["unfinished"], list):
@@ -191,7 +220,7 @@ def parse_line(line: str) -> tuple[dict, PageRow]:
                                                           _str(status, "a status")), _fraction(total)))
     row = PageRow(_str(d["model"], "model"), _str(d["input"], "input"), _int(d["macs"], "macs", True),
                   _int(d["params"], "params", True), tuple(cells),
-                  tuple(_str(u, "a reason") for u in d["unfinished"]))
+                  tuple(_str(u, "a reason") for u in d["unfinished"]), code)
     return d["key"], row
 
 

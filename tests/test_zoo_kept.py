@@ -240,7 +240,10 @@ def test_zoo_resumes_from_rows_alone_and_reruns_a_cut_line(tmp_path):
     assert not (kept / zoo.kept_file(specs[0])).exists() and (kept / zoo.kept_file(specs[1])).exists()
     assert (out / "zoo.md").read_bytes() == page and (out / "zoo.png").read_bytes() == picture
     rows, notes = zoo_rows.read_rows(kept)
-    assert sorted(rows) == sorted(specs) and len(notes) == 1  # the cut line stays, the model's new row after it
+    # --resume rewrote the file one line per model before it ran (the cut line went), then the
+    # model counted again appended its row
+    assert sorted(rows) == sorted(specs) and notes == []
+    assert len((kept / zoo_rows.ROWS_FILE).read_text().splitlines()) == 2
 
 
 def test_a_row_reads_back_and_a_bad_line_never_does():
@@ -266,6 +269,49 @@ def test_a_row_reads_back_and_a_bad_line_never_does():
             parse_line(json.dumps(bad))
     with pytest.raises(ValueError, match="not JSON"):
         parse_line('{"key": NaN}')
+    # the code that explained it: read back; a row from before rows named it reads as ""
+    coded = dataclasses.replace(row, code="0123456789ab")
+    assert parse_line(row_line(key, coded)) == (key, coded)
+    assert "code" not in json.loads(row_line(key, row)) and parse_line(row_line(key, row))[1].code == ""
+    with pytest.raises(ValueError, match="its code is not a fingerprint"):
+        parse_line(json.dumps(dict(good, code="../x")))
+
+
+def test_rows_of_other_code_are_named_on_the_page_and_counted_again_on_request(tmp_path, capsys):
+    """A kept row says which reconcile code explained it (``code_version``): reconcile's version
+    does not change with each fix, so a resumed zoo's page could mix rows of several codes
+    unseen. The page names the rows of other code; ``--recount-earlier`` runs those models again;
+    ``--resume`` first rewrites rows.jsonl one line per model."""
+    from reconcile import cli, zoo_rows
+    from reconcile._version import code_version
+
+    spec = "tests.fault_models:good"
+    args = ["zoo", "--models", spec, "--tools", "native,thop", "--timeout", "120", "--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    kept = tmp_path / ".zoo-runs" / "torchvision"
+    (line,) = (kept / zoo_rows.ROWS_FILE).read_text().splitlines()
+    assert json.loads(line)["code"] == code_version()
+    assert "other reconcile code" not in (tmp_path / "zoo.md").read_text()
+    # the row as an earlier code wrote it, twice (a model explained anew appends a line), no kept runs
+    (kept / zoo.kept_file(spec)).unlink()
+    old = json.dumps(dict(json.loads(line), code="000000000000"))
+    (kept / zoo_rows.ROWS_FILE).write_text(old + "\n" + old + "\n")
+    capsys.readouterr()
+    assert cli.main([*args, "--resume"]) == 0
+    assert "(kept from an earlier run)" in capsys.readouterr().out
+    lines = (kept / zoo_rows.ROWS_FILE).read_text().splitlines()
+    assert [json.loads(x) for x in lines] == [json.loads(old)]  # one line per model again
+    page = (tmp_path / "zoo.md").read_text()
+    assert "## Rows explained by other reconcile code" in page
+    assert "it explained 0 of the 1 rows" in page and f"- `000000000000` (1): {spec}" in page
+    assert cli.main([*args, "--resume", "--recount-earlier"]) == 0
+    assert "kept" not in capsys.readouterr().out  # counted again
+    rows, _ = zoo_rows.read_rows(kept)
+    assert rows[spec][1].code == code_version()
+    assert "other reconcile code" not in (tmp_path / "zoo.md").read_text()
+    assert cli.main([*args, "--recount-earlier"]) == 2
+    assert capsys.readouterr().err == ("reconcile: error: --recount-earlier says which kept rows --resume may not "
+                                       "reuse: add --resume\n")
 
 
 def test_a_model_whose_explanation_fails_is_one_line_and_the_zoo_goes_on(tmp_path, monkeypatch, capsys):
