@@ -160,24 +160,26 @@ def test_standardised_conv_weight_by_hand(gain, norm):
 
 
 class RmsTokens(nn.Module):
-    """F.rms_norm with and without a weight (timm's RmsNorm), then the same arithmetic by hand."""
+    """F.rms_norm with and without a weight (timm's RmsNorm), torch's nn.RMSNorm, then the same
+    arithmetic by hand."""
 
     def __init__(self) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(6))
+        self.rms = nn.RMSNorm(6)
 
     def forward(self, x):
         a = nn.functional.rms_norm(x, (6,), self.weight)
         b = nn.functional.rms_norm(x, [6])
         by_hand = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
-        return a + b + by_hand
+        return a + b + by_hand + self.rms(x)
 
 
 def test_rms_norm_is_one_traced_node_by_hand():
     # 1x5x6 = 30 elements. Each F.rms_norm is one traced aten::rms_norm node, no handler: 0, though
-    # eager CPU ran a mean (5 outputs) and 2 + 1 multiplies (90 elements) for the two calls. The
-    # same arithmetic by hand is traced op by op: mean 1 per output element, 5; the multiply 30.
-    # Total 35; native MACs 0.
+    # eager CPU ran a mean (5 outputs) and 2 + 1 multiplies (90 elements) for the two calls, and
+    # for nn.RMSNorm's (a mean and 2 multiplies, 60 elements). The same arithmetic by hand is
+    # traced op by op: mean 1 per output element, 5; the multiply 30. Total 35; native MACs 0.
     run, ex = _run(RmsTokens().eval(), (torch.randn(1, 5, 6),))
     assert run.headline == {"macs": 35}
     assert ex.causes == {"formula": 5, "elementwise": 30}

@@ -28,10 +28,11 @@ the eager multiplies the trace keeps as ``aten::mul``; without the trace record,
 MultiheadAttention's size multiplies are known and the rest is a residual. A module whose result
 nothing returned uses is not in the trace: 0 (``dead_code``).
 
-``F.rms_norm`` (timm's RmsNorm, transformers' on torch >= 2.4) is one traced ``aten::rms_norm``
+``F.rms_norm`` (timm's RmsNorm, torch's ``nn.RMSNorm``) is one traced ``aten::rms_norm``
 node, which has no handler: 0. Eager CPU runs its decomposition (pow, mean, add, rsqrt, mul, and a
 mul by the weight), so native's row holds a mean and multiplies that are not traced nodes: the
-recorded ``F.rms_norm`` calls say how many elements to take out.
+recorded ``F.rms_norm`` calls (an ``nn.RMSNorm``'s own calls and attributes) say how many
+elements to take out.
 
 A transposed conv (an ``nn.ConvTranspose`` module) is costed by torchprofile's ``_convolution``
 as a convolution: output elements x channels x kernel, the channels Cin (or Cout / groups when
@@ -45,7 +46,7 @@ is 0 in torchprofile; ``grid_sample`` in nearest or bicubic mode (assumed biline
 
 from __future__ import annotations
 
-from reconcile.conventions.base import Convention, LayerPrediction, Prediction, RuleDoc, Term, call_arg, numel
+from reconcile.conventions.base import Convention, LayerPrediction, Prediction, RuleDoc, Term, call_arg, n_in, numel
 from reconcile.conventions.fvcore import trace_only
 from reconcile.conventions.fvcore_ops import traced_work
 from reconcile.counter.formulas import POOL_MEAN, flops_of
@@ -63,6 +64,7 @@ _POOLS = {POOL_MEAN: "adaptive_avg_pool (a 1x1 pool, native's keepdim mean)",
 _MULS = ("aten::mul", "aten::mul_")
 _INTERPOLATE = {"aten::upsample_bilinear2d": 4, "aten::grid_sampler_2d": 4}
 _INSTANCE_NORM = "torch.nn.modules.instancenorm._InstanceNorm"
+_RMS_NORM = "torch.nn.modules.normalization.RMSNorm"
 _CONV = tuple(f"torch.nn.modules.conv.Conv{d}d" for d in (1, 2, 3))
 _CONV_T = tuple(f"torch.nn.modules.conv.ConvTranspose{d}d" for d in (1, 2, 3))
 # traced ops without a torchprofile handler for native work that has MACs: counted as 0
@@ -112,9 +114,16 @@ def _rms_norm_parts(row: ModuleRow) -> tuple[int, int, int]:
     reciprocal, and one by the weight when there is one). (0, 0, 0) when native ran a fused
     kernel (``aten::_fused_rms_norm``: no mean or multiply to take out) or a call's shapes were not
     recorded."""
-    recorded = [c for c in row.torch_calls if c.func == "F.rms_norm"]
-    if not recorded or "aten::_fused_rms_norm" in row.ops:
+    if "aten::_fused_rms_norm" in row.ops:
         return 0, 0, 0
+    if _isa(row, _RMS_NORM):  # torch.nn's own layer: its one F.rms_norm call per call of the module
+        shape = row.attrs.get("normalized_shape")
+        if not isinstance(shape, tuple) or not all(isinstance(d, int) for d in shape):
+            return 0, 0, 0
+        muls = 1 + bool(row.attrs.get("has_weight"))
+        n = sum(n_in(c) for c in row.call_records)
+        return n // max(1, numel(shape)), muls * n, muls * len(row.call_records)
+    recorded = [c for c in row.torch_calls if c.func == "F.rms_norm"]
     mean = mul = mul_calls = 0
     for c in recorded:
         x, shape = call_arg(c, 0, "input"), call_arg(c, 1, "normalized_shape")
