@@ -14,7 +14,7 @@ from reconcile import conventions
 from reconcile.adapters.flopcountermode import FlopCounterModeAdapter, fcm_keys
 from reconcile.report.sentences import sentence
 from tests.harness import assert_explained, explain, explain_in_process
-from tests.models_small import SMALL_MODELS, BiasedAttention, LookupAttention, OneKvHead
+from tests.models_small import SMALL_MODELS, BiasedAttention, LookupAttention, OneKvHead, ThreeDimAttention
 
 TOOL = "flopcountermode"
 
@@ -76,7 +76,9 @@ def test_attention_fused_on_cpu_has_no_formula(learned, flops, missed):
     (lambda: LookupAttention(learned=True), 1280, 0),
     # one k and v head broadcast to 4: fused on CPU, its 1,024 MACs under no formula
     (OneKvHead, 0, -1024),
-], ids=["lookup-fused", "lookup-math", "one-kv-head"])
+    # 3-D q, k, v and mask: fused on CPU too, its 512 MACs under no formula
+    (ThreeDimAttention, 0, -512),
+], ids=["lookup-fused", "lookup-math", "one-kv-head", "three-dim"])
 def test_a_bmm_beside_attention_and_one_kv_head(tool, model, flops, missed):
     x = torch.randn(1, 2 if model is not OneKvHead else 4, 4, 8)
     ex = explain_in_process(tool, nn.Sequential(model()).eval(), (x,))

@@ -42,14 +42,20 @@ _FLASH_DTYPES = ("float32", "float64", "bfloat16", "float16")
 def sdpa_fused_on_cpu(call: TorchCall) -> bool:
     """Whether CPU runs this scaled_dot_product_attention as the fused flash kernel (one op no tool
     has a rule for) or as its math decomposition (matmul, softmax, matmul: bmm that ptflops-aten
-    counts). torch's CPU gate (``use_flash_attention_cpp``): 4-D q, k, v of one float dtype, one
+    counts). torch's CPU gate (``use_flash_attention_cpp``): 4-D q, k, v (3-D ones, and a 3-D
+    mask, with a batch of 1 put in front: measured on torch 2.14.1) of one float dtype, one
     batch, one head dim, the same heads (or q heads a multiple of k's with ``enable_gqa``, or one k
     and v head), no
     dropout, last dims contiguous, nonzero lengths, and a mask (if any) that does not require grad,
     of 2 dims or of 4 dims (1 or B, 1 or heads), whose last two dims are L or 1 and S or 1."""
     kw = dict(call.kwargs)
     q, k, v = sdpa_qkv(call)
-    if not all(isinstance(t, TensorMeta) and len(t.shape) == 4 for t in (q, k, v)):
+    if not all(isinstance(t, TensorMeta) for t in (q, k, v)) or not len(q.shape) == len(k.shape) == len(v.shape):
+        return False
+    lift = len(q.shape) == 3  # 3-D q, k, v (and a 3-D mask) run as 4-D with one batch: timm's samvit
+    if lift:
+        q, k, v = (TensorMeta((1, *t.shape), t.dtype) for t in (q, k, v))
+    if len(q.shape) != 4:
         return False
     if len({t.dtype for t in (q, k, v)}) != 1 or q.dtype not in _FLASH_DTYPES:
         return False
@@ -68,7 +74,7 @@ def sdpa_fused_on_cpu(call: TorchCall) -> bool:
     if isinstance(mask, TensorMeta):
         if call.facts.get("mask_requires_grad"):
             return False
-        m = mask.shape
+        m = (1, *mask.shape) if lift and len(mask.shape) == 3 else mask.shape
         if len(m) < 2 or m[-2] not in (q.shape[2], 1) or m[-1] not in (k.shape[2], 1):
             return False
         if len(m) == 4:
