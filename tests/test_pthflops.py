@@ -82,6 +82,29 @@ def test_tokens_by_hand():
     assert_explained(ex)
 
 
+class RmsThenAdd(nn.Module):
+    """timm's RmsNorm (F.rms_norm in its own forward), then an in-place add of two tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(6))
+
+    def forward(self, x):
+        y = nn.functional.rms_norm(x, (6,), self.weight)
+        y += x
+        return y
+
+
+def test_rms_norm_is_one_fx_node_by_hand():
+    # 1x5x6 = 30 elements. F.rms_norm is one call_function node, no rule: 0, though eager CPU ran
+    # its add of eps in place (5 elements, one per row) among its decomposition; y += x is an add
+    # node: 30 x 2 args = 60. Total 60; native MACs 0.
+    run, ex = _run(RmsThenAdd().eval(), (torch.randn(1, 5, 6),))
+    assert run.headline == {"flops": 60}
+    assert _causes(ex) == {"elementwise": 60}
+    assert_explained(ex)
+
+
 def test_a_tuple_output_is_a_recorded_failure():
     # pthflops' interpreter reads any tuple a node returns as (value, flops, params): a model
     # returning a pair fails in the output node (IndexError), a run recorded as failed

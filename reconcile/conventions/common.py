@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from reconcile import rollup
-from reconcile.conventions.base import LayerPrediction, Term, joined
-from reconcile.records import ModuleRow, NativeCount, ParamInfo, Phrase
+from reconcile.conventions.base import LayerPrediction, Term, call_arg, is_instance, joined, n_in, numel
+from reconcile.records import ModuleRow, NativeCount, ParamInfo, Phrase, TensorMeta
 
 
 def registered(native: NativeCount, name: str) -> list[ParamInfo]:
@@ -49,6 +49,37 @@ def walked_paths(native: NativeCount) -> set[str]:
         if all(first_in_parent(".".join(parts[:i])) for i in range(1, len(parts) + 1)):
             walked.add(path)
     return walked
+
+
+def rms_norm_parts(row: ModuleRow) -> tuple[int, int, int]:
+    """(mean output elements, multiply output elements, multiply calls) that native ran inside
+    the row's ``F.rms_norm`` calls, which a tracer (jit, fx) keeps as one ``rms_norm`` node, where
+    eager CPU runs its decomposition: pow, mean, an in-place add of eps (as many elements as the
+    mean's output), rsqrt, a multiply by the reciprocal, and one by the weight when there is one.
+    (0, 0, 0) when native ran a fused kernel (``aten::_fused_rms_norm``: nothing to take out) or a
+    call's shapes were not recorded. torch's ``nn.RMSNorm`` (no call record inside torch.nn
+    layers): one call per call of the module, read from its calls and attributes."""
+    if "aten::_fused_rms_norm" in row.ops:
+        return 0, 0, 0
+    if is_instance(row, "torch.nn.modules.normalization.RMSNorm"):
+        shape = row.attrs.get("normalized_shape")
+        if not isinstance(shape, tuple) or not all(isinstance(d, int) for d in shape):
+            return 0, 0, 0
+        muls = 1 + bool(row.attrs.get("has_weight"))
+        n = sum(n_in(c) for c in row.call_records)
+        return n // max(1, numel(shape)), muls * n, muls * len(row.call_records)
+    recorded = [c for c in row.torch_calls if c.func == "F.rms_norm"]
+    mean = mul = mul_calls = 0
+    for c in recorded:
+        x, shape = call_arg(c, 0, "input"), call_arg(c, 1, "normalized_shape")
+        shape = (shape,) if isinstance(shape, int) else shape
+        if not isinstance(x, TensorMeta) or not isinstance(shape, tuple) or not all(isinstance(d, int) for d in shape):
+            return 0, 0, 0
+        muls = 1 + (call_arg(c, 2, "weight") is not None)
+        mean += numel(x.shape) // max(1, numel(shape))
+        mul += muls * numel(x.shape)
+        mul_calls += muls
+    return mean, mul, mul_calls
 
 
 class Tree:

@@ -160,7 +160,8 @@ def _traced(row: ModuleRow, terms: list[Term]) -> int:
         elif c.func in _MATMUL and all(isinstance(x, TensorMeta) for x in c.args[:2]):
             x, y = c.args[0].shape, c.args[1].shape
             matmul += numel(x) * (y[-1] if len(y) > 1 else 1)
-    inplace = 2 * row.op_elements.get("aten::add_", (0, 0))[1]  # ``+=``: an add node in fx
+    # ``+=``: an add node in fx; not the add of eps inside F.rms_norm, one rms_norm node in fx (0)
+    inplace = 2 * (row.op_elements.get("aten::add_", (0, 0))[1] - common.rms_norm_parts(row)[0])
     ref = row.macs
     if matmul != ref:
         terms.append(Term("functional_not_seen", matmul - ref, "pthflops.functional_not_seen.2",

@@ -46,7 +46,8 @@ is 0 in torchprofile; ``grid_sample`` in nearest or bicubic mode (assumed biline
 
 from __future__ import annotations
 
-from reconcile.conventions.base import Convention, LayerPrediction, Prediction, RuleDoc, Term, call_arg, n_in, numel
+from reconcile.conventions import common
+from reconcile.conventions.base import Convention, LayerPrediction, Prediction, RuleDoc, Term, call_arg, numel
 from reconcile.conventions.fvcore import trace_only
 from reconcile.conventions.fvcore_ops import traced_work
 from reconcile.counter.formulas import POOL_MEAN, flops_of
@@ -64,7 +65,6 @@ _POOLS = {POOL_MEAN: "adaptive_avg_pool (a 1x1 pool, native's keepdim mean)",
 _MULS = ("aten::mul", "aten::mul_")
 _INTERPOLATE = {"aten::upsample_bilinear2d": 4, "aten::grid_sampler_2d": 4}
 _INSTANCE_NORM = "torch.nn.modules.instancenorm._InstanceNorm"
-_RMS_NORM = "torch.nn.modules.normalization.RMSNorm"
 _CONV = tuple(f"torch.nn.modules.conv.Conv{d}d" for d in (1, 2, 3))
 _CONV_T = tuple(f"torch.nn.modules.conv.ConvTranspose{d}d" for d in (1, 2, 3))
 # traced ops without a torchprofile handler for native work that has MACs: counted as 0
@@ -107,36 +107,6 @@ def _sdpa_mul_elements(row: ModuleRow, calls: int, mul_calls: int, mul_out: int)
     return mul_out * min(2 * calls, mul_calls) // mul_calls if mul_calls else 0
 
 
-def _rms_norm_parts(row: ModuleRow) -> tuple[int, int, int]:
-    """(mean output elements, multiply output elements, multiply calls) that native ran inside
-    the row's ``F.rms_norm`` calls: the trace holds each call as one ``aten::rms_norm`` node (no
-    handler: 0), where eager CPU runs its decomposition (pow, mean, add, rsqrt, a multiply by the
-    reciprocal, and one by the weight when there is one). (0, 0, 0) when native ran a fused
-    kernel (``aten::_fused_rms_norm``: no mean or multiply to take out) or a call's shapes were not
-    recorded."""
-    if "aten::_fused_rms_norm" in row.ops:
-        return 0, 0, 0
-    if _isa(row, _RMS_NORM):  # torch.nn's own layer: its one F.rms_norm call per call of the module
-        shape = row.attrs.get("normalized_shape")
-        if not isinstance(shape, tuple) or not all(isinstance(d, int) for d in shape):
-            return 0, 0, 0
-        muls = 1 + bool(row.attrs.get("has_weight"))
-        n = sum(n_in(c) for c in row.call_records)
-        return n // max(1, numel(shape)), muls * n, muls * len(row.call_records)
-    recorded = [c for c in row.torch_calls if c.func == "F.rms_norm"]
-    mean = mul = mul_calls = 0
-    for c in recorded:
-        x, shape = call_arg(c, 0, "input"), call_arg(c, 1, "normalized_shape")
-        shape = (shape,) if isinstance(shape, int) else shape
-        if not isinstance(x, TensorMeta) or not isinstance(shape, tuple) or not all(isinstance(d, int) for d in shape):
-            return 0, 0, 0
-        muls = 1 + (call_arg(c, 2, "weight") is not None)
-        mean += numel(x.shape) // max(1, numel(shape))
-        mul += muls * numel(x.shape)
-        mul_calls += muls
-    return mean, mul, mul_calls
-
-
 def _own(row: ModuleRow, fv_muls: int) -> tuple[int, int, list[Term]]:
     """(torchprofile's count, native MACs, terms) for the live module ``row``'s own forward.
     ``fv_muls``: traced ``aten::mul`` nodes fvcore's trace model puts in it."""
@@ -144,7 +114,7 @@ def _own(row: ModuleRow, fv_muls: int) -> tuple[int, int, list[Term]]:
     tp = 0
     ref = 0
     sdpa = row.ops.get("aten::_safe_softmax", 0)
-    rms_mean, rms_mul, rms_mul_calls = _rms_norm_parts(row)
+    rms_mean, rms_mul, rms_mul_calls = common.rms_norm_parts(row)
     fv_muls -= rms_mul_calls  # fvcore's model takes native's multiplies for traced ones
     traced_ops = {w.op for w in traced_work(row)}
     real_muls = 0
