@@ -111,9 +111,9 @@ def _total(r: ModelReport, t: ToolExplanation) -> Fraction | None:
 
 
 def page_row(r: ModelReport) -> PageRow:
-    shape = ", ".join(r.inputs) if len(r.inputs) > 1 else "x".join(map(str, r.input_shape))
     from reconcile._version import code_version
 
+    shape = ", ".join(r.inputs) if len(r.inputs) > 1 else "x".join(map(str, r.input_shape))
     return PageRow(r.model, shape, r.native_totals.get("macs"), r.native_totals.get("params"),
                    tuple(ToolCell(t.tool, share(t), _total(r, t)) for t in r.tools), _unfinished(r), code_version())
 
@@ -203,7 +203,7 @@ def parse_line(line: str) -> tuple[dict, PageRow]:
         raise ValueError(f"not JSON ({str(exc)[:80]})") from None
     fields = {"key", "model", "input", "macs", "params", "tools", "unfinished"}
     if not isinstance(d, dict) or set(d) - {"code"} != fields:
-        raise ValueError("not a zoo row (expected " + ", ".join(sorted(fields)) + ", and code)")
+        raise ValueError("not a zoo row (expected " + ", ".join(sorted(fields)) + ", and optionally code)")
     code = _str(d.get("code", ""), "code")
     if not _CODE.fullmatch(code):
         raise ValueError("its code is not a fingerprint")

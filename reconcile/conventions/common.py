@@ -29,11 +29,11 @@ def _registered_by_module(native: NativeCount) -> dict[str, list[ParamInfo]]:
 
 
 def walked_paths(native: NativeCount) -> set[str]:
-    """The paths to modules that ``children()`` walks (thop's ``model.apply`` and ``dfs_count``, ptflops' ``accumulate_flops``):
-    every path of every module (its name and its ``_aliases``, ``named_modules(remove_duplicate=
-    False)``) except where a parent holds the same module under two names: ``named_children()``
-    gives it once, under the first, so a path through a later name is not walked (coat's
-    ParallelBlock holds one Mlp as mlp2, mlp3 and mlp4)."""
+    """The paths to modules that ``children()`` walks (thop's ``model.apply`` and ``dfs_count``,
+    ptflops' ``accumulate_flops``): every path of every module (its name and its ``_aliases``,
+    ``named_modules(remove_duplicate=False)``) except where a parent holds the same module under
+    two names: ``named_children()`` gives it once, under the first, so a path through a later name
+    is not walked (coat's ParallelBlock holds one Mlp as mlp2, mlp3 and mlp4)."""
     paths_of = {r.name: (r.name, *r.attrs.get("_aliases", ())) for r in native.rows}
     owner = {p: name for name, ps in paths_of.items() for p in ps}
 
