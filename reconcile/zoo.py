@@ -98,7 +98,8 @@ def zoo_markdown(rows: Sequence[PageRow | ModelReport], errors: Sequence[tuple[s
     title = "" if source == "torchvision" else f" ({source})"
     lines = [f"# Zoo{title}: how much of each tool's output reconcile explains", "",
              "Share of each tool's rows (per-layer rows, the total-only record and the headline) whose every "
-             "number is predicted exactly from the native count, i.e. zero residual. Target: 100% everywhere. "
+             "number is predicted exactly from the native count, i.e. zero residual. Target: 100% everywhere; "
+             "a cell short of it (rounded down) also gives the size of the residual against the tool's own total. "
              "`failed` / `timeout`: the tool itself did not finish on that model (why: the list below the "
              "table, and the model's report).", "",
              *[line for k in kinds if SOURCES[k].published_columns for line in (SOURCES[k].published_note, "")],

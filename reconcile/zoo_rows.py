@@ -39,6 +39,10 @@ class Share:
     explained: int  # rows with zero residual on every metric
     rows: int
     status: str
+    # the main count's residual (counted once) over the tool's main total, when it has one: a
+    # count of rows can hide its size (coat_tiny's one unexplained row of 312 was ptflops' total,
+    # off by half of it)
+    unexplained: Fraction | None = None
 
     @property
     def complete(self) -> bool:
@@ -47,17 +51,31 @@ class Share:
     def text(self) -> str:
         if self.status != "ok":
             return self.status
-        pct = 100 * self.explained / self.rows if self.rows else 100.0
-        return f"{pct:.0f}% ({self.explained}/{self.rows})" if self.explained != self.rows else f"100% ({self.rows})"
+        if self.explained == self.rows:
+            return f"100% ({self.rows})"
+        pct = 100 * self.explained // self.rows  # rounded down: 311 of 312 is 99%, never "100%"
+        size = f"; {_percent(self.unexplained)} of its total unexplained" if self.unexplained else ""
+        return f"{pct}% ({self.explained}/{self.rows}{size})"
+
+
+def _percent(x: Fraction) -> str:
+    """A share as a percentage: whole from 10% up (a residual may exceed the total: "240%"), else
+    two significant digits ("0.012%"), and "under 0.001%" below that."""
+    v = float(100 * x)
+    return f"{v:.0f}%" if v >= 10 else f"{v:.2g}%" if v >= 0.001 else "under 0.001%"
 
 
 def share(t: ToolExplanation) -> Share:
-    """Rows (plus the total-only record and the headline) whose every metric has zero residual."""
+    """Rows (plus the total-only record and the headline) whose every metric has zero residual,
+    and the main count's residual over the tool's main total."""
     if t.status != "ok":
         return Share(0, 0, t.status)
     rows = list(t.layers) + [r for r in (t.unattributed, t.headline) if r is not None]
     ok = sum(1 for le in rows if not any(le.residual.values()))
-    return Share(ok, len(rows), "ok" if t.summaries else "no convention")
+    s = t.summaries.get(t.main)
+    unexplained = (Fraction(s.residual) / abs(Fraction(s.raw_total))
+                   if s is not None and s.residual and s.raw_total else None)
+    return Share(ok, len(rows), "ok" if t.summaries else "no convention", unexplained)
 
 
 @dataclass(frozen=True)
@@ -129,6 +147,7 @@ def row_line(key: dict, row: PageRow) -> str:
     """The JSON line of ``row`` (no newline inside), for ``append_row`` and ``read_rows``."""
     d = {"key": key, "model": row.model, "input": row.input, "macs": row.macs, "params": row.params,
          "tools": [[c.tool, c.share.status, c.share.explained, c.share.rows, None if c.total is None else str(c.total)]
+                   + ([str(c.share.unexplained)] if c.share.unexplained is not None else [])
                    for c in row.tools],
          "unfinished": list(row.unfinished)}
     if row.code:
@@ -213,11 +232,14 @@ def parse_line(line: str) -> tuple[dict, PageRow]:
         raise ValueError("tools and unfinished are not lists")
     cells = []
     for cell in d["tools"]:
-        if not isinstance(cell, list) or len(cell) != 5:
-            raise ValueError("a tool cell is not [tool, status, explained, rows, total]")
-        tool, status, explained, rows, total = cell
+        if not isinstance(cell, list) or len(cell) not in (5, 6):
+            raise ValueError("a tool cell is not [tool, status, explained, rows, total(, unexplained)]")
+        tool, status, explained, rows, total = cell[:5]
+        unexplained = _fraction(cell[5]) if len(cell) == 6 else None
+        if len(cell) == 6 and (unexplained is None or unexplained <= 0):
+            raise ValueError("a tool cell's unexplained share is not a positive ratio")
         cells.append(ToolCell(_str(tool, "a tool"), Share(_int(explained, "explained"), _int(rows, "rows"),
-                                                          _str(status, "a status")), _fraction(total)))
+                                                          _str(status, "a status"), unexplained), _fraction(total)))
     row = PageRow(_str(d["model"], "model"), _str(d["input"], "input"), _int(d["macs"], "macs", True),
                   _int(d["params"], "params", True), tuple(cells),
                   tuple(_str(u, "a reason") for u in d["unfinished"]), code)

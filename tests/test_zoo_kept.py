@@ -253,7 +253,9 @@ def test_a_row_reads_back_and_a_bad_line_never_does():
 
     row = PageRow("timm:x", "1x3x8x8", 3888, 112, (ToolCell("thop", Share(3, 3, "ok"), Fraction(3888)),
                                                    ToolCell("torchstat", Share(0, 0, "failed"), None),
-                                                   ToolCell("odd", Share(1, 2, "ok"), Fraction(7, 2))),
+                                                   ToolCell("odd", Share(1, 2, "ok"), Fraction(7, 2)),
+                                                   ToolCell("off", Share(311, 312, "ok", Fraction(49, 100)),
+                                                            Fraction(4691133832))),
                   ("torchstat: `ValueError`: no",))
     key = {"spec": "timm:x", "tools": ["thop"], "timeout": 600.0, "versions": {"torch": "2"}}
     assert parse_line(row_line(key, row)) == (key, row)
@@ -263,12 +265,19 @@ def test_a_row_reads_back_and_a_bad_line_never_does():
                      (dict(good, tools=[["thop", "ok", 3, 3, 3888]]), "a total is not an exact number"),
                      (dict(good, tools=[["thop", "ok", 3, 3, "__import__('os')"]]), "a total is not an exact number"),
                      (dict(good, tools=[["thop", "ok", 3]]), "a tool cell"),
+                     (dict(good, tools=[["thop", "ok", 3, 3, "3888", "0"]]), "not a positive ratio"),
+                     (dict(good, tools=[["thop", "ok", 3, 3, "3888", None]]), "not a positive ratio"),
                      (dict(good, extra=1), "not a zoo row"),
                      ({k: v for k, v in good.items() if k != "key"}, "not a zoo row")]:
         with pytest.raises(ValueError, match=why):
             parse_line(json.dumps(bad))
     with pytest.raises(ValueError, match="not JSON"):
         parse_line('{"key": NaN}')
+    # a cell says how much of the tool's total its residual is, not only how many rows it is in
+    assert [c.share.text() for c in row.tools] == ["100% (3)", "failed", "50% (1/2)",
+                                                   "99% (311/312; 49% of its total unexplained)"]
+    assert Share(1, 2, "ok", Fraction(3, 100_000)).text() == "50% (1/2; 0.003% of its total unexplained)"
+    assert Share(1, 2, "ok", Fraction(12, 5)).text() == "50% (1/2; 240% of its total unexplained)"
     # the code that explained it: read back; a row from before rows named it reads as ""
     coded = dataclasses.replace(row, code="0123456789ab")
     assert parse_line(row_line(key, coded)) == (key, coded)
