@@ -116,6 +116,21 @@ def test_a_tuple_output_is_a_recorded_failure():
     assert run.status == "failed" and run.error_type == "IndexError"
 
 
+def test_a_size_call_is_a_recorded_failure_that_says_why():
+    # torchvision's shufflenet_v2 (channel_shuffle): x.size() is a call_method node whose result,
+    # a torch.Size of 4 numbers, pthflops takes for its (value, flops, params) triple and keeps its
+    # first number (1); indexing that int then fails
+    class Shuffle(nn.Module):
+        def forward(self, x):
+            b, c, h, w = x.size()
+            return x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+    run = adapter("pthflops").run(Shuffle(), (torch.randn(1, 4, 2, 2),))
+    assert run.status == "failed" and run.error_type == "TypeError"
+    assert run.error_message.startswith("pthflops takes any tuple a traced node returns for its own (output, FLOPs, "
+                                        "params): this forward's x.size() returns a torch.Size")
+
+
 def test_two_inputs_is_a_recorded_failure():
     class Two(nn.Module):
         def forward(self, x, y):

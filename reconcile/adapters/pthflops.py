@@ -60,6 +60,10 @@ class PthflopsAdapter(Adapter):
                 if "symbolically traced variables cannot be used as inputs to control flow" in str(exc) or \
                         type(exc).__name__ == "TraceError":
                     raise ToolFailure("pthflops' torch.fx.symbolic_trace cannot trace this model's forward", exc) from exc
+                if "'int' object is not subscriptable" in str(exc):  # torchvision's shufflenet_v2
+                    raise ToolFailure("pthflops takes any tuple a traced node returns for its own (output, FLOPs, "
+                                      "params): this forward's x.size() returns a torch.Size, of which it keeps the "
+                                      "first number, so indexing the size fails", exc) from exc
                 if "'int' object has no attribute 'numel'" in str(exc):
                     raise ToolFailure("pthflops counts an add / mul by its output's numel(): this forward adds or "
                                       "multiplies Python ints (sizes), whose result has none", exc) from exc
