@@ -10,6 +10,7 @@ each, so the whole check fits in CI's time. ``make zoo`` runs all 80 and writes 
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Callable, Sequence
 
@@ -337,6 +338,30 @@ def names_for(source: str, subset: str, models: str | None) -> list[str]:
     return list(dict.fromkeys(f"{prefix}:{n}" if prefix and ":" not in n else n for n in split_specs(models)))
 
 
+def cheapest_first(names: Sequence[str]) -> list[str]:
+    """``names`` in the order a zoo run counts them: by the GMACs published for the model at its
+    default input (torchvision's ``_ops``, timm's table), the cheapest first; a model with no
+    published figure (or a spec that does not resolve: its error comes in its turn) last, in the
+    order given. A whole-timm run outlasts a sitting here: cut short, it has counted the most
+    models it could, and the largest, which may not fit in memory or time, come at the end. The
+    page keeps the order of ``names``."""
+    from reconcile import models
+    from reconcile.errors import ReconcileError
+
+    def cost(name: str) -> float:
+        try:
+            published = models.published(models.resolve(name, check=False))
+        except ReconcileError:
+            return math.inf
+        try:
+            return float(published.get("_ops", published.get("infer_gmacs")))
+        except (TypeError, ValueError):  # none published
+            return math.inf
+
+    costs = {name: cost(name) for name in names}
+    return sorted(names, key=costs.__getitem__)  # stable: equal costs keep their order
+
+
 def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, progress,
         note: Callable[[str], None], recount_earlier: bool = False) -> tuple[list[PageRow], list[tuple[str, str]]]:
     """Every tool of ``cfg`` on every model of ``names``, reconciled: the page's rows and the
@@ -347,7 +372,8 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
     are (explained again by this reconcile), else, when there is no kept runs file for the model
     at all (one that does not validate means the model runs again), from their rows; with
     ``recount_earlier``, not from a row explained by other reconcile code (``PageRow.code``): that
-    model runs again. ``progress`` (a ``reconcile.progress.Progress``) is told of every job and
+    model runs again. The models left to count run cheapest first (``cheapest_first``).
+    ``progress`` (a ``reconcile.progress.Progress``) is told of every job and
     shown a line per model; ``note`` gets a kept file or row that does not validate or cannot be
     written."""
     from pathlib import Path
@@ -425,7 +451,7 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
                 done_rows[name] = kept_rows[name][1]
                 progress.skip(name)
                 show(name, done_rows[name])
-    todo = [n for n in names if n not in done and n not in done_rows]
+    todo = cheapest_first([n for n in names if n not in done and n not in done_rows])
 
     def keep(mr) -> None:
         lost = ""

@@ -357,3 +357,38 @@ def test_a_model_whose_explanation_fails_is_one_line_and_the_zoo_goes_on(tmp_pat
                      "--out", str(out), "--resume"]) == 0
     said = capsys.readouterr().out
     assert said.count("(kept from an earlier run)") == 2, said
+
+
+def test_a_zoo_counts_the_cheapest_models_first_and_pages_them_in_order(tmp_path, monkeypatch):
+    """A whole-timm run outlasts a sitting here and was counted in the order of timm's list, its
+    giants (samvit_huge, 2,982 GMACs) among the rest: cut short, it had counted fewer models than
+    it could, and a part of 16 waited on its giant. Now the models run by published GMACs at
+    their default input, the cheapest first, those with none published (a tag, an unknown name)
+    last in their order; the page keeps the order given."""
+    from reconcile import progress as progress_module
+    from reconcile.config import RunConfig
+
+    # published GMACs: alexnet 0.714, resnet18 1.814, vgg16 15.47 (torchvision's ``_ops``);
+    # timm's table at 224 px: resnet18 1.82, resnet50 4.11; a tagged name and an unknown one: none
+    names = ["vgg16", "timm:resnet50.a1_in1k", "timm:resnet50", "no_such_model", "resnet18", "alexnet",
+             "timm:resnet18"]
+    order = ["alexnet", "resnet18", "timm:resnet18", "timm:resnet50", "vgg16", "timm:resnet50.a1_in1k",
+             "no_such_model"]
+    assert zoo.cheapest_first(names) == order
+    assert zoo.cheapest_first(["vgg16", "vgg16"]) == ["vgg16", "vgg16"]
+
+    ran: list[str] = []
+
+    def collect(part, cfg, *, on_done, on_start, on_model):
+        for spec in part:
+            ran.append(spec)
+            on_model(pipeline.ModelRuns(spec, spec, inputs=(), native=None, error=f"{spec}: not run here"))
+        return []
+
+    monkeypatch.setattr(pipeline, "collect", collect)
+    progress = progress_module.Progress(len(names), 1, lines=False)
+    rows, errors = zoo.run(names, RunConfig(tools=("native",)), tmp_path, "torchvision", resume_kept=False,
+                           progress=progress, note=print)
+    progress.close()
+    assert ran == order
+    assert [spec for spec, _ in errors] == names  # reported in the order given
