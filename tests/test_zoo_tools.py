@@ -101,8 +101,10 @@ def test_the_zoo_page_gives_each_model_its_figures_and_each_failure_its_reason(r
 
 @pytest.mark.slow
 def test_a_tool_run_on_meta_reports_its_run_on_cpu(runs):
-    # pthflops, tried on meta first: each record of this zoo equals pthflops' run on CPU (tests/meta_proof.py)
+    # thop, ultralytics-thop and pthflops, tried on meta first: each of their records in this zoo
+    # equals the tool's run on CPU (tests/meta_proof.py)
     compared, differ = meta_proof.differences(runs)
     assert not differ, "\n".join(differ)
-    failing = {model for model, tool in KNOWN_FAILURES if tool in meta_proof.SHAPES_TOOLS}
-    assert compared == len(zoo.ZOO_CI) - len(failing) > 0  # all but the 3 models pthflops fails on
+    failing = [(model, tool) for model, tool in KNOWN_FAILURES if tool in meta_proof.SHAPES_TOOLS]
+    # every model for each of them, but the 3 models pthflops fails on
+    assert len(failing) == 3 and compared == len(zoo.ZOO_CI) * len(meta_proof.SHAPES_TOOLS) - len(failing)
