@@ -368,9 +368,10 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
     models' errors, in the order of ``names`` however the runs finished. Each model's runs are
     kept in ``folder``'s runs folder as soon as they are complete, and its row appended to the
     rows file there (``zoo_rows``), so that ``resume_kept`` (``--resume``) runs only the models
-    kept for other tools, timeout or versions, or not at all: from their kept runs when there
-    are (explained again by this reconcile), else, when there is no kept runs file for the model
-    at all (one that does not validate means the model runs again), from their rows; with
+    kept for other tools, timeout or versions, or not at all: from their rows when this code
+    explained them; else from their kept runs when there are (explained again by this reconcile),
+    else, when there is no kept runs file for the model at all (one that does not validate means
+    the model runs again), from their rows; with
     ``recount_earlier``, not from a row explained by other reconcile code (``PageRow.code``): that
     model runs again. The models left to count run cheapest first (``cheapest_first``).
     ``progress`` (a ``reconcile.progress.Progress``) is told of every job and
@@ -437,8 +438,16 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
             compact_rows(kept_folder, kept_rows)
         except (OSError, ReconcileError) as exc:
             note(f"{kept_folder}: could not rewrite {ROWS_FILE} one line per model ({exc})")
+        now = code_version()
         for name in names:
             key = run_key(name, tools, cfg.timeout)
+            if name in kept_rows and kept_rows[name][0] == key and kept_rows[name][1].code == now:
+                # explained by this code: its runs would give this row again (a second a model
+                # to read and explain, with the workers idle)
+                done_rows[name] = kept_rows[name][1]
+                progress.skip(name)
+                show(name, done_rows[name])
+                continue
             runs, why = resume(kept_folder, name, key)
             if why:  # a file that does not validate is never trusted, never fatal: the model runs again
                 note(why)
@@ -447,7 +456,7 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
                 progress.skip(name)
                 finish(name, runs)
             elif (not why and name in kept_rows and kept_rows[name][0] == key  # no kept runs at all
-                  and not (recount_earlier and kept_rows[name][1].code != code_version())):
+                  and not (recount_earlier and kept_rows[name][1].code != now)):
                 done_rows[name] = kept_rows[name][1]
                 progress.skip(name)
                 show(name, done_rows[name])

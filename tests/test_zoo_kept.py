@@ -165,6 +165,8 @@ def test_zoo_resume_runs_again_what_does_not_check_and_runs_no_planted_code(tmp_
     files = [kept / zoo.kept_file(s) for s in specs]
     assert all(f.exists() for f in files), sorted(os.listdir(kept))
     table = (out / "zoo.md").read_bytes()
+    # their rows, explained by this code, would be taken as they are: the runs files alone here
+    (kept / "rows.jsonl").unlink()
 
     malformed = json.loads(gzip.decompress(files[0].read_bytes()))
     malformed["runs"]["fields"]["native"] = {"$record": "NativeCount", "fields": {"model": 1}}
@@ -301,6 +303,14 @@ def test_rows_of_other_code_are_named_on_the_page_and_counted_again_on_request(t
     (line,) = (kept / zoo_rows.ROWS_FILE).read_text().splitlines()
     assert json.loads(line)["code"] == code_version()
     assert "other reconcile code" not in (tmp_path / "zoo.md").read_text()
+    # a row this code explained is taken as it is: its runs, which would give it again, are not
+    # read (a second a model, with the workers idle), so a runs file that does not read back is
+    # never met
+    (kept / zoo.kept_file(spec)).write_bytes(b"not a runs file")
+    capsys.readouterr()
+    assert cli.main([*args, "--resume"]) == 0
+    out, err = capsys.readouterr()
+    assert "(kept from an earlier run)" in out and err == ""
     # the row as an earlier code wrote it, twice (a model explained anew appends a line), no kept runs
     (kept / zoo.kept_file(spec)).unlink()
     old = json.dumps(dict(json.loads(line), code="000000000000"))
