@@ -20,6 +20,7 @@ import os
 import tempfile
 from dataclasses import replace
 
+import pytest
 import torch
 from torch import nn
 
@@ -53,9 +54,11 @@ def _devices_built(job: Job):
             os.remove(BUILDS)
 
 
-def test_a_model_that_runs_on_meta_is_built_and_counted_there_only():
-    # squeezenet1_1 at 1x3x224x224: pthflops counts it on meta; no CPU weights are made
-    run, devices = _devices_built(Job("squeezenet1_1", "pthflops", input_shape=(1, 3, 224, 224)))
+@pytest.mark.parametrize("tool", SHAPES_TOOLS)
+def test_a_model_that_runs_on_meta_is_built_and_counted_there_only(tool):
+    # squeezenet1_1 at 1x3x224x224: each tool of SHAPES_TOOLS counts it on meta; no CPU weights
+    # are made (so the proof of tests/meta_proof.py compares a meta run, not a CPU run with itself)
+    run, devices = _devices_built(Job("squeezenet1_1", tool, input_shape=(1, 3, 224, 224)))
     assert run.status == "ok" and devices == ["meta"]
 
 
