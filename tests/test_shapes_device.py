@@ -30,7 +30,7 @@ from tests.meta_proof import SHAPES_TOOLS
 
 def test_the_tools_tried_on_meta_are_the_ones_the_zoo_files_prove():
     # tests/meta_proof.py covers these; a tool given a shapes_device is proven there on every sample
-    assert SHAPES_TOOLS == ("thop", "ultralytics-thop", "pthflops")
+    assert SHAPES_TOOLS == ("pthflops",)
 
 
 BUILDS = os.path.join(tempfile.gettempdir(), "reconcile-shapes-builds")

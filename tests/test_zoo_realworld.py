@@ -219,9 +219,9 @@ def test_a_tool_said_not_to_run_fails(runs):
 
 @pytest.mark.slow
 def test_a_tool_run_on_meta_reports_its_run_on_cpu(runs):
-    # thop, ultralytics-thop and pthflops, tried on meta first: each of their records of the
-    # sample equals the tool's run on CPU (tests/meta_proof.py); pthflops takes one input tensor,
-    # so none of the transformers sample
+    # each tool tried on meta first (pthflops): each of its records of the sample equals the
+    # tool's run on CPU (tests/meta_proof.py); pthflops takes one input tensor, so none of the
+    # transformers sample
     compared, differ = meta_proof.differences(runs)
     assert not differ, "\n".join(differ)
     failing = [(model, tool) for model, tool in KNOWN_FAILURES if tool in meta_proof.SHAPES_TOOLS]

@@ -101,8 +101,8 @@ def test_the_zoo_page_gives_each_model_its_figures_and_each_failure_its_reason(r
 
 @pytest.mark.slow
 def test_a_tool_run_on_meta_reports_its_run_on_cpu(runs):
-    # thop, ultralytics-thop and pthflops, tried on meta first: each of their records in this zoo
-    # equals the tool's run on CPU (tests/meta_proof.py)
+    # each tool tried on meta first (pthflops): each of its records in this zoo equals the
+    # tool's run on CPU (tests/meta_proof.py)
     compared, differ = meta_proof.differences(runs)
     assert not differ, "\n".join(differ)
     failing = [(model, tool) for model, tool in KNOWN_FAILURES if tool in meta_proof.SHAPES_TOOLS]

@@ -72,12 +72,10 @@ def _printed_warnings(text: str) -> list[str]:
 class ThopAdapter(Adapter):
     name = "thop"
     distribution = "thop"
-    # its count reads module input and output shapes and parameter sizes alone (its rules, and
-    # ultralytics-thop's functional ones, are shape arithmetic): tried on meta first (the
-    # runner's ``_on_shapes``), the same run field for field on every zoo sample
-    # (tests/meta_proof.py), without the CPU forward (timm resnet50: 0.08 s against 2.7 s beside
-    # a zoo); a model meta cannot run is counted on CPU as ever
-    shapes_device = "meta"
+    # runs on CPU as its users run it. Tried on meta first (2026-12-07) its runs equalled its CPU
+    # runs on all 51 zoo samples, but a model whose CPU forward crashes or runs out of memory
+    # counted there where the user's thop fails (tests/test_faults.py), and on small models meta
+    # was slower (2.9 s against 2.3 s over 20 timm models): docs/development.md
 
     def attempted(self) -> str:
         return "thop.profile(deepcopy(model), inputs=inputs, ret_layer_info=True)"
