@@ -441,21 +441,17 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
         now = code_version()
         for name in names:
             key = run_key(name, tools, cfg.timeout)
-            if name in kept_rows and kept_rows[name][0] == key and kept_rows[name][1].code == now:
-                # explained by this code: its runs would give this row again (a second a model
-                # to read and explain, with the workers idle)
-                done_rows[name] = kept_rows[name][1]
-                progress.skip(name)
-                show(name, done_rows[name])
-                continue
-            runs, why = resume(kept_folder, name, key)
+            # a row this code explained is taken as it is (below): its runs would give it again,
+            # and reading and explaining them takes a second a model with the workers idle
+            current = name in kept_rows and kept_rows[name][0] == key and kept_rows[name][1].code == now
+            runs, why = (None, "") if current else resume(kept_folder, name, key)
             if why:  # a file that does not validate is never trusted, never fatal: the model runs again
                 note(why)
             if runs is not None:  # explained now and let go: a resume holds one model's runs at a time
                 done.add(name)
                 progress.skip(name)
                 finish(name, runs)
-            elif (not why and name in kept_rows and kept_rows[name][0] == key  # no kept runs at all
+            elif (not why and name in kept_rows and kept_rows[name][0] == key  # no kept runs read
                   and not (recount_earlier and kept_rows[name][1].code != now)):
                 done_rows[name] = kept_rows[name][1]
                 progress.skip(name)

@@ -225,4 +225,4 @@ def test_a_tool_run_on_meta_reports_its_run_on_cpu(runs):
     compared, differ = meta_proof.differences(runs)
     assert not differ, "\n".join(differ)
     failing = [(model, tool) for model, tool in KNOWN_FAILURES if tool in meta_proof.SHAPES_TOOLS]
-    assert failing and compared == len(SAMPLE) * len(meta_proof.SHAPES_TOOLS) - len(failing)
+    assert failing and compared == len(SAMPLE) * len(meta_proof.SHAPES_TOOLS) - len(failing) > 0
