@@ -17,11 +17,12 @@ TOOLS ?=
 OUT ?= reports
 SOURCE ?= torchvision
 SUBSET ?= all
-# `make zoo EXECUTOR=ray [RAY_ADDRESS=host:6379] [RESUME=1 [RECOUNT=1]]`: jobs as Ray tasks; resume an interrupted run (RECOUNT: count again the models kept only as rows of other reconcile code)
+# `make zoo EXECUTOR=ray [RAY_ADDRESS=host:6379] [RESUME=1 [RECOUNT=1]] [PAGE=1]`: jobs as Ray tasks; resume an interrupted run (RECOUNT: count again the models kept only as rows of other reconcile code; PAGE: count nothing, write the page of what is kept)
 EXECUTOR ?= local
 RAY_ADDRESS ?=
 RESUME ?=
 RECOUNT ?=
+PAGE ?=
 # `make roofline`: hardware table entries, local (this machine, measured once, cached) or custom:...
 HARDWARE ?= a100-80gb,local
 PLOTS ?= $(OUT)/roofline
@@ -77,7 +78,7 @@ bench: $(STAMP) $(TOOLS_STAMP)
 
 zoo: $(STAMP) $(TOOLS_STAMP)
 	$(PY) -m reconcile zoo --source $(SOURCE) --subset $(SUBSET) --out $(OUT) --executor $(EXECUTOR) \
-		$(if $(TOOLS),--tools $(TOOLS),) $(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS),) $(if $(RESUME),--resume,) $(if $(RECOUNT),--recount-earlier,)
+		$(if $(TOOLS),--tools $(TOOLS),) $(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS),) $(if $(RESUME),--resume,) $(if $(RECOUNT),--recount-earlier,) $(if $(PAGE),--page-only,)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

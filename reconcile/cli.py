@@ -303,6 +303,8 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
     folder = check_writable(cfg.out)
     if ns.source != "timm" and ns.published:
         raise ReconcileError(f"--published checks timm's published table: use it with --source timm, not {ns.source}")
+    if ns.page_only and ns.published:
+        raise ReconcileError("--page-only writes the zoo page, --published checks timm's table: use one of them")
     if ns.published:
         def line(k: int, rows: int, c) -> None:
             amounts = f" ({c.cause}: {c.amounts})" if c.cause else ""
@@ -314,16 +316,21 @@ def cmd_zoo(ns: argparse.Namespace) -> int:
         return 1 if finding else 0  # like roofline --measure: a finding, not an error
     if ns.recount_earlier and not ns.resume:
         raise ReconcileError("--recount-earlier says which kept rows --resume may not reuse: add --resume")
+    if ns.page_only and ns.recount_earlier:
+        raise ReconcileError("--page-only counts nothing, --recount-earlier counts kept rows again: use one of them")
     names = zoo.names_for(ns.source, ns.subset, ns.models)
     # a bar on a terminal; without one, the per-model line is the progress
     progress = Progress(len(names), len(cfg.tools), lines=False)
     try:
-        rows, errors = zoo.run(names, cfg, folder, ns.source, resume_kept=ns.resume, progress=progress,
-                               note=_err_line, recount_earlier=ns.recount_earlier)
+        rows, errors, pending = zoo.run(names, cfg, folder, ns.source, resume_kept=ns.resume or ns.page_only,
+                                        progress=progress, note=_err_line, recount_earlier=ns.recount_earlier,
+                                        count=not ns.page_only)
     finally:
         progress.close()
-    out, picture = zoo.write_page(folder, ns.source, rows, errors, whole=ns.models is None and ns.subset == "all")
-    print(f"wrote {folder / out}" + (" (.png)" if picture else ""))
+    out, picture = zoo.write_page(folder, ns.source, rows, errors, whole=ns.models is None and ns.subset == "all",
+                                  pending=pending)
+    print(f"wrote {folder / out}" + (" (.png)" if picture else "")
+          + (f"; {len(pending)} of its {len(names)} models not counted yet" if pending else ""))
     return 2 if errors else 0
 
 
@@ -476,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recount-earlier", action="store_true",
                    help="with --resume: count again the models kept only as a page row explained by other "
                         "reconcile code (the page lists them); kept runs are always explained again")
+    p.add_argument("--page-only", action="store_true",
+                   help="count nothing: write the page from what an earlier run kept (as --resume finds it), "
+                        "the models with nothing kept listed as not counted yet; the kept folder is only read, "
+                        "so a long run can be paged while it goes on")
     p.add_argument("--published", action="store_true",
                    help="with --source timm: check timm's published table (benchmark.py's param_count, "
                         "infer_gmacs) row by row, predicted from the native count; runs no tool; writes "

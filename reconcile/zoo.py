@@ -76,8 +76,10 @@ def zoo_file(source: str, whole: bool = False) -> str:
 
 
 def zoo_markdown(rows: Sequence[PageRow | ModelReport], errors: Sequence[tuple[str, str]] = (),
-                 source: str = "torchvision", picture: str = "") -> str:
-    """The zoo page; ``picture`` is the file name of its PNG (``reconcile.report.plot.zoo_png``), "" for none.
+                 source: str = "torchvision", picture: str = "", pending: Sequence[str] = ()) -> str:
+    """The zoo page; ``picture`` is the file name of its PNG (``reconcile.report.plot.zoo_png``), "" for none;
+    ``pending``: the models of a page written before all were counted (``--page-only``), said at
+    the top and listed at the end.
     A row per model (``zoo_rows.PageRow``, or the ``ModelReport`` it is made from): its native
     MACs and parameters, the source's published figures for it (read from the source's table when
     the page is written, ``Source.published_columns``), and each tool's share explained; then the
@@ -103,6 +105,10 @@ def zoo_markdown(rows: Sequence[PageRow | ModelReport], errors: Sequence[tuple[s
              "a cell short of it (rounded down) also gives the size of the residual against the tool's own total. "
              "`failed` / `timeout`: the tool itself did not finish on that model (why: the list below the "
              "table, and the model's report).", "",
+             *([f"**Not every model is counted yet**: rows for {len(rows) + len(errors)} of the "
+                f"{len(rows) + len(errors) + len(pending)} models; those not counted yet are listed at the end. "
+                "This page was written by `--page-only` from what a resumable run had kept so far.", ""]
+               if pending else []),
              *[line for k in kinds if SOURCES[k].published_columns for line in (SOURCES[k].published_note, "")],
              *([f"![each tool's main total relative to native MACs, one dot per model]({picture})", ""] if picture else []),
              "| " + " | ".join(head) + " |",
@@ -141,7 +147,24 @@ def zoo_markdown(rows: Sequence[PageRow | ModelReport], errors: Sequence[tuple[s
                   "(`OutOfMemory`: the memory a worker may take here; `timeout`: seconds per tool and model).", ""]
         lines += [f"- **{model}**: " + "; ".join(reasons) for model, reasons in unfinished]
     lines += _earlier_code(rows)
+    lines += _pending(pending)
     return "\n".join(lines) + "\n"
+
+
+def _pending(names: Sequence[str]) -> list[str]:
+    """The page's list of the models not counted yet, with their published GMACs (the cost that
+    puts them last: ``cheapest_first``); nothing when there are none."""
+    if not names:
+        return []
+
+    def gmacs(name: str) -> str:
+        g = published_gmacs(name)
+        return "" if g == math.inf else f" ({g:,.2f})"
+
+    return ["", "## Not counted yet", "",
+            f"{len(names)} model{'s' if len(names) != 1 else ''}, with the GMACs published where there are: "
+            "`reconcile zoo --resume` (same source, subset and tools) counts them, the cheapest first.", "",
+            ", ".join(name + gmacs(name) for name in names)]
 
 
 def _earlier_code(rows: Sequence[PageRow]) -> list[str]:
@@ -338,34 +361,33 @@ def names_for(source: str, subset: str, models: str | None) -> list[str]:
     return list(dict.fromkeys(f"{prefix}:{n}" if prefix and ":" not in n else n for n in split_specs(models)))
 
 
+def published_gmacs(name: str) -> float:
+    """The GMACs published for a zoo model at its default input (torchvision's ``_ops``, timm's
+    table's ``infer_gmacs``); ``math.inf`` when none is (or the spec does not resolve)."""
+    _, published = _published_of(name)
+    try:
+        return float(published.get("_ops", published.get("infer_gmacs")))
+    except (TypeError, ValueError):  # none published
+        return math.inf
+
+
 def cheapest_first(names: Sequence[str]) -> list[str]:
     """``names`` in the order a zoo run counts them: by the GMACs published for the model at its
-    default input (torchvision's ``_ops``, timm's table), the cheapest first; a model with no
+    default input (``published_gmacs``), the cheapest first; a model with no
     published figure (or a spec that does not resolve: its error comes in its turn) last, in the
     order given. A whole-timm run outlasts a sitting here: cut short, it has counted the most
     models it could, and the largest, which may not fit in memory or time, come at the end. The
     page keeps the order of ``names``."""
-    from reconcile import models
-    from reconcile.errors import ReconcileError
-
-    def cost(name: str) -> float:
-        try:
-            published = models.published(models.resolve(name, check=False))
-        except ReconcileError:
-            return math.inf
-        try:
-            return float(published.get("_ops", published.get("infer_gmacs")))
-        except (TypeError, ValueError):  # none published
-            return math.inf
-
-    costs = {name: cost(name) for name in names}
+    costs = {name: published_gmacs(name) for name in names}
     return sorted(names, key=costs.__getitem__)  # stable: equal costs keep their order
 
 
 def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, progress,
-        note: Callable[[str], None], recount_earlier: bool = False) -> tuple[list[PageRow], list[tuple[str, str]]]:
-    """Every tool of ``cfg`` on every model of ``names``, reconciled: the page's rows and the
-    models' errors, in the order of ``names`` however the runs finished. Each model's runs are
+        note: Callable[[str], None], recount_earlier: bool = False,
+        count: bool = True) -> tuple[list[PageRow], list[tuple[str, str]], list[str]]:
+    """Every tool of ``cfg`` on every model of ``names``, reconciled: the page's rows, the
+    models' errors, in the order of ``names`` however the runs finished, and the models not
+    counted (none unless ``count`` is False). Each model's runs are
     kept in ``folder``'s runs folder as soon as they are complete, and its row appended to the
     rows file there (``zoo_rows``), so that ``resume_kept`` (``--resume``) runs only the models
     kept for other tools, timeout or versions, or not at all: from their rows when this code
@@ -374,6 +396,9 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
     the model runs again), from their rows; with
     ``recount_earlier``, not from a row explained by other reconcile code (``PageRow.code``): that
     model runs again. The models left to count run cheapest first (``cheapest_first``).
+    ``count`` False (``--page-only``): what ``resume_kept`` finds is explained and nothing is run
+    or written; the models with nothing kept are returned, in the order of ``names``, for the
+    page to list (a run of days can be paged while it goes on: the kept folder is only read).
     ``progress`` (a ``reconcile.progress.Progress``) is told of every job and
     shown a line per model; ``note`` gets a kept file or row that does not validate or cannot be
     written."""
@@ -411,7 +436,7 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
             return
         key = run_key(name, tools, cfg.timeout)
         row_lost = ""
-        if kept_rows.get(name) != (key, row):  # a row to keep: new, or explained otherwise now
+        if count and kept_rows.get(name) != (key, row):  # a row to keep: new, or explained otherwise now
             try:
                 append_row(kept_folder, key, row)
             except OSError as exc:  # the run goes on; only --resume loses this row
@@ -435,7 +460,8 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
         for why in why_rows:  # never trusted, never fatal: the model runs again
             note(f"{kept_folder}: {why}")
         try:  # one line per model again (a model explained anew appends a line; the last one wins)
-            compact_rows(kept_folder, kept_rows)
+            if count:
+                compact_rows(kept_folder, kept_rows)
         except (OSError, ReconcileError) as exc:
             note(f"{kept_folder}: could not rewrite {ROWS_FILE} one line per model ({exc})")
         now = code_version()
@@ -456,7 +482,8 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
                 done_rows[name] = kept_rows[name][1]
                 progress.skip(name)
                 show(name, done_rows[name])
-    todo = cheapest_first([n for n in names if n not in done and n not in done_rows])
+    left = [n for n in names if n not in done and n not in done_rows]
+    todo = cheapest_first(left) if count else []
 
     def keep(mr) -> None:
         lost = ""
@@ -468,25 +495,28 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
                 lost = str(exc)
         finish(mr.spec, mr, lost)
 
-    with executors.session(cfg.executor, cfg.ray_address):
-        # the jobs of many models at once, in parts (so that no more than a part's counts are held
-        # here at a time): locally, each model's tools share one build and the workers go from one
-        # model to the next with none left idle at a model's end; a worker's memory is its share of
-        # the machine's however many models run (reconcile.memory), so the largest (vit_h_14) are
-        # no more at risk beside another model than split over both workers. On Ray, more at once
-        # for the cluster to schedule
-        size = 16 if cfg.executor == "local" else 64
-        parts = [todo[k:k + size] for k in range(0, len(todo), size)]
-        for part in parts:
-            pipeline.collect(part, cfg, on_done=progress.on_done, on_start=progress.on_start, on_model=keep)
+    if todo:  # no pool (nor Ray) started for nothing to count
+        with executors.session(cfg.executor, cfg.ray_address):
+            # the jobs of many models at once, in parts (so that no more than a part's counts are held
+            # here at a time): locally, each model's tools share one build and the workers go from one
+            # model to the next with none left idle at a model's end; a worker's memory is its share of
+            # the machine's however many models run (reconcile.memory), so the largest (vit_h_14) are
+            # no more at risk beside another model than split over both workers. On Ray, more at once
+            # for the cluster to schedule
+            size = 16 if cfg.executor == "local" else 64
+            parts = [todo[k:k + size] for k in range(0, len(todo), size)]
+            for part in parts:
+                pipeline.collect(part, cfg, on_done=progress.on_done, on_start=progress.on_start, on_model=keep)
     return ([r for _, r in sorted(rows, key=lambda kr: kr[0])],
-            [e for _, e in sorted(errors, key=lambda ke: ke[0])])
+            [e for _, e in sorted(errors, key=lambda ke: ke[0])],
+            [] if count else left)
 
 
 def write_page(folder, source: str, rows: Sequence[PageRow | ModelReport], errors: Sequence[tuple[str, str]],
-               whole: bool = False) -> tuple[str, str]:
-    """The zoo page of ``source`` (``whole``: of all its models) and its picture, written in
-    ``folder``: their names ("" for no picture, when no tool's count was explained)."""
+               whole: bool = False, pending: Sequence[str] = ()) -> tuple[str, str]:
+    """The zoo page of ``source`` (``whole``: of all its models; ``pending``: those not counted
+    yet) and its picture, written in ``folder``: their names ("" for no picture, when no tool's
+    count was explained)."""
     from reconcile.atomic import write_files
     from reconcile.report.plot import zoo_png
 
@@ -494,7 +524,7 @@ def write_page(folder, source: str, rows: Sequence[PageRow | ModelReport], error
     rows = rows_of(rows)
     png = zoo_png(rows)
     picture = out[: -len(".md")] + ".png" if png is not None else ""
-    files: dict[str, str | bytes] = {out: zoo_markdown(rows, errors, source, picture)}
+    files: dict[str, str | bytes] = {out: zoo_markdown(rows, errors, source, picture, pending)}
     if png is not None:
         files[picture] = png
     write_files(folder, files)

@@ -397,8 +397,50 @@ def test_a_zoo_counts_the_cheapest_models_first_and_pages_them_in_order(tmp_path
 
     monkeypatch.setattr(pipeline, "collect", collect)
     progress = progress_module.Progress(len(names), 1, lines=False)
-    rows, errors = zoo.run(names, RunConfig(tools=("native",)), tmp_path, "torchvision", resume_kept=False,
-                           progress=progress, note=print)
+    rows, errors, pending = zoo.run(names, RunConfig(tools=("native",)), tmp_path, "torchvision",
+                                    resume_kept=False, progress=progress, note=print)
     progress.close()
-    assert ran == order
+    assert ran == order and pending == []
     assert [spec for spec, _ in errors] == names  # reported in the order given
+
+
+def test_page_only_pages_what_is_kept_lists_the_rest_and_writes_nothing_kept(tmp_path, capsys):
+    """A whole-timm run outlasts several sittings and wrote its page only once every model had a
+    row: nothing to read or commit until then. ``--page-only`` counts nothing: it writes the page
+    of what a run kept so far (explained by this code), says at the top that it is partial and
+    lists the models not counted yet with their published GMACs; the kept folder is only read, so
+    it can page a run that is still going."""
+    from reconcile import cli, zoo_rows
+
+    counted, plain = "tests.fault_models:good", "resnet18"
+    out = tmp_path / "out"
+    common = ["--tools", "native,thop", "--timeout", "120", "--out", str(out)]
+    assert cli.main(["zoo", "--models", counted, *common]) == 0
+    kept = out / ".zoo-runs" / "torchvision"
+    before = {p.name: p.read_bytes() for p in kept.iterdir()}
+    capsys.readouterr()
+    assert cli.main(["zoo", "--models", f"{plain},{counted}", "--page-only", *common]) == 0
+    said = capsys.readouterr().out
+    assert said.count("(kept from an earlier run)") == 1
+    assert said.endswith(f"wrote {out / 'zoo.md'} (.png); 1 of its 2 models not counted yet\n"), said
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == before  # only read
+    page = (out / "zoo.md").read_text()
+    assert ("**Not every model is counted yet**: rows for 1 of the 2 models; those not counted yet are listed at "
+            "the end.") in page
+    assert f"| {counted} |" in page and f"| {plain} |" not in page
+    # resnet18's published GMACs: torchvision's _ops, 1.814
+    assert page.endswith("## Not counted yet\n\n1 model, with the GMACs published where there are: "
+                         "`reconcile zoo --resume` (same source, subset and tools) counts them, the cheapest "
+                         f"first.\n\n{plain} (1.81)\n")
+    rows, _ = zoo_rows.read_rows(kept)
+    assert sorted(rows) == [counted]
+    # a run that counts writes no such section
+    assert cli.main(["zoo", "--models", counted, "--resume", *common]) == 0
+    assert "Not counted yet" not in (out / "zoo.md").read_text()
+    capsys.readouterr()
+    for extra, why in ((["--resume", "--recount-earlier"], "--page-only counts nothing, --recount-earlier counts "
+                        "kept rows again: use one of them"),
+                       (["--published", "--source", "timm"], "--page-only writes the zoo page, --published "
+                        "checks timm's table: use one of them")):
+        assert cli.main(["zoo", "--models", counted, "--page-only", *extra, *common]) == 2
+        assert capsys.readouterr().err == f"reconcile: error: {why}\n"
