@@ -48,7 +48,7 @@ from reconcile.processes import (
     start_process,
 )
 from reconcile.records import ToolRun
-from reconcile.worker import _resolve, _tie_to_server, bounded, devices_of, run_job, send_result
+from reconcile.worker import _resolve, _tie_to_server, bounded, devices_of, ran_on, run_job, send_result
 
 if TYPE_CHECKING:
     from reconcile.runner import Job
@@ -88,10 +88,12 @@ def _group_main(items: Sequence[tuple[int, Job, str]], builder: Any, conn: Any, 
 
         build = _resolve(builder) if isinstance(builder, str) else builder
         made: dict[str, Any] = {}  # device -> (model, inputs), or None where the build failed
-        for index, job, spec in items:
+        ran: set[str] = set()  # devices on which a tool of the group ran the model to its end (worker.ran_on)
+        # a tool that may count on its shapes device once another ran the model for real: after them
+        for index, job, spec in sorted(items, key=lambda item: _has_shapes_device(item[2])):
             conn.send(("start", index))
             try:
-                devices = devices_of(job, spec)
+                devices = devices_of(job, spec, frozenset(ran))
             except Exception:  # noqa: BLE001 - the child loads the adapter itself and says why it cannot
                 devices = ()
             for device in devices:
@@ -105,7 +107,11 @@ def _group_main(items: Sequence[tuple[int, Job, str]], builder: Any, conn: Any, 
                         made[device] = exc.with_traceback(None) if memory.failed_allocation(exc) else None
                         del exc
                         gc.collect()
-            conn.send(("result", index, bounded(_in_child(index, job, spec, builder, threads, timeout, made, conn))))
+            run = _in_child(index, job, spec, builder, threads, timeout, made, conn, frozenset(ran))
+            where = ran_on(job, spec, run)
+            if where is not None:
+                ran.add(where)
+            conn.send(("result", index, bounded(run)))
     finally:
         conn.close()
         for stream in (sys.stdout, sys.stderr):
@@ -116,9 +122,17 @@ def _group_main(items: Sequence[tuple[int, Job, str]], builder: Any, conn: Any, 
         os.killpg(0, signal.SIGKILL)
 
 
+def _has_shapes_device(spec: str) -> bool:
+    try:
+        return getattr(_resolve(spec), "shapes_device", None) is not None
+    except Exception:  # noqa: BLE001 - the child loads the adapter itself and says why it cannot
+        return False
+
+
 def _in_child(index: int, job: Job, spec: str, builder: Any, threads: int, timeout: float,
-              made: dict[str, Any], conn: Any) -> ToolRun:
-    """Run one job in a forked child, within ``timeout`` seconds; its ToolRun."""
+              made: dict[str, Any], conn: Any, witnessed: frozenset[str]) -> ToolRun:
+    """Run one job in a forked child, within ``timeout`` seconds; its ToolRun. ``witnessed``: the
+    devices on which an earlier tool of the group ran the model to its end (``worker.run_job``)."""
     read, write = os.pipe()
     output = _unnamed_file()
     group = os.getpid()
@@ -144,7 +158,7 @@ def _in_child(index: int, job: Job, spec: str, builder: Any, threads: int, timeo
             # what a call of the tool returned that another tool of the group makes too (base.keep)
             adapters_base._SINK.append(lambda key, value: back.send(("keep", key, value)))
             run = run_job(job, spec, builder, threads, lambda phase, version: back.send(("phase", phase, version)),
-                          built=made.get)
+                          built=made.get, witnessed=witnessed)
             send_result(back, run, job)  # ends this child and its group
         finally:
             os._exit(1)

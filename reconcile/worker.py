@@ -1,7 +1,8 @@
 """Inside one worker process of ``reconcile.runner``: tie the process to the fork server (its own
 process group, death with the server), point fds 1 and 2 at the job's unnamed output file, load
 the adapter (a pinned version's own folder first), build the model, run the tool (on its
-``shapes_device`` first, on its ``fallback_device`` after a failure), and send back one
+``shapes_device`` first where another tool of the model's group ran the model for real, on its
+``fallback_device`` after a failure), and send back one
 ``ToolRun``, its warnings and message ``bounded``; whatever happens, the worker's group is killed
 at the end. Nothing here runs in the caller but ``bounded``.
 """
@@ -109,13 +110,15 @@ def send_result(conn: Any, run: ToolRun, job: Job) -> None:
 
 
 def run_job(job: Job, spec: str, builder: Any, threads: int, tell: Callable[[str, str], None],
-            built: Callable[[str], Any] | None = None) -> ToolRun:
+            built: Callable[[str], Any] | None = None, witnessed: frozenset[str] = frozenset()) -> ToolRun:
     """Load the adapter, build the model, run the tool: the job's ``ToolRun``, never raised.
 
     ``tell(phase, version)`` is called as each phase begins. ``built(device)``, when given, is
     the ``(model, inputs)`` prepared on ``device`` by the process this one was forked from
     (``reconcile.model_group``: one build shared by a model's tools), or None where it has none;
-    each device is used at most once here, so a tool never sees a model another attempt changed."""
+    each device is used at most once here, so a tool never sees a model another attempt changed.
+    ``witnessed``: the devices on which another tool of the model's group ran the same model and
+    inputs to the end (``ran_on``); only there may a tool be counted on its shapes device instead."""
     started = time.perf_counter()
     import faulthandler
 
@@ -168,7 +171,7 @@ def run_job(job: Job, spec: str, builder: Any, threads: int, tell: Callable[[str
             enter(f"finding the inputs of {job.model!r}")
             run = adapter.probe(job.model)
         else:
-            run = _on_shapes(adapter, job, device, attempt)
+            run = _on_shapes(adapter, job, device, attempt, witnessed)
             try:
                 run = run or attempt(device)
             except ReconcileError as exc:  # a forward that needs real data cannot even build its inputs on meta
@@ -204,30 +207,58 @@ def run_job(job: Job, spec: str, builder: Any, threads: int, tell: Callable[[str
     return memory.explain(run)
 
 
-def devices_of(job: Job, spec: str) -> tuple[str, ...]:
-    """The devices ``run_job`` builds the job's model on before any failure (its shapes device,
-    then its own; the fallback only after a failure): what a group of the model's jobs builds
-    once for all of them. () for a tool that needs no model."""
+def devices_of(job: Job, spec: str, witnessed: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """The devices ``run_job`` builds the job's model on before any failure (its shapes device when
+    ``witnessed`` allows it, then its own; the fallback only after a failure): what a group of the
+    model's jobs builds once for all of them. () for a tool that needs no model."""
     adapter = _resolve(spec)
     if not getattr(adapter, "needs_model", True):
         return ()
     device = job.device or getattr(adapter, "device", "cpu")
+    shapes = _shapes(adapter, job, device, witnessed)
+    return (shapes, device) if shapes else (device,)
+
+
+def ran_on(job: Job, spec: str, run: ToolRun) -> str | None:
+    """The device on which ``run`` took the job's model through its forward to the end, where that
+    is certain: an ``ok`` run of a tool that builds the model, on its one device (no shapes device
+    tried first, no fallback after a failure); else None."""
+    if run.status != "ok":
+        return None
+    try:
+        adapter = _resolve(spec)
+    except Exception:  # noqa: BLE001 - a tool that cannot load witnesses nothing
+        return None
+    if getattr(adapter, "fallback_device", None) or getattr(adapter, "shapes_device", None):
+        return None
+    devices = devices_of(job, spec)
+    return devices[0] if len(devices) == 1 else None
+
+
+def _shapes(adapter: Any, job: Job, device: str, witnessed: frozenset[str]) -> str | None:
+    """The adapter's ``shapes_device`` when the job may be counted there: the job names no device,
+    and the model's forward on ``device`` is known to run to its end (``witnessed``)."""
     shapes = getattr(adapter, "shapes_device", None)
-    first = (shapes,) if job.device is None and shapes and shapes != device else ()
-    return (*first, device)
+    if job.device is not None or not shapes or shapes == device or device not in witnessed:
+        return None
+    return shapes
 
 
-def _on_shapes(adapter: Any, job: Job, device: str, attempt: Callable[[str], ToolRun]) -> ToolRun | None:
-    """The adapter's run on its ``shapes_device`` (meta) when it has one, the job names no device,
-    and the run there is ``ok``; else None, and the job runs on ``device`` as it would without.
+def _on_shapes(adapter: Any, job: Job, device: str, attempt: Callable[[str], ToolRun],
+               witnessed: frozenset[str]) -> ToolRun | None:
+    """The adapter's run on its ``shapes_device`` (meta) when it may run there (``_shapes``) and
+    its run there is ``ok``; else None, and the job runs on ``device`` as it would without.
 
     Only for a tool whose numbers, warnings and notes read shapes alone: its run on meta is the
     run it makes on real tensors, field for field (``tests/meta_proof.py`` checks it on
     every zoo sample), without the cost of building real weights and running real kernels. A model
     that cannot run on meta (a forward that reads values) is simply counted on ``device``; nothing
-    in the run differs, so nothing says so."""
-    shapes = getattr(adapter, "shapes_device", None)
-    if job.device is not None or not shapes or shapes == device:
+    in the run differs, so nothing says so. Meta knows no memory and no values, so a forward
+    that fails on real tensors (out of memory, a fault on data) would succeed there: hence only
+    where another tool of the group ran the model on ``device`` to the end, and never for a
+    job alone, whose tool meets on ``device`` whatever its users would."""
+    shapes = _shapes(adapter, job, device, witnessed)
+    if shapes is None:
         return None
     try:
         run = attempt(shapes)

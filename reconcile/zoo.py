@@ -459,17 +459,19 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
         kept_rows, why_rows = read_rows(kept_folder)
         for why in why_rows:  # never trusted, never fatal: the model runs again
             note(f"{kept_folder}: {why}")
-        try:  # one line per model again (a model explained anew appends a line; the last one wins)
-            if count:
+        if count:  # one line per model again (a model explained anew appends a line; the last one wins)
+            try:
                 compact_rows(kept_folder, kept_rows)
-        except (OSError, ReconcileError) as exc:
-            note(f"{kept_folder}: could not rewrite {ROWS_FILE} one line per model ({exc})")
+            except (OSError, ReconcileError) as exc:
+                note(f"{kept_folder}: could not rewrite {ROWS_FILE} one line per model ({exc})")
         now = code_version()
         for name in names:
             key = run_key(name, tools, cfg.timeout)
+            kept_key, row = kept_rows.get(name, (None, None))
+            row = row if kept_key == key else None  # its kept row, for the same tools and versions
             # a row this code explained is taken as it is (below): its runs would give it again,
             # and reading and explaining them takes a second a model with the workers idle
-            current = name in kept_rows and kept_rows[name][0] == key and kept_rows[name][1].code == now
+            current = row is not None and row.code == now
             runs, why = (None, "") if current else resume(kept_folder, name, key)
             if why:  # a file that does not validate is never trusted, never fatal: the model runs again
                 note(why)
@@ -477,11 +479,10 @@ def run(names: Sequence[str], cfg, folder, source: str, *, resume_kept: bool, pr
                 done.add(name)
                 progress.skip(name)
                 finish(name, runs)
-            elif (not why and name in kept_rows and kept_rows[name][0] == key  # no kept runs read
-                  and not (recount_earlier and kept_rows[name][1].code != now)):
-                done_rows[name] = kept_rows[name][1]
+            elif not why and row is not None and not (recount_earlier and row.code != now):  # no kept runs read
+                done_rows[name] = row
                 progress.skip(name)
-                show(name, done_rows[name])
+                show(name, row)
     left = [n for n in names if n not in done and n not in done_rows]
     todo = cheapest_first(left) if count else []
 

@@ -72,6 +72,20 @@ def test_a_model_larger_than_the_share_is_out_of_memory_and_still_counted_on_met
     assert attempts == (2 if share else 3)
 
 
+@pytest.mark.parametrize("share", [True, False])
+def test_a_tool_tried_on_meta_first_runs_out_of_memory_as_its_users_would(share):
+    # pthflops counts shapes alone and is tried on meta first (Adapter.shapes_device), where
+    # big_linear's 2 GiB of weights take nothing; its users build the model on CPU, and there it
+    # runs out of the 1 GiB share as thop does. Beside thop's failed run (a group) or alone, no tool
+    # of the group ran the model on CPU to its end, so pthflops runs there and fails the same way
+    name = f"{__name__}:big_linear"
+    thop, pthflops = run_jobs([Job(name, "thop", input_shape=(1, IN)), Job(name, "pthflops", input_shape=(1, IN))],
+                              workers=1, memory_share=GIB, share=share)
+    for run in (thop, pthflops):
+        assert (run.status, run.error_type) == ("failed", "OutOfMemory"), run
+        assert f"you tried to allocate {IN * OUT * 4} bytes" in run.error_message, run.error_message
+
+
 def test_a_model_within_the_share_runs():
     name = f"{__name__}:small_linear"
     (run,) = run_jobs([Job(name, "thop", input_shape=(1, 8))], workers=1, memory_share=GIB)

@@ -4,7 +4,9 @@ seconds differ), on every zoo sample: the proof is in the zoo files, which compa
 records (made on meta wherever the model runs there) with the tool's run on CPU
 (``tests/meta_proof.py``, from ``tests/test_zoo_tools.py``: torchvision's CI models, and
 ``tests/test_zoo_realworld.py``: the timm and transformers samples). Here: the runner does build
-and count on meta first, and a model it cannot run on meta is counted on CPU with nothing said.
+and count on meta first once another tool of the model's group ran the model on CPU to its end
+(never alone: meta knows no memory and no values, ``tests/test_memory.py``), and a model it
+cannot run on meta is counted on CPU with nothing said.
 
 Found by measuring (2026-12-04), not assumed: thop and ultralytics-thop also gave equal runs on the
 five models tried, but the fault tests use thop as the tool that meets a fault on real tensors, and
@@ -44,22 +46,38 @@ def logged_build(name: str, device: str):
     return build_model(name, device)
 
 
-def _devices_built(job: Job):
+def _devices_built(*jobs: Job, share: bool = False):
+    """The runs of ``jobs`` on one worker (in one group with ``share``) and the devices their
+    models were built on, in order."""
     try:
-        run, = run_jobs([job], workers=1, share=False, build=f"{__name__}:logged_build")
+        runs = run_jobs(list(jobs), workers=1, share=share, build=f"{__name__}:logged_build")
         with open(BUILDS) as f:
-            return run, f.read().split()
+            return runs, f.read().split()
     finally:
         if os.path.exists(BUILDS):
             os.remove(BUILDS)
 
 
 @pytest.mark.parametrize("tool", SHAPES_TOOLS)
-def test_a_model_that_runs_on_meta_is_built_and_counted_there_only(tool):
-    # squeezenet1_1 at 1x3x224x224: each tool of SHAPES_TOOLS counts it on meta; no CPU weights
-    # are made (so the proof of tests/meta_proof.py compares a meta run, not a CPU run with itself)
-    run, devices = _devices_built(Job("squeezenet1_1", tool, input_shape=(1, 3, 224, 224)))
-    assert run.status == "ok" and devices == ["meta"]
+def test_after_a_tool_ran_the_model_on_cpu_it_is_counted_on_meta(tool):
+    # squeezenet1_1 at 1x3x224x224, in one group with thop: the group builds it on CPU for thop,
+    # whose run ends ok, then on meta for the tool (run after thop, though it costs more), which
+    # counts there without touching the CPU build (so the proof of tests/meta_proof.py compares a
+    # meta run, not a CPU run with itself) and reports the run it makes on CPU
+    shape = (1, 3, 224, 224)
+    (thop, run), devices = _devices_built(Job("squeezenet1_1", "thop", input_shape=shape),
+                                          Job("squeezenet1_1", tool, input_shape=shape), share=True)
+    assert thop.status == "ok" and run.status == "ok" and devices == ["cpu", "meta"]
+    (on_cpu,) = run_jobs([Job("squeezenet1_1", tool, input_shape=shape, device="cpu")], workers=1)
+    assert replace(run, seconds=0.0) == replace(on_cpu, seconds=0.0)
+
+
+@pytest.mark.parametrize("tool", SHAPES_TOOLS)
+def test_alone_it_is_counted_on_cpu_where_its_users_run_it(tool):
+    # no other tool ran the model for real, so meta, which knows no memory and no values, cannot
+    # stand for the CPU run (tests/test_memory.py: a model too large for the share fails there)
+    (run,), devices = _devices_built(Job("squeezenet1_1", tool, input_shape=(1, 3, 224, 224)))
+    assert run.status == "ok" and devices == ["cpu"]
 
 
 class ReadsValues(nn.Module):
@@ -88,11 +106,13 @@ reads_values.example_input_shape = ReadsValues.example_input_shape  # type: igno
 def test_a_model_meta_cannot_run_is_counted_on_cpu_with_nothing_said():
     name = f"{__name__}:reads_values"
     shape = ReadsValues.example_input_shape
-    meta, cpu, chosen = run_jobs([Job(name, "pthflops", input_shape=shape, device="meta"),
-                                  Job(name, "pthflops", input_shape=shape, device="cpu"),
-                                  Job(name, "pthflops", input_shape=shape)], workers=2)
+    meta, cpu = run_jobs([Job(name, "pthflops", input_shape=shape, device="meta"),
+                          Job(name, "pthflops", input_shape=shape, device="cpu")], workers=2)
     assert meta.status == "failed" and cpu.status == "ok"
-    assert _devices_built(Job(name, "pthflops", input_shape=shape))[1] == ["meta", "cpu"]  # tried there first
+    # in a group after thop's CPU run: tried on meta first, then counted on the CPU build thop had
+    (thop, chosen), devices = _devices_built(Job(name, "thop", input_shape=shape),
+                                             Job(name, "pthflops", input_shape=shape), share=True)
+    assert thop.status == "ok" and devices == ["cpu", "meta"]
     # pthflops' conv: 4 x 6 x 6 outputs x 3 x 9 = 3,888 (no bias); nonzero has no rule (0)
     assert cpu.headline == {"flops": 3888}
     assert replace(chosen, seconds=0.0) == replace(cpu, seconds=0.0)

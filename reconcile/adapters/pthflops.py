@@ -34,9 +34,10 @@ from reconcile.records import ToolLayer, ToolRun
 class PthflopsAdapter(Adapter):
     name = "pthflops"
     distribution = "pthflops"
-    # its count is fx node shapes alone: tried on meta first (the runner's ``_on_shapes``), the same
-    # run field for field on every zoo sample (tests/meta_proof.py), at a fraction of the CPU
-    # run's cost (vgg16: 0.04 s against 0.66 s); a model meta cannot run is counted on CPU as ever
+    # its count is fx node shapes alone: tried on meta first (the runner's ``_on_shapes``) once
+    # another tool of the model's group ran the model on CPU to the end, the same run field for
+    # field on every zoo sample (tests/meta_proof.py), at a fraction of the CPU run's cost (vgg16:
+    # 0.04 s against 0.66 s); alone, or on a model meta cannot run, it is counted on CPU as ever
     shapes_device = "meta"
 
     def attempted(self) -> str:
