@@ -219,7 +219,8 @@ def run_jobs(
     counted from the worker's start (building the model included). ``on_start(job)`` and
     ``on_done(job, run)`` are called in this process as each job starts and settles (progress
     display). ``threads``: torch threads per job (default: this machine's CPUs shared by the
-    ``workers``; a Ray task running one job passes its node's share). ``share``: a model's
+    ``workers``, and all of them for a job run again alone; a Ray task running one job passes its
+    node's share). ``share``: a model's
     tools share one build (``reconcile.model_group``; the same ToolRuns); False: every job
     builds its own model in a worker of its own. ``memory_share``: bytes each worker may take
     (``reconcile.memory``; default: four fifths of the memory available now, shared by the ``workers``; 0: no
@@ -235,6 +236,8 @@ def run_jobs(
     if not jobs:
         return []
     builder = build if build is not None else f"{__name__}:build_model"
+    # a job run again alone (below) has every CPU its workers had: the machine's, unless threads are given
+    alone_threads = threads if threads is not None else max(1, os.cpu_count() or 1)
     threads = threads if threads is not None else max(1, (os.cpu_count() or 1) // workers)
     # a job out of memory runs again alone: with alone_share, or by default (the default share, more
     # than one worker) with four fifths of what is available once the others have settled
@@ -353,8 +356,8 @@ def run_jobs(
         if again > memory_share > 0:
             note = (f"ran out of memory beside another worker ({memory_share / memory.GIB:.1f} GiB each), so it "
                     f"ran again with no other worker beside it ({again / memory.GIB:.1f} GiB)")
-            runs = run_jobs([jobs[i] for i in alone], timeout=timeout, workers=1, build=build, threads=threads,
-                            share=share, memory_share=again, alone_share=0)
+            runs = run_jobs([jobs[i] for i in alone], timeout=timeout, workers=1, build=build,
+                            threads=alone_threads, share=share, memory_share=again, alone_share=0)
             alone.update((index, replace(run, notes=(*run.notes, note))) for index, run in zip(alone, runs))
         for index, run in alone.items():
             results[index] = run

@@ -33,7 +33,15 @@ def big_linear() -> nn.Module:
 big_linear.example_input_shape = (1, IN)  # type: ignore[attr-defined]
 
 
+def _threads_log() -> str:
+    return os.path.join(tempfile.gettempdir(), "reconcile-memory-threads.log")
+
+
 def mid_linear() -> nn.Module:  # 8192 x 32768 float32 weights: 1 GiB
+    import torch
+
+    with open(_threads_log(), "a") as fh:  # the torch threads of each build (a worker sets its job's first)
+        fh.write(f"{torch.get_num_threads()}\n")
     return nn.Linear(IN // 2, OUT, bias=False)
 
 
@@ -172,7 +180,17 @@ def test_a_job_out_of_memory_beside_another_worker_runs_again_alone(monkeypatch)
     big, small = f"{__name__}:mid_linear", f"{__name__}:small_linear"
     jobs = [Job(big, "thop", input_shape=(1, IN // 2)), Job(small, "thop", input_shape=(1, 8))]
     settled = []
+    log = _threads_log()
+    if os.path.exists(log):
+        os.remove(log)
     first, second = run_jobs(jobs, workers=2, on_done=lambda job, run: settled.append(job.model))
+    with open(log) as fh:
+        threads = [int(n) for n in fh.read().split()]
+    os.remove(log)
+    # beside another worker, its share of this machine's CPUs; alone, all of them (the tool's
+    # numbers do not depend on them; its time does)
+    cpus = os.cpu_count() or 1
+    assert threads == [max(1, cpus // 2), cpus]
     # thop: 8192 x 32768 = 268,435,456 MACs (no bias); 8 x 4 = 32
     assert (first.status, first.headline.get("macs")) == ("ok", IN // 2 * OUT), first
     assert first.notes[-1] == ("ran out of memory beside another worker (1.0 GiB each), so it ran again with no "
