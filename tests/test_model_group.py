@@ -133,11 +133,19 @@ def test_a_tool_that_crashes_in_a_group_is_recorded_as_alone(model):
 def test_what_a_tool_does_to_torch_stays_in_its_child():
     # the model sets float64 as default, one thread, a seed and patches Conv2d.forward and F.relu in
     # every process that runs it: each later tool of the group is forked from the group worker, which
-    # never ran it, and records what it records alone
-    jobs = _fault_jobs("tests.fault_models:changes_global_torch_state", ("thop", "ptflops", "torchinfo", "native"))
+    # never ran it, and records what it records alone. Its forward does so on real tensors only (it
+    # reads its input's device), so a tool counted on meta would not see it: pthflops, tried on meta
+    # once ptflops and torchinfo ran the model on CPU, cannot trace a forward that branches on a
+    # traced value and fails alike on both devices. thop, whose hooks see the eager forward, would
+    # count 3,888 on meta against its CPU run's 27 (Conv2d.forward patched to return one zero:
+    # 1 output x 3 x 9), which is why thop is not tried on meta (tests/test_shapes_device.py)
+    jobs = _fault_jobs("tests.fault_models:changes_global_torch_state",
+                       ("thop", "ptflops", "torchinfo", "native", "pthflops"))
     shared, alone = _both(jobs, workers=1, timeout=120)
     _assert_recorded_alike(shared, alone, jobs)
     assert shared[3].headline["macs"] == GOOD_MACS
+    assert alone[0].headline["macs"] == 1 * 3 * 9  # thop on CPU: the patched conv's one output
+    assert shared[4].status == alone[4].status == "failed"
 
 
 def test_a_hanging_tool_in_a_group_times_out_and_the_others_finish():

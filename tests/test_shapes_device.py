@@ -10,7 +10,12 @@ cannot run on meta is counted on CPU with nothing said.
 
 Found by measuring (2026-12-04), not assumed: thop and ultralytics-thop also gave equal runs on the
 five models tried, but the fault tests use thop as the tool that meets a fault on real tensors, and
-an input too large for CPU memory would count on meta where thop itself fails; torchscan's module
+an input too large for CPU memory would count on meta where thop itself fails. Tried again with the
+rule above (2026-12-07; equal on 356 of 356 runs of 178 timm models and on the zoo samples), a
+forward that differs on real tensors still defeats it: thop's hooks see the eager forward, and a
+model that branches on its input's device (``tests.fault_models:changes_global_torch_state``)
+gives thop 3,888 MACs on meta against 27 on CPU (``tests/test_model_group.py``), while pthflops'
+fx trace cannot branch on a traced value and fails on both. torchscan's module
 view and operator view differ on meta for models with SDPA (the aten op meta dispatches is
 ``_scaled_dot_product_attention_math``'s decomposition, not ``_scaled_dot_product_flash_attention_for_cpu``:
 vit_tiny_patch16_224's operator total 2,507,366,400 on meta against 2,149,702,656 on CPU).
