@@ -153,6 +153,7 @@ def run_job(job: Job, spec: str, builder: Any, threads: int, tell: Callable[[str
         build = _resolve(builder) if isinstance(builder, str) else builder
 
         used: set[str] = set()  # devices whose shared build this run has had (and may have changed)
+        tried: dict[str, tuple[Any, Any]] = {}  # its shapes device -> the (model, inputs) it ran on there
 
         def attempt(device: str) -> ToolRun:
             enter(f"building model {job.model!r} on {device}")
@@ -162,6 +163,8 @@ def run_job(job: Job, spec: str, builder: Any, threads: int, tell: Callable[[str
                 raise made
             model, inputs = made if made is not None else \
                 prepare(build(job.model, device), job.input_specs(), device, job.mode)
+            if device == getattr(adapter, "shapes_device", None):  # for same_path: meta holds nothing
+                tried[device] = (model, inputs)
             enter(f"running {job.tool}" + (f" on {device}" if device != "cpu" else ""))
             with on_shared_build(device if made is not None else None):
                 return adapter.run(model, inputs)
@@ -171,7 +174,15 @@ def run_job(job: Job, spec: str, builder: Any, threads: int, tell: Callable[[str
             enter(f"finding the inputs of {job.model!r}")
             run = adapter.probe(job.model)
         else:
-            run = _on_shapes(adapter, job, device, attempt, witnessed)
+            def same_path(shapes: str) -> bool:
+                """The tool reads the same path through the model on its shapes device as on the
+                build another tool ran for real (``adapter.path``); never where there is none."""
+                real = built(device) if built is not None else None
+                if real is None or isinstance(real, BaseException) or shapes not in tried:
+                    return False
+                return adapter.path(*tried[shapes]) == adapter.path(*real)
+
+            run = _on_shapes(adapter, job, device, attempt, witnessed, same_path)
             try:
                 run = run or attempt(device)
             except ReconcileError as exc:  # a forward that needs real data cannot even build its inputs on meta
@@ -237,17 +248,20 @@ def ran_on(job: Job, spec: str, run: ToolRun) -> str | None:
 
 def _shapes(adapter: Any, job: Job, device: str, witnessed: frozenset[str]) -> str | None:
     """The adapter's ``shapes_device`` when the job may be counted there: the job names no device,
-    and the model's forward on ``device`` is known to run to its end (``witnessed``)."""
+    the model's forward on ``device`` is known to run to its end (``witnessed``), and the adapter
+    can say which path it takes through a model (``path``, for ``_on_shapes``)."""
     shapes = getattr(adapter, "shapes_device", None)
-    if job.device is not None or not shapes or shapes == device or device not in witnessed:
+    if job.device is not None or not shapes or shapes == device or device not in witnessed or \
+            not hasattr(adapter, "path"):
         return None
     return shapes
 
 
 def _on_shapes(adapter: Any, job: Job, device: str, attempt: Callable[[str], ToolRun],
-               witnessed: frozenset[str]) -> ToolRun | None:
-    """The adapter's run on its ``shapes_device`` (meta) when it may run there (``_shapes``) and
-    its run there is ``ok``; else None, and the job runs on ``device`` as it would without.
+               witnessed: frozenset[str], same_path: Callable[[str], bool]) -> ToolRun | None:
+    """The adapter's run on its ``shapes_device`` (meta) when it may run there (``_shapes``), its
+    run there is ``ok`` and ``same_path(shapes_device)`` holds; else None, and the job runs on
+    ``device`` as it would without.
 
     Only for a tool whose numbers, warnings and notes read shapes alone: its run on meta is the
     run it makes on real tensors, field for field (``tests/meta_proof.py`` checks it on
@@ -256,16 +270,24 @@ def _on_shapes(adapter: Any, job: Job, device: str, attempt: Callable[[str], Too
     in the run differs, so nothing says so. Meta knows no memory and no values, so a forward
     that fails on real tensors (out of memory, a fault on data) would succeed there: hence only
     where another tool of the group ran the model on ``device`` to the end, and never for a
-    job alone, whose tool meets on ``device`` whatever its users would."""
+    job alone, whose tool meets on ``device`` whatever its users would. That witness proves the
+    forward runs on ``device``, not that it is the forward meta ran: a model may branch on where
+    its weights are. So the run is kept only where the tool's path through the model
+    (``adapter.path``: pthflops' fx graph) is the same on the witness's build."""
     shapes = _shapes(adapter, job, device, witnessed)
     if shapes is None:
         return None
     try:
         run = attempt(shapes)
+        if run.status != "ok":
+            return None
+        if not same_path(shapes):
+            log.debug("%s takes another path on %s than on %s; run on %s", job.describe(), shapes, device, device)
+            return None
     except Exception:  # noqa: BLE001 - any failure there is settled by the run on ``device``
         log.debug("%s on %s failed; run on %s", job.describe(), shapes, device, exc_info=True)
         return None
-    return run if run.status == "ok" else None
+    return run
 
 
 def _tie_to_server(server: int) -> None:

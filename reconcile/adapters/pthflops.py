@@ -35,10 +35,20 @@ class PthflopsAdapter(Adapter):
     name = "pthflops"
     distribution = "pthflops"
     # its count is fx node shapes alone: tried on meta first (the runner's ``_on_shapes``) once
-    # another tool of the model's group ran the model on CPU to the end, the same run field for
-    # field on every zoo sample (tests/meta_proof.py), at a fraction of the CPU run's cost (vgg16:
-    # 0.04 s against 0.66 s); alone, or on a model meta cannot run, it is counted on CPU as ever
+    # another tool of the model's group ran the model on CPU to the end, and kept only where the
+    # CPU build traces to the same graph (``path``), the same run field for field on every zoo
+    # sample (tests/meta_proof.py), at a fraction of the CPU run's cost (vgg16: 0.04 s against
+    # 0.66 s); alone, or on a model meta cannot run, it is counted on CPU as ever
     shapes_device = "meta"
+
+    def path(self, model: Any, inputs: tuple[Any, ...]) -> str:
+        """What its count reads of the model besides shapes: the code of the graph
+        ``torch.fx.symbolic_trace`` makes of it (nothing runs; the model is not changed). A
+        forward that branches on where its weights are (``next(self.parameters()).device``)
+        traces otherwise on meta and on CPU, and so does one that bakes a device into the graph."""
+        import torch
+
+        return torch.fx.symbolic_trace(model).code
 
     def attempted(self) -> str:
         return "pthflops.count_ops(deepcopy(model), input)"
