@@ -107,15 +107,20 @@ def test_alone_it_is_counted_on_cpu_where_its_users_run_it(tool):
     assert run.status == "ok" and devices == ["cpu"]
 
 
-class ReadsValues(nn.Module):
-    """conv 3->4 k3 on 8x8, then ``torch.nonzero`` of its output, which meta cannot compute (the
-    count of nonzero values is data) but fx traces as one call."""
+class _Conv(nn.Module):
+    """conv 3->4 k3 (no bias) on 1x3x8x8: 4 x 6 x 6 = 144 outputs, 144 x 3 x 9 = 3,888 MACs,
+    which pthflops counts as its FLOPs; each subclass adds a step after it."""
 
     example_input_shape = (1, 3, 8, 8)
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, bias=False)
+
+
+class ReadsValues(_Conv):
+    """then ``torch.nonzero`` of its output, which meta cannot compute (the count of nonzero
+    values is data) but fx traces as one call."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
@@ -123,38 +128,10 @@ class ReadsValues(nn.Module):
         return y
 
 
-def reads_values() -> nn.Module:
-    return ReadsValues()
-
-
-reads_values.example_input_shape = ReadsValues.example_input_shape  # type: ignore[attr-defined]
-
-
-def test_a_model_meta_cannot_run_is_counted_on_cpu_with_nothing_said():
-    name = f"{__name__}:reads_values"
-    shape = ReadsValues.example_input_shape
-    meta, cpu = run_jobs([Job(name, "pthflops", input_shape=shape, device="meta"),
-                          Job(name, "pthflops", input_shape=shape, device="cpu")], workers=2)
-    assert meta.status == "failed" and cpu.status == "ok"
-    # in a group after thop's CPU run: tried on meta first, then counted on the CPU build thop had
-    (thop, chosen), devices, _ = _devices_built(Job(name, "thop", input_shape=shape),
-                                                Job(name, "pthflops", input_shape=shape), share=True)
-    assert thop.status == "ok" and devices == ["cpu", "meta"]
-    # pthflops' conv: 4 x 6 x 6 outputs x 3 x 9 = 3,888 (no bias); nonzero has no rule (0)
-    assert cpu.headline == {"flops": 3888}
-    assert replace(chosen, seconds=0.0) == replace(cpu, seconds=0.0)
-
-
-class BranchesOnWeights(nn.Module):
-    """conv 3->4 k3 on 8x8, then ``y + y`` only where its weights are not on meta: a forward
-    that runs on meta and on CPU alike, but not the same forward. fx traces the branch at once (a
-    parameter reached through ``parameters()`` is a real tensor, not a traced value)."""
-
-    example_input_shape = (1, 3, 8, 8)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+class BranchesOnWeights(_Conv):
+    """then ``y + y`` only where its weights are not on meta: a forward that runs on meta and on
+    CPU alike, but not the same forward. fx traces the branch at once (a parameter reached
+    through ``parameters()`` is a real tensor, not a traced value)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
@@ -163,24 +140,45 @@ class BranchesOnWeights(nn.Module):
         return y
 
 
+def reads_values() -> nn.Module:
+    return ReadsValues()
+
+
 def branches_on_weights() -> nn.Module:
     return BranchesOnWeights()
 
 
-branches_on_weights.example_input_shape = BranchesOnWeights.example_input_shape  # type: ignore[attr-defined]
+for _factory in (reads_values, branches_on_weights):
+    _factory.example_input_shape = _Conv.example_input_shape  # type: ignore[attr-defined]
+
+
+def _pthflops_three_ways(factory: str):
+    """pthflops on the model ``factory`` makes: alone on meta, alone on CPU, and in a group after
+    thop (which runs it on CPU to its end), with the devices that group built and ran it on."""
+    name, shape = f"{__name__}:{factory}", _Conv.example_input_shape
+    meta, cpu = run_jobs([Job(name, "pthflops", input_shape=shape, device="meta"),
+                          Job(name, "pthflops", input_shape=shape, device="cpu")], workers=2)
+    (thop, chosen), built, ran = _devices_built(Job(name, "thop", input_shape=shape),
+                                                Job(name, "pthflops", input_shape=shape), share=True)
+    assert thop.status == "ok" and built == ["cpu", "meta"]
+    return meta, cpu, chosen, ran
+
+
+def test_a_model_meta_cannot_run_is_counted_on_cpu_with_nothing_said():
+    meta, cpu, chosen, ran = _pthflops_three_ways("reads_values")
+    assert meta.status == "failed" and cpu.status == "ok"
+    # in the group: tried on meta first (the conv ran there, then nonzero failed), then counted
+    # on the CPU build thop had; the conv's 3,888, nonzero has no rule (0)
+    assert cpu.headline == {"flops": 3888} and ran == ["cpu", "meta", "cpu"]
+    assert replace(chosen, seconds=0.0) == replace(cpu, seconds=0.0)
 
 
 def test_a_model_that_takes_another_path_on_meta_is_counted_on_cpu():
-    name = f"{__name__}:branches_on_weights"
-    shape = BranchesOnWeights.example_input_shape
-    meta, cpu = run_jobs([Job(name, "pthflops", input_shape=shape, device="meta"),
-                          Job(name, "pthflops", input_shape=shape, device="cpu")], workers=2)
-    # pthflops' conv: 4 x 6 x 6 outputs x 3 x 9 = 3,888; on CPU its add too: output numel 144 x
-    # 2 arguments = 288 (pthflops counts an add as numel times its arguments): 4,176
+    meta, cpu, chosen, ran = _pthflops_three_ways("branches_on_weights")
+    # the conv's 3,888; on CPU its add too: output numel 144 x 2 arguments = 288 (pthflops counts
+    # an add as numel times its arguments): 4,176
     assert (meta.headline, cpu.headline) == ({"flops": 3888}, {"flops": 3888 + 144 * 2})
-    # after thop ran the model on CPU to its end, pthflops is tried on meta and its run there is
-    # ok, but the graph it traces there is not the one the CPU build gives: counted on CPU
-    (thop, chosen), devices, ran = _devices_built(Job(name, "thop", input_shape=shape),
-                                                  Job(name, "pthflops", input_shape=shape), share=True)
-    assert thop.status == "ok" and devices == ["cpu", "meta"] and ran == ["cpu", "meta", "cpu"]
+    # in the group its run on meta is ok, but the graph it traces there is not the one the CPU
+    # build gives: counted on CPU
+    assert ran == ["cpu", "meta", "cpu"]
     assert replace(chosen, seconds=0.0) == replace(cpu, seconds=0.0)
