@@ -2,11 +2,12 @@
 ``worker._on_shapes``) reports the run it makes on CPU, on every zoo sample.
 
 A zoo fixture's record of such a tool is made on meta wherever the model runs there and takes
-the same path as on CPU (on CPU where not: nothing in the record says which). Each is compared here with the tool's run on
-CPU (``Job(device="cpu")``, a worker and a build of its own), field for field but ``seconds``:
-an ``ok`` record must be the CPU run exactly, and a failed one a failure there too (a meta run
-that succeeds where the CPU run fails would change the tool's result). The zoo fixtures' own runs
-are the meta half, so the proof costs one run per model, not two."""
+the same path as on CPU (on CPU where not: nothing in the record says which). Each is compared
+here with the tool's run on CPU (``Job(device="cpu")``, a worker and a build of its own), field
+for field but ``seconds``: an ``ok`` record must be the CPU run exactly, and a failed one a
+failure there too (a meta run that succeeds where the CPU run fails would change the tool's
+result). The zoo fixtures' own runs are the meta half, so the proof costs one run per model,
+not two."""
 
 from __future__ import annotations
 

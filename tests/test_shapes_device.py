@@ -45,8 +45,6 @@ def test_the_tools_tried_on_meta_are_the_ones_the_zoo_files_prove():
 
 
 BUILDS = os.path.join(tempfile.gettempdir(), "reconcile-shapes-builds")
-
-
 RAN = os.path.join(tempfile.gettempdir(), "reconcile-shapes-ran")
 
 
