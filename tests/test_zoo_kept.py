@@ -206,6 +206,39 @@ def test_zoo_models_are_names_of_the_source_unless_prefixed():
     assert zoo.names_for("transformers", "all", "BertModel") == ["hf:BertModel"]
 
 
+def test_every_version_in_a_rows_key_is_pinned_and_installed_as_pinned():
+    """A kept row is reused only for the same installed versions (``zoo.run_key``). pandas is in
+    the key (torchstat's totals are a pandas frame's sums) and was let float (``pandas>=3,<4``)
+    until 2026-12-07, when pandas 3.1.2 appeared: on a freshly set-up machine ``--resume`` then
+    found none of the 1,339 committed whole-timm rows and would have counted them all again. So
+    every distribution of the key but reconcile itself is pinned with ``==`` by ``pyproject.toml``
+    (or the Makefile's ``--no-deps`` line, mmengine), and the set-up installed that version."""
+    import re
+    import tomllib
+    from importlib import metadata
+
+    from packaging.version import Version
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values()
+                                                for r in extra)]
+    requirements += re.findall(r"^[A-Z]+ := ([\w.-]+==[\w.+-]+)$", (ROOT / "Makefile").read_text(), re.M)
+
+    def name(dist: str) -> str:
+        return re.sub(r"[-_.]+", "-", dist).lower()
+
+    pins = {}
+    for requirement in requirements:
+        dist, spec = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(.*)", requirement.split(";")[0].strip()).groups()
+        pins[name(dist)] = spec
+    keyed = [d for d in zoo._versioned() if d != "reconcile"]
+    assert "pandas" in keyed and "torch" in keyed and "mmengine" in keyed
+    floating = {d: pins.get(name(d), "(not listed)") for d in keyed if not pins.get(name(d), "").startswith("==")}
+    assert not floating, f"in a zoo row's key but not pinned exactly: {floating}"
+    for dist in keyed:
+        assert Version(metadata.version(dist)) == Version(pins[name(dist)][2:]), dist
+
+
 @pytest.mark.slow
 def test_zoo_resumes_from_rows_alone_and_reruns_a_cut_line(tmp_path):
     """The whole timm zoo outlasts a sitting here, and its kept runs (about 40 KB a model) are too
