@@ -217,26 +217,22 @@ def test_every_version_in_a_rows_key_is_pinned_and_installed_as_pinned():
     import tomllib
     from importlib import metadata
 
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
     from packaging.version import Version
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values()
                                                 for r in extra)]
     requirements += re.findall(r"^[A-Z]+ := ([\w.-]+==[\w.+-]+)$", (ROOT / "Makefile").read_text(), re.M)
-
-    def name(dist: str) -> str:
-        return re.sub(r"[-_.]+", "-", dist).lower()
-
-    pins = {}
-    for requirement in requirements:
-        dist, spec = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(.*)", requirement.split(";")[0].strip()).groups()
-        pins[name(dist)] = spec
+    pins = {canonicalize_name(r.name): str(r.specifier) for r in map(Requirement, requirements)}
     keyed = [d for d in zoo._versioned() if d != "reconcile"]
     assert "pandas" in keyed and "torch" in keyed and "mmengine" in keyed
-    floating = {d: pins.get(name(d), "(not listed)") for d in keyed if not pins.get(name(d), "").startswith("==")}
+    spec = {d: pins.get(canonicalize_name(d), "(not listed)") for d in keyed}
+    floating = {d: s for d, s in spec.items() if not s.startswith("==")}
     assert not floating, f"in a zoo row's key but not pinned exactly: {floating}"
     for dist in keyed:
-        assert Version(metadata.version(dist)) == Version(pins[name(dist)][2:]), dist
+        assert Version(metadata.version(dist)) == Version(spec[dist][2:]), dist
 
 
 @pytest.mark.slow
